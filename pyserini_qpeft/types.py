@@ -1,0 +1,130 @@
+"""The plain currency of the package: queries, hits and runs, with TREC run-file I/O.
+
+A :class:`Run` maps query ids to ranked :class:`Hit` lists. Ranking is always by score descending with ties
+broken by docid ascending, so writing a run is deterministic whatever order hits were added in.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from .errors import InputError
+from .fileio import atomic_write
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query id and its text."""
+
+    qid: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved document for a query."""
+
+    docid: str
+    score: float
+
+
+def sort_hits(hits: Iterable[Hit]) -> list[Hit]:
+    """Rank hits by (-score, docid): the package-wide deterministic tie-break."""
+    return sorted(hits, key=lambda h: (-h.score, h.docid))
+
+
+@dataclass
+class Run:
+    """Ranked hits per query id. ``hits[qid]`` is kept in rank order."""
+
+    hits: dict[str, list[Hit]] = field(default_factory=dict)
+    tag: str = "pyserini_qpeft"
+
+    def __post_init__(self) -> None:
+        self.hits = {qid: sort_hits(h) for qid, h in self.hits.items()}
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.hits)
+
+    def __getitem__(self, qid: str) -> list[Hit]:
+        return self.hits[qid]
+
+    def __contains__(self, qid: object) -> bool:
+        return qid in self.hits
+
+    def set(self, qid: str, hits: Iterable[Hit]) -> None:
+        """Store ``hits`` for ``qid``, ranked by (-score, docid)."""
+        self.hits[qid] = sort_hits(hits)
+
+    def qids(self) -> list[str]:
+        return list(self.hits)
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        """BEIR ``results`` shape: qid -> docid -> score."""
+        return {qid: {h.docid: h.score for h in hits} for qid, hits in self.hits.items()}
+
+    @classmethod
+    def from_dict(cls, results: Mapping[str, Mapping[str, float]], tag: str = "pyserini_qpeft") -> "Run":
+        return cls({qid: [Hit(d, float(s)) for d, s in docs.items()] for qid, docs in results.items()}, tag=tag)
+
+    def write(self, path: str | os.PathLike, tag: str | None = None, depth: int | None = None) -> None:
+        """Write a TREC run file atomically (``qid Q0 docid rank score tag``)."""
+        write_run(self, path, tag=tag, depth=depth)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "Run":
+        return read_run(path)
+
+
+def format_run_lines(qid: str, hits: Iterable[Hit], tag: str) -> Iterator[str]:
+    """TREC lines for one query's hits (already ranked)."""
+    for rank, hit in enumerate(hits, start=1):
+        yield f"{qid} Q0 {hit.docid} {rank} {hit.score:.6f} {tag}\n"
+
+
+def write_run(run: Run, path: str | os.PathLike, tag: str | None = None, depth: int | None = None) -> None:
+    """Write ``run`` to ``path`` atomically; queries in insertion order, hits in rank order."""
+    tag = tag or run.tag
+    if not tag or any(c.isspace() for c in tag):
+        raise InputError(f"run tag must be one non-empty word, got {tag!r}")
+    with atomic_write(path) as out:
+        for qid, hits in run.hits.items():
+            out.writelines(format_run_lines(qid, hits[:depth] if depth else hits, tag))
+
+
+def read_run(path: str | os.PathLike) -> Run:
+    """Read a TREC run file (6 whitespace-separated columns). Errors name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("run file not found", str(path))
+    hits: dict[str, list[Hit]] = {}
+    seen: set[tuple[str, str]] = set()
+    tag = None
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise InputError(f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}", str(path), lineno)
+            qid, _, docid, rank, score, tag = parts
+            try:
+                value = float(score)
+                int(rank)
+            except ValueError:
+                raise InputError(f"non-numeric rank or score: {rank!r} {score!r}", str(path), lineno) from None
+            if math.isnan(value):
+                raise InputError("score is NaN", str(path), lineno)
+            if (qid, docid) in seen:
+                raise InputError(f"docid {docid} appears twice for query {qid}", str(path), lineno)
+            seen.add((qid, docid))
+            hits.setdefault(qid, []).append(Hit(docid, value))
+    if not hits:
+        raise InputError("run file is empty", str(path))
+    return Run(hits, tag=tag or "pyserini_qpeft")
