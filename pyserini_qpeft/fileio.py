@@ -8,6 +8,24 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def current_umask() -> int:
+    """The process umask (mkstemp/mkdtemp create 0600/0700 files; outputs should get normal permissions)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Give a temp dir made by ``mkdtemp`` normal permissions and rename it to ``target`` (replaced if present)."""
+    import shutil
+
+    os.chmod(tmp, 0o777 & ~current_umask())
+    target = Path(target)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Yield a file handle; on success the file appears at ``path`` at once, on error nothing is left."""
@@ -19,6 +37,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,38 @@
+"""`pyserini-qpeft evaluate`: metrics equal to trec_eval's, as a table or JSON."""
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("evaluate")
+@click.option("--qrels", required=True, help="Pyserini-style name (beir-v1.0.0-scifact-test), TREC or BEIR qrels file.")
+@click.option("--run", "run_path", required=True, type=click.Path(), help="TREC run file.")
+@click.option("-m", "--metric", "metrics", multiple=True,
+              help="ndcg@10, recall@100, recall@1000, mrr@10, map, hit@10, recall@10, precision@k ... (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: metric -> value.")
+@click.option("--per-query", is_flag=True, help="Also print per-query values.")
+def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool, per_query: bool) -> None:
+    """Evaluate RUN against QRELS (trec_eval -c semantics: judged queries missing from the run score 0)."""
+    from ..data import load_qrels
+    from ..evaluation import DEFAULT_METRICS, evaluate as evaluate_run, evaluate_per_query
+    from ..types import read_run
+
+    judged = load_qrels(qrels)
+    run = read_run(run_path)
+    names = tuple(metrics) or DEFAULT_METRICS
+    scores = evaluate_run(run, judged, names)
+    per = evaluate_per_query(run, judged, names) if per_query else None
+    if as_json:
+        out = {name: round(value, 4) for name, value in scores.items()}
+        if per is not None:
+            out = {"all": out, "per_query": {q: {m: round(v, 4) for m, v in vals.items()} for q, vals in per.items()}}
+        click.echo(json.dumps(out, sort_keys=False))
+        return
+    if per is not None:
+        for qid, values in per.items():
+            for name, value in values.items():
+                click.echo(f"{name:<14}{qid:<16}{value:.4f}")
+    for name, value in scores.items():
+        click.echo(f"{name:<14}{'all':<16}{value:.4f}")

@@ -1,0 +1,36 @@
+"""`pyserini-qpeft index`: a BEIR-flat Lucene index under indexes/."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def default_index_dir(name: str) -> Path:
+    return Path("indexes") / f"lucene-beir-{name}-flat"
+
+
+@click.command("index")
+@click.option("--dataset", help="BEIR dataset name (found on $PYSERINI_QPEFT_DATA) or folder.")
+@click.option("--corpus", "corpus_path", type=click.Path(exists=True), help="BEIR/Pyserini JSONL or TREC CAR paragraph CBOR.")
+@click.option("--index", "index_dir", type=click.Path(), help="Output folder (default indexes/lucene-beir-<name>-flat).")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--force", is_flag=True, help="Rebuild even if the index exists.")
+@click.option("--download", is_flag=True, help="Download the official BEIR zip if the dataset is not found locally.")
+def index(dataset: str | None, corpus_path: str | None, index_dir: str | None, threads: int, force: bool,
+          download: bool) -> None:
+    """Build a BEIR-flat Lucene index (title + text in one field, raw JSON stored). Idempotent."""
+    from ..data import find_dataset
+    from ..search import build_index
+
+    if bool(dataset) == bool(corpus_path):
+        raise click.UsageError("give exactly one of --dataset or --corpus")
+    if dataset:
+        source = find_dataset(dataset, download=download)
+        name = source.name
+    else:
+        source = Path(corpus_path)
+        name = source.stem if source.is_file() else source.name
+    target = Path(index_dir) if index_dir else default_index_dir(name)
+    built = build_index(source, target, threads=threads, force=force)
+    click.echo(str(built))

@@ -1,0 +1,72 @@
+"""Top-level click group. Sub-command modules are imported lazily so ``--help`` is instant and starts no JVM."""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from ..errors import QPeftError
+
+# name -> "module:attribute"; a module is imported only when its command runs (or its --help is shown).
+COMMANDS = {
+    "index": ("pyserini_qpeft.cli.index:index", "Build a BEIR-flat Lucene index from a BEIR dataset, JSONL or TREC CAR corpus."),
+    "search": ("pyserini_qpeft.cli.search:search", "BM25 or dense (FAISS) search, optionally followed by an LLM reranker."),
+    "rerank": ("pyserini_qpeft.cli.rerank:rerank", "Rerank an existing TREC run with UPR / Q-PEFT / prompt tuning."),
+    "evaluate": ("pyserini_qpeft.cli.evaluate:evaluate", "Evaluate a TREC run against qrels (values equal trec_eval's)."),
+    "train": ("pyserini_qpeft.cli.train:train", "Train a Q-PEFT module or an LMORT tuner on a frozen LLM."),
+    "lmort": ("pyserini_qpeft.cli.lmort:lmort", "LMORT layer analysis and training for dense retrieval."),
+    "encode": ("pyserini_qpeft.cli.encode:encode", "Encode a corpus into a Pyserini-compatible FAISS index."),
+    "explain": ("pyserini_qpeft.cli.explain:explain", "Show which document tokens Q-PEFT selected or attended to."),
+    "repro": ("pyserini_qpeft.cli.repro:repro", "Run the BEIR reproduction matrix and check expected scores."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-commands are imported on first use; maps package errors to documented exit codes."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name, (target, _) in COMMANDS.items() if _available(target))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not _available(COMMANDS[name][0]):
+            return None
+        module_name, attr = COMMANDS[name][0].split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except QPeftError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def _available(target: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(target.split(":")[0]) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pyserini_qpeft")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def cli(verbose: bool) -> None:
+    """Frozen-LLM reranking (UPR, Q-PEFT) and dense retrieval (LMORT) on Pyserini.
+
+    Exit codes: 0 ok, 1 internal error, 2 usage error, 3 bad input data (names file and line),
+    4 no Java >= 21, 5 `repro --check` failed, 6 model/checkpoint problem.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    cli()

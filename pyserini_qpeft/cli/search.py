@@ -1,0 +1,58 @@
+"""`pyserini-qpeft search`: BM25 (Lucene) or dense (FAISS) first stage, then an optional LLM reranker."""
+from __future__ import annotations
+
+import click
+
+from .options import quiet_option, reranker_options
+
+
+@click.command("search")
+@click.option("--bm25", "mode", flag_value="bm25", default=True, help="BM25 over a Lucene index (default).")
+@click.option("--dense", "mode", flag_value="dense", help="Dense search over a FAISS index made by `encode`.")
+@click.option("--index", "index_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--topics", required=True, help="Pyserini-style topics name, TSV, BEIR queries.jsonl or CAR outlines.")
+@click.option("--output", required=True, type=click.Path(dir_okay=False), help="Output TREC run (written atomically).")
+@click.option("--hits", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--remove-query", is_flag=True, help="Drop hits whose docid equals the query id (BEIR convention).")
+@click.option("--k1", type=float, default=0.9, show_default=True, help="BM25 k1.")
+@click.option("--b", type=float, default=0.4, show_default=True, help="BM25 b.")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Queries per search batch.")
+@click.option("--corpus", help="Document text for reranking (default: the Lucene index's stored raw text).")
+@click.option("--run-tag", default=None, help="Run tag (6th column); default names the pipeline.")
+@reranker_options
+@quiet_option
+def search(mode, index_dir, topics, output, hits, remove_query, k1, b, threads, batch_size, corpus, run_tag,
+           reranker, reranker_checkpoint, rerank_depth, max_passage_tokens, rerank_batch_size, model, device, dtype,
+           quiet) -> None:
+    """Search TOPICS and write a TREC run; with --reranker, rerank the top --rerank-depth hits in the same step."""
+    from ..data import load_topics
+    from ..errors import InputError
+
+    queries = load_topics(topics)
+    if mode == "bm25":
+        from ..search import BM25Config, bm25_search
+
+        run = bm25_search(index_dir, queries, BM25Config(k1=k1, b=b, hits=hits, threads=threads,
+                                                         batch_size=batch_size, remove_query=remove_query),
+                          progress=not quiet)
+    else:
+        from ..encode import dense_search
+
+        run = dense_search(index_dir, queries, k=hits, progress=not quiet)
+        if remove_query:
+            for qid in run.qids():
+                run.set(qid, [h for h in run[qid] if h.docid != qid])
+    if reranker == "identity":
+        run.write(output, tag=run_tag or mode)
+    else:
+        from .pipeline import make_reranker, open_docstore, rerank_and_write
+
+        if mode == "dense" and not corpus:
+            raise InputError("dense search + reranker needs --corpus for document text")
+        docs = open_docstore(corpus=corpus, index=index_dir)
+        model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
+                                       rerank_batch_size)
+        rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
+                         tag=run_tag or f"{mode}+{reranker}")
+    click.echo(output)

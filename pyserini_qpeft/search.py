@@ -1,0 +1,199 @@
+"""The only module that imports ``pyserini.search`` / Anserini (lazily): Lucene indexing, BM25 search, raw docs.
+
+Indexes are BEIR "flat" (title and text in one ``contents`` field, raw JSON stored), built with Anserini's
+``BeirFlatCollection`` exactly as Pyserini's BEIR regressions do, so BM25 scores reproduce Pyserini's.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .errors import InputError
+from .fileio import publish_dir
+from .types import Hit, Query, Run
+
+logger = logging.getLogger(__name__)
+
+INDEX_META = "pyserini_qpeft_index.json"
+
+
+@dataclass(frozen=True)
+class BM25Config:
+    """Pyserini's BM25 defaults for BEIR flat indexes."""
+
+    k1: float = 0.9
+    b: float = 0.4
+    hits: int = 1000
+    threads: int = 2
+    batch_size: int = 64
+    remove_query: bool = False
+
+    def __post_init__(self) -> None:
+        if self.k1 < 0 or not 0 <= self.b <= 1:
+            raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={self.k1} b={self.b}")
+        if self.hits < 1:
+            raise ValueError(f"hits must be >= 1, got {self.hits}")
+        if self.threads < 1 or self.batch_size < 1:
+            raise ValueError(f"threads and batch_size must be >= 1, got {self.threads}, {self.batch_size}")
+
+
+def is_lucene_index(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return path.is_dir() and any(path.glob("segments_*"))
+
+
+def _prepare_collection(corpus: str | os.PathLike, workdir: Path) -> Path:
+    """A folder holding one BEIR-style ``corpus.jsonl`` for ``BeirFlatCollection``.
+
+    A BEIR corpus file is linked as is (byte-identical input = Pyserini's regression numbers); any other corpus
+    (Pyserini JsonCollection JSONL, TREC CAR paragraph CBOR) is converted to BEIR JSONL first.
+    """
+    corpus = Path(corpus)
+    if corpus.is_dir():
+        corpus = corpus / "corpus.jsonl"
+    if not corpus.is_file():
+        raise InputError("corpus not found", str(corpus))
+    target = workdir / "corpus.jsonl"
+    if corpus.suffix != ".cbor":
+        with open(corpus, encoding="utf-8") as handle:
+            first = handle.readline()
+        try:
+            record = json.loads(first)
+        except json.JSONDecodeError:
+            raise InputError("not a JSONL corpus (first line is not JSON)", str(corpus), 1) from None
+        if isinstance(record, dict) and "_id" in record:
+            os.symlink(corpus.resolve(), target)
+            return workdir
+    from . import data
+
+    documents: Iterable = (data.read_car_paragraphs(corpus) if corpus.suffix == ".cbor"
+                           else data.read_corpus_jsonl(corpus))
+    count = 0
+    with open(target, "w", encoding="utf-8") as out:
+        for doc in documents:
+            out.write(json.dumps({"_id": doc.docid, "title": doc.title, "text": doc.text}) + "\n")
+            count += 1
+    if count == 0:
+        raise InputError("corpus has no documents", str(corpus))
+    return workdir
+
+
+def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads: int = 2, force: bool = False) -> Path:
+    """Build a BEIR-flat Lucene index of ``corpus`` at ``index_dir`` (idempotent; ``force`` rebuilds).
+
+    The index is built in a temporary sibling folder and renamed into place, so an interrupted build leaves
+    nothing half-written. Returns ``index_dir``.
+    """
+    index_dir = Path(index_dir)
+    meta_path = index_dir / INDEX_META
+    if meta_path.is_file() and not force:
+        logger.info("index %s exists (use --force to rebuild)", index_dir)
+        return index_dir
+    from .jvm import start_jvm
+
+    start_jvm()
+    from jnius import autoclass
+
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix=".collection-", dir=index_dir.parent) as work:
+        collection = _prepare_collection(corpus, Path(work))
+        tmp_index = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.", dir=index_dir.parent))
+        try:
+            args = ["-collection", "BeirFlatCollection", "-generator", "DefaultLuceneDocumentGenerator",
+                    "-input", str(collection), "-index", str(tmp_index), "-threads", str(threads),
+                    "-storePositions", "-storeDocvectors", "-storeRaw"]
+            autoclass("io.anserini.index.IndexCollection").main(args)
+            count = _count_docs(tmp_index)
+            if count == 0:
+                raise InputError("indexing produced 0 documents (is it a BEIR corpus.jsonl?)", str(corpus))
+            meta = {"corpus": str(Path(corpus).resolve()), "collection": "BeirFlatCollection", "documents": count,
+                    "seconds": round(time.time() - start, 1)}
+            (tmp_index / INDEX_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+            publish_dir(tmp_index, index_dir)
+        except BaseException:
+            shutil.rmtree(tmp_index, ignore_errors=True)
+            raise
+    logger.info("indexed %d documents into %s in %.1fs", count, index_dir, time.time() - start)
+    return index_dir
+
+
+def _count_docs(index_dir: Path) -> int:
+    from jnius import autoclass
+
+    reader = autoclass("io.anserini.index.IndexReaderUtils").getReader(str(index_dir))
+    try:
+        return int(reader.numDocs())
+    finally:
+        reader.close()
+
+
+def _searcher(index_dir: str | os.PathLike):
+    if not is_lucene_index(index_dir):
+        raise InputError("not a Lucene index (build one with `pyserini-qpeft index`)", str(index_dir))
+    from .jvm import start_jvm
+
+    start_jvm()
+    from pyserini.search.lucene import LuceneSearcher
+
+    return LuceneSearcher(str(index_dir))
+
+
+def bm25_search(index_dir: str | os.PathLike, queries: Sequence[Query], config: BM25Config = BM25Config(),
+                progress: bool = True) -> Run:
+    """BM25 top-``config.hits`` for every query, as Pyserini's ``pyserini.search.lucene --bm25`` computes it.
+
+    Scores are rounded to 6 decimals, as Pyserini's TREC writer prints them, so runs and metrics match
+    Pyserini's own output; ties are then broken by docid.
+    """
+    from tqdm import tqdm
+
+    if not queries:
+        raise InputError("no queries to search")
+    for query in queries:
+        if not query.text.strip():
+            raise InputError(f"query {query.qid} is empty")
+    searcher = _searcher(index_dir)
+    searcher.set_bm25(config.k1, config.b)
+    run = Run(tag="bm25")
+    with tqdm(total=len(queries), desc="bm25", unit="q", disable=not progress) as bar:
+        for start in range(0, len(queries), config.batch_size):
+            batch = queries[start:start + config.batch_size]
+            results = searcher.batch_search([q.text for q in batch], [q.qid for q in batch], config.hits,
+                                            config.threads)
+            for query in batch:
+                hits = [Hit(h.docid, round(float(h.score), 6)) for h in results[query.qid]]
+                if config.remove_query:
+                    hits = [h for h in hits if h.docid != query.qid]
+                run.set(query.qid, hits)
+            bar.update(len(batch))
+    searcher.close()
+    return run
+
+
+class LuceneDocStore:
+    """Documents from a Lucene index's stored raw JSON (``-storeRaw``)."""
+
+    def __init__(self, index_dir: str | os.PathLike):
+        self.index_dir = Path(index_dir)
+        self._searcher = _searcher(index_dir)
+
+    def get(self, docid: str):
+        from .data import Document
+
+        doc = self._searcher.doc(docid)
+        if doc is None:
+            raise InputError(f"docid {docid!r} is not in the index", str(self.index_dir))
+        raw = doc.raw()
+        try:
+            record = json.loads(raw)
+        except (TypeError, json.JSONDecodeError):
+            return Document(docid, "", doc.contents() or raw or "")
+        return Document(docid, record.get("title", "") or "", record.get("text", record.get("contents", "")) or "")
