@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import InputError
-from .fileio import publish_dir
-from .types import Hit, Query, Run
+from ..errors import InputError
+from ..fileio import publish_dir
+from ..types import Hit, Query, Run
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _prepare_collection(corpus: str | os.PathLike, workdir: Path) -> Path:
         if isinstance(record, dict) and "_id" in record:
             os.symlink(corpus.resolve(), target)
             return workdir
-    from . import data
+    from .. import data
 
     documents: Iterable = (data.read_car_paragraphs(corpus) if corpus.suffix == ".cbor"
                            else data.read_corpus_jsonl(corpus))
@@ -96,7 +96,7 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
     if meta_path.is_file() and not force:
         logger.info("index %s exists (use --force to rebuild)", index_dir)
         return index_dir
-    from .jvm import start_jvm
+    from ..jvm import start_jvm
 
     start_jvm()
     from jnius import autoclass
@@ -138,7 +138,7 @@ def _count_docs(index_dir: Path) -> int:
 def _searcher(index_dir: str | os.PathLike):
     if not is_lucene_index(index_dir):
         raise InputError("not a Lucene index (build one with `pyserini-qpeft index`)", str(index_dir))
-    from .jvm import start_jvm
+    from ..jvm import start_jvm
 
     start_jvm()
     from pyserini.search.lucene import LuceneSearcher
@@ -186,7 +186,7 @@ class LuceneDocStore:
         self._searcher = _searcher(index_dir)
 
     def get(self, docid: str):
-        from .data import Document
+        from ..data import Document
 
         doc = self._searcher.doc(docid)
         if doc is None:
