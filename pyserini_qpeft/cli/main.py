@@ -18,6 +18,7 @@ COMMANDS = {
     "train": ("pyserini_qpeft.cli.train:train", "Train a Q-PEFT module or an LMORT tuner on a frozen LLM."),
     "lmort": ("pyserini_qpeft.cli.lmort:lmort", "LMORT layer analysis and training for dense retrieval."),
     "encode": ("pyserini_qpeft.cli.encode:encode", "Encode a corpus into a Pyserini-compatible FAISS index."),
+    "fuse": ("pyserini_qpeft.cli.fuse:fuse", "Fuse runs (RRF or score interpolation) into a hybrid run."),
     "explain": ("pyserini_qpeft.cli.explain:explain", "Show which document tokens Q-PEFT selected or attended to."),
     "repro": ("pyserini_qpeft.cli.repro:repro", "Run the BEIR reproduction matrix and check expected scores."),
 }

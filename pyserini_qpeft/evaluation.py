@@ -1,0 +1,238 @@
+"""Retrieval metrics that equal ``trec_eval -c`` (version 9.0.x, the one Pyserini ships) to the last digit.
+
+Conventions copied from trec_eval, because published BEIR numbers come from it:
+
+* Each query's documents are re-ranked by score descending, ties broken by docid *descending* (byte order); the
+  rank column of a run file plays no part.
+* ``-c``: the mean is over every query id in the qrels, including queries without any relevant document (they
+  score 0) and queries missing from the run (they score 0). Run queries absent from the qrels are ignored.
+* A document is relevant when its judgment is >= 1. nDCG uses the judgment as gain (graded), discount
+  ``log2(rank + 1)``, and the ideal ranking built from the qrels' positive judgments.
+
+Metric names are ``name@k`` (any k >= 1) or a bare name:
+
+============== ====================== =======================================
+name           trec_eval              meaning
+============== ====================== =======================================
+ndcg@k         ``-m ndcg_cut.k``      nDCG of the top k
+ndcg           ``-m ndcg``            nDCG of the whole ranked list
+recall@k       ``-m recall.k``        relevant in top k / all relevant
+precision@k    ``-m P.k``             relevant in top k / k (also ``p@k``)
+hit@k          ``-m success.k``       1 if any relevant in top k (also ``success@k``)
+mrr@k          ``-M k -m recip_rank`` 1 / rank of the first relevant in top k
+mrr            ``-m recip_rank``      same over the whole list
+map            ``-m map``             average precision over the whole list
+map@k          ``-m map_cut.k``       average precision of the top k
+============== ====================== =======================================
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence, Union
+
+from .errors import InputError
+from .types import Hit, Run
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_METRICS = ("ndcg@10", "recall@100", "recall@1000", "mrr@10", "map", "hit@10", "recall@10")
+METRICS = frozenset(DEFAULT_METRICS) | {
+    "ndcg@5", "ndcg@20", "ndcg@100", "ndcg", "recall@5", "recall@20", "recall@50", "mrr@100", "mrr", "hit@1",
+    "hit@5", "hit@20", "hit@100", "precision@1", "precision@5", "precision@10", "map@10", "map@100", "map@1000",
+}
+"""Common names; any ``ndcg@k``, ``recall@k``, ``mrr@k``, ``hit@k``, ``precision@k``, ``map@k`` is accepted."""
+
+_KINDS_WITH_OPTIONAL_K = ("ndcg", "mrr", "map")
+_KINDS_NEEDING_K = ("recall", "precision", "hit")
+_ALIASES = {"p": "precision", "r": "recall", "success": "hit", "recip_rank": "mrr", "ndcg_cut": "ndcg",
+            "map_cut": "map"}
+_NAME = re.compile(r"^(?P<kind>[a-z_]+)(?:@(?P<k>\d+))?$")
+
+RunLike = Union[Run, Mapping[str, Sequence[Hit]], Mapping[str, Mapping[str, float]]]
+Qrels = Mapping[str, Mapping[str, int]]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A parsed metric name: ``kind`` in ndcg/recall/precision/hit/mrr/map, ``k`` the cutoff (None: no cutoff)."""
+
+    kind: str
+    k: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS_WITH_OPTIONAL_K + _KINDS_NEEDING_K:
+            raise InputError(f"unknown metric kind {self.kind!r}")
+        if self.k is None and self.kind in _KINDS_NEEDING_K:
+            raise InputError(f"metric {self.kind!r} needs a cutoff, e.g. {self.kind}@10")
+        if self.k is not None and self.k < 1:
+            raise InputError(f"metric cutoff must be >= 1, got {self.kind}@{self.k}")
+
+    @property
+    def name(self) -> str:
+        return self.kind if self.k is None else f"{self.kind}@{self.k}"
+
+
+def parse_metric(name: str) -> Metric:
+    """``'ndcg@10'`` -> ``Metric('ndcg', 10)``. Case-insensitive; aliases ``p@k``, ``r@k``, ``success@k``.
+
+    Raises:
+        InputError: an unknown name or a bad cutoff (the message lists the accepted forms).
+    """
+    match = _NAME.match(str(name).strip().lower())
+    kind = match.group("kind") if match else None
+    kind = _ALIASES.get(kind, kind)
+    if match is None or kind not in _KINDS_WITH_OPTIONAL_K + _KINDS_NEEDING_K:
+        raise InputError(f"unknown metric {name!r}; use ndcg@k, recall@k, precision@k, hit@k, mrr@k, map@k, "
+                         "or ndcg, mrr, map")
+    return Metric(kind, int(match.group("k")) if match.group("k") else None)
+
+
+def _metric_list(metrics: str | Iterable[str]) -> list[str]:
+    if isinstance(metrics, str):
+        metrics = metrics.split(",")
+    names = [m.strip() for m in metrics if m.strip()]
+    if not names:
+        raise InputError("no metrics requested")
+    return names
+
+
+def trec_eval_name(metric: str) -> list[str]:
+    """The trec_eval arguments computing ``metric``: ``'ndcg@10'`` -> ``['-m', 'ndcg_cut.10']``,
+    ``'mrr@10'`` -> ``['-M', '10', '-m', 'recip_rank']`` (``-M`` applies to a whole trec_eval call)."""
+    m = parse_metric(metric)
+    if m.kind == "mrr":
+        return (["-M", str(m.k)] if m.k else []) + ["-m", "recip_rank"]
+    base = {"ndcg": "ndcg_cut" if m.k else "ndcg", "recall": "recall", "precision": "P", "hit": "success",
+            "map": "map_cut" if m.k else "map"}[m.kind]
+    return ["-m", f"{base}.{m.k}" if m.k else base]
+
+
+def trec_eval_measure(metric: str) -> str:
+    """The label trec_eval prints for ``metric``: ``'ndcg@10'`` -> ``'ndcg_cut_10'``, ``'mrr@10'`` ->
+    ``'recip_rank'``."""
+    measure = trec_eval_name(metric)[-1]
+    return measure.replace(".", "_")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Per-query computation
+
+
+def _scored_docs(run: RunLike) -> dict[str, list[tuple[str, float]]]:
+    """qid -> [(docid, score)] from a Run, qid -> [Hit], or qid -> {docid: score}."""
+    hits = run.hits if isinstance(run, Run) else run
+    out: dict[str, list[tuple[str, float]]] = {}
+    for qid, docs in hits.items():
+        if isinstance(docs, Mapping):
+            out[str(qid)] = [(str(d), float(s)) for d, s in docs.items()]
+        else:
+            out[str(qid)] = [(h.docid, float(h.score)) for h in docs]
+    return out
+
+
+def trec_eval_order(docs: Iterable[tuple[str, float]]) -> list[str]:
+    """Docids ranked as trec_eval ranks them: score descending, ties by docid descending (byte order)."""
+    by_docid_desc = sorted(docs, key=lambda d: d[0].encode("utf-8"), reverse=True)
+    return [docid for docid, _ in sorted(by_docid_desc, key=lambda d: -d[1])]  # stable: keeps the docid order
+
+
+def _dcg(gains: Iterable[int]) -> float:
+    total = 0.0
+    for i, gain in enumerate(gains):
+        if gain > 0:
+            total += gain / math.log2(i + 2)
+    return total
+
+
+def _score(metric: Metric, rels: list[int], judged: Mapping[str, int]) -> float:
+    """One query's value; ``rels`` holds the judgment of each ranked doc (-1 when unjudged)."""
+    k = metric.k
+    top = rels[:k] if k else rels
+    num_rel = sum(1 for r in judged.values() if r >= 1)
+    if metric.kind == "ndcg":
+        ideal = _dcg(sorted((r for r in judged.values() if r > 0), reverse=True)[:k] if k else
+                     sorted((r for r in judged.values() if r > 0), reverse=True))
+        return _dcg(top) / ideal if ideal > 0 else 0.0
+    if metric.kind == "recall":
+        return sum(1 for r in top if r >= 1) / num_rel if num_rel else 0.0
+    if metric.kind == "precision":
+        return sum(1 for r in top if r >= 1) / k
+    if metric.kind == "hit":
+        return 1.0 if any(r >= 1 for r in top) else 0.0
+    if metric.kind == "mrr":
+        return next((1.0 / rank for rank, r in enumerate(top, start=1) if r >= 1), 0.0)
+    if metric.kind == "map":
+        if not num_rel:
+            return 0.0
+        found, total = 0, 0.0
+        for rank, r in enumerate(top, start=1):
+            if r >= 1:
+                found += 1
+                total += found / rank
+        return total / num_rel
+    raise AssertionError(metric)  # parse_metric admits no other kind
+
+
+def evaluate_per_query(run: RunLike, qrels: Qrels, metrics: str | Iterable[str] = DEFAULT_METRICS
+                       ) -> dict[str, dict[str, float]]:
+    """qid -> metric name -> value for every query in ``qrels`` (0 for queries missing from the run).
+
+    The mean of each column is :func:`evaluate`'s value. Run queries without judgments are left out.
+
+    Raises:
+        InputError: unknown metric, empty qrels, or a docid listed twice for one query.
+    """
+    names = _metric_list(metrics)
+    parsed = [parse_metric(n) for n in names]
+    if not qrels:
+        raise InputError("qrels are empty: nothing to evaluate against")
+    scored = _scored_docs(run)
+    unjudged_queries = [qid for qid in scored if qid not in qrels]
+    if unjudged_queries:
+        logger.debug("%d run queries have no judgments and are ignored", len(unjudged_queries))
+    result: dict[str, dict[str, float]] = {}
+    for qid, judged in qrels.items():
+        docs = scored.get(str(qid), [])
+        ranked = trec_eval_order(docs)
+        if len(set(ranked)) != len(ranked):
+            dup = next(d for i, d in enumerate(ranked) if d in ranked[:i])
+            raise InputError(f"docid {dup} appears twice in the run for query {qid}")
+        rels = [judged.get(docid, -1) for docid in ranked]
+        result[qid] = {name: _score(m, rels, judged) for name, m in zip(names, parsed)}
+    return result
+
+
+def evaluate(run: RunLike, qrels: Qrels, metrics: str | Iterable[str] = DEFAULT_METRICS) -> dict[str, float]:
+    """Metric name -> mean over all qrels queries, equal to ``trec_eval -c`` (see the module docstring).
+
+    Args:
+        run: a :class:`Run`, qid -> [Hit], or qid -> {docid: score} (BEIR ``results``).
+        qrels: qid -> docid -> relevance (graded; >= 1 is relevant).
+        metrics: names like ``'ndcg@10'`` (a list, or one comma-separated string).
+    """
+    per_query = evaluate_per_query(run, qrels, metrics)
+    names = _metric_list(metrics)
+    n = len(per_query)
+    return {name: math.fsum(values[name] for values in per_query.values()) / n for name in names}
+
+
+def per_query_comparison(base: Mapping[str, Mapping[str, float]], other: Mapping[str, Mapping[str, float]],
+                         metric: str, tolerance: float = 1e-9) -> dict[str, list[str]]:
+    """Win/tie/loss of ``other`` against ``base`` on one metric, from two :func:`evaluate_per_query` results.
+
+    Returns:
+        ``{"improved": [qids], "hurt": [qids], "tied": [qids]}``, each sorted; a query missing on one side counts
+        as 0 there. Differences within ``tolerance`` are ties.
+    """
+    out: dict[str, list[str]] = {"improved": [], "hurt": [], "tied": []}
+    for qid in sorted(set(base) | set(other)):
+        a = base.get(qid, {}).get(metric, 0.0)
+        b = other.get(qid, {}).get(metric, 0.0)
+        if qid in base and metric not in base[qid] or qid in other and metric not in other[qid]:
+            raise InputError(f"metric {metric!r} missing from the per-query results of query {qid}")
+        key = "tied" if abs(b - a) <= tolerance else ("improved" if b > a else "hurt")
+        out[key].append(qid)
+    return out

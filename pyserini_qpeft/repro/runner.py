@@ -1,0 +1,207 @@
+"""Turn ``beir.yaml`` into CLI commands, run the missing ones, evaluate, report and check.
+
+An *artifact* is a file or folder made by one ``pyserini-qpeft`` command (index, run, checkpoint); a
+*condition* names the artifact holding its final test run plus expected scores per dataset. Everything is
+reused when present, so re-running is cheap and an interrupted matrix resumes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..errors import CheckFailed, InputError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_YAML = Path(__file__).with_name("beir.yaml")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    output: str
+    command: str
+    needs: tuple[str, ...] = ()
+    requires_split: str | None = None
+    done: str | None = None  # a path (relative to output) whose existence means the artifact is complete
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    run: str
+    first_stage: str
+    reranker: str
+    checkpoint: str | None = None
+    trained: bool = False
+    expected: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Matrix:
+    artifacts: dict[str, Artifact]
+    conditions: dict[str, Condition]
+    profiles: dict[str, dict[str, str]]
+    metrics: tuple[str, ...]
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_YAML) -> "Matrix":
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text())
+        artifacts = {name: Artifact(name=name, output=a["output"], command=" ".join(a["command"].split()),
+                                    needs=tuple(a.get("needs", ())), requires_split=a.get("requires_split"),
+                                    done=a.get("done"))
+                     for name, a in data["artifacts"].items()}
+        conditions = {name: Condition(name=name, run=c["run"], first_stage=c["first_stage"], reranker=c["reranker"],
+                                      checkpoint=c.get("checkpoint"), trained=bool(c.get("trained", False)),
+                                      expected=c.get("expected", {}) or {})
+                      for name, c in data["conditions"].items()}
+        for cond in conditions.values():
+            if cond.run not in artifacts:
+                raise InputError(f"condition {cond.name!r} names unknown artifact {cond.run!r}", str(path))
+        for art in artifacts.values():
+            for need in art.needs:
+                if need not in artifacts:
+                    raise InputError(f"artifact {art.name!r} needs unknown artifact {need!r}", str(path))
+        return cls(artifacts, conditions, data.get("profiles", {"full": {}}), tuple(data["metrics"]))
+
+
+class Planner:
+    """Resolves artifact paths and commands for one dataset and profile."""
+
+    def __init__(self, matrix: Matrix, dataset: str, profile: str = "full", train_dataset: str | None = None,
+                 splits: tuple[str, ...] = ("train", "test")):
+        if profile not in matrix.profiles:
+            raise InputError(f"unknown profile {profile!r}; choose from {', '.join(matrix.profiles)}")
+        self.matrix = matrix
+        self.dataset = dataset
+        self.splits = splits
+        self.variables = {"dataset": dataset, "train_dataset": train_dataset or dataset,
+                          **{k: str(v) for k, v in matrix.profiles[profile].items()}}
+
+    def _fmt(self, template: str) -> str:
+        values = dict(self.variables)
+        for name, art in self.matrix.artifacts.items():
+            if "{" + name + "}" in template:
+                values[name] = self.output(name)
+        try:
+            return template.format(**values)
+        except KeyError as exc:
+            raise InputError(f"beir.yaml template {template!r} uses unknown variable {exc}") from None
+
+    def output(self, name: str) -> str:
+        return self._fmt(self.matrix.artifacts[name].output)
+
+    def command(self, name: str) -> list[str]:
+        art = self.matrix.artifacts[name]
+        return shlex.split(self._fmt(art.command.replace("{output}", self.matrix.artifacts[name].output)))
+
+    def is_done(self, name: str) -> bool:
+        art = self.matrix.artifacts[name]
+        out = Path(self.output(name))
+        return (out / art.done).exists() if art.done else out.exists()
+
+    def available(self, name: str) -> bool:
+        """False when the artifact (or a dependency) needs a split this dataset lacks."""
+        art = self.matrix.artifacts[name]
+        if art.requires_split and art.requires_split not in self.splits:
+            return False
+        return all(self.available(need) for need in art.needs)
+
+    def order(self, names: list[str]) -> list[str]:
+        """Artifacts needed for ``names``, dependencies first, each once."""
+        seen: list[str] = []
+
+        def visit(name: str) -> None:
+            for need in self.matrix.artifacts[name].needs:
+                visit(need)
+            if name not in seen:
+                seen.append(name)
+
+        for name in names:
+            visit(name)
+        return seen
+
+
+def run_command(args: list[str]) -> None:
+    """Run one ``pyserini-qpeft`` command in this process; raise on failure."""
+    from ..cli.main import cli
+
+    code = cli.main(args=args, prog_name="pyserini-qpeft", standalone_mode=False)
+    if code not in (None, 0):
+        raise InputError(f"command failed with exit code {code}: pyserini-qpeft {shlex.join(args)}")
+
+
+def execute(planner: Planner, conditions: list[Condition], dry_run: bool = False,
+            runner: Callable[[list[str]], None] = run_command, echo: Callable[[str], None] = print) -> dict[str, float]:
+    """Make every missing artifact the conditions need; returns seconds spent per artifact run now."""
+    wanted = [c.run for c in conditions if planner.available(c.run)]
+    timings: dict[str, float] = {}
+    for name in planner.order(wanted):
+        cmd = planner.command(name)
+        if planner.is_done(name):
+            echo(f"# [{name}] exists: {planner.output(name)}")
+            continue
+        echo(f"pyserini-qpeft {shlex.join(cmd)}")
+        if dry_run:
+            continue
+        start = time.time()
+        runner(cmd)
+        timings[name] = time.time() - start
+        echo(f"# [{name}] done in {timings[name]:.0f}s")
+    return timings
+
+
+def evaluate_conditions(planner: Planner, conditions: list[Condition], qrels: Mapping[str, Mapping[str, int]],
+                        metrics: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per condition: names, checkpoint, metric values (None when its run is missing)."""
+    from ..evaluation import evaluate
+    from ..types import read_run
+
+    rows = []
+    for cond in conditions:
+        path = Path(planner.output(cond.run))
+        row: dict[str, Any] = {"condition": cond.name, "first_stage": cond.first_stage, "reranker": cond.reranker,
+                               "checkpoint": planner.output(cond.checkpoint) if cond.checkpoint else None,
+                               "run": str(path), "available": planner.available(cond.run)}
+        values = evaluate(read_run(path), qrels, metrics) if path.is_file() else {m: None for m in metrics}
+        row.update({m: (round(v, 4) if v is not None else None) for m, v in values.items()})
+        rows.append(row)
+    return rows
+
+
+def check_rows(rows: list[dict[str, Any]], conditions: Mapping[str, Condition], dataset: str) -> list[str]:
+    """Failures: rows whose metric left ``expected ± tolerance`` (conditions without expectations pass)."""
+    failures = []
+    for row in rows:
+        expected = conditions[row["condition"]].expected.get(dataset)
+        if not expected:
+            continue
+        tolerance = float(expected.get("tolerance", 0.0))
+        for metric, value in expected.items():
+            if metric == "tolerance":
+                continue
+            got = row.get(metric)
+            if got is None:
+                failures.append(f"{row['condition']}: {metric} missing (run not produced)")
+            elif abs(got - float(value)) > tolerance + 1e-9:
+                failures.append(f"{row['condition']}: {metric} = {got:.4f}, expected {float(value):.4f} ± {tolerance}")
+    return failures
+
+
+def raise_on_failures(failures: list[str]) -> None:
+    if failures:
+        raise CheckFailed("; ".join(failures))
+
+
+def write_json(rows: list[dict[str, Any]], path: Path) -> None:
+    from ..fileio import atomic_write
+
+    with atomic_write(path) as out:
+        json.dump(rows, out, indent=2, sort_keys=False)

@@ -1,0 +1,303 @@
+"""BEIR folders, search path, Pyserini names, topics/qrels files, and BEIR zip downloads."""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pyserini_qpeft import data
+from pyserini_qpeft.data import (BeirDataset, Document, data_search_path, download_beir, find_dataset, load_qrels,
+                                 load_topics, parse_pyserini_name, qrels_file_for_trec_eval, read_corpus_jsonl,
+                                 read_qrels_file, write_trec_qrels)
+from pyserini_qpeft.errors import InputError
+from pyserini_qpeft.types import Query
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """No test sees the user's data path or cache."""
+    monkeypatch.setenv("PYSERINI_QPEFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+
+
+def test_document_contents():
+    assert Document("d", "Title", "body text").contents() == "Title body text"
+    assert Document("d", "", "body text").contents() == "body text"
+
+
+def test_beir_folder(toy_beir):
+    ds = BeirDataset(toy_beir)
+    assert ds.name == "toy"
+    corpus = ds.load_corpus()
+    assert list(corpus) == ["d1", "d2", "d3", "d4", "d5", "d6"]
+    assert corpus["d1"] == Document("d1", "Lung cancer", "smoking causes lung cancer")
+    assert corpus["d5"].contents() == "exercise improves heart health"
+    assert ds.load_corpus() is corpus  # cached
+    assert [d.docid for d in ds.iter_corpus()] == list(corpus)
+    assert ds.queries()["q2"] == "does aspirin help the heart"
+    assert ds.splits() == ["test", "train"]
+    # CRLF + header: no stray '\r', header skipped, relevance parsed as int
+    assert ds.qrels("test") == {"q3": {"d3": 1}, "q4": {"d4": 1}, "q2": {"d5": 1}}
+    assert ds.topics("test") == [Query("q3", "how do cells divide"), Query("q4", "is vitamin d good for bones"),
+                                 Query("q2", "does aspirin help the heart")]
+    with pytest.raises(InputError, match="no split 'dev'"):
+        ds.qrels("dev")
+
+
+def test_not_a_beir_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="corpus.jsonl"):
+        BeirDataset(tmp_path / "empty")
+    with pytest.raises(InputError, match="not found"):
+        BeirDataset(tmp_path / "missing")
+
+
+def test_topics_need_query_texts(toy_beir):
+    with open(toy_beir / "qrels" / "test.tsv", "a", newline="") as f:
+        f.write("q404\td1\t1\r\n")
+    with pytest.raises(InputError, match="q404"):
+        BeirDataset(toy_beir).topics("test")
+
+
+def test_corpus_formats_and_errors(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text(json.dumps({"id": "p1", "contents": "pyserini style"}) + "\n\n"
+                    + json.dumps({"_id": 7, "title": "T", "text": "beir style"}) + "\n")
+    assert list(read_corpus_jsonl(path)) == [Document("p1", "", "pyserini style"), Document("7", "T", "beir style")]
+    path.write_text(json.dumps({"_id": "a", "text": "x"}) + "\n{not json\n")
+    with pytest.raises(InputError) as err:
+        list(read_corpus_jsonl(path))
+    assert f"{path}:2:" in str(err.value) and err.value.line == 2
+    path.write_text(json.dumps({"text": "no id"}) + "\n")
+    with pytest.raises(InputError, match=r":1: .*'_id'"):
+        list(read_corpus_jsonl(path))
+    with pytest.raises(InputError, match="not found"):
+        read_corpus_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_search_path_order(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.ENV_VAR, os.pathsep.join([str(tmp_path / "a"), "", str(tmp_path / "b")]))
+    assert data_search_path() == [tmp_path / "a", tmp_path / "b", tmp_path / "cache" / "beir"]
+
+
+def test_find_by_name_on_search_path(toy_beir, tmp_path, monkeypatch):
+    monkeypatch.setenv(data.ENV_VAR, os.pathsep.join([str(tmp_path / "nothing-here"), str(toy_beir.parent)]))
+    assert find_dataset("toy") == toy_beir
+    assert find_dataset(str(toy_beir)) == toy_beir  # a path works too
+    assert BeirDataset.find("toy").name == "toy"
+
+
+def test_find_nested_cqadupstack_layout(tmp_path, monkeypatch):
+    from conftest import write_beir
+
+    folder = write_beir(tmp_path / "lib" / "cqadupstack" / "android")
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "lib"))
+    assert find_dataset("cqadupstack-android") == folder
+    assert len(load_topics("beir-v1.0.0-cqadupstack-android-test")) == 3
+
+
+def test_unknown_dataset_lists_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "lib"))
+    with pytest.raises(InputError) as err:
+        find_dataset("nosuchset")
+    message = str(err.value)
+    assert str(tmp_path / "lib" / "nosuchset") in message
+    assert str(tmp_path / "cache" / "beir" / "nosuchset") in message
+    assert data.ENV_VAR in message
+    with pytest.raises(InputError, match="not a BEIR dataset folder"):
+        find_dataset(str(tmp_path))  # an existing folder without corpus.jsonl
+    with pytest.raises(InputError):
+        load_topics("beir-v1.0.0-nosuchset-test")
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("beir-v1.0.0-scifact-test", ("scifact", "test")),
+    ("beir-v1.0.0-scifact-train", ("scifact", "train")),
+    ("beir-v1.0.0-msmarco-dev", ("msmarco", "dev")),
+    ("beir-v1.0.0-cqadupstack-android-test", ("cqadupstack-android", "test")),
+    ("beir-v1.0.0-webis-touche2020-test", ("webis-touche2020", "test")),
+    ("beir-v1.0.0-scifact", None),
+    ("beir-v1.0.0-scifact-validation", None),
+    ("scifact-test", None),
+    ("beir-v1.0.0-scifact.flat", None),
+    ("beir-v1.0.0-../x-test", None),
+])
+def test_parse_pyserini_name(spec, expected):
+    assert parse_pyserini_name(spec) == expected
+
+
+def test_pyserini_names_resolve_offline(toy_beir, monkeypatch):
+    monkeypatch.setenv(data.ENV_VAR, str(toy_beir.parent))
+    assert [q.qid for q in load_topics("beir-v1.0.0-toy-test")] == ["q3", "q4", "q2"]
+    assert load_qrels("beir-v1.0.0-toy-train") == {"q1": {"d1": 1}, "q2": {"d2": 1}}
+    with pytest.raises(InputError, match="no split 'dev'"):
+        load_topics("beir-v1.0.0-toy-dev")
+    with pytest.raises(InputError, match="no such file"):
+        load_topics("toy-test")
+
+
+def test_topics_files(tmp_path, toy_beir):
+    tsv = tmp_path / "topics.tsv"
+    tsv.write_text("1\tfirst query\r\n\n2\tsecond\twith tab\n")
+    assert load_topics(str(tsv)) == [Query("1", "first query"), Query("2", "second\twith tab")]
+    assert [q.qid for q in load_topics(toy_beir / "queries.jsonl")] == ["q1", "q2", "q3", "q4"]
+
+    tsv.write_text("1\tfine\n2 no tab here\n")
+    with pytest.raises(InputError) as err:
+        load_topics(str(tsv))
+    assert f"{tsv}:2:" in str(err.value) and "tab" in str(err.value)
+
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("\n\n")
+    with pytest.raises(InputError, match="no topics"):
+        load_topics(str(empty))
+
+
+def test_qrels_files(tmp_path):
+    trec = tmp_path / "qrels.txt"
+    trec.write_text("q1 0 d1 1\nq1 0 d2 0\r\nq2 Q0 d9 2\n")
+    assert load_qrels(str(trec)) == {"q1": {"d1": 1, "d2": 0}, "q2": {"d9": 2}}
+    beir = tmp_path / "test.tsv"
+    beir.write_bytes(b"query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq2\td 2\t2\r\n")
+    assert load_qrels(str(beir)) == {"q1": {"d1": 1}, "q2": {"d 2": 2}}
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("q1 0 d1 1\nq1 d2\n")
+    with pytest.raises(InputError) as err:
+        load_qrels(str(bad))
+    assert f"{bad}:2:" in str(err.value)
+    bad.write_text("q1 0 d1 1\nq1 0 d2 yes\n")
+    with pytest.raises(InputError, match=r":2: relevance 'yes'"):
+        load_qrels(str(bad))
+    bad.write_text("")
+    with pytest.raises(InputError, match="no relevance judgments"):
+        load_qrels(str(bad))
+
+
+def test_write_and_convert_qrels(tmp_path, toy_beir, monkeypatch):
+    qrels = {"q2": {"b": 1, "a": 0}, "q10": {"z": 2}}
+    out = tmp_path / "out" / "qrels.txt"
+    write_trec_qrels(qrels, out)
+    assert out.read_text() == "q10 0 z 2\nq2 0 a 0\nq2 0 b 1\n"
+    assert read_qrels_file(out) == qrels
+    assert qrels_file_for_trec_eval(str(out)) == out  # already TREC: used as is
+
+    converted = qrels_file_for_trec_eval(str(toy_beir / "qrels" / "test.tsv"))
+    assert converted.parent == tmp_path / "cache" / "qrels"
+    assert converted.read_text() == "q2 0 d5 1\nq3 0 d3 1\nq4 0 d4 1\n"
+    stamp = converted.stat().st_mtime_ns
+    assert qrels_file_for_trec_eval(str(toy_beir / "qrels" / "test.tsv")) == converted  # converted once
+    assert converted.stat().st_mtime_ns == stamp
+
+    monkeypatch.setenv(data.ENV_VAR, str(toy_beir.parent))
+    by_name = qrels_file_for_trec_eval("beir-v1.0.0-toy-train")
+    assert by_name.name.startswith("beir-v1.0.0-toy-train.") and read_qrels_file(by_name) == load_qrels(
+        "beir-v1.0.0-toy-train")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Downloads
+
+
+def _zip_folder(folder: Path, zip_path: Path, extra: dict[str, bytes] | None = None) -> Path:
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for file in sorted(folder.rglob("*")):
+            archive.write(file, f"{folder.name}/{file.relative_to(folder)}")
+        for name, payload in (extra or {}).items():
+            archive.writestr(name, payload)
+    return zip_path
+
+
+def _check_toy(folder: Path) -> None:
+    ds = BeirDataset(folder)
+    assert len(ds.load_corpus()) == 6 and ds.splits() == ["test", "train"]
+
+
+def test_download_from_file_url(toy_beir, tmp_path):
+    zip_path = _zip_folder(toy_beir, tmp_path / "toy.zip")
+    target = tmp_path / "datasets"
+    folder = download_beir("toy", url=zip_path.as_uri(), target_dir=target, progress=False)
+    assert folder == target / "toy"
+    _check_toy(folder)
+    assert sorted(p.name for p in target.iterdir()) == ["toy"]  # no temp files left
+    # already there: returned without fetching
+    assert download_beir("toy", url="file:///nonexistent.zip", target_dir=target, progress=False) == folder
+
+
+@pytest.fixture()
+def http_root(tmp_path):
+    """A tiny HTTP server on 127.0.0.1 serving ``tmp_path/www`` from a daemon thread; yields the base URL."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_download_over_http(toy_beir, tmp_path, http_root, monkeypatch):
+    root, base = http_root
+    _zip_folder(toy_beir, root / "toy.zip")
+    folder = download_beir("toy", url=f"{base}/toy.zip", target_dir=tmp_path / "t1", progress=True)
+    _check_toy(folder)
+    # find_dataset(download=True) fetches into cache_dir()/beir from BEIR_URL
+    monkeypatch.setattr(data, "BEIR_URL", base + "/{name}.zip")
+    assert find_dataset("toy", download=True) == tmp_path / "cache" / "beir" / "toy"
+    assert find_dataset("toy") == tmp_path / "cache" / "beir" / "toy"  # now on the search path
+    with pytest.raises(InputError, match="could not download"):
+        download_beir("missing", url=f"{base}/missing.zip", target_dir=tmp_path / "t2", progress=False)
+    assert list((tmp_path / "t2").iterdir()) == []
+
+
+@pytest.mark.parametrize("evil", ["../evil", "toy/../../evil", "/tmp/evil-abs"])
+def test_zip_slip_refused_and_nothing_left(toy_beir, tmp_path, evil):
+    zip_path = _zip_folder(toy_beir, tmp_path / "toy.zip", extra={evil: b"pwned"})
+    target = tmp_path / "deep" / "datasets"
+    with pytest.raises(InputError, match="outside"):
+        download_beir("toy", url=zip_path.as_uri(), target_dir=target, progress=False)
+    assert list(target.iterdir()) == []
+    assert not (tmp_path / "deep" / "evil").exists() and not (tmp_path / "evil").exists()
+
+
+def test_download_not_a_zip(tmp_path):
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"<html>not found</html>")
+    with pytest.raises(InputError, match="not a zip"):
+        download_beir("junk", url=junk.as_uri(), target_dir=tmp_path / "t", progress=False)
+    assert list((tmp_path / "t").iterdir()) == []
+    with pytest.raises(InputError, match="invalid dataset name"):
+        download_beir("../x", url=junk.as_uri(), target_dir=tmp_path / "t", progress=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Real data (only where the shared SciFact copy exists)
+
+SCIFACT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SCIFACT_ROOT / "scifact" / "corpus.jsonl").is_file(), reason="no local SciFact copy")
+def test_real_scifact(monkeypatch):
+    monkeypatch.setenv(data.ENV_VAR, str(SCIFACT_ROOT))
+    assert len(BeirDataset.find("scifact").load_corpus()) == 5183
+    assert len(load_topics("beir-v1.0.0-scifact-test")) == 300
+    train = load_qrels("beir-v1.0.0-scifact-train")
+    assert len(train) == 809 and sum(map(len, train.values())) == 919
+    test = load_qrels("beir-v1.0.0-scifact-test")
+    assert len(test) == 300 and sum(map(len, test.values())) == 339
