@@ -34,10 +34,16 @@ def open_docstore(corpus: str | None = None, index: str | None = None):
 def make_reranker(name: str, checkpoint: str | None, model: str, device: str, dtype: str,
                   max_passage_tokens: int | None = None, batch_size: int | None = None):
     """Build a registered reranker; loads the frozen LLM only when the reranker needs one."""
-    from ..rerank import build_reranker
+    from .. import qpeft_rerank  # noqa: F401  (registers qpeft-retr, qpeft-attn, prompt-tuning)
+    from ..rerank import RERANKERS, build_reranker
 
+    if name not in RERANKERS:
+        raise InputError(f"unknown reranker {name!r}; choose from {', '.join(sorted(RERANKERS))}")
     if name == "identity":
         return build_reranker(name)
+    if checkpoint is not None and name not in qpeft_rerank.NAME_TO_VARIANT:
+        raise InputError(f"--reranker-checkpoint is only for trained rerankers "
+                         f"({', '.join(qpeft_rerank.NAME_TO_VARIANT)}), not {name!r}")
     from ..backbone import FrozenLM, LMConfig
 
     lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
@@ -46,10 +52,11 @@ def make_reranker(name: str, checkpoint: str | None, model: str, device: str, dt
         overrides["max_passage_tokens"] = max_passage_tokens
     if batch_size is not None:
         overrides["batch_size"] = batch_size
-    kwargs = {"lm": lm, "scorer_overrides": overrides}
-    if checkpoint is not None:
-        kwargs["checkpoint"] = checkpoint
-    return build_reranker(name, **kwargs)
+    if name in qpeft_rerank.NAME_TO_VARIANT:
+        return build_reranker(name, lm=lm, checkpoint=checkpoint, scorer_overrides=overrides)
+    from ..scoring import ScorerConfig
+
+    return build_reranker(name, lm=lm, config=ScorerConfig(**overrides) if overrides else None)
 
 
 def rerank_and_write(reranker, queries, run, docs, depth: int, output: str | os.PathLike, progress: bool,

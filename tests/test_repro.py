@@ -1,0 +1,111 @@
+"""Reproduction matrix: planning, reuse of finished artifacts, dry runs, --check exit codes, reports."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pyserini_qpeft.repro.runner import Matrix, Planner, check_rows, execute
+
+TOY_YAML = """
+metrics: [ndcg@10, recall@100]
+profiles:
+  full: {{suffix: ""}}
+artifacts:
+  index:
+    output: {root}/indexes/lucene-beir-{{dataset}}-flat
+    done: pyserini_qpeft_index.json
+    command: index --dataset {{dataset}} --index {{output}}
+  bm25:
+    output: {root}/runs/bm25.{{dataset}}-test.trec
+    needs: [index]
+    command: search --bm25 --index {{index}} --topics beir-v1.0.0-{{dataset}}-test --output {{output}} --hits 10 --quiet
+  trained:
+    output: {root}/ckpt/{{train_dataset}}
+    requires_split: train
+    needs: [bm25]
+    command: train qpeft --dataset {{train_dataset}}
+conditions:
+  bm25:
+    first_stage: bm25
+    reranker: none
+    run: bm25
+    expected:
+      toy: {{ndcg@10: {ndcg}, tolerance: 0.0}}
+  needs-train:
+    first_stage: bm25
+    reranker: qpeft-attn
+    trained: true
+    run: trained
+"""
+
+
+def write_yaml(tmp_path: Path, ndcg: float = 0.5) -> Path:
+    path = tmp_path / "matrix.yaml"
+    path.write_text(TOY_YAML.format(root=tmp_path, ndcg=ndcg))
+    return path
+
+
+def test_plan_orders_dependencies_and_skips_missing_splits(tmp_path):
+    matrix = Matrix.load(write_yaml(tmp_path))
+    planner = Planner(matrix, "toy", splits=("test",))
+    assert planner.order(["trained"]) == ["index", "bm25", "trained"]
+    assert not planner.available("trained") and planner.available("bm25")
+    calls = []
+    execute(planner, list(matrix.conditions.values()), runner=calls.append, echo=lambda s: None)
+    assert [c[0] for c in calls] == ["index", "search"]  # no training without a train split
+    assert calls[1][calls[1].index("--index") + 1] == str(tmp_path / "indexes/lucene-beir-toy-flat")
+
+
+def test_finished_artifacts_are_reused(tmp_path):
+    matrix = Matrix.load(write_yaml(tmp_path))
+    planner = Planner(matrix, "toy", splits=("test",))
+    (tmp_path / "indexes/lucene-beir-toy-flat").mkdir(parents=True)
+    (tmp_path / "indexes/lucene-beir-toy-flat/pyserini_qpeft_index.json").write_text("{}")
+    calls = []
+    execute(planner, [matrix.conditions["bm25"]], runner=calls.append, echo=lambda s: None)
+    assert [c[0] for c in calls] == ["search"]
+
+
+def test_check_rows_reports_outside_tolerance():
+    from pyserini_qpeft.repro.runner import Condition
+
+    conds = {"c": Condition("c", "r", "bm25", "none", expected={"toy": {"ndcg@10": 0.5, "tolerance": 0.01}})}
+    assert check_rows([{"condition": "c", "ndcg@10": 0.505}], conds, "toy") == []
+    assert check_rows([{"condition": "c", "ndcg@10": 0.52}], conds, "toy")
+    assert check_rows([{"condition": "c", "ndcg@10": None}], conds, "toy")
+
+
+def test_packaged_matrix_is_consistent(tmp_path):
+    matrix = Matrix.load()
+    names = set(matrix.conditions)
+    for required in ("bm25", "bm25+upr", "bm25+prompt-tuning", "bm25+qpeft-retr", "bm25+qpeft-attn", "minilm",
+                     "lmort", "hybrid(bm25,lmort)"):
+        assert required in names
+    assert matrix.conditions["bm25"].expected["scifact"] == {"ndcg@10": 0.6789, "recall@100": 0.9253,
+                                                            "tolerance": 0.0}
+    for profile in matrix.profiles:
+        planner = Planner(matrix, "scifact", profile=profile)
+        for name in matrix.artifacts:
+            assert planner.command(name)[0] in {"index", "search", "rerank", "train", "lmort", "encode", "fuse"}
+
+
+@pytest.mark.jvm
+def test_repro_end_to_end_check_and_exit_code(tmp_path, toy_beir, monkeypatch):
+    from pyserini_qpeft.cli.main import cli
+
+    monkeypatch.setenv("PYSERINI_QPEFT_DATA", str(toy_beir.parent))
+    args = ["repro", "beir", "--dataset", "toy", "--condition", "bm25", "--report-dir", str(tmp_path / "report")]
+    first = CliRunner().invoke(cli, args + ["--yaml", str(write_yaml(tmp_path)), "--json"])
+    assert first.exit_code in (0, 5), first.output
+    rows = json.loads(first.stdout[first.stdout.index("["):])
+    ndcg = rows[0]["ndcg@10"]
+    assert 0 < ndcg <= 1
+    good = CliRunner().invoke(cli, args + ["--yaml", str(write_yaml(tmp_path, ndcg)), "--check"])
+    assert good.exit_code == 0, good.output
+    bad = CliRunner().invoke(cli, args + ["--yaml", str(write_yaml(tmp_path, round(ndcg - 0.1, 4))), "--check"])
+    assert bad.exit_code == 5 and "expected" in bad.output
+    assert (tmp_path / "report" / "repro-toy.png").stat().st_size > 1000
+    assert "| bm25 |" in (tmp_path / "report" / "repro-toy.md").read_text()
