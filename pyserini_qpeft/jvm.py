@@ -115,8 +115,13 @@ def start_jvm() -> Path:
     configure_environment(home)
     import jnius_config
 
-    if not jnius_config.vm_running:
-        jar = anserini_jar()
+    jar = anserini_jar()
+    if jnius_config.vm_running:
+        # someone imported jnius before us: fine if Anserini is on its classpath, else fail clearly
+        if not any(Path(entry).name == jar.name for entry in jnius_config.get_classpath()):
+            raise JavaError("the JVM was already started in this process without Anserini's jar on the classpath "
+                            "(something imported jnius before pyserini_qpeft.jvm.start_jvm)")
+    else:
         jnius_config.add_classpath(str(jar))
         if has_module(str(home), "jdk.incubator.vector"):
             jnius_config.add_options("--add-modules=jdk.incubator.vector")

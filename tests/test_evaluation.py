@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import importlib.util
 import copy
 import math
 import os
@@ -168,8 +169,9 @@ def _trec_eval(args: list[str], env: dict) -> dict[tuple[str, str], float]:
 
 @pytest.mark.jvm
 def test_equals_pyserini_trec_eval(tmp_path, monkeypatch):
-    pytest.importorskip("jnius")
-    pytest.importorskip("pyserini")
+    # find_spec, not importorskip: importing jnius would start a JVM in this process without Anserini's jar
+    if importlib.util.find_spec("jnius") is None or importlib.util.find_spec("pyserini") is None:
+        pytest.skip("pyjnius/pyserini not installed")
     from pyserini_qpeft.data import write_trec_qrels
     from pyserini_qpeft.errors import JavaError
     from pyserini_qpeft.jvm import configure_environment, find_java_home

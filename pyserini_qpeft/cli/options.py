@@ -9,7 +9,7 @@ DEFAULT_DEPTH = 100
 def lm_options(func):
     """--model/--device/--dtype for commands that load the frozen LLM."""
     func = click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32", "fp16"]), default="auto",
-                        show_default=True, help="auto = bf16 on AMX/AVX512-BF16 CPUs and bf16-capable GPUs.")(func)
+                        show_default=True, help="auto = bf16 on AMX CPUs and bf16-capable GPUs, else fp32.")(func)
     func = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)(func)
     func = click.option("--model", default="smollm2", show_default=True,
                         help="Frozen causal LM: 'smollm2' (packaged SmolLM2-135M-Instruct) or any HF name/path.")(func)
