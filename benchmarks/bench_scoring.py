@@ -1,0 +1,210 @@
+"""Speed of query-likelihood scoring: a naive scorer vs pyserini_qpeft's engine, same inputs, one process.
+
+naive: fp32, ``model(input_ids).logits`` (full-vocabulary logits at every position), fixed batches in input
+       order (right padded), no prefix cache.
+ours:  :class:`pyserini_qpeft.scoring.QueryLikelihoodScorer`: dtype from FrozenLM (bf16 on AMX CPUs), LM head
+       only at query positions, documents grouped and length-sorted, prefix KV cache shared by all queries of a
+       document.
+
+Both score exactly the same token sequences (the scorer's own prompt ids), so scores are comparable.
+Inputs: the first --queries test queries of a first-stage run (default runs/bm25-flat.beir-scifact-test.trec)
+with their top --depth hits; without that run file, random corpus documents from --data.
+
+Model FLOPs (stated formula): ``2 * N_body * T + 2 * V * H * L`` where N_body = non-embedding parameters
+(the transformer body), T = real (non-padding) tokens pushed through the body, V x H = LM head, L = positions
+given to the head; attention score FLOPs are not counted. "tokens/s" is the pairs' prompt tokens (prefix + query,
+the work a one-pass scorer must cover) per second, the same numerator for both scorers.
+
+Usage:  python benchmarks/bench_scoring.py --queries 8 --depth 100 [--model smollm2] [--data DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+DEFAULT_RUN = Path(__file__).resolve().parent.parent / "runs" / "bm25-flat.beir-scifact-test.trec"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--queries", type=int, default=8, help="number of test queries")
+    parser.add_argument("--depth", type=int, default=100, help="documents per query")
+    parser.add_argument("--model", default="smollm2", help="LM name or path (default: packaged SmolLM2-135M-Instruct)")
+    parser.add_argument("--data", default="/work/shared/data/beir/scifact", help="BEIR dataset folder")
+    parser.add_argument("--run", default=str(DEFAULT_RUN), help="first-stage run (used when it exists)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--naive-batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=None, help="ours: pairs per suffix batch (default: config)")
+    parser.add_argument("--prefix-batch-size", type=int, default=None, help="ours: documents per prefix batch")
+    parser.add_argument("--dtypes", default="auto,fp32",
+                        help="ours: comma-separated dtypes to time (auto = FrozenLM's choice for this machine)")
+    parser.add_argument("--skip-naive", action="store_true", help="only time ours")
+    parser.add_argument("--json", help="also write the numbers to this JSON file")
+    return parser.parse_args(argv)
+
+
+def load_inputs(args: argparse.Namespace):
+    """(query texts, documents) per pair and a description of where they came from."""
+    from pyserini_qpeft.data import read_corpus_jsonl, read_qrels_file, read_queries_jsonl
+    from pyserini_qpeft.types import read_run
+
+    data = Path(args.data)
+    queries = read_queries_jsonl(data / "queries.jsonl")
+    corpus = {d.docid: d for d in read_corpus_jsonl(data / "corpus.jsonl")}
+    if Path(args.run).is_file():
+        run = read_run(args.run)
+        qids = run.qids()[: args.queries]
+        pairs = [(queries[q], corpus[h.docid]) for q in qids for h in run[q][: args.depth]]
+        source = f"{args.run}: first {len(qids)} queries x top-{args.depth}"
+    else:
+        qids = sorted(read_qrels_file(data / "qrels" / f"{args.split}.tsv"))[: args.queries]
+        rng = random.Random(0)
+        ids = sorted(corpus)
+        pairs = [(queries[q], corpus[d]) for q in qids for d in rng.sample(ids, args.depth)]
+        source = f"{data}: first {len(qids)} {args.split} queries x {args.depth} random documents (no run file)"
+    return [p[0] for p in pairs], [p[1] for p in pairs], source
+
+
+def matmul_peak(dtype, n: int = 2048, repeat: int = 5) -> float:
+    """GFLOP/s of a big square torch.matmul in ``dtype`` (best of ``repeat``)."""
+    import torch
+
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def naive_scores(lm, scorer, queries, docs, batch_size: int) -> tuple[list[float], dict]:
+    """fp32 full-logits scoring in input order; returns scores and work counts."""
+    import torch
+
+    out, body_tokens, head_positions = [], 0, 0
+    with torch.inference_mode():
+        for start in range(0, len(queries), batch_size):
+            qs, ds = queries[start:start + batch_size], docs[start:start + batch_size]
+            seqs = [scorer.prompt_ids(q, d) for q, d in zip(qs, ds)]
+            nq = [len(scorer.query_tokens(q)) for q in qs]
+            width = max(map(len, seqs))
+            ids = torch.full((len(seqs), width), scorer.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, s in enumerate(seqs):
+                ids[i, : len(s)] = torch.tensor(s)
+                mask[i, : len(s)] = 1
+            logp = torch.log_softmax(lm.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            for i, (s, n) in enumerate(zip(seqs, nq)):
+                pos = torch.arange(len(s) - n - 1, len(s) - 1)
+                out.append(logp[i, pos, torch.tensor(s[len(s) - n:])].mean().item())
+            body_tokens += int(mask.sum())
+            head_positions += ids.numel()
+    return out, {"body_tokens": body_tokens, "head_positions": head_positions}
+
+
+def ours_work(scorer, queries, docs) -> dict:
+    """Real tokens through the body (each distinct prefix once + all suffixes) and LM-head positions."""
+    prefixes = {}
+    for d in docs:
+        prefixes[(d.docid, d.title, d.text)] = len(scorer.doc_tokens(d).prefix)
+    # the suffix runs "Question:" + all query tokens but the last (which predicts nothing scored)
+    suffix = sum(len(scorer._question_ids) + len(scorer.query_tokens(q)) - 1 for q in queries)
+    return {"body_tokens": sum(prefixes.values()) + suffix,
+            "head_positions": sum(len(scorer.query_tokens(q)) for q in queries), "distinct_docs": len(prefixes)}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import dataclasses
+
+    import torch
+
+    from pyserini_qpeft.backbone import FrozenLM, LMConfig
+    from pyserini_qpeft.scoring import QueryLikelihoodScorer, ScorerConfig
+
+    queries, docs, source = load_inputs(args)
+    config = ScorerConfig()
+    if args.batch_size:
+        config = dataclasses.replace(config, batch_size=args.batch_size)
+    if args.prefix_batch_size:
+        config = dataclasses.replace(config, prefix_batch_size=args.prefix_batch_size)
+    peak = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
+    report = {"source": source, "pairs": len(queries), "model": None, "threads": torch.get_num_threads(),
+              "config": config.to_dict(), "matmul_peak_gflops": peak, "ours": {}}
+    results = {}
+    for dtype in args.dtypes.split(","):
+        lm = FrozenLM.load(LMConfig(model=args.model, dtype=dtype))
+        scorer = QueryLikelihoodScorer(lm, config)
+        if report["model"] is None:
+            emb = lm.model.get_input_embeddings().weight
+            n_body = sum(p.numel() for n, p in lm.model.named_parameters() if p.data_ptr() != emb.data_ptr()
+                         and "lm_head" not in n)
+            head_flops = 2 * emb.shape[0] * emb.shape[1]
+            prompt_tokens = sum(len(scorer.prompt_ids(q, d)) for q, d in zip(queries, docs))
+            report.update(model=lm.model_id, body_params=n_body, prompt_tokens=prompt_tokens)
+        scorer.score(queries[:4], docs[:4])  # warm-up
+        t = time.perf_counter()
+        results[dtype] = scorer.score(queries, docs)
+        t_ours = time.perf_counter() - t
+        work = ours_work(scorer, queries, docs)
+        flops = 2 * n_body * work["body_tokens"] + head_flops * work["head_positions"]
+        kind = "bf16" if lm.dtype == torch.bfloat16 else "fp32"
+        report["ours"][dtype] = {"dtype": str(lm.dtype), "seconds": t_ours, "pairs_per_s": len(queries) / t_ours,
+                                 "tokens_per_s": prompt_tokens / t_ours, **work, "gflops": flops / t_ours / 1e9,
+                                 "fraction_of_peak": flops / t_ours / 1e9 / peak[kind], "peak_kind": kind}
+        del lm, scorer
+
+    if not args.skip_naive:
+        lm32 = FrozenLM.load(LMConfig(model=args.model, dtype="fp32"))
+        naive_scorer = QueryLikelihoodScorer(lm32, config)
+        t = time.perf_counter()
+        naive, nwork = naive_scores(lm32, naive_scorer, queries, docs, args.naive_batch_size)
+        t_naive = time.perf_counter() - t
+        nflops = 2 * n_body * nwork["body_tokens"] + head_flops * nwork["head_positions"]
+        report["naive"] = {"dtype": "torch.float32", "seconds": t_naive, "pairs_per_s": len(queries) / t_naive,
+                           "tokens_per_s": prompt_tokens / t_naive, **nwork, "gflops": nflops / t_naive / 1e9,
+                           "fraction_of_peak": nflops / t_naive / 1e9 / peak["fp32"], "peak_kind": "fp32"}
+        for dtype, ours in results.items():
+            entry = report["ours"][dtype]
+            entry["speedup"] = t_naive / entry["seconds"]
+            diffs = [abs(a - b) for a, b in zip(naive, ours)]
+            entry["max_abs_score_diff"] = max(diffs)
+            entry["mean_abs_score_diff"] = sum(diffs) / len(diffs)
+            overlap, k, per_q = [], 10, args.depth  # ranking agreement with fp32 naive: top-10 overlap per query
+            for s in range(0, len(queries), per_q):
+                top = lambda xs: set(sorted(range(len(xs)), key=lambda i: -xs[i])[:k])
+                n = min(k, len(naive[s:s + per_q]))
+                overlap.append(len(top(naive[s:s + per_q]) & top(ours[s:s + per_q])) / n)
+            entry["top10_overlap"] = sum(overlap) / len(overlap)
+
+    print_report(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+def print_report(r: dict) -> None:
+    print(f"inputs: {r['source']}; {r['pairs']} pairs, {r['prompt_tokens']} prompt tokens; model {r['model']}; "
+          f"{r['threads']} threads; body params {r['body_params'] / 1e6:.1f} M")
+    print(f"matmul peak (2048^3): bf16 {r['matmul_peak_gflops']['bf16']:.0f} GFLOP/s, "
+          f"fp32 {r['matmul_peak_gflops']['fp32']:.0f} GFLOP/s")
+    print(f"{'scorer':12} {'dtype':15} {'seconds':>8} {'pairs/s':>8} {'tokens/s':>9} {'body tok':>9} "
+          f"{'head pos':>9} {'GFLOP/s':>8} {'of peak':>13} {'speed-up':>9} {'max|diff|':>9} {'top10':>6}")
+    rows = ([("naive", r["naive"])] if "naive" in r else []) + [(f"ours[{k}]", v) for k, v in r["ours"].items()]
+    for name, x in rows:
+        extra = (f"{x['speedup']:8.1f}x {x['max_abs_score_diff']:9.4f} {x['top10_overlap']:6.2f}"
+                 if "speedup" in x else f"{'':>9} {'':>9} {'':>6}")
+        print(f"{name:12} {x['dtype']:15} {x['seconds']:8.1f} {x['pairs_per_s']:8.1f} {x['tokens_per_s']:9.0f} "
+              f"{x['body_tokens']:9d} {x['head_positions']:9d} {x['gflops']:8.0f} "
+              f"{x['fraction_of_peak']:7.1%} {x['peak_kind']:>5} {extra}")
+    first = next(iter(r["ours"].values()))
+    print(f"distinct documents: {first['distinct_docs']} for {r['pairs']} pairs; score diffs are vs naive fp32 "
+          f"(mean log-prob per query token); top10 = mean per-query overlap of the top-10 with naive's")
+
+
+if __name__ == "__main__":
+    main()

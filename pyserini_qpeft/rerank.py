@@ -1,0 +1,317 @@
+"""Rerankers: a Run in, a Run out.
+
+Every reranker rescores the top ``depth`` hits of each query and keeps every hit:
+
+* hits ranked below ``depth`` keep their original order beneath all reranked hits (their new scores are
+  ``min(reranked) - 1, - 2, ...``);
+* a query whose run is empty stays empty; a query in the run without topic text, or with empty text, is an
+  :class:`~pyserini_qpeft.errors.InputError` naming the qid; so is an unknown docid;
+* ranking ties break by docid (:func:`pyserini_qpeft.types.sort_hits`), so output is deterministic.
+
+LM rerankers (UPR, and Q-PEFT through :class:`LMReranker` with a hint module) score with
+:class:`~pyserini_qpeft.scoring.QueryLikelihoodScorer`. Documents longer than the passage budget
+(``ScorerConfig.max_passage_tokens``, default 128 tokens of "title text") are truncated to their first tokens;
+queries to ``max_query_tokens`` (64).
+
+Long reranks can resume: with ``state_path`` each finished scoring group (a few documents and all pairs using
+them) is appended to that file (``qid<TAB>docid<TAB>repr(score)`` lines closed by a ``#group N`` line, flushed and
+fsynced); a restarted job reads it, skips the finished groups and produces a byte-identical run, because the
+work plan depends only on the input. A state file written for another job (other run, depth, model, prompt or
+hint weights) is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
+
+from .errors import InputError
+from .types import Hit, Query, Run, sort_hits
+
+if TYPE_CHECKING:
+    from .backbone import FrozenLM, LMConfig
+    from .data import Document
+    from .scoring import HintModule, QueryLikelihoodScorer, ScorerConfig
+
+logger = logging.getLogger(__name__)
+
+STATE_FORMAT = "pyserini_qpeft.rerank-state/1"
+# The "upr-instruct" condition: UPR with this instruction before "Passage: ...". Worded for any BEIR-style task
+# (questions, claims, titles) rather than for one dataset.
+UPR_INSTRUCTION = "Read the passage and write a question or claim that this passage answers or supports."
+
+
+class DocStore(Protocol):
+    """Documents by id."""
+
+    def get(self, docid: str) -> "Document":
+        """The document ``docid``; raises :class:`InputError` when unknown."""
+        ...
+
+
+class DictDocStore:
+    """A :class:`DocStore` over an in-memory ``dict[str, Document]``."""
+
+    def __init__(self, docs: Mapping[str, "Document"], source: str | None = None):
+        self.docs = docs
+        self.source = source
+
+    def get(self, docid: str) -> "Document":
+        try:
+            return self.docs[docid]
+        except KeyError:
+            raise InputError(f"unknown docid {docid!r} (not in the corpus)", self.source) from None
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+
+class Reranker(Protocol):
+    """Anything that reorders a run."""
+
+    name: str
+
+    def rerank(self, queries: Sequence[Query], run: Run, docs: DocStore, depth: int = 100, progress: bool = True,
+               state_path: Path | None = None) -> Run: ...
+
+
+RERANKERS: dict[str, Callable[..., Reranker]] = {}
+
+
+def register_reranker(name: str) -> Callable[[Callable[..., Reranker]], Callable[..., Reranker]]:
+    """Decorator registering a reranker factory (a class or a function) under ``name``."""
+
+    def wrap(factory: Callable[..., Reranker]) -> Callable[..., Reranker]:
+        if name in RERANKERS and RERANKERS[name] is not factory:
+            raise ValueError(f"reranker {name!r} is already registered")
+        RERANKERS[name] = factory
+        return factory
+
+    return wrap
+
+
+def build_reranker(name: str, **kwargs) -> Reranker:
+    """Build the reranker registered as ``name`` with ``kwargs`` (e.g. ``lm=``, ``config=``)."""
+    factory = RERANKERS.get(name)
+    if factory is None:
+        raise InputError(f"unknown reranker {name!r}; choose from {', '.join(sorted(RERANKERS))}")
+    return factory(**kwargs)
+
+
+def query_texts(queries: Sequence[Query], run: Run) -> dict[str, str]:
+    """Text of every query in ``run``; InputError for a qid without topic text or with empty text."""
+    texts = {q.qid: q.text for q in queries}
+    for qid in run:
+        if qid not in texts:
+            raise InputError(f"query {qid!r} is in the run but not in the topics")
+        if not texts[qid] or not texts[qid].strip():
+            raise InputError(f"query {qid!r} has empty text")
+    return texts
+
+
+def merge_reranked(hits: Sequence[Hit], scores: Mapping[str, float], depth: int) -> list[Hit]:
+    """Top ``depth`` hits with their new scores, then the rest in their original order with scores strictly
+    below the lowest new score (``min - 1, min - 2, ...``)."""
+    top = [Hit(h.docid, scores[h.docid]) for h in hits[:depth]]
+    if not top:
+        return []
+    floor = min(h.score for h in top)
+    rest = [Hit(h.docid, floor - float(k)) for k, h in enumerate(hits[depth:], start=1)]
+    return sort_hits(top + rest)
+
+
+def _check_depth(depth: int) -> None:
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+        raise InputError(f"rerank depth must be a positive integer, got {depth!r}")
+
+
+@register_reranker("identity")
+class IdentityReranker:
+    """Keeps the first-stage ranking (for pipelines and tests without a model)."""
+
+    name = "identity"
+
+    def __init__(self, **_ignored) -> None:
+        pass
+
+    def rerank(self, queries: Sequence[Query], run: Run, docs: DocStore, depth: int = 100, progress: bool = True,
+               state_path: Path | None = None) -> Run:
+        _check_depth(depth)
+        query_texts(queries, run)
+        return Run({qid: list(hits) for qid, hits in run.hits.items()}, tag=run.tag)
+
+
+def _load_lm(lm: "FrozenLM | LMConfig | str | None") -> "FrozenLM":
+    from .backbone import FrozenLM, LMConfig
+
+    if isinstance(lm, FrozenLM):
+        return lm
+    if lm is None or isinstance(lm, str):
+        return FrozenLM.load(LMConfig(model=lm) if lm else LMConfig())
+    return FrozenLM.load(lm)
+
+
+class LMReranker:
+    """Query-likelihood reranking with a frozen LM, optionally with a hint module (Q-PEFT).
+
+    Args:
+        lm: a loaded :class:`~pyserini_qpeft.backbone.FrozenLM`, an ``LMConfig``, a model name/path, or None for
+            the default model.
+        config: prompt/batching options of the scorer.
+        hint_module: optional trainable module producing hint vectors (see :mod:`pyserini_qpeft.scoring`).
+        name: the reranker's name (run tag).
+    """
+
+    name = "lm"
+
+    def __init__(self, lm: "FrozenLM | LMConfig | str | None" = None, config: "ScorerConfig | None" = None,
+                 hint_module: "HintModule | None" = None, name: str | None = None):
+        from .scoring import QueryLikelihoodScorer
+
+        self.lm = _load_lm(lm)
+        self.scorer: QueryLikelihoodScorer = QueryLikelihoodScorer(self.lm, config, hint_module=hint_module)
+        if name:
+            self.name = name
+
+    @property
+    def config(self) -> "ScorerConfig":
+        return self.scorer.config
+
+    def _fingerprint(self, pairs: Sequence[tuple[str, str]], texts: Mapping[str, str], depth: int) -> str:
+        digest = hashlib.sha256()
+        meta = {"reranker": self.name, "model": self.lm.model_id, "dtype": str(self.lm.dtype),
+                "config": self.scorer.config.to_dict(), "depth": depth}
+        digest.update(json.dumps(meta, sort_keys=True).encode())
+        hm = self.scorer.hint_module
+        if hm is not None and hasattr(hm, "state_dict"):
+            for key, tensor in sorted(hm.state_dict().items()):
+                digest.update(key.encode())
+                digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        for qid, docid in pairs:
+            digest.update(f"{qid}\t{docid}\t{texts[qid]}\n".encode())
+        return digest.hexdigest()
+
+    def rerank(self, queries: Sequence[Query], run: Run, docs: DocStore, depth: int = 100, progress: bool = True,
+               state_path: Path | None = None) -> Run:
+        """Rescore the top ``depth`` hits of every query (see the module docstring for the rules)."""
+        _check_depth(depth)
+        texts = query_texts(queries, run)
+        pairs = [(qid, hit.docid) for qid, hits in run.hits.items() for hit in hits[:depth]]
+        doc_objs = {}
+        for _, docid in pairs:
+            if docid not in doc_objs:
+                doc_objs[docid] = docs.get(docid)
+        pair_queries = [texts[qid] for qid, _ in pairs]
+        pair_docs = [doc_objs[docid] for _, docid in pairs]
+        state = _State(Path(state_path), self._fingerprint(pairs, texts, depth)) if state_path else None
+        scores: dict[tuple[str, str], float] = dict(state.scores) if state else {}
+        done = state.groups if state else set()
+        if done:
+            logger.info("resuming from %s: %d groups, %d pairs already scored", state_path, len(done), len(scores))
+        try:
+            for group, values in self.scorer.score_groups(pair_queries, pair_docs, skip=lambda g: g.index in done,
+                                                          progress=progress):
+                records = [(pairs[i], v) for i, v in zip(group.pairs, values)]
+                scores.update(records)
+                if state:
+                    state.append(group.index, records)
+        finally:
+            if state:
+                state.close()
+        missing = [p for p in pairs if p not in scores]
+        if missing:  # a state file from the same job always covers whole groups; this is a bug if it happens
+            raise RuntimeError(f"{len(missing)} pairs were not scored, e.g. {missing[0]}")
+        out = Run(tag=self.name)
+        for qid, hits in run.hits.items():
+            out.hits[qid] = merge_reranked(hits, {d: scores[(qid, d)] for d in (h.docid for h in hits[:depth])},
+                                           depth)
+        return out
+
+
+class _State:
+    """Append-only record of finished scoring groups (see the module docstring)."""
+
+    def __init__(self, path: Path, fingerprint: str):
+        self.path = path
+        self.scores: dict[tuple[str, str], float] = {}
+        self.groups: set[int] = set()
+        header = json.dumps({"format": STATE_FORMAT, "fingerprint": fingerprint}, sort_keys=True)
+        if path.exists() and path.stat().st_size > 0:
+            self._read(header)
+            self.handle = open(path, "a", encoding="utf-8")
+            with open(path, "rb") as raw:
+                raw.seek(-1, os.SEEK_END)
+                if raw.read(1) != b"\n":  # a torn last line from a crash: start a fresh line
+                    self.handle.write("\n")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(path, "w", encoding="utf-8")
+            self.handle.write(header + "\n")
+            self._sync()
+
+    def _read(self, header: str) -> None:
+        with open(self.path, encoding="utf-8") as handle:
+            first = handle.readline().rstrip("\n")
+            if first != header:
+                raise InputError("rerank state file belongs to another job (different run, depth, model, prompt or "
+                                 "weights); delete it or choose another state path", str(self.path), 1)
+            pending: list[tuple[tuple[str, str], float]] = []
+            for line in handle:
+                if not line.endswith("\n"):
+                    break  # torn write
+                line = line.rstrip("\n")
+                if line.startswith("#group "):
+                    try:
+                        self.groups.add(int(line.split()[1]))
+                    except (IndexError, ValueError):
+                        pending = []
+                        continue
+                    self.scores.update(pending)
+                    pending = []
+                    continue
+                parts = line.split("\t")
+                if len(parts) == 3:
+                    try:
+                        pending.append(((parts[0], parts[1]), float(parts[2])))
+                    except ValueError:
+                        pass
+
+    def append(self, index: int, records: Sequence[tuple[tuple[str, str], float]]) -> None:
+        self.handle.writelines(f"{qid}\t{docid}\t{score!r}\n" for (qid, docid), score in records)
+        self.handle.write(f"#group {index}\n")
+        self._sync()
+
+    def _sync(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+@register_reranker("upr")
+class UPRReranker(LMReranker):
+    """UPR (Sachan et al., 2022): zero-shot query likelihood with the plain UPR prompt and a frozen LM."""
+
+    name = "upr"
+
+    def __init__(self, lm: "FrozenLM | LMConfig | str | None" = None, config: "ScorerConfig | None" = None,
+                 name: str | None = None):
+        super().__init__(lm, config, hint_module=None, name=name)
+
+
+@register_reranker("upr-instruct")
+def upr_instruct(lm: "FrozenLM | LMConfig | str | None" = None, config: "ScorerConfig | None" = None,
+                 instruction: str = UPR_INSTRUCTION) -> UPRReranker:
+    """UPR with an instruction prefix (:data:`UPR_INSTRUCTION` unless ``config`` already has one)."""
+    import dataclasses
+
+    from .scoring import ScorerConfig
+
+    config = config or ScorerConfig()
+    if not config.instruction:
+        config = dataclasses.replace(config, instruction=instruction)
+    return UPRReranker(lm, config, name="upr-instruct")

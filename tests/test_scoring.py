@@ -1,0 +1,180 @@
+"""Query-likelihood scorer: equals a plain reference computation, padding/batching/caching invariance, gradients."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import TOY_CORPUS, TOY_QUERIES
+from pyserini_qpeft.data import Document
+from pyserini_qpeft.scoring import PairBatch, QueryLikelihoodScorer, ScorerConfig, passage_text
+
+DOCS = [Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS]
+QUERIES = [q["text"] for q in TOY_QUERIES]
+# 14 pairs: every document with 2-3 queries, mixed lengths, in a scrambled order.
+PAIRS = [(QUERIES[i % 4], DOCS[(i * 5) % 6]) for i in range(14)]
+
+
+def reference_score(lm, query: str, doc: Document, config: ScorerConfig = ScorerConfig()) -> float:
+    """Build the prompt as one string, run the full model with logits everywhere, average over query tokens."""
+    tok = lm.tokenizer
+    instruction = config.instruction + ("\n" if config.instruction else "")
+    prompt = instruction + config.template.format(passage=passage_text(doc)) + config.question_prefix
+    ids = tok(prompt + " " + query, add_special_tokens=False)["input_ids"]
+    n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0].float(), dim=-1)
+    return torch.stack([logp[t - 1, ids[t]] for t in range(n_prompt, len(ids))]).mean().item()
+
+
+def reference_ids(lm, query: str, doc: Document, config: ScorerConfig = ScorerConfig()) -> list[int]:
+    instruction = config.instruction + ("\n" if config.instruction else "")
+    prompt = instruction + config.template.format(passage=passage_text(doc)) + config.question_prefix
+    return lm.tokenizer(prompt + " " + query, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("config", [
+    ScorerConfig(batch_size=3, prefix_batch_size=2),
+    ScorerConfig(batch_size=4, cache_prefixes=False),
+    ScorerConfig(batch_size=32, prefix_batch_size=16, instruction="Read the passage."),
+])
+def test_scores_equal_reference(tiny_lm, config):
+    scorer = QueryLikelihoodScorer(tiny_lm, config)
+    queries, docs = zip(*PAIRS)
+    for q, d in PAIRS:  # segment-wise tokenization gives exactly the tokens of the joined text
+        assert scorer.prompt_ids(q, d) == reference_ids(tiny_lm, q, d, config)
+    got = scorer.score(list(queries), list(docs))
+    want = [reference_score(tiny_lm, q, d, config) for q, d in PAIRS]
+    assert max(abs(a - b) for a, b in zip(got, want)) < 1e-5
+    assert len(set(round(x, 4) for x in got)) > 5  # scores differ between pairs: not a constant
+
+
+def test_empty_title_has_no_stray_space(tiny_lm):
+    scorer = QueryLikelihoodScorer(tiny_lm)
+    doc = Document("x", "", "exercise improves heart health")
+    assert passage_text(doc) == "exercise improves heart health"
+    assert scorer.doc_tokens(doc).prefix == tuple(
+        tiny_lm.tokenizer("Passage: exercise improves heart health. Please write a question based on this passage.\n",
+                          add_special_tokens=False)["input_ids"])
+
+
+def test_padding_and_batch_composition_do_not_change_scores(tiny_lm):
+    target_q, target_d = QUERIES[0], DOCS[0]
+    alone = QueryLikelihoodScorer(tiny_lm).score([target_q], [target_d])[0]
+    long_doc = Document("long", "A long one", " ".join(["protein folding depends on temperature"] * 8))
+    others = [(QUERIES[1], long_doc), (QUERIES[2], DOCS[2]), (QUERIES[3] + " and more words here", DOCS[4])]
+    for cached in (True, False):
+        scorer = QueryLikelihoodScorer(tiny_lm, ScorerConfig(cache_prefixes=cached, batch_size=4))
+        qs, ds = zip(*(others + [(target_q, target_d)] + others[::-1]))
+        mixed = scorer.score(list(qs), list(ds))
+        assert abs(mixed[3] - alone) < 1e-5
+        batch = scorer.encode(list(qs), list(ds))
+        assert batch.prefix_mask[:, 0].tolist().count(0) >= 1  # some rows really are left padded
+        assert torch.allclose(scorer.forward(batch), torch.tensor(mixed), atol=1e-5)
+
+
+def test_deterministic_and_truncated(tiny_lm):
+    config = ScorerConfig(max_passage_tokens=5, max_query_tokens=3, batch_size=2)
+    scorer = QueryLikelihoodScorer(tiny_lm, config)
+    long_doc = Document("long", "", " ".join(["the immune system fights infection"] * 50))
+    assert len(scorer.doc_tokens(long_doc).passage) == 5
+    assert len(scorer.query_tokens("what causes lung cancer in the park today")) == 3
+    qs, ds = [QUERIES[0]] * 3, [long_doc, DOCS[0], DOCS[1]]
+    assert scorer.score(qs, ds) == scorer.score(qs, ds)
+
+
+def test_empty_query_rejected(tiny_lm):
+    with pytest.raises(ValueError, match="empty"):
+        QueryLikelihoodScorer(tiny_lm).score(["  "], [DOCS[0]])
+
+
+@pytest.mark.parametrize("bad", [dict(template="no placeholder"), dict(batch_size=0), dict(max_query_tokens=-1),
+                                 dict(question_prefix="  ")])
+def test_config_validation(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ScorerConfig(**bad)
+
+
+class MeanPassageHints(torch.nn.Module):
+    """Toy hint module: n_hints vectors from the mean passage embedding; the last hint masked on odd rows."""
+
+    def __init__(self, embed: torch.nn.Embedding, n_hints: int = 2, mask_last_on_odd: bool = False):
+        super().__init__()
+        self.embed = embed  # frozen LM embeddings (not a parameter of this module's trainable part)
+        hidden = embed.weight.shape[1]
+        self.proj = torch.nn.Linear(hidden, n_hints * hidden)
+        self.n, self.mask_last_on_odd = n_hints, mask_last_on_odd
+
+    def forward(self, query_ids, query_mask, passage_ids, passage_mask):
+        e = self.embed(passage_ids) * passage_mask.unsqueeze(-1)
+        q = self.embed(query_ids) * query_mask.unsqueeze(-1)
+        pooled = e.sum(1) / passage_mask.sum(1, keepdim=True).clamp(min=1) + q.mean(1)
+        hints = self.proj(pooled).view(len(pooled), self.n, -1)
+        mask = torch.ones(hints.shape[:2], dtype=torch.long)
+        if self.mask_last_on_odd:
+            mask[1::2, -1] = 0
+        return hints, mask
+
+
+def test_hint_gradients_reach_module_only(tiny_lm):
+    torch.manual_seed(0)
+    module = MeanPassageHints(tiny_lm.model.get_input_embeddings())
+    queries, docs = zip(*PAIRS[:6])
+    plain = QueryLikelihoodScorer(tiny_lm).score(list(queries), list(docs))
+    for cached in (True, False):
+        module.zero_grad()
+        scorer = QueryLikelihoodScorer(tiny_lm, ScorerConfig(cache_prefixes=cached), hint_module=module)
+        scores = scorer.forward(scorer.encode(list(queries), list(docs)))
+        assert scores.requires_grad
+        (-scores.mean()).backward()
+        assert module.proj.weight.grad is not None and module.proj.weight.grad.abs().sum() > 0
+        assert all(p.grad is None for p in tiny_lm.model.parameters())
+        assert max(abs(a - b) for a, b in zip(scores.tolist(), plain)) > 1e-4  # hints do change scores
+        inference = scorer.score(list(queries), list(docs))
+        assert max(abs(a - b) for a, b in zip(scores.tolist(), inference)) < 1e-5
+
+
+def test_masked_hint_equals_absent_hint(tiny_lm):
+    """A hint with mask 0 must act as if it were not there (positions and attention both skip it)."""
+    torch.manual_seed(0)
+    two = MeanPassageHints(tiny_lm.model.get_input_embeddings(), n_hints=2, mask_last_on_odd=True)
+    one = MeanPassageHints(tiny_lm.model.get_input_embeddings(), n_hints=1)
+    with torch.no_grad():  # one's single hint = two's first hint
+        hidden = tiny_lm.hidden_size
+        one.proj.weight.copy_(two.proj.weight[:hidden])
+        one.proj.bias.copy_(two.proj.bias[:hidden])
+    queries, docs = zip(*PAIRS[:4])
+    # forward() keeps the input order (score() reorders rows, which would move the masked rows).
+    scorer_two = QueryLikelihoodScorer(tiny_lm, hint_module=two)
+    scorer_one = QueryLikelihoodScorer(tiny_lm, hint_module=one)
+    with torch.no_grad():
+        with_mask = scorer_two.forward(scorer_two.encode(list(queries), list(docs))).tolist()
+        single = scorer_one.forward(scorer_one.encode(list(queries), list(docs))).tolist()
+    assert abs(with_mask[1] - single[1]) < 1e-5 and abs(with_mask[3] - single[3]) < 1e-5
+    assert abs(with_mask[0] - single[0]) > 1e-4  # unmasked second hint does matter
+
+
+def test_pair_batch_layout(tiny_lm):
+    scorer = QueryLikelihoodScorer(tiny_lm)
+    batch = scorer.encode([QUERIES[0], QUERIES[1], QUERIES[2]], [DOCS[0], DOCS[1], DOCS[0]])
+    assert isinstance(batch, PairBatch) and len(batch) == 3
+    assert batch.doc_group.tolist() == [0, 1, 0]
+    assert batch.prefix_mask[:, -1].all() and batch.query_mask[:, 0].all() and batch.passage_mask[:, 0].all()
+
+
+@pytest.mark.slow
+def test_smollm2_tokenization_and_cache_agree():
+    from pyserini_qpeft.backbone import FrozenLM, LMConfig
+
+    lm = FrozenLM.load(LMConfig())
+    config = ScorerConfig(instruction="Read the scientific passage and write the question it answers.")
+    docs = [Document("a", "Vitamin D and bones", "Vitamin D deficiency (<20 ng/mL) is linked to bone loss, 1.5x."),
+            Document("b", "", "Smoking causes lung cancer; risk grows with pack-years.")]
+    queries = ["Vitamin D deficiency causes bone loss.", "Does smoking cause cancer?"]
+    scorer = QueryLikelihoodScorer(lm, config)
+    for q, d in zip(queries, docs):
+        assert scorer.prompt_ids(q, d) == reference_ids(lm, q, d, config)
+    cached = scorer.score(queries * 2, docs + docs[::-1])
+    plain = QueryLikelihoodScorer(lm, ScorerConfig(**{**config.to_dict(), "cache_prefixes": False})).score(
+        queries * 2, docs + docs[::-1])
+    assert max(abs(a - b) for a, b in zip(cached, plain)) < 0.05  # bf16
+    assert cached[0] > cached[2] and cached[1] > cached[3]  # each query prefers its own passage
