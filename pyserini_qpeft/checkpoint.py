@@ -1,0 +1,240 @@
+"""Save and load trained Q-PEFT modules: a folder with a JSON config, safetensors weights and a model card.
+
+Layout of a checkpoint folder::
+
+    qpeft_config.json        module_type "qpeft", variant, QPeftConfig, ScorerConfig, base model identity,
+                             library versions, training args, dev metrics, trainable parameter count
+    qpeft_model.safetensors  the module's own trainable weights only (never LM weights)
+    README.md                a short model card
+
+Loading dispatches on the saved ``module_type`` and ``variant`` fields (never on the path) and refuses a
+checkpoint trained on another base model. No pickle is involved anywhere.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ModelError
+
+if TYPE_CHECKING:
+    from .backbone import FrozenLM
+    from .qpeft import QPeftConfig
+    from .scoring import ScorerConfig
+
+logger = logging.getLogger(__name__)
+
+MODULE_TYPE = "qpeft"
+CONFIG_NAME = "qpeft_config.json"
+WEIGHTS_NAME = "qpeft_model.safetensors"
+FORMAT_VERSION = 1
+
+
+def library_versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from . import __version__
+
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "pyserini_qpeft": __version__}
+    try:
+        import peft
+
+        versions["peft"] = peft.__version__
+    except ImportError:  # only the prompt variant needs peft
+        pass
+    return versions
+
+
+def module_state(module) -> dict[str, "object"]:
+    """The module's persistent trainable tensors, contiguous, on CPU (what goes into the safetensors file)."""
+    trainable = {name for name, p in module.named_parameters() if p.requires_grad}
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items() if k in trainable}
+    missing = trainable - set(state)
+    if missing:
+        raise ModelError(f"trainable parameters missing from the state dict: {sorted(missing)}")
+    return state
+
+
+def _assert_no_lm_weights(state: dict, lm: "FrozenLM") -> None:
+    lm_ptrs = {p.data_ptr() for p in lm.model.parameters()}
+    vocab = lm.vocab_size
+    for name, tensor in state.items():
+        if tensor.data_ptr() in lm_ptrs:
+            raise ModelError(f"refusing to save LM weight {name!r} in a Q-PEFT checkpoint")
+        if tensor.dim() == 2 and tensor.shape[0] == vocab:
+            raise ModelError(f"refusing to save {name!r} {tuple(tensor.shape)}: looks like a vocabulary matrix")
+
+
+def _model_card(meta: dict) -> str:
+    params = meta.get("parameters", {})
+    metrics = meta.get("dev_metrics") or {}
+    lines = [f"# Q-PEFT ({meta['variant']}) hint module", "",
+             f"Base model (frozen, not included): `{meta['base_model']['model_id']}`", "",
+             f"Trainable parameters: {params.get('trainable', '?'):,}"
+             + (f" ({params['percent_of_lm']:.2f} % of the LM's {params['lm']:,})"
+                if "percent_of_lm" in params else ""),
+             ""]
+    command = (meta.get("training") or {}).get("command")
+    if command:
+        lines += ["Training command:", "", "```", command, "```", ""]
+    if metrics:
+        lines += ["Dev metrics (checkpoint selection; carved from the training queries):", ""]
+        lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in sorted(metrics.items())]
+        lines.append("")
+    lines += ["Load with `pyserini_qpeft.checkpoint.load_checkpoint(path, lm)`; rerank with "
+              f"`pyserini-qpeft rerank --reranker {RERANKER_NAMES[meta['variant']]} --reranker-checkpoint PATH`.", ""]
+    return "\n".join(lines)
+
+
+RERANKER_NAMES = {"retr": "qpeft-retr", "attn": "qpeft-attn", "prompt": "prompt-tuning"}
+
+
+def save_checkpoint(path: str | os.PathLike, module, config: "QPeftConfig", lm: "FrozenLM",
+                    scorer_config: "ScorerConfig", extra: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint folder atomically (temp folder + rename; an existing folder is replaced).
+
+    Args:
+        path: the folder to create.
+        module: the trained ``QPeftModule``.
+        config: its ``QPeftConfig``.
+        lm: the frozen base LM (its identity is recorded).
+        scorer_config: the prompt/scoring settings the module was trained with.
+        extra: more metadata: ``training`` (args, ``command``), ``dev_metrics``, anything JSON-serialisable.
+
+    Returns:
+        The checkpoint folder.
+    """
+    from safetensors.torch import save_file
+
+    from .qpeft import parameter_report
+
+    path = Path(path)
+    state = module_state(module)
+    _assert_no_lm_weights(state, lm)
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "module_type": MODULE_TYPE,
+        "variant": config.variant,
+        "qpeft_config": config.to_dict(),
+        "scorer_config": scorer_config.to_dict(),
+        "base_model": lm.identity(),
+        "versions": library_versions(),
+        "parameters": parameter_report(module, lm),
+        "weights": {"file": WEIGHTS_NAME, "keys": sorted(state)},
+    }
+    for key, value in (extra or {}).items():
+        if key in meta:
+            raise ValueError(f"extra metadata may not override {key!r}")
+        meta[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"module_type": MODULE_TYPE, "variant": config.variant})
+        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (tmp / "README.md").write_text(_model_card(meta), encoding="utf-8")
+        if path.exists():
+            old = path.with_name(f".{path.name}.old{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("saved %s checkpoint (%d tensors) to %s", config.variant, len(state), path)
+    return path
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """``path`` itself when it holds a checkpoint, else its ``best/`` sub-folder (a training output folder)."""
+    path = Path(path)
+    if not (path / CONFIG_NAME).is_file() and (path / "best" / CONFIG_NAME).is_file():
+        return path / "best"
+    return path
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's ``qpeft_config.json``; ModelError when it is missing, corrupt or not a Q-PEFT module."""
+    path = resolve_checkpoint(path)
+    cfg = path / CONFIG_NAME
+    if not cfg.is_file():
+        raise ModelError(f"{path}: not a Q-PEFT checkpoint (no {CONFIG_NAME})")
+    try:
+        meta = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{cfg}: unreadable checkpoint config: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("module_type") != MODULE_TYPE:
+        raise ModelError(f"{cfg}: module_type is {meta.get('module_type') if isinstance(meta, dict) else None!r}, "
+                         f"expected {MODULE_TYPE!r}")
+    return meta
+
+
+def _scorer_config(data: dict) -> "ScorerConfig":
+    from .scoring import ScorerConfig
+
+    known = {f.name for f in fields(ScorerConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        logger.warning("ignoring unknown scorer settings in checkpoint: %s", unknown)
+    return ScorerConfig(**{k: v for k, v in data.items() if k in known})
+
+
+def load_checkpoint(path: str | os.PathLike, lm: "FrozenLM") -> tuple[Any, "QPeftConfig", "ScorerConfig", dict]:
+    """Load a checkpoint onto ``lm``. ``path`` is a checkpoint folder or a training output folder (its ``best/``).
+
+    Returns:
+        ``(module, qpeft_config, scorer_config, meta)``; the module is in eval mode on the LM's device.
+
+    Raises:
+        ModelError: not a checkpoint, a different base model, missing/extra/mis-shaped weights.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .qpeft import VARIANTS, QPeftConfig, build_module
+
+    path = resolve_checkpoint(path)
+    meta = read_meta(path)
+    variant = meta.get("variant")
+    if variant not in VARIANTS:
+        raise ModelError(f"{path}: unknown Q-PEFT variant {variant!r} (known: {', '.join(VARIANTS)})")
+    saved, current = meta.get("base_model", {}), lm.identity()
+    if saved != current:
+        diff = {k: (saved.get(k), current.get(k)) for k in set(saved) | set(current) if saved.get(k) != current.get(k)}
+        raise ModelError(f"{path}: trained on base model {saved.get('model_id')!r} but the loaded LM is "
+                         f"{current.get('model_id')!r} (differences: {diff}); pass the matching --model")
+    try:
+        config = QPeftConfig.from_dict(meta["qpeft_config"])
+        if config.variant != variant:
+            raise ModelError(f"{path}: variant {variant!r} disagrees with qpeft_config {config.variant!r}")
+        scorer_config = _scorer_config(meta.get("scorer_config", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: bad checkpoint config: {exc}") from exc
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ModelError(f"{path}: weights file {WEIGHTS_NAME} is missing")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"{weights}: corrupt weights: {exc}") from exc
+    module = build_module(lm, config)
+    expected = module_state(module)
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ModelError(f"{weights}: weights do not match a {variant} module: missing {missing}, "
+                         f"unexpected {unexpected}")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise ModelError(f"{weights}: {name} has shape {tuple(tensor.shape)}, expected "
+                             f"{tuple(expected[name].shape)}")
+    module.load_state_dict(state, strict=True)
+    module.eval()
+    return module, config, scorer_config, meta

@@ -1,0 +1,77 @@
+"""`pyserini-qpeft explain`: which document tokens a trained Q-PEFT module selected (R) or attended to (A)."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .options import lm_options
+
+
+def format_explanation(info: dict) -> str:
+    """A readable table of :func:`pyserini_qpeft.qpeft.explain`'s output."""
+    lines = [f"variant: {info['variant']}   docid: {info['docid']}",
+             f"query: {info['query']}",
+             f"score (mean query log-prob): {info['score']:.4f} with hints, "
+             f"{info['score_without_hints']:.4f} without (zero-shot UPR prompt)", ""]
+    if "heads" in info:
+        for h, rows in enumerate(info["heads"]):
+            lines.append(f"head {h}: top attended passage tokens (attention averaged over query tokens)")
+            lines.append(f"  {'rank':>4}  {'pos':>4}  {'weight':>7}  token")
+            lines += [f"  {r:>4}  {row['position']:>4}  {row['weight']:>7.4f}  {row['token']!r}"
+                      for r, row in enumerate(rows, start=1)]
+            lines.append("")
+    else:
+        what = ("selected passage tokens (distinct), by max cosine similarity to a query token"
+                if info["variant"] == "retr" else "nearest vocabulary token of each (query-independent) hint vector")
+        lines.append(what)
+        lines.append(f"  {'rank':>4}  {'cosine':>7}  token")
+        lines += [f"  {r:>4}  {row['similarity']:>7.4f}  {row['token']!r}"
+                  for r, row in enumerate(info["tokens"], start=1)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+@click.command("explain")
+@click.option("--reranker-checkpoint", "checkpoint", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A Q-PEFT checkpoint folder (or a training output folder: its best/).")
+@click.option("--query", required=True, help="Query text.")
+@click.option("--docid", help="Document id, looked up in --dataset / --corpus.")
+@click.option("--dataset", help="BEIR dataset name or folder holding --docid.")
+@click.option("--corpus", "corpus_path", type=click.Path(exists=True, dir_okay=False),
+              help="Corpus JSONL holding --docid.")
+@click.option("--doc-text", help="Explain this document text instead of a --docid.")
+@click.option("--doc-title", default="", help="Title for --doc-text.")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows per table.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@lm_options
+def explain(checkpoint, query, docid, dataset, corpus_path, doc_text, doc_title, top, as_json, model, device,
+            dtype) -> None:
+    """Show what the hint module of CHECKPOINT picks from a document for a query."""
+    from ..backbone import FrozenLM, LMConfig
+    from ..checkpoint import load_checkpoint
+    from ..data import BeirDataset, Document, find_dataset, read_corpus_jsonl
+    from ..errors import InputError
+    from ..qpeft import explain as explain_pair
+    from ..scoring import QueryLikelihoodScorer
+
+    if bool(doc_text) == bool(docid):
+        raise click.UsageError("pass exactly one of --docid (with --dataset or --corpus) and --doc-text")
+    if doc_text:
+        doc = Document("text", doc_title, doc_text)
+    else:
+        if bool(dataset) == bool(corpus_path):
+            raise click.UsageError("--docid needs exactly one of --dataset and --corpus")
+        if dataset:
+            docs = BeirDataset(find_dataset(dataset)).load_corpus()
+            doc = docs.get(docid)
+            source = dataset
+        else:
+            doc = next((d for d in read_corpus_jsonl(corpus_path) if d.docid == docid), None)
+            source = corpus_path
+        if doc is None:
+            raise InputError(f"unknown docid {docid!r}", source)
+    lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
+    module, _, scorer_config, _ = load_checkpoint(checkpoint, lm)
+    scorer = QueryLikelihoodScorer(lm, scorer_config, hint_module=module)
+    info = explain_pair(lm, module, scorer, query, doc, top=top)
+    click.echo(json.dumps(info, indent=2) if as_json else format_explanation(info))

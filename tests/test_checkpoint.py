@@ -1,0 +1,131 @@
+"""Checkpoints: save -> load gives identical scores, only module weights on disk, base-model check, dispatch."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import TOY_CORPUS, TOY_QUERIES, build_tiny_lm
+from pyserini_qpeft.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, save_checkpoint
+from pyserini_qpeft.data import Document
+from pyserini_qpeft.errors import ModelError
+from pyserini_qpeft.qpeft import QPeftConfig, build_module, trainable_parameters
+from pyserini_qpeft.scoring import QueryLikelihoodScorer, ScorerConfig
+
+DOCS = [Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS]
+QUERIES = [q["text"] for q in TOY_QUERIES]
+PAIRS = [(QUERIES[i % 4], DOCS[(i * 5) % 6]) for i in range(10)]
+SCORER = ScorerConfig(batch_size=4, max_passage_tokens=48, instruction="Read it.")
+
+
+def perturbed(lm, config):
+    """A module whose weights differ from a fresh build (so load really has to restore them)."""
+    module = build_module(lm, config)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return module
+
+
+def scores(lm, module, config=SCORER):
+    scorer = QueryLikelihoodScorer(lm, config, hint_module=module)
+    return scorer.score([q for q, _ in PAIRS], [d for _, d in PAIRS])
+
+
+@pytest.mark.parametrize("variant", ["retr", "attn", "prompt"])
+def test_save_load_identical_scores(tiny_lm, tmp_path, variant):
+    config = QPeftConfig(variant=variant, top_k=5, num_virtual_tokens=4)
+    module = perturbed(tiny_lm, config)
+    path = save_checkpoint(tmp_path / "ckpt", module, config, tiny_lm, SCORER,
+                           {"dev_metrics": {"ndcg@10": 0.5}, "training": {"command": "pyserini-qpeft train qpeft"}})
+    loaded, cfg, scfg, meta = load_checkpoint(path, tiny_lm)
+    assert cfg == config and scfg == SCORER
+    assert meta["variant"] == variant and meta["dev_metrics"] == {"ndcg@10": 0.5}
+    assert not loaded.training
+    assert scores(tiny_lm, loaded, scfg) == scores(tiny_lm, module)
+    assert scores(tiny_lm, build_module(tiny_lm, config)) != scores(tiny_lm, module)  # load restored weights
+    card = (path / "README.md").read_text()
+    assert "pyserini-qpeft train qpeft" in card and "ndcg@10" in card and f"{trainable_parameters(module):,}" in card
+
+
+@pytest.mark.parametrize("variant", ["retr", "attn", "prompt"])
+def test_no_lm_weights_in_checkpoint(tiny_lm, tmp_path, variant):
+    config = QPeftConfig(variant=variant)
+    module = build_module(tiny_lm, config)
+    path = save_checkpoint(tmp_path / "ckpt", module, config, tiny_lm, SCORER)
+    with safe_open(str(path / WEIGHTS_NAME), "pt") as f:
+        keys = set(f.keys())
+        numel = sum(f.get_tensor(k).numel() for k in keys)
+    assert keys == {n for n, _ in module.named_parameters()}
+    assert all(k.split(".")[0] in ("mlp", "attention", "prompt") for k in keys)
+    lm_names = {n for n, _ in tiny_lm.model.named_parameters()}
+    assert not keys & lm_names
+    assert numel == trainable_parameters(module)
+    # file size: the module's fp32 weights plus a small header, far below the vocabulary matrix alone
+    size = os.path.getsize(path / WEIGHTS_NAME)
+    assert size < 4 * numel + 4096
+    meta = json.loads((path / CONFIG_NAME).read_text())
+    assert meta["module_type"] == "qpeft" and meta["base_model"] == tiny_lm.identity()
+    assert {"torch", "transformers", "pyserini_qpeft"} <= set(meta["versions"])
+    assert meta["parameters"]["trainable"] == numel
+
+
+def test_other_base_model_refused(tiny_lm, tmp_path):
+    from pyserini_qpeft.backbone import FrozenLM, LMConfig
+
+    config = QPeftConfig(variant="attn")
+    path = save_checkpoint(tmp_path / "ckpt", build_module(tiny_lm, config), config, tiny_lm, SCORER)
+    other = FrozenLM.load(LMConfig(model=str(build_tiny_lm(tmp_path / "other", layers=3)), device="cpu",
+                                   dtype="fp32"))
+    with pytest.raises(ModelError, match="base model") as info:
+        load_checkpoint(path, other)
+    assert info.value.exit_code == 6
+
+
+def test_dispatch_on_saved_variant_not_path(tiny_lm, tmp_path):
+    config = QPeftConfig(variant="retr", top_k=3)
+    path = save_checkpoint(tmp_path / "qpeft-attn-prompt", build_module(tiny_lm, config), config, tiny_lm, SCORER)
+    module, cfg, _, _ = load_checkpoint(path, tiny_lm)
+    assert cfg.variant == "retr" and not hasattr(module, "attention")
+
+
+def test_bad_checkpoints_raise_model_error(tiny_lm, tmp_path):
+    config = QPeftConfig(variant="retr")
+    path = save_checkpoint(tmp_path / "ckpt", build_module(tiny_lm, config), config, tiny_lm, SCORER)
+    with pytest.raises(ModelError, match="not a Q-PEFT checkpoint"):
+        load_checkpoint(tmp_path, tiny_lm)
+    meta = json.loads((path / CONFIG_NAME).read_text())
+    (path / CONFIG_NAME).write_text(json.dumps({**meta, "module_type": "lmort"}))
+    with pytest.raises(ModelError, match="module_type"):
+        load_checkpoint(path, tiny_lm)
+    (path / CONFIG_NAME).write_text(json.dumps({**meta, "variant": "attn", "qpeft_config": {
+        **meta["qpeft_config"], "variant": "attn"}}))
+    with pytest.raises(ModelError, match="do not match"):  # retr weights lack the attention
+        load_checkpoint(path, tiny_lm)
+    (path / CONFIG_NAME).write_text(json.dumps(meta))
+    (path / WEIGHTS_NAME).write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="corrupt"):
+        load_checkpoint(path, tiny_lm)
+    (path / WEIGHTS_NAME).unlink()
+    with pytest.raises(ModelError, match="missing"):
+        load_checkpoint(path, tiny_lm)
+
+
+def test_overwrite_is_atomic_and_leaves_no_temp(tiny_lm, tmp_path):
+    config = QPeftConfig(variant="prompt", num_virtual_tokens=2)
+    first = perturbed(tiny_lm, config)
+    save_checkpoint(tmp_path / "ckpt", build_module(tiny_lm, config), config, tiny_lm, SCORER)
+    save_checkpoint(tmp_path / "ckpt", first, config, tiny_lm, SCORER)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    loaded, *_ = load_checkpoint(tmp_path / "ckpt", tiny_lm)
+    assert all(torch.equal(loaded.state_dict()[k], first.state_dict()[k]) for k in first.state_dict())
+
+
+def test_training_folder_resolves_to_best(tiny_lm, tmp_path):
+    config = QPeftConfig(variant="retr", top_k=2)
+    save_checkpoint(tmp_path / "run" / "best", build_module(tiny_lm, config), config, tiny_lm, SCORER)
+    _, cfg, _, _ = load_checkpoint(tmp_path / "run", tiny_lm)
+    assert cfg.top_k == 2
