@@ -1,0 +1,57 @@
+"""`pyserini-qpeft encode`: a corpus -> a Pyserini-compatible FAISS index folder (index, docid, meta.json)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .options import quiet_option
+
+
+@click.command("encode")
+@click.option("--encoder", "spec", required=True,
+              help="minilm[:PATH] | frozen-lm[:LAYER] | lmort:CHECKPOINT")
+@click.option("--dataset", help="BEIR dataset name (on $PYSERINI_QPEFT_DATA) or folder.")
+@click.option("--corpus", "corpus_path", type=click.Path(exists=True), help="BEIR/Pyserini JSONL or TREC CAR paragraph CBOR.")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="Index folder (written atomically).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--max-length", type=click.IntRange(min=4), default=None,
+              help="Token budget per document (minilm/frozen-lm; default 256; LMORT uses its checkpoint's).")
+@click.option("--pooling", type=click.Choice(["mean", "last"]), default="mean", show_default=True, help="frozen-lm only.")
+@click.option("--model", default=None,
+              help="Frozen LLM for frozen-lm (default smollm2); for lmort, overrides the checkpoint's base model.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32", "fp16"]), default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
+@quiet_option
+def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, model, device, dtype, overwrite,
+           quiet) -> None:
+    """Encode every document (title + text) and write OUTPUT/{index,docid,meta.json}; search it with
+    `pyserini-qpeft search --dense --index OUTPUT` or Pyserini's FaissSearcher."""
+    from ..encode import build_encoder, encode_corpus, parse_spec
+    from ..errors import InputError
+
+    parse_spec(spec)  # fail on a bad spec before loading anything
+    if bool(dataset) == bool(corpus_path):
+        raise click.UsageError("give exactly one of --dataset or --corpus")
+    if Path(output).exists() and not overwrite:
+        raise InputError("index folder exists (pass --overwrite to replace it)", output)
+    from ..data import BeirDataset, find_dataset, read_car_paragraphs, read_corpus_jsonl
+
+    if dataset:
+        source = find_dataset(dataset)
+        docs = list(BeirDataset(source).iter_corpus())
+    else:
+        source = Path(corpus_path)
+        if source.is_dir():
+            docs = list(BeirDataset(source).iter_corpus())
+        elif source.suffix == ".cbor":
+            docs = list(read_car_paragraphs(source))
+        else:
+            docs = list(read_corpus_jsonl(source))
+    encoder = build_encoder(spec, model=model, device=device, dtype=dtype, max_length=max_length, pooling=pooling)
+    meta = encode_corpus(encoder, docs, output, batch_size=batch_size, progress=not quiet, overwrite=overwrite,
+                         extra_meta={"spec": spec, "corpus": str(Path(source).resolve())})
+    click.echo(json.dumps({"output": output, "num_docs": len(docs), "dim": meta["dim"],
+                           "encode_seconds": meta["encode_seconds"]}))

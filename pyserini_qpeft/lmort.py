@@ -1,0 +1,410 @@
+"""LMORT: a small trainable tuner on top of two layers of a frozen LLM, for dense retrieval.
+
+Layer numbering follows ``transformers``' ``output_hidden_states``: layer 0 is the input to the first decoder block
+(the embeddings), layer ``l`` (1 <= l < N) the output of block ``l``, and layer ``N = lm.num_layers`` the last
+block's output after the final norm. :func:`layer_token_states` runs the LLM only up to the deepest layer asked for
+(forward hooks; the forward is cut short by an exception raised in a hook and the hooks are always removed).
+
+The tuner (:class:`LMORTTuner`) reads the token states of the *uniformity* layer as its stream and cross-attends to
+the token states of the *alignment* layer, then mean-pools to one vector. Layer analysis lives in
+:mod:`pyserini_qpeft.lmort_analysis`, training in :mod:`pyserini_qpeft.lmort_train`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from .errors import ModelError
+from .fileio import atomic_write
+
+if TYPE_CHECKING:
+    import torch
+
+    from .backbone import FrozenLM
+
+logger = logging.getLogger(__name__)
+
+MODULE_TYPE = "lmort"
+CONFIG_NAME = "lmort_config.json"
+WEIGHTS_NAME = "lmort_model.safetensors"
+POOLINGS = ("mean", "last")
+FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Frozen-LM token states
+
+
+class _StopForward(Exception):
+    """Raised from a forward hook once the deepest wanted layer has run."""
+
+
+def decoder_blocks(model) -> Sequence:
+    """The ModuleList of decoder blocks of a causal LM (Llama/Qwen/Mistral/GPT-2/GPT-J/NeoX layouts)."""
+    for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
+        obj = model
+        try:
+            for name in path.split("."):
+                obj = getattr(obj, name)
+        except AttributeError:
+            continue
+        return obj
+    raise ModelError(f"cannot find the decoder blocks of {type(model).__name__}")
+
+
+def tokenize(lm: "FrozenLM", texts: Sequence[str], max_length: int, padding_side: str = "right") -> dict:
+    """Tokenize ``texts`` into ``input_ids``/``attention_mask`` ``[B, T]`` on the LM's device."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    tok = lm.tokenizer
+    saved = tok.padding_side
+    tok.padding_side = padding_side
+    try:
+        batch = tok(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    finally:
+        tok.padding_side = saved
+    return {"input_ids": batch["input_ids"].to(lm.device), "attention_mask": batch["attention_mask"].to(lm.device)}
+
+
+def layer_token_states(lm: "FrozenLM", input_ids: "torch.Tensor", attention_mask: "torch.Tensor",
+                       layers: Sequence[int]) -> dict[int, "torch.Tensor"]:
+    """Token states of the frozen LM at ``layers``, running it no deeper than needed.
+
+    Args:
+        input_ids, attention_mask: ``[B, T]``; any padding side (position ids are derived from the mask, so a
+            text gets the same states whether it is left- or right-padded).
+        layers: layer numbers in ``[0, lm.num_layers]`` (see the module docstring).
+
+    Returns:
+        layer -> ``[B, T, H]`` in the LM's dtype. Padding positions hold arbitrary values: mask them.
+    """
+    import torch
+
+    n = lm.num_layers
+    wanted = sorted(set(int(x) for x in layers))
+    if not wanted or wanted[0] < 0 or wanted[-1] > n:
+        raise ValueError(f"layers must be in [0, {n}], got {list(layers)}")
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    body = lm.model.get_decoder() if hasattr(lm.model, "get_decoder") else lm.model
+    with torch.no_grad():
+        if wanted[-1] == n:  # the last layer carries the final norm: a full forward is needed anyway
+            out = body(**kwargs, output_hidden_states=True)
+            return {layer: out.hidden_states[layer] for layer in wanted}
+        blocks = decoder_blocks(lm.model)
+        captured: dict[int, torch.Tensor] = {}
+        deepest = wanted[-1]
+        handles = []
+
+        def pre_hook(module, args, kw):  # layer 0 = the first block's input
+            captured[0] = args[0] if args else kw["hidden_states"]
+            if deepest == 0:
+                raise _StopForward
+
+        def make_hook(layer: int):
+            def hook(module, args, output):
+                captured[layer] = output[0] if isinstance(output, (tuple, list)) else output
+                if layer == deepest:
+                    raise _StopForward
+            return hook
+
+        try:
+            if 0 in wanted:
+                handles.append(blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True))
+            for layer in wanted:
+                if layer > 0:
+                    handles.append(blocks[layer - 1].register_forward_hook(make_hook(layer)))
+            try:
+                body(**kwargs)
+            except _StopForward:
+                pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return {layer: captured[layer] for layer in wanted}
+
+
+def pool(states: "torch.Tensor", mask: "torch.Tensor", pooling: str = "mean") -> "torch.Tensor":
+    """Pool token states ``[B, T, H]`` with mask ``[B, T]`` into ``[B, H]`` (fp32).
+
+    ``mean`` averages real tokens; ``last`` takes the last real token, found from the mask so left and right
+    padding give the same result. Padding values never leak in (``where``, not multiplication, so NaN/inf in
+    padded rows cannot spread).
+    """
+    import torch
+
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    states = states.float()
+    keep = mask.bool()
+    if pooling == "mean":
+        summed = torch.where(keep.unsqueeze(-1), states, torch.zeros((), dtype=states.dtype, device=states.device)).sum(1)
+        return summed / keep.sum(1, keepdim=True).clamp(min=1).to(states.dtype)
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    last = torch.where(keep, positions, torch.full_like(positions, -1)).max(dim=1).values.clamp(min=0)
+    return states[torch.arange(states.shape[0], device=states.device), last]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Config and tuner
+
+
+@dataclass
+class LMORTConfig:
+    """Shape of an LMORT tuner.
+
+    Attributes:
+        align_layer, unif_layer: frozen-LM layers (see module docstring); the tuner's stream is the uniformity
+            layer, its cross-attention memory the alignment layer.
+        num_blocks, num_heads, dim, ffn_dim: tuner transformer size; ``dim=0`` means the LM hidden size.
+        out_dim: embedding size (0 = ``dim``).
+        pooling: ``mean`` (masked) or ``last`` real token, for the tuner output.
+        normalize: L2-normalise the output (then inner product = cosine; the FAISS index is IndexFlatIP).
+        temperature: InfoNCE temperature used in training.
+        max_length: token budget for texts (queries and documents).
+        dropout: dropout inside the tuner (training only).
+    """
+
+    align_layer: int
+    unif_layer: int
+    num_blocks: int = 3
+    num_heads: int = 4
+    dim: int = 256
+    ffn_dim: int = 512
+    out_dim: int = 0
+    pooling: str = "mean"
+    normalize: bool = True
+    temperature: float = 0.05
+    max_length: int = 160
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("align_layer", "unif_layer"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("num_blocks", "num_heads", "ffn_dim", "max_length"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("dim", "out_dim"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = default), got {getattr(self, name)}")
+        if self.dim and self.dim % self.num_heads:
+            raise ValueError(f"dim={self.dim} must be divisible by num_heads={self.num_heads}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def layers(self) -> tuple[int, int]:
+        return (self.align_layer, self.unif_layer)
+
+    def model_dim(self, hidden_size: int) -> int:
+        return self.dim or hidden_size
+
+    def embedding_dim(self, hidden_size: int) -> int:
+        return self.out_dim or self.model_dim(hidden_size)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LMORTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown LMORT config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+def _build_tuner_class():
+    import torch
+    from torch import nn
+
+    class _Block(nn.Module):
+        """Pre-norm block: self-attention over the stream, cross-attention to the memory, feed-forward."""
+
+        def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float):
+            super().__init__()
+            self.norm1, self.norm2, self.norm_mem, self.norm3 = (nn.LayerNorm(dim) for _ in range(4))
+            self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+            self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+            self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
+            self.drop = nn.Dropout(dropout)
+
+        def forward(self, x, memory, pad):
+            h = self.norm1(x)
+            x = x + self.drop(self.self_attn(h, h, h, key_padding_mask=pad, need_weights=False)[0])
+            m = self.norm_mem(memory)
+            x = x + self.drop(self.cross_attn(self.norm2(x), m, m, key_padding_mask=pad, need_weights=False)[0])
+            return x + self.drop(self.ffn(self.norm3(x)))
+
+    class LMORTTuner(nn.Module):
+        """The trainable part of LMORT.
+
+        Input: ``unif_states`` and ``align_states`` ``[B, T, H]`` (frozen-LM token states of the two layers for the
+        same tokens) and ``attention_mask`` ``[B, T]`` (1 = real token). Output: ``[B, out_dim]`` fp32, L2-normalised
+        when ``config.normalize``.
+        """
+
+        def __init__(self, config: LMORTConfig, hidden_size: int):
+            super().__init__()
+            self.config = config
+            self.hidden_size = hidden_size
+            dim = config.model_dim(hidden_size)
+            # LLM hidden states carry a few huge "massive activation" channels: normalise before projecting.
+            self.in_norm_u = nn.LayerNorm(hidden_size)
+            self.in_norm_a = nn.LayerNorm(hidden_size)
+            self.proj_u = nn.Linear(hidden_size, dim)
+            self.proj_a = nn.Linear(hidden_size, dim)
+            self.blocks = nn.ModuleList(
+                _Block(dim, config.num_heads, config.ffn_dim, config.dropout) for _ in range(config.num_blocks))
+            self.out_norm = nn.LayerNorm(dim)
+            out_dim = config.embedding_dim(hidden_size)
+            self.out = nn.Linear(dim, out_dim) if out_dim != dim else nn.Identity()
+
+        def forward(self, unif_states, align_states, attention_mask):
+            dtype = self.proj_u.weight.dtype
+            pad = ~attention_mask.bool()
+            x = self.proj_u(self.in_norm_u(unif_states.to(dtype)))
+            memory = self.proj_a(self.in_norm_a(align_states.to(dtype)))
+            for block in self.blocks:
+                x = block(x, memory, pad)
+            vec = self.out(pool(self.out_norm(x), attention_mask, self.config.pooling))
+            if self.config.normalize:
+                vec = torch.nn.functional.normalize(vec, dim=-1)
+            return vec
+
+        def num_parameters(self) -> int:
+            return sum(p.numel() for p in self.parameters())
+
+    return LMORTTuner
+
+
+_TUNER_CLASS = None
+
+
+def LMORTTuner(config: LMORTConfig, hidden_size: int):  # noqa: N802  (a lazily built nn.Module class)
+    """Build an :class:`LMORTTuner` module (the class is created on first use so importing this module stays cheap)."""
+    global _TUNER_CLASS
+    if _TUNER_CLASS is None:
+        _TUNER_CLASS = _build_tuner_class()
+    return _TUNER_CLASS(config, hidden_size)
+
+
+def check_layers(config: LMORTConfig, lm: "FrozenLM") -> None:
+    for name, layer in (("align_layer", config.align_layer), ("unif_layer", config.unif_layer)):
+        if layer > lm.num_layers:
+            raise ModelError(f"{name}={layer} but {lm.model_id} has only {lm.num_layers} layers (0..{lm.num_layers})")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The LM + tuner pair used for encoding
+
+
+class LMORTModel:
+    """A frozen LM and a trained tuner: texts -> embeddings ``[N, out_dim]``."""
+
+    def __init__(self, lm: "FrozenLM", tuner, config: LMORTConfig):
+        check_layers(config, lm)
+        self.lm, self.tuner, self.config = lm, tuner, config
+        self.tuner.to(lm.device)
+        self.tuner.eval()
+
+    @property
+    def dim(self) -> int:
+        return self.config.embedding_dim(self.lm.hidden_size)
+
+    def encode_batch(self, texts: Sequence[str]) -> "torch.Tensor":
+        """``texts`` -> ``[B, out_dim]`` fp32 (one LM pass up to the deeper layer, then the tuner)."""
+        import torch
+
+        batch = tokenize(self.lm, texts, self.config.max_length)
+        states = layer_token_states(self.lm, batch["input_ids"], batch["attention_mask"], self.config.layers)
+        with torch.no_grad():
+            return self.tuner(states[self.config.unif_layer], states[self.config.align_layer],
+                              batch["attention_mask"]).float()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checkpoints: config JSON + safetensors with the tuner weights only
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("pyserini_qpeft", "torch", "transformers"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def save_lmort(path: str | os.PathLike, tuner, config: LMORTConfig, lm_identity: dict,
+               extra: dict | None = None) -> Path:
+    """Write ``lmort_model.safetensors`` then ``lmort_config.json`` into folder ``path``, each atomically.
+
+    The config is written last, so a folder with a config always has matching weights. Only the tuner's weights
+    are saved, never the frozen LM's.
+    """
+    from safetensors.torch import save
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in tuner.state_dict().items()}
+    with atomic_write(path / WEIGHTS_NAME, mode="wb") as out:
+        out.write(save(state, metadata={"module_type": MODULE_TYPE}))
+    meta = {"module_type": MODULE_TYPE, "format_version": FORMAT_VERSION, "config": config.to_dict(),
+            "base_model": dict(lm_identity), "hidden_size": int(tuner.hidden_size),
+            "trainable_parameters": int(tuner.num_parameters()), "versions": _versions(), **(extra or {})}
+    with atomic_write(path / CONFIG_NAME) as out:
+        out.write(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_lmort_meta(path: str | os.PathLike) -> dict:
+    """The JSON config of an LMORT checkpoint folder (raises :class:`ModelError` if it is not one)."""
+    path = Path(path)
+    cfg = path / CONFIG_NAME
+    if not cfg.is_file():
+        raise ModelError(f"{path}: not an LMORT checkpoint (no {CONFIG_NAME})")
+    try:
+        meta = json.loads(cfg.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{cfg}: corrupt JSON ({exc})") from exc
+    if meta.get("module_type") != MODULE_TYPE:
+        raise ModelError(f"{cfg}: module_type is {meta.get('module_type')!r}, expected {MODULE_TYPE!r}")
+    return meta
+
+
+def load_lmort(path: str | os.PathLike, lm: "FrozenLM") -> LMORTModel:
+    """Load a checkpoint for use with ``lm``; refuses a checkpoint trained on another base model."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_lmort_meta(path)
+    base = meta.get("base_model", {})
+    mine = lm.identity()
+    if base != mine:
+        diff = {k: (base.get(k), mine.get(k)) for k in set(base) | set(mine) if base.get(k) != mine.get(k)}
+        raise ModelError(f"{path} was trained on base model {base.get('model_id')!r}, not {lm.model_id!r} "
+                         f"(differs in {sorted(diff)})")
+    config = LMORTConfig.from_dict(meta["config"])
+    tuner = LMORTTuner(config, lm.hidden_size)
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ModelError(f"{path}: missing {WEIGHTS_NAME}")
+    try:
+        state = load_file(str(weights))
+        tuner.load_state_dict(state, strict=True)
+    except Exception as exc:  # safetensors raises its own error types; state-dict mismatches raise RuntimeError
+        raise ModelError(f"{weights}: cannot load weights ({exc})") from exc
+    return LMORTModel(lm, tuner, config)

