@@ -16,6 +16,7 @@ given to the head; attention score FLOPs are not counted. "tokens/s" is the pair
 the work a one-pass scorer must cover) per second, the same numerator for both scorers.
 
 Usage:  python benchmarks/bench_scoring.py --queries 8 --depth 100 [--model smollm2] [--data DIR]
+        python benchmarks/bench_scoring.py --sample-docs 120 --depth 100   (the full rerank's document sharing)
 """
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", default="/work/shared/data/beir/scifact", help="BEIR dataset folder")
     parser.add_argument("--run", default=str(DEFAULT_RUN), help="first-stage run (used when it exists)")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--sample-docs", type=int, default=None,
+                        help="instead of the first --queries queries: ALL queries of the run x top --depth, then keep "
+                             "every pair of N seeded-random distinct documents (a small workload with the full "
+                             "rerank's pairs-per-document sharing)")
     parser.add_argument("--naive-batch-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=None, help="ours: pairs per suffix batch (default: config)")
     parser.add_argument("--prefix-batch-size", type=int, default=None, help="ours: documents per prefix batch")
@@ -56,9 +61,17 @@ def load_inputs(args: argparse.Namespace):
     corpus = {d.docid: d for d in read_corpus_jsonl(data / "corpus.jsonl")}
     if Path(args.run).is_file():
         run = read_run(args.run)
-        qids = run.qids()[: args.queries]
-        pairs = [(queries[q], corpus[h.docid]) for q in qids for h in run[q][: args.depth]]
-        source = f"{args.run}: first {len(qids)} queries x top-{args.depth}"
+        if args.sample_docs:
+            all_pairs = [(q, h.docid) for q in run.qids() for h in run[q][: args.depth]]
+            docids = sorted({d for _, d in all_pairs})
+            keep = set(random.Random(0).sample(docids, min(args.sample_docs, len(docids))))
+            pairs = [(queries[q], corpus[d]) for q, d in all_pairs if d in keep]
+            source = (f"{args.run}: all {len(run.qids())} queries x top-{args.depth} ({len(all_pairs)} pairs, "
+                      f"{len(docids)} documents), every pair of {len(keep)} seeded-random documents")
+        else:
+            qids = run.qids()[: args.queries]
+            pairs = [(queries[q], corpus[h.docid]) for q in qids for h in run[q][: args.depth]]
+            source = f"{args.run}: first {len(qids)} queries x top-{args.depth}"
     else:
         qids = sorted(read_qrels_file(data / "qrels" / f"{args.split}.tsv"))[: args.queries]
         rng = random.Random(0)

@@ -182,11 +182,18 @@ class FrozenLM:
             path, model_id = str(materialize_default_model()), SMOLLM2_ID
         else:
             path, model_id = config.model, config.model
+        from transformers.utils import logging as hf_logging
+
+        bar_was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar on every command is noise
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load causal LM {config.model!r}: {exc}") from exc
+        finally:
+            if bar_was_enabled:
+                hf_logging.enable_progress_bar()
         model.to(device)
         logger.info("loaded %s on %s in %s", model_id, device, dtype)
         return cls(model, tokenizer, model_id=model_id, device=device, dtype=dtype)

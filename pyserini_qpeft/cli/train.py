@@ -122,3 +122,13 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                            if k in ("ndcg@10", "mrr@10", "loss")},
                "trainable_parameters": report["trainable"], "percent_of_lm": round(report["percent_of_lm"], 3)}
     click.echo(json.dumps(summary, indent=2))
+
+
+def _add_lmort() -> None:
+    """``train lmort`` is the same command as ``lmort train`` (one implementation, two spellings)."""
+    from .lmort import train as lmort_train
+
+    train.add_command(lmort_train, "lmort")
+
+
+_add_lmort()
