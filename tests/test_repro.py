@@ -109,3 +109,20 @@ def test_repro_end_to_end_check_and_exit_code(tmp_path, toy_beir, monkeypatch):
     assert bad.exit_code == 5 and "expected" in bad.output
     assert (tmp_path / "report" / "repro-toy.png").stat().st_size > 1000
     assert "| bm25 |" in (tmp_path / "report" / "repro-toy.md").read_text()
+
+
+def test_packaged_matrix_transfer_uses_other_datasets_checkpoint():
+    """--checkpoint-from: the checkpoint (and its BM25 negatives) come from the training dataset; the run names
+    both datasets."""
+    from pyserini_qpeft.repro.runner import DEFAULT_YAML
+
+    matrix = Matrix.load(DEFAULT_YAML)
+    planner = Planner(matrix, "nfcorpus", profile="full", train_dataset="scifact", splits=("test", "train"))
+    cmd = planner.command("qpeft-attn")
+    assert cmd[cmd.index("--reranker-checkpoint") + 1] == "checkpoints/qpeft-attn.beir-scifact/best"
+    assert cmd[cmd.index("--topics") + 1] == "beir-v1.0.0-nfcorpus-test"
+    assert planner.output("qpeft-attn") == "runs/bm25-flat+qpeft-attn.beir-nfcorpus-test-d20.from-scifact.trec"
+    assert "beir-v1.0.0-scifact-train" in planner.command("bm25-train")
+    assert planner.order(["qpeft-attn"])[:2] == ["index", "bm25"]
+    own = Planner(matrix, "scifact", profile="full")
+    assert own.output("qpeft-attn") == "runs/bm25-flat+qpeft-attn.beir-scifact-test-d20.trec"

@@ -82,7 +82,10 @@ class Planner:
         self.matrix = matrix
         self.dataset = dataset
         self.splits = splits
+        transfer = bool(train_dataset) and train_dataset != dataset
         self.variables = {"dataset": dataset, "train_dataset": train_dataset or dataset,
+                          # runs made with another dataset's checkpoint say so in their file name
+                          "xfer": f".from-{train_dataset}" if transfer else "",
                           **{k: str(v) for k, v in matrix.profiles[profile].items()}}
 
     def _fmt(self, template: str) -> str:
