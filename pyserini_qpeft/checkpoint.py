@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ModelError
+from .fileio import replace_dir
 
 if TYPE_CHECKING:
     from .backbone import FrozenLM
@@ -139,13 +140,7 @@ def save_checkpoint(path: str | os.PathLike, module, config: "QPeftConfig", lm: 
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"module_type": MODULE_TYPE, "variant": config.variant})
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(_model_card(meta), encoding="utf-8")
-        if path.exists():
-            old = path.with_name(f".{path.name}.old{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

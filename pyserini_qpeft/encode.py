@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from .errors import InputError, ModelError
+from .fileio import replace_dir
 from .types import Hit, Query, Run
 
 if TYPE_CHECKING:
@@ -309,13 +310,7 @@ def write_faiss_index(output: str | os.PathLike, docids: Sequence[str], vectors:
         (tmp / "docid").write_text("".join(f"{d}\n" for d in docids), encoding="utf-8")
         full = {**meta, "num_docs": len(docids), "faiss_index": "IndexFlatIP", "created_with": _versions()}
         (tmp / META_NAME).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if output.exists():
-            old = output.with_name(f".{output.name}.old{os.getpid()}")
-            os.replace(output, old)
-            os.replace(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
+        replace_dir(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -15,15 +15,25 @@ def current_umask() -> int:
     return mask
 
 
-def publish_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Give a temp dir made by ``mkdtemp`` normal permissions and rename it to ``target`` (replaced if present)."""
+def replace_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename the finished folder ``tmp`` to ``target``; an existing ``target`` is moved aside first and deleted
+    only after the swap, so at every moment one complete version exists."""
     import shutil
 
-    os.chmod(tmp, 0o777 & ~current_umask())
     target = Path(target)
     if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+        old = target.with_name(f".{target.name}.old{os.getpid()}")
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def publish_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Give a temp dir made by ``mkdtemp`` normal permissions and rename it to ``target`` (replaced if present)."""
+    os.chmod(tmp, 0o777 & ~current_umask())
+    replace_dir(tmp, target)
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import InputError, ModelError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, replace_dir
 from .data import TrainingExample, sample_step
 from .losses import qpeft_loss
 
@@ -243,13 +243,7 @@ def _copy_dir_atomic(src: Path, dst: Path) -> None:
     tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(OPTIMIZER_WEIGHTS, OPTIMIZER_JSON))
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(tmp, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dst)
+    replace_dir(tmp, dst)
 
 
 def train(lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_config: "ScorerConfig",
