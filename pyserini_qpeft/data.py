@@ -109,7 +109,8 @@ def find_dataset(name_or_path: str | os.PathLike, download: bool = False) -> Pat
     raise InputError(
         f"BEIR dataset {text!r} not found; looked in: {', '.join(searched)}. Put the dataset folder in one of "
         f"the folders of ${ENV_VAR} ({os.pathsep}-separated), pass its path, or download it "
-        f"(find_dataset(..., download=True) fetches {BEIR_URL.format(name=text)})"
+        f"(`index --download` or `repro --download` on the CLI, download=True in Python, fetches "
+        f"{BEIR_URL.format(name=text)})"
     )
 
 

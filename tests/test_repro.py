@@ -78,6 +78,21 @@ def test_check_rows_reports_outside_tolerance():
     assert check_rows([{"condition": "c", "ndcg@10": None}], conds, "toy")
 
 
+def test_expected_scores_are_chosen_by_profile_and_transfer():
+    """A top-20 expectation must not judge a top-100 (deep) or transferred run."""
+    from pyserini_qpeft.repro.runner import Condition
+
+    conds = {"c": Condition("c", "r", "bm25", "upr", expected={
+        "toy@full": {"ndcg@10": 0.5, "tolerance": 0.0}, "toy@deep": {"ndcg@10": 0.6, "tolerance": 0.0},
+        "toy.from-other": {"ndcg@10": 0.3, "tolerance": 0.0}})}
+    assert check_rows([{"condition": "c", "ndcg@10": 0.5}], conds, "toy", "full") == []
+    assert check_rows([{"condition": "c", "ndcg@10": 0.5}], conds, "toy", "deep")
+    assert check_rows([{"condition": "c", "ndcg@10": 0.6}], conds, "toy", "deep") == []
+    assert check_rows([{"condition": "c", "ndcg@10": 0.5}], conds, "toy", "demo") == []  # nothing expected
+    assert check_rows([{"condition": "c", "ndcg@10": 0.3}], conds, "toy", "full", ".from-other") == []
+    assert check_rows([{"condition": "c", "ndcg@10": 0.5}], conds, "toy", "full", ".from-other")
+
+
 def test_packaged_matrix_is_consistent(tmp_path):
     matrix = Matrix.load()
     names = set(matrix.conditions)

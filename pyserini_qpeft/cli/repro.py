@@ -77,5 +77,5 @@ def beir(dataset, names, profile, checkpoint_from, dry_run, check, as_json, base
         click.echo(table)
         click.echo(f"# wrote {stem}.md, {stem}.json, {stem}.png")
     if check:
-        raise_on_failures(check_rows(rows, matrix.conditions, ds.name))
+        raise_on_failures(check_rows(rows, matrix.conditions, ds.name, profile, planner.variables["xfer"]))
         click.echo("# check passed: every score within its tolerance", err=True)

@@ -179,11 +179,22 @@ def evaluate_conditions(planner: Planner, conditions: list[Condition], qrels: Ma
     return rows
 
 
-def check_rows(rows: list[dict[str, Any]], conditions: Mapping[str, Condition], dataset: str) -> list[str]:
+def expected_for(condition: Condition, dataset: str, profile: str = "full", xfer: str = "") -> Mapping[str, Any]:
+    """Expected scores for one dataset: ``<dataset><xfer>@<profile>`` (e.g. ``scifact@deep``, needed wherever the
+    profile changes the run) wins over ``<dataset><xfer>``; transferred runs (``xfer=".from-X"``) only match keys
+    that name the transfer."""
+    for key in (f"{dataset}{xfer}@{profile}", f"{dataset}{xfer}"):
+        if key in condition.expected:
+            return condition.expected[key] or {}
+    return {}
+
+
+def check_rows(rows: list[dict[str, Any]], conditions: Mapping[str, Condition], dataset: str,
+               profile: str = "full", xfer: str = "") -> list[str]:
     """Failures: rows whose metric left ``expected ± tolerance`` (conditions without expectations pass)."""
     failures = []
     for row in rows:
-        expected = conditions[row["condition"]].expected.get(dataset)
+        expected = expected_for(conditions[row["condition"]], dataset, profile, xfer)
         if not expected:
             continue
         tolerance = float(expected.get("tolerance", 0.0))
