@@ -15,7 +15,8 @@ def repro() -> None:
 @repro.command("beir")
 @click.option("--dataset", required=True, help="BEIR dataset name (on $PYSERINI_QPEFT_DATA) or folder name.")
 @click.option("--condition", "names", multiple=True, help="Only these conditions (repeatable); default all.")
-@click.option("--profile", default="full", show_default=True, help="full, or demo (smaller training budget).")
+@click.option("--profile", default="full", show_default=True,
+              help="beir.yaml profile: full (top-20), deep (top-100), gpu (top-100, big budget, fp32), demo.")
 @click.option("--checkpoint-from", default=None,
               help="Use checkpoints trained on this dataset (zero-shot transfer), e.g. --checkpoint-from scifact.")
 @click.option("--dry-run", is_flag=True, help="Print the commands without running anything.")
