@@ -394,14 +394,21 @@ def search_vectors(index_dir: str | os.PathLike, qids: Sequence[str], vectors: "
 
 def dense_search(index_dir: str | os.PathLike, queries: Sequence[Query], k: int = 1000, batch_size: int = 32,
                  progress: bool = True, encoder: DenseEncoder | None = None, device: str = "auto",
-                 dtype: str = "auto", tag: str | None = None) -> Run:
-    """Search a dense index: rebuild its query encoder from ``meta.json`` (unless given), encode, search."""
+                 dtype: str = "auto", tag: str | None = None, remove_query: bool = False) -> Run:
+    """Search a dense index: rebuild its query encoder from ``meta.json`` (unless given), encode, search.
+
+    ``remove_query`` drops a hit whose docid equals the query id (BEIR convention) and still returns ``k`` hits.
+    """
     if not queries:
         raise InputError("no queries to search")
     meta = read_index_meta(index_dir)
     encoder = encoder or encoder_from_meta(meta, device=device, dtype=dtype)
     vectors = encoder.encode_queries([q.text for q in queries], batch_size=batch_size, progress=progress)
-    return search_vectors(index_dir, [q.qid for q in queries], vectors, k, tag=tag or f"dense-{meta['encoder']}")
+    run = search_vectors(index_dir, [q.qid for q in queries], vectors, k + int(remove_query),
+                         tag=tag or f"dense-{meta['encoder']}")
+    for qid in run.qids():
+        run.set(qid, [h for h in run[qid] if not (remove_query and h.docid == qid)][:k])
+    return run
 
 
 # --------------------------------------------------------------------------------------------------------------

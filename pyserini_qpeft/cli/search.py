@@ -39,12 +39,8 @@ def search(mode, index_dir, topics, output, hits, remove_query, k1, b, threads, 
     else:
         from ..encode import dense_search
 
-        # One extra hit when the query's own docid may be dropped, so every query keeps --hits hits (as BM25).
-        run = dense_search(index_dir, queries, k=hits + (1 if remove_query else 0), progress=not quiet,
-                           device=device, dtype=dtype)
-        for qid in run.qids():
-            kept = [h for h in run[qid] if not (remove_query and h.docid == qid)]
-            run.set(qid, kept[:hits])
+        run = dense_search(index_dir, queries, k=hits, progress=not quiet, device=device, dtype=dtype,
+                           remove_query=remove_query)
     if reranker == "identity":
         run.write(output, tag=run_tag or mode)
     else:

@@ -141,10 +141,7 @@ def _dense_first_stage(args: argparse.Namespace, output: Path) -> None:
     from ..encode import dense_search
 
     queries = load_topics(args.topics)
-    result = dense_search(Path(args.index), queries, k=args.hits)
-    if args.remove_query:
-        for qid in result.qids():
-            result.set(qid, [h for h in result[qid] if h.docid != qid])
+    result = dense_search(Path(args.index), queries, k=args.hits, remove_query=args.remove_query)
     result.write(output, tag="Faiss")
 
 
