@@ -406,8 +406,9 @@ def dense_search(index_dir: str | os.PathLike, queries: Sequence[Query], k: int 
     vectors = encoder.encode_queries([q.text for q in queries], batch_size=batch_size, progress=progress)
     run = search_vectors(index_dir, [q.qid for q in queries], vectors, k + int(remove_query),
                          tag=tag or f"dense-{meta['encoder']}")
-    for qid in run.qids():
-        run.set(qid, [h for h in run[qid] if not (remove_query and h.docid == qid)][:k])
+    if remove_query:
+        for qid in run.qids():
+            run.set(qid, [h for h in run[qid] if h.docid != qid][:k])
     return run
 
 

@@ -141,3 +141,13 @@ def test_packaged_matrix_transfer_uses_other_datasets_checkpoint():
     assert planner.order(["qpeft-attn"])[:2] == ["index", "bm25"]
     own = Planner(matrix, "scifact", profile="full")
     assert own.output("qpeft-attn") == "runs/bm25-flat+qpeft-attn.beir-scifact-test-d20.trec"
+
+
+def test_repeated_yaml_key_is_refused(tmp_path):
+    from pyserini_qpeft.errors import InputError
+
+    path = write_yaml(tmp_path)
+    text = path.read_text().replace("    expected:\n", "    expected:\n      toy: {ndcg@10: 0.1}\n    expected:\n", 1)
+    path.write_text(text)
+    with pytest.raises(InputError, match="repeated key 'expected'"):
+        Matrix.load(path)

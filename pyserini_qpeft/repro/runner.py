@@ -51,9 +51,7 @@ class Matrix:
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_YAML) -> "Matrix":
-        import yaml
-
-        data = yaml.safe_load(Path(path).read_text())
+        data = _load_yaml_strict(path)
         artifacts = {name: Artifact(name=name, output=a["output"], command=" ".join(a["command"].split()),
                                     needs=tuple(a.get("needs", ())), requires_split=a.get("requires_split"),
                                     done=a.get("done"))
@@ -70,6 +68,28 @@ class Matrix:
                 if need not in artifacts:
                     raise InputError(f"artifact {art.name!r} needs unknown artifact {need!r}", str(path))
         return cls(artifacts, conditions, data.get("profiles", {"full": {}}), tuple(data["metrics"]))
+
+
+def _load_yaml_strict(path: str | Path) -> dict:
+    """``yaml.safe_load`` that refuses a mapping with a repeated key (plain YAML keeps the last one silently, which
+    would drop expected scores without a word)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise InputError(f"repeated key {key!r} (line {key_node.start_mark.line + 1})", str(path))
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    with open(path, encoding="utf-8") as handle:
+        return yaml.load(handle, Loader=StrictLoader)
 
 
 class Planner:
