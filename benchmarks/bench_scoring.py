@@ -2,7 +2,7 @@
 
 naive: fp32, ``model(input_ids).logits`` (full-vocabulary logits at every position), fixed batches in input
        order (right padded), no prefix cache.
-ours:  :class:`pyserini_qpeft.scoring.QueryLikelihoodScorer`: dtype from FrozenLM (bf16 on AMX CPUs), LM head
+ours:  :class:`pyserini_qpeft.lm.scoring.QueryLikelihoodScorer`: dtype from FrozenLM (bf16 on AMX CPUs), LM head
        only at query positions, documents grouped and length-sorted, prefix KV cache shared by all queries of a
        document.
 
@@ -126,7 +126,7 @@ def ours_work(scorer, queries, docs) -> dict:
     for d in docs:
         prefixes[(d.docid, d.title, d.text)] = len(scorer.doc_tokens(d).prefix)
     # the suffix runs "Question:" + all query tokens but the last (which predicts nothing scored)
-    suffix = sum(len(scorer._question_ids) + len(scorer.query_tokens(q)) - 1 for q in queries)
+    suffix = sum(len(scorer.prompts.question_ids) + len(scorer.query_tokens(q)) - 1 for q in queries)
     return {"body_tokens": sum(prefixes.values()) + suffix,
             "head_positions": sum(len(scorer.query_tokens(q)) for q in queries), "distinct_docs": len(prefixes)}
 
@@ -137,8 +137,8 @@ def main(argv=None) -> None:
 
     import torch
 
-    from pyserini_qpeft.backbone import FrozenLM, LMConfig
-    from pyserini_qpeft.scoring import QueryLikelihoodScorer, ScorerConfig
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+    from pyserini_qpeft.lm.scoring import QueryLikelihoodScorer, ScorerConfig
 
     queries, docs, source = load_inputs(args)
     config = ScorerConfig()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from .errors import InputError
-from .fileio import atomic_write
+from .artifacts import atomic_write
 
 
 @dataclass(frozen=True)

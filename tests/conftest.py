@@ -50,7 +50,7 @@ def tiny_lm_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_lm_path):
     """A FrozenLM around the tiny random Llama, fp32 on CPU (exact comparisons)."""
-    from pyserini_qpeft.backbone import FrozenLM, LMConfig
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
 
     return FrozenLM.load(LMConfig(model=str(tiny_lm_path), device="cpu", dtype="fp32"))
 

@@ -9,11 +9,11 @@ import torch
 from safetensors import safe_open
 
 from conftest import TOY_CORPUS, TOY_QUERIES, build_tiny_lm
-from pyserini_qpeft.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, save_checkpoint
+from pyserini_qpeft.qpeft.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, save_checkpoint
 from pyserini_qpeft.data import Document
 from pyserini_qpeft.errors import ModelError
-from pyserini_qpeft.qpeft import QPeftConfig, build_module, trainable_parameters
-from pyserini_qpeft.scoring import QueryLikelihoodScorer, ScorerConfig
+from pyserini_qpeft.qpeft.module import QPeftConfig, build_module, trainable_parameters
+from pyserini_qpeft.lm.scoring import QueryLikelihoodScorer, ScorerConfig
 
 DOCS = [Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS]
 QUERIES = [q["text"] for q in TOY_QUERIES]
@@ -74,7 +74,7 @@ def test_no_lm_weights_in_checkpoint(tiny_lm, tmp_path, variant):
 
 
 def test_other_base_model_refused(tiny_lm, tmp_path):
-    from pyserini_qpeft.backbone import FrozenLM, LMConfig
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
 
     config = QPeftConfig(variant="attn")
     path = save_checkpoint(tmp_path / "ckpt", build_module(tiny_lm, config), config, tiny_lm, SCORER)

@@ -257,7 +257,7 @@ def test_download_over_http(toy_beir, tmp_path, http_root, monkeypatch):
     folder = download_beir("toy", url=f"{base}/toy.zip", target_dir=tmp_path / "t1", progress=True)
     _check_toy(folder)
     # find_dataset(download=True) fetches into cache_dir()/beir from BEIR_URL
-    monkeypatch.setattr(data, "BEIR_URL", base + "/{name}.zip")
+    monkeypatch.setattr(data.beir, "BEIR_URL", base + "/{name}.zip")
     assert find_dataset("toy", download=True) == tmp_path / "cache" / "beir" / "toy"
     assert find_dataset("toy") == tmp_path / "cache" / "beir" / "toy"  # now on the search path
     with pytest.raises(InputError, match="could not download"):
@@ -286,13 +286,14 @@ def test_download_not_a_zip(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Real data (only where the shared SciFact copy exists)
+# Real data (only where a SciFact copy is on $PYSERINI_QPEFT_DATA, as `make test` sets it)
 
-SCIFACT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir"
+SCIFACT_ROOT = next((Path(p) for p in os.environ.get(data.ENV_VAR, "").split(os.pathsep)
+                     if p.strip() and (Path(p) / "scifact" / "corpus.jsonl").is_file()), None)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SCIFACT_ROOT / "scifact" / "corpus.jsonl").is_file(), reason="no local SciFact copy")
+@pytest.mark.skipif(SCIFACT_ROOT is None, reason=f"no SciFact copy on ${data.ENV_VAR}")
 def test_real_scifact(monkeypatch):
     monkeypatch.setenv(data.ENV_VAR, str(SCIFACT_ROOT))
     assert len(BeirDataset.find("scifact").load_corpus()) == 5183
@@ -301,3 +302,85 @@ def test_real_scifact(monkeypatch):
     assert len(train) == 809 and sum(map(len, train.values())) == 919
     test = load_qrels("beir-v1.0.0-scifact-test")
     assert len(test) == 300 and sum(map(len, test.values())) == 339
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The package layout: one resolver, one opener, re-exports
+
+
+def test_resolve_source_file_or_name(toy_beir, tmp_path, monkeypatch):
+    from pyserini_qpeft.data import resolve_source
+
+    monkeypatch.setenv(data.ENV_VAR, str(toy_beir.parent))
+    as_file = resolve_source(str(toy_beir / "qrels" / "test.tsv"), "qrels")
+    assert as_file.file == toy_beir / "qrels" / "test.tsv" and as_file.dataset is None
+    assert as_file.qrels_path() == as_file.file and as_file.where == str(as_file.file)
+    by_name = resolve_source("beir-v1.0.0-toy-train", "qrels")
+    assert by_name.file is None and by_name.split == "train" and by_name.dataset.path == toy_beir
+    assert by_name.qrels_path() == toy_beir / "qrels" / "train.tsv" and by_name.where == "beir-v1.0.0-toy-train"
+    with pytest.raises(InputError, match=r"topics 'nope': no such file, and not a Pyserini BEIR name"):
+        resolve_source("nope", "topics")
+    with pytest.raises(InputError, match="BEIR dataset 'absent' not found"):
+        resolve_source("beir-v1.0.0-absent-test", "qrels")
+
+
+def test_one_corpus_opener(toy_beir, tmp_path, monkeypatch):
+    import gzip
+
+    from pyserini_qpeft.data import iter_documents, open_corpus
+
+    monkeypatch.setenv(data.ENV_VAR, str(toy_beir.parent))
+    expected = open_corpus(toy_beir)
+    assert list(expected) == ["d1", "d2", "d3", "d4", "d5", "d6"]
+    assert open_corpus("toy") == expected  # a dataset name on the search path
+    assert open_corpus(toy_beir / "corpus.jsonl") == expected
+    gz = tmp_path / "corpus.jsonl.gz"
+    gz.write_bytes(gzip.compress((toy_beir / "corpus.jsonl").read_bytes()))
+    source, docs = iter_documents(gz)
+    assert source == gz and {d.docid: d for d in docs} == expected
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"id": "a", "contents": "x"}\n{"id": "a", "contents": "y"}\n')
+    with pytest.raises(InputError, match="docid a appears twice"):
+        open_corpus(dup)
+
+
+def test_every_old_name_is_still_exported():
+    import pyserini_qpeft.data as package
+    from pyserini_qpeft.data import beir, car, corpus, formats, names
+
+    for name in package.__all__:
+        assert hasattr(package, name), name
+    assert package.Document is corpus.Document and package.BeirDataset is beir.BeirDataset
+    assert package.load_topics is names.load_topics and package.read_car_outlines is car.read_car_outlines
+    assert package.read_qrels_file is formats.read_qrels_file and package.ENV_VAR == "PYSERINI_QPEFT_DATA"
+
+
+def test_lucene_collection_links_beir_and_converts_the_rest(toy_beir, tmp_path):
+    import gzip
+
+    from pyserini_qpeft.search.lucene import _prepare_collection
+
+    (tmp_path / "w1").mkdir()
+    linked = _prepare_collection(toy_beir, tmp_path / "w1")
+    assert (linked / "corpus.jsonl").is_symlink()
+    assert (linked / "corpus.jsonl").resolve() == (toy_beir / "corpus.jsonl").resolve()
+
+    pyserini = tmp_path / "pyserini.jsonl"
+    pyserini.write_text('{"id": "a", "contents": "first"}\n{"id": "b", "contents": "second"}\n')
+    (tmp_path / "w2").mkdir()
+    converted = _prepare_collection(pyserini, tmp_path / "w2") / "corpus.jsonl"
+    assert not converted.is_symlink()
+    assert [json.loads(line) for line in converted.read_text().splitlines()] == [
+        {"_id": "a", "title": "", "text": "first"}, {"_id": "b", "title": "", "text": "second"}]
+
+    gz = tmp_path / "beir.jsonl.gz"
+    gz.write_bytes(gzip.compress((toy_beir / "corpus.jsonl").read_bytes()))
+    (tmp_path / "w3").mkdir()
+    unzipped = _prepare_collection(gz, tmp_path / "w3") / "corpus.jsonl"
+    assert [json.loads(line)["_id"] for line in unzipped.read_text().splitlines()] == ["d1", "d2", "d3", "d4", "d5",
+                                                                                      "d6"]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    (tmp_path / "w4").mkdir()
+    with pytest.raises(InputError, match="no documents"):
+        _prepare_collection(empty, tmp_path / "w4")

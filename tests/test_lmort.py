@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pyserini_qpeft.errors import ModelError
-from pyserini_qpeft.lmort import (LMORTConfig, LMORTModel, LMORTTuner, layer_token_states, load_lmort, pool,
+from pyserini_qpeft.lmort.tuner import (LMORTConfig, LMORTModel, LMORTTuner, layer_token_states, load_lmort, pool,
                                   read_lmort_meta, save_lmort, tokenize)
-from pyserini_qpeft.lmort_analysis import (LayerReport, alignment, analyze_layers, plot_report,
+from pyserini_qpeft.lmort.analysis import (LayerReport, alignment, analyze_layers, plot_report,
                                            pooled_layer_vectors, uniformity)
 
 TEXTS = ["the cat sat on the mat", "cells", "smoking causes lung cancer in the park", "aspirin"]
@@ -151,7 +151,7 @@ def test_checkpoint_roundtrip_and_only_tuner_weights(tiny_lm, tmp_path):
 def test_checkpoint_refuses_other_base_model(tiny_lm, tmp_path):
     from conftest import build_tiny_lm
 
-    from pyserini_qpeft.backbone import FrozenLM, LMConfig
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
 
     config, tuner = _tuner(tiny_lm)
     save_lmort(tmp_path / "ckpt", tuner, config, tiny_lm.identity())
@@ -172,14 +172,19 @@ def _negatives_run(path):
     return path
 
 
-def test_build_examples_drops_relevant_from_negatives():
-    from pyserini_qpeft.lmort_train import build_examples
+def test_lmort_examples_drop_judged_docs_from_negatives():
+    from pyserini_qpeft.lmort.step import LMORTTrainConfig
+    from pyserini_qpeft.training.data import build_examples
     from pyserini_qpeft.types import Hit, Run
 
-    run = Run({"q1": [Hit("d2", 3.0), Hit("d1", 2.0), Hit("dx", 1.5), Hit("d5", 1.0)]})
-    ex = build_examples({"q1": "a", "q2": "b"}, {"q1": {"d1": 1, "d9": 0}, "q2": {"d7": 1}}, run,
-                        {"d1", "d2", "d5", "d9"}, depth=10)
-    assert len(ex) == 1 and ex[0].positives == ["d1"] and ex[0].negatives == ["d2", "d5"]
+    run = Run({"q1": [Hit("d2", 3.0), Hit("d1", 2.0), Hit("d9", 1.7), Hit("d5", 1.0)]})
+    policy = LMORTTrainConfig.default("negative_policy")
+    assert policy == "unjudged"
+    ex, _ = build_examples({"q1": "a", "q2": "b"}, {"q1": {"d1": 1, "d9": 0}, "q2": {"d7": 1}}, run,
+                           {d: d for d in ("d1", "d2", "d5", "d7", "d9")}, negative_depth=10,
+                           negative_policy=policy, require_negative=False)
+    # d9 is judged (non-relevant) and d1 relevant: neither is a negative; q2 is kept for in-batch negatives
+    assert [(e.qid, e.positives, e.negatives) for e in ex] == [("q1", ("d1",), ("d2", "d5")), ("q2", ("d7",), ())]
 
 
 def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path, monkeypatch):
@@ -188,7 +193,7 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
 
     from pyserini_qpeft.cli.encode import encode
     from pyserini_qpeft.cli.lmort import lmort
-    from pyserini_qpeft.encode import dense_search
+    from pyserini_qpeft.search.encoders import dense_search
     from pyserini_qpeft.types import Query
 
     monkeypatch.chdir(tmp_path)
@@ -211,9 +216,16 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
     assert res.exit_code != 0
     res = runner.invoke(lmort, [*train_args, "--epochs", "2", "--resume"])
     assert res.exit_code == 0, res.output
-    state = json.loads((tmp_path / "ckpt" / "train_state.json").read_text())
-    assert [h["epoch"] for h in state["history"]] == [1, 2]
-    assert (tmp_path / "ckpt" / "epochs" / "epoch-002" / "lmort_model.safetensors").is_file()
+    state = json.loads((tmp_path / "ckpt" / "trainer_state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2] and state["best_epoch"] in (1, 2)
+    for epoch in (1, 2):  # the shared layout: epoch-N/ with optimizer state, best/ without
+        assert (tmp_path / "ckpt" / f"epoch-{epoch}" / "lmort_model.safetensors").is_file()
+        assert (tmp_path / "ckpt" / f"epoch-{epoch}" / "optimizer.json").is_file()
+    assert (tmp_path / "ckpt" / "best" / "lmort_config.json").is_file()
+    assert not (tmp_path / "ckpt" / "best" / "optimizer.safetensors").exists()
+    assert not (tmp_path / "ckpt" / "lmort_config.json").exists()
+    best_meta = read_lmort_meta(tmp_path / "ckpt")  # the output folder resolves to best/
+    assert best_meta["training"]["epoch"] == state["best_epoch"] and best_meta["lm_model"] == str(tiny_lm_path)
     assert list((tmp_path / "ckpt" / "state-cache").glob("shard-*.safetensors"))
 
     res = runner.invoke(encode, ["--encoder", "lmort:ckpt", "--dataset", str(toy_beir), "--output", "idx",
@@ -226,8 +238,8 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
                        progress=False, device="cpu", dtype="fp32")
     assert run.qids() == ["q3", "q4"] and all(len(run[q]) == 3 for q in run)
     # the query vectors come from the checkpoint: rebuild by hand and compare scores
-    from pyserini_qpeft.backbone import FrozenLM, LMConfig
-    from pyserini_qpeft.encode import search_vectors
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+    from pyserini_qpeft.search.encoders import search_vectors
 
     lm = FrozenLM.load(LMConfig(model=str(tiny_lm_path), device="cpu", dtype="fp32"))
     qv = load_lmort(tmp_path / "ckpt", lm).encode_batch(["how do cells divide"]).numpy()
@@ -249,8 +261,8 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
 
 
 def test_state_cache_reuse_and_key_check(tiny_lm, tmp_path, monkeypatch):
-    from pyserini_qpeft import lmort_train
-    from pyserini_qpeft.lmort_train import StateCache
+    from pyserini_qpeft.lmort import cache as lmort_cache
+    from pyserini_qpeft.lmort.cache import StateCache
 
     texts = {f"t{i}": t for i, t in enumerate(TEXTS)}
     key = {"model": tiny_lm.identity(), "layers": [1, 2], "max_length": 32}
@@ -266,7 +278,7 @@ def test_state_cache_reuse_and_key_check(tiny_lm, tmp_path, monkeypatch):
     torch.testing.assert_close(unif[m], states[2][m].bfloat16().float())
     torch.testing.assert_close(align[m], states[1][m].bfloat16().float())
     # a rebuild with the same key computes nothing
-    monkeypatch.setattr(lmort_train, "layer_token_states", lambda *a, **k: pytest.fail("recomputed a cached text"))
+    monkeypatch.setattr(lmort_cache, "layer_token_states", lambda *a, **k: pytest.fail("recomputed a cached text"))
     again = StateCache(tmp_path / "c", key)
     again.build(tiny_lm, texts, (1, 2), 32, progress=False)
     assert set(again.entries) == set(texts)
@@ -274,18 +286,8 @@ def test_state_cache_reuse_and_key_check(tiny_lm, tmp_path, monkeypatch):
         StateCache(tmp_path / "c", {**key, "max_length": 64}).load()
 
 
-def test_split_dev_is_deterministic_and_disjoint():
-    from pyserini_qpeft.lmort_train import Example, split_dev
-
-    examples = [Example(f"q{i}", "t", ["d"]) for i in range(20)]
-    train, dev = split_dev(examples, 0.2, seed=1)
-    assert len(dev) == 4 and len(train) == 16
-    assert not {e.qid for e in train} & {e.qid for e in dev}
-    assert [e.qid for e in split_dev(list(reversed(examples)), 0.2, seed=1)[1]] == [e.qid for e in dev]
-
-
 def test_info_nce_masks_other_positives():
-    from pyserini_qpeft.lmort_train import info_nce
+    from pyserini_qpeft.lmort.step import info_nce
 
     q = torch.tensor([[1.0, 0.0]])
     d = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
@@ -297,7 +299,69 @@ def test_info_nce_masks_other_positives():
 
 
 def test_mean_pairwise_distance_hand_computed():
-    from pyserini_qpeft.lmort_analysis import mean_pairwise_distance
+    from pyserini_qpeft.lmort.analysis import mean_pairwise_distance
 
     y = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     assert mean_pairwise_distance(y) == pytest.approx(8 / 6)
+
+
+def test_train_lmort_shared_split_resume_and_dev_metrics(tiny_lm, tmp_path, monkeypatch):
+    """LMORT through the shared loop: split_dev's dev set, resume == uninterrupted (dropout on), dev metrics equal
+    evaluation.evaluate on the step's dev run, the output folder loads as its best/."""
+    from conftest import TOY_CORPUS, TOY_QUERIES
+
+    from pyserini_qpeft.evaluation import evaluate
+    from pyserini_qpeft.lmort.cache import StateCache
+    from pyserini_qpeft.lmort.step import LMORTStep, LMORTTrainConfig
+    from pyserini_qpeft.lmort.train import train_lmort
+    from pyserini_qpeft.training.data import build_examples, split_dev
+    from pyserini_qpeft.types import Hit, Run
+
+    corpus = {d["_id"]: d["text"] for d in TOY_CORPUS}
+    queries = {q["_id"]: q["text"] for q in TOY_QUERIES}
+    qrels = {q: {f"d{i}": 1} for i, q in enumerate(queries, start=1)}
+    run = Run({q: [Hit(d, 6.0 - j) for j, d in enumerate(corpus)] for q in queries})
+    examples, _ = build_examples(queries, qrels, run, corpus, negative_policy="unjudged", require_negative=False)
+    config = LMORTConfig(align_layer=1, unif_layer=2, dim=32, num_heads=4, ffn_dim=64, max_length=32)
+    kw = {"batch_size": 2, "dev_size": 1, "lr": 1e-2}
+    cache_dir = tmp_path / "cache"
+
+    def run_train(out, epochs, resume=False):
+        return train_lmort(tiny_lm, examples, corpus, config, LMORTTrainConfig(epochs=epochs, **kw), out,
+                           cache_dir=cache_dir, resume=resume, progress=False)
+
+    full = run_train(tmp_path / "a", 3)
+    # interrupt a same-config run while it saves epoch 2 (the linear LR decay depends on the planned epochs, so
+    # an interrupted run, not a shorter one, is what resume must reproduce)
+    original_save, calls = LMORTStep.save, []
+
+    def crashing_save(self, folder, extra):
+        calls.append(folder)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        original_save(self, folder, extra)
+
+    monkeypatch.setattr(LMORTStep, "save", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tmp_path / "b", 3)
+    monkeypatch.undo()
+    resumed = run_train(tmp_path / "b", 3, resume=True)
+    assert [h["train"] for h in full["history"]] == [h["train"] for h in resumed["history"]]
+    assert [h["dev"] for h in full["history"]] == [h["dev"] for h in resumed["history"]]
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "a" / "epoch-3" / "lmort_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "epoch-3" / "lmort_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train_set, dev_set = split_dev(examples, 1, LMORTTrainConfig.default("seed"))
+    assert full["dev_queries"] == 1 and full["history"][0]["dev"]["queries"] == 1
+    # the best tuner, reloaded through the output folder, reproduces its recorded dev metrics
+    model = load_lmort(tmp_path / "a", tiny_lm)
+    pool = sorted({d for e in dev_set for d in (*e.positives, *e.negatives)})
+    cache = StateCache(cache_dir, {"model": tiny_lm.identity(), "layers": [1, 2], "max_length": 32})
+    cache.load()
+    step = LMORTStep(tiny_lm, model.tuner, config, cache, LMORTTrainConfig(**kw), pool)
+    dev_run = step.dev_run(dev_set)
+    want = evaluate(dev_run, {e.qid: {d: 1 for d in e.positives} for e in dev_set}, list(step.dev_metrics))
+    best = next(h for h in full["history"] if h["epoch"] == full["best_epoch"])
+    assert {k: best["dev"][k] for k in want} == want

@@ -7,8 +7,9 @@ import torch
 from conftest import TOY_CORPUS, TOY_QUERIES
 from pyserini_qpeft.data import Document
 from pyserini_qpeft.errors import InputError, ModelError
-from pyserini_qpeft.qpeft import QPeftConfig, build_module, explain, parameter_report, trainable_parameters
-from pyserini_qpeft.scoring import QueryLikelihoodScorer, ScorerConfig
+from pyserini_qpeft.qpeft.explain import explain
+from pyserini_qpeft.qpeft.module import QPeftConfig, build_module, parameter_report, trainable_parameters
+from pyserini_qpeft.lm.scoring import QueryLikelihoodScorer, ScorerConfig
 
 DOCS = {d["_id"]: Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS}
 QUERIES = {q["_id"]: q["text"] for q in TOY_QUERIES}
@@ -54,7 +55,7 @@ def test_shapes_masks_and_dtype(tiny_lm, variant):
 def test_retr_selects_distinct_tokens_best_first(tiny_lm):
     module = build_module(tiny_lm, QPeftConfig(variant="retr", top_k=50))
     _, batch = encode(tiny_lm, module, [("q1", "d1"), ("q3", "d3")])
-    _, mask, ids, sims = module._select(batch.query_ids, batch.query_mask, batch.passage_ids, batch.passage_mask)
+    _, mask, ids, sims = module.select_tokens(batch.query_ids, batch.query_mask, batch.passage_ids, batch.passage_mask)
     for b in range(2):
         passage = batch.passage_ids[b][batch.passage_mask[b].bool()].tolist()
         chosen = ids[b][mask[b].bool()].tolist()
@@ -75,7 +76,7 @@ def test_retr_k_smaller_than_passage_and_special_tokens_excluded(tiny_lm):
     pad = tiny_lm.tokenizer.pad_token_id
     passage = batch.passage_ids.clone()
     passage[0, 0] = pad  # a special token inside the passage is never a hint
-    _, mask, ids, _ = module._select(batch.query_ids, batch.query_mask, passage, batch.passage_mask)
+    _, mask, ids, _ = module.select_tokens(batch.query_ids, batch.query_mask, passage, batch.passage_mask)
     assert mask.tolist() == [[1, 1]]
     assert pad not in ids[0].tolist()
 
@@ -149,7 +150,7 @@ def test_initial_hints_near_neutral_but_not_zero(tiny_lm):
     module = build_module(tiny_lm, QPeftConfig(variant="retr", top_k=3))
     _, batch = encode(tiny_lm, module, [("q1", "d1")])
     hints, mask = module(batch.query_ids, batch.query_mask, batch.passage_ids, batch.passage_mask)
-    _, _, ids, _ = module._select(batch.query_ids, batch.query_mask, batch.passage_ids, batch.passage_mask)
+    _, _, ids, _ = module.select_tokens(batch.query_ids, batch.query_mask, batch.passage_ids, batch.passage_mask)
     tokens = tiny_lm.embed(ids)
     assert float(hints.detach().abs().sum()) > 0
     rel = float((hints.detach() - tokens).norm() / tokens.norm())
@@ -178,11 +179,13 @@ def test_explain(tiny_lm, variant):
 
 
 def test_registered_rerankers_check_variant(tiny_lm, tmp_path):
-    import pyserini_qpeft.qpeft_rerank  # noqa: F401  (registers the names)
-    from pyserini_qpeft.checkpoint import save_checkpoint
-    from pyserini_qpeft.rerank import RERANKERS, build_reranker
+    from pyserini_qpeft.qpeft.checkpoint import save_checkpoint
+    from pyserini_qpeft.qpeft.module import VARIANTS as MODULE_VARIANTS
+    from pyserini_qpeft.qpeft.rerankers import NAME_TO_VARIANT
+    from pyserini_qpeft.rerank import build_reranker, reranker_names
 
-    assert {"qpeft-retr", "qpeft-attn", "prompt-tuning"} <= set(RERANKERS)
+    assert set(NAME_TO_VARIANT) <= set(reranker_names())  # no import needed to register them
+    assert sorted(NAME_TO_VARIANT.values()) == sorted(MODULE_VARIANTS)  # one reranker per variant
     config = QPeftConfig(variant="retr", top_k=3)
     module = build_module(tiny_lm, config)
     path = save_checkpoint(tmp_path / "ckpt", module, config, tiny_lm, ScorerConfig(batch_size=5))

@@ -151,3 +151,48 @@ def test_repeated_yaml_key_is_refused(tmp_path):
     path.write_text(text)
     with pytest.raises(InputError, match="repeated key 'expected'"):
         Matrix.load(path)
+
+
+def fake_runner(calls: list[list[str]]):
+    """Stands in for the CLI: 'index' marks the index done, 'search' writes a perfect run for the toy test qrels."""
+
+    def run(args: list[str]) -> None:
+        calls.append(args)
+        output = Path(args[args.index("--index" if args[0] == "index" else "--output") + 1])
+        if args[0] == "index":
+            output.mkdir(parents=True)
+            (output / "pyserini_qpeft_index.json").write_text("{}")
+        elif args[0] == "search":
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text("q2 Q0 d5 1 3.0 t\nq2 Q0 d1 2 1.0 t\nq3 Q0 d3 1 2.0 t\nq4 Q0 d4 1 2.0 t\n")
+
+    return run
+
+
+def test_reproduce_beir_runs_reports_and_checks_through_the_given_runner(tmp_path, toy_beir, monkeypatch):
+    from pyserini_qpeft.errors import CheckFailed
+    from pyserini_qpeft.repro.beir import reproduce_beir
+
+    monkeypatch.setenv("PYSERINI_QPEFT_DATA", str(toy_beir.parent))
+    calls, out, err = [], [], []
+    report = tmp_path / "report"
+    common = dict(conditions=("bm25",), report_dir=report, out=out.append, err=err.append)
+    assert reproduce_beir("toy", fake_runner(calls), yaml_path=write_yaml(tmp_path), dry_run=True, **common) is None
+    assert calls == [] and [line.split()[1] for line in out] == ["index", "search"]
+
+    out.clear()
+    rows = reproduce_beir("toy", fake_runner(calls), yaml_path=write_yaml(tmp_path, 1.0), check=True, **common)
+    assert [c[0] for c in calls] == ["index", "search"]
+    assert rows[0]["condition"] == "bm25" and rows[0]["ndcg@10"] == 1.0 and rows[0]["recall@100"] == 1.0
+    assert "| bm25 | bm25 | none | 1.0000 | 1.0000 |" in out[-2] and out[-1].startswith("# wrote ")
+    assert err[-1] == "# check passed: every score within its tolerance"
+    assert json.loads((report / "repro-toy.json").read_text()) == rows
+    assert (report / "repro-toy.md").read_text() == out[-2]
+    assert (report / "repro-toy.png").stat().st_size > 1000
+
+    out.clear(), err.clear()
+    with pytest.raises(CheckFailed, match="expected 0.5000") as failed:  # artifacts exist now: nothing is rerun
+        reproduce_beir("toy", fake_runner(calls), yaml_path=write_yaml(tmp_path, 0.5), check=True, as_json=True,
+                       **common)
+    assert failed.value.exit_code == 5 and len(calls) == 2
+    assert json.loads(out[0])[0]["ndcg@10"] == 1.0 and err[0].startswith("# [index] exists")

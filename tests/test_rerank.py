@@ -1,14 +1,18 @@
 """Rerankers: all hits kept, below-depth order, determinism, resume byte-identical, input errors, registry."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from conftest import TOY_CORPUS, TOY_QUERIES
 from pyserini_qpeft.data import Document
 from pyserini_qpeft.errors import InputError
-from pyserini_qpeft.rerank import (RERANKERS, DictDocStore, IdentityReranker, LMReranker, UPRReranker,
-                                   build_reranker, merge_reranked, register_reranker)
-from pyserini_qpeft.scoring import ScorerConfig
+from pyserini_qpeft.rerank import (BUILTIN_RERANKERS, DictDocStore, LMReranker, UPRReranker, build_reranker,
+                                   get_reranker_factory, merge_reranked, register_reranker, reranker_names,
+                                   unregister_reranker)
+from pyserini_qpeft.lm.scoring import ScorerConfig
 from pyserini_qpeft.types import Hit, Query, Run
 
 DOCS = DictDocStore({d["_id"]: Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS})
@@ -62,38 +66,47 @@ class Interrupt(Exception):
     pass
 
 
+class RecordingScorer:
+    """Stands in for a reranker's scorer (its public ``scorer`` attribute): delegates everything, records the
+    groups it computes, and fails like a killed job after ``fail_after`` of them."""
+
+    def __init__(self, scorer, fail_after: int | None = None):
+        self.scorer, self.fail_after, self.computed = scorer, fail_after, []
+
+    def __getattr__(self, name):
+        return getattr(self.scorer, name)
+
+    def score_groups(self, *args, **kwargs):
+        for group, values in self.scorer.score_groups(*args, **kwargs):
+            if self.fail_after is not None and len(self.computed) >= self.fail_after:
+                raise Interrupt("injected failure")
+            self.computed.append(group.index)
+            yield group, values
+
+
 def test_resume_after_interruption_is_byte_identical(tiny_lm, tmp_path):
     full = UPRReranker(tiny_lm, small_config())
     full.rerank(QUERIES, first_stage(), DOCS, depth=5, progress=False).write(tmp_path / "full.trec")
+    pairs = [(q.text, DOCS.get(h.docid)) for q in QUERIES for h in first_stage()[q.qid][:5]]
+    total = len(full.scorer.plan([q for q, _ in pairs], [d for _, d in pairs]))
+    assert total == 6  # one group per document (prefix_batch_size=1)
 
     state = tmp_path / "state.tsv"
     broken = UPRReranker(tiny_lm, small_config())
-    original, calls = broken.scorer._forward_suffix, []
-
-    def failing(*args, **kwargs):
-        calls.append(1)
-        if len(calls) > 5:
-            raise Interrupt("injected failure")
-        return original(*args, **kwargs)
-
-    broken.scorer._forward_suffix = failing
+    broken.scorer = RecordingScorer(broken.scorer, fail_after=3)
     with pytest.raises(Interrupt):
         broken.rerank(QUERIES, first_stage(), DOCS, depth=5, progress=False, state_path=state)
-    finished = state.read_text().count("#group ")
-    assert 0 < finished < 6  # some groups (one document each) were saved, not all
+    assert state.read_text().count("#group ") == 3  # the finished groups were saved, not the rest
     with open(state, "a") as f:
         f.write("q1\td1\t-1.2")  # a torn line from a crash mid-write is ignored
 
     resumed = UPRReranker(tiny_lm, small_config())
-    original2, calls2 = resumed.scorer._forward_suffix, []
-    resumed.scorer._forward_suffix = lambda *a, **k: (calls2.append(1), original2(*a, **k))[1]
+    resumed.scorer = RecordingScorer(resumed.scorer)
     resumed.rerank(QUERIES, first_stage(), DOCS, depth=5, progress=False, state_path=state).write(
         tmp_path / "resumed.trec")
     assert (tmp_path / "resumed.trec").read_bytes() == (tmp_path / "full.trec").read_bytes()
-    total_batches = sum(len(g.batches) for g in resumed.scorer.plan(
-        [q.text for q in QUERIES for _ in range(5)], [DOCS.get(h.docid) for q in QUERIES
-                                                      for h in first_stage()[q.qid][:5]]))
-    assert 0 < len(calls2) < total_batches  # the resumed job did only the remaining work
+    # the resumed job did only the remaining work
+    assert sorted(broken.scorer.computed + resumed.scorer.computed) == list(range(total))
 
     # another job (different depth) must not reuse this state
     with pytest.raises(InputError, match="another job"):
@@ -120,25 +133,84 @@ def test_empty_query_hits_stay_empty(tiny_lm):
     assert out["q1"] == [] and len(out["q2"]) == 6
 
 
-def test_identity_and_registry(tiny_lm):
+def test_identity_keeps_the_run():
     run = first_stage()
     same = build_reranker("identity").rerank(QUERIES, run, DOCS, depth=2, progress=False)
-    assert same.hits == run.hits
-    assert {"identity", "upr", "upr-instruct"} <= set(RERANKERS)
-    instruct = build_reranker("upr-instruct", lm=tiny_lm)
-    assert instruct.name == "upr-instruct" and instruct.config.instruction
-    with pytest.raises(InputError, match="unknown reranker"):
+    assert same.hits == run.hits and same is not run
+    with pytest.raises(InputError, match="q9"):
+        build_reranker("identity").rerank(QUERIES, Run({"q9": run["q1"]}), DOCS, progress=False)
+
+
+def test_registry_lists_every_builtin_and_refuses_unknown_names():
+    assert set(reranker_names()) >= {"identity", "upr", "upr-instruct", "qpeft-retr", "qpeft-attn", "prompt-tuning"}
+    assert set(BUILTIN_RERANKERS) <= set(reranker_names())
+    for name in BUILTIN_RERANKERS:
+        assert callable(get_reranker_factory(name)), name
+    with pytest.raises(InputError, match="unknown reranker 'nope'; choose from identity, "):
         build_reranker("nope")
 
-    @register_reranker("test-hinted")
-    def hinted(lm=None, config=None):
-        return LMReranker(lm, config, hint_module=None, name="test-hinted")
 
+def test_upr_factories_take_overrides_and_refuse_checkpoints(tiny_lm, tmp_path):
+    instruct = build_reranker("upr-instruct", lm=tiny_lm)
+    assert instruct.name == "upr-instruct" and instruct.config.instruction
+    upr = build_reranker("upr", lm=tiny_lm, scorer_overrides={"batch_size": 3, "max_passage_tokens": 9})
+    assert upr.name == "upr" and (upr.config.batch_size, upr.config.max_passage_tokens) == (3, 9)
+    assert upr.config.instruction == ""
+    for name in ("upr", "upr-instruct"):
+        with pytest.raises(InputError, match="only for trained rerankers"):
+            build_reranker(name, lm=tiny_lm, checkpoint=tmp_path)
+
+
+def test_register_reranker_by_object_and_by_reference(tiny_lm):
+    @register_reranker("test-hinted")
+    def hinted(*, lm=None, checkpoint=None, scorer_overrides=None):
+        return LMReranker(lm, None, hint_module=None, name="test-hinted")
+
+    register_reranker("test-ref", "pyserini_qpeft.rerank.base:make_identity")
     try:
+        assert {"test-hinted", "test-ref"} <= set(reranker_names())
         assert build_reranker("test-hinted", lm=tiny_lm).name == "test-hinted"
+        assert build_reranker("test-ref").name == "identity"
+        register_reranker("test-hinted", hinted)  # the same factory again is fine
+        with pytest.raises(ValueError, match="already registered"):
+            register_reranker("test-hinted", lambda **kw: None)
+        with pytest.raises(ValueError, match="already registered"):
+            register_reranker("upr", hinted)
     finally:
-        RERANKERS.pop("test-hinted")
-    assert isinstance(IdentityReranker(), IdentityReranker)
+        unregister_reranker("test-hinted")
+        unregister_reranker("test-ref")
+    assert "test-hinted" not in reranker_names()
+    with pytest.raises(ValueError, match="built in"):
+        unregister_reranker("upr")
+
+
+def test_qpeft_reranker_builds_in_a_fresh_process_without_the_cli(tiny_lm, tiny_lm_path, tmp_path):
+    """The registry is complete on import: no CLI module has to register the Q-PEFT rerankers first."""
+    from pyserini_qpeft.qpeft.checkpoint import save_checkpoint
+    from pyserini_qpeft.qpeft.module import QPeftConfig, build_module
+
+    config = QPeftConfig(variant="attn")
+    path = save_checkpoint(tmp_path / "ckpt", build_module(tiny_lm, config), config, tiny_lm, small_config())
+    code = f"""
+import sys
+from pyserini_qpeft.rerank import build_reranker, reranker_names
+from pyserini_qpeft.errors import InputError
+assert "qpeft-attn" in reranker_names()
+assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "transformers") or ".cli" in m], "eager import"
+try:
+    build_reranker("qpeft-attn")
+except InputError as exc:
+    assert "--reranker-checkpoint" in str(exc), exc
+from pyserini_qpeft.lm.backbone import LMConfig
+reranker = build_reranker("qpeft-attn", lm=LMConfig(model={str(tiny_lm_path)!r}, device="cpu", dtype="fp32"),
+                          checkpoint={str(path)!r}, scorer_overrides={{"batch_size": 3}})
+assert reranker.scorer.hint_module.config.variant == "attn" and reranker.config.batch_size == 3
+assert not [m for m in sys.modules if m.startswith("pyserini_qpeft.cli")]
+print(reranker.name)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["qpeft-attn"]
 
 
 def test_merge_reranked_floor():
@@ -146,3 +218,26 @@ def test_merge_reranked_floor():
     merged = merge_reranked(hits, {"a": -3.0, "b": -1.0}, depth=2)
     assert [h.docid for h in merged] == ["b", "a", "c", "d"]
     assert merged[2].score < -3.0 and merged[3].score < merged[2].score
+
+
+def test_cli_rerank_writes_the_library_run(tiny_lm, tiny_lm_path, toy_beir, tmp_path):
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.main import cli
+
+    run = first_stage()
+    run.write(tmp_path / "bm25.trec")
+    UPRReranker(tiny_lm, ScorerConfig(batch_size=3)).rerank(QUERIES, run, DOCS, depth=4, progress=False).write(
+        tmp_path / "expected.trec", tag="upr")
+    args = ["rerank", "--run", str(tmp_path / "bm25.trec"), "--topics", str(toy_beir / "queries.jsonl"),
+            "--corpus", str(toy_beir / "corpus.jsonl"), "--output", str(tmp_path / "upr.trec"), "--reranker", "upr",
+            "--model", str(tiny_lm_path), "--device", "cpu", "--dtype", "fp32", "--rerank-depth", "4",
+            "--batch-size-rerank", "3", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "upr.trec").read_bytes() == (tmp_path / "expected.trec").read_bytes()
+    assert not (tmp_path / "upr.trec.partial").exists()
+    for extra, message in ((["--reranker-checkpoint", str(tmp_path)], "only for trained rerankers"),
+                           (["--reranker", "nope"], "unknown reranker 'nope'")):
+        bad = CliRunner().invoke(cli, args[:-1] + extra + ["--output", str(tmp_path / "bad.trec")])
+        assert bad.exit_code == 3 and message in bad.output, bad.output

@@ -1,12 +1,19 @@
-"""Query-likelihood scorer: equals a plain reference computation, padding/batching/caching invariance, gradients."""
+"""Query-likelihood scorer: equals a plain reference computation, padding/batching/caching invariance, gradients;
+the pure planner and prompt pieces on plain lists."""
 from __future__ import annotations
+
+import random
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from conftest import TOY_CORPUS, TOY_QUERIES
 from pyserini_qpeft.data import Document
-from pyserini_qpeft.scoring import PairBatch, QueryLikelihoodScorer, ScorerConfig, passage_text
+from pyserini_qpeft.lm.planner import ScoreGroup, dedupe, first_rows, plan_groups
+from pyserini_qpeft.lm.prompts import SuffixPieces
+from pyserini_qpeft.lm.scoring import PairBatch, QueryLikelihoodScorer, ScorerConfig, passage_text
 
 DOCS = [Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS]
 QUERIES = [q["text"] for q in TOY_QUERIES]
@@ -161,9 +168,94 @@ def test_pair_batch_layout(tiny_lm):
     assert batch.prefix_mask[:, -1].all() and batch.query_mask[:, 0].all() and batch.passage_mask[:, 0].all()
 
 
+def test_dedupe_and_first_rows():
+    d = dedupe(["b", "a", "b", "c", "a"])
+    assert d.first == (0, 1, 3) and d.slot == (0, 1, 0, 2, 1) and len(d) == 3
+    assert first_rows(["b", "a", "b", "c", "a"]) == [0, 1, 0, 3, 1]
+    assert dedupe([]) == dedupe(()) and len(dedupe([])) == 0
+
+
+def random_plan_input(rng: random.Random) -> tuple[list[int], list[int], list[int], int, int]:
+    n_docs = rng.randint(1, 30)
+    doc_of = [rng.randrange(n_docs) for _ in range(rng.randint(0, 120))]
+    doc_of += list(range(n_docs))  # every slot used at least once, as after dedupe
+    rng.shuffle(doc_of)
+    prefix_lens = [rng.randint(1, 40) for _ in range(n_docs)]  # with ties
+    query_lens = [rng.randint(1, 9) for _ in doc_of]
+    return doc_of, prefix_lens, query_lens, rng.randint(1, 10), rng.randint(1, 8)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_plan_groups_invariants(seed):
+    doc_of, prefix_lens, query_lens, batch_size, prefix_batch_size = random_plan_input(random.Random(seed))
+    groups = plan_groups(doc_of, prefix_lens, query_lens, batch_size, prefix_batch_size)
+    assert all(isinstance(g, ScoreGroup) for g in groups) and [g.index for g in groups] == list(range(len(groups)))
+    scored = [i for g in groups for b in g.batches for i in b]
+    assert sorted(scored) == list(range(len(doc_of)))  # every pair exactly once
+    assert sorted(j for g in groups for j in g.docs) == list(range(len(prefix_lens)))  # every document once
+    order = [j for g in groups for j in g.docs]
+    assert [prefix_lens[j] for j in order] == sorted(prefix_lens, reverse=True)  # length buckets, longest first
+    for g in groups:
+        assert 1 <= len(g.docs) <= prefix_batch_size
+        assert all(doc_of[i] in g.docs for i in g.pairs)  # a group's pairs use only its own prefixes
+        assert [i for b in g.batches for i in b] == list(g.pairs)
+        assert all(1 <= len(b) <= batch_size for b in g.batches)
+        assert all(len(b) == batch_size for b in g.batches[:-1])  # only the last batch of a group is short
+        assert [query_lens[i] for i in g.pairs] == sorted((query_lens[i] for i in g.pairs), reverse=True)
+    assert groups == plan_groups(list(doc_of), list(prefix_lens), list(query_lens), batch_size, prefix_batch_size)
+
+
+def test_plan_groups_example_and_errors():
+    # docs: 0 (len 5), 1 (len 9), 2 (len 5); pairs 0..5
+    groups = plan_groups([0, 1, 0, 2, 1, 2], [5, 9, 5], [1, 2, 3, 1, 2, 2], batch_size=2, prefix_batch_size=2)
+    assert groups == [ScoreGroup(0, (1, 0), (2, 1, 4, 0), ((2, 1), (4, 0))),
+                      ScoreGroup(1, (2,), (5, 3), ((5, 3),))]
+    assert plan_groups([], [], [], 3, 3) == []
+    with pytest.raises(ValueError, match="slot 3"):
+        plan_groups([0, 3], [1, 1], [1, 1], 1, 1)
+    with pytest.raises(ValueError, match="query lengths"):
+        plan_groups([0, 0], [1], [1], 1, 1)
+    with pytest.raises(ValueError, match="batch_size"):
+        plan_groups([0], [1], [1], 0, 1)
+
+
+def test_query_start_counts_hint_part():
+    pieces = SuffixPieces(question=(7, 8), hint_open=(1, 2, 3), hint_close=(4,))
+    assert pieces.query_start(None) == 1  # no hint module: last "Question:" token predicts query token 0
+    assert pieces.query_start(5) == 3 + 5 + 1 + 2 - 1
+    assert SuffixPieces(question=(7,)).query_start(0) == 0
+
+
+def test_planner_and_prompts_do_not_import_torch():
+    code = ("import sys; import pyserini_qpeft.lm.planner, pyserini_qpeft.lm.prompts, pyserini_qpeft.lm.scoring; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_scores_follow_input_order_and_documents_dedupe_once(tiny_lm):
+    scorer = QueryLikelihoodScorer(tiny_lm, ScorerConfig(batch_size=3, prefix_batch_size=2))
+    queries, docs = map(list, zip(*PAIRS))
+    scores = scorer.score(queries, docs)
+    perm = list(range(len(PAIRS)))
+    random.Random(0).shuffle(perm)
+    shuffled = scorer.score([queries[i] for i in perm], [docs[i] for i in perm])
+    assert max(abs(shuffled[k] - scores[i]) for k, i in enumerate(perm)) < 1e-5
+    # equal documents (same docid, title, text) share one prefix: distinct Document objects still dedupe
+    copies = [Document(d.docid, d.title, d.text) for d in docs]
+    plan = scorer.plan(queries, copies)
+    assert sorted(j for g in plan for j in g.docs) == list(range(len({d.docid for d in docs})))
+    # a caller that already deduplicated passes distinct documents + an index: same plan, same scores exactly
+    distinct = dedupe([d.docid for d in docs])
+    uniq = [docs[i] for i in distinct.first]
+    assert scorer.plan(queries, uniq, doc_index=distinct.slot) == plan
+    assert scorer.score(queries, uniq, doc_index=distinct.slot) == scores
+    with pytest.raises(ValueError, match="document indices"):
+        scorer.score(queries[:2], uniq, doc_index=[0])
+
+
 @pytest.mark.slow
 def test_smollm2_tokenization_and_cache_agree():
-    from pyserini_qpeft.backbone import FrozenLM, LMConfig
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
 
     lm = FrozenLM.load(LMConfig())
     config = ScorerConfig(instruction="Read the scientific passage and write the question it answers.")

@@ -12,12 +12,12 @@ from click.testing import CliRunner
 from conftest import TOY_CORPUS, TOY_QUERIES
 from pyserini_qpeft.data import Document
 from pyserini_qpeft.errors import InputError
-from pyserini_qpeft.qpeft import QPeftConfig, build_module
-from pyserini_qpeft.scoring import ScorerConfig
-from pyserini_qpeft.training.data import (TrainingExample, build_examples, check_split, sample_step,
-                                          split_dev)
-from pyserini_qpeft.training.losses import qpeft_loss
-from pyserini_qpeft.training.loop import TrainConfig, rank_metrics, read_trainer_state, train
+from pyserini_qpeft.qpeft.module import QPeftConfig, build_module
+from pyserini_qpeft.lm.scoring import ScorerConfig
+from pyserini_qpeft.training.data import TrainingExample, build_examples, check_split, split_dev
+from pyserini_qpeft.qpeft.loss import qpeft_loss
+from pyserini_qpeft.qpeft.step import QPeftTrainConfig, sample_step, train_qpeft
+from pyserini_qpeft.training.state import read_trainer_state
 from pyserini_qpeft.types import Hit, Run
 
 CORPUS = {d["_id"]: Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS}
@@ -81,8 +81,28 @@ def test_split_dev_disjoint_seeded():
     assert {e.qid for e in train_a}.isdisjoint({e.qid for e in dev_a})
     assert dev_a == dev_b and dev_a != dev_c
     assert len(split_dev(examples, 7, seed=0)[1]) == 7
-    with pytest.raises(ValueError):
+    assert split_dev(examples, 0.0, seed=0) == (examples, [])  # no dev set (LMORT --dev-fraction 0)
+    with pytest.raises(InputError, match="no training query"):  # a user mistake: exit code 3, not a traceback
         split_dev(examples, 50, seed=0)
+    with pytest.raises(ValueError):
+        split_dev(examples, 1.5, seed=0)
+
+
+def test_negative_policies_and_optional_negatives():
+    qrels = {"q1": {"d1": 1, "d2": 0}, "q2": {"d2": 1}}
+    run = Run({"q1": [Hit("d2", 3.0), Hit("d3", 2.0), Hit("d1", 1.5), Hit("d4", 1.0)]})  # q2 not in the run
+    nonrel, _ = build_examples(QUERIES, qrels, run, CORPUS)
+    assert [e.qid for e in nonrel] == ["q1"] and nonrel[0].negatives == ("d2", "d3", "d4")
+    unjudged, stats = build_examples(QUERIES, qrels, run, CORPUS, negative_policy="unjudged", require_negative=False,
+                                     negative_depth=1)
+    assert [(e.qid, e.negatives) for e in unjudged] == [("q1", ("d3",)), ("q2", ())]  # depth counts after filtering
+    assert stats.not_in_run == 1 and stats.kept == 2
+    none, _ = build_examples(QUERIES, qrels, None, CORPUS, require_negative=False)
+    assert all(e.negatives == () for e in none)
+    with pytest.raises(InputError, match="negatives"):
+        build_examples(QUERIES, qrels, None, CORPUS)
+    with pytest.raises(ValueError, match="negative_policy"):
+        build_examples(QUERIES, qrels, run, CORPUS, negative_policy="bm25")
 
 
 def test_sample_step_in_batch_negatives_skip_relevant():
@@ -112,24 +132,45 @@ def test_loss_formula():
         qpeft_loss(pos, neg[:1], 0.1)
 
 
-def test_rank_metrics():
-    scores = {"a": 3.0, "b": 2.0, "c": 2.0, "d": 1.0}
-    m = rank_metrics(scores, {"c"})
-    assert m["mrr@10"] == pytest.approx(1 / 3)  # tie of b and c broken by docid: b before c
-    assert m["ndcg@10"] == pytest.approx(0.5)  # 1 / log2(3 + 1)
+def reference_rank_metrics(scores, relevant, k=10):
+    """The loop's own metric code before dev metrics moved to evaluation.py (ties by docid ascending)."""
+    import math
+
+    ranked = sorted(scores, key=lambda d: (-scores[d], d))[:k]
+    mrr = next((1.0 / (r + 1) for r, d in enumerate(ranked) if d in relevant), 0.0)
+    dcg = sum(1.0 / math.log2(r + 2) for r, d in enumerate(ranked) if d in relevant)
+    ideal = sum(1.0 / math.log2(r + 2) for r in range(min(k, len(relevant))))
+    return {f"mrr@{k}": mrr, f"ndcg@{k}": dcg / ideal if ideal else 0.0}
+
+
+def test_dev_metrics_are_evaluation_metrics():
+    from pyserini_qpeft.evaluation import evaluate
+    from pyserini_qpeft.training.trainer import dev_metrics
+
+    dev = [TrainingExample("a", "qa", ("c",), ()), TrainingExample("b", "qb", ("x", "y"), ())]
+    run = Run({"a": [Hit("a1", 3.0), Hit("b1", 2.5), Hit("c", 2.0), Hit("d", 1.0)],
+               "b": [Hit("y", 0.5), Hit("z", 0.4), Hit("x", 0.1)]})
+    got = dev_metrics(run, dev, ["ndcg@10", "mrr@10"])
+    assert got == {**evaluate(run, {"a": {"c": 1}, "b": {"x": 1, "y": 1}}, ["ndcg@10", "mrr@10"]), "queries": 2}
+    for name in ("ndcg@10", "mrr@10"):  # without ties: the numbers the loop computed before the move
+        ref = [reference_rank_metrics({h.docid: h.score for h in run[e.qid]}, set(e.positives))[name] for e in dev]
+        assert got[name] == sum(ref) / 2
+    # ties are ranked as trec_eval ranks them (docid descending), as for every evaluated run of the package
+    tied = Run({"a": [Hit("b", 2.0), Hit("c", 2.0), Hit("a", 3.0)]})
+    assert dev_metrics(tied, dev[:1], ["mrr@10"])["mrr@10"] == pytest.approx(1 / 2)
 
 
 # -------------------------------------------------------------------------------------------------- loop
 
 
-def run_train(lm, variant, out, epochs, resume=False, seed=0, lr=2e-2):
+def run_train(lm, variant, out, epochs, resume=False, seed=0, lr=2e-2, **kw):
     examples = toy_examples()
     config = QPeftConfig(variant=variant, top_k=4, num_virtual_tokens=4, seed=seed)
     module = build_module(lm, config)
-    tcfg = TrainConfig(epochs=epochs, batch_size=3, lr=lr, margin=0.5, hard_pool=1, warmup_steps=0, seed=seed,
-                       dev_depth=6, eval_at_start=True)
-    result = train(lm, module, config, ScorerConfig(max_passage_tokens=32), examples[:3], examples[3:], CORPUS,
-                   tcfg, out, resume=resume, progress=False)
+    tcfg = QPeftTrainConfig(**{"epochs": epochs, "batch_size": 3, "lr": lr, "margin": 0.5, "hard_pool": 1,
+                               "warmup_steps": 0, "seed": seed, "dev_depth": 6, "eval_at_start": True, **kw})
+    result = train_qpeft(lm, module, config, ScorerConfig(max_passage_tokens=32), examples[:3], examples[3:],
+                         CORPUS, tcfg, out, resume=resume, progress=False)
     return module, result
 
 
@@ -156,14 +197,55 @@ def test_training_lowers_loss_and_keeps_lm_frozen(tiny_lm, tmp_path, variant):
 
 
 def test_resume_matches_uninterrupted(tiny_lm, tmp_path):
-    straight, _ = run_train(tiny_lm, "attn", tmp_path / "a", epochs=4)
-    run_train(tiny_lm, "attn", tmp_path / "b", epochs=2)
+    """Resuming after epoch 2 gives the uninterrupted run bit for bit: weights, losses, dev numbers."""
+    kw = {"max_train_queries": 2, "warmup_steps": 3}  # batches differ per epoch; the warmup spans the interruption
+    straight, full = run_train(tiny_lm, "attn", tmp_path / "a", epochs=4, lr=5e-2, **kw)
+    run_train(tiny_lm, "attn", tmp_path / "b", epochs=2, lr=5e-2, **kw)
     with pytest.raises(InputError, match="resume"):
-        run_train(tiny_lm, "attn", tmp_path / "b", epochs=4)
-    resumed, result = run_train(tiny_lm, "attn", tmp_path / "b", epochs=4, resume=True)
+        run_train(tiny_lm, "attn", tmp_path / "b", epochs=4, lr=5e-2, **kw)
+    resumed, result = run_train(tiny_lm, "attn", tmp_path / "b", epochs=4, resume=True, lr=5e-2, **kw)
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
     for key, value in straight.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+        assert torch.equal(resumed.state_dict()[key], value), key
+    for a, b in zip(full.history, result.history):
+        assert (a["train"], a["dev"], a["global_step"]) == (b["train"], b["dev"], b["global_step"])
+    assert len({h["train"]["loss"] for h in full.history}) == 4  # the epochs really differ
+    from safetensors.torch import load_file
+
+    for name in ("optimizer.safetensors", "qpeft_model.safetensors"):
+        a, b = load_file(str(tmp_path / "a" / "epoch-4" / name)), load_file(str(tmp_path / "b" / "epoch-4" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(InputError, match="other"):  # other module settings than the saved run
+        examples = toy_examples()
+        config = QPeftConfig(variant="attn", top_k=4, num_virtual_tokens=4, num_heads=1, seed=0)
+        train_qpeft(tiny_lm, build_module(tiny_lm, config), config, ScorerConfig(max_passage_tokens=32),
+                    examples[:3], examples[3:], CORPUS, QPeftTrainConfig(epochs=5, dev_depth=6), tmp_path / "b",
+                    resume=True, progress=False)
+
+
+def test_dev_metrics_of_the_loop_equal_evaluate_on_the_dev_run(tiny_lm, tmp_path):
+    """The recorded dev nDCG@10 / MRR@10 / loss are evaluation.evaluate (and the dev-loss formula) on a rerank of the
+    dev candidates by the saved best module."""
+    from pyserini_qpeft.evaluation import evaluate
+    from pyserini_qpeft.qpeft.checkpoint import load_checkpoint
+    from pyserini_qpeft.qpeft.step import QPeftStep
+
+    examples = toy_examples()
+    train_ex, dev = examples[:2], examples[2:]
+    config = QPeftConfig(variant="retr", top_k=4, seed=0)
+    tcfg = QPeftTrainConfig(epochs=2, batch_size=2, lr=2e-2, margin=0.5, dev_depth=6, eval_at_start=False)
+    result = train_qpeft(tiny_lm, build_module(tiny_lm, config), config, ScorerConfig(max_passage_tokens=32),
+                         train_ex, dev, CORPUS, tcfg, tmp_path / "out", progress=False)
+    module, _, scfg, meta = load_checkpoint(tmp_path / "out", tiny_lm)  # the output folder resolves to best/
+    step = QPeftStep(tiny_lm, module, config, scfg, CORPUS, tcfg)
+    run = step.dev_run(dev)
+    assert all(len(run[e.qid]) == 6 for e in dev)
+    want = evaluate(run, {e.qid: {d: 1 for d in e.positives} for e in dev}, ["ndcg@10", "mrr@10"])
+    best = next(h for h in result.history if h["epoch"] == result.best_epoch)
+    assert {k: best["dev"][k] for k in want} == want
+    assert best["dev"]["loss"] == step.dev_extra(dev, run)["loss"]
+    assert meta["dev_metrics"] == {k: best["dev"][k] for k in ("ndcg@10", "mrr@10", "loss")}
+    assert meta["dev_baseline_upr"] == {}
 
 
 # -------------------------------------------------------------------------------------------------- CLI
@@ -195,3 +277,40 @@ def test_cli_train_then_explain_and_rerank(tiny_lm_path, tmp_path, toy_beir):
     result = CliRunner().invoke(explain, ["--reranker-checkpoint", str(out), "--query", "x", "--doc-text", "y",
                                           "--docid", "d1", "--model", str(tiny_lm_path)])
     assert result.exit_code == 2
+
+
+def test_cli_user_mistakes_exit_3(tmp_path, toy_beir):
+    from pyserini_qpeft.cli.train import train as train_group
+
+    run = tmp_path / "run.trec"
+    full_run().write(run)
+    base = ["qpeft", "--dataset", str(toy_beir), "--negatives", str(run), "--output", str(tmp_path / "out"),
+            "--model", "/nonexistent-model"]
+    result = CliRunner().invoke(train_group, [*base, "--dev-size", "2"])  # 2 training queries in the toy split
+    assert isinstance(result.exception, InputError) and result.exception.exit_code == 3
+    assert "no training query" in str(result.exception)
+    for args in (["lmort", "--split", "test"], ["lmort", "--split", "test", "--layers", "1,2"]):
+        result = CliRunner().invoke(train_group, [*args, "--dataset", str(toy_beir), "--output", str(tmp_path / "l")])
+        assert isinstance(result.exception, InputError) and result.exception.exit_code == 3, result.output
+    from pyserini_qpeft.cli.lmort import lmort
+
+    result = CliRunner().invoke(lmort, ["analyze", "--dataset", str(toy_beir), "--split", "test", "--output",
+                                        str(tmp_path / "an")])
+    assert isinstance(result.exception, InputError) and result.exception.exit_code == 3
+    assert not (tmp_path / "an").exists()
+
+
+def test_cli_defaults_come_from_the_configs():
+    from pyserini_qpeft.cli.lmort import train as lmort_train
+    from pyserini_qpeft.cli.train import train_qpeft
+    from pyserini_qpeft.lmort.step import LMORTTrainConfig
+
+    q = {p.name: p.default for p in train_qpeft.params}
+    for name in ("epochs", "batch_size", "lr", "margin", "hard_pool", "dev_depth", "seed", "selection_metric",
+                 "negative_policy", "warmup_steps", "weight_decay"):
+        assert q[name] == QPeftTrainConfig.default(name), name
+    m = {p.name: p.default for p in lmort_train.params}
+    for name in ("epochs", "batch_size", "lr", "hard_negatives", "negative_depth", "seed", "negative_policy",
+                 "warmup_ratio", "weight_decay"):
+        assert m[name] == LMORTTrainConfig.default(name), name
+    assert m["dev_fraction"] == LMORTTrainConfig.default("dev_size")

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from pyserini_qpeft.errors import InputError
-from pyserini_qpeft.fileio import atomic_write
+from pyserini_qpeft.artifacts import atomic_write
 from pyserini_qpeft.types import Hit, Run, read_run, write_run
 
 

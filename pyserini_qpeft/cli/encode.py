@@ -29,7 +29,7 @@ def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, 
            quiet) -> None:
     """Encode every document (title + text) and write OUTPUT/{index,docid,meta.json}; search it with
     `pyserini-qpeft search --dense --index OUTPUT` or Pyserini's FaissSearcher."""
-    from ..encode import build_encoder, encode_corpus, parse_spec
+    from ..search.encoders import build_encoder, encode_corpus, parse_spec
     from ..errors import InputError
 
     parse_spec(spec)  # fail on a bad spec before loading anything
@@ -37,19 +37,10 @@ def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, 
         raise click.UsageError("give exactly one of --dataset or --corpus")
     if Path(output).exists() and not overwrite:
         raise InputError("index folder exists (pass --overwrite to replace it)", output)
-    from ..data import BeirDataset, find_dataset, read_car_paragraphs, read_corpus_jsonl
+    from ..data import find_dataset, open_corpus
 
-    if dataset:
-        source = find_dataset(dataset)
-        docs = list(BeirDataset(source).iter_corpus())
-    else:
-        source = Path(corpus_path)
-        if source.is_dir():
-            docs = list(BeirDataset(source).iter_corpus())
-        elif source.suffix == ".cbor":
-            docs = list(read_car_paragraphs(source))
-        else:
-            docs = list(read_corpus_jsonl(source))
+    source = Path(corpus_path) if corpus_path else find_dataset(dataset)
+    docs = list(open_corpus(source).values())
     encoder = build_encoder(spec, model=model, device=device, dtype=dtype, max_length=max_length, pooling=pooling)
     meta = encode_corpus(encoder, docs, output, batch_size=batch_size, progress=not quiet, overwrite=overwrite,
                          extra_meta={"spec": spec, "corpus": str(Path(source).resolve())})

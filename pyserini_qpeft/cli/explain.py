@@ -9,7 +9,7 @@ from .options import lm_options
 
 
 def format_explanation(info: dict) -> str:
-    """A readable table of :func:`pyserini_qpeft.qpeft.explain`'s output."""
+    """A readable table of :func:`pyserini_qpeft.qpeft.module.explain`'s output."""
     lines = [f"variant: {info['variant']}   docid: {info['docid']}",
              f"query: {info['query']}",
              f"score (mean query log-prob): {info['score']:.4f} with hints, "
@@ -47,12 +47,12 @@ def format_explanation(info: dict) -> str:
 def explain(checkpoint, query, docid, dataset, corpus_path, doc_text, doc_title, top, as_json, model, device,
             dtype) -> None:
     """Show what the hint module of CHECKPOINT picks from a document for a query."""
-    from ..backbone import FrozenLM, LMConfig
-    from ..checkpoint import load_checkpoint
-    from ..data import BeirDataset, Document, find_dataset, read_corpus_jsonl
+    from ..lm.backbone import FrozenLM, LMConfig
+    from ..qpeft.checkpoint import load_checkpoint
+    from ..data import Document, open_corpus
     from ..errors import InputError
-    from ..qpeft import explain as explain_pair
-    from ..scoring import QueryLikelihoodScorer
+    from ..qpeft.explain import explain as explain_pair
+    from ..lm.scoring import QueryLikelihoodScorer
 
     if bool(doc_text) == bool(docid):
         raise click.UsageError("pass exactly one of --docid (with --dataset or --corpus) and --doc-text")
@@ -61,13 +61,8 @@ def explain(checkpoint, query, docid, dataset, corpus_path, doc_text, doc_title,
     else:
         if bool(dataset) == bool(corpus_path):
             raise click.UsageError("--docid needs exactly one of --dataset and --corpus")
-        if dataset:
-            docs = BeirDataset(find_dataset(dataset)).load_corpus()
-            doc = docs.get(docid)
-            source = dataset
-        else:
-            doc = next((d for d in read_corpus_jsonl(corpus_path) if d.docid == docid), None)
-            source = corpus_path
+        source = dataset or corpus_path
+        doc = open_corpus(source).get(docid)
         if doc is None:
             raise InputError(f"unknown docid {docid!r}", source)
     lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))

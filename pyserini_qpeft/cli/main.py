@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import shlex
 import sys
 
 import click
 
-from ..errors import QPeftError
+from ..errors import InputError, QPeftError
 
 # name -> "module:attribute"; a module is imported only when its command runs (or its --help is shown).
 COMMANDS = {
@@ -67,6 +68,13 @@ def cli(verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_in_process(args: list[str]) -> None:
+    """Run one ``pyserini-qpeft`` command in this process; InputError when it fails (the runner of ``repro``)."""
+    code = cli.main(args=args, prog_name="pyserini-qpeft", standalone_mode=False)
+    if code not in (None, 0):
+        raise InputError(f"command failed with exit code {code}: pyserini-qpeft {shlex.join(args)}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,35 +1,110 @@
-"""Option decorators shared by several commands (same names everywhere, Pyserini-style where one exists)."""
+"""Option decorators shared by several commands (same names everywhere, Pyserini-style where one exists).
+
+Defaults and choices come from their one source: the flag declarations of :mod:`pyserini_qpeft.rerank.flags`
+(shared with ``python -m pyserini_qpeft.search``), ``LMConfig``/``DEVICES``/``DTYPES``, ``ScorerConfig``, the
+reranker registry and ``qpeft.module.VARIANTS``. Nothing here imports torch at decoration time.
+"""
 from __future__ import annotations
+
+from typing import Any, Callable, Sequence, TypeVar
 
 import click
 
-DEFAULT_DEPTH = 100
+from ..rerank.flags import DEFAULT_DEPTH, Flag, field_default, lm_flags, rerank_batch_flag, reranker_flags
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["DEFAULT_DEPTH", "LazyChoice", "click_option", "device_option", "dtype_option", "field_default",
+           "lm_options", "quiet_option", "reranker_options", "scorer_option", "variant_option"]
 
 
-def lm_options(func):
+class LazyChoice(click.Choice):
+    """A :class:`click.Choice` whose choices are computed on first use (e.g. from a module that imports torch)."""
+
+    def __init__(self, source: Callable[[], Sequence[str]], case_sensitive: bool = True) -> None:
+        self._source = source
+        self._resolved: tuple[str, ...] | None = None
+        super().__init__((), case_sensitive=case_sensitive)
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self._resolved is None:
+            self._resolved = tuple(self._source())
+        return self._resolved
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:
+        pass  # click.Choice.__init__ assigns the (empty) placeholder; the source is the truth
+
+
+def click_option(flag: Flag, **overrides: Any) -> Callable[[F], F]:
+    """A click option from a :class:`~pyserini_qpeft.rerank.flags.Flag` (``overrides`` replace click kwargs)."""
+    if flag.choices is not None:
+        kind: Any = click.Choice(flag.choices)
+    elif flag.existing_dir:
+        kind = click.Path(exists=True, file_okay=False)
+    elif flag.type is int:
+        kind = click.IntRange(min=flag.min) if flag.min is not None else int
+    else:
+        kind = flag.type
+    kwargs = {"type": kind, "default": flag.default, "help": flag.help, "show_default": flag.default is not None}
+    kwargs.update(overrides)
+    return click.option(flag.flag, flag.dest, **kwargs)
+
+
+def _flag(flags: Sequence[Flag], name: str) -> Flag:
+    return next(f for f in flags if f.flag == name)
+
+
+def device_option(func: F) -> F:
+    """``--device`` (choices ``lm.backbone.DEVICES``, default ``LMConfig.device``)."""
+    return click_option(_flag(lm_flags(), "--device"))(func)
+
+
+def dtype_option(func: F) -> F:
+    """``--dtype`` (choices ``lm.backbone.DTYPES``, default ``LMConfig.dtype``)."""
+    return click_option(_flag(lm_flags(), "--dtype"))(func)
+
+
+def lm_options(func: F) -> F:
     """--model/--device/--dtype for commands that load the frozen LLM."""
-    func = click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32", "fp16"]), default="auto",
-                        show_default=True, help="auto = bf16 on AMX CPUs and bf16-capable GPUs, else fp32.")(func)
-    func = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)(func)
-    func = click.option("--model", default="smollm2", show_default=True,
-                        help="Frozen causal LM: 'smollm2' (packaged SmolLM2-135M-Instruct) or any HF name/path.")(func)
+    for flag in reversed(lm_flags()):
+        func = click_option(flag)(func)
     return func
 
 
-def reranker_options(func):
-    """--reranker and friends, shared by `search` and `rerank`."""
-    func = click.option("--rerank-depth", type=click.IntRange(min=1), default=DEFAULT_DEPTH, show_default=True,
-                        help="Rerank the top-k hits of each query; hits below keep their order beneath.")(func)
-    func = click.option("--reranker-checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
-                        help="Trained module for qpeft-retr / qpeft-attn / prompt-tuning.")(func)
-    func = click.option("--reranker", default="identity", show_default=True,
-                        help="identity | upr | upr-instruct | qpeft-retr | qpeft-attn | prompt-tuning")(func)
-    func = click.option("--max-passage-tokens", type=click.IntRange(min=8), default=None,
-                        help="Passage truncation budget in tokens (default: the reranker's).")(func)
-    func = click.option("--batch-size-rerank", "rerank_batch_size", type=click.IntRange(min=1), default=None,
-                        help="(query, passage) pairs per LM forward (default: the scorer's).")(func)
+def reranker_options(func: F) -> F:
+    """--reranker and friends (shared by `search` and `rerank`, and with ``python -m pyserini_qpeft.search``),
+    plus :func:`lm_options`. Unknown reranker names are refused when the reranker is built (exit code 3)."""
+    shared = {f.flag: f for f in reranker_flags()}
+    for name in ("--rerank-depth", "--interpolate", "--reranker-checkpoint", "--reranker", "--max-passage-tokens"):
+        func = click_option(shared[name])(func)
+    func = click_option(rerank_batch_flag())(func)
     return lm_options(func)
 
 
-def quiet_option(func):
+def scorer_option(field: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:
+    """An option whose default is ``ScorerConfig.<field>`` (``--max-passage-tokens`` etc. unless ``decls``)."""
+    from ..lm.scoring import ScorerConfig
+
+    decls = decls or ("--" + field.replace("_", "-"),)
+    kwargs.setdefault("show_default", True)
+    return click.option(*decls, default=field_default(ScorerConfig, field), **kwargs)
+
+
+def variant_option(default: str = "attn", **kwargs: Any) -> Callable[[F], F]:
+    """``--variant`` with the choices of ``qpeft.module.VARIANTS`` (read when first parsed: that module imports
+    torch)."""
+
+    def variants() -> Sequence[str]:
+        from ..qpeft.module import VARIANTS
+
+        return VARIANTS
+
+    kwargs.setdefault("show_default", True)
+    return click.option("--variant", type=LazyChoice(variants), default=default, **kwargs)
+
+
+def quiet_option(func: F) -> F:
+    """-q/--quiet: no progress bars."""
     return click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(func)

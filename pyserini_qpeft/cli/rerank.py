@@ -15,11 +15,11 @@ from .options import quiet_option, reranker_options
 @reranker_options
 @quiet_option
 def rerank(run_path, topics, index_dir, corpus, output, reranker, reranker_checkpoint, rerank_depth,
-           max_passage_tokens, rerank_batch_size, model, device, dtype, quiet) -> None:
+           interpolate, max_passage_tokens, rerank_batch_size, model, device, dtype, quiet) -> None:
     """Rerank the top --rerank-depth hits of RUN; hits below keep their order. Interrupted jobs resume."""
     from ..data import load_topics
     from ..types import read_run
-    from .pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write
+    from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write
 
     run = read_run(run_path)
     queries = load_topics(topics)
@@ -27,5 +27,6 @@ def rerank(run_path, topics, index_dir, corpus, output, reranker, reranker_check
     docs = open_docstore(corpus=corpus, index=index_dir)
     model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
                                    rerank_batch_size)
-    rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet)
+    rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
+                     interpolate=interpolate)
     click.echo(output)

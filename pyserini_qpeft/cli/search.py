@@ -1,9 +1,17 @@
 """`pyserini-qpeft search`: BM25 (Lucene) or dense (FAISS) first stage, then an optional LLM reranker."""
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from .options import quiet_option, reranker_options
+from ..search.lucene import BM25Config
+from .options import field_default, quiet_option, reranker_options
+
+
+def _bm25(name: str) -> Any:
+    """Default of a BM25 flag: :class:`~pyserini_qpeft.search.BM25Config`'s."""
+    return field_default(BM25Config, name)
 
 
 @click.command("search")
@@ -12,18 +20,18 @@ from .options import quiet_option, reranker_options
 @click.option("--index", "index_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--topics", required=True, help="Pyserini-style topics name, TSV, BEIR queries.jsonl or CAR outlines.")
 @click.option("--output", required=True, type=click.Path(dir_okay=False), help="Output TREC run (written atomically).")
-@click.option("--hits", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--hits", type=click.IntRange(min=1), default=_bm25("hits"), show_default=True)
 @click.option("--remove-query", is_flag=True, help="Drop hits whose docid equals the query id (BEIR convention).")
-@click.option("--k1", type=float, default=0.9, show_default=True, help="BM25 k1.")
-@click.option("--b", type=float, default=0.4, show_default=True, help="BM25 b.")
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Queries per search batch.")
+@click.option("--k1", type=float, default=_bm25("k1"), show_default=True, help="BM25 k1.")
+@click.option("--b", type=float, default=_bm25("b"), show_default=True, help="BM25 b.")
+@click.option("--threads", type=click.IntRange(min=1), default=_bm25("threads"), show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=_bm25("batch_size"), show_default=True, help="Queries per search batch.")
 @click.option("--corpus", help="Document text for reranking (default: the Lucene index's stored raw text).")
 @click.option("--run-tag", default=None, help="Run tag (6th column); default names the pipeline.")
 @reranker_options
 @quiet_option
 def search(mode, index_dir, topics, output, hits, remove_query, k1, b, threads, batch_size, corpus, run_tag,
-           reranker, reranker_checkpoint, rerank_depth, max_passage_tokens, rerank_batch_size, model, device, dtype,
+           reranker, reranker_checkpoint, rerank_depth, interpolate, max_passage_tokens, rerank_batch_size, model, device, dtype,
            quiet) -> None:
     """Search TOPICS and write a TREC run; with --reranker, rerank the top --rerank-depth hits in the same step."""
     from ..data import load_topics
@@ -37,14 +45,14 @@ def search(mode, index_dir, topics, output, hits, remove_query, k1, b, threads, 
                                                          batch_size=batch_size, remove_query=remove_query),
                           progress=not quiet)
     else:
-        from ..encode import dense_search
+        from ..search.encoders import dense_search
 
         run = dense_search(index_dir, queries, k=hits, progress=not quiet, device=device, dtype=dtype,
                            remove_query=remove_query)
     if reranker == "identity":
         run.write(output, tag=run_tag or mode)
     else:
-        from .pipeline import make_reranker, open_docstore, rerank_and_write
+        from ..rerank.pipeline import make_reranker, open_docstore, rerank_and_write
 
         if mode == "dense" and not corpus:
             raise InputError("dense search + reranker needs --corpus for document text")
@@ -52,5 +60,5 @@ def search(mode, index_dir, topics, output, hits, remove_query, k1, b, threads, 
         model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
                                        rerank_batch_size)
         rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
-                         tag=run_tag or f"{mode}+{reranker}")
+                         tag=run_tag or f"{mode}+{reranker}", interpolate=interpolate)
     click.echo(output)

@@ -9,18 +9,20 @@ import logging
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import click
 
-from ..errors import InputError
-
+from ..qpeft.step import SELECTION_METRICS, QPeftTrainConfig
+from ..training.data import NEGATIVE_POLICIES
 from .options import lm_options, quiet_option
 
 logger = logging.getLogger(__name__)
 
 
 train = click.Group("train", help="Train a Q-PEFT module or an LMORT tuner on a frozen LLM.")
+
+
+_Q = QPeftTrainConfig.default
 
 
 @train.command("qpeft")
@@ -33,15 +35,21 @@ train = click.Group("train", help="Train a Q-PEFT module or an LMORT tuner on a 
               help="First-stage TREC run over the training queries (hard negatives = top non-relevant hits).")
 @click.option("--output", required=True, type=click.Path(file_okay=False),
               help="Output folder: epoch-N/ checkpoints, best/ (load this), trainer_state.json.")
-@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=_Q("epochs"), show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=_Q("batch_size"), show_default=True,
               help="Queries per step; each query's negatives are 1 hard + the others' positives.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
-@click.option("--margin", type=click.FloatRange(min=0), default=0.2, show_default=True,
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_Q("lr"), show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=_Q("weight_decay"), show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=_Q("warmup_steps"), show_default=True,
+              help="Linear LR warmup steps (then constant).")
+@click.option("--margin", type=click.FloatRange(min=0), default=_Q("margin"), show_default=True,
               help="Hinge margin on the query NLL (nats per token).")
-@click.option("--negatives-per-query", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--hard-pool", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--negatives-per-query", type=click.IntRange(min=1), default=_Q("negatives_per_query"),
+              show_default=True)
+@click.option("--hard-pool", type=click.IntRange(min=1), default=_Q("hard_pool"), show_default=True,
               help="Sample hard negatives from this many top-ranked non-relevant run documents.")
+@click.option("--negative-policy", type=click.Choice(NEGATIVE_POLICIES), default=_Q("negative_policy"),
+              show_default=True, help="non-relevant: any run doc not judged relevant; unjudged: judged docs excluded.")
 @click.option("--no-in-batch", is_flag=True, help="Do not use other queries' positives as negatives.")
 @click.option("--top-k", type=click.IntRange(min=1), default=16, show_default=True, help="retr: hint tokens.")
 @click.option("--num-heads", type=click.IntRange(min=1), default=2, show_default=True, help="attn: heads.")
@@ -49,59 +57,53 @@ train = click.Group("train", help="Train a Q-PEFT module or an LMORT tuner on a 
               help="prompt: learned vectors.")
 @click.option("--prompt-init", type=click.Choice(["vocab", "text"]), default="vocab", show_default=True)
 @click.option("--dev-size", type=click.IntRange(min=1), default=None,
-              help="Dev queries carved from the training queries (default: 10 %).")
-@click.option("--dev-depth", type=click.IntRange(min=1), default=20, show_default=True,
+              help=f"Dev queries carved from the training queries (default: {_Q('dev_size'):.0%}).")
+@click.option("--dev-depth", type=click.IntRange(min=1), default=_Q("dev_depth"), show_default=True,
               help="Dev rerank candidates: positives + the run's top N.")
 @click.option("--max-train-queries", type=click.IntRange(min=1), default=None,
               help="Use a seeded sample of this many training queries per epoch.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in total.")
 @click.option("--max-passage-tokens", type=click.IntRange(min=8), default=128, show_default=True)
 @click.option("--instruction", default="", help="Instruction text before the passage (default none, as UPR).")
-@click.option("--selection-metric", type=click.Choice(["ndcg@10", "mrr@10", "loss"]), default="ndcg@10",
+@click.option("--selection-metric", type=click.Choice(SELECTION_METRICS), default=_Q("selection_metric"),
               show_default=True, help="Dev metric that picks best/.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=_Q("patience"),
+              help="Stop after this many epochs without a better dev metric (default: never).")
+@click.option("--seed", type=int, default=_Q("seed"), show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --output after its last completed epoch.")
 @lm_options
 @quiet_option
-def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_size, lr, margin, negatives_per_query,
-                hard_pool, no_in_batch, top_k, num_heads, num_virtual_tokens, prompt_init, dev_size, dev_depth,
-                max_train_queries, max_steps, max_passage_tokens, instruction, selection_metric, seed, resume,
-                model, device, dtype, quiet) -> None:
+def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_size, lr, weight_decay, warmup_steps,
+                margin, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, num_heads,
+                num_virtual_tokens, prompt_init, dev_size, dev_depth, max_train_queries, max_steps,
+                max_passage_tokens, instruction, selection_metric, patience, seed, resume, model, device, dtype,
+                quiet) -> None:
     """Train on (query, positive, BM25 hard negative) triples of --split; select by a dev set carved from it."""
-    import torch
-
-    from ..backbone import FrozenLM, LMConfig
-    from ..data import BeirDataset, find_dataset
-    from ..qpeft import QPeftConfig, build_module, parameter_report
-    from ..scoring import ScorerConfig
-    from ..training.data import build_examples, check_split, split_dev
-    from ..training.loop import TrainConfig, read_trainer_state
-    from ..training.loop import train as run_training
+    from ..data import BeirDataset
+    from ..lm.backbone import FrozenLM, LMConfig
+    from ..lm.scoring import ScorerConfig
+    from ..qpeft.module import QPeftConfig, build_module, parameter_report
+    from ..qpeft.step import train_qpeft as run_training
+    from ..training.data import check_split, load_training_data, split_dev
     from ..types import read_run
 
     check_split(split)
-    torch.manual_seed(seed)
-    ds = BeirDataset(find_dataset(dataset))
-    corpus = ds.load_corpus(progress=not quiet)
-    examples, stats = build_examples(ds.queries(), ds.qrels(split), read_run(negatives_run), corpus,
-                                     negative_depth=max(hard_pool, dev_depth), candidate_depth=dev_depth)
-    click.echo(f"{stats.kept} training queries with a positive and a hard negative "
-               f"({stats.queries - stats.kept} skipped: {stats.no_positive} without positive, "
-               f"{stats.not_in_run} not in the run, {stats.no_negative} without negative)", err=True)
-    train_ex, dev_ex = split_dev(examples, dev_size if dev_size is not None else 0.1, seed)
+    tcfg = QPeftTrainConfig.build(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+        margin=margin, negatives_per_query=negatives_per_query, hard_pool=hard_pool, in_batch=not no_in_batch,
+        negative_policy=negative_policy, seed=seed, max_steps=max_steps, max_train_queries=max_train_queries,
+        dev_depth=dev_depth, selection_metric=selection_metric, patience=patience,
+        dev_size=dev_size if dev_size is not None else _Q("dev_size"))
+    ds = BeirDataset.find(dataset)
+    examples, stats, corpus = load_training_data(ds, split, read_run(negatives_run),
+                                                 negative_depth=max(hard_pool, dev_depth), candidate_depth=dev_depth,
+                                                 negative_policy=negative_policy, progress=not quiet)
+    click.echo(stats.summary(), err=True)
+    train_ex, dev_ex = split_dev(examples, tcfg.dev_size, seed)
     qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads, num_virtual_tokens=num_virtual_tokens,
                        prompt_init=prompt_init, seed=seed)
     scfg = ScorerConfig(instruction=instruction, max_passage_tokens=max_passage_tokens)
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, margin=margin,
-                       negatives_per_query=negatives_per_query, hard_pool=hard_pool, in_batch=not no_in_batch,
-                       seed=seed, max_steps=max_steps, max_train_queries=max_train_queries, dev_depth=dev_depth,
-                       selection_metric=selection_metric)
     lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
-    if resume and read_trainer_state(output) is not None and (Path(output) / "epoch-1").is_dir():
-        from ..checkpoint import read_meta
-
-        if read_meta(Path(output) / "epoch-1")["qpeft_config"] != qcfg.to_dict():
-            raise InputError(f"--resume with other module settings than the run in {output}")
     module = build_module(lm, qcfg)
     report = parameter_report(module, lm)
     click.echo(f"{variant}: {report['trainable']:,} trainable parameters = {report['percent_of_lm']:.2f} % of the "
@@ -116,7 +118,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     wall = time.time() - t0
     best = next(h for h in result.history if h["epoch"] == result.best_epoch)
     summary = {"best": str(result.best_dir), "best_epoch": result.best_epoch, "wall_seconds": round(wall, 1),
-               "train_seconds": round(result.train_seconds, 1),
+               "train_seconds": round(result.train_seconds, 1), "stopped_early": result.stopped_early,
                "dev": {k: round(best["dev"][k], 4) for k in ("ndcg@10", "mrr@10", "loss")},
                "dev_upr": {k: round(v, 4) for k, v in result.dev_baseline.items()
                            if k in ("ndcg@10", "mrr@10", "loss")},

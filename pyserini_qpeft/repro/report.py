@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..fileio import atomic_write
+from ..artifacts import atomic_write
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], dataset: str,
@@ -69,5 +69,29 @@ def bar_chart(rows: Sequence[Mapping[str, Any]], metric: str, dataset: str, path
 
 
 def write_text(text: str, path: Path) -> None:
+    """``text`` written atomically."""
     with atomic_write(path) as out:
         out.write(text)
+
+
+def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: str,
+                 qrels: Mapping[str, Mapping[str, int]], stem: Path, baseline: str,
+                 baseline_run: Path | None = None) -> str:
+    """Write ``<stem>.md`` (table + per-query wins/losses against ``baseline``), ``<stem>.json`` and ``<stem>.png``;
+    returns the markdown. Rows get a ``vs_<baseline>`` entry when ``baseline_run`` exists."""
+    from .runner import write_json
+
+    table = markdown_table(rows, metrics, dataset)
+    if baseline_run is not None and baseline_run.is_file():
+        wl = wins_losses(baseline_run, rows, qrels)
+        if wl:
+            table += f"\nPer-query nDCG@10 against `{baseline}` (improved / hurt / tied):\n\n"
+            table += "\n".join(f"- {name}: {v['improved']} / {v['hurt']} / {v['tied']}" for name, v in wl.items())
+            table += "\n"
+            for row in rows:
+                row["vs_" + baseline] = wl.get(row["condition"])
+    write_text(table, stem.with_suffix(".md"))
+    write_json(rows, stem.with_suffix(".json"))
+    bm25_row = next((r for r in rows if r["condition"] == "bm25"), None)
+    bar_chart(rows, "ndcg@10", dataset, stem.with_suffix(".png"), reference=bm25_row["ndcg@10"] if bm25_row else None)
+    return table

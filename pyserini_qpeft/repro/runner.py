@@ -1,4 +1,4 @@
-"""Turn ``beir.yaml`` into CLI commands, run the missing ones, evaluate, report and check.
+"""Turn ``beir.yaml`` into CLI commands, run the missing ones (through a caller-given runner), evaluate and check.
 
 An *artifact* is a file or folder made by one ``pyserini-qpeft`` command (index, run, checkpoint); a
 *condition* names the artifact holding its final test run plus expected scores per dataset. Everything is
@@ -152,18 +152,14 @@ class Planner:
         return seen
 
 
-def run_command(args: list[str]) -> None:
-    """Run one ``pyserini-qpeft`` command in this process; raise on failure."""
-    from ..cli.main import cli
-
-    code = cli.main(args=args, prog_name="pyserini-qpeft", standalone_mode=False)
-    if code not in (None, 0):
-        raise InputError(f"command failed with exit code {code}: pyserini-qpeft {shlex.join(args)}")
+CommandRunner = Callable[[list[str]], None]
+"""Runs one ``pyserini-qpeft`` command (its arguments, without the program name) and raises when it fails. The CLI
+passes one that invokes its click group in this process; tests pass a recorder."""
 
 
-def execute(planner: Planner, conditions: list[Condition], dry_run: bool = False,
-            runner: Callable[[list[str]], None] = run_command, echo: Callable[[str], None] = print) -> dict[str, float]:
-    """Make every missing artifact the conditions need; returns seconds spent per artifact run now."""
+def execute(planner: Planner, conditions: list[Condition], runner: CommandRunner, dry_run: bool = False,
+            echo: Callable[[str], None] = print) -> dict[str, float]:
+    """Make every missing artifact the conditions need with ``runner``; returns seconds spent per artifact run now."""
     wanted = [c.run for c in conditions if planner.available(c.run)]
     timings: dict[str, float] = {}
     for name in planner.order(wanted):
@@ -230,12 +226,14 @@ def check_rows(rows: list[dict[str, Any]], conditions: Mapping[str, Condition], 
 
 
 def raise_on_failures(failures: list[str]) -> None:
+    """CheckFailed (exit code 5) naming every failure, if there is one."""
     if failures:
         raise CheckFailed("; ".join(failures))
 
 
 def write_json(rows: list[dict[str, Any]], path: Path) -> None:
-    from ..fileio import atomic_write
+    """``rows`` as indented JSON, written atomically."""
+    from ..artifacts import atomic_write
 
     with atomic_write(path) as out:
         json.dump(rows, out, indent=2, sort_keys=False)

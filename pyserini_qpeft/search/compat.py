@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import runpy
 import sys
 import tempfile
@@ -24,16 +23,16 @@ MODES = ("lucene", "faiss")
 
 
 def add_reranker_args(parser: argparse.ArgumentParser) -> None:
+    """Our flags, declared once in :mod:`pyserini_qpeft.rerank.flags` (the click CLI shares them); the LM flags are
+    prefixed (``--reranker-model/-device/-dtype``) so they never clash with Pyserini's own."""
+    from ..rerank.flags import add_argparse_flags, lm_flags, reranker_flags
+
+    shared = {flag.flag: flag for flag in reranker_flags()}
     group = parser.add_argument_group("pyserini_qpeft reranking")
-    group.add_argument("--reranker", default="identity",
-                       help="identity | upr | upr-instruct | qpeft-retr | qpeft-attn | prompt-tuning")
-    group.add_argument("--reranker-checkpoint", default=None, help="Checkpoint folder for trained rerankers.")
-    group.add_argument("--rerank-depth", type=int, default=100, help="Rerank the top-k hits of each query.")
+    add_argparse_flags(group, [shared["--reranker"], shared["--reranker-checkpoint"], shared["--rerank-depth"],
+                               shared["--interpolate"]])
     group.add_argument("--corpus", default=None, help="Document text (JSONL/CBOR/BEIR dataset); default: the index's raw text.")
-    group.add_argument("--reranker-model", default="smollm2", help="Frozen causal LM for the reranker.")
-    group.add_argument("--reranker-device", default="auto", choices=["auto", "cpu", "cuda"])
-    group.add_argument("--reranker-dtype", default="auto", choices=["auto", "bf16", "fp32", "fp16"])
-    group.add_argument("--max-passage-tokens", type=int, default=None, help="Passage truncation budget in tokens.")
+    add_argparse_flags(group, [*lm_flags("reranker-"), shared["--max-passage-tokens"]])
 
 
 def _faiss_args(parser: argparse.ArgumentParser) -> None:
@@ -138,7 +137,7 @@ def run(mode: str, argv: Sequence[str]) -> int:
 def _dense_first_stage(args: argparse.Namespace, output: Path) -> None:
     """Our FAISS indexes carry meta.json: the query encoder is rebuilt from it (LMORT, MiniLM, frozen LM)."""
     from ..data import load_topics
-    from ..encode import dense_search
+    from .encoders import dense_search
 
     queries = load_topics(args.topics)
     result = dense_search(Path(args.index), queries, k=args.hits, remove_query=args.remove_query)
@@ -146,7 +145,7 @@ def _dense_first_stage(args: argparse.Namespace, output: Path) -> None:
 
 
 def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Path) -> None:
-    from ..cli.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write
+    from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write
     from ..data import load_topics
     from ..types import read_run
 
@@ -156,7 +155,8 @@ def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Pat
     docs = open_docstore(corpus=ours.corpus, index=None if ours.corpus else args.index)
     reranker = make_reranker(ours.reranker, ours.reranker_checkpoint, ours.reranker_model, ours.reranker_device,
                              ours.reranker_dtype, ours.max_passage_tokens)
-    rerank_and_write(reranker, queries, first, docs, ours.rerank_depth, args.output, progress=True)
+    rerank_and_write(reranker, queries, first, docs, ours.rerank_depth, args.output, progress=True,
+                     interpolate=ours.interpolate)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

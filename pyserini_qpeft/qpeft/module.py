@@ -47,16 +47,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from .errors import ModelError
+from ..errors import ModelError
 
 if TYPE_CHECKING:
-    from .backbone import FrozenLM
+    from ..lm.backbone import FrozenLM
 
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("retr", "attn", "prompt")
 PROMPT_INITS = ("vocab", "text")
 ATTN_INITS = ("identity", "xavier")
+MLPS = ("residual", "plain")
+TOKEN_FILTERS = ("special", "content")
 DEFAULT_PROMPT_TEXT = ("Key terms of the passage that the question asks about, used to write a relevant question:")
 
 
@@ -77,6 +79,14 @@ class QPeftConfig:
         prompt_init: prompt: ``vocab`` (embeddings of random vocabulary tokens, seeded) or ``text``.
         prompt_init_text: prompt: the text whose token embeddings initialise the vectors (repeated/truncated).
         seed: seeds the module's initialisation.
+        mlp: ``residual`` (``x + MLP(x)``, last layer scaled by ``init_scale``: hints start as ``x``) or
+            ``plain`` (the paper's ``Linear -> ReLU -> Linear``, xavier-initialised).
+        token_filter: retr: tokens never chosen as hints: ``special`` (the tokenizer's special tokens) or
+            ``content`` (also punctuation, digits and other non-alphabetic tokens, single letters and English
+            stop-words, so the top-k slots go to content words).
+        query_proj: retr: a trainable ``[H, H]`` map (identity at init) on the query side of the similarity, the
+            lean version of the paper's learnable embedding copy; hints are scaled by ``sim / sim.detach()``
+            (1 in value) so that gradients reach it and the selection itself can learn.
     """
 
     variant: str = "attn"
@@ -91,6 +101,9 @@ class QPeftConfig:
     prompt_init: str = "vocab"
     prompt_init_text: str = DEFAULT_PROMPT_TEXT
     seed: int = 0
+    mlp: str = "residual"
+    token_filter: str = "special"
+    query_proj: bool = False
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -111,6 +124,12 @@ class QPeftConfig:
             raise ValueError(f"attn_init_sharpness must be > 0, got {self.attn_init_sharpness!r}")
         if self.prompt_init not in PROMPT_INITS:
             raise ValueError(f"prompt_init must be one of {PROMPT_INITS}, got {self.prompt_init!r}")
+        if self.mlp not in MLPS:
+            raise ValueError(f"mlp must be one of {MLPS}, got {self.mlp!r}")
+        if self.token_filter not in TOKEN_FILTERS:
+            raise ValueError(f"token_filter must be one of {TOKEN_FILTERS}, got {self.token_filter!r}")
+        if self.query_proj and self.variant != "retr":
+            raise ValueError(f"query_proj applies to the retr variant only, not {self.variant!r}")
         if self.prompt_init == "text" and not self.prompt_init_text.strip():
             raise ValueError("prompt_init='text' needs a non-empty prompt_init_text")
 
@@ -127,19 +146,27 @@ class QPeftConfig:
 
 
 class HintMLP(nn.Module):
-    """Residual MLP ``x + W2 relu(W1 x)``: ``[..., H] -> [..., H]``; ``W2`` starts scaled by ``init_scale``."""
+    """``[..., H] -> [..., H]``: residual ``x + W2 relu(W1 x)`` (``W2`` starts scaled by ``init_scale``) or, with
+    ``residual=False``, the paper's plain ``W2 relu(W1 x)`` with xavier-uniform weights and zero biases."""
 
-    def __init__(self, hidden_size: int, mlp_hidden: int, dropout: float, init_scale: float):
+    def __init__(self, hidden_size: int, mlp_hidden: int, dropout: float, init_scale: float, residual: bool = True):
         super().__init__()
+        self.residual = residual
         self.fc1 = nn.Linear(hidden_size, mlp_hidden)
         self.fc2 = nn.Linear(mlp_hidden, hidden_size)
         self.dropout = nn.Dropout(dropout)
         with torch.no_grad():
-            self.fc2.weight.mul_(init_scale)
-            self.fc2.bias.zero_()
+            if residual:
+                self.fc2.weight.mul_(init_scale)
+                self.fc2.bias.zero_()
+            else:
+                for layer in (self.fc1, self.fc2):
+                    nn.init.xavier_uniform_(layer.weight)
+                    layer.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.fc2(self.dropout(torch.relu(self.fc1(x))))
+        out = self.fc2(self.dropout(torch.relu(self.fc1(x))))
+        return x + out if self.residual else out
 
 
 class QPeftModule(nn.Module):
@@ -166,7 +193,12 @@ class QPeftModule(nn.Module):
         fork = torch.random.fork_rng(devices=[])
         with fork:
             torch.manual_seed(config.seed)
-            self.mlp = HintMLP(hidden_size, config.mlp_hidden or hidden_size, config.dropout, config.init_scale)
+            self.mlp = HintMLP(hidden_size, config.mlp_hidden or hidden_size, config.dropout, config.init_scale,
+                               residual=config.mlp == "residual")
+            if config.query_proj:
+                self.query_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+                with torch.no_grad():
+                    self.query_proj.weight.copy_(torch.eye(hidden_size))
             if config.variant == "attn":
                 if hidden_size % config.num_heads:
                     raise ValueError(f"num_heads={config.num_heads} does not divide hidden size {hidden_size}")
@@ -245,9 +277,9 @@ class QPeftModule(nn.Module):
         """
         variant = self.config.variant
         if variant == "retr":
-            x, mask = self._select(query_ids, query_mask, passage_ids, passage_mask)[:2]
+            x, mask = self.select_tokens(query_ids, query_mask, passage_ids, passage_mask)[:2]
         elif variant == "attn":
-            x = self._attend(query_ids, query_mask, passage_ids, passage_mask, need_weights=False)[0]
+            x = self.attend(query_ids, query_mask, passage_ids, passage_mask, need_weights=False)[0]
             mask = query_mask.long()
         else:
             batch = query_ids.shape[0]
@@ -260,7 +292,10 @@ class QPeftModule(nn.Module):
     def token_scores(self, query_ids: Tensor, query_mask: Tensor, passage_ids: Tensor,
                      passage_mask: Tensor) -> Tensor:
         """retr: each passage token's best cosine similarity to a query token, ``[B, D]`` (-inf at padding)."""
-        q = torch.nn.functional.normalize(self._embed(query_ids), dim=-1)
+        q = self._embed(query_ids)
+        if self.config.query_proj:
+            q = self.query_proj(q)
+        q = torch.nn.functional.normalize(q, dim=-1)
         p = torch.nn.functional.normalize(self._embed(passage_ids), dim=-1)
         sim = torch.einsum("bqh,bdh->bdq", q, p)
         sim = sim.masked_fill(~query_mask.bool().unsqueeze(1), float("-inf"))
@@ -270,7 +305,7 @@ class QPeftModule(nn.Module):
             invalid = invalid | torch.isin(passage_ids, self.exclude_token_ids.to(passage_ids.device))
         return best.masked_fill(invalid, float("-inf"))
 
-    def _select(self, query_ids: Tensor, query_mask: Tensor, passage_ids: Tensor,
+    def select_tokens(self, query_ids: Tensor, query_mask: Tensor, passage_ids: Tensor,
                 passage_mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """retr: top-k distinct passage tokens -> (embeddings ``[B, k, H]``, mask ``[B, k]``, ids, sims)."""
         k = self.config.top_k
@@ -292,9 +327,13 @@ class QPeftModule(nn.Module):
             sims[b, :n] = top.values
             mask[b, :n] = 1
         x = self._embed(ids) * mask.unsqueeze(-1)
+        if self.config.query_proj:
+            # value 1, gradient d(sim)/sim: the selection's similarity trains the query-side map
+            safe = torch.where(mask.bool(), sims, torch.ones_like(sims))
+            x = x * (safe / safe.detach()).unsqueeze(-1)
         return x, mask, ids, sims
 
-    def _attend(self, query_ids: Tensor, query_mask: Tensor, passage_ids: Tensor, passage_mask: Tensor,
+    def attend(self, query_ids: Tensor, query_mask: Tensor, passage_ids: Tensor, passage_mask: Tensor,
                 need_weights: bool) -> tuple[Tensor, Tensor | None]:
         """attn: ``[B, Q, H]`` attention output (and ``[B, heads, Q, D]`` weights when asked)."""
         q = self._embed(query_ids)
@@ -318,9 +357,10 @@ def build_module(lm: "FrozenLM", config: QPeftConfig):
         init_ids = tokenizer(config.prompt_init_text, add_special_tokens=False)["input_ids"]
         if not init_ids:
             raise ValueError(f"prompt_init_text {config.prompt_init_text!r} has no tokens")
-    special = [i for i in getattr(tokenizer, "all_special_ids", []) if i is not None]
+    from .tokens import excluded_token_ids
+
     return QPeftModule(config, lm.model.get_input_embeddings(), lm.hidden_size, init_token_ids=init_ids,
-                      exclude_token_ids=special)
+                      exclude_token_ids=excluded_token_ids(tokenizer, config.token_filter))
 
 
 def trainable_parameters(module) -> int:
@@ -332,70 +372,6 @@ def parameter_report(module, lm: "FrozenLM") -> dict[str, float]:
     """``{"trainable": n, "lm": N, "percent_of_lm": 100 n / N}``."""
     n, total = trainable_parameters(module), lm.num_parameters()
     return {"trainable": n, "lm": total, "percent_of_lm": 100.0 * n / total}
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Explanations
-
-
-def _decode(tokenizer, token_id: int) -> str:
-    return tokenizer.decode([int(token_id)])
-
-
-def explain(lm: "FrozenLM", module, scorer, query: str, doc, top: int = 10) -> dict[str, Any]:
-    """What the module picks or attends to for one (query, document) pair.
-
-    Args:
-        lm: the frozen LM (its tokenizer decodes tokens).
-        module: a :class:`QPeftModule`.
-        scorer: a ``QueryLikelihoodScorer`` built with ``hint_module=module`` (its ``encode`` gives the exact
-            query/passage tokens the module sees when scoring).
-        query: the query text.
-        doc: a ``Document``.
-        top: retr: at most this many tokens (all ``top_k`` are the hints); attn: top passage tokens per head.
-
-    Returns:
-        ``{"variant", "score", "score_without_hints", "tokens": [...]}`` for retr, with each selected token's
-        decoded text and cosine similarity; for attn ``"heads": [[{"position", "token", "weight"}, ...], ...]``
-        with attention averaged over the query tokens; for prompt the nearest vocabulary token of each hint.
-    """
-    from .scoring import QueryLikelihoodScorer
-
-    batch = scorer.encode([query], [doc])
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            score = float(scorer.forward(batch)[0])
-            baseline = QueryLikelihoodScorer(lm, scorer.config)
-            score0 = float(baseline.forward(baseline.encode([query], [doc]))[0])
-            out: dict[str, Any] = {"variant": module.config.variant, "query": query, "docid": doc.docid,
-                                   "score": score, "score_without_hints": score0}
-            qi, qm, pi, pm = batch.query_ids, batch.query_mask, batch.passage_ids, batch.passage_mask
-            tok = lm.tokenizer
-            if module.config.variant == "retr":
-                _, mask, ids, sims = module._select(qi, qm, pi, pm)
-                out["tokens"] = [{"token": _decode(tok, i), "token_id": int(i), "similarity": float(s)}
-                                 for i, s, m in zip(ids[0].tolist(), sims[0].tolist(), mask[0].tolist()) if m][:top]
-            elif module.config.variant == "attn":
-                _, weights = module._attend(qi, qm, pi, pm, need_weights=True)  # [1, heads, Q, D]
-                qmask = qm[0].float()
-                mean = (weights[0] * qmask[None, :, None]).sum(1) / qmask.sum().clamp(min=1)  # [heads, D]
-                heads = []
-                for h in range(mean.shape[0]):
-                    vals, pos = mean[h].topk(min(top, int(pm[0].sum())))
-                    heads.append([{"position": int(p), "token": _decode(tok, pi[0, p]), "weight": float(v)}
-                                  for v, p in zip(vals.tolist(), pos.tolist())])
-                out["heads"] = heads
-            else:
-                hints, _ = module(qi, qm, pi, pm)
-                emb = torch.nn.functional.normalize(module.embedding.weight.float(), dim=-1)
-                near = (torch.nn.functional.normalize(hints[0].float(), dim=-1) @ emb.T).max(dim=-1)
-                out["tokens"] = [{"token": _decode(tok, i), "token_id": int(i), "similarity": float(s)}
-                                 for i, s in zip(near.indices.tolist(), near.values.tolist())][:top]
-            return out
-    finally:
-        module.train(was_training)
 
 
 def check_variant(requested: str, saved: str, where: str) -> None:

@@ -13,18 +13,21 @@ import json
 import logging
 import math
 import os
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .fileio import atomic_write
-from .lmort import POOLINGS, layer_token_states, pool, tokenize
+from ..artifacts import atomic_write, check_base_model
+from ..errors import InputError
+from .tuner import POOLINGS, layer_token_states, pool, tokenize
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .backbone import FrozenLM
+    from ..data import BeirDataset
+    from ..lm.backbone import FrozenLM
 
 logger = logging.getLogger(__name__)
 
@@ -199,3 +202,58 @@ def plot_report(report: LayerReport, path: str | os.PathLike, title: str | None 
     with atomic_write(path, mode="wb") as out:
         fig.savefig(out, format="png")
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# From a dataset: what `lmort analyze` and `lmort train --layers auto` run
+
+
+def training_pairs(dataset: "BeirDataset", split: str, limit: int | None, seed: int) -> list[tuple[str, str]]:
+    """(query text, relevant document text) pairs from ``split``'s qrels (never test), a seeded sample of ``limit``."""
+    from ..training.data import check_split
+
+    check_split(split)
+    qrels = dataset.qrels(split)
+    queries = dataset.queries()
+    corpus = dataset.load_corpus()
+    pairs = sorted((qid, docid) for qid, judged in qrels.items() for docid, rel in judged.items()
+                   if rel > 0 and qid in queries and docid in corpus)
+    if not pairs:
+        raise InputError(f"no relevant (query, document) pairs in split {split!r}", str(dataset.path))
+    if limit and len(pairs) > limit:
+        pairs = sorted(random.Random(seed).sample(pairs, limit))
+    return [(queries[q], corpus[d].contents()) for q, d in pairs]
+
+
+def run_analysis(lm: "FrozenLM", dataset: "BeirDataset", split: str, pairs: int | None = 500,
+                 uniformity_texts: int = 1000, pooling: str = "mean", max_length: int = 256, batch_size: int = 16,
+                 seed: int = 13, output: str | os.PathLike | None = None, progress: bool = False) -> LayerReport:
+    """Analyse every layer on up to ``pairs`` training pairs of ``split``; write ``layer_report.json`` and
+    ``layers.png`` into ``output`` when given."""
+    sample = training_pairs(dataset, split, pairs, seed)
+    texts = list(dict.fromkeys(t for pair in sample for t in pair))
+    if len(texts) > uniformity_texts:
+        texts = random.Random(seed).sample(texts, uniformity_texts)
+    report = analyze_layers(lm, sample, texts, pooling=pooling, max_length=max_length, batch_size=batch_size,
+                            progress=progress)
+    report.extra.update({"dataset": str(dataset.path), "split": split, "seed": seed})
+    if output is not None:
+        output = Path(output)
+        output.mkdir(parents=True, exist_ok=True)
+        report.write_json(output / "layer_report.json")
+        plot_report(report, output / "layers.png", title=f"{dataset.name} {split}: {lm.model_id} ({pooling} pooling)")
+    return report
+
+
+def choose_layers(lm: "FrozenLM", dataset: "BeirDataset", split: str, analysis: str | os.PathLike | None,
+                  pooling: str, max_length: int, seed: int, output: str | os.PathLike,
+                  progress: bool = False) -> tuple[int, int]:
+    """(alignment layer, uniformity layer) from a saved ``layer_report.json`` (must be of ``lm``), or from a fresh
+    analysis of ``split`` written to ``output``."""
+    if analysis:
+        report = LayerReport.read_json(analysis)
+        check_base_model(report.model, lm, analysis, made="analysed with")
+    else:
+        report = run_analysis(lm, dataset, split, pooling=pooling, max_length=max_length, seed=seed, output=output,
+                              progress=progress)
+    return report.align_layer, report.unif_layer

@@ -7,7 +7,6 @@ Any Hugging Face causal LM name or local path works as well.
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 import logging
 import os
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ModelError
+from ..errors import ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -34,20 +33,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PYSERINI_QPEFT_CACHE", Path.home() / ".cache" / "pyserini_qpeft"))
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has AMX bf16 tiles, where bf16 matmul is ~8x faster than fp32 (ENVIRONMENT.md).
-
-    AVX512-BF16 alone is not enough: on such a CPU (no AMX) we measured bf16 matmul at 143 GFLOP/s against
-    270 GFLOP/s for fp32 (``benchmarks/bench_scoring.py``), so ``--dtype auto`` stays fp32 there.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags
-
-
 def resolve_device(device: str) -> str:
     import torch
 
@@ -60,17 +45,31 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> "torch.dtype":
-    """auto = bf16 where the hardware runs it natively (CUDA with bf16, CPU with AMX), else fp32."""
+def resolve_precision(dtype: str, device: str) -> tuple["torch.dtype", dict]:
+    """The torch dtype for ``--dtype`` on ``device``, and a record of why (for metadata).
+
+    ``auto`` = bf16 on CUDA devices that support it (else fp16); on the CPU, whatever a cached matmul probe
+    measured to be faster (:mod:`pyserini_qpeft.lm.precision`: bf16 only where it beats fp32 clearly).
+    """
     import torch
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if dtype == "auto":
-        if device == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
-    return {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[dtype]
+    names = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
+    if dtype != "auto":
+        return names[dtype], {"requested": dtype, "dtype": dtype, "reason": "flag"}
+    if device.startswith("cuda"):
+        chosen = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return names[chosen], {"requested": "auto", "dtype": chosen, "reason": "cuda bf16 support"}
+    from .precision import auto_cpu_dtype
+
+    choice = auto_cpu_dtype()
+    return names[choice.dtype], {"requested": "auto", "reason": "cpu matmul probe", **choice.to_dict()}
+
+
+def resolve_dtype(dtype: str, device: str) -> "torch.dtype":
+    """The torch dtype for ``--dtype`` on ``device`` (see :func:`resolve_precision`)."""
+    return resolve_precision(dtype, device)[0]
 
 
 @dataclass(frozen=True)
@@ -151,13 +150,16 @@ class FrozenLM:
 
     Attributes:
         model: the ``transformers`` causal LM, in eval mode, ``requires_grad=False`` everywhere.
+        precision: how ``dtype`` was chosen (``--dtype`` flag or the CPU probe's measured ratio), for metadata.
         tokenizer: its tokenizer with an explicit pad token; ``padding_side`` is set per call by users.
         model_id: a stable name of the base model, recorded in checkpoints.
         device, dtype: where and in which precision the LM runs.
     """
 
-    def __init__(self, model, tokenizer, model_id: str, device: str, dtype: "torch.dtype"):
+    def __init__(self, model, tokenizer, model_id: str, device: str, dtype: "torch.dtype",
+                 precision: dict | None = None):
         self.model = model
+        self.precision = precision or {"dtype": str(dtype).replace("torch.", ""), "reason": "given"}
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.device = device
@@ -177,7 +179,7 @@ class FrozenLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device = resolve_device(config.device)
-        dtype = resolve_dtype(config.dtype, device)
+        dtype, precision = resolve_precision(config.dtype, device)
         if config.model == DEFAULT_MODEL:
             path, model_id = str(materialize_default_model()), SMOLLM2_ID
         else:
@@ -196,7 +198,7 @@ class FrozenLM:
                 hf_logging.enable_progress_bar()
         model.to(device)
         logger.info("loaded %s on %s in %s", model_id, device, dtype)
-        return cls(model, tokenizer, model_id=model_id, device=device, dtype=dtype)
+        return cls(model, tokenizer, model_id=model_id, device=device, dtype=dtype, precision=precision)
 
     @property
     def hidden_size(self) -> int:

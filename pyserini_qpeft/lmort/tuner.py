@@ -7,24 +7,23 @@ block's output after the final norm. :func:`layer_token_states` runs the LLM onl
 
 The tuner (:class:`LMORTTuner`) reads the token states of the *uniformity* layer as its stream and cross-attends to
 the token states of the *alignment* layer, then mean-pools to one vector. Layer analysis lives in
-:mod:`pyserini_qpeft.lmort_analysis`, training in :mod:`pyserini_qpeft.lmort_train`.
+:mod:`pyserini_qpeft.lmort.analysis`, training in :mod:`pyserini_qpeft.lmort.train`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .errors import ModelError
-from .fileio import atomic_write
+from ..artifacts import MetaSpec, atomic_write, check_base_model, library_versions, read_meta, staging_dir, write_meta
+from ..errors import ModelError
 
 if TYPE_CHECKING:
     import torch
 
-    from .backbone import FrozenLM
+    from ..lm.backbone import FrozenLM
 
 logger = logging.getLogger(__name__)
 
@@ -336,67 +335,66 @@ class LMORTModel:
 # Checkpoints: config JSON + safetensors with the tuner weights only
 
 
-def _versions() -> dict:
-    import importlib.metadata as md
+META = MetaSpec(file=CONFIG_NAME, type_field="module_type", type=MODULE_TYPE, label="LMORT checkpoint")
 
-    out = {}
-    for pkg in ("pyserini_qpeft", "torch", "transformers"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
+
+def _versions() -> dict:
+    """The library versions an LMORT checkpoint records."""
+    return library_versions()
 
 
 def save_lmort(path: str | os.PathLike, tuner, config: LMORTConfig, lm_identity: dict,
                extra: dict | None = None) -> Path:
-    """Write ``lmort_model.safetensors`` then ``lmort_config.json`` into folder ``path``, each atomically.
+    """Save the tuner's weights (``lmort_model.safetensors``) and config (``lmort_config.json``) into ``path``.
 
-    The config is written last, so a folder with a config always has matching weights. Only the tuner's weights
-    are saved, never the frozen LM's.
+    Only the tuner's weights are saved, never the frozen LM's. A new folder (or one holding nothing but an
+    older LMORT checkpoint) is built aside and swapped in whole (:func:`~pyserini_qpeft.artifacts.staging_dir`).
+    A folder that holds more (a training output folder with its state and epochs) keeps its other files: the
+    two files are then replaced one at a time, each atomically, config last, so a folder with a config always
+    has matching weights.
     """
     from safetensors.torch import save
 
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in tuner.state_dict().items()}
-    with atomic_write(path / WEIGHTS_NAME, mode="wb") as out:
-        out.write(save(state, metadata={"module_type": MODULE_TYPE}))
+    weights = save(state, metadata={"module_type": MODULE_TYPE})
     meta = {"module_type": MODULE_TYPE, "format_version": FORMAT_VERSION, "config": config.to_dict(),
             "base_model": dict(lm_identity), "hidden_size": int(tuner.hidden_size),
             "trainable_parameters": int(tuner.num_parameters()), "versions": _versions(), **(extra or {})}
-    with atomic_write(path / CONFIG_NAME) as out:
-        out.write(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    own = {CONFIG_NAME, WEIGHTS_NAME}
+    if path.is_dir() and any(p.name not in own for p in path.iterdir()):
+        with atomic_write(path / WEIGHTS_NAME, mode="wb") as out:
+            out.write(weights)
+        write_meta(path, META, meta)
+        return path
+    with staging_dir(path) as tmp:
+        (tmp / WEIGHTS_NAME).write_bytes(weights)
+        write_meta(tmp, META, meta)
+    return path
+
+
+def resolve_lmort_checkpoint(path: str | os.PathLike) -> Path:
+    """``path`` when it holds a tuner, else ``path/best`` when that does (a training output folder)."""
+    path = Path(path)
+    if not (path / CONFIG_NAME).is_file() and (path / "best" / CONFIG_NAME).is_file():
+        return path / "best"
     return path
 
 
 def read_lmort_meta(path: str | os.PathLike) -> dict:
-    """The JSON config of an LMORT checkpoint folder (raises :class:`ModelError` if it is not one)."""
-    path = Path(path)
-    cfg = path / CONFIG_NAME
-    if not cfg.is_file():
-        raise ModelError(f"{path}: not an LMORT checkpoint (no {CONFIG_NAME})")
-    try:
-        meta = json.loads(cfg.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{cfg}: corrupt JSON ({exc})") from exc
-    if meta.get("module_type") != MODULE_TYPE:
-        raise ModelError(f"{cfg}: module_type is {meta.get('module_type')!r}, expected {MODULE_TYPE!r}")
-    return meta
+    """The JSON config of an LMORT checkpoint folder or of a training output folder's ``best/`` (raises
+    :class:`ModelError` if it is neither)."""
+    return read_meta(resolve_lmort_checkpoint(path), META)
 
 
 def load_lmort(path: str | os.PathLike, lm: "FrozenLM") -> LMORTModel:
-    """Load a checkpoint for use with ``lm``; refuses a checkpoint trained on another base model."""
+    """Load a checkpoint (or a training output folder's ``best/``) for use with ``lm``; refuses a checkpoint
+    trained on another base model."""
     from safetensors.torch import load_file
 
-    path = Path(path)
+    path = resolve_lmort_checkpoint(path)
     meta = read_lmort_meta(path)
-    base = meta.get("base_model", {})
-    mine = lm.identity()
-    if base != mine:
-        diff = {k: (base.get(k), mine.get(k)) for k in set(base) | set(mine) if base.get(k) != mine.get(k)}
-        raise ModelError(f"{path} was trained on base model {base.get('model_id')!r}, not {lm.model_id!r} "
-                         f"(differs in {sorted(diff)})")
+    check_base_model(meta.get("base_model"), lm, path)
     config = LMORTConfig.from_dict(meta["config"])
     tuner = LMORTTuner(config, lm.hidden_size)
     weights = path / WEIGHTS_NAME

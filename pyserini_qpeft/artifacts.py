@@ -1,0 +1,265 @@
+"""On-disk artifacts: atomic files and folders, one metadata format, the base-model check, library versions.
+
+Every artifact the package writes (Q-PEFT and LMORT checkpoints, FAISS and Lucene index folders, runs, reports)
+goes through this module:
+
+* :func:`atomic_write` for one file and :func:`staging_dir` for a folder: written under a temporary name next
+  to the target, given the permissions a plain ``open``/``mkdir`` would give under the current umask, then
+  renamed into place; on error nothing is left behind and an older version stays intact.
+* :func:`write_meta` / :func:`read_meta`: the one JSON metadata file of an artifact (``indent=2,
+  sort_keys=True``) with a type field (see :class:`MetaSpec`), read back with a clear error when it is missing,
+  corrupt or of another type.
+* :func:`check_base_model`: refuses to use an artifact made with another frozen LM (exit code 6).
+* :func:`library_versions`: the library versions an artifact records.
+
+Nothing heavy is imported here (no torch, no faiss).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Iterator, Mapping
+
+from .errors import InputError, ModelError, QPeftError
+
+if TYPE_CHECKING:
+    from .lm.backbone import FrozenLM
+
+logger = logging.getLogger(__name__)
+
+# Packages every artifact records; an artifact adds its own (peft, faiss-cpu, pyserini) via ``extra``.
+CORE_PACKAGES = ("pyserini_qpeft", "torch", "transformers")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Atomic files and folders
+
+
+def current_umask() -> int:
+    """The process umask (mkstemp/mkdtemp create 0600/0700 files; outputs should get normal permissions)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def replace_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename the finished folder ``tmp`` to ``target``.
+
+    An existing ``target`` is moved aside first and deleted only after the swap (and moved back if the swap
+    fails), so at every moment one complete version exists.
+    """
+    target = Path(target)
+    if not (target.exists() or target.is_symlink()):
+        os.replace(tmp, target)
+        return
+    old = target.with_name(f".{target.name}.old{os.getpid()}")
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink()
+
+
+def _normal_permissions(folder: Path) -> None:
+    """Give ``folder`` and everything below it the permissions ``mkdir``/``open`` give under the current umask.
+
+    Some writers create private files (``mkdtemp`` folders are 0700, safetensors' ``save_file`` writes 0600);
+    a published artifact should be as readable as any other output. Executable bits are kept.
+    """
+    mask = current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for root, dirs, files in os.walk(folder):
+        for name in (*dirs, *files):
+            path = os.path.join(root, name)
+            if os.path.islink(path):  # chmod would change the link's target
+                continue
+            wide = 0o777 if os.path.isdir(path) or os.stat(path).st_mode & 0o111 else 0o666
+            os.chmod(path, wide & ~mask)
+
+
+def publish_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Give a finished temp folder (and its contents) normal permissions and rename it to ``target`` (replaced
+    if present). :func:`staging_dir` does this for you."""
+    _normal_permissions(Path(tmp))
+    replace_dir(tmp, target)
+
+
+@contextlib.contextmanager
+def staging_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder under a temporary name next to ``target``, then swap it in.
+
+    Yields an empty folder on the same file system as ``target``. When the ``with`` block succeeds the folder
+    gets the permissions ``mkdir`` gives under the current umask and replaces ``target`` (see
+    :func:`replace_dir`); when it raises, the temporary folder is removed and an existing ``target`` is left
+    untouched. Everything inside gets normal permissions too (see :func:`_normal_permissions`).
+
+    Example::
+
+        with staging_dir(out) as tmp:
+            (tmp / "meta.json").write_text(...)
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        publish_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Yield a file handle; on success the file appears at ``path`` at once, on error nothing is left."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Metadata files
+
+
+@dataclass(frozen=True)
+class MetaSpec:
+    """Name and type of one kind of artifact's metadata file.
+
+    Attributes:
+        file: file name inside the artifact folder (``qpeft_config.json``, ``meta.json``).
+        type_field: the key holding the type (``module_type`` for checkpoints, ``type`` for indexes).
+        type: its value (``qpeft``, ``dense-index``).
+        label: what the artifact is called in error messages ("Q-PEFT checkpoint").
+        error: the exception raised for a missing, corrupt or mistyped file (``ModelError`` for models, exit
+            code 6; ``InputError`` for indexes, exit code 3).
+        untyped_ok: accept a file without the type field (written before the field existed).
+    """
+
+    file: str
+    type_field: str
+    type: str
+    label: str
+    error: type[QPeftError] = ModelError
+    untyped_ok: bool = False
+
+    def fail(self, message: str, where: str | os.PathLike) -> QPeftError:
+        """The error to raise for ``message`` about ``where`` (a file or folder)."""
+        if issubclass(self.error, InputError):
+            return self.error(message, str(where))
+        return self.error(f"{where}: {message}")
+
+
+def dump_json(data: Any) -> str:
+    """The package's JSON layout for files people read: 2-space indent, sorted keys, a final newline."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def write_meta(folder: str | os.PathLike, spec: MetaSpec, meta: Mapping[str, Any]) -> Path:
+    """Write ``meta`` plus the type field to ``folder/spec.file`` atomically; returns the file's path.
+
+    Raises:
+        ValueError: ``meta`` already holds another value under the type field.
+    """
+    if meta.get(spec.type_field, spec.type) != spec.type:
+        raise ValueError(f"{spec.type_field}={meta[spec.type_field]!r} in {spec.label} metadata, expected "
+                         f"{spec.type!r}")
+    path = Path(folder) / spec.file
+    with atomic_write(path) as out:
+        out.write(dump_json({**meta, spec.type_field: spec.type}))
+    return path
+
+
+def read_meta(folder: str | os.PathLike, spec: MetaSpec) -> dict[str, Any]:
+    """The metadata of the artifact in ``folder``.
+
+    Raises:
+        spec.error: no ``spec.file`` in ``folder``, unreadable or corrupt JSON, not a JSON object, or a type
+            field naming another kind of artifact.
+    """
+    folder = Path(folder)
+    path = folder / spec.file
+    if not path.is_file():
+        raise spec.fail(f"not a {spec.label} (no {spec.file})", folder)
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise spec.fail(f"unreadable {spec.label} metadata: {exc}", path) from exc
+    except json.JSONDecodeError as exc:
+        raise spec.fail(f"corrupt JSON ({exc})", path) from exc
+    if not isinstance(meta, dict):
+        raise spec.fail(f"{spec.type_field} is None, expected {spec.type!r} (not a JSON object)", path)
+    found = meta.get(spec.type_field)
+    if found != spec.type and not (found is None and spec.untyped_ok):
+        raise spec.fail(f"{spec.type_field} is {found!r}, expected {spec.type!r}", path)
+    return meta
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Base model and library versions
+
+
+def check_base_model(saved: Mapping[str, Any] | None, lm: "FrozenLM | Mapping[str, Any]", source: str | os.PathLike,
+                     made: str = "trained on") -> None:
+    """Refuse an artifact made with another frozen LM.
+
+    Args:
+        saved: the LM identity the artifact recorded (``FrozenLM.identity()`` at save time).
+        lm: the loaded LM, or its identity.
+        source: the artifact, for the message.
+        made: how the artifact used its LM, for the message ("trained on", "encoded with", "analysed with").
+
+    Raises:
+        ModelError: the identities differ (exit code 6); the message names both models and the differing keys.
+    """
+    saved = dict(saved or {})
+    current = dict(lm.identity() if hasattr(lm, "identity") else lm)
+    if saved == current:
+        return
+    differs = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    raise ModelError(f"{source}: {made} base model {saved.get('model_id')!r}, but the loaded LM is "
+                     f"{current.get('model_id')!r} (differs in {', '.join(differs)}: saved "
+                     f"{ {k: saved.get(k) for k in differs} }, loaded { {k: current.get(k) for k in differs} }); "
+                     f"pass the matching --model")
+
+
+def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Installed versions of :data:`CORE_PACKAGES` and ``extra`` (distribution names); absent ones are left out.
+
+    Read from package metadata, so nothing is imported (recording versions never loads torch).
+    """
+    import importlib.metadata as md
+
+    from . import __version__
+
+    versions: dict[str, str] = {}
+    for name in (*CORE_PACKAGES, *extra):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            if name == "pyserini_qpeft":  # a source checkout that is not installed
+                versions[name] = __version__
+    return versions

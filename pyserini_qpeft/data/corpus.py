@@ -1,0 +1,88 @@
+"""Documents and the one corpus opener.
+
+:func:`iter_documents` / :func:`open_corpus` accept every corpus the package reads: a BEIR folder or dataset
+name (found on the data search path), a BEIR or Pyserini JSONL file (``.gz`` too), or a TREC CAR paragraph
+``.cbor`` file. :func:`corpus_dict` is the one duplicate-docid policy.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..errors import InputError
+from .formats import iter_jsonl, record_id
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One corpus document (BEIR shape)."""
+
+    docid: str
+    title: str
+    text: str
+
+    def contents(self) -> str:
+        """Title and text joined by one space, as Anserini's BeirFlatCollection indexes them; text alone if no title."""
+        return f"{self.title} {self.text}" if self.title else self.text
+
+
+def read_corpus_jsonl(path: str | os.PathLike) -> Iterator[Document]:
+    """Documents of a BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``) or a Pyserini JsonCollection file
+    (``id``, ``contents``). ``.gz`` files are read transparently."""
+    path = Path(path)
+    if not path.is_file():  # checked now, not at the first next()
+        raise InputError("file not found", str(path))
+    return _corpus_records(path)
+
+
+def _corpus_records(path: Path) -> Iterator[Document]:
+    for lineno, obj in iter_jsonl(path):
+        docid = record_id(obj, path, lineno)
+        if "text" in obj or "title" in obj:
+            text, title = obj.get("text") or "", obj.get("title") or ""
+        elif "contents" in obj:
+            text, title = obj.get("contents") or "", ""
+        else:
+            raise InputError(f"document {docid} has no 'text' or 'contents' field", str(path), lineno)
+        yield Document(docid, str(title), str(text))
+
+
+def corpus_dict(docs: Iterable[Document], source: str | os.PathLike, progress: bool = False,
+                desc: str = "corpus") -> dict[str, Document]:
+    """docid -> Document from a stream; a docid seen twice is an :class:`InputError` naming ``source``
+    (the one duplicate policy of the package)."""
+    if progress:
+        from tqdm.auto import tqdm
+
+        docs = tqdm(docs, desc=desc, unit="doc")
+    corpus: dict[str, Document] = {}
+    for doc in docs:
+        if doc.docid in corpus:
+            raise InputError(f"docid {doc.docid} appears twice", str(source))
+        corpus[doc.docid] = doc
+    return corpus
+
+
+def iter_documents(spec: str | os.PathLike) -> tuple[Path, Iterator[Document]]:
+    """The one corpus opener: ``(source path, document stream)`` for a BEIR folder or dataset name (on the
+    search path), a BEIR/Pyserini JSONL file (``.gz`` too), or a TREC CAR paragraph ``.cbor`` file."""
+    # beir and car build on Document and the readers above, so they are imported here, not at the top.
+    from .beir import BeirDataset, find_dataset
+    from .car import read_car_paragraphs
+
+    path = Path(spec)
+    if path.is_file():
+        return path, (read_car_paragraphs(path) if path.suffix == ".cbor" else read_corpus_jsonl(path))
+    dataset = BeirDataset(path if path.is_dir() else find_dataset(spec))
+    return dataset.corpus_path, dataset.iter_corpus()
+
+
+def open_corpus(spec: str | os.PathLike, progress: bool = False) -> dict[str, Document]:
+    """docid -> Document for any corpus :func:`iter_documents` accepts; duplicate docids are refused."""
+    source, docs = iter_documents(spec)
+    return corpus_dict(docs, source, progress)

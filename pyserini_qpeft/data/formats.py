@@ -1,0 +1,163 @@
+"""Plain-text formats: JSONL records, BEIR queries, TREC/BEIR qrels, Pyserini TSV topics, TREC qrels writing.
+
+Every reader names the file and line of a malformed record (:class:`~pyserini_qpeft.errors.InputError`, exit
+code 3). ``.gz`` files are read transparently.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import IO, Iterator, Mapping
+
+from ..artifacts import atomic_write
+from ..errors import InputError
+from ..types import Query
+
+logger = logging.getLogger(__name__)
+
+_INTEGER = re.compile(r"[-+]?\d+")
+_INTEGER_OR_FLOAT_ZERO = re.compile(r"[-+]?\d+(\.0*)?")
+
+
+def open_text(path: Path) -> IO[str]:
+    """A UTF-8 text handle on ``path``, gunzipped when it ends in ``.gz``."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; malformed JSON -> InputError(file, line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", str(path))
+    with open_text(path) as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"malformed JSON: {exc.msg}", str(path), lineno) from None
+            if not isinstance(obj, dict):
+                raise InputError("expected a JSON object", str(path), lineno)
+            yield lineno, obj
+
+
+def record_id(obj: dict, path: Path, lineno: int) -> str:
+    """The id of a JSONL record: BEIR's ``_id``, else Pyserini's ``id`` (or ``docid``)."""
+    for key in ("_id", "id", "docid"):
+        value = obj.get(key)
+        if value is not None and str(value) != "":
+            return str(value)
+    raise InputError("record has no '_id' (BEIR) or 'id' (Pyserini) field", str(path), lineno)
+
+
+def read_queries_jsonl(path: str | os.PathLike) -> dict[str, str]:
+    """qid -> text from a BEIR ``queries.jsonl`` (``_id``, ``text``); ``id``/``contents`` also accepted."""
+    path = Path(path)
+    queries: dict[str, str] = {}
+    for lineno, obj in iter_jsonl(path):
+        qid = record_id(obj, path, lineno)
+        text = obj.get("text", obj.get("contents", obj.get("title")))
+        if text is None:
+            raise InputError(f"query {qid} has no 'text' field", str(path), lineno)
+        if qid in queries:
+            raise InputError(f"query id {qid} appears twice", str(path), lineno)
+        queries[qid] = str(text)
+    return queries
+
+
+def _parse_rel(value: str, path: Path, lineno: int) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        number = float(value)
+    except ValueError:
+        raise InputError(f"relevance {value!r} is not an integer", str(path), lineno) from None
+    if not number.is_integer():
+        raise InputError(f"relevance {value!r} is not an integer", str(path), lineno)
+    return int(number)
+
+
+def read_qrels_file(path: str | os.PathLike) -> dict[str, dict[str, int]]:
+    """qid -> docid -> relevance from a TREC qrels file (``qid 0 docid rel``) or a BEIR qrels TSV
+    (``query-id<TAB>corpus-id<TAB>score`` with a header line). CRLF line ends are fine; blank lines are skipped.
+
+    Raises:
+        InputError: a line with another number of columns or a non-integer relevance (names file and line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("qrels file not found", str(path))
+    qrels: dict[str, dict[str, int]] = {}
+    with open_text(path) as handle:
+        first = True
+        for lineno, line in enumerate(handle, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            parts = line.split("\t") if line.count("\t") == 2 else line.split()
+            parts = [p.strip() for p in parts]
+            if len(parts) == 3:
+                qid, docid, rel = parts
+            elif len(parts) == 4:
+                qid, _, docid, rel = parts
+            else:
+                raise InputError(f"expected 'qid 0 docid rel' (TREC) or 'qid<TAB>docid<TAB>rel' (BEIR), "
+                                 f"got {len(parts)} columns", str(path), lineno)
+            if first:
+                first = False
+                if len(parts) == 3 and not _INTEGER_OR_FLOAT_ZERO.fullmatch(rel):
+                    continue  # BEIR header: query-id corpus-id score
+            if not qid or not docid:
+                raise InputError("empty query or document id", str(path), lineno)
+            qrels.setdefault(qid, {})[docid] = _parse_rel(rel, path, lineno)
+    return qrels
+
+
+def is_trec_qrels(path: Path) -> bool:
+    """Whether the first non-blank line of ``path`` has TREC's four columns with an integer relevance."""
+    with open_text(path) as handle:
+        for line in handle:
+            if line.strip():
+                parts = line.split()
+                return len(parts) == 4 and _INTEGER.fullmatch(parts[3]) is not None
+    return False
+
+
+def write_trec_qrels(qrels: Mapping[str, Mapping[str, int]], path: str | os.PathLike) -> None:
+    """Write 4-column TREC qrels (``qid 0 docid rel``) atomically, sorted by qid then docid."""
+    with atomic_write(path) as out:
+        for qid in sorted(qrels):
+            for docid in sorted(qrels[qid]):
+                out.write(f"{qid} 0 {docid} {int(qrels[qid][docid])}\n")
+
+
+def read_topics_tsv(path: str | os.PathLike) -> list[Query]:
+    """Queries from a ``qid<TAB>text`` file (Pyserini's TSV topics)."""
+    path = Path(path)
+    topics: list[Query] = []
+    seen: set[str] = set()
+    with open_text(path) as handle:
+        for lineno, line in enumerate(handle, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            if "\t" not in line:
+                raise InputError("expected 'qid<TAB>query text', found no tab", str(path), lineno)
+            qid, text = line.split("\t", 1)
+            qid = qid.strip()
+            if not qid:
+                raise InputError("empty query id", str(path), lineno)
+            if qid in seen:
+                raise InputError(f"query id {qid} appears twice", str(path), lineno)
+            seen.add(qid)
+            topics.append(Query(qid, text.strip()))
+    return topics

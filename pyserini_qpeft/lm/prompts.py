@@ -1,0 +1,172 @@
+"""Prompt building for query-likelihood scoring: the UPR template as token ids (no torch).
+
+One (query, document) prompt is::
+
+    [BOS?] {instruction}\\n Passage: {title} {text}. Please write a question based on this passage.\\n
+    [hints: <N hint vectors>\\n]  Question: {query}
+
+and splits into a query-independent **prefix** (BOS, instruction, template with the truncated passage: depends on
+the document only) and a **suffix** (optional hints, ``Question:``, the query tokens).
+
+Each piece is tokenized on its own and the pieces are concatenated, so passage truncation happens on tokens. An
+untruncated passage is tokenized together with the template text after it, since BPE merges punctuation across
+that seam (a passage ending in ``"."`` followed by ``". Please"``). For byte-level BPE tokenizers
+(GPT-2/Llama-3/SmolLM style) this gives exactly the tokens of the joined text, which a test checks.
+
+Whitespace before the passage and after ``Question:`` belongs to the next token (``" title"``, ``" what"`` in
+byte-level BPE), so it is tokenized with the passage and with the query.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from ..data import Document
+    from .scoring import ScorerConfig
+
+DEFAULT_TEMPLATE = "Passage: {passage}. Please write a question based on this passage.\n"
+
+# Memo tables are cleared when they grow past this many entries (bounded memory on huge reranks).
+_MEMO_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """Token ids of one document's prompt pieces.
+
+    Attributes:
+        prefix: BOS? + instruction + template with the truncated passage (the query-independent prompt).
+        passage: the truncated passage tokens only (what hint modules read).
+    """
+
+    prefix: tuple[int, ...]
+    passage: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SuffixPieces:
+    """Fixed token ids of the suffix around the hint vectors and the query.
+
+    Suffix layout per row: ``[hint_open, <n_hints vectors>, hint_close,] question, q_1 .. q_{Q-1}`` (the hint
+    part only with a hint module; the last query token is never run, it predicts nothing scored).
+    """
+
+    question: tuple[int, ...]
+    hint_open: tuple[int, ...] = ()
+    hint_close: tuple[int, ...] = ()
+
+    def query_start(self, n_hints: int | None) -> int:
+        """Suffix position whose hidden state predicts the first query token (``None`` = no hint module).
+
+        Position ``query_start + j`` predicts query token ``j``.
+        """
+        hint_part = 0 if n_hints is None else len(self.hint_open) + n_hints + len(self.hint_close)
+        return hint_part + len(self.question) - 1
+
+
+def passage_text(doc: "Document") -> str:
+    """``"title text"``, or ``"text"`` when the title is empty (no stray space)."""
+    title, text = (doc.title or "").strip(), (doc.text or "").strip()
+    return f"{title} {text}" if title and text else (title or text)
+
+
+def document_key(doc: "Document") -> tuple[str, str, str]:
+    """What makes two documents the same for scoring: ``(docid, title, text)``."""
+    return (doc.docid, doc.title or "", doc.text or "")
+
+
+def truncate(ids: Sequence[int], budget: int) -> tuple[int, ...]:
+    """The first ``budget`` ids."""
+    return tuple(ids[:budget])
+
+
+def split_lead(text: str) -> tuple[str, str]:
+    """``(text without trailing whitespace, the trailing whitespace)``."""
+    head = text.rstrip()
+    return head, text[len(head):]
+
+
+class PromptBuilder:
+    """Token ids of prompt pieces under one tokenizer and :class:`~pyserini_qpeft.lm.scoring.ScorerConfig`.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer (``tokenizer(text, add_special_tokens=False)["input_ids"]``).
+        config: template, instruction, question prefix, hint markers and token budgets.
+        hints: whether hint vectors are spliced in (a hint module is used); without, ``hint_open``/``hint_close``
+            are empty.
+    """
+
+    def __init__(self, tokenizer, config: "ScorerConfig", hints: bool = False):
+        self.tokenizer = tokenizer
+        self.config = config
+        self.pad_id = int(tokenizer.pad_token_id)
+        add_bos = config.add_bos
+        if add_bos is None:
+            bos = tokenizer.bos_token_id
+            probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+            add_bos = bos is not None and len(probe) > 0 and probe[0] == bos
+        self.bos: tuple[int, ...] = (int(tokenizer.bos_token_id),) if add_bos else ()
+        before, after = config.template.split("{passage}")
+        if config.instruction:
+            sep = "" if config.instruction[-1].isspace() else "\n"
+            before = config.instruction + sep + before
+        head, self.passage_lead = split_lead(before)
+        self.head_ids = tuple(self.ids(head))
+        self.tail = after
+        self.tail_ids = tuple(self.ids(after))
+        question, lead = split_lead(config.question_prefix)
+        self.query_lead = lead or " "
+        self.suffix = SuffixPieces(question=tuple(self.ids(question)),
+                                   hint_open=tuple(self.ids(config.hint_open)) if hints else (),
+                                   hint_close=tuple(self.ids(config.hint_close)) if hints else ())
+        self._doc_memo: dict[tuple[str, str, str], PromptTokens] = {}
+        self._query_memo: dict[str, tuple[int, ...]] = {}
+
+    @property
+    def question_ids(self) -> tuple[int, ...]:
+        return self.suffix.question
+
+    def ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens (``[]`` for an empty string)."""
+        if not text:
+            return []
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def doc_tokens(self, doc: "Document") -> PromptTokens:
+        """Prefix and passage token ids of ``doc`` (memoised per :func:`document_key`)."""
+        key = document_key(doc)
+        hit = self._doc_memo.get(key)
+        if hit is None:
+            text = passage_text(doc)
+            lead_text = self.passage_lead + text if text else ""
+            full = self.ids(lead_text)
+            budget = self.config.max_passage_tokens
+            passage = truncate(full, budget)
+            if len(full) <= budget:
+                # Untruncated: tokenize passage and template tail together, as the joined prompt text would be.
+                body = tuple(self.ids(lead_text + self.tail))
+            else:
+                body = passage + self.tail_ids
+            hit = PromptTokens(prefix=self.bos + self.head_ids + body, passage=passage)
+            if len(self._doc_memo) > _MEMO_LIMIT:
+                self._doc_memo.clear()
+            self._doc_memo[key] = hit
+        return hit
+
+    def query_tokens(self, query: str) -> tuple[int, ...]:
+        """Scored query token ids (with the separator after ``Question:``), truncated to the budget."""
+        hit = self._query_memo.get(query)
+        if hit is None:
+            text = query.strip()
+            if not text:
+                raise ValueError("query text is empty")
+            hit = truncate(self.ids(self.query_lead + text), self.config.max_query_tokens)
+            if len(self._query_memo) > _MEMO_LIMIT:
+                self._query_memo.clear()
+            self._query_memo[query] = hit
+        return hit
+
+    def prompt_ids(self, query: str, doc: "Document") -> list[int]:
+        """The full token sequence (no hints) of one pair; for checks and debugging."""
+        return [*self.doc_tokens(doc).prefix, *self.suffix.question, *self.query_tokens(query)]

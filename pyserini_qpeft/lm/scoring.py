@@ -1,0 +1,289 @@
+"""Batched query-likelihood scoring under a frozen causal LM: the hot path every reranker shares.
+
+The score of a (query, document) pair is the mean log-probability of the query tokens given a prompt built from
+the document (UPR)::
+
+    [BOS?] {instruction}\\n Passage: {title} {text}. Please write a question based on this passage.\\n
+    [hints: <N hint vectors>\\n]  Question: {query}
+
+:class:`QueryLikelihoodScorer` wires three parts, one purpose each:
+
+* :mod:`.prompts`: prompt building (template, instruction, passage text, truncation to the token budget, the
+  fixed suffix pieces around hints and query), token ids only.
+* :mod:`.planner`: the work plan (which pairs share a document prefix, length buckets, batch composition), pure
+  Python; the one place documents are deduplicated.
+* :mod:`.forward`: the forward pass (prefix KV cache, hint vectors, logits only at query positions).
+
+Speed comes from running each document's prefix once and reusing its KV cache for every query that retrieved it
+(~6 queries per document in a BEIR rerank), from sending only query positions through the LM head, and from
+length bucketing. Padding and batch composition never change a score (see :mod:`.forward`).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
+
+from .forward import PairBatch, QueryLikelihoodForward, collate, pad_rows
+from .planner import ScoreGroup, dedupe, first_rows, plan_groups
+from .prompts import DEFAULT_TEMPLATE, PromptBuilder, PromptTokens, document_key, passage_text
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .backbone import FrozenLM
+    from ..data import Document
+
+__all__ = ["DEFAULT_TEMPLATE", "HintModule", "PairBatch", "QueryLikelihoodScorer", "ScoreGroup", "ScorerConfig",
+           "passage_text"]
+
+logger = logging.getLogger(__name__)
+
+_Tokens = PromptTokens  # the name before prompts.py existed
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    """How prompts are built and batched.
+
+    Attributes:
+        template: the document part of the prompt; ``{passage}`` (exactly once) becomes ``"title text"``, or
+            ``"text"`` when the title is empty.
+        instruction: text before the template; a newline is put between them unless it ends in whitespace.
+        question_prefix: text right before the query; the whitespace it ends with (default one space) separates
+            it from the query and is scored as part of the query tokens' first token.
+        hint_open, hint_close: text around hint vectors (only used with a hint module).
+        max_passage_tokens: passage ("title text") token budget; longer passages are cut to their first tokens.
+        max_query_tokens: query token budget (longer queries are cut).
+        batch_size: (query, document) pairs per suffix forward.
+        prefix_batch_size: documents per prefix forward (a "group"; all pairs of a group share its KV cache).
+        cache_prefixes: reuse a document's prefix KV cache across its queries; False runs prefix + suffix in one
+            forward per pair batch (slower; used as a cross-check).
+        add_bos: prepend the tokenizer's BOS token; None follows the tokenizer (adds it iff the tokenizer adds it
+            when encoding with special tokens).
+    """
+
+    template: str = DEFAULT_TEMPLATE
+    instruction: str = ""
+    question_prefix: str = "Question:"
+    hint_open: str = "hints:"
+    hint_close: str = "\n"
+    max_passage_tokens: int = 128
+    max_query_tokens: int = 64
+    batch_size: int = 64
+    prefix_batch_size: int = 32
+    cache_prefixes: bool = True
+    add_bos: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.template.count("{passage}") != 1:
+            raise ValueError(f"template must contain '{{passage}}' exactly once, got {self.template!r}")
+        if not self.question_prefix.strip():
+            raise ValueError(f"question_prefix must contain non-whitespace text, got {self.question_prefix!r}")
+        for name in ("max_passage_tokens", "max_query_tokens", "batch_size", "prefix_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.add_bos not in (None, True, False):
+            raise ValueError(f"add_bos must be None, True or False, got {self.add_bos!r}")
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class HintModule(Protocol):
+    """A trainable module (``nn.Module``) producing hint vectors spliced into the prompt before ``Question:``."""
+
+    def __call__(self, query_ids: "Tensor", query_mask: "Tensor", passage_ids: "Tensor",
+                 passage_mask: "Tensor") -> tuple["Tensor", "Tensor"]: ...
+
+    def forward(self, query_ids: "Tensor", query_mask: "Tensor", passage_ids: "Tensor",
+                passage_mask: "Tensor") -> tuple["Tensor", "Tensor"]:
+        """``[B, Q]`` query ids/mask and ``[B, D]`` passage ids/mask (right padded) -> hints ``[B, N, H]`` (any
+        float dtype; cast to the LM's dtype by the scorer) and hint_mask ``[B, N]`` (1 = real hint)."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A work plan with the token ids it was made from (so nothing is tokenized or looked up twice)."""
+
+    groups: list[ScoreGroup]
+    doc_tokens: list[PromptTokens]  # per distinct document
+    doc_of: Sequence[int]  # pair -> distinct document
+    query_tokens: list[tuple[int, ...]]  # per pair
+
+
+class QueryLikelihoodScorer:
+    """Scores (query, document) pairs by mean query-token log-likelihood under a frozen LM.
+
+    Args:
+        lm: the frozen LM (any Hugging Face causal LM with ``get_decoder()`` and ``get_output_embeddings()``).
+        config: prompt and batching options.
+        hint_module: optional trainable module whose hint vectors are spliced before ``Question:`` (Q-PEFT).
+
+    Attributes:
+        prompts: the :class:`~pyserini_qpeft.lm.prompts.PromptBuilder` (token ids of prompt pieces).
+        engine: the :class:`~pyserini_qpeft.lm.forward.QueryLikelihoodForward` (the model side).
+    """
+
+    def __init__(self, lm: "FrozenLM", config: ScorerConfig | None = None, hint_module: HintModule | None = None):
+        self.lm = lm
+        self.config = config or ScorerConfig()
+        self.prompts = PromptBuilder(lm.tokenizer, self.config, hints=hint_module is not None)
+        self.engine = QueryLikelihoodForward(lm, self.prompts.suffix, hint_module)
+
+    @property
+    def hint_module(self) -> HintModule | None:
+        return self.engine.hint_module
+
+    @property
+    def pad_id(self) -> int:
+        return self.prompts.pad_id
+
+    # ------------------------------------------------------------------------------------------------------
+    # Tokens and batches
+
+    def doc_tokens(self, doc: "Document") -> PromptTokens:
+        """Prefix and passage token ids of ``doc`` (memoised per (docid, title, text))."""
+        return self.prompts.doc_tokens(doc)
+
+    def query_tokens(self, query: str) -> tuple[int, ...]:
+        """Scored query token ids (with the separator after ``Question:``), truncated to the budget."""
+        return self.prompts.query_tokens(query)
+
+    def prompt_ids(self, query: str, doc: "Document") -> list[int]:
+        """The full token sequence (no hints) of one pair; for checks and debugging."""
+        return self.prompts.prompt_ids(query, doc)
+
+    def _batch(self, prefixes: Sequence[Sequence[int]], passages: Sequence[Sequence[int]],
+               queries: Sequence[Sequence[int]], doc_group: Sequence[int]) -> PairBatch:
+        return collate(prefixes, passages, queries, doc_group, self.pad_id, self.lm.device)
+
+    def encode(self, queries: Sequence[str], docs: Sequence["Document"]) -> PairBatch:
+        """Tokenize B pairs (``queries[i]`` with ``docs[i]``) into a :class:`PairBatch` on the LM's device; rows
+        with the same prefix tokens share one prefix forward."""
+        if len(queries) != len(docs):
+            raise ValueError(f"got {len(queries)} queries but {len(docs)} documents")
+        if not queries:
+            raise ValueError("cannot encode an empty batch")
+        toks = [self.prompts.doc_tokens(d) for d in docs]
+        return self._batch([t.prefix for t in toks], [t.passage for t in toks],
+                           [self.prompts.query_tokens(q) for q in queries], first_rows([t.prefix for t in toks]))
+
+    # ------------------------------------------------------------------------------------------------------
+    # Model
+
+    def forward(self, batch: PairBatch) -> "Tensor":
+        """``[B]`` mean log-probability of each row's query tokens (float32).
+
+        Differentiable w.r.t. the hint module's parameters. With ``cache_prefixes`` the prefixes of distinct
+        documents (distinct ``doc_group`` values) run once under ``torch.no_grad`` (nothing trainable precedes
+        the hints).
+        """
+        import torch
+
+        if not self.config.cache_prefixes:
+            return self._forward_full(batch)
+        uniq, rows = torch.unique(batch.doc_group, return_inverse=True)
+        with torch.no_grad():
+            cache = self.engine.prefix_cache(batch.prefix_ids[uniq], batch.prefix_mask[uniq])
+        return self._forward_suffix(batch, cache, rows, batch.prefix_mask[uniq])
+
+    __call__ = forward
+
+    def _forward_suffix(self, batch: PairBatch, cache, rows: "Tensor", prefix_mask: "Tensor") -> "Tensor":
+        """``[B]`` scores on top of a prefix cache (see :meth:`QueryLikelihoodForward.forward_suffix`)."""
+        return self.engine.forward_suffix(batch, cache, rows, prefix_mask)
+
+    def _forward_full(self, batch: PairBatch) -> "Tensor":
+        """``[B]`` scores with prefix and suffix in one forward (no cache)."""
+        return self.engine.forward_full(batch)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Inference
+
+    def _make_plan(self, queries: Sequence[str], docs: Sequence["Document"],
+                   doc_index: Sequence[int] | None) -> _Plan:
+        if doc_index is None:
+            if len(queries) != len(docs):
+                raise ValueError(f"got {len(queries)} queries but {len(docs)} documents")
+            distinct = dedupe([document_key(d) for d in docs])
+            doc_of: Sequence[int] = distinct.slot
+            docs = [docs[i] for i in distinct.first]
+        else:
+            if len(queries) != len(doc_index):
+                raise ValueError(f"got {len(queries)} queries but {len(doc_index)} document indices")
+            doc_of = doc_index
+        qtok = [self.prompts.query_tokens(q) for q in queries]
+        dtok = [self.prompts.doc_tokens(d) for d in docs]
+        groups = plan_groups(doc_of, [len(t.prefix) for t in dtok], [len(t) for t in qtok], self.config.batch_size,
+                             self.config.prefix_batch_size)
+        return _Plan(groups, dtok, doc_of, qtok)
+
+    def plan(self, queries: Sequence[str], docs: Sequence["Document"],
+             doc_index: Sequence[int] | None = None) -> list[ScoreGroup]:
+        """Deterministic work plan for scoring ``queries[i]`` with its document (see :mod:`.planner`).
+
+        Without ``doc_index``, ``docs[i]`` is pair i's document and equal documents (same docid, title and text)
+        are found here; with it, ``docs`` are distinct documents already (the caller deduplicated them) and pair i
+        uses ``docs[doc_index[i]]``. ``ScoreGroup.docs`` index the distinct documents.
+        """
+        return self._make_plan(queries, docs, doc_index).groups
+
+    def score_groups(self, queries: Sequence[str], docs: Sequence["Document"],
+                     skip: Callable[[ScoreGroup], bool] | None = None, progress: bool = False,
+                     doc_index: Sequence[int] | None = None) -> Iterator[tuple[ScoreGroup, list[float]]]:
+        """Score group by group (see :meth:`plan` for ``docs`` and ``doc_index``); yields each group with its
+        pairs' scores in ``group.pairs`` order. Groups for which ``skip(group)`` is true are not computed
+        (resume)."""
+        import torch
+        from tqdm.auto import tqdm
+
+        plan = self._make_plan(queries, docs, doc_index)
+        todo = [g for g in plan.groups if not (skip and skip(g))]
+        hm = self.hint_module
+        was_training = bool(getattr(hm, "training", False))
+        if hm is not None and hasattr(hm, "eval"):
+            hm.eval()
+        bar = tqdm(total=sum(len(g.pairs) for g in todo), unit="pair", disable=not progress, desc="scoring",
+                   dynamic_ncols=True)
+        device = self.lm.device
+        try:
+            with torch.inference_mode():
+                for group in todo:
+                    scores: dict[int, float] = {}
+                    local = {j: k for k, j in enumerate(group.docs)}
+                    dtok = [plan.doc_tokens[j] for j in group.docs]
+                    prefix_ids, prefix_mask = pad_rows([t.prefix for t in dtok], self.pad_id, left=True)
+                    prefix_ids, prefix_mask = prefix_ids.to(device), prefix_mask.to(device)
+                    cache = None
+                    if self.config.cache_prefixes:
+                        cache = self.engine.prefix_cache(prefix_ids, prefix_mask)
+                    for chunk in group.batches:
+                        slots = [local[plan.doc_of[i]] for i in chunk]
+                        batch = self._batch([dtok[s].prefix for s in slots], [dtok[s].passage for s in slots],
+                                            [plan.query_tokens[i] for i in chunk], first_rows(slots))
+                        if cache is not None:
+                            rows = torch.tensor(slots, dtype=torch.long, device=batch.query_ids.device)
+                            out = self._forward_suffix(batch, cache, rows, prefix_mask)
+                        else:
+                            out = self._forward_full(batch)
+                        for i, s in zip(chunk, out.tolist()):
+                            scores[i] = float(s)
+                        bar.update(len(chunk))
+                    yield group, [scores[i] for i in group.pairs]
+        finally:
+            bar.close()
+            if hm is not None and hasattr(hm, "train"):
+                hm.train(was_training)
+
+    def score(self, queries: Sequence[str], docs: Sequence["Document"], progress: bool = False,
+              doc_index: Sequence[int] | None = None) -> list[float]:
+        """Mean query log-likelihood of each pair (see :meth:`plan` for ``docs`` and ``doc_index``), in input
+        order; deterministic for a given input."""
+        out = [0.0] * len(queries)
+        for group, scores in self.score_groups(queries, docs, progress=progress, doc_index=doc_index):
+            for i, s in zip(group.pairs, scores):
+                out[i] = s
+        return out

@@ -1,0 +1,1 @@
+"""LMORT: layer analysis, the tuner over frozen-LM states, and its training."""

@@ -1,0 +1,143 @@
+"""A disk cache of a frozen LM's token states at two layers, so LMORT epochs never run the LM.
+
+The LLM is frozen, so the token states of the two chosen layers are computed once (running the LLM only up to the
+deeper layer) and stored as safetensors shards; every epoch then costs only the tuner. Keys are ``q:<qid>`` for
+queries and ``d:<docid>`` for documents.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from ..artifacts import atomic_write, check_base_model
+from ..errors import ModelError
+from .tuner import layer_token_states, tokenize
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..lm.backbone import FrozenLM
+
+CACHE_FORMAT = 1
+
+
+class StateCache:
+    """Token states of two layers of a frozen LM for a set of texts, in safetensors shards.
+
+    Each shard holds ``ids`` (in ``index.json``), ``offsets`` ``[n+1]`` and flat ``align``/``unif`` token states
+    ``[total_tokens, H]`` (bf16, or fp16 for an fp16 LM). The cache key (model identity, layers, max length) is checked on reuse.
+    """
+
+    def __init__(self, folder: str | os.PathLike, key: dict):
+        self.folder = Path(folder)
+        self.key = key
+        self.entries: dict[str, tuple[int, int]] = {}  # id -> (shard, position)
+        self._shards: dict[int, dict] = {}
+
+    def _index_path(self) -> Path:
+        return self.folder / "index.json"
+
+    def _load_index(self) -> list[list[str]]:
+        if not self._index_path().is_file():
+            return []
+        data = json.loads(self._index_path().read_text(encoding="utf-8"))
+        check_base_model((data.get("key") or {}).get("model"), self.key["model"], self.folder, made="cached states of")
+        if data.get("key") != self.key:
+            raise ModelError(f"{self.folder}: state cache was built with {data.get('key')}, not {self.key}; "
+                             "delete it or choose another --cache-dir")
+        return data["shards"]
+
+    def build(self, lm: "FrozenLM", texts: Mapping[str, str], layers: tuple[int, int], max_length: int,
+              batch_size: int = 16, shard_size: int = 512, progress: bool = True) -> None:
+        """Compute states for every id of ``texts`` not yet cached (resumable shard by shard)."""
+        import torch
+        from safetensors.torch import save
+        from tqdm.auto import tqdm
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        shards = self._load_index()
+        done = {i for shard in shards for i in shard}
+        todo = [i for i in texts if i not in done]
+        lengths = dict(zip(todo, (len(x) for x in lm.tokenizer([texts[i] for i in todo], truncation=True,
+                                                              max_length=max_length)["input_ids"]))) if todo else {}
+        todo.sort(key=lambda i: (lengths[i], i))
+        align_layer, unif_layer = layers
+        # bf16 halves the cache of an fp32 LM; its range covers LLMs' huge activation outliers (fp16's may not).
+        store_dtype = torch.float16 if lm.dtype == torch.float16 else torch.bfloat16
+        bar = tqdm(total=len(todo), desc="caching LM states", unit="text", disable=not progress)
+        for s in range(0, len(todo), shard_size):
+            shard_ids = todo[s:s + shard_size]
+            aligns, unifs, lens = [], [], []
+            for b in range(0, len(shard_ids), batch_size):
+                ids = shard_ids[b:b + batch_size]
+                batch = tokenize(lm, [texts[i] for i in ids], max_length)
+                states = layer_token_states(lm, batch["input_ids"], batch["attention_mask"], layers)
+                mask = batch["attention_mask"].bool()
+                for row in range(len(ids)):
+                    keep = mask[row]
+                    aligns.append(states[align_layer][row][keep].to("cpu", store_dtype))
+                    unifs.append(states[unif_layer][row][keep].to("cpu", store_dtype))
+                    lens.append(int(keep.sum()))
+                bar.update(len(ids))
+            offsets = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int64)
+            tensors = {"offsets": offsets, "align": torch.cat(aligns).contiguous()}
+            if unif_layer != align_layer:
+                tensors["unif"] = torch.cat(unifs).contiguous()
+            number = len(shards)
+            with atomic_write(self.folder / f"shard-{number:05d}.safetensors", mode="wb") as out:
+                out.write(save(tensors))
+            shards.append(shard_ids)
+            with atomic_write(self._index_path()) as out:
+                json.dump({"format": CACHE_FORMAT, "key": self.key, "shards": shards}, out)
+        bar.close()
+        self.load()
+
+    def load(self) -> None:
+        """Read the index and all shards into memory."""
+        from safetensors.torch import load_file
+
+        shards = self._load_index()
+        self.entries = {i: (s, p) for s, ids in enumerate(shards) for p, i in enumerate(ids)}
+        self._shards = {s: load_file(str(self.folder / f"shard-{s:05d}.safetensors")) for s in range(len(shards))}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def get(self, key: str) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """(unif states ``[T, H]``, align states ``[T, H]``) of one cached text."""
+        shard, pos = self.entries[key]
+        tensors = self._shards[shard]
+        lo, hi = int(tensors["offsets"][pos]), int(tensors["offsets"][pos + 1])
+        align = tensors["align"][lo:hi]
+        return tensors.get("unif", tensors["align"])[lo:hi], align
+
+    def batch(self, keys: Sequence[str], dtype=None) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """Right-padded ``unif`` and ``align`` ``[B, T, H]`` plus mask ``[B, T]`` for ``keys``."""
+        import torch
+
+        pairs = [self.get(k) for k in keys]
+        length = max(u.shape[0] for u, _ in pairs)
+        hidden = pairs[0][0].shape[1]
+        dtype = dtype or torch.float32
+        unif = torch.zeros(len(keys), length, hidden, dtype=dtype)
+        align = torch.zeros(len(keys), length, hidden, dtype=dtype)
+        mask = torch.zeros(len(keys), length, dtype=torch.long)
+        for row, (u, a) in enumerate(pairs):
+            unif[row, :u.shape[0]] = u.to(dtype)
+            align[row, :a.shape[0]] = a.to(dtype)
+            mask[row, :u.shape[0]] = 1
+        return unif, align, mask
+
+
+def encode_cached(tuner, cache: StateCache, keys: Sequence[str], batch_size: int = 64) -> "torch.Tensor":
+    """Tuner embeddings ``[len(keys), D]`` of cached texts (no gradients; the caller sets eval mode)."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(keys), batch_size):
+            unif, align, mask = cache.batch(keys[s:s + batch_size])
+            out.append(tuner(unif, align, mask))
+    return torch.cat(out)

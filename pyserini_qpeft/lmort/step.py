@@ -1,0 +1,166 @@
+"""One LMORT training step: InfoNCE of tuner embeddings over cached frozen-LM states, with in-batch and BM25 hard
+negatives; plus the dev ranking and checkpoint I/O the shared loop (:func:`pyserini_qpeft.training.trainer.fit`)
+needs.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..training.config import TrainConfig
+from ..training.data import NEGATIVE_POLICIES, TrainingExample
+from .cache import StateCache, encode_cached
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..lm.backbone import FrozenLM
+    from ..types import Run
+    from .tuner import LMORTConfig
+
+DEV_METRICS = ("mrr@10", "recall@10", "ndcg@10")
+DEV_DEPTH = 100  # hits kept per dev query in the dev run (the metrics look at the top 10)
+
+
+@dataclass(frozen=True)
+class LMORTTrainConfig(TrainConfig):
+    """LMORT hyperparameters; shared fields as :class:`~pyserini_qpeft.training.config.TrainConfig`, with LMORT's
+    defaults (8 epochs, batch 32, lr 5e-4, weight decay 0.01, 10 % warmup then linear decay, seed 13,
+    selection on dev MRR@10, no evaluation before training).
+
+    Args:
+        hard_negatives: run negatives per query and step (besides in-batch negatives).
+        negative_depth: hard negatives are drawn from this many top-ranked run negatives.
+        cache_batch_size: texts per LM forward while caching layer states.
+        negative_policy: which run documents are negatives (``training.data.NEGATIVE_POLICIES``).
+    """
+
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    lr_schedule: str = "linear"
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.1
+    seed: int = 13
+    selection_metric: str = "mrr@10"
+    eval_at_start: bool = False
+    hard_negatives: int = 1
+    negative_depth: int = 30
+    cache_batch_size: int = 16
+    negative_policy: str = "unjudged"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("negative_depth", "cache_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.hard_negatives, int) or self.hard_negatives < 0:
+            raise ValueError(f"hard_negatives must be an integer >= 0, got {self.hard_negatives!r}")
+        if self.selection_metric == "loss":
+            raise ValueError("selection_metric 'loss' (dev loss) is Q-PEFT's; LMORT selects on a dev metric or "
+                             "'train_loss'")
+        if self.negative_policy not in NEGATIVE_POLICIES:
+            raise ValueError(f"negative_policy must be one of {NEGATIVE_POLICIES}, got {self.negative_policy!r}")
+
+
+def info_nce(q: "torch.Tensor", d: "torch.Tensor", targets: "torch.Tensor", invalid: "torch.Tensor",
+             temperature: float) -> "torch.Tensor":
+    """InfoNCE: ``q`` ``[B, D]`` against all docs ``d`` ``[M, D]``; ``targets`` ``[B]`` index the positive;
+    ``invalid`` ``[B, M]`` masks other relevant docs of the same query (false negatives)."""
+    import torch
+
+    logits = (q @ d.T) / temperature
+    logits = logits.masked_fill(invalid, torch.finfo(logits.dtype).min)
+    return torch.nn.functional.cross_entropy(logits, targets)
+
+
+class LMORTStep:
+    """The LMORT tuner over a :class:`~.cache.StateCache` (see :class:`~pyserini_qpeft.training.trainer.TrainingStep`).
+
+    Args:
+        lm: the frozen LM (its identity goes into checkpoints; it is not run during training).
+        tuner: an ``LMORTTuner`` for ``config``.
+        config: the tuner's shape and InfoNCE temperature.
+        cache: holds ``q:<qid>`` for every example and ``d:<docid>`` for every document the examples use.
+        train_config: sampling settings (hard negatives, negative depth).
+        dev_pool: docids the dev queries are ranked against (the dev examples' positives and hard negatives).
+        meta: extra JSON for every checkpoint (``lm_model``, dataset, split, negatives run, pool sizes).
+    """
+
+    dev_metrics = DEV_METRICS
+
+    def __init__(self, lm: "FrozenLM", tuner, config: "LMORTConfig", cache: StateCache,
+                 train_config: LMORTTrainConfig, dev_pool: Sequence[str], meta: dict[str, Any] | None = None):
+        self.lm, self.tuner, self.config, self.cache = lm, tuner, config, cache
+        self.train_config, self.dev_pool, self.meta = train_config, list(dev_pool), dict(meta or {})
+        self.identity = {"lmort_config": config.to_dict()}
+
+    def parameters(self) -> list["torch.nn.Parameter"]:
+        return list(self.tuner.parameters())
+
+    def train_mode(self, training: bool) -> None:
+        self.tuner.train(training)
+
+    def step(self, batch: Sequence[TrainingExample], rng: random.Random) -> tuple["torch.Tensor", dict[str, float]]:
+        """Per query: a sampled positive + ``hard_negatives`` sampled run negatives; every query scores all the
+        batch's distinct documents ``[B, M]``, other positives of the same query masked out."""
+        import torch
+
+        docs: list[str] = []
+        targets = []
+        for e in batch:
+            targets.append(len(docs))
+            docs.append(rng.choice(e.positives))
+            pool_negs = list(e.negatives[:self.train_config.negative_depth])
+            if pool_negs and self.train_config.hard_negatives:
+                docs.extend(rng.sample(pool_negs, min(self.train_config.hard_negatives, len(pool_negs))))
+        # The same doc may appear twice in a batch; keep one copy so it is not its own negative.
+        unique = list(dict.fromkeys(docs))
+        where = {d: i for i, d in enumerate(unique)}
+        target_idx = torch.tensor([where[docs[t]] for t in targets])
+        invalid = torch.zeros(len(batch), len(unique), dtype=torch.bool)
+        for row, e in enumerate(batch):
+            for pos in e.positives:
+                if pos in where and where[pos] != int(target_idx[row]):
+                    invalid[row, where[pos]] = True
+        qu, qa, qm = self.cache.batch([f"q:{e.qid}" for e in batch])
+        du, da, dm = self.cache.batch([f"d:{d}" for d in unique])
+        loss = info_nce(self.tuner(qu, qa, qm), self.tuner(du, da, dm), target_idx, invalid, self.config.temperature)
+        return loss, {"loss": float(loss.detach())}
+
+    def dev_run(self, dev: Sequence[TrainingExample], progress: bool = False) -> "Run":
+        """Each dev query's top :data:`DEV_DEPTH` documents of the dev pool by inner product, tuner in eval mode."""
+        import torch
+
+        from ..types import Hit, Run
+
+        was_training = self.tuner.training
+        self.tuner.eval()
+        docs = encode_cached(self.tuner, self.cache, [f"d:{d}" for d in self.dev_pool])
+        queries = encode_cached(self.tuner, self.cache, [f"q:{e.qid}" for e in dev])
+        self.tuner.train(was_training)
+        top = torch.topk(queries @ docs.T, k=min(DEV_DEPTH, len(self.dev_pool)), dim=1)
+        return Run({e.qid: [Hit(self.dev_pool[i], float(s)) for s, i in zip(scores, idx)]
+                    for e, scores, idx in zip(dev, top.values.tolist(), top.indices.tolist())}, tag="lmort-dev")
+
+    def baseline_run(self, dev: Sequence[TrainingExample], progress: bool = False) -> None:
+        return None
+
+    def dev_extra(self, dev: Sequence[TrainingExample], run: "Run") -> dict[str, float]:
+        return {}
+
+    def save(self, folder: Path, extra: dict[str, Any]) -> None:
+        from .tuner import save_lmort
+
+        save_lmort(folder, self.tuner, self.config, self.lm.identity(), extra={**self.meta, **extra})
+
+    def load(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        from .tuner import WEIGHTS_NAME, read_lmort_meta
+
+        read_lmort_meta(folder)
+        self.tuner.load_state_dict(load_file(str(Path(folder) / WEIGHTS_NAME)))

@@ -1,0 +1,126 @@
+"""Training an LMORT tuner: cache the frozen LM's layer states once, then run the shared loop over the tuner.
+
+Examples come from :func:`pyserini_qpeft.training.data.build_examples` with LMORT's negative policy
+(``"unjudged"``: judged documents are never negatives) and without requiring a hard negative; the dev split is
+:func:`pyserini_qpeft.training.data.split_dev` (the same function Q-PEFT uses; dev metrics go through
+:mod:`pyserini_qpeft.evaluation`: MRR@10, R@10 and nDCG@10 of each dev query over the dev pool).
+
+Output folder layout (the shared one of :mod:`pyserini_qpeft.training.state`)::
+
+    best/                                  lmort_config.json + lmort_model.safetensors of the best epoch
+                                           (``encode --encoder lmort:OUTPUT`` and ``load_lmort(OUTPUT)`` use it)
+    epoch-N/                               every epoch's tuner + optimizer.safetensors + optimizer.json
+    trainer_state.json                     history, best epoch, for --resume
+    train_summary.json                     best epoch, parameter share, timings
+    state-cache/                           cached LM states (reusable across runs with the same key)
+
+Changed from the first LMORT trainer (numbers of a re-run differ): the dev split is Q-PEFT's ``split_dev``
+(positions drawn by ``random.Random(seed).sample`` in qrels order, instead of a shuffle of the qids; a fraction
+now gives at least one dev query), data order and sampling use the shared per-epoch seeds (so resume is exact),
+hard negatives are the top ``negative_depth`` *after* removing judged documents, the tuner of the best epoch is
+in ``best/`` instead of the folder root, epochs in ``epoch-N/`` instead of ``epochs/epoch-NNN/``, and the
+optimizer state is saved per epoch in the shared format (the learning rate is a function of the step, so there
+is no scheduler state).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from ..artifacts import atomic_write, dump_json
+from ..errors import InputError
+from ..training.data import BuildStats, TrainingExample, load_training_data, split_dev
+from ..training.state import read_trainer_state
+from .cache import StateCache
+from .step import LMORTStep, LMORTTrainConfig
+from .tuner import LMORTConfig, LMORTTuner, check_layers
+
+if TYPE_CHECKING:
+    from ..data import BeirDataset
+    from ..lm.backbone import FrozenLM
+    from ..types import Run
+
+logger = logging.getLogger(__name__)
+
+OLD_STATE = "train_state.json"  # the first LMORT trainer's state file (its layout cannot be resumed)
+
+
+def lmort_training_data(dataset: "BeirDataset", split: str, negatives: "Run | None", config: LMORTTrainConfig,
+                        progress: bool = False) -> tuple[list[TrainingExample], BuildStats, dict[str, str]]:
+    """Examples of ``split`` (never test) and the text of every document they use.
+
+    Returns:
+        ``(examples, stats, texts)``; ``texts`` maps docid -> ``Document.contents()``.
+    """
+    examples, stats, corpus = load_training_data(dataset, split, negatives, config.negative_depth,
+                                                 negative_policy=config.negative_policy, require_negative=False,
+                                                 progress=progress)
+    used = {d for e in examples for d in (*e.positives, *e.negatives)}
+    return examples, stats, {d: corpus[d].contents() for d in sorted(used)}
+
+
+def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Mapping[str, str],
+                config: LMORTConfig, train: LMORTTrainConfig, output: str | os.PathLike,
+                cache_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
+                extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train an LMORT tuner; returns a summary (best epoch, dev metrics, parameter share, timings).
+
+    Args:
+        lm: the frozen LM (run once per text to fill the state cache).
+        examples: training queries with positives and hard negatives (:func:`lmort_training_data`); the dev set
+            is carved from them with ``split_dev(examples, train.dev_size, train.seed)``.
+        corpus: docid -> document text (only the docs the examples use are read).
+        config: the tuner's shape.
+        train: optimisation and sampling settings.
+        output: the training output folder (layout in the module docstring).
+        cache_dir: where LM states are cached (default ``output/state-cache``).
+        resume: continue after the last completed epoch.
+        extra_meta: extra JSON for every checkpoint (``lm_model``, dataset, split, negatives run).
+    """
+    import torch
+
+    from ..training.trainer import fit
+
+    check_layers(config, lm)
+    output = Path(output)
+    if (output / OLD_STATE).exists():
+        raise InputError(f"{output} holds a run of the old LMORT trainer (train_state.json), which cannot be "
+                         "resumed or extended; choose another --output", str(output))
+    if read_trainer_state(output) is not None and not resume:  # fail before the (long) caching
+        raise InputError(f"{output} already holds a training run; pass --resume to continue it or choose another "
+                         "--output", str(output))
+    started = time.time()
+    train_set, dev_set = split_dev(examples, train.dev_size, train.seed)
+    depth = train.negative_depth
+    doc_ids = sorted({d for e in examples for d in (*e.positives, *e.negatives[:depth])})
+    # Dev queries are ranked against their own positives and hard negatives (a small, hard pool).
+    dev_pool = sorted({d for e in dev_set for d in (*e.positives, *e.negatives[:depth])})
+    texts = {f"q:{e.qid}": e.query for e in examples}
+    texts.update({f"d:{d}": corpus[d] for d in doc_ids})
+    key = {"model": lm.identity(), "layers": list(config.layers), "max_length": config.max_length}
+    cache = StateCache(cache_dir or output / "state-cache", key)
+    t0 = time.time()
+    cache.build(lm, texts, config.layers, config.max_length, batch_size=train.cache_batch_size, progress=progress)
+    cache_seconds = time.time() - t0
+
+    torch.manual_seed(train.seed)
+    tuner = LMORTTuner(config, lm.hidden_size)
+    share = 100.0 * tuner.num_parameters() / lm.num_parameters()
+    logger.info("LMORT tuner: %d trainable parameters = %.2f%% of the frozen LM (%d)", tuner.num_parameters(), share,
+                lm.num_parameters())
+    meta = {"doc_pool": len(doc_ids), "dev_pool": len(dev_pool), **(extra_meta or {})}
+    step = LMORTStep(lm, tuner, config, cache, train, dev_pool, meta)
+    result = fit(step, train_set, dev_set, train, output, resume=resume, progress=progress)
+    best = next(h for h in result.history if h["epoch"] == result.best_epoch)
+    summary = {"best_epoch": result.best_epoch, "best": str(result.best_dir), "best_dev": best["dev"],
+               "history": result.history, "stopped_early": result.stopped_early,
+               "trainable_parameters": tuner.num_parameters(), "lm_parameters": lm.num_parameters(),
+               "trainable_percent": round(share, 3), "cache_seconds": round(cache_seconds, 1),
+               "total_seconds": round(time.time() - started, 1), "train_queries": len(train_set),
+               "dev_queries": len(dev_set), **meta}
+    with atomic_write(output / "train_summary.json") as out:
+        out.write(dump_json(summary))
+    return summary

@@ -1,0 +1,1 @@
+"""Q-PEFT: query-dependent hint modules, their rerankers, checkpoints and loss."""

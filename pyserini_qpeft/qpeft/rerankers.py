@@ -1,0 +1,71 @@
+"""The Q-PEFT rerankers ``qpeft-retr``, ``qpeft-attn`` and ``prompt-tuning`` (built-ins of the reranker registry).
+
+Each is built from a trained checkpoint (``--reranker-checkpoint PATH``, a checkpoint folder or a training output
+folder whose ``best/`` is used); the variant stored in the checkpoint must match the requested name. Importing
+this module is cheap (no torch); the checkpoint is loaded when a reranker is built. The factories have the
+registry's one signature (:class:`pyserini_qpeft.rerank.RerankerFactory`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..lm.backbone import FrozenLM, LMConfig
+    from ..rerank import LMReranker
+
+# reranker name -> Q-PEFT variant (``pyserini_qpeft.qpeft.module.VARIANTS``; a test keeps them in step)
+NAME_TO_VARIANT = {"qpeft-retr": "retr", "qpeft-attn": "attn", "prompt-tuning": "prompt"}
+
+
+def build_qpeft_reranker(name: str, lm: "FrozenLM | LMConfig | str | None" = None,
+                         checkpoint: str | os.PathLike | None = None,
+                         scorer_overrides: Mapping[str, Any] | None = None) -> "LMReranker":
+    """An :class:`~pyserini_qpeft.rerank.LMReranker` with the hint module of ``checkpoint``.
+
+    Args:
+        name: ``qpeft-retr``, ``qpeft-attn`` or ``prompt-tuning``.
+        lm: a ``FrozenLM`` (or what :func:`~pyserini_qpeft.rerank.load_lm` accepts); must be the checkpoint's
+            base model.
+        checkpoint: checkpoint folder (required).
+        scorer_overrides: ScorerConfig fields to change (e.g. batch_size); the prompt is the checkpoint's.
+
+    Raises:
+        InputError: no checkpoint given. ModelError: wrong variant or base model, unreadable checkpoint.
+    """
+    if checkpoint is None:
+        raise InputError(f"reranker {name!r} needs a trained module: pass --reranker-checkpoint PATH "
+                         f"(see `pyserini-qpeft train qpeft`)")
+    from ..rerank import LMReranker, load_lm
+    from .checkpoint import load_checkpoint
+    from .module import check_variant
+
+    lm = load_lm(lm)
+    module, qpeft_config, scorer_config, meta = load_checkpoint(checkpoint, lm)
+    check_variant(NAME_TO_VARIANT[name], qpeft_config.variant, str(checkpoint))
+    if scorer_overrides:
+        scorer_config = dataclasses.replace(scorer_config, **scorer_overrides)
+    # the first-stage weight selected on the training run's dev queries (checkpoints written since it exists)
+    return LMReranker(lm, scorer_config, hint_module=module, name=name, interpolation=meta.get("interpolation"))
+
+
+def make_qpeft_retr(*, lm: "FrozenLM | LMConfig | str | None" = None, checkpoint: str | os.PathLike | None = None,
+                    scorer_overrides: Mapping[str, Any] | None = None) -> "LMReranker":
+    """Factory of ``qpeft-retr`` (Q-PEFT-R) from ``checkpoint``."""
+    return build_qpeft_reranker("qpeft-retr", lm, checkpoint, scorer_overrides)
+
+
+def make_qpeft_attn(*, lm: "FrozenLM | LMConfig | str | None" = None, checkpoint: str | os.PathLike | None = None,
+                    scorer_overrides: Mapping[str, Any] | None = None) -> "LMReranker":
+    """Factory of ``qpeft-attn`` (Q-PEFT-A) from ``checkpoint``."""
+    return build_qpeft_reranker("qpeft-attn", lm, checkpoint, scorer_overrides)
+
+
+def make_prompt_tuning(*, lm: "FrozenLM | LMConfig | str | None" = None,
+                       checkpoint: str | os.PathLike | None = None,
+                       scorer_overrides: Mapping[str, Any] | None = None) -> "LMReranker":
+    """Factory of ``prompt-tuning`` (query-independent soft prompt baseline) from ``checkpoint``."""
+    return build_qpeft_reranker("prompt-tuning", lm, checkpoint, scorer_overrides)

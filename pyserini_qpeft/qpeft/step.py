@@ -1,0 +1,233 @@
+"""One Q-PEFT training step: sample (query, positive, negative) pairs, score them with the frozen LM + hint module,
+apply the hinge + pointwise loss; plus the dev ranking and checkpoint I/O the shared loop needs.
+
+The loop itself (data order, AdamW, LR schedule, resume, ``epoch-N/`` + ``best/``, early stopping, dev metrics)
+is :func:`pyserini_qpeft.training.trainer.fit`; :func:`train_qpeft` wires the two together.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from ..errors import InputError, ModelError
+from ..training.config import TrainConfig
+from ..training.data import TrainingExample
+from .loss import qpeft_dev_loss, qpeft_loss
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..lm.backbone import FrozenLM
+    from ..lm.scoring import ScorerConfig
+    from ..training.trainer import TrainResult
+    from ..types import Run
+    from .module import QPeftConfig
+
+DEV_METRICS = ("ndcg@10", "mrr@10")
+SELECTION_METRICS = ("ndcg@10", "mrr@10", "loss")
+
+
+@dataclass(frozen=True)
+class QPeftTrainConfig(TrainConfig):
+    """Q-PEFT hyperparameters (shared ones in :class:`~pyserini_qpeft.training.config.TrainConfig`, whose
+    defaults are Q-PEFT's: 2 epochs, batch 8, lr 1e-3 with 10 warmup steps then constant, seed 0).
+
+    Args:
+        margin: hinge margin on NLL (nats per query token).
+        pointwise_weight: weight of the pointwise NLL(q|d+) term (1.0 = the paper).
+        negatives_per_query: hard negatives per query and step.
+        hard_pool: hard negatives are sampled from this many top-ranked run negatives.
+        in_batch: also use the other queries' positives as negatives.
+        dev_depth: dev reranking candidates = each dev query's positives + its top ``dev_depth`` run documents.
+        negative_policy: which run documents are negatives (``training.data.NEGATIVE_POLICIES``).
+    """
+
+    margin: float = 0.2
+    pointwise_weight: float = 1.0
+    negatives_per_query: int = 1
+    hard_pool: int = 10
+    in_batch: bool = True
+    dev_depth: int = 20
+    negative_policy: str = "non-relevant"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("negatives_per_query", "hard_pool", "dev_depth"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("margin", "pointwise_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.selection_metric not in SELECTION_METRICS:
+            raise ValueError(f"selection_metric must be one of {SELECTION_METRICS}, got {self.selection_metric!r}")
+        from ..training.data import NEGATIVE_POLICIES
+
+        if self.negative_policy not in NEGATIVE_POLICIES:
+            raise ValueError(f"negative_policy must be one of {NEGATIVE_POLICIES}, got {self.negative_policy!r}")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One (query, positive, negative) comparison; ``kind`` is ``hard`` or ``in_batch``."""
+
+    query_index: int
+    positive: str
+    negative: str
+    kind: str
+
+
+def sample_step(batch: Sequence[TrainingExample], rng: random.Random, negatives_per_query: int = 1,
+                in_batch: bool = True, hard_pool: int = 10) -> tuple[list[tuple[int, str]], list[Pair]]:
+    """The documents to score and the pairs to compare for one step.
+
+    Per query: one positive sampled from its positives; ``negatives_per_query`` hard negatives sampled without
+    replacement from its top ``hard_pool`` run negatives; with ``in_batch``, the other queries' sampled positives
+    as extra negatives (skipping any that are judged relevant for this query).
+
+    Returns:
+        ``(rows, pairs)``: ``rows`` are distinct (query index, docid) to score; ``pairs`` refer to them.
+    """
+    chosen_pos = [rng.choice(ex.positives) for ex in batch]
+    rows: dict[tuple[int, str], None] = {}
+    pairs: list[Pair] = []
+    for i, ex in enumerate(batch):
+        pos = chosen_pos[i]
+        rows[(i, pos)] = None
+        pool = list(ex.negatives[:hard_pool])
+        for neg in rng.sample(pool, min(negatives_per_query, len(pool))):
+            rows[(i, neg)] = None
+            pairs.append(Pair(i, pos, neg, "hard"))
+        if in_batch:
+            relevant = set(ex.positives)
+            for j, other in enumerate(chosen_pos):
+                if j != i and other not in relevant and other != pos:
+                    rows[(i, other)] = None
+                    pairs.append(Pair(i, pos, other, "in_batch"))
+    return list(rows), pairs
+
+
+def dev_candidates(example: TrainingExample, depth: int) -> list[str]:
+    """The example's positives plus its top ``depth`` run documents, deduplicated, deterministic order."""
+    out = list(example.positives)
+    out += [d for d in example.candidates[:depth] if d not in set(example.positives)]
+    return out
+
+
+class QPeftStep:
+    """The trainable hint module in front of a frozen LM (see :class:`~pyserini_qpeft.training.trainer.TrainingStep`).
+
+    Args:
+        lm: the frozen LM (never updated).
+        module: a ``QPeftModule`` built for ``lm`` by ``qpeft.module.build_module``.
+        qpeft_config, scorer_config: saved into every checkpoint.
+        corpus: docid -> Document for every docid the examples mention.
+        config: the step's hyperparameters (margin, pointwise weight, negatives, dev depth).
+    """
+
+    dev_metrics = DEV_METRICS
+
+    def __init__(self, lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_config: "ScorerConfig",
+                 corpus: Mapping[str, Any], config: QPeftTrainConfig):
+        from ..lm.scoring import QueryLikelihoodScorer
+
+        self.lm, self.module, self.qpeft_config, self.scorer_config = lm, module, qpeft_config, scorer_config
+        self.corpus, self.config = corpus, config
+        self.identity = {"qpeft_config": qpeft_config.to_dict()}
+        params = [p for p in module.parameters() if p.requires_grad]
+        lm_params = {id(p) for p in lm.model.parameters()}
+        if any(id(p) in lm_params for p in params):
+            raise ModelError("the hint module shares parameters with the LM; the LM must stay frozen")
+        self._params = params
+        self.scorer = QueryLikelihoodScorer(lm, scorer_config, hint_module=module)
+
+    def parameters(self) -> list["torch.nn.Parameter"]:
+        return self._params
+
+    def train_mode(self, training: bool) -> None:
+        self.module.train(training)
+
+    def step(self, batch: Sequence[TrainingExample], rng: random.Random
+             ) -> tuple["torch.Tensor", dict[str, float]] | None:
+        """Loss over the batch's pairs: NLL ``[rows]`` from one scorer forward, gathered to ``[P]`` per side."""
+        cfg = self.config
+        rows, pairs = sample_step(batch, rng, cfg.negatives_per_query, cfg.in_batch, cfg.hard_pool)
+        if not pairs:
+            return None
+        encoded = self.scorer.encode([batch[i].query for i, _ in rows], [self.corpus[d] for _, d in rows])
+        nll = -self.scorer.forward(encoded)
+        where = {row: k for k, row in enumerate(rows)}
+        pos = nll[[where[(p.query_index, p.positive)] for p in pairs]]
+        neg = nll[[where[(p.query_index, p.negative)] for p in pairs]]
+        return qpeft_loss(pos, neg, cfg.margin, cfg.pointwise_weight)
+
+    def _rank(self, scorer, dev: Sequence[TrainingExample], progress: bool) -> "Run":
+        from ..types import Hit, Run
+
+        pairs = [(ex, d) for ex in dev for d in dev_candidates(ex, self.config.dev_depth)]
+        scores = scorer.score([ex.query for ex, _ in pairs], [self.corpus[d] for _, d in pairs], progress=progress)
+        hits: dict[str, list[Hit]] = {}
+        for (ex, d), s in zip(pairs, scores):
+            hits.setdefault(ex.qid, []).append(Hit(d, s))
+        return Run(hits, tag="qpeft-dev")
+
+    def dev_run(self, dev: Sequence[TrainingExample], progress: bool = False) -> "Run":
+        """Rerank each dev query's positives + top ``dev_depth`` run documents with the current module."""
+        return self._rank(self.scorer, dev, progress)
+
+    def baseline_run(self, dev: Sequence[TrainingExample], progress: bool = False) -> "Run":
+        """The same candidates ranked by zero-shot UPR (the frozen LM without hints)."""
+        from ..lm.scoring import QueryLikelihoodScorer
+
+        return self._rank(QueryLikelihoodScorer(self.lm, self.scorer_config), dev, progress)
+
+    def dev_extra(self, dev: Sequence[TrainingExample], run: "Run") -> dict[str, float]:
+        """Dev loss (``qpeft_dev_loss``) and the number of scored pairs."""
+        return {"loss": qpeft_dev_loss(run, dev, self.config.margin, self.config.pointwise_weight),
+                "pairs": sum(len(run[ex.qid]) for ex in dev)}
+
+    def save(self, folder: Path, extra: dict[str, Any]) -> None:
+        from .checkpoint import save_checkpoint
+
+        extra = dict(extra)
+        baseline = extra.pop("dev_baseline", {})
+        extra["dev_baseline_upr"] = baseline
+        save_checkpoint(folder, self.module, self.qpeft_config, self.lm, self.scorer_config, extra)
+
+    def load(self, folder: Path) -> None:
+        from .checkpoint import load_checkpoint
+
+        loaded, config, _, _ = load_checkpoint(folder, self.lm)
+        if config.to_dict() != self.qpeft_config.to_dict():
+            raise InputError(f"--resume with other module settings than the run in {folder.parent}", str(folder))
+        self.module.load_state_dict(loaded.state_dict())
+
+
+def train_qpeft(lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_config: "ScorerConfig",
+                train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
+                corpus: Mapping[str, Any], config: QPeftTrainConfig, output_dir: str | os.PathLike,
+                resume: bool = False, progress: bool = True, metadata: dict[str, Any] | None = None
+                ) -> "TrainResult":
+    """Train ``module`` (in place) with the shared loop; ``output_dir/best`` is what reranking loads.
+
+    Args:
+        lm: the frozen LM (only ``module``'s parameters go to the optimizer).
+        module, qpeft_config, scorer_config: the hint module and the settings saved with it.
+        train_examples, dev_examples: disjoint (``training.data.split_dev``); a dev set is required.
+        corpus: docid -> Document for every docid the examples mention.
+        config: hyperparameters.
+        output_dir: where ``epoch-N/``, ``best/`` and ``trainer_state.json`` go.
+        resume: continue after the last completed epoch in ``output_dir``.
+        progress: tqdm bars.
+        metadata: extra JSON saved in every checkpoint (e.g. ``{"training": {"command": ...}}``).
+    """
+    from ..training.trainer import fit
+
+    if not dev_examples:
+        raise InputError("no dev examples: checkpoint selection needs a dev set carved from the training queries")
+    step = QPeftStep(lm, module, qpeft_config, scorer_config, corpus, config)
+    return fit(step, train_examples, dev_examples, config, output_dir, resume=resume, progress=progress,
+               metadata=metadata)

@@ -1,0 +1,83 @@
+"""``repro beir`` as a library call: plan the matrix for one dataset, make what is missing, evaluate on the test
+split, write the report and optionally check the expected scores.
+
+The caller supplies the :data:`~pyserini_qpeft.repro.runner.CommandRunner` that executes the matrix's
+``pyserini-qpeft`` commands (the CLI passes one that runs its click group in-process) and where text goes.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..errors import InputError
+from .runner import DEFAULT_YAML, CommandRunner, Matrix, Planner, check_rows, evaluate_conditions, execute, \
+    raise_on_failures
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[str] = (), profile: str = "full",
+                   checkpoint_from: str | None = None, dry_run: bool = False, check: bool = False,
+                   as_json: bool = False, baseline: str = "bm25", yaml_path: str | Path | None = None,
+                   download: bool = False, report_dir: str | Path = "runs",
+                   out: Callable[[str], None] = print, err: Callable[[str], None] = _stderr
+                   ) -> list[dict[str, Any]] | None:
+    """Run the reproduction matrix of ``yaml_path`` (default: the packaged ``beir.yaml``) on ``dataset``.
+
+    Args:
+        dataset: BEIR dataset name (on ``$PYSERINI_QPEFT_DATA``) or folder.
+        runner: executes one ``pyserini-qpeft`` command.
+        conditions: only these conditions (default: all).
+        profile: a ``profiles`` entry of the matrix.
+        checkpoint_from: use checkpoints trained on this dataset (zero-shot transfer).
+        dry_run: print the commands, run and evaluate nothing (returns None).
+        check: raise :class:`~pyserini_qpeft.errors.CheckFailed` (exit code 5) when a score leaves its tolerance.
+        as_json: print the rows as JSON instead of the markdown table (progress then goes to ``err``).
+        baseline: condition for per-query wins/losses.
+        download: download the official BEIR zip when the dataset is not found locally.
+        report_dir: where ``repro-<dataset><suffix>.{md,json,png}`` go.
+        out, err: receive printed lines (stdout, stderr).
+
+    Returns:
+        One row per condition (metrics, paths), or None for a dry run.
+    """
+    from ..data import BeirDataset, find_dataset
+
+    matrix = Matrix.load(yaml_path or DEFAULT_YAML)
+    unknown = [n for n in conditions if n not in matrix.conditions]
+    if unknown:
+        raise InputError(f"unknown condition(s) {unknown}; choose from {', '.join(matrix.conditions)}")
+    chosen = [matrix.conditions[n] for n in (conditions or matrix.conditions)]
+    ds = BeirDataset(find_dataset(dataset, download=download))
+    splits = tuple(ds.splits())
+    if checkpoint_from:
+        splits = tuple(s for s in splits if s != "train") + ("train",)  # the checkpoint dataset has train
+    planner = Planner(matrix, ds.name, profile=profile, train_dataset=checkpoint_from, splits=splits)
+    skipped = [c.name for c in chosen if not planner.available(c.run)]
+    if skipped:
+        err(f"# {ds.name} has no train split: skipping {', '.join(skipped)} "
+            "(use --checkpoint-from DATASET for zero-shot transfer)")
+    execute(planner, chosen, runner, dry_run=dry_run, echo=err if as_json else out)
+    if dry_run:
+        return None
+    from .report import write_report
+
+    qrels = ds.qrels("test")
+    rows = evaluate_conditions(planner, [c for c in chosen if c.name not in skipped], qrels, matrix.metrics)
+    stem = Path(report_dir) / f"repro-{ds.name}{matrix.profiles[profile].get('suffix', '')}"
+    base_cond = matrix.conditions.get(baseline)
+    table = write_report(rows, matrix.metrics, ds.name, qrels, stem, baseline,
+                         Path(planner.output(base_cond.run)) if base_cond else None)
+    if as_json:
+        out(json.dumps(rows, indent=2))
+    else:
+        out(table)
+        out(f"# wrote {stem}.md, {stem}.json, {stem}.png")
+    if check:
+        raise_on_failures(check_rows(rows, matrix.conditions, ds.name, profile, planner.variables["xfer"]))
+        err("# check passed: every score within its tolerance")
+    return rows

@@ -1,0 +1,137 @@
+"""Reranking flags declared once, for both front ends: the click CLI (``pyserini-qpeft search|rerank``, through
+:mod:`pyserini_qpeft.cli.options`) and the argparse one (``python -m pyserini_qpeft.search``).
+
+Defaults and choices come from their single sources: the reranker registry, ``LMConfig``/``DEVICES``/``DTYPES``
+(:mod:`pyserini_qpeft.lm.backbone`) and ``ScorerConfig`` (:mod:`pyserini_qpeft.lm.scoring`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Protocol
+
+DEFAULT_DEPTH = 100
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag.
+
+    Attributes:
+        flag: the flag as typed (``--rerank-depth``).
+        dest: the Python name it parses into.
+        help: help text.
+        default: default value (None: not given).
+        type: ``str`` or ``int``.
+        choices: allowed values, or None for any.
+        min: smallest allowed value of an ``int`` flag.
+        existing_dir: the value must be an existing folder.
+    """
+
+    flag: str
+    dest: str
+    help: str
+    default: Any = None
+    type: type = str
+    choices: tuple[str, ...] | None = None
+    min: int | None = None
+    existing_dir: bool = False
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass field ``name`` of ``cls`` (the one place a flag learns a config's default)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            break
+    raise ValueError(f"{cls.__name__} has no field {name!r} with a default")
+
+
+def interpolation_weight(text: str) -> float | str:
+    """``--interpolate`` values: ``auto`` or a first-stage weight in [0, 1] (ValueError otherwise)."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"interpolation weight must be in [0, 1] or 'auto', got {text!r}")
+    return value
+
+
+def lm_flags(prefix: str = "") -> tuple[Flag, ...]:
+    """``--model``, ``--device``, ``--dtype`` (``prefix="reranker-"`` gives ``--reranker-model`` ...)."""
+    from ..lm.backbone import DEVICES, DTYPES, LMConfig
+
+    dest = prefix.replace("-", "_")
+    return (
+        Flag(f"--{prefix}model", f"{dest}model",
+             "Frozen causal LM: 'smollm2' (packaged SmolLM2-135M-Instruct) or any HF name/path.",
+             default=field_default(LMConfig, "model")),
+        Flag(f"--{prefix}device", f"{dest}device", "Device of the frozen LM.", default=field_default(LMConfig, "device"),
+             choices=DEVICES),
+        Flag(f"--{prefix}dtype", f"{dest}dtype",
+             "auto = bf16 on bf16-capable GPUs; on a CPU whichever a cached matmul probe measured faster.",
+             default=field_default(LMConfig, "dtype"), choices=DTYPES),
+    )
+
+
+def reranker_flags() -> tuple[Flag, ...]:
+    """``--reranker``, ``--reranker-checkpoint``, ``--rerank-depth``, ``--interpolate``, ``--max-passage-tokens``."""
+    from ..lm.scoring import ScorerConfig
+    from .registry import reranker_names
+
+    return (
+        Flag("--reranker", "reranker", " | ".join(reranker_names()), default="identity"),
+        Flag("--reranker-checkpoint", "reranker_checkpoint",
+             "Trained module for qpeft-retr / qpeft-attn / prompt-tuning.", existing_dir=True),
+        Flag("--rerank-depth", "rerank_depth",
+             "Rerank the top-k hits of each query; hits below keep their order beneath.", default=DEFAULT_DEPTH,
+             type=int, min=1),
+        Flag("--interpolate", "interpolate",
+             "Final score = a * norm(first-stage score) + (1 - a) * norm(reranker score) over the reranked depth "
+             "(z-scores per query). A weight a in [0, 1], or 'auto': the weight the reranker carries (selected on "
+             "dev queries of its training split; zero-shot rerankers: a documented default). Off when omitted.",
+             type=interpolation_weight),
+        Flag("--max-passage-tokens", "max_passage_tokens",
+             f"Passage truncation budget in tokens (default: the checkpoint's, else "
+             f"{field_default(ScorerConfig, 'max_passage_tokens')}).", type=int, min=8),
+    )
+
+
+def rerank_batch_flag() -> Flag:
+    """``--batch-size-rerank`` (the CLI's; Pyserini's parser already owns ``--batch-size``)."""
+    from ..lm.scoring import ScorerConfig
+
+    return Flag("--batch-size-rerank", "rerank_batch_size",
+                f"(query, passage) pairs per LM forward (default: the checkpoint's, else "
+                f"{field_default(ScorerConfig, 'batch_size')}).", type=int, min=1)
+
+
+class ArgumentContainer(Protocol):
+    """An argparse parser or argument group."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def _argparse_type(flag: Flag) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        value = flag.type(text)
+        if flag.min is not None and value < flag.min:
+            raise argparse.ArgumentTypeError(f"{value} is smaller than the minimum {flag.min}")
+        if flag.existing_dir and not os.path.isdir(value):
+            raise argparse.ArgumentTypeError(f"folder {value!r} does not exist")
+        return value
+
+    convert.__name__ = flag.type.__name__  # argparse names the type in its error messages
+    return convert
+
+
+def add_argparse_flags(parser: ArgumentContainer, flags: Iterable[Flag]) -> None:
+    """Declare ``flags`` on an argparse parser or argument group."""
+    for flag in flags:
+        parser.add_argument(flag.flag, dest=flag.dest, default=flag.default, help=flag.help, choices=flag.choices,
+                            type=_argparse_type(flag))

@@ -1,0 +1,94 @@
+"""Reranking as both front ends run it: open the document text, build a reranker from flags, rerank resumably and
+write the run atomically."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import InputError
+from ..types import Query, Run
+from .base import DictDocStore, DocStore, Reranker
+from .registry import build_reranker
+
+logger = logging.getLogger(__name__)
+
+
+def open_docstore(corpus: str | os.PathLike | None = None, index: str | os.PathLike | None = None) -> DocStore:
+    """Document text for reranking: a corpus file/dataset (preferred) or a Lucene index's stored raw JSON."""
+    if corpus:
+        from ..data import open_corpus
+
+        return DictDocStore(open_corpus(corpus))
+    if index:
+        from ..search import LuceneDocStore, is_lucene_index
+
+        if is_lucene_index(index):
+            return LuceneDocStore(index)
+        raise InputError("no document text: this index stores none; pass --corpus (JSONL, CBOR or dataset)", index)
+    raise InputError("reranking needs document text: pass --corpus or a Lucene --index")
+
+
+def make_reranker(name: str, checkpoint: str | os.PathLike | None, model: str, device: str, dtype: str,
+                  max_passage_tokens: int | None = None, batch_size: int | None = None) -> Reranker:
+    """Build the registered reranker ``name`` from flag values; the frozen LLM is loaded only if it needs one."""
+    from ..lm.backbone import LMConfig
+
+    overrides = {}
+    if max_passage_tokens is not None:
+        overrides["max_passage_tokens"] = max_passage_tokens
+    if batch_size is not None:
+        overrides["batch_size"] = batch_size
+    return build_reranker(name, lm=LMConfig(model=model, device=device, dtype=dtype), checkpoint=checkpoint,
+                          scorer_overrides=overrides or None)
+
+
+def interpolation_alpha(reranker: Reranker, interpolate: float | str | None) -> float | None:
+    """The first-stage weight for ``--interpolate``: a number as given, or for ``auto`` the weight the reranker
+    carries (``reranker.interpolation["alpha"]``: dev-selected for trained checkpoints, a documented default for
+    zero-shot rerankers). InputError when ``auto`` meets a reranker without one."""
+    if interpolate is None:
+        return None
+    if interpolate != "auto":
+        return float(interpolate)
+    carried = getattr(reranker, "interpolation", None)
+    if not carried or carried.get("alpha") is None:
+        raise InputError(f"--interpolate auto: reranker {reranker.name!r} carries no interpolation weight; "
+                         f"give one (e.g. --interpolate 0.4)")
+    logger.info("interpolation weight %.2f (%s)", carried["alpha"], carried.get("source", "reranker"))
+    return float(carried["alpha"])
+
+
+def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, docs: DocStore, depth: int,
+                     output: str | os.PathLike, progress: bool, tag: str | None = None,
+                     interpolate: float | str | None = None) -> None:
+    """Rerank and write the run atomically; a ``<output>.partial`` state file makes an interrupted job resume.
+
+    With ``interpolate`` (a first-stage weight or ``auto``, see :func:`interpolation_alpha`), the written scores
+    fuse the first stage's and the reranker's over the reranked depth (:func:`~pyserini_qpeft.search.fusion.
+    interpolate_rerank`); the resumable state keeps the reranker's own scores either way.
+    """
+    output = Path(output)
+    alpha = interpolation_alpha(reranker, interpolate)  # before the work: a bad 'auto' fails at once
+    state = output.with_name(output.name + ".partial")
+    if state.exists():
+        logger.warning("resuming from %s", state)
+    reranked = reranker.rerank(queries, run, docs, depth=depth, progress=progress, state_path=state)
+    name = tag or reranker.name.replace(" ", "-")
+    if alpha is not None:
+        from ..search.fusion import interpolate_rerank
+
+        reranked = interpolate_rerank(run, reranked, alpha, depth)
+        name = tag or f"{name}+interp{alpha:g}"
+    reranked.write(output, tag=name)
+    if state.exists():
+        state.unlink()
+
+
+def check_topics_cover_run(queries: Sequence[Query], run: Run) -> None:
+    """InputError when some query of ``run`` has no topic text (usually a wrong ``--topics``)."""
+    known = {q.qid for q in queries}
+    missing = [qid for qid in run.qids() if qid not in known]
+    if missing:
+        raise InputError(f"{len(missing)} run queries have no topic text (e.g. {missing[:3]}); wrong --topics?")

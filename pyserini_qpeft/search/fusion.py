@@ -1,0 +1,154 @@
+"""Fusing runs: reciprocal rank fusion and sparse/dense score interpolation (Pyserini's hybrid style).
+
+Both are deterministic: inputs are read in rank order (``(-score, docid)``), outputs ranked the same way, queries
+kept in order of first appearance across the inputs. Neither mutates its inputs.
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+from typing import Sequence
+
+from ..types import Hit, Run
+
+logger = logging.getLogger(__name__)
+
+NORMALIZATIONS = ("minmax", "zscore", "none")
+
+
+def _qids(runs: Sequence[Run]) -> list[str]:
+    return list(dict.fromkeys(qid for run in runs for qid in run.qids()))
+
+
+def rrf(runs: Sequence[Run], k: int = 60, depth: int = 1000, tag: str = "rrf") -> Run:
+    """Reciprocal rank fusion: ``score(d) = sum_runs 1 / (k + rank_run(d))`` over each run's top ``depth``.
+
+    Ranks start at 1 (as in Cormack et al. and ``pyserini.fusion``); the fused run keeps the top ``depth``.
+    """
+    if not runs:
+        raise ValueError("rrf needs at least one run")
+    if k < 0:
+        raise ValueError(f"rrf k must be >= 0, got {k}")
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    fused = Run(tag=tag)
+    for qid in _qids(runs):
+        scores: dict[str, float] = {}
+        for run in runs:
+            if qid not in run:
+                continue
+            for rank, hit in enumerate(run[qid][:depth], start=1):
+                scores[hit.docid] = scores.get(hit.docid, 0.0) + 1.0 / (k + rank)
+        fused.set(qid, [Hit(d, s) for d, s in scores.items()])
+        fused.hits[qid] = fused.hits[qid][:depth]
+    return fused
+
+
+def _normalize(scores: dict[str, float], method: str) -> dict[str, float]:
+    if method == "none" or not scores:
+        return dict(scores)
+    values = list(scores.values())
+    if method == "minmax":
+        lo, hi = min(values), max(values)
+        if hi == lo:  # one hit, or all tied: every document is equally the best
+            return {d: 1.0 for d in scores}
+        return {d: (s - lo) / (hi - lo) for d, s in scores.items()}
+    mean = statistics.fmean(values)
+    std = statistics.pstdev(values) if len(values) > 1 else 0.0
+    if std == 0:
+        return {d: 0.0 for d in scores}
+    return {d: (s - mean) / std for d, s in scores.items()}
+
+
+def _check_interpolation(alpha: float, normalization: str, depth: int) -> None:
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+
+
+def interpolate(sparse: Run, dense: Run, alpha: float = 0.5, normalization: str = "minmax", depth: int = 1000,
+                tag: str = "hybrid") -> Run:
+    """Hybrid score ``alpha * sparse + (1 - alpha) * dense`` per document, over each run's top ``depth``.
+
+    Scores are first normalised per query and run (``minmax`` to [0, 1], ``zscore``, or ``none``). As in Pyserini's
+    ``HybridSearcher``, a document missing from one run gets that run's minimum score for the query.
+    """
+    _check_interpolation(alpha, normalization, depth)
+    fused = Run(tag=tag)
+    for qid in _qids([sparse, dense]):
+        s = _normalize({h.docid: h.score for h in sparse[qid][:depth]} if qid in sparse else {}, normalization)
+        d = _normalize({h.docid: h.score for h in dense[qid][:depth]} if qid in dense else {}, normalization)
+        s_min = min(s.values()) if s else 0.0
+        d_min = min(d.values()) if d else 0.0
+        docs = list(dict.fromkeys([*s, *d]))
+        fused.set(qid, [Hit(doc, alpha * s.get(doc, s_min) + (1.0 - alpha) * d.get(doc, d_min)) for doc in docs])
+        fused.hits[qid] = fused.hits[qid][:depth]
+    return fused
+
+
+# ------------------------------------------------------------------------------------------------------------
+# First-stage interpolation of a rerank (beyond the papers: the LM score and BM25 are complementary)
+
+ALPHA_GRID = tuple(round(0.05 * i, 2) for i in range(21))
+"""Weights of the first stage tried by :func:`select_alpha`: 0.0, 0.05, ..., 1.0."""
+
+
+def interpolate_rerank(first_stage: Run, reranked: Run, alpha: float, depth: int, normalization: str = "zscore",
+                       tag: str = "interpolated") -> Run:
+    """``alpha * norm(first-stage score) + (1 - alpha) * norm(reranker score)`` over each query's top ``depth``
+    first-stage hits; hits below ``depth`` keep their first-stage order under them.
+
+    Args:
+        first_stage: the run that was reranked (BM25, dense, hybrid).
+        reranked: the reranker's run over the same queries; its scores of the top ``depth`` documents are used.
+        alpha: weight of the first stage in [0, 1] (0 = the reranker alone, 1 = the first stage alone).
+        normalization: per-query normalisation of both score lists over the reranked depth (``zscore``,
+            ``minmax`` or ``none``).
+    """
+    from ..rerank import merge_reranked
+
+    _check_interpolation(alpha, normalization, depth)
+    fused = Run(tag=tag)
+    for qid in first_stage.qids():
+        hits = first_stage[qid]
+        top = hits[:depth]
+        lm_scores = {h.docid: h.score for h in reranked[qid]} if qid in reranked else {}
+        missing = [h.docid for h in top if h.docid not in lm_scores]
+        if missing:
+            raise ValueError(f"query {qid}: document {missing[0]} of the first stage's top {depth} has no reranker "
+                             f"score (was the rerank depth smaller?)")
+        first = _normalize({h.docid: h.score for h in top}, normalization)
+        lm = _normalize({h.docid: lm_scores[h.docid] for h in top}, normalization)
+        scores = {d: alpha * first[d] + (1.0 - alpha) * lm[d] for d in first}
+        fused.set(qid, merge_reranked(hits, scores, depth))
+    return fused
+
+
+def select_alpha(first_stage: Run, reranked: Run, qrels, depth: int, normalization: str = "zscore",
+                 metric: str = "ndcg@10", grid: Sequence[float] = ALPHA_GRID) -> tuple[float, dict[float, float]]:
+    """The first-stage weight that maximises ``metric`` on (dev) ``qrels``; ties go to the weight nearest 0.5.
+
+    Only queries judged in ``qrels`` count; call this on dev queries carved from a training split, never on test.
+
+    Returns:
+        ``(alpha, {alpha: metric value})`` over ``grid``.
+    """
+    from ..evaluation import evaluate
+
+    judged = [qid for qid in first_stage.qids() if qid in qrels]
+    if not judged:
+        raise ValueError("no query of the first-stage run is judged in the dev qrels")
+    sub_first = Run(tag=first_stage.tag)
+    for qid in judged:
+        sub_first.set(qid, first_stage[qid])
+    sub_qrels = {qid: qrels[qid] for qid in judged}
+    table = {}
+    for alpha in grid:
+        run = interpolate_rerank(sub_first, reranked, alpha, depth, normalization)
+        table[float(alpha)] = evaluate(run, sub_qrels, [metric])[metric]
+    best = max(table.values())
+    alpha = min((a for a, v in table.items() if v == best), key=lambda a: (abs(a - 0.5), a))
+    return alpha, table

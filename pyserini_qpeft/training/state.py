@@ -1,0 +1,96 @@
+"""Trainer state on disk: ``trainer_state.json``, optimizer state (safetensors + JSON, no pickle), ``best/``.
+
+Layout of a training output folder (both methods)::
+
+    output_dir/
+      trainer_state.json     history (per-epoch train/dev numbers), best epoch, dev baselines, step config
+      epoch-1/ ... epoch-N/  the method's checkpoint of each epoch + optimizer.safetensors + optimizer.json
+      best/                  a copy of the best epoch without optimizer state: what inference loads
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..artifacts import atomic_write, dump_json, replace_dir
+
+STATE_NAME = "trainer_state.json"
+OPTIMIZER_WEIGHTS = "optimizer.safetensors"
+OPTIMIZER_JSON = "optimizer.json"
+BEST = "best"
+
+
+def epoch_dir(output_dir: str | os.PathLike, epoch: int) -> Path:
+    return Path(output_dir) / f"epoch-{epoch}"
+
+
+def resolve_best(path: str | os.PathLike, marker: str) -> Path:
+    """``path`` when it holds ``marker`` (a checkpoint's config file), else ``path/best`` when that does."""
+    path = Path(path)
+    if not (path / marker).is_file() and (path / BEST / marker).is_file():
+        return path / BEST
+    return path
+
+
+def read_trainer_state(output_dir: str | os.PathLike) -> dict | None:
+    """The ``trainer_state.json`` of a training output folder, or None when there is none."""
+    path = Path(output_dir) / STATE_NAME
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_trainer_state(output_dir: str | os.PathLike, state: dict) -> None:
+    with atomic_write(Path(output_dir) / STATE_NAME) as out:
+        out.write(dump_json(state))
+
+
+def save_optimizer(optimizer, folder: str | os.PathLike) -> None:
+    """Tensors of ``optimizer.state_dict()`` to ``optimizer.safetensors``; groups and scalars to ``optimizer.json``."""
+    from safetensors.torch import save
+
+    folder = Path(folder)
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            name = f"state.{idx}.{key}"
+            if hasattr(value, "detach"):
+                tensors[name] = value.detach().cpu().contiguous()
+            else:
+                scalars[name] = value
+    with atomic_write(folder / OPTIMIZER_WEIGHTS, mode="wb") as out:
+        out.write(save(tensors))
+    with atomic_write(folder / OPTIMIZER_JSON) as out:
+        out.write(dump_json({"param_groups": state["param_groups"], "scalars": scalars}))
+
+
+def load_optimizer(optimizer, folder: str | os.PathLike) -> None:
+    """Restore what :func:`save_optimizer` wrote into ``optimizer`` (same parameter order)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    meta = json.loads((folder / OPTIMIZER_JSON).read_text(encoding="utf-8"))
+    tensors = load_file(str(folder / OPTIMIZER_WEIGHTS))
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = value
+    groups = meta["param_groups"]
+    for group in groups:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def publish_best(epoch_folder: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
+    """Copy an epoch's checkpoint (without optimizer state) to ``output_dir/best``, replacing it atomically."""
+    src, dst = Path(epoch_folder), Path(output_dir) / BEST
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(OPTIMIZER_WEIGHTS, OPTIMIZER_JSON))
+    replace_dir(tmp, dst)
+    return dst

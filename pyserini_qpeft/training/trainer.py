@@ -1,0 +1,281 @@
+"""The one training loop: AdamW on a method's trainable parameters, per-epoch dev selection, early stopping, resume.
+
+A method plugs in a :class:`TrainingStep` (Q-PEFT: ``qpeft.step.QPeftStep``; LMORT: ``lmort.step.LMORTStep``)
+that owns its parameters, its sampling + loss for one batch, its dev ranking and its checkpoint format. This
+module owns everything else: data order, learning-rate schedule, optimizer state, ``trainer_state.json``, the
+per-epoch ``epoch-N/`` folders and ``best/`` (see :mod:`.state`), and the dev metrics, computed by
+:func:`pyserini_qpeft.evaluation.evaluate` on the step's dev :class:`~pyserini_qpeft.types.Run` against binary
+dev qrels (every positive at relevance 1; ties ranked as trec_eval ranks them).
+
+Determinism: the order of epoch ``e`` is ``random.Random(f"{seed}-order-{e}")``, the step's sampling rng is
+``random.Random(f"{seed}-sample-{e}")`` and torch is seeded with ``seed * 1000 + e`` (dropout), so
+``resume=True`` (continue after the last completed epoch; weights and AdamW state come from that epoch's folder;
+an interrupted epoch is redone from its start) sees exactly the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+
+from ..errors import InputError
+from .config import LOWER_IS_BETTER, TrainConfig
+from .data import TrainingExample, dev_qrels, example_meta
+from .state import (epoch_dir, load_optimizer, publish_best, read_trainer_state, save_optimizer,
+                    write_trainer_state)
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..types import Run
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingStep(Protocol):
+    """What a method gives the loop.
+
+    Attributes:
+        identity: JSON-able settings that must not change across ``--resume`` (e.g. the module config).
+        dev_metrics: evaluation metric names reported on dev (the selection metric is added when missing).
+    """
+
+    identity: dict[str, Any]
+    dev_metrics: tuple[str, ...]
+
+    def parameters(self) -> list["torch.nn.Parameter"]:
+        """The trainable parameters (the optimizer's; never the frozen LM's)."""
+
+    def train_mode(self, training: bool) -> None:
+        """Switch the trainable module between train (dropout) and eval mode."""
+
+    def step(self, batch: Sequence[TrainingExample], rng: random.Random
+             ) -> tuple["torch.Tensor", dict[str, float]] | None:
+        """Sample and score one batch: ``(scalar loss, {"loss": ..., ...})``, or None when there is nothing to learn."""
+
+    def dev_run(self, dev: Sequence[TrainingExample], progress: bool = False) -> "Run":
+        """The current model's ranking of each dev query's candidates."""
+
+    def baseline_run(self, dev: Sequence[TrainingExample], progress: bool = False) -> "Run | None":
+        """A zero-shot reference ranking of dev (reported, never selected), or None."""
+
+    def dev_extra(self, dev: Sequence[TrainingExample], run: "Run") -> dict[str, float]:
+        """Method-specific dev numbers from the same run (e.g. Q-PEFT's dev loss)."""
+
+    def save(self, folder: Path, extra: dict[str, Any]) -> None:
+        """Write the method's checkpoint (``extra``: ``training`` and ``dev_metrics`` metadata)."""
+
+    def load(self, folder: Path) -> None:
+        """Load the trainable weights of a checkpoint written by :meth:`save`."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` did."""
+
+    output_dir: Path
+    best_dir: Path
+    best_epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    dev_baseline: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+
+
+def dev_metrics(run: "Run", dev: Sequence[TrainingExample], metrics: Sequence[str]) -> dict[str, float]:
+    """``evaluation.evaluate`` of ``run`` against the binary dev qrels, plus ``queries``."""
+    from ..evaluation import evaluate
+
+    return {**evaluate(run, dev_qrels(dev), list(metrics)), "queries": len(dev)}
+
+
+def evaluate_step(step: TrainingStep, dev: Sequence[TrainingExample], metrics: Sequence[str], progress: bool = False,
+                  baseline: bool = False) -> dict[str, float]:
+    """Dev metrics of the step's current model (or of its zero-shot baseline; {} when it has none)."""
+    run = step.baseline_run(dev, progress=progress) if baseline else step.dev_run(dev, progress=progress)
+    if run is None:
+        return {}
+    return {**dev_metrics(run, dev, metrics), **step.dev_extra(dev, run)}
+
+
+def epoch_order(num_train: int, config: TrainConfig, epoch: int) -> list[int]:
+    """Indices of the training examples used in ``epoch``, in order (a pure function of seed and epoch)."""
+    rng = random.Random(f"{config.seed}-order-{epoch}")
+    order = list(range(num_train))
+    rng.shuffle(order)
+    if config.max_train_queries is not None:
+        order = order[:config.max_train_queries]
+    return order
+
+
+def selection_metric(config: TrainConfig, dev: Sequence[TrainingExample]) -> str:
+    """The metric that picks ``best/``: the configured one, or ``train_loss`` without a dev set."""
+    return config.selection_metric if dev else "train_loss"
+
+
+def _better(metric: str, new: float, old: float | None) -> bool:
+    if old is None:
+        return True
+    return new < old if metric in LOWER_IS_BETTER else new > old
+
+
+def _selection_value(metric: str, record: dict[str, Any]) -> float:
+    if metric == "train_loss":
+        return record["train"]["loss"]
+    if metric not in record["dev"]:
+        raise InputError(f"selection metric {metric!r} is not among the dev metrics {sorted(record['dev'])}")
+    return record["dev"][metric]
+
+
+def _check_sets(train: Sequence[TrainingExample], dev: Sequence[TrainingExample]) -> None:
+    if not train:
+        raise InputError("no training examples")
+    overlap = {e.qid for e in train} & {e.qid for e in dev}
+    if overlap:
+        raise InputError(f"{len(overlap)} queries are both in train and dev (e.g. {sorted(overlap)[0]})")
+
+
+def _start_state(step: TrainingStep, config: TrainConfig, dev: Sequence[TrainingExample], metrics: Sequence[str],
+                 progress: bool) -> dict[str, Any]:
+    state = {"completed_epochs": 0, "global_step": 0, "history": [], "best_epoch": None, "best_value": None,
+             "dev_baseline": {}, "dev_untrained": {}, "train_seconds": 0.0, "stopped_early": False,
+             "selection_metric": selection_metric(config, dev), "step": step.identity}
+    if config.eval_at_start and dev:
+        t0 = time.time()
+        state["dev_baseline"] = evaluate_step(step, dev, metrics, progress, baseline=True)
+        state["dev_untrained"] = evaluate_step(step, dev, metrics, progress)
+        state["dev_eval_seconds_at_start"] = time.time() - t0
+        if state["dev_baseline"]:
+            logger.info("dev zero-shot baseline: %s", _fmt(state["dev_baseline"]))
+        logger.info("dev untrained: %s", _fmt(state["dev_untrained"]))
+    return state
+
+
+def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
+        config: TrainConfig, output_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
+        metadata: Mapping[str, Any] | None = None) -> TrainResult:
+    """Train ``step``'s parameters in place; write ``epoch-N/``, ``best/`` and ``trainer_state.json``.
+
+    Args:
+        step: the method (see :class:`TrainingStep`).
+        train_examples, dev_examples: disjoint example lists (``training.data.split_dev``); without dev
+            examples ``best/`` is the epoch with the lowest training loss.
+        config: shared hyperparameters (a method's subclass).
+        output_dir: must hold no training run unless ``resume``.
+        resume: continue after the last completed epoch recorded in ``output_dir``.
+        progress: tqdm bars with the running loss.
+        metadata: extra JSON for every checkpoint; its ``training`` entry is merged with the loop's.
+
+    Returns:
+        A :class:`TrainResult`; ``best_dir`` is a loadable checkpoint.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    _check_sets(train_examples, dev_examples)
+    output_dir = Path(output_dir)
+    state = read_trainer_state(output_dir)
+    if state is not None and not resume:
+        raise InputError(f"{output_dir} already holds a training run; pass --resume to continue it or choose "
+                         f"another --output", str(output_dir))
+    if state is not None and state.get("step", step.identity) != step.identity:
+        raise InputError(f"--resume with other model settings than the run in {output_dir}: saved "
+                         f"{state.get('step')}, now {step.identity}", str(output_dir))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    selection = selection_metric(config, dev_examples)
+    metrics = list(dict.fromkeys([*step.dev_metrics, *([] if selection in LOWER_IS_BETTER else [selection])]))
+    params = step.parameters()
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    total_steps = config.planned_steps(len(train_examples))
+    train_meta = {"train_config": config.to_dict(), **example_meta(train_examples, dev_examples)}
+
+    start_epoch, global_step = 1, 0
+    if state is not None and state.get("completed_epochs", 0) > 0:
+        last = state["completed_epochs"]
+        folder = epoch_dir(output_dir, last)
+        step.load(folder)
+        load_optimizer(optimizer, folder)
+        start_epoch, global_step = last + 1, state["global_step"]
+        logger.info("resuming after epoch %d (step %d) from %s", last, global_step, folder)
+    else:
+        state = _start_state(step, config, dev_examples, metrics, progress)
+        write_trainer_state(output_dir, state)
+
+    for epoch in range(start_epoch, config.epochs + 1):
+        if config.max_steps is not None and global_step >= config.max_steps:
+            break
+        if state.get("stopped_early") or (config.patience is not None and state["best_epoch"] is not None
+                                          and state["completed_epochs"] - state["best_epoch"] >= config.patience):
+            logger.info("early stop: no better %s for %d epochs", selection, config.patience)
+            state["stopped_early"] = True
+            write_trainer_state(output_dir, state)
+            break
+        t_epoch = time.time()
+        torch.manual_seed(config.seed * 1000 + epoch)  # dropout
+        rng = random.Random(f"{config.seed}-sample-{epoch}")
+        order = epoch_order(len(train_examples), config, epoch)
+        steps = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        if config.max_steps is not None:
+            steps = steps[:config.max_steps - global_step]
+        step.train_mode(True)
+        sums: dict[str, float] = {}
+        bar = tqdm(steps, desc=f"epoch {epoch}/{config.epochs}", unit="step", disable=not progress,
+                   dynamic_ncols=True)
+        for n, idx in enumerate(bar, start=1):
+            out = step.step([train_examples[i] for i in idx], rng)
+            if out is None:
+                continue
+            loss, stats = out
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr_at(global_step, total_steps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            global_step += 1
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix({k: f"{sums[k] / n:.4f}" for k in ("loss", "pair_acc") if k in sums})
+        bar.close()
+        train_seconds = time.time() - t_epoch
+        step.train_mode(False)
+        t_dev = time.time()
+        dev = evaluate_step(step, dev_examples, metrics, progress) if dev_examples else {}
+        nsteps = max(1, len(steps))
+        record = {"epoch": epoch, "steps": len(steps), "global_step": global_step,
+                  "train": {k: v / nsteps for k, v in sums.items()}, "dev": dev,
+                  "train_seconds": train_seconds, "dev_seconds": time.time() - t_dev}
+        logger.info("epoch %d: train %s | dev %s | %.0f s train, %.0f s dev", epoch, _fmt(record["train"]),
+                    _fmt(dev), train_seconds, record["dev_seconds"])
+        value = _selection_value(selection, record)
+        improved = _better(selection, value, state["best_value"])
+        folder = epoch_dir(output_dir, epoch)
+        extra = dict(metadata or {})
+        extra["training"] = {**(extra.get("training") or {}), **train_meta, "epoch": epoch,
+                             "global_step": global_step}
+        extra["dev_metrics"] = {k: v for k, v in dev.items() if k not in ("queries", "pairs")}
+        extra["dev_baseline"] = {k: v for k, v in state["dev_baseline"].items() if k not in ("queries", "pairs")}
+        step.save(folder, extra)
+        save_optimizer(optimizer, folder)
+        state["history"].append(record)
+        state["completed_epochs"], state["global_step"] = epoch, global_step
+        state["train_seconds"] = state.get("train_seconds", 0.0) + train_seconds
+        if improved:
+            state["best_epoch"], state["best_value"] = epoch, value
+            publish_best(folder, output_dir)
+        write_trainer_state(output_dir, state)
+
+    if state["best_epoch"] is None:
+        raise InputError("training ran no epoch (max_steps reached before the first epoch?)")
+    return TrainResult(output_dir=output_dir, best_dir=output_dir / "best", best_epoch=state["best_epoch"],
+                       history=state["history"], dev_baseline=state["dev_baseline"],
+                       train_seconds=state["train_seconds"], stopped_early=bool(state.get("stopped_early")))
+
+
+def _fmt(metrics: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))

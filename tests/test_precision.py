@@ -1,0 +1,87 @@
+"""`--dtype auto` on the CPU: a cached matmul probe decides (timings injected here, no real measurement)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pyserini_qpeft.lm.precision import BF16_MIN_SPEEDUP, decide, probe_cpu
+
+
+class FakeTimer:
+    """``timer(name) -> GFLOP/s`` from a table; counts calls."""
+
+    def __init__(self, fp32: float, bf16: float):
+        self.table = {"fp32": fp32, "bf16": bf16}
+        self.calls: list[str] = []
+
+    def __call__(self, name: str) -> float:
+        self.calls.append(name)
+        return self.table[name]
+
+
+@pytest.mark.parametrize("fp32, bf16, expected", [
+    (210.0, 860.0, "bf16"),    # AMD EPYC with avx512_bf16 (ENVIRONMENT.md)
+    (230.0, 1800.0, "bf16"),   # Intel AMX
+    (270.0, 143.0, "fp32"),    # Intel avx512_bf16 without AMX
+    (131.0, 1.0, "fp32"),      # AVX2 only: bf16 is emulated
+    (100.0, 100.0 * BF16_MIN_SPEEDUP, "bf16"),
+    (100.0, 100.0 * BF16_MIN_SPEEDUP - 0.1, "fp32"),
+])
+def test_decision(fp32, bf16, expected, tmp_path):
+    assert decide(fp32, bf16) == expected
+    choice = probe_cpu(tmp_path / "probe.json", timer=FakeTimer(fp32, bf16), cpu="cpu-a", torch_version="2.13.0")
+    assert choice.dtype == expected
+    assert choice.ratio == pytest.approx(bf16 / fp32)
+
+
+def test_cache_is_reused_then_invalidated_by_cpu_or_torch(tmp_path):
+    cache = tmp_path / "precision" / "cpu-probe.json"
+    fast = FakeTimer(200.0, 800.0)
+    assert probe_cpu(cache, timer=fast, cpu="cpu-a", torch_version="2.13.0").dtype == "bf16"
+    assert fast.calls == ["fp32", "bf16"]
+    stored = json.loads(cache.read_text())
+    assert stored["probes"][0]["cpu"] == "cpu-a" and stored["probes"][0]["bf16_gflops"] == 800.0
+
+    # Same CPU and torch: the cache answers, nothing is measured (a slow timer would flip the choice).
+    slow = FakeTimer(200.0, 10.0)
+    assert probe_cpu(cache, timer=slow, cpu="cpu-a", torch_version="2.13.0").dtype == "bf16"
+    assert slow.calls == []
+
+    # Another CPU model: measured again, and both entries are kept.
+    assert probe_cpu(cache, timer=slow, cpu="cpu-b", torch_version="2.13.0").dtype == "fp32"
+    assert slow.calls == ["fp32", "bf16"]
+    # Another torch version on the first CPU: measured again too.
+    again = FakeTimer(200.0, 10.0)
+    assert probe_cpu(cache, timer=again, cpu="cpu-a", torch_version="2.14.1").dtype == "fp32"
+    assert again.calls == ["fp32", "bf16"]
+    keys = {(p["cpu"], p["torch"]) for p in json.loads(cache.read_text())["probes"]}
+    assert keys == {("cpu-a", "2.13.0"), ("cpu-b", "2.13.0"), ("cpu-a", "2.14.1")}
+
+
+def test_corrupt_cache_is_measured_again(tmp_path):
+    cache = tmp_path / "cpu-probe.json"
+    cache.write_text("{not json")
+    timer = FakeTimer(100.0, 400.0)
+    assert probe_cpu(cache, timer=timer, cpu="c", torch_version="t").dtype == "bf16"
+    assert timer.calls == ["fp32", "bf16"]
+    assert json.loads(cache.read_text())["format"] == 1
+
+
+def test_resolve_precision_records_the_reason(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from pyserini_qpeft.lm import precision
+    from pyserini_qpeft.lm.backbone import resolve_precision
+
+    monkeypatch.setenv("PYSERINI_QPEFT_CACHE", str(tmp_path))
+    dtype, record = resolve_precision("fp32", "cpu")
+    assert dtype == torch.float32 and record == {"requested": "fp32", "dtype": "fp32", "reason": "flag"}
+    # A cached probe for this very machine says bf16 is 4x faster: auto follows it without measuring.
+    cache = tmp_path / "precision" / precision.CACHE_NAME
+    cache.parent.mkdir(parents=True)
+    cache.write_text(json.dumps({"format": 1, "probes": [
+        {"cpu": precision.cpu_model(), "torch": str(torch.__version__), "fp32_gflops": 200.0, "bf16_gflops": 800.0}]}))
+    monkeypatch.setattr(precision, "matmul_gflops", lambda name: pytest.fail("measured despite the cache"))
+    dtype, record = resolve_precision("auto", "cpu")
+    assert dtype == torch.bfloat16
+    assert record["reason"] == "cpu matmul probe" and record["ratio"] == 4.0 and record["dtype"] == "bf16"

@@ -1,0 +1,89 @@
+"""The paper-faithful Q-PEFT options: content-token filter, trainable query side, plain MLP with xavier init."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import TOY_CORPUS, TOY_QUERIES
+from pyserini_qpeft.data import Document
+from pyserini_qpeft.lm.scoring import QueryLikelihoodScorer, ScorerConfig
+from pyserini_qpeft.qpeft.module import QPeftConfig, build_module
+from pyserini_qpeft.qpeft.tokens import STOPWORDS, excluded_token_ids, is_content_token
+
+DOCS = {d["_id"]: Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS}
+QUERIES = {q["_id"]: q["text"] for q in TOY_QUERIES}
+PAIRS = [("q1", "d1"), ("q2", "d2"), ("q4", "d4")]
+
+
+def _encode(lm, module):
+    scorer = QueryLikelihoodScorer(lm, ScorerConfig(), hint_module=module)
+    return scorer, scorer.encode([QUERIES[q] for q, _ in PAIRS], [DOCS[d] for _, d in PAIRS])
+
+
+def test_content_words():
+    assert is_content_token(" cancer") and is_content_token("Aspirin")
+    for text in ("-", ".", ",", " the", "is", "42", " x", "d3", ""):
+        assert not is_content_token(text), text
+    assert {"the", "of", "and", "is"} <= STOPWORDS
+
+
+def test_content_filter_leaves_only_content_tokens(tiny_lm):
+    tok = tiny_lm.tokenizer
+    excluded = set(excluded_token_ids(tok, "content"))
+    assert set(excluded_token_ids(tok, "special")) <= excluded
+    module = build_module(tiny_lm, QPeftConfig(variant="retr", top_k=50, token_filter="content"))
+    _, batch = _encode(tiny_lm, module)
+    _, mask, ids, _ = module.select_tokens(batch.query_ids, batch.query_mask, batch.passage_ids, batch.passage_mask)
+    chosen = [tok.decode([i]) for i in ids[mask.bool()].tolist()]
+    assert chosen and all(is_content_token(t) for t in chosen), chosen
+    plain = build_module(tiny_lm, QPeftConfig(variant="retr", top_k=50))
+    _, mask0, ids0, _ = plain.select_tokens(batch.query_ids, batch.query_mask, batch.passage_ids, batch.passage_mask)
+    everything = [tok.decode([i]) for i in ids0[mask0.bool()].tolist()]
+    assert any(not is_content_token(t) for t in everything)  # the toy passages do contain stop-words ("the", "by")
+
+
+def test_query_proj_starts_as_identity_and_learns(tiny_lm):
+    base = build_module(tiny_lm, QPeftConfig(variant="retr", top_k=4))
+    proj = build_module(tiny_lm, QPeftConfig(variant="retr", top_k=4, query_proj=True))
+    _, batch = _encode(tiny_lm, base)
+    args = (batch.query_ids, batch.query_mask, batch.passage_ids, batch.passage_mask)
+    hints0, _ = base(*args)
+    hints1, _ = proj(*args)
+    torch.testing.assert_close(hints0, hints1)  # same value at init (same seed, identity map, gate == 1)
+    hints1.float().pow(2).sum().backward()
+    grad = proj.query_proj.weight.grad
+    assert grad is not None and float(grad.abs().sum()) > 0  # the selection's similarity reaches the map
+
+
+def test_plain_mlp_is_not_residual(tiny_lm):
+    module = build_module(tiny_lm, QPeftConfig(variant="attn", attn_init="xavier", mlp="plain"))
+    x = torch.randn(3, tiny_lm.hidden_size)
+    expected = module.mlp.fc2(torch.relu(module.mlp.fc1(x)))
+    torch.testing.assert_close(module.mlp(x), expected)
+    assert float(module.mlp.fc1.bias.detach().abs().sum()) == 0.0
+    residual = build_module(tiny_lm, QPeftConfig(variant="attn"))
+    torch.testing.assert_close(residual.mlp(x), x + residual.mlp.fc2(torch.relu(residual.mlp.fc1(x))))
+
+
+def test_option_validation():
+    with pytest.raises(ValueError, match="query_proj"):
+        QPeftConfig(variant="attn", query_proj=True)
+    with pytest.raises(ValueError, match="'wide'"):
+        QPeftConfig(mlp="wide")
+    with pytest.raises(ValueError, match="'words'"):
+        QPeftConfig(token_filter="words")
+    old = {k: v for k, v in QPeftConfig().to_dict().items() if k not in ("mlp", "token_filter", "query_proj")}
+    assert QPeftConfig.from_dict(old) == QPeftConfig()  # checkpoints written before these options still load
+
+
+def test_checkpoint_round_trip_keeps_query_proj(tiny_lm, tmp_path):
+    from pyserini_qpeft.qpeft.checkpoint import load_checkpoint, save_checkpoint
+
+    config = QPeftConfig(variant="retr", top_k=4, query_proj=True, token_filter="content", mlp="plain")
+    module = build_module(tiny_lm, config)
+    with torch.no_grad():
+        module.query_proj.weight.add_(0.01)
+    save_checkpoint(tmp_path / "ckpt", module, config, tiny_lm, ScorerConfig())
+    loaded, loaded_config, _, _ = load_checkpoint(tmp_path / "ckpt", tiny_lm)
+    assert loaded_config == config
+    torch.testing.assert_close(loaded.query_proj.weight, module.query_proj.weight)

@@ -1,0 +1,164 @@
+"""The shared training loop on a toy step (no LM): early stopping, LR schedules, selection without dev, resume,
+optimizer state without pickle, config validation."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pyserini_qpeft.errors import InputError
+from pyserini_qpeft.training.config import TrainConfig
+from pyserini_qpeft.training.data import TrainingExample
+from pyserini_qpeft.training.state import load_optimizer, read_trainer_state, save_optimizer
+from pyserini_qpeft.training.trainer import epoch_order, fit
+from pyserini_qpeft.types import Hit, Run
+
+EXAMPLES = [TrainingExample(f"q{i}", f"query {i}", (f"p{i}",), (f"n{i}",)) for i in range(10)]
+
+
+class ToyStep:
+    """A scalar ``w`` per example; the loss pulls every ``w`` towards 1. Dev: ``p`` scores ``w`` against ``n`` at
+    a fixed ``dev_score`` sequence (to script the dev metric)."""
+
+    dev_metrics = ("mrr@10",)
+
+    def __init__(self, dev_scores=None):
+        self.w = torch.nn.Parameter(torch.zeros(len(EXAMPLES)))
+        self.identity = {"toy": 1}
+        self.dev_scores = list(dev_scores or [])
+        self.seen: list[list[str]] = []
+        self.lrs: list[float] = []
+
+    def parameters(self):
+        return [self.w]
+
+    def train_mode(self, training):
+        pass
+
+    def step(self, batch, rng):
+        self.seen.append([e.qid for e in batch])
+        idx = torch.tensor([int(e.qid[1:]) for e in batch])
+        rng.random()  # a real step samples from the loop's seeded rng
+        loss = ((self.w[idx] - 1.0) ** 2).mean()
+        return loss, {"loss": float(loss.detach())}
+
+    def dev_run(self, dev, progress=False):
+        score = self.dev_scores.pop(0) if self.dev_scores else 0.0
+        return Run({e.qid: [Hit(e.positives[0], score), Hit(e.negatives[0], 0.5)] for e in dev})
+
+    def baseline_run(self, dev, progress=False):
+        return None
+
+    def dev_extra(self, dev, run):
+        return {}
+
+    def save(self, folder, extra):
+        folder.mkdir(parents=True, exist_ok=True)
+        from safetensors.torch import save_file
+
+        save_file({"w": self.w.detach().clone()}, str(folder / "w.safetensors"))
+        (folder / "meta.json").write_text(json.dumps(extra))
+
+    def load(self, folder):
+        from safetensors.torch import load_file
+
+        with torch.no_grad():
+            self.w.copy_(load_file(str(folder / "w.safetensors"))["w"])
+
+
+def test_patience_stops_early_and_resume_keeps_the_stop(tmp_path):
+    # dev MRR per epoch: 1, 0.5, 0.5, 0.5, ... -> best is epoch 1; patience 2 stops before epoch 4
+    step = ToyStep([1.0, 0.0, 0.0, 0.0, 0.0])
+    config = TrainConfig(epochs=6, batch_size=4, patience=2, eval_at_start=False, selection_metric="mrr@10")
+    result = fit(step, EXAMPLES[:8], EXAMPLES[8:], config, tmp_path / "out", progress=False)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3] and result.stopped_early and result.best_epoch == 1
+    assert json.loads((tmp_path / "out" / "best" / "meta.json").read_text())["training"]["epoch"] == 1
+    again = fit(ToyStep(), EXAMPLES[:8], EXAMPLES[8:], config, tmp_path / "out", resume=True, progress=False)
+    assert len(again.history) == 3 and again.stopped_early
+    # default: no early stopping
+    plain = fit(ToyStep([1.0]), EXAMPLES[:8], EXAMPLES[8:], TrainConfig(epochs=4, batch_size=4, eval_at_start=False),
+                tmp_path / "plain", progress=False)
+    assert len(plain.history) == 4 and not plain.stopped_early
+
+
+def test_without_dev_the_lowest_training_loss_wins(tmp_path):
+    step = ToyStep()
+    config = TrainConfig(epochs=3, batch_size=5, lr=0.1, warmup_steps=0, dev_size=0)
+    result = fit(step, EXAMPLES, [], config, tmp_path / "out", progress=False)
+    losses = [h["train"]["loss"] for h in result.history]
+    assert losses == sorted(losses, reverse=True) and result.best_epoch == 3
+    assert all(h["dev"] == {} for h in result.history)
+
+
+@pytest.mark.parametrize("kind", ["constant", "linear"])
+def test_lr_schedules(kind):
+    if kind == "constant":
+        config = TrainConfig(lr=1.0, warmup_steps=4)
+        assert [config.lr_at(s, 20) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    else:
+        config = TrainConfig(lr=1.0, lr_schedule="linear", warmup_steps=0, warmup_ratio=0.2)
+        lrs = [config.lr_at(s, 10) for s in range(10)]
+        assert lrs[:2] == [0.5, 1.0] and lrs[2] == 1.0 and lrs[-1] == pytest.approx(1 / 8)
+        assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
+    assert TrainConfig(epochs=3, batch_size=4, max_train_queries=6).planned_steps(10) == 6
+    assert TrainConfig(epochs=3, batch_size=4, max_steps=5).planned_steps(10) == 5
+
+
+def test_epoch_order_is_seeded_per_epoch():
+    config = TrainConfig(seed=3, max_train_queries=4)
+    assert epoch_order(10, config, 1) == epoch_order(10, config, 1)
+    assert epoch_order(10, config, 1) != epoch_order(10, config, 2) and len(epoch_order(10, config, 2)) == 4
+
+
+def test_optimizer_roundtrip_is_exact_and_pickle_free(tmp_path):
+    w = torch.nn.Parameter(torch.randn(3, 2))
+    opt = torch.optim.AdamW([w], lr=0.1, weight_decay=0.01)
+    for _ in range(2):
+        opt.zero_grad()
+        (w ** 2).sum().backward()
+        opt.step()
+    save_optimizer(opt, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optimizer.json", "optimizer.safetensors"]
+    other = torch.optim.AdamW([torch.nn.Parameter(w.detach().clone())], lr=0.5)
+    load_optimizer(other, tmp_path)
+    a, b = opt.state_dict(), other.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for key, value in a["state"][0].items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["state"][0][key])), key
+
+
+def test_fit_refuses_overlap_and_a_finished_folder(tmp_path):
+    with pytest.raises(InputError, match="both in train and dev"):
+        fit(ToyStep(), EXAMPLES[:5], EXAMPLES[4:6], TrainConfig(epochs=1), tmp_path / "x", progress=False)
+    fit(ToyStep(), EXAMPLES[:8], EXAMPLES[8:], TrainConfig(epochs=1, eval_at_start=False), tmp_path / "y",
+        progress=False)
+    assert read_trainer_state(tmp_path / "y")["completed_epochs"] == 1
+    with pytest.raises(InputError, match="--resume"):
+        fit(ToyStep(), EXAMPLES[:8], EXAMPLES[8:], TrainConfig(epochs=1), tmp_path / "y", progress=False)
+    step = ToyStep()
+    step.identity = {"toy": 2}
+    with pytest.raises(InputError, match="other model settings"):
+        fit(step, EXAMPLES[:8], EXAMPLES[8:], TrainConfig(epochs=2), tmp_path / "y", resume=True, progress=False)
+
+
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"lr": 0.0}, {"lr_schedule": "cosine"}, {"patience": 0},
+                                 {"warmup_ratio": 0.1, "warmup_steps": 5}, {"dev_size": 1.5},
+                                 {"selection_metric": "bleu"}])
+def test_config_validation_names_the_bad_value(bad):
+    with pytest.raises(ValueError) as info:
+        TrainConfig(**bad)
+    assert list(bad)[-1] in str(info.value) or str(list(bad.values())[-1]) in str(info.value)
+    with pytest.raises(InputError, match="bad training setting"):
+        TrainConfig.build(**bad)
+
+
+def test_importing_the_training_layer_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, pyserini_qpeft.training.trainer, pyserini_qpeft.qpeft.step, pyserini_qpeft.lmort.train, "
+            "pyserini_qpeft.cli.train, pyserini_qpeft.cli.lmort; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
