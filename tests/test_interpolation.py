@@ -60,3 +60,40 @@ def test_inputs_are_not_mutated():
     interpolate_rerank(FIRST, LM, alpha=0.3, depth=3)
     assert FIRST.to_dict() == before_first and LM.to_dict() == before_lm
     assert isinstance(FIRST["q"][0], Hit)
+
+
+def test_cli_rerank_interpolate(tiny_lm, tiny_lm_path, toy_beir, tmp_path):
+    from click.testing import CliRunner
+
+    from conftest import TOY_CORPUS, TOY_QUERIES
+    from pyserini_qpeft.cli.main import cli
+    from pyserini_qpeft.data import Document
+    from pyserini_qpeft.lm.scoring import ScorerConfig
+    from pyserini_qpeft.rerank import DictDocStore, UPRReranker
+    from pyserini_qpeft.types import Query, read_run
+
+    docids = [d["_id"] for d in TOY_CORPUS]
+    queries = [Query(q["_id"], q["text"]) for q in TOY_QUERIES]
+    first = Run({q.qid: [Hit(d, 10.0 - i) for i, d in enumerate(docids[k:] + docids[:k])]
+                 for k, q in enumerate(queries)}, tag="bm25")
+    first.write(tmp_path / "bm25.trec")
+    docs = DictDocStore({d["_id"]: Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS})
+    upr = UPRReranker(tiny_lm, ScorerConfig()).rerank(queries, first, docs, depth=4, progress=False)
+    base = ["rerank", "--run", str(tmp_path / "bm25.trec"), "--topics", str(toy_beir / "queries.jsonl"),
+            "--corpus", str(toy_beir / "corpus.jsonl"), "--model", str(tiny_lm_path), "--device", "cpu",
+            "--dtype", "fp32", "--rerank-depth", "4", "-q"]
+    result = CliRunner().invoke(cli, base + ["--reranker", "upr", "--interpolate", "0.3",
+                                             "--output", str(tmp_path / "interp.trec")])
+    assert result.exit_code == 0, result.output
+    expected = interpolate_rerank(first, upr, 0.3, depth=4)
+    got = read_run(tmp_path / "interp.trec")
+    assert {q: [h.docid for h in got[q]] for q in got} == {q: [h.docid for h in expected[q]] for q in expected}
+    assert "upr+interp0.3" in (tmp_path / "interp.trec").read_text().splitlines()[0]
+    bad = CliRunner().invoke(cli, base + ["--reranker", "upr", "--interpolate", "1.5",
+                                          "--output", str(tmp_path / "bad.trec")])
+    assert bad.exit_code == 2 and "interpolat" in bad.output
+    # 'auto' needs a weight the reranker carries; identity carries none -> exit 3 before any work
+    none = CliRunner().invoke(cli, base + ["--reranker", "identity", "--interpolate", "auto",
+                                           "--output", str(tmp_path / "none.trec")])
+    assert none.exit_code == 3 and "carries no interpolation weight" in none.output
+    assert not (tmp_path / "none.trec").exists()
