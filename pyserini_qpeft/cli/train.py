@@ -12,9 +12,10 @@ import time
 
 import click
 
+from ..qpeft.config import ATTN_INITS, MLPS, PROMPT_INITS, TOKEN_FILTERS, VARIANTS, QPeftConfig
 from ..qpeft.step import SELECTION_METRICS, QPeftTrainConfig
 from ..training.data import NEGATIVE_POLICIES
-from .options import lm_options, quiet_option
+from .options import field_default, lm_options, quiet_option, scorer_option
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +26,14 @@ train = click.Group("train", help="Train a Q-PEFT module or an LMORT tuner on a 
 _Q = QPeftTrainConfig.default
 
 
+def _M(name: str):
+    """Default of a module flag: :class:`~pyserini_qpeft.qpeft.config.QPeftConfig`'s."""
+    return field_default(QPeftConfig, name)
+
+
 @train.command("qpeft")
-@click.option("--variant", type=click.Choice(["attn", "retr", "prompt"]), default="attn", show_default=True,
-              help="attn = Q-PEFT-A, retr = Q-PEFT-R, prompt = query-independent soft prompt (ablation).")
+@click.option("--variant", type=click.Choice(VARIANTS), default=_M("variant"), show_default=True,
+              help="attn = Q-PEFT-A, retr = Q-PEFT-R, prompt = query-independent prompt tuning.")
 @click.option("--dataset", required=True, help="BEIR dataset name (on $PYSERINI_QPEFT_DATA) or folder.")
 @click.option("--split", default="train", show_default=True,
               help="Qrels split with the training queries (the test split is refused).")
@@ -51,11 +57,21 @@ _Q = QPeftTrainConfig.default
 @click.option("--negative-policy", type=click.Choice(NEGATIVE_POLICIES), default=_Q("negative_policy"),
               show_default=True, help="non-relevant: any run doc not judged relevant; unjudged: judged docs excluded.")
 @click.option("--no-in-batch", is_flag=True, help="Do not use other queries' positives as negatives.")
-@click.option("--top-k", type=click.IntRange(min=1), default=16, show_default=True, help="retr: hint tokens.")
-@click.option("--num-heads", type=click.IntRange(min=1), default=2, show_default=True, help="attn: heads.")
-@click.option("--num-virtual-tokens", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--top-k", type=click.IntRange(min=1), default=_M("top_k"), show_default=True, help="retr: hint tokens.")
+@click.option("--token-filter", type=click.Choice(TOKEN_FILTERS), default=_M("token_filter"), show_default=True,
+              help="retr: tokens never picked as hints: special tokens, or also punctuation/digits/stop-words (content).")
+@click.option("--query-proj/--no-query-proj", default=_M("query_proj"), show_default=True,
+              help="retr: a trainable query-side map in the token similarity (the paper's learnable embedding copy).")
+@click.option("--num-heads", type=click.IntRange(min=1), default=_M("num_heads"), show_default=True, help="attn: heads.")
+@click.option("--attn-init", type=click.Choice(ATTN_INITS), default=_M("attn_init"), show_default=True,
+              help="attn: identity (soft token matching at step 0) or xavier (the paper's random init).")
+@click.option("--mlp", type=click.Choice(MLPS), default=_M("mlp"), show_default=True,
+              help="Hint MLP: residual (x + MLP(x), starts near x) or plain (the paper's Linear-ReLU-Linear).")
+@click.option("--num-virtual-tokens", type=click.IntRange(min=1), default=_M("num_virtual_tokens"), show_default=True,
               help="prompt: learned vectors.")
-@click.option("--prompt-init", type=click.Choice(["vocab", "text"]), default="vocab", show_default=True)
+@click.option("--prompt-init", type=click.Choice(PROMPT_INITS), default=_M("prompt_init"), show_default=True)
+@click.option("--pointwise-weight", type=click.FloatRange(min=0), default=_Q("pointwise_weight"), show_default=True,
+              help="Weight of the pointwise NLL(q|d+) term next to the pairwise hinge (1.0 = the paper's 1:1).")
 @click.option("--dev-size", type=click.IntRange(min=1), default=None,
               help=f"Dev queries carved from the training queries (default: {_Q('dev_size'):.0%}).")
 @click.option("--dev-depth", type=click.IntRange(min=1), default=_Q("dev_depth"), show_default=True,
@@ -63,7 +79,8 @@ _Q = QPeftTrainConfig.default
 @click.option("--max-train-queries", type=click.IntRange(min=1), default=None,
               help="Use a seeded sample of this many training queries per epoch.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in total.")
-@click.option("--max-passage-tokens", type=click.IntRange(min=8), default=128, show_default=True)
+@scorer_option("max_passage_tokens", type=click.IntRange(min=8),
+               help="Passage truncation budget in tokens, stored in the checkpoint (reranking uses the same).")
 @click.option("--instruction", default="", help="Instruction text before the passage (default none, as UPR).")
 @click.option("--selection-metric", type=click.Choice(SELECTION_METRICS), default=_Q("selection_metric"),
               show_default=True, help="Dev metric that picks best/.")
@@ -74,15 +91,15 @@ _Q = QPeftTrainConfig.default
 @lm_options
 @quiet_option
 def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_size, lr, weight_decay, warmup_steps,
-                margin, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, num_heads,
-                num_virtual_tokens, prompt_init, dev_size, dev_depth, max_train_queries, max_steps,
+                margin, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
+                num_heads, attn_init, mlp, num_virtual_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, max_train_queries, max_steps,
                 max_passage_tokens, instruction, selection_metric, patience, seed, resume, model, device, dtype,
                 quiet) -> None:
     """Train on (query, positive, BM25 hard negative) triples of --split; select by a dev set carved from it."""
     from ..data import BeirDataset
     from ..lm.backbone import FrozenLM, LMConfig
     from ..lm.scoring import ScorerConfig
-    from ..qpeft.module import QPeftConfig, build_module, parameter_report
+    from ..qpeft.module import build_module, parameter_report
     from ..qpeft.step import train_qpeft as run_training
     from ..training.data import check_split, load_training_data, split_dev
     from ..types import read_run
@@ -90,7 +107,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     check_split(split)
     tcfg = QPeftTrainConfig.build(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-        margin=margin, negatives_per_query=negatives_per_query, hard_pool=hard_pool, in_batch=not no_in_batch,
+        margin=margin, pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query, hard_pool=hard_pool, in_batch=not no_in_batch,
         negative_policy=negative_policy, seed=seed, max_steps=max_steps, max_train_queries=max_train_queries,
         dev_depth=dev_depth, selection_metric=selection_metric, patience=patience,
         dev_size=dev_size if dev_size is not None else _Q("dev_size"))
@@ -101,7 +118,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     click.echo(stats.summary(), err=True)
     train_ex, dev_ex = split_dev(examples, tcfg.dev_size, seed)
     qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads, num_virtual_tokens=num_virtual_tokens,
-                       prompt_init=prompt_init, seed=seed)
+                       prompt_init=prompt_init, seed=seed, attn_init=attn_init, mlp=mlp, token_filter=token_filter,
+                       query_proj=query_proj)
     scfg = ScorerConfig(instruction=instruction, max_passage_tokens=max_passage_tokens)
     lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
     module = build_module(lm, qcfg)
