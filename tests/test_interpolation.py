@@ -97,3 +97,57 @@ def test_cli_rerank_interpolate(tiny_lm, tiny_lm_path, toy_beir, tmp_path):
                                            "--output", str(tmp_path / "none.trec")])
     assert none.exit_code == 3 and "carries no interpolation weight" in none.output
     assert not (tmp_path / "none.trec").exists()
+
+
+def test_dev_split_select_and_fuse_cli(toy_beir, tmp_path):
+    """dev-split carves the same dev queries as `train qpeft`; select-interpolation writes the weight that
+    `fuse --method rerank-interpolation --alpha FILE` and `rerank --interpolate FILE` read."""
+    import json
+
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.main import cli
+    from pyserini_qpeft.data import BeirDataset
+    from pyserini_qpeft.training.data import load_training_data, split_dev
+    from pyserini_qpeft.types import read_run
+
+    docs = ["d1", "d2", "d3", "d4", "d5", "d6"]
+    first = Run({q: [Hit(d, 6.0 - i) for i, d in enumerate(docs[k:] + docs[:k])]
+                 for k, q in enumerate(["q1", "q2", "q3", "q4"])}, tag="bm25")
+    first.write(tmp_path / "bm25-train.trec")
+    runner = CliRunner()
+    out = runner.invoke(cli, ["dev-split", "--dataset", str(toy_beir), "--negatives", str(tmp_path / "bm25-train.trec"),
+                              "--dev-size", "1", "--seed", "3", "--output", str(tmp_path / "dev.trec"), "-q"])
+    assert out.exit_code == 0, out.output
+    dev_run = read_run(tmp_path / "dev.trec")
+    examples, _, _ = load_training_data(BeirDataset(toy_beir), "train", first, negative_depth=20)
+    assert dev_run.qids() == [e.qid for e in split_dev(examples, 1, 3)[1]]
+    qid = dev_run.qids()[0]
+    assert [h.docid for h in dev_run[qid]] == [h.docid for h in first[qid]]
+    refused = runner.invoke(cli, ["dev-split", "--dataset", str(toy_beir), "--split", "test", "--negatives",
+                                  str(tmp_path / "bm25-train.trec"), "--output", str(tmp_path / "x.trec"), "-q"])
+    assert refused.exit_code == 3
+
+    # a "reranker" that reverses the top 3: interpolation helps or not depending on the relevant docid's place
+    reranked = Run({q: [Hit(h.docid, float(i)) for i, h in enumerate(dev_run[q][:3])] for q in dev_run.qids()})
+    reranked.write(tmp_path / "dev-rr.trec")
+    out = runner.invoke(cli, ["select-interpolation", "--first-stage", str(tmp_path / "dev.trec"), "--reranked",
+                              str(tmp_path / "dev-rr.trec"), "--qrels", str(toy_beir / "qrels" / "train.tsv"),
+                              "--depth", "3", "--output", str(tmp_path / "alpha.json")])
+    assert out.exit_code == 0, out.output
+    record = json.loads((tmp_path / "alpha.json").read_text())
+    assert record["format"] == "pyserini_qpeft.interpolation/1" and record["dev_queries"] == 1
+    assert len(record["table"]) == 21 and record["alpha"] in ALPHA_GRID
+
+    out = runner.invoke(cli, ["fuse", "--method", "rerank-interpolation", "--run", str(tmp_path / "dev.trec"),
+                              "--run", str(tmp_path / "dev-rr.trec"), "--depth", "3", "--alpha",
+                              str(tmp_path / "alpha.json"), "--output", str(tmp_path / "fused.trec")])
+    assert out.exit_code == 0, out.output
+    expected = interpolate_rerank(dev_run, reranked, record["alpha"], depth=3)
+    assert read_run(tmp_path / "fused.trec").to_dict().keys() == expected.to_dict().keys()
+    assert [h.docid for h in read_run(tmp_path / "fused.trec")[qid]] == [h.docid for h in expected[qid]]
+    (tmp_path / "bogus.json").write_text("{}")
+    bad = runner.invoke(cli, ["fuse", "--method", "rerank-interpolation", "--run", str(tmp_path / "dev.trec"),
+                              "--run", str(tmp_path / "dev-rr.trec"), "--depth", "3", "--alpha",
+                              str(tmp_path / "bogus.json"), "--output", str(tmp_path / "f2.trec")])
+    assert bad.exit_code == 2 and "selection file" in bad.output

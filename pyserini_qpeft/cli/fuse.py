@@ -1,4 +1,5 @@
-"""`pyserini-qpeft fuse`: hybrid fusion of TREC runs (RRF or score interpolation, Pyserini's hybrid style)."""
+"""`pyserini-qpeft fuse`: hybrid fusion of TREC runs (RRF or score interpolation, Pyserini's hybrid style), and the
+first-stage interpolation of a rerank without running the LM again."""
 from __future__ import annotations
 
 import inspect
@@ -6,7 +7,9 @@ from typing import Any, Callable
 
 import click
 
-from ..search.fusion import NORMALIZATIONS, interpolate, rrf
+from ..search.fusion import NORMALIZATIONS, interpolate, interpolate_rerank, rrf
+
+METHODS = ("rrf", "interpolation", "rerank-interpolation")
 
 
 def _default(func: Callable[..., Any], name: str) -> Any:
@@ -14,28 +17,57 @@ def _default(func: Callable[..., Any], name: str) -> Any:
     return inspect.signature(func).parameters[name].default
 
 
+def _weight(text: str) -> float:
+    """``--alpha``: a weight in [0, 1] or a `select-interpolation` file (its dev-selected weight)."""
+    from ..rerank.flags import interpolation_weight
+
+    value = interpolation_weight(text)
+    if value == "auto":
+        raise ValueError("'auto' is for `rerank --interpolate`; give a weight or a selection file")
+    return float(value)
+
+
 @click.command("fuse")
 @click.option("--run", "runs", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Input runs (repeat). For --method interpolation: exactly two, sparse first.")
-@click.option("--method", type=click.Choice(["rrf", "interpolation"]), default="rrf", show_default=True)
+              help="Input runs (repeat). interpolation: exactly two, sparse first; rerank-interpolation: the "
+                   "first-stage run, then its rerank.")
+@click.option("--method", type=click.Choice(METHODS), default="rrf", show_default=True,
+              help="rerank-interpolation: a*norm(first stage) + (1-a)*norm(reranker) over the reranked --depth, "
+                   "hits below keep their first-stage order (what `rerank --interpolate` writes).")
 @click.option("--k", "rrf_k", type=click.IntRange(min=1), default=_default(rrf, "k"), show_default=True,
               help="RRF constant.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=_default(interpolate, "alpha"), show_default=True,
-              help="interpolation: weight of the sparse run.")
-@click.option("--normalization", type=click.Choice(NORMALIZATIONS), default=_default(interpolate, "normalization"),
-              show_default=True)
-@click.option("--depth", type=click.IntRange(min=1), default=_default(rrf, "depth"), show_default=True)
+@click.option("--alpha", type=_weight, default=_default(interpolate, "alpha"), show_default=True,
+              help="interpolation: weight of the sparse / first-stage run, or a `select-interpolation` file.")
+@click.option("--normalization", type=click.Choice(NORMALIZATIONS), default=None,
+              help=f"Per-query score normalisation (default: {_default(interpolate, 'normalization')} for "
+                   f"interpolation, {_default(interpolate_rerank, 'normalization')} for rerank-interpolation).")
+@click.option("--depth", type=click.IntRange(min=1), default=None,
+              help=f"Fused depth (default {_default(rrf, 'depth')}); rerank-interpolation: the reranked depth "
+                   f"(required).")
 @click.option("--output", required=True, type=click.Path(dir_okay=False))
 def fuse(runs, method, rrf_k, alpha, normalization, depth, output) -> None:
-    """Fuse first-stage runs into one hybrid run."""
+    """Fuse runs into one run."""
     from ..types import read_run
 
     loaded = [read_run(path) for path in runs]
     if method == "rrf":
-        fused = rrf(loaded, k=rrf_k, depth=depth)
+        fused = rrf(loaded, k=rrf_k, depth=depth or _default(rrf, "depth"))
     else:
         if len(loaded) != 2:
-            raise click.UsageError("--method interpolation takes exactly two --run (sparse, dense)")
-        fused = interpolate(loaded[0], loaded[1], alpha=alpha, normalization=normalization, depth=depth)
+            raise click.UsageError(f"--method {method} takes exactly two --run")
+        if method == "interpolation":
+            fused = interpolate(loaded[0], loaded[1], alpha=alpha,
+                                normalization=normalization or _default(interpolate, "normalization"),
+                                depth=depth or _default(interpolate, "depth"))
+        else:
+            if depth is None:
+                raise click.UsageError("--method rerank-interpolation needs --depth (the rerank depth)")
+            try:
+                fused = interpolate_rerank(loaded[0], loaded[1], alpha, depth,
+                                           normalization or _default(interpolate_rerank, "normalization"))
+            except ValueError as exc:
+                from ..errors import InputError
+
+                raise InputError(str(exc), runs[1]) from None
     fused.write(output, tag=f"hybrid-{method}")
     click.echo(output)

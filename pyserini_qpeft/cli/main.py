@@ -20,6 +20,10 @@ COMMANDS = {
     "lmort": ("pyserini_qpeft.cli.lmort:lmort", "LMORT layer analysis and training for dense retrieval."),
     "encode": ("pyserini_qpeft.cli.encode:encode", "Encode a corpus into a Pyserini-compatible FAISS index."),
     "fuse": ("pyserini_qpeft.cli.fuse:fuse", "Fuse runs (RRF or score interpolation) into a hybrid run."),
+    "dev-split": ("pyserini_qpeft.cli.interpolation:dev_split",
+                  "First-stage run of the dev queries carved from a training split (as `train qpeft`)."),
+    "select-interpolation": ("pyserini_qpeft.cli.interpolation:select_interpolation",
+                             "Choose the first-stage interpolation weight of a rerank on dev queries."),
     "explain": ("pyserini_qpeft.cli.explain:explain", "Show which document tokens Q-PEFT selected or attended to."),
     "repro": ("pyserini_qpeft.cli.repro:repro", "Run the BEIR reproduction matrix and check expected scores."),
 }

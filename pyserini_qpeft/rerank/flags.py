@@ -53,9 +53,18 @@ def field_default(cls: type, name: str) -> Any:
 
 
 def interpolation_weight(text: str) -> float | str:
-    """``--interpolate`` values: ``auto`` or a first-stage weight in [0, 1] (ValueError otherwise)."""
+    """``--interpolate`` values: ``auto``, a first-stage weight in [0, 1], or a selection file written by
+    ``pyserini-qpeft select-interpolation`` (its dev-selected weight). ValueError otherwise."""
     if str(text).strip().lower() == "auto":
         return "auto"
+    if os.path.isfile(text):
+        from ..errors import InputError
+        from ..search.fusion import read_selection
+
+        try:
+            return float(read_selection(text)["alpha"])
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"interpolation weight must be in [0, 1] or 'auto', got {text!r}")
@@ -93,8 +102,8 @@ def reranker_flags() -> tuple[Flag, ...]:
              type=int, min=1),
         Flag("--interpolate", "interpolate",
              "Final score = a * norm(first-stage score) + (1 - a) * norm(reranker score) over the reranked depth "
-             "(z-scores per query). A weight a in [0, 1], or 'auto': the weight the reranker carries (selected on "
-             "dev queries of its training split; zero-shot rerankers: a documented default). Off when omitted.",
+             "(z-scores per query). A weight a in [0, 1]; a file from `select-interpolation` (its dev-selected weight); "
+             "or 'auto': the weight the reranker carries. Off when omitted.",
              type=interpolation_weight),
         Flag("--max-passage-tokens", "max_passage_tokens",
              f"Passage truncation budget in tokens (default: the checkpoint's, else "

@@ -152,3 +152,32 @@ def select_alpha(first_stage: Run, reranked: Run, qrels, depth: int, normalizati
     best = max(table.values())
     alpha = min((a for a, v in table.items() if v == best), key=lambda a: (abs(a - 0.5), a))
     return alpha, table
+
+
+SELECTION_FORMAT = "pyserini_qpeft.interpolation/1"
+
+
+def selection_record(alpha: float, table: dict[float, float], metric: str, depth: int, normalization: str,
+                     queries: int, **sources: str) -> dict:
+    """The JSON record of a dev selection (what ``--interpolate FILE`` and ``fuse --alpha FILE`` read)."""
+    return {"format": SELECTION_FORMAT, "alpha": alpha, "metric": metric, "depth": depth,
+            "normalization": normalization, "dev_queries": queries,
+            "table": {f"{a:.2f}": round(v, 6) for a, v in sorted(table.items())}, **sources}
+
+
+def read_selection(path: str) -> dict:
+    """A selection record written by ``pyserini-qpeft select-interpolation``; InputError when it is not one."""
+    import json
+
+    from ..errors import InputError
+
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"not an interpolation selection file: {exc}", str(path)) from None
+    if not isinstance(data, dict) or data.get("format") != SELECTION_FORMAT or \
+            not isinstance(data.get("alpha"), (int, float)) or not 0.0 <= data["alpha"] <= 1.0:
+        raise InputError(f"not an interpolation selection file (format {SELECTION_FORMAT!r} with an alpha in "
+                         f"[0, 1])", str(path))
+    return data
+

@@ -215,3 +215,19 @@ def dev_qrels(dev: Sequence[TrainingExample]) -> dict[str, dict[str, int]]:
 def example_meta(train: Sequence[TrainingExample], dev: Sequence[TrainingExample]) -> dict[str, Any]:
     """Counts and dev qids for checkpoint metadata."""
     return {"train_queries": len(train), "dev_queries": len(dev), "dev_qids": [e.qid for e in dev]}
+
+
+def dev_first_stage(dataset: "BeirDataset", split: str, run: Run, dev_size: int | float, seed: int,
+                    negative_depth: int = 20, candidate_depth: int = 20, negative_policy: str = "non-relevant",
+                    progress: bool = False) -> Run:
+    """``run`` restricted to the dev queries that training with the same ``dev_size``/``seed`` (and the same
+    example settings; the defaults are ``train qpeft``'s) carves out of ``split``: the queries on which to select
+    anything that must not be selected on test (e.g. an interpolation weight)."""
+    examples, _, _ = load_training_data(dataset, split, run, negative_depth=negative_depth,
+                                        candidate_depth=candidate_depth, negative_policy=negative_policy,
+                                        progress=progress)
+    _, dev = split_dev(examples, dev_size, seed)
+    if not dev:
+        raise InputError("the dev split is empty: give --dev-size >= 1")
+    return Run({e.qid: run[e.qid] for e in dev}, tag=run.tag)
+

@@ -1,0 +1,74 @@
+"""`pyserini-qpeft dev-split` and `pyserini-qpeft select-interpolation`: choose the first-stage interpolation weight
+on dev queries carved from a training split (the same carve as `train qpeft`), never on test."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .options import field_default, quiet_option
+
+
+def _q(name: str):
+    from ..qpeft.step import QPeftTrainConfig
+
+    return field_default(QPeftTrainConfig, name)
+
+
+@click.command("dev-split")
+@click.option("--dataset", required=True, help="BEIR dataset name (on $PYSERINI_QPEFT_DATA) or folder.")
+@click.option("--split", default="train", show_default=True, help="Training split (the test split is refused).")
+@click.option("--negatives", "negatives_run", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="First-stage run over the split's queries (as given to `train qpeft --negatives`).")
+@click.option("--dev-size", type=click.IntRange(min=1), default=None,
+              help="Dev queries (default: `train qpeft`'s, a share of the training queries).")
+@click.option("--seed", type=int, default=None, help="Seed of the carve (default: `train qpeft`'s).")
+@click.option("--output", required=True, type=click.Path(dir_okay=False),
+              help="The first-stage run restricted to the dev queries (TREC).")
+@quiet_option
+def dev_split(dataset, split, negatives_run, dev_size, seed, output, quiet) -> None:
+    """Write the first-stage run of the dev queries that `train qpeft --dev-size N --seed S` would carve."""
+    from ..data import BeirDataset
+    from ..training.data import dev_first_stage
+    from ..types import read_run
+
+    run = dev_first_stage(BeirDataset.find(dataset), split, read_run(negatives_run),
+                          dev_size if dev_size is not None else _q("dev_size"),
+                          seed if seed is not None else _q("seed"), progress=not quiet)
+    run.write(output)
+    click.echo(output)
+
+
+@click.command("select-interpolation")
+@click.option("--first-stage", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="First-stage run of the dev queries (`dev-split`).")
+@click.option("--reranked", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The reranker's run of the same dev queries (`rerank --run <first stage> ...`).")
+@click.option("--qrels", required=True, help="Qrels of the training split (Pyserini name or file).")
+@click.option("--depth", required=True, type=click.IntRange(min=1), help="The rerank depth.")
+@click.option("--metric", default="ndcg@10", show_default=True)
+@click.option("--normalization", type=click.Choice(["zscore", "minmax", "none"]), default="zscore", show_default=True)
+@click.option("--output", required=True, type=click.Path(dir_okay=False),
+              help="JSON with the chosen weight (read by `rerank --interpolate FILE`, `fuse --alpha FILE`).")
+def select_interpolation(first_stage, reranked, qrels, depth, metric, normalization, output) -> None:
+    """Pick the first-stage weight in 0, 0.05, ..., 1 that maximises METRIC on the dev queries (ties: nearest 0.5)."""
+    from ..artifacts import atomic_write
+    from ..data import load_qrels
+    from ..search.fusion import select_alpha, selection_record
+    from ..types import read_run
+
+    first, rr = read_run(first_stage), read_run(reranked)
+    judged = load_qrels(qrels)
+    try:
+        alpha, table = select_alpha(first, rr, judged, depth, normalization=normalization, metric=metric)
+    except ValueError as exc:
+        from ..errors import InputError
+
+        raise InputError(str(exc)) from None
+    record = selection_record(alpha, table, metric, depth, normalization,
+                              sum(1 for q in first.qids() if q in judged), first_stage=first_stage,
+                              reranked=reranked, qrels=qrels)
+    with atomic_write(output) as out:
+        out.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    click.echo(json.dumps({"alpha": alpha, metric: table[alpha], "reranker_alone": table[0.0],
+                           "first_stage_alone": table[1.0], "output": output}))
