@@ -94,17 +94,19 @@ def test_expected_scores_are_chosen_by_profile_and_transfer():
 
 
 def test_packaged_matrix_is_consistent(tmp_path):
+    from pyserini_qpeft.cli.main import COMMANDS
+
     matrix = Matrix.load()
     names = set(matrix.conditions)
     for required in ("bm25", "bm25+upr", "bm25+prompt-tuning", "bm25+qpeft-retr", "bm25+qpeft-attn", "minilm",
-                     "lmort", "hybrid(bm25,lmort)"):
+                     "lmort", "hybrid(bm25,lmort)", "bm25+upr+interp", "bm25+qpeft-attn+interp"):
         assert required in names
     assert matrix.conditions["bm25"].expected["scifact"] == {"ndcg@10": 0.6789, "recall@100": 0.9253,
                                                             "tolerance": 0.0}
     for profile in matrix.profiles:
         planner = Planner(matrix, "scifact", profile=profile)
         for name in matrix.artifacts:
-            assert planner.command(name)[0] in {"index", "search", "rerank", "train", "lmort", "encode", "fuse"}
+            assert planner.command(name)[0] in COMMANDS  # every artifact is made by a real sub-command
 
 
 @pytest.mark.jvm
@@ -196,3 +198,26 @@ def test_reproduce_beir_runs_reports_and_checks_through_the_given_runner(tmp_pat
                        **common)
     assert failed.value.exit_code == 5 and len(calls) == 2
     assert json.loads(out[0])[0]["ndcg@10"] == 1.0 and err[0].startswith("# [index] exists")
+
+
+def test_interpolation_weights_are_selected_on_the_training_dev_queries():
+    """Every interpolated condition selects its weight on dev queries carved from the training split, and a trained
+    reranker's training holds out exactly those queries (same --dev-size and seed), in every profile."""
+    matrix = Matrix.load()
+    for profile, variables in matrix.profiles.items():
+        planner = Planner(matrix, "scifact", profile=profile)
+        dev = planner.command("bm25-dev")
+        assert "--dev-size" in dev and dev[dev.index("--dev-size") + 1] == str(variables["dev_queries"])
+        assert dev[dev.index("--seed") + 1] == "0" and "train" in planner.output("bm25-dev")
+        for name in ("ckpt-qpeft-attn", "ckpt-qpeft-retr", "ckpt-prompt"):
+            train = planner.command(name)
+            assert train[train.index("--dev-size") + 1] == str(variables["dev_queries"]), (profile, name)
+            assert train[train.index("--seed") + 1] == "0"
+        for cond in matrix.conditions.values():
+            if cond.name.endswith("+interp"):
+                alpha = cond.run.replace("-interp", "-alpha")
+                select = planner.command(alpha)
+                assert select[0] == "select-interpolation"
+                assert select[select.index("--first-stage") + 1] == planner.output("bm25-dev")
+                assert "-test" not in " ".join(select)
+

@@ -16,7 +16,7 @@ import click
 from ..lmort.step import LMORTTrainConfig
 from ..lmort.tuner import LMORTConfig
 from ..training.data import NEGATIVE_POLICIES
-from .options import lm_options, quiet_option
+from .options import lm_options, optimizer_options, quiet_option
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +87,7 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
               help="layer_report.json from `lmort analyze` (used with --layers auto).")
 @click.option("--output", required=True, type=click.Path(file_okay=False),
               help="Output folder: best/ (what encode loads; lmort:OUTPUT finds it), epoch-N/, trainer_state.json.")
-@click.option("--epochs", type=click.IntRange(min=1), default=_T("epochs"), show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=_T("batch_size"), show_default=True,
-              help="Queries per step.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_T("lr"), show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=_T("weight_decay"), show_default=True)
+@optimizer_options(_T, "Queries per step.")
 @click.option("--warmup-ratio", type=click.FloatRange(0, 1, max_open=True), default=_T("warmup_ratio"),
               show_default=True, help="LR warmup share of all steps, then linear decay to 0.")
 @click.option("--hard-negatives", type=click.IntRange(min=0), default=_T("hard_negatives"), show_default=True,

@@ -15,7 +15,7 @@ from ..rerank.flags import DEFAULT_DEPTH, Flag, field_default, lm_flags, rerank_
 F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["DEFAULT_DEPTH", "LazyChoice", "click_option", "device_option", "dtype_option", "field_default",
-           "lm_options", "quiet_option", "reranker_options", "scorer_option", "variant_option"]
+           "lm_options", "optimizer_options", "quiet_option", "reranker_options", "scorer_option", "variant_option"]
 
 
 class LazyChoice(click.Choice):
@@ -108,3 +108,24 @@ def variant_option(default: str = "attn", **kwargs: Any) -> Callable[[F], F]:
 def quiet_option(func: F) -> F:
     """-q/--quiet: no progress bars."""
     return click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(func)
+
+
+def optimizer_options(default: Callable[[str], Any], batch_help: str) -> Callable[[F], F]:
+    """``--epochs``, ``--batch-size``, ``--lr``, ``--weight-decay`` of a training command; ``default(name)`` gives
+    each default (the method's ``TrainConfig`` subclass)."""
+
+    def decorate(func: F) -> F:
+        for option in reversed([
+            click.option("--epochs", type=click.IntRange(min=1), default=default("epochs"), show_default=True),
+            click.option("--batch-size", type=click.IntRange(min=1), default=default("batch_size"),
+                         show_default=True, help=batch_help),
+            click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=default("lr"),
+                         show_default=True),
+            click.option("--weight-decay", type=click.FloatRange(min=0), default=default("weight_decay"),
+                         show_default=True),
+        ]):
+            func = option(func)
+        return func
+
+    return decorate
+

@@ -15,7 +15,7 @@ import click
 from ..qpeft.config import ATTN_INITS, MLPS, PROMPT_INITS, TOKEN_FILTERS, VARIANTS, QPeftConfig
 from ..qpeft.step import SELECTION_METRICS, QPeftTrainConfig
 from ..training.data import NEGATIVE_POLICIES
-from .options import field_default, lm_options, quiet_option, scorer_option
+from .options import field_default, lm_options, optimizer_options, quiet_option, scorer_option
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +41,7 @@ def _M(name: str):
               help="First-stage TREC run over the training queries (hard negatives = top non-relevant hits).")
 @click.option("--output", required=True, type=click.Path(file_okay=False),
               help="Output folder: epoch-N/ checkpoints, best/ (load this), trainer_state.json.")
-@click.option("--epochs", type=click.IntRange(min=1), default=_Q("epochs"), show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=_Q("batch_size"), show_default=True,
-              help="Queries per step; each query's negatives are 1 hard + the others' positives.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_Q("lr"), show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=_Q("weight_decay"), show_default=True)
+@optimizer_options(_Q, "Queries per step; each query's negatives are 1 hard + the others' positives.")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=_Q("warmup_steps"), show_default=True,
               help="Linear LR warmup steps (then constant).")
 @click.option("--margin", type=click.FloatRange(min=0), default=_Q("margin"), show_default=True,

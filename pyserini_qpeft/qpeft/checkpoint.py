@@ -115,6 +115,7 @@ def save_checkpoint(path: str | os.PathLike, module, config: "QPeftConfig", lm: 
         "qpeft_config": config.to_dict(),
         "scorer_config": scorer_config.to_dict(),
         "base_model": lm.identity(),
+        "lm_precision": getattr(lm, "precision", None),  # --dtype and, for auto on a CPU, the probe's ratio
         "versions": library_versions(),
         "parameters": parameter_report(module, lm),
         "weights": {"file": WEIGHTS_NAME, "keys": sorted(state)},

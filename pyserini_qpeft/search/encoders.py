@@ -186,7 +186,8 @@ class FrozenLMEncoder(DenseEncoder):
 
     def meta(self):
         return {**super().meta(), "model": self.lm.identity(), "lm_model": self.lm_model, "layer": self.layer,
-                "pooling": self.pooling, "max_length": self.max_length, "lm_dtype": _dtype_name(self.lm.dtype)}
+                "pooling": self.pooling, "max_length": self.max_length, "lm_dtype": _dtype_name(self.lm.dtype),
+                "lm_precision": getattr(self.lm, "precision", None)}
 
 
 class LMORTEncoder(DenseEncoder):
@@ -212,7 +213,7 @@ class LMORTEncoder(DenseEncoder):
         from ..lmort.tuner import WEIGHTS_NAME
 
         return {**super().meta(), "model": self.model.lm.identity(), "lm_model": self.lm_model,
-                "lm_dtype": _dtype_name(self.model.lm.dtype),
+                "lm_dtype": _dtype_name(self.model.lm.dtype), "lm_precision": getattr(self.model.lm, "precision", None),
                 "checkpoint": str(self.checkpoint.resolve()), "checkpoint_sha256": _sha256(self.checkpoint / WEIGHTS_NAME),
                 "lmort": self.model.config.to_dict()}
 
