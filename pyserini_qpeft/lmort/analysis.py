@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..artifacts import atomic_write, check_base_model
 from ..errors import InputError
-from .tuner import POOLINGS, layer_token_states, pool, tokenize
+from .states import POOLINGS, layer_token_states, pool, tokenize
 
 if TYPE_CHECKING:
     import numpy as np

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ..artifacts import atomic_write, check_base_model
 from ..errors import ModelError
-from .tuner import layer_token_states, tokenize
+from .states import layer_token_states, tokenize
 
 if TYPE_CHECKING:
     import torch

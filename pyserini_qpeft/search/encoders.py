@@ -136,7 +136,7 @@ class MiniLMEncoder(DenseEncoder):
     def _encode(self, texts):
         import torch
 
-        from ..lmort.tuner import pool
+        from ..lmort.states import pool
 
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items()}
