@@ -151,3 +151,17 @@ def test_dev_split_select_and_fuse_cli(toy_beir, tmp_path):
                               "--run", str(tmp_path / "dev-rr.trec"), "--depth", "3", "--alpha",
                               str(tmp_path / "bogus.json"), "--output", str(tmp_path / "f2.trec")])
     assert bad.exit_code == 2 and "selection file" in bad.output
+
+
+def test_upr_carries_its_documented_weight_and_upr_instruct_none(tiny_lm):
+    from pyserini_qpeft.rerank import build_reranker
+    from pyserini_qpeft.rerank.lm import UPR_INTERPOLATION
+    from pyserini_qpeft.rerank.pipeline import interpolation_alpha
+
+    upr = build_reranker("upr", lm=tiny_lm)
+    assert interpolation_alpha(upr, "auto") == UPR_INTERPOLATION["alpha"] == 0.4
+    assert interpolation_alpha(upr, 0.25) == 0.25 and interpolation_alpha(upr, None) is None
+    from pyserini_qpeft.errors import InputError
+
+    with pytest.raises(InputError, match="carries no interpolation weight"):
+        interpolation_alpha(build_reranker("upr-instruct", lm=tiny_lm), "auto")
