@@ -1,15 +1,16 @@
 """The main job, end to end on a small default: ``python -m pyserini_qpeft.demo`` (``make demo``).
 
 Index SciFact, BM25 (train + test), zero-shot UPR, train Q-PEFT-A on a small budget (or reuse it), rerank,
-evaluate, print the comparison table. It is ``pyserini-qpeft repro beir --profile demo`` on three conditions,
-so every step is a printed, re-runnable command and finished steps are reused.
+interpolate each reranker with BM25 at a weight selected on dev queries carved from the training split, evaluate,
+print the comparison table. It is ``pyserini-qpeft repro beir --profile demo`` on five conditions, so every step
+is a printed, re-runnable command and finished steps are reused.
 """
 from __future__ import annotations
 
 import sys
 import time
 
-DEMO_CONDITIONS = ("bm25", "bm25+upr", "bm25+qpeft-attn")
+DEMO_CONDITIONS = ("bm25", "bm25+upr", "bm25+upr+interp", "bm25+qpeft-attn", "bm25+qpeft-attn+interp")
 
 
 def main(argv: list[str] | None = None) -> None:
