@@ -9,9 +9,11 @@ import logging
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import click
 
+from ..errors import InputError
 from ..qpeft.config import ATTN_INITS, MLPS, PROMPT_INITS, TOKEN_FILTERS, VARIANTS, QPeftConfig
 from ..qpeft.step import SELECTION_METRICS, QPeftTrainConfig
 from ..training.data import NEGATIVE_POLICIES
@@ -84,12 +86,15 @@ def _M(name: str):
               help="Stop after this many epochs without a better dev metric (default: never).")
 @click.option("--seed", type=int, default=_Q("seed"), show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --output after its last completed epoch.")
+@click.option("--sweep", "sweep_grid", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML grid (setting -> list of values): train every combination into OUTPUT/sweep/, copy the one "
+                   "with the best dev metric to OUTPUT/best/, write OUTPUT/sweep.{json,md}. Resumes.")
 @lm_options
 @quiet_option
 def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_size, lr, weight_decay, warmup_steps,
                 margin, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
                 num_heads, attn_init, mlp, num_virtual_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, max_train_queries, max_steps,
-                max_passage_tokens, instruction, selection_metric, patience, seed, resume, model, device, dtype,
+                max_passage_tokens, instruction, selection_metric, patience, seed, resume, sweep_grid, model, device, dtype,
                 quiet) -> None:
     """Train on (query, positive, BM25 hard negative) triples of --split; select by a dev set carved from it."""
     from ..data import BeirDataset
@@ -103,7 +108,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     check_split(split)
     tcfg = QPeftTrainConfig.build(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-        margin=margin, pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query, hard_pool=hard_pool, in_batch=not no_in_batch,
+        margin=margin, pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query,
+        hard_pool=hard_pool, in_batch=not no_in_batch,
         negative_policy=negative_policy, seed=seed, max_steps=max_steps, max_train_queries=max_train_queries,
         dev_depth=dev_depth, selection_metric=selection_metric, patience=patience,
         dev_size=dev_size if dev_size is not None else _Q("dev_size"))
@@ -127,6 +133,26 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                          "skipped": {"no_positive": stats.no_positive, "not_in_run": stats.not_in_run,
                                      "no_negative": stats.no_negative}}}
     t0 = time.time()
+    if sweep_grid:
+        from ..qpeft.sweep import load_grid, run_sweep
+
+        def train_one(point, folder):
+            q = QPeftConfig.from_dict({**qcfg.to_dict(), **point.module})
+            tc = QPeftTrainConfig.build(**{**tcfg.__dict__, **point.train})
+            return run_training(lm, build_module(lm, q), q, scfg, train_ex, dev_ex, corpus, tc, folder,
+                                resume=(folder / "trainer_state.json").is_file(), progress=not quiet,
+                                metadata={**meta, "sweep": point.settings})
+
+        try:
+            points = load_grid(sweep_grid, QPeftConfig, QPeftTrainConfig)
+            swept = run_sweep(points, train_one, output, tcfg.selection_metric)
+        except ValueError as exc:
+            raise InputError(f"bad sweep setting: {exc}", sweep_grid) from None
+        click.echo(json.dumps({"best": str(Path(output) / "best"), "settings": swept["best"]["settings"],
+                               "dev": swept["best"]["dev"], "combinations": len(points),
+                               "wall_seconds": round(time.time() - t0, 1), "table": str(Path(output) / "sweep.md")},
+                              indent=2))
+        return
     result = run_training(lm, module, qcfg, scfg, train_ex, dev_ex, corpus, tcfg, output, resume=resume,
                           progress=not quiet, metadata=meta)
     wall = time.time() - t0

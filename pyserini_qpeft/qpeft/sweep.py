@@ -1,0 +1,136 @@
+"""A small grid of Q-PEFT trainings, selected on dev queries (never on test): ``train qpeft --sweep GRID.yaml``.
+
+The grid file maps setting names to lists of values; every combination is trained into
+``OUTPUT/sweep/NN-<settings>/`` with the same training and dev queries, and the combination with the best dev
+selection metric (at its own best epoch) is copied to ``OUTPUT/best/``. ``OUTPUT/sweep.{json,md}`` hold the table.
+Settings are the fields of :class:`~pyserini_qpeft.qpeft.config.QPeftConfig` (module) and
+:class:`~pyserini_qpeft.qpeft.step.QPeftTrainConfig` (training), spelled as fields or as flags::
+
+    margin: [0.2, 0.5, 1.0]
+    pointwise-weight: [1.0, 0.1]
+    lr: [1.0e-3, 1.0e-2]
+    attn_init: [identity, xavier]
+
+A sweep resumes: a combination whose folder holds a finished run is not trained again.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import InputError
+
+logger = logging.getLogger(__name__)
+
+SWEEP_DIR = "sweep"
+# Not sweepable: one sweep trains one variant (its reranker name and checkpoint type), on one dev set judged one way.
+FIXED = ("variant", "dev_size", "dev_depth", "negative_policy", "selection_metric")
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One combination: ``module`` overrides of QPeftConfig, ``train`` overrides of QPeftTrainConfig."""
+
+    index: int
+    module: Mapping[str, Any]
+    train: Mapping[str, Any]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {**self.module, **self.train}
+
+    @property
+    def name(self) -> str:
+        parts = [f"{k.replace('_', '-')}={v}" for k, v in self.settings.items()]
+        return f"{self.index:02d}-" + ("_".join(parts) or "base").replace("/", "-")
+
+
+def load_grid(path: str | Path, module_cls: type, train_cls: type) -> list[SweepPoint]:
+    """The combinations of a grid file (YAML mapping of setting -> value or list of values), in file order."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read the sweep grid: {exc}", str(path)) from None
+    if not isinstance(data, dict) or not data:
+        raise InputError("a sweep grid is a non-empty mapping of setting -> list of values", str(path))
+    module_fields = {f.name for f in fields(module_cls)} - set(FIXED)
+    train_fields = {f.name for f in fields(train_cls)} - set(FIXED)
+    axes: list[tuple[str, list[Any]]] = []
+    for key, values in data.items():
+        name = str(key).replace("-", "_")
+        if name in FIXED:
+            raise InputError(f"{key!r} cannot be swept: every combination must train one variant and be selected on "
+                             f"the same dev set", str(path))
+        if name not in module_fields | train_fields:
+            raise InputError(f"unknown sweep setting {key!r}; settings: {', '.join(sorted(module_fields | train_fields))}",
+                             str(path))
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise InputError(f"sweep setting {key!r} has no values", str(path))
+        axes.append((name, values))
+    points = []
+    for index, combo in enumerate(itertools.product(*(values for _, values in axes))):
+        chosen = dict(zip((name for name, _ in axes), combo))
+        points.append(SweepPoint(index, {k: v for k, v in chosen.items() if k in module_fields},
+                                 {k: v for k, v in chosen.items() if k in train_fields}))
+    return points
+
+
+def best_dev(history: Sequence[Mapping[str, Any]], best_epoch: int) -> dict[str, float]:
+    """The dev metrics of the best epoch of a training history."""
+    record = next(h for h in history if h["epoch"] == best_epoch)
+    return {k: v for k, v in record["dev"].items() if isinstance(v, float)}
+
+
+def run_sweep(points: Sequence[SweepPoint], train_one: Callable[[SweepPoint, Path], Any], output: str | Path,
+              metric: str) -> dict[str, Any]:
+    """Train every point with ``train_one(point, folder) -> TrainResult`` and publish the best one.
+
+    Args:
+        metric: the dev selection metric (``loss`` is lower-is-better, everything else higher-is-better).
+
+    Returns:
+        ``{"metric", "best": {...}, "rows": [...]}``, also written to ``output/sweep.json`` and ``sweep.md``.
+    """
+    from ..artifacts import atomic_write
+    from ..training.state import publish_best
+
+    output = Path(output)
+    rows = []
+    for point in points:
+        folder = output / SWEEP_DIR / point.name
+        logger.info("sweep %d/%d: %s", point.index + 1, len(points), point.settings)
+        result = train_one(point, folder)
+        dev = best_dev(result.history, result.best_epoch)
+        rows.append({"index": point.index, "name": point.name, "settings": point.settings, "folder": str(folder),
+                     "best_epoch": result.best_epoch, "dev": dev})
+    sign = -1.0 if metric == "loss" else 1.0
+    best = max(rows, key=lambda r: (sign * r["dev"][metric], -r["index"]))
+    publish_best(Path(best["folder"]) / "best", output)
+    summary = {"metric": metric, "best": best, "rows": rows}
+    with atomic_write(output / "sweep.json") as out:
+        out.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    with atomic_write(output / "sweep.md") as out:
+        out.write(sweep_table(summary))
+    return summary
+
+
+def sweep_table(summary: Mapping[str, Any]) -> str:
+    """Markdown table of a sweep: one row per combination, dev metrics at its best epoch, the winner marked."""
+    rows = summary["rows"]
+    metrics = sorted({m for r in rows for m in r["dev"]})
+    lines = [f"Sweep selected on dev {summary['metric']} (best epoch of each combination); * = copied to best/",
+             "", "| | settings | best epoch | " + " | ".join(f"dev {m}" for m in metrics) + " |",
+             "|---|---|---:|" + "---:|" * len(metrics)]
+    for r in rows:
+        mark = "*" if r["index"] == summary["best"]["index"] else ""
+        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
+        lines.append(f"| {mark} | {settings} | {r['best_epoch']} | "
+                     + " | ".join(f"{r['dev'].get(m, float('nan')):.4f}" for m in metrics) + " |")
+    return "\n".join(lines) + "\n"

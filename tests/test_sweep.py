@@ -1,0 +1,60 @@
+"""`train qpeft --sweep`: every combination trained on the same train/dev queries, the dev-best one published."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from pyserini_qpeft.errors import InputError
+from pyserini_qpeft.qpeft.config import QPeftConfig
+from pyserini_qpeft.qpeft.step import QPeftTrainConfig
+from pyserini_qpeft.qpeft.sweep import load_grid
+from pyserini_qpeft.types import Hit, Run
+
+
+def test_grid_expansion_and_refusals(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("margin: [0.2, 1.0]\npointwise-weight: [1.0, 0.1]\ntoken_filter: content\n")
+    points = load_grid(grid, QPeftConfig, QPeftTrainConfig)
+    assert [p.settings for p in points] == [
+        {"token_filter": "content", "margin": 0.2, "pointwise_weight": 1.0},
+        {"token_filter": "content", "margin": 0.2, "pointwise_weight": 0.1},
+        {"token_filter": "content", "margin": 1.0, "pointwise_weight": 1.0},
+        {"token_filter": "content", "margin": 1.0, "pointwise_weight": 0.1}]
+    assert points[0].module == {"token_filter": "content"} and points[0].train == {"margin": 0.2, "pointwise_weight": 1.0}
+    assert len({p.name for p in points}) == 4
+    for text, message in (("nope: [1]\n", "unknown sweep setting"), ("dev_size: [5, 10]\n", "cannot be swept"),
+                          ("variant: [attn, retr]\n", "cannot be swept"), ("- 1\n", "mapping")):
+        grid.write_text(text)
+        with pytest.raises(InputError, match=message):
+            load_grid(grid, QPeftConfig, QPeftTrainConfig)
+
+
+def test_cli_sweep_publishes_the_dev_best(tiny_lm_path, tmp_path, toy_beir):
+    from pyserini_qpeft.cli.train import train as train_group
+
+    docs = ["d1", "d2", "d3", "d4", "d5", "d6"]
+    Run({q: [Hit(d, 6.0 - i) for i, d in enumerate(docs[k:] + docs[:k])] for k, q in enumerate(["q1", "q2"])}
+        ).write(tmp_path / "run.trec")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("margin: [0.1, 1.0]\nlr: [1.0e-3, 1.0e-2]\n")
+    out = tmp_path / "ckpt"
+    args = ["qpeft", "--variant", "retr", "--dataset", str(toy_beir), "--negatives", str(tmp_path / "run.trec"),
+            "--output", str(out), "--epochs", "1", "--batch-size", "1", "--dev-size", "1", "--top-k", "3",
+            "--model", str(tiny_lm_path), "--device", "cpu", "--dtype", "fp32", "--quiet", "--sweep", str(grid)]
+    result = CliRunner().invoke(train_group, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "sweep.json").read_text())
+    assert len(summary["rows"]) == 4 and summary["metric"] == "ndcg@10"
+    best = max(summary["rows"], key=lambda r: (r["dev"]["ndcg@10"], -r["index"]))
+    assert summary["best"]["index"] == best["index"]
+    meta = json.loads((out / "best" / "qpeft_config.json").read_text())
+    assert meta["sweep"] == best["settings"]  # best/ is the winner's checkpoint
+    dev_sets = {tuple(json.loads((tmp_path / r["folder"] / "best" / "qpeft_config.json").read_text())
+                      ["training"]["dev_qids"]) for r in summary["rows"]}
+    assert len(dev_sets) == 1  # one dev set for every combination
+    assert "| * |" in (out / "sweep.md").read_text()
+    again = CliRunner().invoke(train_group, args)  # resumes: nothing is trained again, the same winner
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "sweep.json").read_text())["best"]["index"] == best["index"]
