@@ -263,3 +263,13 @@ def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
             if name == "pyserini_qpeft":  # a source checkout that is not installed
                 versions[name] = __version__
     return versions
+
+
+def resolve_best(path: str | os.PathLike, marker: str) -> Path:
+    """``path`` when it holds ``marker`` (a checkpoint's config file), else ``path/best`` when that does (a training
+    output folder, whose ``best/`` is what loading means); otherwise ``path`` unchanged (its loader reports it)."""
+    path = Path(path)
+    if not (path / marker).is_file() and (path / "best" / marker).is_file():
+        return path / "best"
+    return path
+

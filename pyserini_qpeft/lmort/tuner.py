@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from ..artifacts import MetaSpec, atomic_write, check_base_model, library_versions, read_meta, staging_dir, write_meta
+from ..artifacts import (MetaSpec, atomic_write, check_base_model, library_versions, read_meta, resolve_best,
+                         staging_dir, write_meta)
 from ..errors import ModelError
 from .states import POOLINGS, decoder_blocks, layer_token_states, pool, tokenize  # noqa: F401 (re-exported)
 
@@ -258,10 +259,7 @@ def save_lmort(path: str | os.PathLike, tuner, config: LMORTConfig, lm_identity:
 
 def resolve_lmort_checkpoint(path: str | os.PathLike) -> Path:
     """``path`` when it holds a tuner, else ``path/best`` when that does (a training output folder)."""
-    path = Path(path)
-    if not (path / CONFIG_NAME).is_file() and (path / "best" / CONFIG_NAME).is_file():
-        return path / "best"
-    return path
+    return resolve_best(path, CONFIG_NAME)
 
 
 def read_lmort_meta(path: str | os.PathLike) -> dict:

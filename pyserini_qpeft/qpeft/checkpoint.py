@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..artifacts import MetaSpec, check_base_model, staging_dir, write_meta
+from ..artifacts import MetaSpec, check_base_model, resolve_best, staging_dir, write_meta
 from ..artifacts import library_versions as _library_versions
 from ..artifacts import read_meta as _read_meta
 from ..errors import ModelError
@@ -134,10 +134,7 @@ def save_checkpoint(path: str | os.PathLike, module, config: "QPeftConfig", lm: 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """``path`` itself when it holds a checkpoint, else its ``best/`` sub-folder (a training output folder)."""
-    path = Path(path)
-    if not (path / CONFIG_NAME).is_file() and (path / "best" / CONFIG_NAME).is_file():
-        return path / "best"
-    return path
+    return resolve_best(path, CONFIG_NAME)
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from .dense import (META_NAME, dense_search, read_docids, read_index_meta, searc
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..lm.backbone import FrozenLM, LMConfig
+    from ..lm.backbone import FrozenLM
     from ..data import Document
 
 logger = logging.getLogger(__name__)
