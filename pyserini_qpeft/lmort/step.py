@@ -54,9 +54,10 @@ class LMORTTrainConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        from ..training.config import positive_int
+
         for name in ("negative_depth", "cache_batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+            positive_int(name, getattr(self, name))
         if not isinstance(self.hard_negatives, int) or self.hard_negatives < 0:
             raise ValueError(f"hard_negatives must be an integer >= 0, got {self.hard_negatives!r}")
         if self.selection_metric == "loss":

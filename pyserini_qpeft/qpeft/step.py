@@ -55,10 +55,10 @@ class QPeftTrainConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        from ..training.config import positive_int
+
         for name in ("negatives_per_query", "hard_pool", "dev_depth"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(name, getattr(self, name))
         for name in ("margin", "pointwise_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")

@@ -168,11 +168,12 @@ def selection_record(alpha: float, table: dict[float, float], metric: str, depth
 def read_selection(path: str) -> dict:
     """A selection record written by ``pyserini-qpeft select-interpolation``; InputError when it is not one."""
     import json
+    from pathlib import Path
 
     from ..errors import InputError
 
     try:
-        data = json.loads(open(path, encoding="utf-8").read())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"not an interpolation selection file: {exc}", str(path)) from None
     if not isinstance(data, dict) or data.get("format") != SELECTION_FORMAT or \

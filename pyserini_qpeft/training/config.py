@@ -60,10 +60,10 @@ class TrainConfig:
         from .data import dev_count
 
         for name in ("epochs", "batch_size"):
-            _positive_int(name, getattr(self, name))
+            positive_int(name, getattr(self, name))
         for name in ("patience", "max_steps", "max_train_queries"):
             if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name), " or None")
+                positive_int(name, getattr(self, name), " or None")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         for name in ("weight_decay", "grad_clip"):
@@ -132,6 +132,7 @@ class TrainConfig:
         return self.lr
 
 
-def _positive_int(name: str, value: Any, tail: str = "") -> None:
+def positive_int(name: str, value: Any, tail: str = "") -> None:
+    """ValueError naming ``name`` unless ``value`` is an int >= 1 (bools refused): the configs' one check."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer{tail}, got {value!r}")
