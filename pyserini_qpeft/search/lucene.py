@@ -99,7 +99,7 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
     if meta_path.is_file() and not force:
         logger.info("index %s exists (use --force to rebuild)", index_dir)
         return index_dir
-    from ..jvm import start_jvm
+    from ..jvm import java_verbose, start_jvm
 
     start_jvm()
     from jnius import autoclass
@@ -112,6 +112,8 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
             args = ["-collection", "BeirFlatCollection", "-generator", "DefaultLuceneDocumentGenerator",
                     "-input", str(collection), "-index", str(tmp_index), "-threads", str(threads),
                     "-storePositions", "-storeDocvectors", "-storeRaw"]
+            if not java_verbose():
+                args.append("-quiet")  # else Anserini resets its level to INFO ("Setting log level to INFO")
             autoclass("io.anserini.index.IndexCollection").main(args)
             count = _count_docs(tmp_index)
             if count == 0:
