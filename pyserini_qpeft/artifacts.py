@@ -5,7 +5,8 @@ goes through this module:
 
 * :func:`atomic_write` for one file and :func:`staging_dir` for a folder: written under a temporary name next
   to the target, given the permissions a plain ``open``/``mkdir`` would give under the current umask, then
-  renamed into place; on error nothing is left behind and an older version stays intact.
+  renamed into place; on error nothing is left behind and an older version stays intact. Temporary names carry
+  the writer's process id, and what a killed process left is swept by the next writer (:func:`sweep_stale`).
 * :func:`write_meta` / :func:`read_meta`: the one JSON metadata file of an artifact (``indent=2,
   sort_keys=True``) with a type field (see :class:`MetaSpec`), read back with a clear error when it is missing,
   corrupt or of another type.
@@ -20,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -46,6 +48,51 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def temp_prefix(target: str | os.PathLike) -> str:
+    """Name prefix of this process's temporary siblings of ``target``: ``.NAME.PID.`` (see :func:`sweep_stale`)."""
+    return f".{Path(target).name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_stale(target: str | os.PathLike) -> list[Path]:
+    """Remove temporary siblings of ``target`` left by a process of ours that no longer runs; returns them.
+
+    A job killed hard (SIGKILL, the JVM exiting on Ctrl-C, a power cut) cannot clean up after itself, so every
+    writer sweeps before it starts. Only names this module makes are touched: ``.NAME.PID.*.tmp`` and
+    ``.NAME.oldPID``, and only when process PID is gone.
+    """
+    target = Path(target)
+    parent = target.parent
+    if not parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:(\d+)\..+\.tmp|old(\d+))")
+    removed = []
+    for entry in parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if not match:
+            continue
+        pid = int(match.group(1) or match.group(2))
+        if pid == os.getpid() or _alive(pid):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        logger.warning("removed %s, left behind by an interrupted job (process %d)", entry, pid)
+        removed.append(entry)
+    return removed
 
 
 def replace_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
@@ -113,7 +160,8 @@ def staging_dir(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    sweep_stale(target)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         publish_dir(tmp, target)
@@ -127,7 +175,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     """Yield a file handle; on success the file appears at ``path`` at once, on error nothing is left."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
@@ -246,6 +295,17 @@ def check_base_model(saved: Mapping[str, Any] | None, lm: "FrozenLM | Mapping[st
                      f"pass the matching --model")
 
 
+def check_finite_weights(state: Mapping[str, Any], source: str | os.PathLike) -> None:
+    """Refuse weights holding NaN or Inf (they would turn every score into NaN): ModelError, exit code 6.
+
+    ``state`` maps names to tensors (duck-typed: ``is_floating_point``, ``isfinite``; torch is not imported here).
+    """
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    if bad:
+        raise ModelError(f"{source}: weights hold NaN or Inf values ({', '.join(sorted(bad)[:5])}"
+                         f"{' ...' if len(bad) > 5 else ''}); this checkpoint cannot score anything (retrain it)")
+
+
 def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     """Installed versions of :data:`CORE_PACKAGES` and ``extra`` (distribution names); absent ones are left out.
 
@@ -263,6 +323,33 @@ def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
             if name == "pyserini_qpeft":  # a source checkout that is not installed
                 versions[name] = __version__
     return versions
+
+
+def check_replaceable(target: str | os.PathLike, spec: MetaSpec, force: bool, flag: str = "--force") -> bool:
+    """Whether ``target`` already holds an artifact of ``spec``'s kind; refuse to touch anything else.
+
+    A missing path or an empty folder is free (False). An artifact of this kind may be replaced only with ``force``
+    (without it: InputError naming ``flag``). Anything else -- a file, a user's folder, another tool's index -- is
+    never replaced or deleted, whatever ``force`` says (InputError, exit code 3).
+    """
+    target = Path(target)
+    if not (target.exists() or target.is_symlink()):
+        return False
+    if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
+        return False
+    ours = target.is_dir() and (target / spec.file).is_file()
+    if ours:
+        try:
+            read_meta(target, spec)
+        except QPeftError:
+            ours = False
+    if not ours:
+        kind = "folder" if target.is_dir() else "file"
+        raise InputError(f"exists and is a {kind} that is not a {spec.label}; refusing to replace it "
+                         "(nothing was changed; choose another path)", str(target))
+    if not force:
+        raise InputError(f"{spec.label} exists (pass {flag} to replace it)", str(target))
+    return True
 
 
 def resolve_best(path: str | os.PathLike, marker: str) -> Path:

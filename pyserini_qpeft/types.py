@@ -88,11 +88,32 @@ def format_run_lines(qid: str, hits: Iterable[Hit], tag: str) -> Iterator[str]:
         yield f"{qid} Q0 {hit.docid} {rank} {hit.score:.6f} {tag}\n"
 
 
-def write_run(run: Run, path: str | os.PathLike, tag: str | None = None, depth: int | None = None) -> None:
-    """Write ``run`` to ``path`` atomically; queries in insertion order, hits in rank order."""
-    tag = tag or run.tag
-    if not tag or any(c.isspace() for c in tag):
+def _is_word(text: str) -> bool:
+    return bool(text) and not any(c.isspace() for c in text)
+
+
+def check_writable_run(run: Run, tag: str) -> None:
+    """Refuse what :func:`read_run` would refuse, before anything is written: a run tag, qid or docid that is
+    empty or holds whitespace, a score that is NaN or infinite (e.g. from a checkpoint with broken weights)."""
+    if not _is_word(tag):
         raise InputError(f"run tag must be one non-empty word, got {tag!r}")
+    for qid, hits in run.hits.items():
+        if not _is_word(qid):
+            raise InputError(f"query id {qid!r} is empty or contains whitespace; a TREC run cannot hold it")
+        for hit in hits:
+            if not _is_word(hit.docid):
+                raise InputError(f"docid {hit.docid!r} (query {qid}) is empty or contains whitespace; a TREC run "
+                                 "cannot hold it")
+            if not math.isfinite(hit.score):
+                raise InputError(f"score of query {qid}, docid {hit.docid} is {hit.score}; nothing was written "
+                                 "(a model or checkpoint produced non-finite scores)")
+
+
+def write_run(run: Run, path: str | os.PathLike, tag: str | None = None, depth: int | None = None) -> None:
+    """Write ``run`` to ``path`` atomically; queries in insertion order, hits in rank order. Everything written
+    reads back with :func:`read_run` (:func:`check_writable_run` refuses the rest, and nothing is written)."""
+    tag = tag or run.tag
+    check_writable_run(run, tag)
     with atomic_write(path) as out:
         for qid, hits in run.hits.items():
             out.writelines(format_run_lines(qid, hits[:depth] if depth else hits, tag))
@@ -100,31 +121,32 @@ def write_run(run: Run, path: str | os.PathLike, tag: str | None = None, depth: 
 
 def read_run(path: str | os.PathLike) -> Run:
     """Read a TREC run file (6 whitespace-separated columns). Errors name file and line."""
+    from .textio import iter_lines
+
     path = Path(path)
     if not path.is_file():
         raise InputError("run file not found", str(path))
     hits: dict[str, list[Hit]] = {}
     seen: set[tuple[str, str]] = set()
     tag = None
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise InputError(f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}", str(path), lineno)
-            qid, _, docid, rank, score, tag = parts
-            try:
-                value = float(score)
-                int(rank)
-            except ValueError:
-                raise InputError(f"non-numeric rank or score: {rank!r} {score!r}", str(path), lineno) from None
-            if math.isnan(value):
-                raise InputError("score is NaN", str(path), lineno)
-            if (qid, docid) in seen:
-                raise InputError(f"docid {docid} appears twice for query {qid}", str(path), lineno)
-            seen.add((qid, docid))
-            hits.setdefault(qid, []).append(Hit(docid, value))
+    for lineno, line in iter_lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise InputError(f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}", str(path), lineno)
+        qid, _, docid, rank, score, tag = parts
+        try:
+            value = float(score)
+            int(rank)
+        except ValueError:
+            raise InputError(f"non-numeric rank or score: {rank!r} {score!r}", str(path), lineno) from None
+        if math.isnan(value):
+            raise InputError("score is NaN", str(path), lineno)
+        if (qid, docid) in seen:
+            raise InputError(f"docid {docid} appears twice for query {qid}", str(path), lineno)
+        seen.add((qid, docid))
+        hits.setdefault(qid, []).append(Hit(docid, value))
     if not hits:
         raise InputError("run file is empty", str(path))
     return Run(hits, tag=tag or "pyserini_qpeft")

@@ -30,13 +30,14 @@ def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, 
     """Encode every document (title + text) and write OUTPUT/{index,docid,meta.json}; search it with
     `pyserini-qpeft search --dense --index OUTPUT` or Pyserini's FaissSearcher."""
     from ..search.encoders import build_encoder, encode_corpus, parse_spec
-    from ..errors import InputError
 
     parse_spec(spec)  # fail on a bad spec before loading anything
     if bool(dataset) == bool(corpus_path):
         raise click.UsageError("give exactly one of --dataset or --corpus")
-    if Path(output).exists() and not overwrite:
-        raise InputError("index folder exists (pass --overwrite to replace it)", output)
+    from ..artifacts import check_replaceable
+    from ..search.dense import META
+
+    check_replaceable(output, META, overwrite, flag="--overwrite")  # before any work; never a user's folder
     from ..data import find_dataset, open_corpus
 
     source = Path(corpus_path) if corpus_path else find_dataset(dataset)

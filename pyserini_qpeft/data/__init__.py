@@ -16,7 +16,7 @@ from __future__ import annotations
 from .beir import (BEIR_URL, ENV_VAR, NESTED_DATASETS, BeirDataset, data_search_path, download_beir,
                    find_dataset)
 from .car import read_car_outlines, read_car_paragraphs
-from .corpus import Document, corpus_dict, iter_documents, open_corpus, read_corpus_jsonl
+from .corpus import Document, corpus_dict, iter_documents, open_corpus, read_corpus_jsonl, unique_documents
 from .formats import read_qrels_file, read_queries_jsonl, read_topics_tsv, write_trec_qrels
 from .names import (SPLITS, Source, load_qrels, load_topics, parse_pyserini_name, qrels_file_for_trec_eval,
                     resolve_source)
@@ -26,5 +26,5 @@ __all__ = [
     "data_search_path", "download_beir", "find_dataset", "iter_documents", "load_qrels", "load_topics",
     "open_corpus", "parse_pyserini_name", "qrels_file_for_trec_eval", "read_car_outlines", "read_car_paragraphs",
     "read_corpus_jsonl", "read_qrels_file", "read_queries_jsonl", "read_topics_tsv", "resolve_source",
-    "write_trec_qrels",
+    "unique_documents", "write_trec_qrels",
 ]

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import IO, Iterator
 
+from ..artifacts import sweep_stale, temp_prefix
 from ..errors import InputError
 from ..lm.backbone import cache_dir
 from ..types import Query
@@ -165,7 +166,8 @@ def download_beir(name: str, url: str | None = None, target_dir: str | os.PathLi
     if final.is_dir():
         return final
     target_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=target_root))
+    sweep_stale(final)  # a download killed earlier
+    work = Path(tempfile.mkdtemp(prefix=temp_prefix(final), suffix=".tmp", dir=target_root))
     try:
         zip_path = work / f"{name}.zip"
         logger.info("downloading %s", url)

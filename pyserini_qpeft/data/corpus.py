@@ -52,20 +52,29 @@ def _corpus_records(path: Path) -> Iterator[Document]:
         yield Document(docid, str(title), str(text))
 
 
+def unique_documents(docs: Iterable[Document], source: str | os.PathLike) -> Iterator[Document]:
+    """``docs`` unchanged, but a docid seen twice is an :class:`InputError` naming ``source`` and both positions.
+
+    The one duplicate-docid policy of the package: every consumer (``index``, ``encode``, reranking, training)
+    refuses a corpus that repeats a docid, because an index would return it twice and no run could hold it.
+    """
+    seen: dict[str, int] = {}
+    for position, doc in enumerate(docs, start=1):
+        first = seen.setdefault(doc.docid, position)
+        if first != position:
+            raise InputError(f"docid {doc.docid} appears twice (documents #{first} and #{position}); every docid "
+                             "must be unique", str(source))
+        yield doc
+
+
 def corpus_dict(docs: Iterable[Document], source: str | os.PathLike, progress: bool = False,
                 desc: str = "corpus") -> dict[str, Document]:
-    """docid -> Document from a stream; a docid seen twice is an :class:`InputError` naming ``source``
-    (the one duplicate policy of the package)."""
+    """docid -> Document from a stream, duplicates refused (:func:`unique_documents`)."""
     if progress:
         from tqdm.auto import tqdm
 
         docs = tqdm(docs, desc=desc, unit="doc")
-    corpus: dict[str, Document] = {}
-    for doc in docs:
-        if doc.docid in corpus:
-            raise InputError(f"docid {doc.docid} appears twice", str(source))
-        corpus[doc.docid] = doc
-    return corpus
+    return {doc.docid: doc for doc in unique_documents(docs, source)}
 
 
 def iter_documents(spec: str | os.PathLike) -> tuple[Path, Iterator[Document]]:

@@ -1,20 +1,21 @@
 """Plain-text formats: JSONL records, BEIR queries, TREC/BEIR qrels, Pyserini TSV topics, TREC qrels writing.
 
 Every reader names the file and line of a malformed record (:class:`~pyserini_qpeft.errors.InputError`, exit
-code 3). ``.gz`` files are read transparently.
+code 3), reads through :func:`pyserini_qpeft.textio.iter_lines` (UTF-8, BOM dropped, undecodable bytes refused)
+and reads ``.gz`` files transparently.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
 import re
 from pathlib import Path
-from typing import IO, Iterator, Mapping
+from typing import Iterator, Mapping
 
 from ..artifacts import atomic_write
 from ..errors import InputError
+from ..textio import first_line, iter_lines
 from ..types import Query
 
 logger = logging.getLogger(__name__)
@@ -23,29 +24,19 @@ _INTEGER = re.compile(r"[-+]?\d+")
 _INTEGER_OR_FLOAT_ZERO = re.compile(r"[-+]?\d+(\.0*)?")
 
 
-def open_text(path: Path) -> IO[str]:
-    """A UTF-8 text handle on ``path``, gunzipped when it ends in ``.gz``."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; malformed JSON -> InputError(file, line)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", str(path))
-    with open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"malformed JSON: {exc.msg}", str(path), lineno) from None
-            if not isinstance(obj, dict):
-                raise InputError("expected a JSON object", str(path), lineno)
-            yield lineno, obj
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"malformed JSON: {exc.msg}", str(path), lineno) from None
+        if not isinstance(obj, dict):
+            raise InputError("expected a JSON object", str(path), lineno)
+        yield lineno, obj
 
 
 def record_id(obj: dict, path: Path, lineno: int) -> str:
@@ -97,39 +88,33 @@ def read_qrels_file(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     if not path.is_file():
         raise InputError("qrels file not found", str(path))
     qrels: dict[str, dict[str, int]] = {}
-    with open_text(path) as handle:
-        first = True
-        for lineno, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t") if line.count("\t") == 2 else line.split()
-            parts = [p.strip() for p in parts]
-            if len(parts) == 3:
-                qid, docid, rel = parts
-            elif len(parts) == 4:
-                qid, _, docid, rel = parts
-            else:
-                raise InputError(f"expected 'qid 0 docid rel' (TREC) or 'qid<TAB>docid<TAB>rel' (BEIR), "
-                                 f"got {len(parts)} columns", str(path), lineno)
-            if first:
-                first = False
-                if len(parts) == 3 and not _INTEGER_OR_FLOAT_ZERO.fullmatch(rel):
-                    continue  # BEIR header: query-id corpus-id score
-            if not qid or not docid:
-                raise InputError("empty query or document id", str(path), lineno)
-            qrels.setdefault(qid, {})[docid] = _parse_rel(rel, path, lineno)
+    first = True
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        parts = line.split("\t") if line.count("\t") == 2 else line.split()
+        parts = [p.strip() for p in parts]
+        if len(parts) == 3:
+            qid, docid, rel = parts
+        elif len(parts) == 4:
+            qid, _, docid, rel = parts
+        else:
+            raise InputError(f"expected 'qid 0 docid rel' (TREC) or 'qid<TAB>docid<TAB>rel' (BEIR), "
+                             f"got {len(parts)} columns", str(path), lineno)
+        if first:
+            first = False
+            if len(parts) == 3 and not _INTEGER_OR_FLOAT_ZERO.fullmatch(rel):
+                continue  # BEIR header: query-id corpus-id score
+        if not qid or not docid:
+            raise InputError("empty query or document id", str(path), lineno)
+        qrels.setdefault(qid, {})[docid] = _parse_rel(rel, path, lineno)
     return qrels
 
 
 def is_trec_qrels(path: Path) -> bool:
     """Whether the first non-blank line of ``path`` has TREC's four columns with an integer relevance."""
-    with open_text(path) as handle:
-        for line in handle:
-            if line.strip():
-                parts = line.split()
-                return len(parts) == 4 and _INTEGER.fullmatch(parts[3]) is not None
-    return False
+    parts = first_line(path).split()
+    return len(parts) == 4 and _INTEGER.fullmatch(parts[3]) is not None
 
 
 def write_trec_qrels(qrels: Mapping[str, Mapping[str, int]], path: str | os.PathLike) -> None:
@@ -145,19 +130,17 @@ def read_topics_tsv(path: str | os.PathLike) -> list[Query]:
     path = Path(path)
     topics: list[Query] = []
     seen: set[str] = set()
-    with open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            if "\t" not in line:
-                raise InputError("expected 'qid<TAB>query text', found no tab", str(path), lineno)
-            qid, text = line.split("\t", 1)
-            qid = qid.strip()
-            if not qid:
-                raise InputError("empty query id", str(path), lineno)
-            if qid in seen:
-                raise InputError(f"query id {qid} appears twice", str(path), lineno)
-            seen.add(qid)
-            topics.append(Query(qid, text.strip()))
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise InputError("expected 'qid<TAB>query text', found no tab", str(path), lineno)
+        qid, text = line.split("\t", 1)
+        qid = qid.strip()
+        if not qid:
+            raise InputError("empty query id", str(path), lineno)
+        if qid in seen:
+            raise InputError(f"query id {qid} appears twice", str(path), lineno)
+        seen.add(qid)
+        topics.append(Query(qid, text.strip()))
     return topics

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from ..artifacts import (MetaSpec, atomic_write, check_base_model, library_versions, read_meta, resolve_best,
-                         staging_dir, write_meta)
+from ..artifacts import (MetaSpec, atomic_write, check_base_model, check_finite_weights, library_versions, read_meta,
+                         resolve_best, staging_dir, write_meta)
 from ..errors import ModelError
 from .states import POOLINGS, decoder_blocks, layer_token_states, pool, tokenize  # noqa: F401 (re-exported)
 
@@ -286,4 +286,5 @@ def load_lmort(path: str | os.PathLike, lm: "FrozenLM") -> LMORTModel:
         tuner.load_state_dict(state, strict=True)
     except Exception as exc:  # safetensors raises its own error types; state-dict mismatches raise RuntimeError
         raise ModelError(f"{weights}: cannot load weights ({exc})") from exc
+    check_finite_weights(state, weights)
     return LMORTModel(lm, tuner, config)

@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..artifacts import MetaSpec, check_base_model, resolve_best, staging_dir, write_meta
+from ..artifacts import MetaSpec, check_base_model, check_finite_weights, resolve_best, staging_dir, write_meta
 from ..artifacts import library_versions as _library_versions
 from ..artifacts import read_meta as _read_meta
 from ..errors import ModelError
@@ -196,6 +196,7 @@ def load_checkpoint(path: str | os.PathLike, lm: "FrozenLM") -> tuple[Any, "QPef
         if tuple(tensor.shape) != tuple(expected[name].shape):
             raise ModelError(f"{weights}: {name} has shape {tuple(tensor.shape)}, expected "
                              f"{tuple(expected[name].shape)}")
+    check_finite_weights(state, weights)
     module.load_state_dict(state, strict=True)
     module.eval()
     return module, config, scorer_config, meta

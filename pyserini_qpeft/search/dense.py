@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from ..artifacts import MetaSpec, library_versions, read_meta, staging_dir, write_meta
+from ..artifacts import MetaSpec, check_replaceable, library_versions, read_meta, staging_dir, write_meta
 from ..errors import InputError, ModelError
 from ..types import Hit, Query, Run
 
@@ -40,7 +40,8 @@ def write_faiss_index(output: str | os.PathLike, docids: Sequence[str], vectors:
     """Write ``index`` (IndexFlatIP), ``docid`` and ``meta.json`` into ``output`` atomically (temp dir + rename).
 
     Raises:
-        InputError: ``output`` exists and ``overwrite`` is false, or a docid is empty or holds a line break.
+        InputError: ``output`` exists and is not a dense index (never replaced) or ``overwrite`` is false, or a docid
+            is empty or holds whitespace.
     """
     import faiss
     import numpy as np
@@ -48,10 +49,11 @@ def write_faiss_index(output: str | os.PathLike, docids: Sequence[str], vectors:
     output = Path(output)
     if len(docids) != vectors.shape[0]:
         raise ValueError(f"{len(docids)} docids but {vectors.shape[0]} vectors")
-    if any(not d or any(c in d for c in "\r\n") for d in docids):
-        raise InputError("docids must be non-empty and free of line breaks (one docid per line in the index)")
-    if output.exists() and not overwrite:
-        raise InputError("index folder exists (pass --overwrite to replace it)", str(output))
+    bad = next((d for d in docids if not d or any(c.isspace() for c in d)), None)
+    if bad is not None:
+        raise InputError(f"docid {bad!r} is empty or contains whitespace (one docid per line in the index, and a "
+                         "TREC run cannot hold it)")
+    check_replaceable(output, META, overwrite, flag="--overwrite")
     with staging_dir(output) as tmp:
         index = faiss.IndexFlatIP(int(vectors.shape[1]))
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
@@ -68,18 +70,42 @@ def read_index_meta(index_dir: str | os.PathLike) -> dict:
 
 
 def read_docids(index_dir: str | os.PathLike) -> list[str]:
-    """The docids of a dense index, in vector order."""
-    with open(Path(index_dir) / DOCID_NAME, encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle]
+    """The docids of a dense index, in vector order (InputError: missing file, blank or spaced docid)."""
+    from ..textio import iter_lines
+
+    path = Path(index_dir) / DOCID_NAME
+    if not path.is_file():
+        raise InputError(f"damaged dense index: no {DOCID_NAME} file (re-run `pyserini-qpeft encode`)", str(index_dir))
+    docids = []
+    for lineno, docid in iter_lines(path):
+        if not docid or docid != docid.strip() or any(c.isspace() for c in docid):
+            raise InputError(f"docid {docid!r} is blank or contains whitespace (a TREC run cannot hold it)",
+                             str(path), lineno)
+        docids.append(docid)
+    return docids
+
+
+def read_faiss_index(index_dir: str | os.PathLike) -> Any:
+    """The FAISS index of a dense index folder (InputError when missing, empty or truncated)."""
+    import faiss
+
+    path = Path(index_dir) / INDEX_NAME
+    if not path.is_file() or path.stat().st_size == 0:
+        raise InputError(f"damaged dense index: {INDEX_NAME} is {'empty' if path.is_file() else 'missing'} "
+                         "(re-run `pyserini-qpeft encode`)", str(index_dir))
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as exc:  # faiss reports truncation/corruption as RuntimeError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"damaged dense index: FAISS cannot read {INDEX_NAME} ({first})", str(index_dir)) from None
 
 
 def search_vectors(index_dir: str | os.PathLike, qids: Sequence[str], vectors: "np.ndarray", k: int,
                    tag: str = "dense") -> Run:
     """Exact inner-product search of query vectors ``[Q, dim]`` in a FAISS index folder."""
-    import faiss
     import numpy as np
 
-    index = faiss.read_index(str(Path(index_dir) / INDEX_NAME))
+    index = read_faiss_index(index_dir)
     docids = read_docids(index_dir)
     if index.ntotal != len(docids):
         raise InputError(f"index holds {index.ntotal} vectors but docid lists {len(docids)}", str(index_dir))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..artifacts import MetaSpec, staging_dir, write_meta
+from ..artifacts import MetaSpec, check_replaceable, read_meta, staging_dir, temp_prefix, write_meta
 from ..errors import InputError
 from ..types import Hit, Query, Run
 
@@ -55,34 +55,37 @@ def _is_beir_jsonl(path: Path) -> bool:
     """Whether ``path`` is a plain (not gzipped) JSONL file whose first record has BEIR's ``_id``."""
     if path.suffix in (".cbor", ".gz"):
         return False
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        first = handle.readline()
+    from ..textio import first_line
+
     try:
-        record = json.loads(first)
+        record = json.loads(first_line(path))
     except json.JSONDecodeError:
         return False  # the conversion below reports the bad line
     return isinstance(record, dict) and "_id" in record
 
 
 def _prepare_collection(corpus: str | os.PathLike, workdir: Path) -> Path:
-    """A folder holding one BEIR-style ``corpus.jsonl`` for ``BeirFlatCollection``.
+    """A folder holding one BEIR-style ``corpus.jsonl`` for ``BeirFlatCollection``; every record is read first.
 
-    ``corpus`` is anything :func:`pyserini_qpeft.data.iter_documents` opens. A BEIR corpus file is linked as is
-    (byte-identical input = Pyserini's regression numbers); any other corpus (Pyserini JsonCollection JSONL,
-    gzipped JSONL, TREC CAR paragraph CBOR) is converted to BEIR JSONL first.
+    ``corpus`` is anything :func:`pyserini_qpeft.data.iter_documents` opens. A BEIR corpus file is validated (a
+    malformed line or a repeated docid is an InputError naming file and line, before Lucene sees anything) and
+    linked as is (byte-identical input = Pyserini's regression numbers); any other corpus (Pyserini
+    JsonCollection JSONL, gzipped JSONL, TREC CAR paragraph CBOR) is converted to BEIR JSONL.
     """
-    from ..data import iter_documents
+    from ..data import iter_documents, unique_documents
 
     source, documents = iter_documents(corpus)
+    documents = unique_documents(documents, source)
     target = workdir / "corpus.jsonl"
-    if _is_beir_jsonl(source):
-        os.symlink(source.resolve(), target)
-        return workdir
     count = 0
-    with open(target, "w", encoding="utf-8") as out:
-        for doc in documents:
-            out.write(json.dumps({"_id": doc.docid, "title": doc.title, "text": doc.text}) + "\n")
-            count += 1
+    if _is_beir_jsonl(source):
+        count = sum(1 for _ in documents)
+        os.symlink(source.resolve(), target)
+    else:
+        with open(target, "w", encoding="utf-8") as out:
+            for doc in documents:
+                out.write(json.dumps({"_id": doc.docid, "title": doc.title, "text": doc.text}) + "\n")
+                count += 1
     if count == 0:
         raise InputError("corpus has no documents", str(source))
     return workdir
@@ -95,10 +98,11 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
     nothing half-written. Returns ``index_dir``.
     """
     index_dir = Path(index_dir)
-    meta_path = index_dir / INDEX_META
-    if meta_path.is_file() and not force:
+    if not force and (index_dir / INDEX_META).is_file():
+        read_meta(index_dir, META)  # ours and complete (else a named error): building is idempotent
         logger.info("index %s exists (use --force to rebuild)", index_dir)
         return index_dir
+    check_replaceable(index_dir, META, force)  # never replaces a user's folder, a file or another tool's index
     from ..jvm import java_verbose, start_jvm
 
     start_jvm()
@@ -106,7 +110,7 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
 
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    with tempfile.TemporaryDirectory(prefix=".collection-", dir=index_dir.parent) as work:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix(index_dir), suffix=".tmp", dir=index_dir.parent) as work:
         collection = _prepare_collection(corpus, Path(work))
         with staging_dir(index_dir) as tmp_index:
             args = ["-collection", "BeirFlatCollection", "-generator", "DefaultLuceneDocumentGenerator",
