@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["pyserini_qpeft", "pyserini_qpeft.*"]),
-    package_data={"pyserini_qpeft": ["repro/*.yaml", "resources/*.xml"]},
+    package_data={"pyserini_qpeft": ["repro/*.yaml", "resources/*.xml", "resources/*.properties"]},
     install_requires=[
         # torch first, from a CPU wheel (see README); 2.13.0 is what CI and the Makefile install.
         "torch>=2.4",

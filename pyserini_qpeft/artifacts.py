@@ -50,6 +50,30 @@ def current_umask() -> int:
     return mask
 
 
+def check_output_path(path: str | os.PathLike, folder: bool = False) -> None:
+    """Fail before any work when ``path`` cannot be written (InputError naming the path, exit code 3).
+
+    ``folder``: the output is a folder (else a file). The nearest existing ancestor must be a folder in which a file
+    can be created (tried with a temporary file, which is removed at once: permission bits alone do not tell, e.g.
+    for root or on read-only file systems); an existing ``path`` must be of the right kind.
+    """
+    path = Path(path).absolute()
+    if path.exists() and path.is_dir() != folder:
+        raise InputError(f"output {'folder' if folder else 'file'} path is an existing "
+                         f"{'folder' if path.is_dir() else 'file'}", str(path))
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"cannot create the output: {ancestor} is a file, not a folder", str(path))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=ancestor)
+    except OSError as exc:
+        raise InputError(f"cannot write the output: {exc.strerror or exc} in {ancestor}", str(path)) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def temp_prefix(target: str | os.PathLike) -> str:
     """Name prefix of this process's temporary siblings of ``target``: ``.NAME.PID.`` (see :func:`sweep_stale`)."""
     return f".{Path(target).name}.{os.getpid()}."

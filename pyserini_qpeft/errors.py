@@ -7,9 +7,14 @@ code  meaning
 ====  =====================================================================
 0     success
 1     unexpected internal error (a bug: please report it)
-2     usage error (bad flag or option value; raised by click)
-3     bad input data: malformed run/qrels/topics line, missing file, unknown
-      dataset or docid, empty topics (the message names file and line)
+2     usage error, before any work (raised by click): unknown or missing
+      flag, bad option value (``--k1 -1``, unknown ``--reranker``), a path
+      given to an option that must exist (``--run``, ``--index``) missing
+3     bad input data: malformed run/qrels/topics/corpus line, undecodable
+      bytes, duplicate docid, a file named by a value that is not found
+      (topics, qrels, dataset), unknown docid, empty topics, an output
+      that cannot be written or would replace something that is not ours,
+      a damaged index (the message names file and line)
 4     no usable Java >= 21 runtime for the Lucene (Pyserini) side
 5     ``repro --check``: a score left its tolerance
 6     model/checkpoint problem: checkpoint for another base model, missing

@@ -108,6 +108,7 @@ def configure_environment(java_home: Path) -> None:
 
 
 LOG4J2_CONFIG = Path(__file__).with_name("resources") / "log4j2.xml"
+JUL_CONFIG = Path(__file__).with_name("resources") / "logging.properties"  # Lucene's java.util.logging
 
 
 def java_verbose() -> bool:
@@ -134,9 +135,12 @@ def start_jvm() -> Path:
         jnius_config.add_classpath(str(jar))
         if has_module(str(home), "jdk.incubator.vector"):
             jnius_config.add_options("--add-modules=jdk.incubator.vector")
+        verbose = java_verbose()
         jnius_config.add_options(f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
                                  "-Dslf4j.internal.verbosity=WARN",
-                                 f"-Dpyserini_qpeft.java_log_level={'INFO' if java_verbose() else 'WARN'}")
+                                 f"-Dpyserini_qpeft.java_log_level={'INFO' if verbose else 'WARN'}")
+        if not verbose:
+            jnius_config.add_options(f"-Djava.util.logging.config.file={JUL_CONFIG}")
         logger.info("starting JVM from %s with %s", home, jar.name)
     try:
         import jnius  # starts the JVM

@@ -146,7 +146,8 @@ def test_reranking_flags_have_one_definition_for_both_front_ends(monkeypatch):
             assert tuple(options[f"--{name}"].type.choices) == choices
             assert options[f"--{name}"].default == defaults[f"reranker_{name}"]
             assert "{" + ",".join(choices) + "}" in compat_help
-        assert all(name in options["--reranker"].help for name in reranker_names())
+        assert tuple(options["--reranker"].type.choices) == tuple(reranker_names())  # unknown name: exit 2
+        assert "{" + ",".join(reranker_names()) + "}" in compat_help
         assert str(ScorerConfig().max_passage_tokens) in options["--max-passage-tokens"].help
         assert str(ScorerConfig().batch_size) in options["--batch-size-rerank"].help
     ours, rest = parser.parse_known_args(["--rerank-depth", "7", "--topics", "t"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import quiet_option
+from .options import OutputPath, quiet_option
 
 
 @click.command("encode")
@@ -14,7 +14,7 @@ from .options import quiet_option
               help="minilm[:PATH] | frozen-lm[:LAYER] | lmort:CHECKPOINT")
 @click.option("--dataset", help="BEIR dataset name (on $PYSERINI_QPEFT_DATA) or folder.")
 @click.option("--corpus", "corpus_path", type=click.Path(exists=True), help="BEIR/Pyserini JSONL or TREC CAR paragraph CBOR.")
-@click.option("--output", required=True, type=click.Path(file_okay=False), help="Index folder (written atomically).")
+@click.option("--output", required=True, type=OutputPath(file_okay=False), help="Index folder (written atomically).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--max-length", type=click.IntRange(min=4), default=None,
               help="Token budget per document (minilm/frozen-lm; default 256; LMORT uses its checkpoint's).")

@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 import click
 
+from .options import OutputPath
+
 from ..search.fusion import NORMALIZATIONS, interpolate, interpolate_rerank, rrf
 
 METHODS = ("rrf", "interpolation", "rerank-interpolation")
@@ -44,7 +46,7 @@ def _weight(text: str) -> float:
 @click.option("--depth", type=click.IntRange(min=1), default=None,
               help=f"Fused depth (default {_default(rrf, 'depth')}); rerank-interpolation: the reranked depth "
                    f"(required).")
-@click.option("--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--output", required=True, type=OutputPath(dir_okay=False))
 def fuse(runs, method, rrf_k, alpha, normalization, depth, output) -> None:
     """Fuse runs into one run."""
     from ..types import read_run

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import field_default, quiet_option
+from .options import OutputPath, field_default, quiet_option
 
 
 def _q(name: str):
@@ -23,7 +23,7 @@ def _q(name: str):
 @click.option("--dev-size", type=click.IntRange(min=1), default=None,
               help="Dev queries (default: `train qpeft`'s, a share of the training queries).")
 @click.option("--seed", type=int, default=None, help="Seed of the carve (default: `train qpeft`'s).")
-@click.option("--output", required=True, type=click.Path(dir_okay=False),
+@click.option("--output", required=True, type=OutputPath(dir_okay=False),
               help="The first-stage run restricted to the dev queries (TREC).")
 @quiet_option
 def dev_split(dataset, split, negatives_run, dev_size, seed, output, quiet) -> None:
@@ -48,7 +48,7 @@ def dev_split(dataset, split, negatives_run, dev_size, seed, output, quiet) -> N
 @click.option("--depth", required=True, type=click.IntRange(min=1), help="The rerank depth.")
 @click.option("--metric", default="ndcg@10", show_default=True)
 @click.option("--normalization", type=click.Choice(["zscore", "minmax", "none"]), default="zscore", show_default=True)
-@click.option("--output", required=True, type=click.Path(dir_okay=False),
+@click.option("--output", required=True, type=OutputPath(dir_okay=False),
               help="JSON with the chosen weight (read by `rerank --interpolate FILE`, `fuse --alpha FILE`).")
 def select_interpolation(first_stage, reranked, qrels, depth, metric, normalization, output) -> None:
     """Pick the first-stage weight in 0, 0.05, ..., 1 that maximises METRIC on the dev queries (ties: nearest 0.5)."""

@@ -16,7 +16,7 @@ import click
 from ..lmort.step import LMORTTrainConfig
 from ..lmort.tuner import LMORTConfig
 from ..training.data import NEGATIVE_POLICIES
-from .options import lm_options, optimizer_options, quiet_option
+from .options import OutputPath, lm_options, optimizer_options, quiet_option
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def lmort() -> None:
 @click.option("--max-length", type=click.IntRange(min=4), default=256, show_default=True, help="Token budget per text.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--seed", type=int, default=_T("seed"), show_default=True)
-@click.option("--output", type=click.Path(file_okay=False), default=None,
+@click.option("--output", type=OutputPath(file_okay=False), default=None,
               help="Folder for layer_report.json and layers.png (default runs/lmort-analysis-<dataset>).")
 @lm_options
 @quiet_option
@@ -85,7 +85,7 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
               help="'auto' (from --analysis, or a fresh analysis on the training split) or 'ALIGN,UNIF'.")
 @click.option("--analysis", type=click.Path(exists=True, dir_okay=False), default=None,
               help="layer_report.json from `lmort analyze` (used with --layers auto).")
-@click.option("--output", required=True, type=click.Path(file_okay=False),
+@click.option("--output", required=True, type=OutputPath(file_okay=False),
               help="Output folder: best/ (what encode loads; lmort:OUTPUT finds it), epoch-N/, trainer_state.json.")
 @optimizer_options(_T, "Queries per step.")
 @click.option("--warmup-ratio", type=click.FloatRange(0, 1, max_open=True), default=_T("warmup_ratio"),

@@ -30,6 +30,9 @@ COMMANDS = {
 }
 
 
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for a job stopped with Ctrl-C
+
+
 class LazyGroup(click.Group):
     """A group whose sub-commands are imported on first use; maps package errors to documented exit codes."""
 
@@ -54,6 +57,10 @@ class LazyGroup(click.Group):
         except QPeftError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished outputs are intact, partial ones were not published; rerank and "
+                       "train resume where they stopped", err=True)
+            ctx.exit(INTERRUPTED)
 
 
 def _available(target: str) -> bool:
@@ -69,7 +76,7 @@ def cli(verbose: bool) -> None:
     """Frozen-LLM reranking (UPR, Q-PEFT) and dense retrieval (LMORT) on Pyserini.
 
     Exit codes: 0 ok, 1 internal error, 2 usage error, 3 bad input data (names file and line),
-    4 no Java >= 21, 5 `repro --check` failed, 6 model/checkpoint problem.
+    4 no Java >= 21, 5 `repro --check` failed, 6 model/checkpoint problem, 130 interrupted (Ctrl-C).
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -14,8 +14,9 @@ from ..rerank.flags import DEFAULT_DEPTH, Flag, field_default, lm_flags, rerank_
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["DEFAULT_DEPTH", "LazyChoice", "click_option", "device_option", "dtype_option", "field_default",
-           "lm_options", "optimizer_options", "quiet_option", "reranker_options", "scorer_option", "variant_option"]
+__all__ = ["DEFAULT_DEPTH", "LazyChoice", "OutputPath", "click_option", "device_option", "dtype_option",
+           "field_default", "lm_options", "optimizer_options", "quiet_option", "reranker_options", "run_tag_word",
+           "scorer_option", "variant_option"]
 
 
 class LazyChoice(click.Choice):
@@ -35,6 +36,25 @@ class LazyChoice(click.Choice):
     @choices.setter
     def choices(self, value: Sequence[str]) -> None:
         pass  # click.Choice.__init__ assigns the (empty) placeholder; the source is the truth
+
+
+class OutputPath(click.Path):
+    """A path the command writes (``click.Path(dir_okay=False)``: a file, ``file_okay=False``: a folder), checked
+    when the command line is parsed, i.e. before any work: an unwritable place is exit code 3 naming the path."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from ..artifacts import check_output_path
+
+        value = super().convert(value, param, ctx)
+        check_output_path(value, folder=not self.file_okay)
+        return value
+
+
+def run_tag_word(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Callback of ``--run-tag``: one non-empty word (a TREC run's 6th column), else a usage error (exit 2)."""
+    if value is not None and (not value or any(c.isspace() for c in value)):
+        raise click.BadParameter(f"must be one word without spaces, got {value!r}")
+    return value
 
 
 def click_option(flag: Flag, **overrides: Any) -> Callable[[F], F]:
@@ -75,7 +95,7 @@ def lm_options(func: F) -> F:
 
 def reranker_options(func: F) -> F:
     """--reranker and friends (shared by `search` and `rerank`, and with ``python -m pyserini_qpeft.search``),
-    plus :func:`lm_options`. Unknown reranker names are refused when the reranker is built (exit code 3)."""
+    plus :func:`lm_options`. An unknown reranker name is a usage error (exit code 2) before any work."""
     shared = {f.flag: f for f in reranker_flags()}
     for name in ("--rerank-depth", "--interpolate", "--reranker-checkpoint", "--reranker", "--max-passage-tokens"):
         func = click_option(shared[name])(func)

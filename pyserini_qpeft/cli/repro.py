@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from .options import OutputPath
+
 
 @click.group("repro")
 def repro() -> None:
@@ -23,7 +25,7 @@ def repro() -> None:
 @click.option("--yaml", "yaml_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Another matrix file (default: the packaged beir.yaml).")
 @click.option("--download", is_flag=True, help="Download the official BEIR zip if the dataset is not found locally.")
-@click.option("--report-dir", type=click.Path(file_okay=False), default="runs", show_default=True)
+@click.option("--report-dir", type=OutputPath(file_okay=False), default="runs", show_default=True)
 def beir(dataset, names, profile, checkpoint_from, dry_run, check, as_json, baseline, yaml_path, download, report_dir) -> None:
     """Make what is missing for the conditions, evaluate on the test split, report and optionally check."""
     from ..repro.beir import reproduce_beir

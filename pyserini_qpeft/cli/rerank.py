@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import quiet_option, reranker_options
+from .options import OutputPath, quiet_option, reranker_options
 
 
 @click.command("rerank")
@@ -11,7 +11,7 @@ from .options import quiet_option, reranker_options
 @click.option("--topics", required=True, help="Pyserini-style topics name, TSV (qid<TAB>text), BEIR queries.jsonl or CAR outlines.")
 @click.option("--index", "index_dir", help="Lucene index with stored raw documents (document text source).")
 @click.option("--corpus", help="Corpus JSONL / CAR paragraph CBOR / BEIR dataset name (document text source).")
-@click.option("--output", required=True, type=click.Path(dir_okay=False), help="Output TREC run (written atomically).")
+@click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output TREC run (written atomically).")
 @reranker_options
 @quiet_option
 def rerank(run_path, topics, index_dir, corpus, output, reranker, reranker_checkpoint, rerank_depth,

@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from ..search.lucene import BM25Config
-from .options import field_default, quiet_option, reranker_options
+from .options import OutputPath, field_default, quiet_option, reranker_options, run_tag_word
 
 
 def _bm25(name: str) -> Any:
@@ -19,15 +19,16 @@ def _bm25(name: str) -> Any:
 @click.option("--dense", "mode", flag_value="dense", help="Dense search over a FAISS index made by `encode`.")
 @click.option("--index", "index_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--topics", required=True, help="Pyserini-style topics name, TSV, BEIR queries.jsonl or CAR outlines.")
-@click.option("--output", required=True, type=click.Path(dir_okay=False), help="Output TREC run (written atomically).")
+@click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output TREC run (written atomically).")
 @click.option("--hits", type=click.IntRange(min=1), default=_bm25("hits"), show_default=True)
 @click.option("--remove-query", is_flag=True, help="Drop hits whose docid equals the query id (BEIR convention).")
-@click.option("--k1", type=float, default=_bm25("k1"), show_default=True, help="BM25 k1.")
-@click.option("--b", type=float, default=_bm25("b"), show_default=True, help="BM25 b.")
+@click.option("--k1", type=click.FloatRange(min=0), default=_bm25("k1"), show_default=True, help="BM25 k1.")
+@click.option("--b", type=click.FloatRange(0, 1), default=_bm25("b"), show_default=True, help="BM25 b.")
 @click.option("--threads", type=click.IntRange(min=1), default=_bm25("threads"), show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=_bm25("batch_size"), show_default=True, help="Queries per search batch.")
 @click.option("--corpus", help="Document text for reranking (default: the Lucene index's stored raw text).")
-@click.option("--run-tag", default=None, help="Run tag (6th column); default names the pipeline.")
+@click.option("--run-tag", default=None, callback=run_tag_word, help="Run tag (6th column, one word); default names "
+              "the pipeline.")
 @reranker_options
 @quiet_option
 def search(mode, index_dir, topics, output, hits, remove_query, k1, b, threads, batch_size, corpus, run_tag,

@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..qpeft.config import ATTN_INITS, MLPS, PROMPT_INITS, TOKEN_FILTERS, VARIANTS, QPeftConfig
 from ..qpeft.step import SELECTION_METRICS, QPeftTrainConfig
 from ..training.data import NEGATIVE_POLICIES
-from .options import field_default, lm_options, optimizer_options, quiet_option, scorer_option
+from .options import OutputPath, field_default, lm_options, optimizer_options, quiet_option, scorer_option
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def _M(name: str):
               help="Qrels split with the training queries (the test split is refused).")
 @click.option("--negatives", "negatives_run", required=True, type=click.Path(exists=True, dir_okay=False),
               help="First-stage TREC run over the training queries (hard negatives = top non-relevant hits).")
-@click.option("--output", required=True, type=click.Path(file_okay=False),
+@click.option("--output", required=True, type=OutputPath(file_okay=False),
               help="Output folder: epoch-N/ checkpoints, best/ (load this), trainer_state.json.")
 @optimizer_options(_Q, "Queries per step; each query's negatives are 1 hard + the others' positives.")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=_Q("warmup_steps"), show_default=True,

@@ -94,7 +94,8 @@ def reranker_flags() -> tuple[Flag, ...]:
     from .registry import reranker_names
 
     return (
-        Flag("--reranker", "reranker", " | ".join(reranker_names()), default="identity"),
+        Flag("--reranker", "reranker", "LLM reranker of the top --rerank-depth hits (identity: none).",
+             default="identity", choices=tuple(reranker_names())),
         Flag("--reranker-checkpoint", "reranker_checkpoint",
              "Trained module for qpeft-retr / qpeft-attn / prompt-tuning.", existing_dir=True),
         Flag("--rerank-depth", "rerank_depth",

@@ -7,8 +7,9 @@ default 128 tokens of "title text") are truncated to their first tokens; queries
 Long reranks can resume: with ``state_path`` each finished scoring group (a few documents and all pairs using
 them) is appended to that file (``qid<TAB>docid<TAB>repr(score)`` lines closed by a ``#group N`` line, flushed and
 fsynced); a restarted job reads it, skips the finished groups and produces a byte-identical run, because the
-work plan depends only on the input. A state file written for another job (other run, depth, model, prompt or
-hint weights) is refused.
+work plan depends only on the input. A state file written for another job (other run, depth, model, prompt, hint
+weights or document text) is refused, and a second process reranking into the same state file is refused while
+the first holds its lock.
 """
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ class LMReranker:
     def config(self) -> "ScorerConfig":
         return self.scorer.config
 
-    def _fingerprint(self, pairs: Sequence[tuple[str, str]], texts: Mapping[str, str], depth: int) -> str:
+    def _fingerprint(self, pairs: Sequence[tuple[str, str]], texts: Mapping[str, str], depth: int,
+                     documents: Sequence[Any] = ()) -> str:
         digest = hashlib.sha256()
         meta = {"reranker": self.name, "model": self.lm.model_id, "dtype": str(self.lm.dtype),
                 "config": self.scorer.config.to_dict(), "depth": depth}
@@ -89,6 +91,8 @@ class LMReranker:
                 digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
         for qid, docid in pairs:
             digest.update(f"{qid}\t{docid}\t{texts[qid]}\n".encode())
+        for doc in documents:  # the text scored, so a state file from another corpus is never reused
+            digest.update(json.dumps([doc.docid, doc.title, doc.text]).encode() + b"\n")
         return digest.hexdigest()
 
     def rerank(self, queries: Sequence[Query], run: Run, docs: DocStore, depth: int = 100, progress: bool = True,
@@ -103,7 +107,8 @@ class LMReranker:
         distinct = dedupe([docid for _, docid in pairs])
         distinct_docs = [docs.get(pairs[i][1]) for i in distinct.first]
         pair_queries = [texts[qid] for qid, _ in pairs]
-        state = _State(Path(state_path), self._fingerprint(pairs, texts, depth)) if state_path else None
+        state = (_State(Path(state_path), self._fingerprint(pairs, texts, depth, distinct_docs)) if state_path
+                 else None)
         scores: dict[tuple[str, str], float] = dict(state.scores) if state else {}
         done = state.groups if state else set()
         if done:
@@ -132,34 +137,48 @@ class _State:
     """Append-only record of finished scoring groups (see the module docstring)."""
 
     def __init__(self, path: Path, fingerprint: str):
+        import fcntl
+
         self.path = path
         self.scores: dict[tuple[str, str], float] = {}
         self.groups: set[int] = set()
         header = json.dumps({"format": STATE_FORMAT, "fingerprint": fingerprint}, sort_keys=True)
-        if path.exists() and path.stat().st_size > 0:
-            self._read(header)
-            self.handle = open(path, "a", encoding="utf-8")
-            with open(path, "rb") as raw:
-                raw.seek(-1, os.SEEK_END)
-                if raw.read(1) != b"\n":  # a torn last line from a crash: start a fresh line
-                    self.handle.write("\n")
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.handle = open(path, "w", encoding="utf-8")
-            self.handle.write(header + "\n")
-            self._sync()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(path, "a", encoding="utf-8")
+        try:  # one writer per state file: a second job on the same output would redo and interleave the work
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise InputError("another process is reranking into this output right now (its resume state is "
+                             "locked); wait for it to finish or choose another --output", str(path)) from None
+        try:
+            if path.stat().st_size > 0:
+                self._read(header)
+                with open(path, "rb") as raw:
+                    raw.seek(-1, os.SEEK_END)
+                    if raw.read(1) != b"\n":  # a torn last line from a crash: start a fresh line
+                        self.handle.write("\n")
+            else:
+                self.handle.write(header + "\n")
+                self._sync()
+        except BaseException:
+            self.handle.close()
+            raise
 
     def _read(self, header: str) -> None:
-        with open(self.path, encoding="utf-8") as handle:
-            first = handle.readline().rstrip("\n")
+        from ..textio import decode_line
+
+        with open(self.path, "rb") as handle:
+            first = decode_line(handle.readline(), self.path, 1)
             if first != header:
-                raise InputError("rerank state file belongs to another job (different run, depth, model, prompt or "
-                                 "weights); delete it or choose another state path", str(self.path), 1)
+                raise InputError("rerank state file belongs to another job (different run, depth, model, prompt, "
+                                 "weights or document text); delete it or choose another state path",
+                                 str(self.path), 1)
             pending: list[tuple[tuple[str, str], float]] = []
-            for line in handle:
-                if not line.endswith("\n"):
+            for lineno, raw in enumerate(handle, start=2):
+                if not raw.endswith(b"\n"):
                     break  # torn write
-                line = line.rstrip("\n")
+                line = decode_line(raw, self.path, lineno)
                 if line.startswith("#group "):
                     try:
                         self.groups.add(int(line.split()[1]))

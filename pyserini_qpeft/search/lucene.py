@@ -145,9 +145,28 @@ def _searcher(index_dir: str | os.PathLike):
     from ..jvm import start_jvm
 
     start_jvm()
+    from jnius import JavaException
     from pyserini.search.lucene import LuceneSearcher
 
-    return LuceneSearcher(str(index_dir))
+    try:
+        return LuceneSearcher(str(index_dir))
+    except JavaException as exc:
+        raise InputError(f"damaged Lucene index, Lucene cannot open it ({_java_message(exc)}); rebuild it with "
+                         "`pyserini-qpeft index --force`", str(index_dir)) from None
+
+
+def _java_message(exc: Exception) -> str:
+    """The first line of a Java exception's message (pyjnius appends the whole stack trace)."""
+    text = str(getattr(exc, "innermessage", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+MAX_CLAUSES = 1024  # Lucene's IndexSearcher.maxClauseCount: a BM25 query is one clause per distinct term
+
+
+def _too_long(queries: Sequence[Query]) -> list[Query]:
+    """Queries over Lucene's clause limit (distinct whitespace tokens: an upper bound of the analysed terms)."""
+    return [q for q in queries if len(set(q.text.lower().split())) > MAX_CLAUSES]
 
 
 def bm25_search(index_dir: str | os.PathLike, queries: Sequence[Query], config: BM25Config = BM25Config(),
@@ -165,13 +184,24 @@ def bm25_search(index_dir: str | os.PathLike, queries: Sequence[Query], config: 
         if not query.text.strip():
             raise InputError(f"query {query.qid} is empty")
     searcher = _searcher(index_dir)
+    from jnius import JavaException
+
     searcher.set_bm25(config.k1, config.b)
     run = Run(tag="bm25")
     with tqdm(total=len(queries), desc="bm25", unit="q", disable=not progress) as bar:
         for start in range(0, len(queries), config.batch_size):
             batch = queries[start:start + config.batch_size]
-            results = searcher.batch_search([q.text for q in batch], [q.qid for q in batch], config.hits,
-                                            config.threads)
+            try:
+                results = searcher.batch_search([q.text for q in batch], [q.qid for q in batch], config.hits,
+                                                config.threads)
+            except JavaException as exc:
+                long = _too_long(batch)
+                if long:
+                    raise InputError(f"query {long[0].qid} has {len(set(long[0].text.lower().split()))} distinct "
+                                     f"terms; Lucene's BM25 takes at most {MAX_CLAUSES} (maxClauseCount); shorten "
+                                     "it") from None
+                raise InputError(f"Lucene failed on queries {batch[0].qid}..{batch[-1].qid}: "
+                                 f"{_java_message(exc)}") from None
             for query in batch:
                 hits = [Hit(h.docid, round(float(h.score), 6)) for h in results[query.qid]]
                 if config.remove_query:
