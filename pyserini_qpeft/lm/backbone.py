@@ -184,6 +184,9 @@ class FrozenLM:
             path, model_id = str(materialize_default_model()), SMOLLM2_ID
         else:
             path, model_id = config.model, config.model
+            from .hub import check_model_findable
+
+            check_model_findable(path)
         from transformers.utils import logging as hf_logging
 
         bar_was_enabled = hf_logging.is_progress_bar_enabled()

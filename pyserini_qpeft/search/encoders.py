@@ -123,6 +123,9 @@ class MiniLMEncoder(DenseEncoder):
         self.model_id = MINILM_ID if path is None else str(path)
         self.max_length = max_length
         self.device = device
+        from ..lm.hub import check_model_findable
+
+        check_model_findable(self.path)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
             self.model = AutoModel.from_pretrained(self.path, dtype=torch.float32).to(device).eval()
