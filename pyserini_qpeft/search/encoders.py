@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
@@ -31,6 +32,8 @@ from .dense import (META_NAME, dense_search, read_docids, read_index_meta, searc
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from .encode_state import EncodeState
 
     from ..lm.backbone import FrozenLM
     from ..data import Document
@@ -51,22 +54,42 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return kind, arg or None
 
 
+def batch_plan(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Text indices per batch: similar lengths together, longest first (memory peaks early); fixed by the input."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def _by_length(texts: Sequence[str], lengths: Sequence[int], batch_size: int,
-               fn: Callable[[list[str]], "np.ndarray"], progress: bool, desc: str) -> "np.ndarray":
-    """Run ``fn`` over batches of similar length (longest first, so memory peaks early); input order kept."""
+               fn: Callable[[list[str]], "np.ndarray"], progress: bool, desc: str,
+               state: Callable[[list[list[int]]], "EncodeState"] | None = None) -> "np.ndarray":
+    """Run ``fn`` over the batches of :func:`batch_plan`; ``[len(texts), dim]`` float32 in input order.
+
+    ``state`` (given the plan) returns the :class:`~pyserini_qpeft.search.encode_state.EncodeState` of a
+    resumable job: finished batches are taken from it and new ones recorded in it.
+    """
     import numpy as np
     from tqdm.auto import tqdm
 
-    order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
+    plan = batch_plan(lengths, batch_size)
+    store = state(plan) if state else None
     out: np.ndarray | None = None
-    with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            vecs = np.asarray(fn([texts[i] for i in idx]), dtype=np.float32)
-            if out is None:
-                out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
-            out[idx] = vecs
-            bar.update(len(idx))
+    try:
+        with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
+            for number, idx in enumerate(plan):
+                vecs = store.get(number) if store else None
+                if vecs is None:
+                    vecs = np.asarray(fn([texts[i] for i in idx]), dtype=np.float32)
+                    if store:
+                        store.add(number, vecs)
+                if out is None:
+                    out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
+                out[idx] = vecs
+                bar.update(len(idx))
+    finally:
+        if store:
+            store.flush()
+            store.close()
     if out is None:
         raise InputError("nothing to encode (no texts)")
     return out
@@ -86,15 +109,18 @@ class DenseEncoder:
         return [len(t) for t in texts]
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False,
-                     desc: str = "encode") -> "np.ndarray":
-        """Encode ``texts`` in length-sorted batches; returns ``[len(texts), dim]`` float32 in input order."""
-        return _by_length(list(texts), self._lengths(texts), batch_size, self._encode, progress, desc)
+                     desc: str = "encode", state: Callable[[list[list[int]]], "EncodeState"] | None = None
+                     ) -> "np.ndarray":
+        """Encode ``texts`` in length-sorted batches; returns ``[len(texts), dim]`` float32 in input order
+        (``state``: see :func:`_by_length`)."""
+        return _by_length(list(texts), self._lengths(texts), batch_size, self._encode, progress, desc, state)
 
     def encode_queries(self, queries: Sequence[str], batch_size: int = 32, progress: bool = False) -> "np.ndarray":
         return self.encode_texts(queries, batch_size, progress, desc="encode queries")
 
-    def encode_documents(self, docs: Sequence[str], batch_size: int = 32, progress: bool = False) -> "np.ndarray":
-        return self.encode_texts(docs, batch_size, progress, desc="encode corpus")
+    def encode_documents(self, docs: Sequence[str], batch_size: int = 32, progress: bool = False,
+                         state: Callable[[list[list[int]]], "EncodeState"] | None = None) -> "np.ndarray":
+        return self.encode_texts(docs, batch_size, progress, desc="encode corpus", state=state)
 
     # Pyserini's QueryEncoder protocol (FaissSearcher.search / batch_search call these).
     def encode(self, query: str, **kwargs) -> "np.ndarray":
@@ -280,15 +306,29 @@ def build_encoder(spec: str, model: str | None = None, device: str = "auto", dty
 
 def encode_corpus(encoder: DenseEncoder, docs: Iterable["Document"], output: str | os.PathLike, batch_size: int = 32,
                   progress: bool = True, overwrite: bool = False, extra_meta: dict | None = None) -> dict:
-    """Encode documents (``title text``) and write a FAISS index folder; returns its meta (with timings)."""
+    """Encode documents (``title text``) and write a FAISS index folder; returns its meta (with timings).
+
+    Interrupted jobs resume: finished batches are kept in ``<output>.partial/`` (see
+    :mod:`~pyserini_qpeft.search.encode_state`) and the resumed index is byte-identical to an uninterrupted one.
+    """
+    from .encode_state import EncodeState, encode_fingerprint
+
     docs = list(docs)
     if not docs:
         raise InputError("the corpus is empty")
+    texts = [d.contents() for d in docs]
+    partial = Path(output).with_name(Path(output).name + ".partial")
+    fingerprint = encode_fingerprint(encoder.meta(), batch_size, [d.docid for d in docs], texts)
+    if partial.exists():
+        logger.warning("resuming from %s", partial)
     start = time.time()
-    vectors = encoder.encode_documents([d.contents() for d in docs], batch_size=batch_size, progress=progress)
+    vectors = encoder.encode_documents(
+        texts, batch_size=batch_size, progress=progress,
+        state=lambda plan: EncodeState(partial, fingerprint, [len(b) for b in plan]))
     seconds = time.time() - start
     meta = {**encoder.meta(), **(extra_meta or {}), "encode_seconds": round(seconds, 1)}
     write_faiss_index(output, [d.docid for d in docs], vectors, meta, overwrite=overwrite)
+    shutil.rmtree(partial, ignore_errors=True)
     logger.info("encoded %d documents in %.1f s into %s", len(docs), seconds, output)
     return meta
 

@@ -1,0 +1,125 @@
+"""Resumable corpus encoding: finished batches of an interrupted ``encode`` survive a kill.
+
+The work plan of an encode is fixed by its input (length-sorted batches, see ``encoders._by_length``), so a batch
+is identified by its number. While encoding, finished batches are appended to ``<output>.partial/`` as
+``part-FIRST-LAST.npy`` files (one every ``flush_seconds``, written atomically), next to ``state.json`` holding a
+fingerprint of the job (encoder, batch size, every docid and text). A restarted job with the same fingerprint
+loads the parts, encodes only the missing batches and writes a byte-identical index; a state from another job is
+refused; a second process on the same output is refused while the first holds the lock.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from ..artifacts import atomic_write, dump_json
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+STATE_FORMAT = "pyserini_qpeft.encode-state/1"
+_PART = re.compile(r"part-(\d+)-(\d+)\.npy")
+
+
+def encode_fingerprint(encoder_meta: Mapping[str, Any], batch_size: int, docids: Sequence[str],
+                       texts: Sequence[str]) -> str:
+    """SHA-256 of everything that determines the vectors and their order."""
+    digest = hashlib.sha256(json.dumps({"encoder": encoder_meta, "batch_size": batch_size}, sort_keys=True,
+                                       default=str).encode())
+    for docid, text in zip(docids, texts):
+        digest.update(json.dumps([docid, text]).encode() + b"\n")
+    return digest.hexdigest()
+
+
+class EncodeState:
+    """Finished batches (by number) of one encode job, kept in ``folder``.
+
+    Args:
+        folder: ``<output>.partial``.
+        fingerprint: :func:`encode_fingerprint` of the job.
+        batch_sizes: the number of texts in each batch of the plan (to split a part back into batches).
+        flush_seconds: how much finished work a kill may lose at most (plus the batch in progress).
+    """
+
+    def __init__(self, folder: str | os.PathLike, fingerprint: str, batch_sizes: Sequence[int],
+                 flush_seconds: float = 5.0):
+        import fcntl
+
+        self.folder = Path(folder)
+        self.batch_sizes = list(batch_sizes)
+        self.flush_seconds = flush_seconds
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.folder / "lock", "a")
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise InputError("another process is encoding into this output right now; wait for it or choose "
+                             "another --output", str(self.folder)) from None
+        header = {"format": STATE_FORMAT, "fingerprint": fingerprint}
+        state_file = self.folder / "state.json"
+        if state_file.is_file():
+            try:
+                found = json.loads(state_file.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                found = None
+            if found != header:
+                self.close()
+                raise InputError("encode state belongs to another job (other encoder, batch size or corpus); "
+                                 "delete it to start over", str(self.folder))
+        else:
+            with atomic_write(state_file) as out:
+                out.write(dump_json(header))
+        self.done: dict[int, "np.ndarray"] = {}
+        self._load_parts()
+        self._pending: list[tuple[int, "np.ndarray"]] = []
+        self._last_flush = time.monotonic()
+
+    def _load_parts(self) -> None:
+        import numpy as np
+
+        for path in sorted(self.folder.glob("part-*.npy")):
+            match = _PART.fullmatch(path.name)
+            if not match:
+                continue
+            first, last = int(match.group(1)), int(match.group(2))
+            sizes = self.batch_sizes[first:last + 1]
+            try:
+                block = np.load(path, allow_pickle=False)
+            except (OSError, ValueError):
+                continue  # cannot happen with atomic writes; such a part is simply redone
+            if last >= len(self.batch_sizes) or block.shape[0] != sum(sizes):
+                continue
+            offsets = np.cumsum([0, *sizes])
+            for number, start, end in zip(range(first, last + 1), offsets[:-1], offsets[1:]):
+                self.done[number] = block[start:end]
+
+    def get(self, number: int) -> "np.ndarray | None":
+        """The vectors of batch ``number`` when a previous run finished it."""
+        return self.done.get(number)
+
+    def add(self, number: int, vectors: "np.ndarray") -> None:
+        """Record a finished batch; written out every ``flush_seconds``."""
+        self._pending.append((number, vectors))
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        import numpy as np
+
+        self._last_flush = time.monotonic()
+        while self._pending:  # consecutive runs of batch numbers, one part each
+            run = [self._pending.pop(0)]
+            while self._pending and self._pending[0][0] == run[-1][0] + 1:
+                run.append(self._pending.pop(0))
+            with atomic_write(self.folder / f"part-{run[0][0]:07d}-{run[-1][0]:07d}.npy", "wb") as out:
+                np.save(out, np.concatenate([v for _, v in run]), allow_pickle=False)
+
+    def close(self) -> None:
+        self._lock.close()
