@@ -6,6 +6,7 @@ reranker registry and ``qpeft.module.VARIANTS``. Nothing here imports torch at d
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Sequence, TypeVar
 
 import click
@@ -45,7 +46,7 @@ class OutputPath(click.Path):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         from ..artifacts import check_output_path
 
-        value = super().convert(value, param, ctx)
+        value = os.fspath(value)  # the kind checks are check_output_path's (exit 3 naming the path, as for the rest)
         check_output_path(value, folder=not self.file_okay)
         return value
 

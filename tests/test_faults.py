@@ -1,0 +1,423 @@
+"""Fault injection: every hostile-but-fair input gets its documented exit code and message, and loses nothing.
+
+Each case states the input, the expected exit code and message fragment, and what must hold on disk afterwards
+(nothing deleted, nothing half-published, originals byte-identical). Exit codes: see ``pyserini_qpeft.errors``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import TOY_CORPUS
+from pyserini_qpeft.cli.main import cli
+from pyserini_qpeft.errors import InputError, ModelError
+from pyserini_qpeft.types import Hit, Run, read_run
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` (relative path -> bytes), to prove that nothing changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def leftovers(target: Path) -> list[str]:
+    """Hidden temporary siblings of ``target`` (what an interrupted or failed write could leave)."""
+    return sorted(p.name for p in target.parent.iterdir() if p.name.startswith(f".{target.name}."))
+
+
+def invoke(*args: str, env: dict | None = None):
+    return CliRunner().invoke(cli, list(args), env=env)
+
+
+def write_corpus(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+GOOD_LINES = [json.dumps(doc) for doc in TOY_CORPUS]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1-2. `index` never replaces what is not ours, and validates the corpus before Lucene sees it
+
+
+@pytest.mark.jvm
+def test_index_refuses_to_replace_a_users_folder_or_file(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", GOOD_LINES)
+    folder = tmp_path / "my-notes"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("precious")
+    (folder / "sub" / "b.bin").write_bytes(b"\x00\x01")
+    before = snapshot(folder)
+    for extra in ([], ["--force"]):
+        result = invoke("index", "--corpus", str(corpus), "--index", str(folder), *extra)
+        assert result.exit_code == 3 and "not a pyserini_qpeft Lucene index; refusing" in result.output
+        assert snapshot(folder) == before
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("keep me")
+    result = invoke("index", "--corpus", str(corpus), "--index", str(a_file), "--force")
+    assert result.exit_code == 3 and a_file.read_text() == "keep me"
+
+    ours = tmp_path / "ours"
+    assert invoke("index", "--corpus", str(corpus), "--index", str(ours)).exit_code == 0
+    stamp = (ours / "pyserini_qpeft_index.json").read_bytes()
+    assert invoke("index", "--corpus", str(corpus), "--index", str(ours)).exit_code == 0  # idempotent
+    assert (ours / "pyserini_qpeft_index.json").read_bytes() == stamp
+    assert invoke("index", "--corpus", str(corpus), "--index", str(ours), "--force").exit_code == 0  # ours + --force
+    assert leftovers(ours) == []
+
+
+@pytest.mark.jvm
+@pytest.mark.parametrize("lines, message", [
+    (GOOD_LINES[:2] + ["{broken"] + GOOD_LINES[2:], "corpus.jsonl:3: malformed JSON"),
+    (GOOD_LINES + [GOOD_LINES[0]], "docid d1 appears twice (documents #1 and #7)"),
+    (GOOD_LINES[:1] + ['{"title": "no id"}'], "corpus.jsonl:2: record has no '_id'"),
+])
+def test_index_publishes_nothing_for_a_bad_corpus(tmp_path, lines, message):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", lines)
+    target = tmp_path / "index"
+    result = invoke("index", "--corpus", str(corpus), "--index", str(target))
+    assert result.exit_code == 3 and message in result.output, result.output
+    assert not target.exists() and leftovers(target) == []
+
+
+def test_one_duplicate_policy_for_folders_files_and_encode(tmp_path, toy_beir):
+    from pyserini_qpeft.data import open_corpus
+
+    with open(toy_beir / "corpus.jsonl", "a") as handle:
+        handle.write(GOOD_LINES[2] + "\n")
+    dup_file = write_corpus(tmp_path / "dup.jsonl", GOOD_LINES + [GOOD_LINES[2]])
+    for spec in (toy_beir, dup_file):
+        with pytest.raises(InputError, match="docid d3 appears twice"):
+            open_corpus(spec)
+    result = invoke("encode", "--encoder", "minilm", "--corpus", str(dup_file), "--output", str(tmp_path / "faiss"))
+    assert result.exit_code == 3 and "docid d3 appears twice" in result.output
+    assert not (tmp_path / "faiss").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. what we write always reads back
+
+
+@pytest.mark.parametrize("run, message", [
+    (Run({"q1": [Hit("d1", float("nan"))]}), "is nan"),
+    (Run({"q1": [Hit("d1", float("inf"))]}), "is inf"),
+    (Run({"q 1": [Hit("d1", 1.0)]}), "query id 'q 1'"),
+    (Run({"q1": [Hit("", 1.0)]}), "docid ''"),
+    (Run({"q1": [Hit("d 1", 1.0)]}), "docid 'd 1'"),
+])
+def test_runs_that_could_not_be_read_back_are_never_written(tmp_path, run, message):
+    path = tmp_path / "out.trec"
+    with pytest.raises(InputError, match=message):
+        run.write(path)
+    assert not path.exists() and leftovers(path) == []
+
+
+def test_checkpoints_with_non_finite_weights_are_refused(tiny_lm, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from pyserini_qpeft.lm.scoring import ScorerConfig
+    from pyserini_qpeft.qpeft.checkpoint import WEIGHTS_NAME, load_checkpoint, save_checkpoint
+    from pyserini_qpeft.qpeft.module import QPeftConfig, build_module
+
+    config = QPeftConfig(variant="attn")
+    path = save_checkpoint(tmp_path / "ckpt", build_module(tiny_lm, config), config, tiny_lm, ScorerConfig())
+    state = load_file(str(path / WEIGHTS_NAME))
+    name = sorted(state)[0]
+    state[name] = torch.full_like(state[name], float("nan"))
+    save_file(state, str(path / WEIGHTS_NAME))
+    with pytest.raises(ModelError, match="NaN or Inf"):
+        load_checkpoint(path, tiny_lm)
+
+
+def test_faiss_docid_lists_that_a_run_cannot_hold_are_refused(tmp_path):
+    import numpy as np
+
+    from pyserini_qpeft.search.dense import read_docids, write_faiss_index
+
+    vectors = np.eye(3, dtype=np.float32)
+    with pytest.raises(InputError, match="empty or contains whitespace"):
+        write_faiss_index(tmp_path / "bad", ["d1", "", "d3"], vectors, {"encoder": "test"})
+    assert not (tmp_path / "bad").exists()
+    write_faiss_index(tmp_path / "ok", ["d1", "d2", "d3"], vectors, {"encoder": "test"})
+    (tmp_path / "ok" / "docid").write_text("d1\n\nd3\n")  # edited by hand
+    with pytest.raises(InputError, match=r"docid:2: docid '' is blank"):
+        read_docids(tmp_path / "ok")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. what a killed job leaves behind is swept by the next one
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temporaries_of_dead_processes_are_swept(tmp_path):
+    from pyserini_qpeft.artifacts import staging_dir
+
+    target = tmp_path / "artifact"
+    pid = dead_pid()
+    stale_dir = tmp_path / f".artifact.{pid}.abc123.tmp"
+    (stale_dir / "half").mkdir(parents=True)
+    stale_old = tmp_path / f".artifact.old{pid}"
+    stale_old.mkdir()
+    live = tmp_path / f".artifact.{os.getppid()}.xyz.tmp"  # a running process's work is never touched
+    live.mkdir()
+    unrelated = tmp_path / ".artifact-notes"
+    unrelated.write_text("mine")
+    with staging_dir(target) as tmp:
+        (tmp / "x").write_text("1")
+    assert not stale_dir.exists() and not stale_old.exists()
+    assert live.is_dir() and unrelated.read_text() == "mine" and (target / "x").read_text() == "1"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. encodings: BOM ignored, undecodable bytes named
+
+
+def test_a_bom_does_not_become_part_of_the_first_id(tmp_path):
+    from pyserini_qpeft.data import read_qrels_file, read_topics_tsv
+    from pyserini_qpeft.evaluation import evaluate
+
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "run.trec").write_bytes(bom + b"q3 Q0 d3 1 2.0 t\nq3 Q0 d1 2 1.0 t\n")
+    (tmp_path / "qrels.txt").write_bytes(bom + b"q3 0 d3 1\n")
+    (tmp_path / "topics.tsv").write_bytes(bom + b"q3\thow do cells divide\n")
+    assert read_run(tmp_path / "run.trec").qids() == ["q3"]
+    assert read_qrels_file(tmp_path / "qrels.txt") == {"q3": {"d3": 1}}
+    assert read_topics_tsv(tmp_path / "topics.tsv")[0].qid == "q3"
+    scores = evaluate(read_run(tmp_path / "run.trec"), read_qrels_file(tmp_path / "qrels.txt"), ["ndcg@10"])
+    assert scores["ndcg@10"] == 1.0
+
+
+@pytest.mark.parametrize("name, content", [
+    ("run.trec", b"q1 Q0 d1 1 2.0 t\nq1 Q0 d\xff2 2 1.0 t\n"),
+    ("qrels.txt", b"q1 0 d1 1\nq1 0 d\xe92 1\n"),
+    ("topics.tsv", b"q1\tok\nq2\tvit\xffamin\n"),
+    ("corpus.jsonl", (GOOD_LINES[0] + "\n").encode() + b'{"_id": "d2", "text": "caf\xe9"}\n'),
+    ("queries.jsonl", b'{"_id": "q1", "text": "a"}\n{"_id": "q2", "text": "\xff"}\n'),
+])
+def test_undecodable_bytes_name_file_and_line(tmp_path, name, content):
+    from pyserini_qpeft.data import read_corpus_jsonl, read_qrels_file, read_queries_jsonl, read_topics_tsv
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    reader = {"run.trec": read_run, "qrels.txt": read_qrels_file, "topics.tsv": read_topics_tsv,
+              "corpus.jsonl": lambda p: list(read_corpus_jsonl(p)), "queries.jsonl": read_queries_jsonl}[name]
+    with pytest.raises(InputError, match=rf"{name}:2: not UTF-8 text"):
+        reader(path)
+
+
+def test_undecodable_rerank_state_is_named(tmp_path):
+    from pyserini_qpeft.rerank.lm import _State
+
+    state = tmp_path / "out.trec.partial"
+    good = _State(state, "abc")
+    good.close()
+    with open(state, "ab") as handle:
+        handle.write(b"q1\td\xff1\t0.5\n#group 0\n")
+    with pytest.raises(InputError, match="out.trec.partial:2: not UTF-8 text"):
+        _State(state, "abc")
+
+
+def test_cli_reports_bad_bytes_with_exit_3(tmp_path, toy_beir):
+    run = tmp_path / "run.trec"
+    run.write_bytes(b"q1 Q0 d\xff1 1 2.0 t\n")
+    result = invoke("evaluate", "--qrels", str(toy_beir / "qrels" / "test.tsv"), "--run", str(run))
+    assert result.exit_code == 3 and "run.trec:1: not UTF-8 text" in result.output
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 6. an output that cannot be written fails before the work
+
+
+@pytest.mark.parametrize("command", ["search", "rerank", "fuse", "encode"])
+def test_unwritable_output_fails_before_any_work(tmp_path, toy_beir, command, monkeypatch):
+    import pyserini_qpeft.search as search_pkg
+
+    monkeypatch.setattr(search_pkg, "bm25_search", lambda *a, **k: pytest.fail("work started"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    output = str(blocker / "out")
+    run = tmp_path / "run.trec"
+    run.write_text("q1 Q0 d1 1 2.0 t\n")
+    args = {
+        "search": ["search", "--bm25", "--index", str(tmp_path), "--topics", str(toy_beir / "queries.jsonl"),
+                   "--output", output],
+        "rerank": ["rerank", "--run", str(run), "--topics", str(toy_beir / "queries.jsonl"), "--corpus",
+                   str(toy_beir), "--output", output],
+        "fuse": ["fuse", "--run", str(run), "--run", str(run), "--output", output],
+        "encode": ["encode", "--encoder", "minilm", "--dataset", str(toy_beir), "--output", output],
+    }[command]
+    result = invoke(*args)
+    assert result.exit_code == 3 and "a-file is a file, not a folder" in result.output, result.output
+    assert blocker.read_text() == "x"
+
+
+def test_output_file_path_that_is_a_folder(tmp_path):
+    from pyserini_qpeft.artifacts import check_output_path
+
+    with pytest.raises(InputError, match="output file path is an existing folder"):
+        check_output_path(tmp_path)
+    check_output_path(tmp_path / "new" / "deeper" / "run.trec")  # creatable: fine, and nothing is created
+    assert not (tmp_path / "new").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 7. damaged artifacts get named errors
+
+
+def test_damaged_faiss_folders_are_named(tmp_path):
+    import numpy as np
+
+    from pyserini_qpeft.search.dense import search_vectors, write_faiss_index
+
+    vectors = np.eye(4, dtype=np.float32)
+    for case in ("no-docid", "empty-index", "truncated-index"):
+        folder = write_faiss_index(tmp_path / case, ["a", "b", "c", "d"], vectors, {"encoder": "test"})
+        if case == "no-docid":
+            (folder / "docid").unlink()
+        elif case == "empty-index":
+            (folder / "index").write_bytes(b"")
+        else:
+            data = (folder / "index").read_bytes()
+            (folder / "index").write_bytes(data[: len(data) // 2])
+        with pytest.raises(InputError, match="damaged dense index"):
+            search_vectors(folder, ["q"], vectors[:1], k=2)
+
+
+@pytest.mark.jvm
+def test_damaged_lucene_index_and_overlong_query_are_named(tmp_path, toy_beir):
+    from pyserini_qpeft.search import build_index
+
+    index = build_index(toy_beir / "corpus.jsonl", tmp_path / "index")
+    long_topics = tmp_path / "long.tsv"
+    long_topics.write_text("q1\t" + " ".join(f"w{i}" for i in range(2000)) + "\n")
+    result = invoke("search", "--bm25", "--index", str(index), "--topics", str(long_topics), "--output",
+                    str(tmp_path / "run.trec"), "-q")
+    assert result.exit_code == 3 and "query q1 has 2000 distinct terms" in result.output
+    assert not (tmp_path / "run.trec").exists()
+
+    next(index.glob("*.si")).unlink()
+    result = invoke("search", "--bm25", "--index", str(index), "--topics", str(toy_beir / "queries.jsonl"),
+                    "--output", str(tmp_path / "run.trec"), "-q")
+    assert result.exit_code == 3 and "damaged Lucene index" in result.output and "index --force" in result.output
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 8. usage errors: exit 2 before any work; Ctrl-C: 130
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--k1", "-1"], "--k1"), (["--b", "7"], "--b"), (["--reranker", "nope"], "'nope' is not one of"),
+    (["--run-tag", "a b"], "one word"),
+])
+def test_usage_errors_exit_2_before_any_work(tmp_path, toy_beir, monkeypatch, extra, fragment):
+    import pyserini_qpeft.search as search_pkg
+
+    monkeypatch.setattr(search_pkg, "bm25_search", lambda *a, **k: pytest.fail("work started"))
+    result = invoke("search", "--bm25", "--index", str(tmp_path), "--topics", str(toy_beir / "queries.jsonl"),
+                    "--output", str(tmp_path / "run.trec"), *extra)
+    assert result.exit_code == 2 and fragment in result.output, result.output
+    assert not (tmp_path / "run.trec").exists()
+
+
+def test_missing_path_of_an_existing_file_option_is_a_usage_error(tmp_path):
+    result = invoke("rerank", "--run", str(tmp_path / "nope.trec"), "--topics", "t", "--output",
+                    str(tmp_path / "o.trec"))
+    assert result.exit_code == 2 and "does not exist" in result.output  # as the README's exit-code table says
+
+
+def test_ctrl_c_exits_130(tmp_path, toy_beir, monkeypatch):
+    import pyserini_qpeft.data as data_pkg
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data_pkg, "load_topics", interrupted)
+    result = invoke("search", "--bm25", "--index", str(tmp_path), "--topics", "x", "--output",
+                    str(tmp_path / "run.trec"))
+    assert result.exit_code == 130 and "interrupted" in result.output
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 9. rerank state: tied to the document text, one writer at a time
+
+
+def test_rerank_state_from_another_corpus_is_refused_and_a_second_writer_is_locked_out(tiny_lm, tmp_path):
+    import fcntl
+
+    from pyserini_qpeft.data import Document
+    from pyserini_qpeft.lm.scoring import ScorerConfig
+    from pyserini_qpeft.rerank.base import DictDocStore
+    from pyserini_qpeft.rerank.lm import UPRReranker
+    from pyserini_qpeft.types import Query
+
+    queries = [Query("q1", "what causes lung cancer")]
+    run = Run({"q1": [Hit(d["_id"], 6.0 - i) for i, d in enumerate(TOY_CORPUS)]})
+    docs = {d["_id"]: Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS}
+    reranker = UPRReranker(tiny_lm, ScorerConfig(batch_size=2, prefix_batch_size=1))
+    state = tmp_path / "out.trec.partial"
+    reranker.rerank(queries, run, DictDocStore(docs), depth=4, progress=False, state_path=state)
+    other = dict(docs, d1=Document("d1", "Lung cancer", "a different text"))
+    with pytest.raises(InputError, match="belongs to another job"):
+        reranker.rerank(queries, run, DictDocStore(other), depth=4, progress=False, state_path=state)
+
+    with open(state, "a") as holder:  # another process holds the state file
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(InputError, match="another process is reranking into this output"):
+            reranker.rerank(queries, run, DictDocStore(docs), depth=4, progress=False, state_path=state)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 10. published artifacts get normal permissions
+
+
+def test_published_artifacts_have_normal_permissions(tiny_lm, tmp_path):
+    import numpy as np
+
+    from pyserini_qpeft.lm.scoring import ScorerConfig
+    from pyserini_qpeft.qpeft.checkpoint import save_checkpoint
+    from pyserini_qpeft.qpeft.module import QPeftConfig, build_module
+    from pyserini_qpeft.search.dense import write_faiss_index
+
+    old = os.umask(0o022)
+    try:
+        config = QPeftConfig(variant="retr")
+        outputs = [save_checkpoint(tmp_path / "ckpt", build_module(tiny_lm, config), config, tiny_lm,
+                                   ScorerConfig()),
+                   write_faiss_index(tmp_path / "faiss", ["a", "b"], np.eye(2, dtype=np.float32), {"encoder": "t"})]
+        Run({"q": [Hit("a", 1.0)]}).write(tmp_path / "run.trec")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "run.trec").stat().st_mode) == 0o644
+    for folder in outputs:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+        for path in folder.rglob("*"):
+            assert stat.S_IMODE(path.stat().st_mode) == (0o755 if path.is_dir() else 0o644), path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 11. an unknown model with no network fails in seconds
+
+
+def test_unknown_model_without_network_fails_fast(monkeypatch):
+    import pyserini_qpeft.lm.hub as hub
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: False)
+    with pytest.raises(ModelError, match="not in the Hugging Face cache, and .* cannot be reached"):
+        FrozenLM.load(LMConfig(model="nobody/no-such-model-xyz", device="cpu", dtype="fp32"))
+    assert hub.hub_reachable("host.invalid", timeout=1.0) is False
