@@ -44,16 +44,19 @@ class EncodeState:
         folder: ``<output>.partial``.
         fingerprint: :func:`encode_fingerprint` of the job.
         batch_sizes: the number of texts in each batch of the plan (to split a part back into batches).
-        flush_seconds: how much finished work a kill may lose at most (plus the batch in progress).
+        flush_seconds: how much finished work a kill may lose at most (plus the batch in progress); default
+            :attr:`FLUSH_SECONDS`.
     """
 
+    FLUSH_SECONDS = 5.0
+
     def __init__(self, folder: str | os.PathLike, fingerprint: str, batch_sizes: Sequence[int],
-                 flush_seconds: float = 5.0):
+                 flush_seconds: float | None = None):
         import fcntl
 
         self.folder = Path(folder)
         self.batch_sizes = list(batch_sizes)
-        self.flush_seconds = flush_seconds
+        self.flush_seconds = self.FLUSH_SECONDS if flush_seconds is None else flush_seconds
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.folder / "lock", "a")
         try:
