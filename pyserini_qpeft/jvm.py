@@ -14,9 +14,11 @@ import logging
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
+from typing import Sequence
 
-from .errors import JavaError
+from .errors import InputError, JavaError
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +118,38 @@ def java_verbose() -> bool:
     return logging.getLogger("pyserini_qpeft").isEnabledFor(logging.INFO)
 
 
+def java_options(home: Path) -> list[str]:
+    """JVM options of every JVM we start (in-process and child): Anserini's vector module when the runtime has it,
+    our log configuration, and ``-Xrs`` so that Ctrl-C reaches Python (KeyboardInterrupt: clean-up, a message and
+    exit code 130) instead of the JVM ending the process silently from its own signal handler."""
+    verbose = java_verbose()
+    options = ["-Xrs", f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}", "-Dslf4j.internal.verbosity=WARN",
+               f"-Dpyserini_qpeft.java_log_level={'INFO' if verbose else 'WARN'}"]
+    if has_module(str(home), "jdk.incubator.vector"):
+        options.insert(0, "--add-modules=jdk.incubator.vector")
+    if not verbose:
+        options.append(f"-Djava.util.logging.config.file={JUL_CONFIG}")
+    return options
+
+
+def run_java_main(main_class: str, args: Sequence[str], what: str) -> None:
+    """Run ``main_class`` of Anserini's jar in a child JVM (for long jobs such as indexing).
+
+    A child can be stopped at once: Ctrl-C reaches both processes, the child dies and Python cleans up (an
+    in-process Java call would hold the interrupt until it returns). Its output is shown on stderr with ``-v``,
+    and its last lines are part of the error when it fails (InputError, exit code 3).
+    """
+    home = find_java_home()
+    command = [str(home / "bin" / "java"), *java_options(home), "-cp", str(anserini_jar()), main_class, *args]
+    logger.info("running %s", " ".join(command))
+    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    if java_verbose() and proc.stdout:
+        sys.stderr.write(proc.stdout)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
+        raise InputError(f"{what} failed (Java exit code {proc.returncode}):\n{tail}")
+
+
 def start_jvm() -> Path:
     """Start the JVM for Pyserini once per process; returns the Java home used. Idempotent."""
     global _started
@@ -133,14 +167,7 @@ def start_jvm() -> Path:
                             "(something imported jnius before pyserini_qpeft.jvm.start_jvm)")
     else:
         jnius_config.add_classpath(str(jar))
-        if has_module(str(home), "jdk.incubator.vector"):
-            jnius_config.add_options("--add-modules=jdk.incubator.vector")
-        verbose = java_verbose()
-        jnius_config.add_options(f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
-                                 "-Dslf4j.internal.verbosity=WARN",
-                                 f"-Dpyserini_qpeft.java_log_level={'INFO' if verbose else 'WARN'}")
-        if not verbose:
-            jnius_config.add_options(f"-Djava.util.logging.config.file={JUL_CONFIG}")
+        jnius_config.add_options(*java_options(home))
         logger.info("starting JVM from %s with %s", home, jar.name)
     try:
         import jnius  # starts the JVM

@@ -1,4 +1,5 @@
-"""SIGKILL at a random point, then the same command again: the result is byte-identical to an uninterrupted run.
+"""SIGKILL at a random point, then the same command again: the result is byte-identical to an uninterrupted run;
+Ctrl-C: exit code 130, a message, nothing half-published.
 
 One test per resumable command: ``rerank``, ``encode``, ``train qpeft``, ``train lmort`` and ``repro beir``. Each
 runs the real CLI in a subprocess on the tiny fixture model. The tiny model is so fast that a job would finish
@@ -76,7 +77,8 @@ def cli(args: list[str], hook: Path, slow: str = "", set_: str = "", cwd: Path |
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]),
                QPEFT_TEST_SLOW=slow, QPEFT_TEST_SET=set_)
     return subprocess.Popen([sys.executable, "-m", "pyserini_qpeft", *args], env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
@@ -240,3 +242,43 @@ def test_repro_killed_anywhere_resumes_to_the_same_runs(tiny_lm_path, big_beir, 
         assert (tmp_path / "out" / "runs" / run).read_bytes() == (tmp_path / "ref" / "runs" / run).read_bytes(), \
             f"seed {SEED}: {run}"
     assert results["out"][0]["ndcg@10"] == results["ref"][0]["ndcg@10"]
+
+
+def interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 600) -> tuple[str, str]:
+    """Ctrl-C (SIGINT) ``proc`` as soon as ``ready()`` holds; returns its (stdout, stderr)."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, f"finished before the interrupt\n{proc.stderr.read()[-3000:]}"
+        assert time.time() < deadline, "interrupt point never reached"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    return proc.communicate(timeout=120)
+
+
+@pytest.mark.jvm
+def test_ctrl_c_during_index_exits_130_and_leaves_nothing(big_beir, hook, tmp_path):
+    target = tmp_path / "index"
+    proc = cli(["index", "--corpus", str(big_beir / "corpus.jsonl"), "--index", str(target)], hook)
+    # the collection folder, then the staging folder: Anserini's child JVM is starting or running
+    _, err = interrupt_when(proc, lambda: len(list(tmp_path.glob(".index.*.tmp"))) >= 2)
+    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    assert not target.exists() and not list(tmp_path.glob(".index.*")), list(tmp_path.iterdir())
+
+
+@pytest.mark.jvm
+def test_ctrl_c_during_a_rerank_with_the_jvm_running_exits_130_and_resumes(tiny_lm_path, big_beir, hook, tmp_path):
+    from pyserini_qpeft.search import build_index
+
+    index = build_index(big_beir / "corpus.jsonl", tmp_path / "index")  # document text from Lucene: JVM in-process
+    run = first_stage(tmp_path / "bm25.trec", big_beir / "corpus.jsonl")
+    common = ["rerank", "--run", str(run), "--topics", str(big_beir / "queries.jsonl"), "--index", str(index),
+              "--reranker", "upr", "--rerank-depth", "156", "--model", str(tiny_lm_path), "--device", "cpu",
+              "--dtype", "fp32", "-q"]
+    finish(cli([*common, "--output", str(tmp_path / "ref.trec")], hook))
+    out = tmp_path / "out.trec"
+    proc = cli([*common, "--output", str(out)], hook, "pyserini_qpeft.rerank.lm:_State.append=0.4")
+    _, err = interrupt_when(proc, lambda: group_count(Path(f"{out}.partial")) >= 1)
+    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    assert not out.exists() and group_count(Path(f"{out}.partial")) >= 1
+    finish(cli([*common, "--output", str(out)], hook))
+    assert out.read_bytes() == (tmp_path / "ref.trec").read_bytes()

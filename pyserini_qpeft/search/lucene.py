@@ -94,8 +94,9 @@ def _prepare_collection(corpus: str | os.PathLike, workdir: Path) -> Path:
 def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads: int = 2, force: bool = False) -> Path:
     """Build a BEIR-flat Lucene index of ``corpus`` at ``index_dir`` (idempotent; ``force`` rebuilds).
 
-    The index is built in a temporary sibling folder and renamed into place, so an interrupted build leaves
-    nothing half-written. Returns ``index_dir``.
+    The corpus is read in full first (a bad line or a repeated docid fails before Lucene runs); Anserini then runs
+    in a child JVM (Ctrl-C stops it at once) and writes into a temporary sibling folder that is renamed into place,
+    so an interrupted or failed build leaves nothing half-written. Returns ``index_dir``.
     """
     index_dir = Path(index_dir)
     if not force and (index_dir / INDEX_META).is_file():
@@ -103,10 +104,7 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
         logger.info("index %s exists (use --force to rebuild)", index_dir)
         return index_dir
     check_replaceable(index_dir, META, force)  # never replaces a user's folder, a file or another tool's index
-    from ..jvm import java_verbose, start_jvm
-
-    start_jvm()
-    from jnius import autoclass
+    from ..jvm import java_verbose, run_java_main, start_jvm
 
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -118,7 +116,8 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
                     "-storePositions", "-storeDocvectors", "-storeRaw"]
             if not java_verbose():
                 args.append("-quiet")  # else Anserini resets its level to INFO ("Setting log level to INFO")
-            autoclass("io.anserini.index.IndexCollection").main(args)
+            run_java_main("io.anserini.index.IndexCollection", args, "Anserini indexing")
+            start_jvm()  # in this process, to count what was indexed
             count = _count_docs(tmp_index)
             if count == 0:
                 raise InputError("indexing produced 0 documents (is it a BEIR corpus.jsonl?)", str(corpus))
