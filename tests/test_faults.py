@@ -226,7 +226,7 @@ def test_undecodable_rerank_state_is_named(tmp_path):
     good = _State(state, "abc")
     good.close()
     with open(state, "ab") as handle:
-        handle.write(b"q1\td\xff1\t0.5\n#group 0\n")
+        handle.write(b"q1\td\xff1\t0.5\n#done\n")
     with pytest.raises(InputError, match="out.trec.partial:2: not UTF-8 text"):
         _State(state, "abc")
 

@@ -101,8 +101,9 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], jitter: float, 
     assert proc.returncode == -signal.SIGKILL
 
 
-def group_count(state: Path) -> int:
-    return state.read_text(errors="replace").count("#group ") if state.is_file() else 0
+def batch_count(state: Path) -> int:
+    """Finished scoring batches recorded in a rerank state file."""
+    return state.read_text(errors="replace").count("#done\n") if state.is_file() else 0
 
 
 def test_rerank_killed_anywhere_resumes_byte_identical(tiny_lm_path, big_beir, hook, tmp_path):
@@ -113,9 +114,9 @@ def test_rerank_killed_anywhere_resumes_byte_identical(tiny_lm_path, big_beir, h
               "--dtype", "fp32", "-q"]
     finish(cli([*common, "--output", str(tmp_path / "ref.trec")], hook))
     out = tmp_path / "out.trec"
-    slow = "pyserini_qpeft.rerank.lm:_State.append=0.4"  # 5 groups of 32 documents
+    slow = "pyserini_qpeft.rerank.lm:_State.append=0.2"  # 5 groups of <= 32 documents = 10 batches of <= 64 pairs
     proc = cli([*common, "--output", str(out)], hook, slow)
-    kill_when(proc, lambda: group_count(Path(f"{out}.partial")) >= rng.randint(1, 3), rng.uniform(0, 0.3))
+    kill_when(proc, lambda: batch_count(Path(f"{out}.partial")) >= rng.randint(1, 7), rng.uniform(0, 0.2))
     assert not out.exists() and Path(f"{out}.partial").is_file()
     finish(cli([*common, "--output", str(out)], hook))
     assert out.read_bytes() == (tmp_path / "ref.trec").read_bytes(), f"seed {SEED}"
@@ -235,7 +236,7 @@ def test_repro_killed_anywhere_resumes_to_the_same_runs(tiny_lm_path, big_beir, 
         if name == "out":
             state = root / "runs" / "upr.big.trec.partial"
             proc = cli(args, hook, "pyserini_qpeft.rerank.lm:_State.append=0.4")
-            kill_when(proc, lambda: group_count(state) >= rng.randint(1, 3), rng.uniform(0, 0.3))
+            kill_when(proc, lambda: batch_count(state) >= rng.randint(1, 3), rng.uniform(0, 0.3))
             assert (root / "runs" / "bm25.big.trec").is_file() and not (root / "runs" / "upr.big.trec").exists()
         results[name] = json.loads(finish(cli(args, hook)))
     for run in ("bm25.big.trec", "upr.big.trec"):
@@ -277,8 +278,8 @@ def test_ctrl_c_during_a_rerank_with_the_jvm_running_exits_130_and_resumes(tiny_
     finish(cli([*common, "--output", str(tmp_path / "ref.trec")], hook))
     out = tmp_path / "out.trec"
     proc = cli([*common, "--output", str(out)], hook, "pyserini_qpeft.rerank.lm:_State.append=0.4")
-    _, err = interrupt_when(proc, lambda: group_count(Path(f"{out}.partial")) >= 1)
+    _, err = interrupt_when(proc, lambda: batch_count(Path(f"{out}.partial")) >= 1)
     assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
-    assert not out.exists() and group_count(Path(f"{out}.partial")) >= 1
+    assert not out.exists() and batch_count(Path(f"{out}.partial")) >= 1
     finish(cli([*common, "--output", str(out)], hook))
     assert out.read_bytes() == (tmp_path / "ref.trec").read_bytes()

@@ -68,7 +68,7 @@ class Interrupt(Exception):
 
 class RecordingScorer:
     """Stands in for a reranker's scorer (its public ``scorer`` attribute): delegates everything, records the
-    groups it computes, and fails like a killed job after ``fail_after`` of them."""
+    batches it computes, and fails like a killed job after ``fail_after`` of them."""
 
     def __init__(self, scorer, fail_after: int | None = None):
         self.scorer, self.fail_after, self.computed = scorer, fail_after, []
@@ -76,27 +76,28 @@ class RecordingScorer:
     def __getattr__(self, name):
         return getattr(self.scorer, name)
 
-    def score_groups(self, *args, **kwargs):
-        for group, values in self.scorer.score_groups(*args, **kwargs):
+    def score_batches(self, *args, **kwargs):
+        for group, batch, values in self.scorer.score_batches(*args, **kwargs):
             if self.fail_after is not None and len(self.computed) >= self.fail_after:
                 raise Interrupt("injected failure")
-            self.computed.append(group.index)
-            yield group, values
+            self.computed.append(batch)
+            yield group, batch, values
 
 
 def test_resume_after_interruption_is_byte_identical(tiny_lm, tmp_path):
     full = UPRReranker(tiny_lm, small_config())
     full.rerank(QUERIES, first_stage(), DOCS, depth=5, progress=False).write(tmp_path / "full.trec")
     pairs = [(q.text, DOCS.get(h.docid)) for q in QUERIES for h in first_stage()[q.qid][:5]]
-    total = len(full.scorer.plan([q for q, _ in pairs], [d for _, d in pairs]))
-    assert total == 6  # one group per document (prefix_batch_size=1)
+    plan = full.scorer.plan([q for q, _ in pairs], [d for _, d in pairs])
+    batches = sorted(tuple(b) for g in plan for b in g.batches)
+    assert len(plan) == 6 and len(batches) > 6  # one group per document (prefix_batch_size=1), some with 2 batches
 
     state = tmp_path / "state.tsv"
     broken = UPRReranker(tiny_lm, small_config())
     broken.scorer = RecordingScorer(broken.scorer, fail_after=3)
     with pytest.raises(Interrupt):
         broken.rerank(QUERIES, first_stage(), DOCS, depth=5, progress=False, state_path=state)
-    assert state.read_text().count("#group ") == 3  # the finished groups were saved, not the rest
+    assert state.read_text().count("#done\n") == 3  # the finished batches were saved, not the rest
     with open(state, "a") as f:
         f.write("q1\td1\t-1.2")  # a torn line from a crash mid-write is ignored
 
@@ -106,7 +107,7 @@ def test_resume_after_interruption_is_byte_identical(tiny_lm, tmp_path):
         tmp_path / "resumed.trec")
     assert (tmp_path / "resumed.trec").read_bytes() == (tmp_path / "full.trec").read_bytes()
     # the resumed job did only the remaining work
-    assert sorted(broken.scorer.computed + resumed.scorer.computed) == list(range(total))
+    assert sorted(broken.scorer.computed + resumed.scorer.computed) == batches
 
     # another job (different depth) must not reuse this state
     with pytest.raises(InputError, match="another job"):

@@ -231,28 +231,33 @@ class QueryLikelihoodScorer:
         """
         return self._make_plan(queries, docs, doc_index).groups
 
-    def score_groups(self, queries: Sequence[str], docs: Sequence["Document"],
-                     skip: Callable[[ScoreGroup], bool] | None = None, progress: bool = False,
-                     doc_index: Sequence[int] | None = None) -> Iterator[tuple[ScoreGroup, list[float]]]:
-        """Score group by group (see :meth:`plan` for ``docs`` and ``doc_index``); yields each group with its
-        pairs' scores in ``group.pairs`` order. Groups for which ``skip(group)`` is true are not computed
-        (resume)."""
+    def score_batches(self, queries: Sequence[str], docs: Sequence["Document"],
+                      done: Callable[[int], bool] | None = None, progress: bool = False,
+                      doc_index: Sequence[int] | None = None
+                      ) -> Iterator[tuple[ScoreGroup, tuple[int, ...], list[float]]]:
+        """Score batch by batch (see :meth:`plan` for ``docs`` and ``doc_index``); yields ``(group, pair indices,
+        their scores)`` for each suffix batch of the plan.
+
+        ``done(i)`` true for every pair of a batch skips that batch (resume); a group whose batches are all done
+        is skipped with its prefix forward. The batches never change, so a pair's score does not depend on what
+        was skipped: a resumed job is bit-identical to an uninterrupted one.
+        """
         import torch
         from tqdm.auto import tqdm
 
         plan = self._make_plan(queries, docs, doc_index)
-        todo = [g for g in plan.groups if not (skip and skip(g))]
+        todo = [(g, [c for c in g.batches if not (done and all(done(i) for i in c))]) for g in plan.groups]
+        todo = [(g, chunks) for g, chunks in todo if chunks]
         hm = self.hint_module
         was_training = bool(getattr(hm, "training", False))
         if hm is not None and hasattr(hm, "eval"):
             hm.eval()
-        bar = tqdm(total=sum(len(g.pairs) for g in todo), unit="pair", disable=not progress, desc="scoring",
-                   dynamic_ncols=True)
+        bar = tqdm(total=sum(len(c) for _, chunks in todo for c in chunks), unit="pair", disable=not progress,
+                   desc="scoring", dynamic_ncols=True)
         device = self.lm.device
         try:
             with torch.inference_mode():
-                for group in todo:
-                    scores: dict[int, float] = {}
+                for group, chunks in todo:
                     local = {j: k for k, j in enumerate(group.docs)}
                     dtok = [plan.doc_tokens[j] for j in group.docs]
                     prefix_ids, prefix_mask = pad_rows([t.prefix for t in dtok], self.pad_id, left=True)
@@ -260,7 +265,7 @@ class QueryLikelihoodScorer:
                     cache = None
                     if self.config.cache_prefixes:
                         cache = self.engine.prefix_cache(prefix_ids, prefix_mask)
-                    for chunk in group.batches:
+                    for chunk in chunks:
                         slots = [local[plan.doc_of[i]] for i in chunk]
                         batch = self._batch([dtok[s].prefix for s in slots], [dtok[s].passage for s in slots],
                                             [plan.query_tokens[i] for i in chunk], first_rows(slots))
@@ -269,10 +274,8 @@ class QueryLikelihoodScorer:
                             out = self._forward_suffix(batch, cache, rows, prefix_mask)
                         else:
                             out = self._forward_full(batch)
-                        for i, s in zip(chunk, out.tolist()):
-                            scores[i] = float(s)
                         bar.update(len(chunk))
-                    yield group, [scores[i] for i in group.pairs]
+                        yield group, tuple(chunk), [float(s) for s in out.tolist()]
         finally:
             bar.close()
             if hm is not None and hasattr(hm, "train"):
@@ -283,7 +286,7 @@ class QueryLikelihoodScorer:
         """Mean query log-likelihood of each pair (see :meth:`plan` for ``docs`` and ``doc_index``), in input
         order; deterministic for a given input."""
         out = [0.0] * len(queries)
-        for group, scores in self.score_groups(queries, docs, progress=progress, doc_index=doc_index):
-            for i, s in zip(group.pairs, scores):
+        for _, pairs, scores in self.score_batches(queries, docs, progress=progress, doc_index=doc_index):
+            for i, s in zip(pairs, scores):
                 out[i] = s
         return out

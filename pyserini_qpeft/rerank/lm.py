@@ -4,10 +4,10 @@ They score with :class:`~pyserini_qpeft.lm.scoring.QueryLikelihoodScorer` and fo
 :mod:`pyserini_qpeft.rerank.base`. Documents longer than the passage budget (``ScorerConfig.max_passage_tokens``,
 default 128 tokens of "title text") are truncated to their first tokens; queries to ``max_query_tokens`` (64).
 
-Long reranks can resume: with ``state_path`` each finished scoring group (a few documents and all pairs using
-them) is appended to that file (``qid<TAB>docid<TAB>repr(score)`` lines closed by a ``#group N`` line, flushed and
-fsynced); a restarted job reads it, skips the finished groups and produces a byte-identical run, because the
-work plan depends only on the input. A state file written for another job (other run, depth, model, prompt, hint
+Long reranks can resume: with ``state_path`` each finished scoring batch (at most ``ScorerConfig.batch_size`` pairs,
+so a kill loses at most one batch of work) is appended to that file (``qid<TAB>docid<TAB>repr(score)`` lines closed
+by a ``#done`` line, flushed and fsynced); a restarted job reads it, skips the finished batches and produces a
+byte-identical run, because the work plan (and so every batch) depends only on the input. A state file written for another job (other run, depth, model, prompt, hint
 weights or document text) is refused, and a second process reranking into the same state file is refused while
 the first holds its lock.
 """
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STATE_FORMAT = "pyserini_qpeft.rerank-state/1"
+STATE_FORMAT = "pyserini_qpeft.rerank-state/2"
 # The "upr-instruct" condition: UPR with this instruction before "Passage: ...". Worded for any BEIR-style task
 # (questions, claims, titles) rather than for one dataset.
 UPR_INSTRUCTION = "Read the passage and write a question or claim that this passage answers or supports."
@@ -110,21 +110,21 @@ class LMReranker:
         state = (_State(Path(state_path), self._fingerprint(pairs, texts, depth, distinct_docs)) if state_path
                  else None)
         scores: dict[tuple[str, str], float] = dict(state.scores) if state else {}
-        done = state.groups if state else set()
-        if done:
-            logger.info("resuming from %s: %d groups, %d pairs already scored", state_path, len(done), len(scores))
+        if scores:
+            logger.info("resuming from %s: %d pairs already scored", state_path, len(scores))
         try:
-            for group, values in self.scorer.score_groups(pair_queries, distinct_docs, skip=lambda g: g.index in done,
-                                                          progress=progress, doc_index=distinct.slot):
-                records = [(pairs[i], v) for i, v in zip(group.pairs, values)]
+            for _, batch, values in self.scorer.score_batches(pair_queries, distinct_docs,
+                                                              done=lambda i: pairs[i] in scores, progress=progress,
+                                                              doc_index=distinct.slot):
+                records = [(pairs[i], v) for i, v in zip(batch, values)]
                 scores.update(records)
                 if state:
-                    state.append(group.index, records)
+                    state.append(records)
         finally:
             if state:
                 state.close()
         missing = [p for p in pairs if p not in scores]
-        if missing:  # a state file from the same job always covers whole groups; this is a bug if it happens
+        if missing:  # a state file from the same job always covers whole batches; this is a bug if it happens
             raise RuntimeError(f"{len(missing)} pairs were not scored, e.g. {missing[0]}")
         out = Run(tag=self.name)
         for qid, hits in run.hits.items():
@@ -134,14 +134,13 @@ class LMReranker:
 
 
 class _State:
-    """Append-only record of finished scoring groups (see the module docstring)."""
+    """Append-only record of finished scoring batches (see the module docstring)."""
 
     def __init__(self, path: Path, fingerprint: str):
         import fcntl
 
         self.path = path
         self.scores: dict[tuple[str, str], float] = {}
-        self.groups: set[int] = set()
         header = json.dumps({"format": STATE_FORMAT, "fingerprint": fingerprint}, sort_keys=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = open(path, "a", encoding="utf-8")
@@ -179,12 +178,7 @@ class _State:
                 if not raw.endswith(b"\n"):
                     break  # torn write
                 line = decode_line(raw, self.path, lineno)
-                if line.startswith("#group "):
-                    try:
-                        self.groups.add(int(line.split()[1]))
-                    except (IndexError, ValueError):
-                        pending = []
-                        continue
+                if line == "#done":  # the batch above is complete
                     self.scores.update(pending)
                     pending = []
                     continue
@@ -195,9 +189,9 @@ class _State:
                     except ValueError:
                         pass
 
-    def append(self, index: int, records: Sequence[tuple[tuple[str, str], float]]) -> None:
+    def append(self, records: Sequence[tuple[tuple[str, str], float]]) -> None:
         self.handle.writelines(f"{qid}\t{docid}\t{score!r}\n" for (qid, docid), score in records)
-        self.handle.write(f"#group {index}\n")
+        self.handle.write("#done\n")
         self._sync()
 
     def _sync(self) -> None:
