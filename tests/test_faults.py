@@ -421,3 +421,17 @@ def test_unknown_model_without_network_fails_fast(monkeypatch):
     with pytest.raises(ModelError, match="not in the Hugging Face cache, and .* cannot be reached"):
         FrozenLM.load(LMConfig(model="nobody/no-such-model-xyz", device="cpu", dtype="fp32"))
     assert hub.hub_reachable("host.invalid", timeout=1.0) is False
+
+
+@pytest.mark.parametrize("method", ["qpeft", "lmort"])
+def test_training_never_writes_into_a_users_folder(tmp_path, toy_beir, method):
+    folder = tmp_path / "my-results"
+    (folder / "best").mkdir(parents=True)
+    (folder / "best" / "paper.tex").write_text("precious")
+    before = snapshot(folder)
+    run = tmp_path / "run.trec"
+    run.write_text("q1 Q0 d1 1 2.0 t\n")
+    result = invoke("train", method, "--dataset", str(toy_beir), "--negatives", str(run), "--output", str(folder),
+                    "--model", "/nonexistent-model")
+    assert result.exit_code == 3 and "holds no training run of ours" in result.output, result.output
+    assert snapshot(folder) == before

@@ -116,7 +116,8 @@ def test_rerank_killed_anywhere_resumes_byte_identical(tiny_lm_path, big_beir, h
     out = tmp_path / "out.trec"
     slow = "pyserini_qpeft.rerank.lm:_State.append=0.2"  # 5 groups of <= 32 documents = 10 batches of <= 64 pairs
     proc = cli([*common, "--output", str(out)], hook, slow)
-    kill_when(proc, lambda: batch_count(Path(f"{out}.partial")) >= rng.randint(1, 7), rng.uniform(0, 0.2))
+    at = rng.randint(1, 7)
+    kill_when(proc, lambda: batch_count(Path(f"{out}.partial")) >= at, rng.uniform(0, 0.2))
     assert not out.exists() and Path(f"{out}.partial").is_file()
     finish(cli([*common, "--output", str(out)], hook))
     assert out.read_bytes() == (tmp_path / "ref.trec").read_bytes(), f"seed {SEED}"
@@ -133,7 +134,8 @@ def test_encode_killed_anywhere_resumes_byte_identical(tiny_lm_path, big_beir, h
     slow = "pyserini_qpeft.search.encoders:FrozenLMEncoder._encode=0.2"  # 20 batches
     proc = cli([*common, "--output", str(out)], hook, slow, "pyserini_qpeft.search.encode_state:EncodeState."
                                                               "FLUSH_SECONDS=0")
-    kill_when(proc, lambda: len(list(partial.glob("part-*.npy"))) >= rng.randint(1, 12), rng.uniform(0, 0.3))
+    at = rng.randint(1, 12)
+    kill_when(proc, lambda: len(list(partial.glob("part-*.npy"))) >= at, rng.uniform(0, 0.3))
     assert not out.exists()
     finish(cli([*common, "--output", str(out)], hook))
     for name in ("index", "docid"):
@@ -236,7 +238,8 @@ def test_repro_killed_anywhere_resumes_to_the_same_runs(tiny_lm_path, big_beir, 
         if name == "out":
             state = root / "runs" / "upr.big.trec.partial"
             proc = cli(args, hook, "pyserini_qpeft.rerank.lm:_State.append=0.4")
-            kill_when(proc, lambda: batch_count(state) >= rng.randint(1, 3), rng.uniform(0, 0.3))
+            at = rng.randint(1, 3)
+            kill_when(proc, lambda: batch_count(state) >= at, rng.uniform(0, 0.3))
             assert (root / "runs" / "bm25.big.trec").is_file() and not (root / "runs" / "upr.big.trec").exists()
         results[name] = json.loads(finish(cli(args, hook)))
     for run in ("bm25.big.trec", "upr.big.trec"):

@@ -129,9 +129,11 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
     from ..lmort.analysis import choose_layers
     from ..lmort.train import lmort_training_data, train_lmort
     from ..training.data import check_split
+    from ..training.state import check_training_output
     from ..types import read_run
 
     check_split(split)
+    check_training_output(output)
     chosen = _parse_layers(layers)
     train_config = LMORTTrainConfig.build(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,

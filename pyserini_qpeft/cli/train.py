@@ -103,9 +103,11 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     from ..qpeft.module import build_module, parameter_report
     from ..qpeft.step import train_qpeft as run_training
     from ..training.data import check_split, load_training_data, split_dev
+    from ..training.state import check_training_output
     from ..types import read_run
 
     check_split(split)
+    check_training_output(output)
     tcfg = QPeftTrainConfig.build(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         margin=margin, pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query,

@@ -27,12 +27,24 @@ def epoch_dir(output_dir: str | os.PathLike, epoch: int) -> Path:
     return Path(output_dir) / f"epoch-{epoch}"
 
 
-def resolve_best(path: str | os.PathLike, marker: str) -> Path:
-    """``path`` when it holds ``marker`` (a checkpoint's config file), else ``path/best`` when that does."""
-    path = Path(path)
-    if not (path / marker).is_file() and (path / BEST / marker).is_file():
-        return path / BEST
-    return path
+# What a training output folder of ours may hold before its trainer_state.json exists (LMORT caches LM states first).
+OWN_ENTRIES = ("state-cache",)
+
+
+def check_training_output(output_dir: str | os.PathLike) -> None:
+    """Refuse to write a training run into a folder that is not empty and is not a training output of ours
+    (InputError, exit code 3; nothing is touched). Ours: it holds ``trainer_state.json`` or ``sweep.json``, or only
+    :data:`OWN_ENTRIES` and hidden temporaries."""
+    from ..errors import InputError
+
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return
+    names = [p.name for p in folder.iterdir()]
+    if STATE_NAME in names or "sweep.json" in names or all(n in OWN_ENTRIES or n.startswith(".") for n in names):
+        return
+    raise InputError("exists, is not empty and holds no training run of ours; refusing to write into it "
+                     "(choose another --output)", str(folder))
 
 
 def read_trainer_state(output_dir: str | os.PathLike) -> dict | None:
