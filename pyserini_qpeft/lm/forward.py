@@ -14,6 +14,9 @@ D passage width, N hints, H hidden size, V vocabulary.
 """
 from __future__ import annotations
 
+import functools
+import inspect
+
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Sequence
 
@@ -173,8 +176,15 @@ class QueryLikelihoodForward:
 
         cache = DynamicCache(config=self.lm.model.config)
         out = self.body(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=positions(prefix_mask),
-                        past_key_values=cache, use_cache=True)
-        return out.past_key_values
+                        use_cache=True, **{self._cache_arg: cache})
+        returned = getattr(out, "cache", None)
+        return returned if returned is not None else out.past_key_values
+
+    @functools.cached_property
+    def _cache_arg(self) -> str:
+        """The body's keyword for a KV cache: ``cache`` in current transformers (``past_key_values`` is deprecated
+        there and warns on every call), ``past_key_values`` in older releases."""
+        return "cache" if "cache" in inspect.signature(self.body.forward).parameters else "past_key_values"
 
     def select_cache(self, cache, rows: "Tensor"):
         """A new cache holding rows ``rows`` ``[B]`` of ``cache`` (per layer index_select on the batch dim)."""
@@ -200,8 +210,8 @@ class QueryLikelihoodForward:
         embeds, mask, start = self.suffix(batch)
         full_mask = torch.cat([prefix_mask.index_select(0, rows), mask], dim=1)
         pos = positions(full_mask)[:, prefix_mask.shape[1]:]
-        out = self.body(inputs_embeds=embeds, attention_mask=full_mask, position_ids=pos,
-                        past_key_values=self.select_cache(cache, rows), use_cache=True)
+        out = self.body(inputs_embeds=embeds, attention_mask=full_mask, position_ids=pos, use_cache=True,
+                        **{self._cache_arg: self.select_cache(cache, rows)})
         return self.query_logprobs(out.last_hidden_state, batch, start)
 
     def forward_full(self, batch: PairBatch) -> "Tensor":

@@ -55,9 +55,10 @@ def bar_chart(rows: Sequence[Mapping[str, Any]], metric: str, dataset: str, path
     bars = ax.barh(names, values, color=colors)
     for bar, value in zip(bars, values):
         ax.text(bar.get_width() + 0.005, bar.get_y() + bar.get_height() / 2, f"{value:.4f}", va="center", fontsize=9)
+    ax.set_ylim(-0.6, len(shown) - 0.05)  # headroom inside the axes for the reference label (never on the title)
     if reference is not None:
         ax.axvline(reference, color="gray", linestyle="--", linewidth=1)
-        ax.text(reference, len(shown) - 0.4, " BM25", color="gray", fontsize=8, va="bottom")
+        ax.text(reference, len(shown) - 0.3, " BM25", color="gray", fontsize=8, va="center")
     ax.set_xlim(0, max(values) * 1.15)
     ax.set_xlabel(metric)
     ax.set_title(f"BEIR {dataset} test: {metric} per condition (blue: first stage, orange: reranked)", fontsize=10)
