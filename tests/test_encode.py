@@ -144,3 +144,43 @@ def test_dense_module_split_keeps_old_imports():
 
     for name in ("write_faiss_index", "read_index_meta", "read_docids", "search_vectors", "dense_search", "META_NAME"):
         assert getattr(encoders, name) is getattr(dense, name), name
+
+
+@pytest.mark.jvm
+def test_stock_pyserini_faiss_cli_searches_our_index_with_our_encoded_queries(frozen_index, tmp_path):
+    """`encode-queries` writes Pyserini's embedding.pkl; Pyserini's own `python -m pyserini.search.faiss` (started
+    after our JVM trick, which a JDK with jdk.incubator.vector does not need) then returns our top hits."""
+    import os
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.main import cli
+    from pyserini_qpeft.types import read_run
+
+    _, index = frozen_index
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("".join(f"{q.qid}\t{q.text}\n" for q in QUERIES))
+    encoded = tmp_path / "encoded"
+    result = CliRunner().invoke(cli, ["encode-queries", "--index", str(index), "--topics", str(topics), "--output",
+                                      str(encoded), "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"output": str(encoded), "queries": 4}
+    ours = tmp_path / "ours.trec"
+    result = CliRunner().invoke(cli, ["search", "--dense", "--index", str(index), "--topics", str(topics), "--output",
+                                      str(ours), "--hits", "1000", "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    theirs = tmp_path / "theirs.trec"
+    stock = ("import runpy, sys; from pyserini_qpeft.jvm import start_jvm; start_jvm(); "
+             "sys.argv = ['pyserini.search.faiss'] + sys.argv[1:]; "
+             "runpy.run_module('pyserini.search.faiss', run_name='__main__', alter_sys=True)")
+    proc = subprocess.run([sys.executable, "-c", stock, "--index", str(index), "--topics", str(topics),
+                           "--encoded-queries", str(encoded), "--output", str(theirs), "--hits", "1000"],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = read_run(ours), read_run(theirs)
+    assert a.qids() == b.qids()
+    for qid in a.qids():
+        assert [h.docid for h in a[qid]] == [h.docid for h in b[qid]]
+        assert [h.score for h in a[qid]] == pytest.approx([h.score for h in b[qid]], abs=2e-6)

@@ -247,16 +247,16 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
     assert [h.docid for h in direct["q3"]] == [h.docid for h in run["q3"]]
     assert [h.score for h in direct["q3"]] == pytest.approx([h.score for h in run["q3"]], abs=1e-5)
 
-    # the CLI: --remove-query drops a hit whose docid is the qid and still returns --hits hits per query
+    # the CLI: --remove-query drops a hit whose docid is the qid from the top --hits, as Pyserini (and our BM25) do
     from pyserini_qpeft.cli.search import search
     from pyserini_qpeft.types import read_run
 
     (tmp_path / "topics.tsv").write_text("d1\thow do cells divide\nq4\tvitamin d\n")
     res = runner.invoke(search, ["--dense", "--index", "idx", "--topics", "topics.tsv", "--output", "dense.trec",
-                                 "--hits", "5", "--remove-query", "--device", "cpu", "--dtype", "fp32", "--quiet"])
+                                 "--hits", "6", "--remove-query", "--device", "cpu", "--dtype", "fp32", "--quiet"])
     assert res.exit_code == 0, res.output
     cli_run = read_run(tmp_path / "dense.trec")
-    assert {q: len(cli_run[q]) for q in cli_run.qids()} == {"d1": 5, "q4": 5}
+    assert {q: len(cli_run[q]) for q in cli_run.qids()} == {"d1": 5, "q4": 6}  # all 6 docs; d1's own one dropped
     assert "d1" not in [h.docid for h in cli_run["d1"]]
 
 

@@ -20,6 +20,8 @@ COMMANDS = {
     "train": ("pyserini_qpeft.cli.train:train", "Train a Q-PEFT module or an LMORT tuner on a frozen LLM."),
     "lmort": ("pyserini_qpeft.cli.lmort:lmort", "LMORT layer analysis and training for dense retrieval."),
     "encode": ("pyserini_qpeft.cli.encode:encode", "Encode a corpus into a Pyserini-compatible FAISS index."),
+    "encode-queries": ("pyserini_qpeft.cli.encode_queries:encode_queries",
+                       "Pre-encode topics for stock `python -m pyserini.search.faiss --encoded-queries`."),
     "fuse": ("pyserini_qpeft.cli.fuse:fuse", "Fuse runs (RRF or score interpolation) into a hybrid run."),
     "dev-split": ("pyserini_qpeft.cli.interpolation:dev_split",
                   "First-stage run of the dev queries carved from a training split (as `train qpeft`)."),

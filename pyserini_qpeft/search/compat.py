@@ -10,7 +10,7 @@ resolved through our data search path first, so nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import importlib
+import os
 import runpy
 import sys
 import tempfile
@@ -35,44 +35,48 @@ def add_reranker_args(parser: argparse.ArgumentParser) -> None:
     add_argparse_flags(group, [*lm_flags("reranker-"), shared["--max-passage-tokens"]])
 
 
-def _faiss_args(parser: argparse.ArgumentParser) -> None:
-    """Pyserini 1.6.0's faiss flags: ``define_dsearch_args`` plus the ones its ``__main__`` adds inline."""
-    module = importlib.import_module("pyserini.search.faiss.__main__")
-    module.define_dsearch_args(parser)
-    parser.add_argument("--topics", required=True)
-    parser.add_argument("--hits", type=int, default=1000)
-    parser.add_argument("--binary-hits", type=int, default=1000)
-    parser.add_argument("--rerank", action="store_true")
-    parser.add_argument("--topics-format", default="default")
-    parser.add_argument("--output-format", default="trec")
-    parser.add_argument("--output", required=False)
-    parser.add_argument("--max-passage", action="store_true")
-    parser.add_argument("--max-passage-hits", type=int, default=100)
-    parser.add_argument("--max-passage-delimiter", default="#")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--remove-query", action="store_true")
-    parser.add_argument("--explicit-truncate", action="store_true")
-
-
-def build_parser(mode: str) -> argparse.ArgumentParser:
-    from ..jvm import start_jvm
-
-    start_jvm()  # Pyserini's search modules need the JVM at import time
-    parser = argparse.ArgumentParser(prog=f"python -m pyserini_qpeft.search {mode}",
-                                     description=f"Pyserini {mode} search followed by an optional LLM reranker.")
-    if mode == "lucene":
-        importlib.import_module("pyserini.search.lucene.__main__").define_search_args(parser)
-    else:
-        _faiss_args(parser)
+def ours_parser() -> argparse.ArgumentParser:
+    """Only our flags, matched exactly (``allow_abbrev=False``): Pyserini's ``--rerank`` or ``--max-passage`` are never
+    taken for ``--rerank-depth`` or ``--max-passage-tokens``."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     add_reranker_args(parser)
     return parser
 
 
-def _split_ours(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    ours = argparse.ArgumentParser(add_help=False)
-    add_reranker_args(ours)
-    return ours.parse_known_args(list(argv))
+def _peek(argv: Sequence[str]) -> argparse.Namespace:
+    """The Pyserini flags this module reads itself (everything is still parsed and validated by Pyserini)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--index")
+    parser.add_argument("--topics")
+    parser.add_argument("--output")
+    parser.add_argument("--output-format", default="trec")
+    parser.add_argument("--topics-format", default="default")
+    parser.add_argument("--hits", type=int, default=1000)
+    parser.add_argument("--remove-query", action="store_true")
+    return parser.parse_known_args(list(argv))[0]
+
+
+# What our own FAISS indexes (meta.json: the query encoder is rebuilt from it) accept; every other Pyserini faiss flag
+# (an encoder, PRF, HNSW, PCA, max-passage ...) would be silently ignored there, so it is refused.
+DENSE_FLAGS = {"--index": 1, "--topics": 1, "--output": 1, "--hits": 1, "--remove-query": 0, "--batch-size": 1,
+               "--threads": 1, "--output-format": 1, "--device": 1}
+
+
+def _check_dense_flags(argv: Sequence[str]) -> None:
+    i = 0
+    while i < len(argv):
+        flag = argv[i].split("=", 1)[0]
+        if flag.startswith("--"):
+            if flag not in DENSE_FLAGS:
+                raise UsageError(f"{flag} does not apply to a pyserini_qpeft FAISS index (its query encoder comes "
+                                 f"from the index's meta.json); it accepts {', '.join(sorted(DENSE_FLAGS))}")
+            i += 1 + (DENSE_FLAGS[flag] if "=" not in argv[i] else 0)
+        else:
+            raise UsageError(f"unexpected argument {argv[i]!r}")
+
+
+class UsageError(Exception):
+    """A command-line mistake: printed with the usage line, exit code 2 (as argparse does)."""
 
 
 def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
@@ -107,56 +111,117 @@ def _local_topics(spec: str, workdir: Path) -> str:
 
 
 def run(mode: str, argv: Sequence[str]) -> int:
+    """Run Pyserini's own ``pyserini.search.<mode>`` with every flag but ours, then our reranker (if any).
+
+    Pyserini's parser validates its flags (an unknown or mistyped one exits 2 as in Pyserini). With a reranker the
+    first stage is written as TREC to a temporary file, reranked, and the result written in ``--output-format``.
+    """
     if mode not in MODES:
         raise SystemExit(f"usage: python -m pyserini_qpeft.search {{{','.join(MODES)}}} <Pyserini flags> [--reranker ...]")
-    parser = build_parser(mode)
-    args = parser.parse_args(list(argv))  # validates everything, Pyserini's flags included
-    ours, pyserini_argv = _split_ours(argv)
-    if not args.output:
-        parser.error("--output is required")
+    from ..jvm import start_jvm
+
+    start_jvm()  # Pyserini's search modules need the JVM at import time
+    ours, rest = ours_parser().parse_known_args(list(argv))
+    if "-h" in rest or "--help" in rest:
+        help_parser = argparse.ArgumentParser(prog=f"python -m pyserini_qpeft.search {mode}", add_help=False,
+                                              description="Pyserini's own flags (below), plus these:")
+        add_reranker_args(help_parser)
+        print(help_parser.format_help())
+        _run_pyserini(mode, ["--help"])
+        return 0
+    peek = _peek(rest)
+    dense_ours = mode == "faiss" and peek.index is not None and (Path(peek.index) / "meta.json").is_file()
+    if dense_ours:
+        _check_dense_flags(rest)
+    if not peek.output or not peek.topics or not peek.index:
+        raise UsageError("--index, --topics and --output are required")
+    reranking = ours.reranker != "identity"
+    if reranking and peek.output_format not in ("trec", "msmarco", "kilt"):
+        raise UsageError(f"--output-format {peek.output_format!r}: expected trec, msmarco or kilt")
     with tempfile.TemporaryDirectory(prefix="pyserini_qpeft-") as work:
         work = Path(work)
-        pyserini_argv = _replace_flag(pyserini_argv, "--topics", _local_topics(args.topics, work))
-        first_stage = work / "first-stage.trec" if ours.reranker != "identity" else Path(args.output)
+        topics = _local_topics(peek.topics, work)
+        first_stage = work / "first-stage.trec" if reranking else Path(peek.output)
+        pyserini_argv = _replace_flag(rest, "--topics", topics)
         pyserini_argv = _replace_flag(pyserini_argv, "--output", str(first_stage))
-        meta = Path(args.index) / "meta.json"
-        if mode == "faiss" and meta.is_file():
-            _dense_first_stage(args, first_stage)
+        if reranking:
+            pyserini_argv = _replace_flag(pyserini_argv, "--output-format", "trec")  # we read it back
+        if dense_ours:
+            _dense_first_stage(peek, topics, first_stage, "trec" if reranking else peek.output_format)
         else:
-            saved = sys.argv
-            sys.argv = [f"pyserini.search.{mode}"] + pyserini_argv
-            try:
-                runpy.run_module(f"pyserini.search.{mode}", run_name="__main__", alter_sys=True)
-            finally:
-                sys.argv = saved
-        if ours.reranker != "identity":
-            _rerank(args, ours, first_stage)
+            _run_pyserini(mode, pyserini_argv)
+        if reranking:
+            _rerank(peek, ours, first_stage, work)
     return 0
 
 
-def _dense_first_stage(args: argparse.Namespace, output: Path) -> None:
-    """Our FAISS indexes carry meta.json: the query encoder is rebuilt from it (LMORT, MiniLM, frozen LM)."""
+def _run_pyserini(mode: str, argv: Sequence[str]) -> None:
+    """``python -m pyserini.search.<mode> ARGV`` in this process (its own parser, its own exit codes)."""
+    saved = sys.argv
+    sys.argv = [f"pyserini.search.{mode}", *argv]
+    try:
+        runpy.run_module(f"pyserini.search.{mode}", run_name="__main__", alter_sys=True)
+    finally:
+        sys.argv = saved
+
+
+def _dense_first_stage(args: argparse.Namespace, topics: str, output: Path, output_format: str) -> None:
+    """Our FAISS indexes carry meta.json: the query encoder is rebuilt from it (LMORT, MiniLM, frozen LM). With
+    ``--remove-query`` the query's own document is dropped from the top ``--hits``, as Pyserini does."""
     from ..data import load_topics
     from .encoders import dense_search
 
-    queries = load_topics(args.topics)
+    queries = load_topics(topics)
     result = dense_search(Path(args.index), queries, k=args.hits, remove_query=args.remove_query)
-    result.write(output, tag="Faiss")
+    write_run_as(result, output, output_format, args, tag="Faiss")
 
 
-def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Path) -> None:
+def write_run_as(run, path: str | Path, output_format: str, args: argparse.Namespace, tag: str | None = None) -> None:
+    """Write ``run`` in Pyserini's ``--output-format``: ``trec`` (ours), ``msmarco`` (``qid<TAB>docid<TAB>rank``) or
+    ``kilt`` (Pyserini's KiltWriter, which needs Pyserini's KILT topics); atomically."""
+    from ..artifacts import atomic_write
+
+    if output_format == "trec":
+        run.write(path, tag=tag)
+        return
+    if output_format == "msmarco":
+        with atomic_write(path) as out:
+            for qid, hits in run.hits.items():
+                out.writelines(f"{qid}\t{hit.docid}\t{rank}\n" for rank, hit in enumerate(hits, start=1))
+        return
+    from pyserini.output_writer import OutputFormat, get_output_writer
+    from pyserini.query_iterator import TopicsFormat, get_query_iterator
+
+    topics = get_query_iterator(args.topics, TopicsFormat(args.topics_format)).topics
+    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.kilt.tmp")
+    with get_output_writer(str(tmp), OutputFormat(output_format), "w", max_hits=max(map(len, run.hits.values())),
+                           tag=run.tag, topics=topics) as writer:
+        for qid, hits in run.hits.items():
+            writer.write(qid, hits)
+    os.replace(tmp, path)
+
+
+def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Path, work: Path) -> None:
+    """Rerank the first stage; the result goes to ``--output`` in ``--output-format`` (resumable through
+    ``<output>.partial`` as every rerank)."""
     from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write
     from ..data import load_topics
     from ..types import read_run
 
-    queries = load_topics(args.topics)
+    queries = load_topics(_local_topics(args.topics, work))
     first = read_run(first_stage)
     check_topics_cover_run(queries, first)
     docs = open_docstore(corpus=ours.corpus, index=None if ours.corpus else args.index)
     reranker = make_reranker(ours.reranker, ours.reranker_checkpoint, ours.reranker_model, ours.reranker_device,
                              ours.reranker_dtype, ours.max_passage_tokens)
-    rerank_and_write(reranker, queries, first, docs, ours.rerank_depth, args.output, progress=True,
-                     interpolate=ours.interpolate)
+    output = Path(args.output)
+    trec = output if args.output_format == "trec" else work / "reranked.trec"
+    state_home = output if args.output_format == "trec" else output.with_name(output.name + ".trec")
+    rerank_and_write(reranker, queries, first, docs, ours.rerank_depth, trec if trec == output else state_home,
+                     progress=True, interpolate=ours.interpolate)
+    if trec != output:
+        write_run_as(read_run(state_home), output, args.output_format, args, tag=read_run(state_home).tag)
+        state_home.unlink()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -167,6 +232,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2)
     try:
         raise SystemExit(run(argv[0], argv[1:]))
+    except UsageError as exc:
+        print(f"usage: python -m pyserini_qpeft.search {argv[0]} <Pyserini's flags> [--reranker ...]\n"
+              f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     except QPeftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None

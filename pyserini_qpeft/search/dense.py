@@ -123,7 +123,8 @@ def dense_search(index_dir: str | os.PathLike, queries: Sequence[Query], k: int 
                  dtype: str = "auto", tag: str | None = None, remove_query: bool = False) -> Run:
     """Search a dense index: rebuild its query encoder from ``meta.json`` (unless given), encode, search.
 
-    ``remove_query`` drops a hit whose docid equals the query id (BEIR convention) and still returns ``k`` hits.
+    ``remove_query`` drops a hit whose docid equals the query id from the top ``k`` (BEIR convention), as Pyserini's
+    Lucene and FAISS searchers do: such a query then has ``k - 1`` hits, on the BM25 path as here.
     """
     from .encoders import encoder_from_meta  # encoders imports this module for the index files
 
@@ -132,9 +133,8 @@ def dense_search(index_dir: str | os.PathLike, queries: Sequence[Query], k: int 
     meta = read_index_meta(index_dir)
     encoder = encoder or encoder_from_meta(meta, device=device, dtype=dtype, source=index_dir)
     vectors = encoder.encode_queries([q.text for q in queries], batch_size=batch_size, progress=progress)
-    run = search_vectors(index_dir, [q.qid for q in queries], vectors, k + int(remove_query),
-                         tag=tag or f"dense-{meta['encoder']}")
+    run = search_vectors(index_dir, [q.qid for q in queries], vectors, k, tag=tag or f"dense-{meta['encoder']}")
     if remove_query:
         for qid in run.qids():
-            run.set(qid, [h for h in run[qid] if h.docid != qid][:k])
+            run.set(qid, [h for h in run[qid] if h.docid != qid])
     return run

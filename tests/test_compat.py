@@ -1,0 +1,113 @@
+"""`python -m pyserini_qpeft.search lucene|faiss`: Pyserini's flags pass through untouched, ours are exact, output
+formats hold after a reranker, flags that cannot apply to our FAISS indexes are refused."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TOY_CORPUS
+from pyserini_qpeft.types import read_run
+
+pytestmark = pytest.mark.jvm
+
+
+def compat(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pyserini_qpeft.search", *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture()
+def indexes(toy_beir, tiny_lm, tiny_lm_path, tmp_path):
+    """A Lucene index, one of our FAISS indexes (meta.json) and a plain Pyserini-style copy of it with our
+    pre-encoded topics (no meta.json: Pyserini's own faiss path)."""
+    from pyserini_qpeft.data import Document
+    from pyserini_qpeft.search import build_index
+    from pyserini_qpeft.search.encoded_queries import write_encoded_queries
+    from pyserini_qpeft.search.encoders import FrozenLMEncoder, encode_corpus
+    from pyserini_qpeft.types import Query
+
+    lucene = build_index(toy_beir / "corpus.jsonl", tmp_path / "lucene")
+    encoder = FrozenLMEncoder(tiny_lm, layer=1, max_length=32, lm_model=str(tiny_lm_path))
+    docs = [Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS]
+    ours = tmp_path / "faiss"
+    encode_corpus(encoder, docs, ours, batch_size=4, progress=False)
+    plain = tmp_path / "faiss-plain"
+    shutil.copytree(ours, plain)
+    (plain / "meta.json").unlink()
+    topics = tmp_path / "topics.tsv"
+    # d3's text matches every toy document, so BM25 retrieves all 6 of them (as dense search does)
+    queries = [Query("q1", "what causes lung cancer"),
+               Query("d3", "how do cells divide: lung cancer, aspirin, vitamin d, exercise and sleep")]
+    topics.write_text("".join(f"{q.qid}\t{q.text}\n" for q in queries))
+    encoded = write_encoded_queries(encoder, queries, tmp_path / "encoded", progress=False)
+    return {"lucene": lucene, "ours": ours, "plain": plain, "topics": topics, "encoded": encoded, "lm": tiny_lm_path}
+
+
+def test_pyserini_flags_that_share_a_prefix_with_ours_reach_pyserini(indexes, tmp_path):
+    out = tmp_path / "run.trec"
+    proc = compat("faiss", "--index", str(indexes["plain"]), "--topics", str(indexes["topics"]), "--encoded-queries",
+                  str(indexes["encoded"]), "--output", str(out), "--hits", "4", "--max-passage",
+                  "--max-passage-hits", "2", "--max-passage-delimiter", "#", "--fp16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = read_run(out)
+    assert {q: len(run[q]) for q in run.qids()} == {"q1": 2, "d3": 2}  # --max-passage-hits honoured by Pyserini
+    proc = compat("faiss", "--index", str(indexes["plain"]), "--topics", str(indexes["topics"]), "--encoded-queries",
+                  str(indexes["encoded"]), "--output", str(out), "--hits", "3", "--rerank")
+    assert "ambiguous" not in proc.stderr  # Pyserini's own --rerank (binary-code reranking), not our --rerank-*
+    bad = compat("faiss", "--index", str(indexes["plain"]), "--topics", str(indexes["topics"]), "--output", str(out),
+                 "--no-such-flag")
+    assert bad.returncode == 2 and "--no-such-flag" in bad.stderr
+
+
+def test_flags_that_cannot_apply_to_our_faiss_index_are_refused(indexes, tmp_path):
+    for flag in (["--encoded-queries", str(indexes["encoded"])], ["--max-passage"], ["--encoder", "x"]):
+        proc = compat("faiss", "--index", str(indexes["ours"]), "--topics", str(indexes["topics"]), "--output",
+                      str(tmp_path / "run.trec"), *flag)
+        assert proc.returncode == 2 and f"{flag[0]} does not apply to a pyserini_qpeft FAISS index" in proc.stderr
+        assert not (tmp_path / "run.trec").exists()
+
+
+@pytest.mark.parametrize("mode", ["lucene", "faiss"])
+def test_output_format_msmarco_after_a_reranker(indexes, tmp_path, mode):
+    out = tmp_path / "run.tsv"
+    index = indexes["lucene"] if mode == "lucene" else indexes["ours"]
+    extra = ["--bm25"] if mode == "lucene" else []
+    corpus = [] if mode == "lucene" else ["--corpus", str(indexes["lucene"].parent / "toy")]
+    proc = compat(mode, "--index", str(index), "--topics", str(indexes["topics"]), "--output", str(out), "--hits", "4",
+                  "--output-format", "msmarco", *extra, "--reranker", "upr", "--rerank-depth", "3",
+                  "--reranker-model", str(indexes["lm"]), "--reranker-device", "cpu", "--reranker-dtype", "fp32",
+                  *corpus)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split("\t") for line in out.read_text().splitlines()]
+    assert rows and all(len(r) == 3 for r in rows)
+    for qid in {r[0] for r in rows}:  # qid<TAB>docid<TAB>rank, ranks 1..n per query
+        ranks = [int(r[2]) for r in rows if r[0] == qid]
+        assert ranks == list(range(1, len(ranks) + 1))
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*.trec"))
+
+
+def test_remove_query_gives_the_same_hit_count_on_bm25_and_dense(indexes, tmp_path):
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.main import cli
+
+    counts = {}
+    for mode, index in (("--bm25", indexes["lucene"]), ("--dense", indexes["ours"])):
+        out = tmp_path / f"{mode[2:]}.trec"
+        result = CliRunner().invoke(cli, ["search", mode, "--index", str(index), "--topics", str(indexes["topics"]),
+                                          "--output", str(out), "--hits", "6", "--remove-query", "-q"])
+        assert result.exit_code == 0, result.output
+        run = read_run(out)
+        assert "d3" not in [h.docid for h in run["d3"]]
+        counts[mode] = {q: len(run[q]) for q in run.qids()}
+    assert counts["--bm25"]["d3"] == counts["--dense"]["d3"] == 5  # 6 hits, the query's own document dropped
+
+
+def test_help_lists_ours_and_pyserinis_flags(indexes):
+    proc = compat("lucene", "--help")
+    assert proc.returncode == 0
+    assert "--reranker" in proc.stdout and "--bm25" in proc.stdout and "--output-format" in proc.stdout
