@@ -1,4 +1,4 @@
-"""`pyserini-qpeft rerank`: rerank an existing TREC run."""
+"""`pyserini-qpeft rerank`: rerank an existing TREC run (or rank_llm requests)."""
 from __future__ import annotations
 
 import click
@@ -7,26 +7,45 @@ from .options import OutputPath, quiet_option, reranker_options
 
 
 @click.command("rerank")
-@click.option("--run", "run_path", required=True, type=click.Path(exists=True, dir_okay=False), help="TREC run to rerank.")
-@click.option("--topics", required=True, help="Pyserini-style topics name, TSV (qid<TAB>text), BEIR queries.jsonl or CAR outlines.")
+@click.option("--run", "run_path", type=click.Path(exists=True, dir_okay=False), help="TREC run to rerank.")
+@click.option("--topics", help="Pyserini-style topics name, TSV (qid<TAB>text), BEIR queries.jsonl or CAR outlines.")
 @click.option("--index", "index_dir", help="Lucene index with stored raw documents (document text source).")
 @click.option("--corpus", help="Corpus JSONL / CAR paragraph CBOR / BEIR dataset name (document text source).")
+@click.option("--requests", "requests_path", type=click.Path(exists=True, dir_okay=False),
+              help="Instead of --run/--topics/--corpus: rank_llm Request JSONL (query + candidates with their text).")
 @click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output TREC run (written atomically).")
+@click.option("--output-jsonl", type=OutputPath(dir_okay=False), default=None,
+              help="Also write the result as rank_llm Result JSONL (candidates reordered, with the new scores).")
 @reranker_options
 @quiet_option
-def rerank(run_path, topics, index_dir, corpus, output, reranker, reranker_checkpoint, rerank_depth,
-           interpolate, max_passage_tokens, rerank_batch_size, model, device, dtype, quiet) -> None:
+def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_jsonl, reranker, reranker_checkpoint,
+           rerank_depth, interpolate, max_passage_tokens, rerank_batch_size, model, device, dtype, quiet) -> None:
     """Rerank the top --rerank-depth hits of RUN; hits below keep their order. Interrupted jobs resume."""
-    from ..data import load_topics
-    from ..types import read_run
+    from ..rerank.base import DictDocStore
     from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write
+    from ..rerank.requests import read_requests, results_from_run, write_results
+    from ..types import read_run
 
-    run = read_run(run_path)
-    queries = load_topics(topics)
-    check_topics_cover_run(queries, run)
-    docs = open_docstore(corpus=corpus, index=index_dir)
+    requests = None
+    if requests_path:
+        if run_path or topics or index_dir or corpus:
+            raise click.UsageError("--requests carries queries, candidates and text: drop --run/--topics/--index/--corpus")
+        requests = read_requests(requests_path)
+        run, queries, docs = requests.run, requests.queries, DictDocStore(requests.docs, requests_path)
+    else:
+        if not run_path or not topics:
+            raise click.UsageError("give --run and --topics (or --requests)")
+        from ..data import load_topics
+
+        run = read_run(run_path)
+        queries = load_topics(topics)
+        check_topics_cover_run(queries, run)
+        docs = open_docstore(corpus=corpus, index=index_dir)
     model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
                                    rerank_batch_size)
     rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
                      interpolate=interpolate)
+    if output_jsonl:
+        reranked = read_run(output)
+        write_results(requests or results_from_run(queries, reranked, docs), reranked, output_jsonl)
     click.echo(output)

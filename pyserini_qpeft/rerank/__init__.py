@@ -1,6 +1,8 @@
 """Rerankers: a Run in, a Run out.
 
 * :mod:`.base`: the :class:`Reranker` protocol, document stores, the rules every reranker keeps, ``identity``;
+* :mod:`.api`: the in-process API every built-in reranker has (``rank``, ``score``, ``rerank_hits``);
+* :mod:`.requests`: rank_llm ``Request`` JSONL in, ``Result`` JSONL out;
 * :mod:`.lm`: query-likelihood rerankers on a frozen LM (UPR; Q-PEFT adds a hint module), resumable;
 * :mod:`.registry`: rerankers by name, with one factory signature, built-ins loaded lazily and third-party
   plugins from the entry point group ``pyserini_qpeft.rerankers``;
@@ -11,6 +13,7 @@ Importing this package imports no torch: models load when a reranker is built.
 """
 from __future__ import annotations
 
+from .api import InProcessAPI, as_document
 from .base import (DictDocStore, DocStore, IdentityReranker, Reranker, check_depth, make_identity, merge_reranked,
                    query_texts)
 from .lm import (STATE_FORMAT, UPR_INSTRUCTION, LMReranker, UPRReranker, load_lm, make_upr, make_upr_instruct,
@@ -20,8 +23,8 @@ from .registry import (BUILTIN_RERANKERS, ENTRY_POINT_GROUP, RerankerFactory, bu
                        register_reranker, reranker_names, unregister_reranker)
 
 __all__ = [
-    "BUILTIN_RERANKERS", "ENTRY_POINT_GROUP", "STATE_FORMAT", "UPR_INSTRUCTION", "DictDocStore", "DocStore",
-    "IdentityReranker", "LMReranker", "Reranker", "RerankerFactory", "UPRReranker", "build_reranker",
+    "BUILTIN_RERANKERS", "ENTRY_POINT_GROUP", "as_document", "STATE_FORMAT", "UPR_INSTRUCTION", "DictDocStore", "DocStore",
+    "IdentityReranker", "InProcessAPI", "LMReranker", "Reranker", "RerankerFactory", "UPRReranker", "build_reranker",
     "check_depth", "check_topics_cover_run", "get_reranker_factory", "load_lm", "make_identity", "make_reranker",
     "make_upr", "make_upr_instruct", "merge_reranked", "open_docstore", "query_texts", "register_reranker",
     "rerank_and_write", "reranker_names", "unregister_reranker", "upr_instruct",

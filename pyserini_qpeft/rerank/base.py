@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 from ..errors import InputError
 from ..types import Hit, Query, Run, sort_hits
+from .api import InProcessAPI
 
 if TYPE_CHECKING:
     from ..data import Document
@@ -84,7 +85,7 @@ def check_depth(depth: int) -> None:
         raise InputError(f"rerank depth must be a positive integer, got {depth!r}")
 
 
-class IdentityReranker:
+class IdentityReranker(InProcessAPI):
     """Keeps the first-stage ranking (for pipelines and tests without a model)."""
 
     name = "identity"

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import InputError
 from ..types import Query, Run
+from .api import InProcessAPI
 from .base import DocStore, check_depth, merge_reranked, query_texts
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def load_lm(lm: "FrozenLM | LMConfig | str | None") -> "FrozenLM":
     return FrozenLM.load(lm)
 
 
-class LMReranker:
+class LMReranker(InProcessAPI):
     """Query-likelihood reranking with a frozen LM, optionally with a hint module (Q-PEFT).
 
     Args:
@@ -77,6 +78,19 @@ class LMReranker:
     @property
     def config(self) -> "ScorerConfig":
         return self.scorer.config
+
+    def score(self, pairs: Sequence[tuple[str, Any]], batch_size: int | None = None) -> list[float]:
+        """Mean query log-likelihood of each ``(query, document)`` pair (strings, Documents or mappings), straight
+        from the scorer; ``batch_size`` pairs per forward (default: the scorer's)."""
+        from ..lm.scoring import QueryLikelihoodScorer
+        from .api import as_document
+
+        scorer = self.scorer
+        if batch_size is not None:
+            scorer = QueryLikelihoodScorer(self.lm, dataclasses.replace(self.config, batch_size=batch_size),
+                                           hint_module=self.scorer.hint_module)
+        docs = [as_document(f"d{i}", document) for i, (_, document) in enumerate(pairs)]
+        return scorer.score([query for query, _ in pairs], docs) if pairs else []
 
     def _fingerprint(self, pairs: Sequence[tuple[str, str]], texts: Mapping[str, str], depth: int,
                      documents: Sequence[Any] = ()) -> str:

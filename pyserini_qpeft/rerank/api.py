@@ -1,0 +1,124 @@
+"""The in-process API every built-in reranker has, shaped like the rerankers people already call in Python.
+
+* ``reranker.rank(query, documents, top_k=None)`` -> ``[{"corpus_id": i, "score": s, "text": ...}, ...]`` best
+  first, as sentence-transformers' ``CrossEncoder.rank`` returns;
+* ``reranker.score(pairs, batch_size=None)`` -> one float per ``(query, document)`` pair, as FlagEmbedding's
+  ``compute_score``;
+* ``reranker.rerank_hits(query, hits, docs=None)`` -> the hits of a Pyserini ``LuceneSearcher`` / ``FaissSearcher``
+  (anything with ``.docid`` and ``.score``) reranked, as :class:`~pyserini_qpeft.types.Hit` objects. Lucene hits
+  carry their stored raw document; for FAISS hits pass ``docs`` (a ``{docid: text | Document}`` dict or a DocStore).
+
+Example::
+
+    from pyserini.search.lucene import LuceneSearcher
+    from pyserini_qpeft.rerank import build_reranker
+
+    reranker = build_reranker("upr")                       # SmolLM2-135M-Instruct, frozen
+    reranker.rank("does aspirin help the heart", ["Aspirin reduces ...", "Cells divide ..."], top_k=1)
+    reranker.score([("what causes lung cancer", "Smoking causes lung cancer.")])
+    hits = LuceneSearcher("indexes/lucene-beir-scifact-flat").search("vitamin d and bone loss", k=20)
+    reranked = reranker.rerank_hits("vitamin d and bone loss", hits)
+
+A plugin reranker gets all three by inheriting :class:`InProcessAPI` (they are built on its ``rerank``).
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from ..errors import InputError
+from ..types import Hit, Query, Run
+
+if TYPE_CHECKING:
+    from ..data import Document
+    from .base import DocStore
+
+
+def as_document(docid: str, value: Any) -> "Document":
+    """A :class:`~pyserini_qpeft.data.Document` from a string, a Document, or a mapping with ``title``/``text``
+    (BEIR), ``contents`` (Pyserini) or ``segment`` (rank_llm's MS MARCO v2 candidates)."""
+    from ..data import Document
+
+    if isinstance(value, Document):
+        return value
+    if isinstance(value, str):
+        return Document(docid, "", value)
+    if isinstance(value, Mapping):
+        text = value.get("text", value.get("contents", value.get("segment", value.get("body"))))
+        if text is None:
+            raise InputError(f"document {docid!r} has no 'text', 'contents' or 'segment' field")
+        return Document(docid, str(value.get("title") or ""), str(text))
+    raise InputError(f"document {docid!r}: expected a string, a Document or a mapping, got {type(value).__name__}")
+
+
+def _store(docs: Mapping[str, Any]) -> "DocStore":
+    from .base import DictDocStore
+
+    return DictDocStore({docid: as_document(docid, value) for docid, value in docs.items()})
+
+
+class InProcessAPI:
+    """``rank`` / ``score`` / ``rerank_hits`` for any class with the :class:`~pyserini_qpeft.rerank.Reranker`
+    ``rerank`` method (see the module docstring)."""
+
+    def rank(self, query: str, documents: Sequence[Any], top_k: int | None = None,
+             return_documents: bool = True) -> list[dict[str, Any]]:
+        """Rank ``documents`` (strings, Documents or mappings) for ``query``; best first, ``top_k`` of them."""
+        if not documents:
+            return []
+        ids = [str(i) for i in range(len(documents))]
+        store = _store(dict(zip(ids, documents)))
+        first = Run({"q": [Hit(docid, 0.0) for docid in ids]})
+        ranked = self.rerank([Query("q", query)], first, store, depth=len(ids), progress=False)["q"]
+        out = []
+        for hit in ranked[:top_k]:
+            row: dict[str, Any] = {"corpus_id": int(hit.docid), "score": hit.score}
+            if return_documents:
+                row["text"] = store.get(hit.docid).contents()
+            out.append(row)
+        return out
+
+    def score(self, pairs: Sequence[tuple[str, Any]], batch_size: int | None = None) -> list[float]:
+        """The reranker's score of each ``(query, document)`` pair, in input order."""
+        queries: dict[str, str] = {}
+        run_hits: dict[str, list[Hit]] = {}
+        docs: dict[str, Any] = {}
+        keys = []
+        for i, (query, document) in enumerate(pairs):
+            qid = queries.setdefault(query, f"q{len(queries)}")
+            docid = f"d{i}"
+            docs[docid] = document
+            run_hits.setdefault(qid, []).append(Hit(docid, 0.0))
+            keys.append((qid, docid))
+        if not keys:
+            return []
+        run = Run(run_hits)
+        depth = max(len(h) for h in run.hits.values())
+        reranked = self.rerank([Query(q, text) for text, q in queries.items()], run, _store(docs), depth=depth,
+                               progress=False)
+        scores = {(qid, h.docid): h.score for qid in reranked for h in reranked[qid]}
+        return [scores[key] for key in keys]
+
+    def rerank_hits(self, query: str, hits: Iterable[Any], docs: "Mapping[str, Any] | DocStore | None" = None,
+                    depth: int | None = None) -> list[Hit]:
+        """Pyserini hits (``.docid``, ``.score``) reranked; Lucene hits bring their raw document text."""
+        hits = list(hits)
+        if not hits:
+            return []
+        if docs is None:
+            found = {}
+            for hit in hits:
+                raw = getattr(hit, "raw", None)
+                if raw is None:
+                    raise InputError(f"hit {hit.docid!r} carries no document text (a FAISS hit?): pass docs=")
+                try:
+                    found[hit.docid] = json.loads(raw)
+                except (TypeError, json.JSONDecodeError):
+                    found[hit.docid] = str(raw)
+            store = _store(found)
+        elif isinstance(docs, Mapping):
+            store = _store(docs)
+        else:
+            store = docs
+        run = Run({"q": [Hit(str(h.docid), float(h.score)) for h in hits]})
+        return self.rerank([Query("q", query)], run, store, depth=depth or len(hits), progress=False)["q"]

@@ -1,0 +1,101 @@
+"""rank_llm requests in and results out, and the in-process API (rank / score / rerank_hits)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import TOY_CORPUS
+from pyserini_qpeft.errors import InputError
+from pyserini_qpeft.types import read_run
+
+DOCS = {d["_id"]: d for d in TOY_CORPUS}
+
+
+def request(qid, text, docids, doc_shape="beir"):
+    def doc(d):
+        if doc_shape == "contents":
+            return {"contents": f"{DOCS[d]['title']} {DOCS[d]['text']}".strip()}
+        return {"title": DOCS[d]["title"], "text": DOCS[d]["text"]}
+
+    return {"query": {"text": text, "qid": qid},
+            "candidates": [{"docid": d, "score": float(len(docids) - i), "doc": doc(d)} for i, d in enumerate(docids)]}
+
+
+def test_rank_llm_requests_round_trip_through_the_cli(tiny_lm_path, tmp_path):
+    from pyserini_qpeft.cli.main import cli
+
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps(request(7, "what causes lung cancer", ["d2", "d1", "d3", "d5"])) + "\n" +
+                        json.dumps(request("q2", "does aspirin help the heart", ["d1", "d2", "d6"], "contents")) + "\n")
+    lm = ["--model", str(tiny_lm_path), "--device", "cpu", "--dtype", "fp32", "-q"]
+    args = ["rerank", "--requests", str(requests), "--reranker", "upr", "--rerank-depth", "3", *lm]
+    result = CliRunner().invoke(cli, [*args, "--output", str(tmp_path / "run.trec"), "--output-jsonl",
+                                      str(tmp_path / "results.jsonl")])
+    assert result.exit_code == 0, result.output
+    run = read_run(tmp_path / "run.trec")
+    results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["query"] for r in results] == [{"text": "what causes lung cancer", "qid": 7},
+                                             {"text": "does aspirin help the heart", "qid": "q2"}]
+    for r in results:  # rank_llm's Result: candidates in the new order with the new scores, docs unchanged
+        qid = str(r["query"]["qid"])
+        assert [c["docid"] for c in r["candidates"]] == [h.docid for h in run[qid]]
+        assert [c["score"] for c in r["candidates"]] == pytest.approx([h.score for h in run[qid]], abs=1e-6)
+        assert all(c["doc"] for c in r["candidates"])
+    assert [c["docid"] for c in results[0]["candidates"]][3] == "d5"  # below depth: kept, in its place
+
+    # round trip: a Result is a valid Request; identity keeps its order
+    again = CliRunner().invoke(cli, ["rerank", "--requests", str(tmp_path / "results.jsonl"), "--output",
+                                     str(tmp_path / "again.trec"), "--output-jsonl", str(tmp_path / "again.jsonl"),
+                                     "-q"])
+    assert again.exit_code == 0, again.output
+    assert [json.loads(l)["candidates"] for l in (tmp_path / "again.jsonl").read_text().splitlines()] == \
+        [r["candidates"] for r in results]
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"query": {"text": "x"}, "candidates": []}', "'qid'"),
+    ('{"query": {"text": "x", "qid": 2}, "candidates": [{"docid": "a"}]}', "'docid' and 'doc'"),
+    ('{"query": {"text": "x", "qid": 2}, "candidates": [{"docid": "a", "doc": {"title": "t"}}]}', "r.jsonl:2: .*no 'text'"),
+    ('{"query": {"text": "x", "qid": 1}, "candidates": []}', "r.jsonl:2: query 1 appears twice"),
+])
+def test_bad_requests_name_file_and_line(tmp_path, line, message):
+    from pyserini_qpeft.rerank.requests import read_requests
+
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(request(1, "a", ["d1"])) + "\n" + line + "\n")
+    with pytest.raises(InputError, match=message):
+        read_requests(path)
+
+
+def test_in_process_api_rank_score_and_pyserini_hits(tiny_lm):
+    from types import SimpleNamespace
+
+    from pyserini_qpeft.lm.scoring import ScorerConfig
+    from pyserini_qpeft.rerank import IdentityReranker, UPRReranker
+
+    reranker = UPRReranker(tiny_lm, ScorerConfig(batch_size=4))
+    texts = [DOCS[d]["text"] for d in ("d1", "d2", "d3")]
+    ranked = reranker.rank("what causes lung cancer", texts)
+    assert sorted(r["corpus_id"] for r in ranked) == [0, 1, 2]
+    assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+    assert ranked[0]["text"] == texts[ranked[0]["corpus_id"]]
+    assert reranker.rank("what causes lung cancer", texts, top_k=1) == ranked[:1]
+
+    scores = reranker.score([("what causes lung cancer", t) for t in texts])
+    by_id = {r["corpus_id"]: r["score"] for r in ranked}
+    assert scores == pytest.approx([by_id[i] for i in range(3)], abs=1e-5)
+    assert reranker.score([("what causes lung cancer", t) for t in texts], batch_size=1) == pytest.approx(scores,
+                                                                                                         abs=1e-5)
+
+    lucene_hits = [SimpleNamespace(docid=d, score=3.0 - i, raw=json.dumps({"title": DOCS[d]["title"],
+                                                                           "text": DOCS[d]["text"]}))
+                   for i, d in enumerate(("d1", "d2", "d3"))]
+    hits = reranker.rerank_hits("what causes lung cancer", lucene_hits)
+    assert sorted(h.docid for h in hits) == ["d1", "d2", "d3"]
+    faiss_hits = [SimpleNamespace(docid=d, score=1.0) for d in ("d1", "d2")]
+    with pytest.raises(InputError, match="pass docs="):
+        reranker.rerank_hits("q", faiss_hits)
+    assert [h.docid for h in reranker.rerank_hits("q", faiss_hits, docs={d: DOCS[d]["text"] for d in DOCS})]
+    assert [r["corpus_id"] for r in IdentityReranker().rank("q", ["a", "b", "c"])] == [0, 1, 2]
