@@ -94,6 +94,16 @@ def test_in_process_api_rank_score_and_pyserini_hits(tiny_lm):
                    for i, d in enumerate(("d1", "d2", "d3"))]
     hits = reranker.rerank_hits("what causes lung cancer", lucene_hits)
     assert sorted(h.docid for h in hits) == ["d1", "d2", "d3"]
+    class LuceneDocument:  # Pyserini 1.x hits: the raw JSON sits in hit.lucene_document
+        def __init__(self, raw):
+            self.raw = raw
+
+        def get(self, field):
+            return self.raw if field == "raw" else None
+
+    pyserini1_hits = [SimpleNamespace(docid=h.docid, score=h.score, lucene_document=LuceneDocument(h.raw))
+                      for h in lucene_hits]
+    assert reranker.rerank_hits("what causes lung cancer", pyserini1_hits) == hits
     faiss_hits = [SimpleNamespace(docid=d, score=1.0) for d in ("d1", "d2")]
     with pytest.raises(InputError, match="pass docs="):
         reranker.rerank_hits("q", faiss_hits)

@@ -57,6 +57,15 @@ def _store(docs: Mapping[str, Any]) -> "DocStore":
     return DictDocStore({docid: as_document(docid, value) for docid, value in docs.items()})
 
 
+def _raw(hit: Any) -> str | None:
+    """The stored raw document of a Pyserini Lucene hit (Pyserini 1.x: ``hit.lucene_document.get("raw")``; older
+    releases: ``hit.raw``), or None (FAISS hits carry no text)."""
+    raw = getattr(hit, "raw", None)
+    if raw is None and getattr(hit, "lucene_document", None) is not None:
+        raw = hit.lucene_document.get("raw")
+    return raw
+
+
 class InProcessAPI:
     """``rank`` / ``score`` / ``rerank_hits`` for any class with the :class:`~pyserini_qpeft.rerank.Reranker`
     ``rerank`` method (see the module docstring)."""
@@ -108,7 +117,7 @@ class InProcessAPI:
         if docs is None:
             found = {}
             for hit in hits:
-                raw = getattr(hit, "raw", None)
+                raw = _raw(hit)
                 if raw is None:
                     raise InputError(f"hit {hit.docid!r} carries no document text (a FAISS hit?): pass docs=")
                 try:
