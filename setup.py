@@ -13,9 +13,12 @@ setup(
     install_requires=[
         # torch first, from a CPU wheel (see README); 2.13.0 is what CI and the Makefile install.
         "torch>=2.4",
-        "pyserini==1.6.0",
-        # pyserini.encode builds an OpenAI client at import time; newer openai raises without an API key.
-        "openai==2.12.0",
+        # Pyserini 1.6.0 is the last release for Python 3.11; 2.x needs >= 3.12 (README: the 3.12 check).
+        "pyserini==1.6.0; python_version < '3.12'",
+        "pyserini>=2.4,<3; python_version >= '3.12'",
+        # pyserini 1.6.0's pyserini.encode builds an OpenAI client at import time; newer openai raises there
+        # without an API key. Only that release needs the pin.
+        "openai==2.12.0; python_version < '3.12'",
         "transformers>=4.46",
         "peft>=0.13",
         "faiss-cpu>=1.8",
