@@ -1,4 +1,4 @@
-"""The only module that imports ``pyserini.search`` / Anserini (lazily): Lucene indexing, BM25 search, raw docs.
+"""The only module that touches Anserini (lazily, through pyjnius): Lucene indexing, BM25 search, raw documents.
 
 Indexes are BEIR "flat" (title and text in one ``contents`` field, raw JSON stored), built with Anserini's
 ``BeirFlatCollection`` exactly as Pyserini's BEIR regressions do, so BM25 scores reproduce Pyserini's.
@@ -138,17 +138,48 @@ def _count_docs(index_dir: Path) -> int:
         reader.close()
 
 
-def _searcher(index_dir: str | os.PathLike):
+class _Searcher:
+    """Anserini's ``io.anserini.search.SimpleSearcher``, called exactly as Pyserini's ``LuceneSearcher`` calls it
+    (same class, same arguments: the same scores), without importing Pyserini's Python layer, whose import differs
+    between releases (Pyserini 2.x fetches prebuilt-index lists from the network at import time)."""
+
+    def __init__(self, index_dir: str | os.PathLike):
+        from jnius import autoclass
+
+        self._java = autoclass("io.anserini.search.SimpleSearcher")(str(index_dir))
+        self._list = autoclass("java.util.ArrayList")
+
+    def set_bm25(self, k1: float, b: float) -> None:
+        self._java.set_bm25(float(k1), float(b))
+
+    def batch_search(self, queries: Sequence[str], qids: Sequence[str], k: int, threads: int) -> dict:
+        """qid -> Anserini ``ScoredDoc`` array (``.docid``, ``.score``)."""
+        query_strings, qid_strings = self._list(), self._list()
+        for query in queries:
+            query_strings.add(query)
+        for qid in qids:
+            qid_strings.add(qid)
+        results = self._java.batch_search(query_strings, qid_strings, int(k), int(threads))
+        return {r.getKey(): r.getValue() for r in results.entrySet().toArray()}
+
+    def doc(self, docid: str):
+        """The Lucene document of ``docid`` (None when unknown)."""
+        return self._java.doc(docid)
+
+    def close(self) -> None:
+        self._java.close()
+
+
+def _searcher(index_dir: str | os.PathLike) -> _Searcher:
     if not is_lucene_index(index_dir):
         raise InputError("not a Lucene index (build one with `pyserini-qpeft index`)", str(index_dir))
     from ..jvm import start_jvm
 
     start_jvm()
     from jnius import JavaException
-    from pyserini.search.lucene import LuceneSearcher
 
     try:
-        return LuceneSearcher(str(index_dir))
+        return _Searcher(index_dir)
     except JavaException as exc:
         raise InputError(f"damaged Lucene index, Lucene cannot open it ({_java_message(exc)}); rebuild it with "
                          "`pyserini-qpeft index --force`", str(index_dir)) from None
@@ -224,9 +255,9 @@ class LuceneDocStore:
         doc = self._searcher.doc(docid)
         if doc is None:
             raise InputError(f"docid {docid!r} is not in the index", str(self.index_dir))
-        raw = doc.raw()
+        raw = doc.get("raw")
         try:
             record = json.loads(raw)
         except (TypeError, json.JSONDecodeError):
-            return Document(docid, "", doc.contents() or raw or "")
+            return Document(docid, "", doc.get("contents") or raw or "")
         return Document(docid, record.get("title", "") or "", record.get("text", record.get("contents", "")) or "")
