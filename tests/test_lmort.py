@@ -97,8 +97,13 @@ def test_analyze_layers_report_and_plot(tiny_lm, tmp_path):
     unif = [t for p in pairs for t in p] + ["sleep affects memory consolidation"]
     report = analyze_layers(tiny_lm, pairs, unif, pooling="mean", max_length=32, batch_size=2)
     assert len(report.alignment) == len(report.uniformity) == tiny_lm.num_layers + 1
-    assert report.align_layer == int(np.argmin(report.alignment))
-    assert report.unif_layer == int(np.argmin(report.uniformity))
+    # chosen among the transformer layers 1..L; the embedding layer only in the ablation
+    assert report.align_layer == 1 + int(np.argmin(report.alignment[1:]))
+    assert report.unif_layer == 1 + int(np.argmin(report.uniformity[1:]))
+    assert report.extra["with_embeddings"] == [int(np.argmin(report.alignment)), int(np.argmin(report.uniformity))]
+    ablation = analyze_layers(tiny_lm, pairs, unif, pooling="mean", max_length=32, batch_size=2,
+                              include_embeddings=True)
+    assert [ablation.align_layer, ablation.unif_layer] == report.extra["with_embeddings"]
     # the numbers are the formulas applied to the pooled vectors
     vecs = pooled_layer_vectors(tiny_lm, [q for q, _ in pairs] + [d for _, d in pairs], [1], max_length=32)[1]
     assert report.alignment[1] == pytest.approx(alignment(vecs[:3], vecs[3:]), rel=1e-5)

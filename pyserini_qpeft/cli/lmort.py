@@ -42,12 +42,14 @@ def lmort() -> None:
 @click.option("--max-length", type=click.IntRange(min=4), default=256, show_default=True, help="Token budget per text.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--seed", type=int, default=_T("seed"), show_default=True)
+@click.option("--include-embeddings", is_flag=True,
+              help="Let layer 0 (the input embeddings) be chosen too (an ablation; default: transformer layers only).")
 @click.option("--output", type=OutputPath(file_okay=False), default=None,
               help="Folder for layer_report.json and layers.png (default runs/lmort-analysis-<dataset>).")
 @lm_options
 @quiet_option
-def analyze(dataset, split, pairs, uniformity_texts, pooling, max_length, batch_size, seed, output, model, device,
-            dtype, quiet) -> None:
+def analyze(dataset, split, pairs, uniformity_texts, pooling, max_length, batch_size, seed, include_embeddings, output,
+            model, device, dtype, quiet) -> None:
     """Alignment and uniformity of every layer; prints the best-aligned and the most uniform layer."""
     from ..data import BeirDataset
     from ..lm.backbone import FrozenLM, LMConfig
@@ -59,7 +61,7 @@ def analyze(dataset, split, pairs, uniformity_texts, pooling, max_length, batch_
     out = Path(output) if output else Path("runs") / f"lmort-analysis-{data.name}"
     lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
     report = run_analysis(lm, data, split, pairs, uniformity_texts, pooling, max_length, batch_size, seed, out,
-                          progress=not quiet)
+                          progress=not quiet, include_embeddings=include_embeddings)
     click.echo(json.dumps({"align_layer": report.align_layer, "unif_layer": report.unif_layer,
                            "seconds": report.seconds, "report": str(out / "layer_report.json"),
                            "plot": str(out / "layers.png")}))

@@ -134,12 +134,15 @@ def mean_pairwise_distance(x: "np.ndarray") -> float:
 
 def analyze_layers(lm: "FrozenLM", pairs: Sequence[tuple[str, str]], texts_for_uniformity: Sequence[str],
                    pooling: str = "mean", max_length: int = 256, batch_size: int = 32,
-                   progress: bool = False) -> LayerReport:
-    """Alignment and uniformity of every layer; picks the best-aligned and the most uniform layer (minimum each).
+                   progress: bool = False, include_embeddings: bool = False) -> LayerReport:
+    """Alignment and uniformity of every layer; picks the best-aligned and the most uniform layer (minimum each)
+    among the transformer layers 1..L, as the LMORT paper does (its tuner is meant to use what the LM computes).
 
     Args:
         pairs: (query text, relevant document text) training pairs.
         texts_for_uniformity: a sample of training texts (queries and documents).
+        include_embeddings: also let layer 0 (the input embeddings) be chosen -- an ablation; on SmolLM2 and
+            SciFact it wins uniformity, and the tuner then sees 2 of 30 blocks.
     """
     if not pairs:
         raise ValueError("analyze_layers needs at least one (query, document) pair")
@@ -159,13 +162,19 @@ def analyze_layers(lm: "FrozenLM", pairs: Sequence[tuple[str, str]], texts_for_u
     # Raw LLM states are anisotropic: a layer where every text maps to nearly the same vector has a tiny
     # alignment loss for free. Alignment relative to the mean distance of random pairs exposes that collapse.
     relative = [a / max(mean_pairwise_distance(vectors[layer][ui]), 1e-12) for a, layer in zip(align, sorted(vectors))]
-    best_align = min(range(len(align)), key=lambda i: (align[i], i))
-    best_unif = min(range(len(unif)), key=lambda i: (unif[i], i))
+    candidates = range(0 if include_embeddings or len(align) == 1 else 1, len(align))
+    best_align = min(candidates, key=lambda i: (align[i], i))
+    best_unif = min(candidates, key=lambda i: (unif[i], i))
+    every = range(len(align))
     report = LayerReport(model=lm.identity(), pooling=pooling, max_length=max_length, num_pairs=len(pairs),
                          num_uniformity_texts=len(unif_texts), alignment=align, uniformity=unif,
                          align_layer=best_align, unif_layer=best_unif, seconds=round(time.time() - start, 2),
                          extra={"relative_alignment": relative,
-                                "relative_align_layer": min(range(len(relative)), key=lambda i: (relative[i], i))})
+                                "relative_align_layer": min(candidates, key=lambda i: (relative[i], i)),
+                                "candidates": "all layers (0 = input embeddings)" if include_embeddings else
+                                              "transformer layers 1..L (input embeddings excluded)",
+                                "with_embeddings": [min(every, key=lambda i: (align[i], i)),
+                                                    min(every, key=lambda i: (unif[i], i))]})
     logger.info("alignment best at layer %d (%.4f), uniformity best at layer %d (%.4f)",
                 best_align, align[best_align], best_unif, unif[best_unif])
     return report
@@ -227,15 +236,16 @@ def training_pairs(dataset: "BeirDataset", split: str, limit: int | None, seed: 
 
 def run_analysis(lm: "FrozenLM", dataset: "BeirDataset", split: str, pairs: int | None = 500,
                  uniformity_texts: int = 1000, pooling: str = "mean", max_length: int = 256, batch_size: int = 16,
-                 seed: int = 13, output: str | os.PathLike | None = None, progress: bool = False) -> LayerReport:
+                 seed: int = 13, output: str | os.PathLike | None = None, progress: bool = False,
+                 include_embeddings: bool = False) -> LayerReport:
     """Analyse every layer on up to ``pairs`` training pairs of ``split``; write ``layer_report.json`` and
-    ``layers.png`` into ``output`` when given."""
+    ``layers.png`` into ``output`` when given (``include_embeddings``: see :func:`analyze_layers`)."""
     sample = training_pairs(dataset, split, pairs, seed)
     texts = list(dict.fromkeys(t for pair in sample for t in pair))
     if len(texts) > uniformity_texts:
         texts = random.Random(seed).sample(texts, uniformity_texts)
     report = analyze_layers(lm, sample, texts, pooling=pooling, max_length=max_length, batch_size=batch_size,
-                            progress=progress)
+                            progress=progress, include_embeddings=include_embeddings)
     report.extra.update({"dataset": str(dataset.path), "split": split, "seed": seed})
     if output is not None:
         output = Path(output)
