@@ -16,13 +16,26 @@ from .options import OutputPath, quiet_option, reranker_options
 @click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output TREC run (written atomically).")
 @click.option("--output-jsonl", type=OutputPath(dir_okay=False), default=None,
               help="Also write the result as rank_llm Result JSONL (candidates reordered, with the new scores).")
+@click.option("--shard-id", type=click.IntRange(min=0), default=None,
+              help="Score only this share of the work (0-based; with --shard-num), e.g. $SLURM_ARRAY_TASK_ID.")
+@click.option("--shard-num", type=click.IntRange(min=1), default=None,
+              help="Number of shares; each shard writes OUTPUT.shard-K-of-N, then --merge-shards N writes the run.")
+@click.option("--merge-shards", type=click.IntRange(min=1), default=None,
+              help="Write OUTPUT from the N finished shards (byte-identical to a serial rerank; nothing is scored).")
 @reranker_options
 @quiet_option
-def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_jsonl, reranker, reranker_checkpoint,
-           rerank_depth, interpolate, max_passage_tokens, rerank_batch_size, model, device, dtype, quiet) -> None:
+def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_jsonl, shard_id, shard_num, merge_shards,
+           reranker, reranker_checkpoint, rerank_depth, interpolate, max_passage_tokens, rerank_batch_size, model,
+           device, dtype, quiet) -> None:
     """Rerank the top --rerank-depth hits of RUN; hits below keep their order. Interrupted jobs resume."""
+    if (shard_id is None) != (shard_num is None):
+        raise click.UsageError("--shard-id and --shard-num go together")
+    if shard_id is not None and shard_id >= shard_num:
+        raise click.UsageError(f"--shard-id must be below --shard-num ({shard_num}), got {shard_id}")
+    if shard_id is not None and (merge_shards or output_jsonl):
+        raise click.UsageError("a shard writes no run: --merge-shards/--output-jsonl belong to the merge step")
     from ..rerank.base import DictDocStore
-    from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write
+    from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write, shard_state
     from ..rerank.requests import read_requests, results_from_run, write_results
     from ..types import read_run
 
@@ -43,8 +56,12 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_js
         docs = open_docstore(corpus=corpus, index=index_dir)
     model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
                                    rerank_batch_size)
+    shard = (shard_id, shard_num) if shard_id is not None else None
     rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
-                     interpolate=interpolate)
+                     interpolate=interpolate, shard=shard, merge_shards=merge_shards)
+    if shard is not None:
+        click.echo(str(shard_state(output, *shard)))
+        return
     if output_jsonl:
         reranked = read_run(output)
         write_results(requests or results_from_run(queries, reranked, docs), reranked, output_jsonl)

@@ -233,20 +233,23 @@ class QueryLikelihoodScorer:
 
     def score_batches(self, queries: Sequence[str], docs: Sequence["Document"],
                       done: Callable[[int], bool] | None = None, progress: bool = False,
-                      doc_index: Sequence[int] | None = None
+                      doc_index: Sequence[int] | None = None, shard: tuple[int, int] | None = None
                       ) -> Iterator[tuple[ScoreGroup, tuple[int, ...], list[float]]]:
         """Score batch by batch (see :meth:`plan` for ``docs`` and ``doc_index``); yields ``(group, pair indices,
         their scores)`` for each suffix batch of the plan.
 
         ``done(i)`` true for every pair of a batch skips that batch (resume); a group whose batches are all done
         is skipped with its prefix forward. The batches never change, so a pair's score does not depend on what
-        was skipped: a resumed job is bit-identical to an uninterrupted one.
+        was skipped: a resumed job is bit-identical to an uninterrupted one. ``shard=(k, n)`` scores only the
+        groups ``g`` with ``g.index % n == k`` (whole document groups, round robin), so n shards together compute
+        exactly the batches of one serial job.
         """
         import torch
         from tqdm.auto import tqdm
 
         plan = self._make_plan(queries, docs, doc_index)
-        todo = [(g, [c for c in g.batches if not (done and all(done(i) for i in c))]) for g in plan.groups]
+        groups = [g for g in plan.groups if shard is None or g.index % shard[1] == shard[0]]
+        todo = [(g, [c for c in g.batches if not (done and all(done(i) for i in c))]) for g in groups]
         todo = [(g, chunks) for g, chunks in todo if chunks]
         hm = self.hint_module
         was_training = bool(getattr(hm, "training", False))

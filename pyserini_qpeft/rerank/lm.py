@@ -110,8 +110,17 @@ class LMReranker(InProcessAPI):
         return digest.hexdigest()
 
     def rerank(self, queries: Sequence[Query], run: Run, docs: DocStore, depth: int = 100, progress: bool = True,
-               state_path: Path | None = None) -> Run:
-        """Rescore the top ``depth`` hits of every query (see the module docstring for the rules)."""
+               state_path: Path | None = None, *, shard: tuple[int, int] | None = None,
+               merge: Sequence[Path] = ()) -> Run | None:
+        """Rescore the top ``depth`` hits of every query (see the module docstring for the rules).
+
+        Scale-out (see :mod:`pyserini_qpeft.rerank.pipeline`): ``shard=(k, n)`` scores only the k-th of n
+        round-robin shares of the document groups into ``state_path`` and returns None; ``merge`` lists the state
+        files of all n shards, whose scores make the run (nothing is computed; a missing pair is an InputError).
+        Either way the final run is byte-identical to a serial one, because every batch is the serial batch.
+        """
+        if shard is not None and state_path is None:
+            raise ValueError("a shard writes its scores to state_path")
         check_depth(depth)
         texts = query_texts(queries, run)
         pairs = [(qid, hit.docid) for qid, hits in run.hits.items() for hit in hits[:depth]]
@@ -126,10 +135,14 @@ class LMReranker(InProcessAPI):
         scores: dict[tuple[str, str], float] = dict(state.scores) if state else {}
         if scores:
             logger.info("resuming from %s: %d pairs already scored", state_path, len(scores))
+        if merge:
+            if state:
+                state.close()
+            return self._merged(run, depth, pairs, merge, self._fingerprint(pairs, texts, depth, distinct_docs))
         try:
             for _, batch, values in self.scorer.score_batches(pair_queries, distinct_docs,
                                                               done=lambda i: pairs[i] in scores, progress=progress,
-                                                              doc_index=distinct.slot):
+                                                              doc_index=distinct.slot, shard=shard):
                 records = [(pairs[i], v) for i, v in zip(batch, values)]
                 scores.update(records)
                 if state:
@@ -137,14 +150,35 @@ class LMReranker(InProcessAPI):
         finally:
             if state:
                 state.close()
+        if shard is not None:
+            return None
         missing = [p for p in pairs if p not in scores]
         if missing:  # a state file from the same job always covers whole batches; this is a bug if it happens
             raise RuntimeError(f"{len(missing)} pairs were not scored, e.g. {missing[0]}")
+        return self._ranked(run, depth, scores)
+
+    def _ranked(self, run: Run, depth: int, scores: Mapping[tuple[str, str], float]) -> Run:
         out = Run(tag=self.name)
         for qid, hits in run.hits.items():
             out.hits[qid] = merge_reranked(hits, {d: scores[(qid, d)] for d in (h.docid for h in hits[:depth])},
                                            depth)
         return out
+
+    def _merged(self, run: Run, depth: int, pairs: Sequence[tuple[str, str]], merge: Sequence[Path],
+                fingerprint: str) -> Run:
+        """The run from the scores in the shards' state files (all of this job; together covering every pair)."""
+        scores: dict[tuple[str, str], float] = {}
+        for path in merge:
+            if not Path(path).is_file():
+                raise InputError("shard state file not found (did this shard run?)", str(path))
+            shard_state = _State(Path(path), fingerprint)
+            shard_state.close()
+            scores.update(shard_state.scores)
+        missing = [p for p in pairs if p not in scores]
+        if missing:
+            raise InputError(f"the shards scored {len(pairs) - len(missing)} of {len(pairs)} pairs (missing e.g. "
+                             f"{missing[0]}): a shard has not finished; run it again (it resumes), then merge")
+        return self._ranked(run, depth, scores)
 
 
 class _State:

@@ -60,21 +60,46 @@ def interpolation_alpha(reranker: Reranker, interpolate: float | str | None) -> 
     return float(carried["alpha"])
 
 
+def shard_state(output: str | os.PathLike, shard_id: int, shard_num: int) -> Path:
+    """Where shard ``shard_id`` of ``shard_num`` keeps its scores: ``<output>.shard-K-of-N`` (rerank state format)."""
+    output = Path(output)
+    return output.with_name(f"{output.name}.shard-{shard_id}-of-{shard_num}")
+
+
 def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, docs: DocStore, depth: int,
                      output: str | os.PathLike, progress: bool, tag: str | None = None,
-                     interpolate: float | str | None = None) -> None:
+                     interpolate: float | str | None = None, shard: tuple[int, int] | None = None,
+                     merge_shards: int | None = None) -> None:
     """Rerank and write the run atomically; a ``<output>.partial`` state file makes an interrupted job resume.
 
     With ``interpolate`` (a first-stage weight or ``auto``, see :func:`interpolation_alpha`), the written scores
     fuse the first stage's and the reranker's over the reranked depth (:func:`~pyserini_qpeft.search.fusion.
     interpolate_rerank`); the resumable state keeps the reranker's own scores either way.
+
+    Scale-out without a scheduler (Slurm arrays, several machines on a shared disk): ``shard=(k, n)`` scores the
+    k-th round-robin share of the document groups into :func:`shard_state` (resumable) and writes no run;
+    ``merge_shards=n`` then writes the run from the n shard files, byte-identical to a serial rerank, and deletes
+    them. Only query-likelihood rerankers (UPR, Q-PEFT, prompt tuning) can be sharded.
     """
     output = Path(output)
     alpha = interpolation_alpha(reranker, interpolate)  # before the work: a bad 'auto' fails at once
+    if shard is not None or merge_shards is not None:
+        from .lm import LMReranker
+
+        if not isinstance(reranker, LMReranker):
+            raise InputError(f"reranker {reranker.name!r} cannot be sharded (only query-likelihood rerankers)")
+    if shard is not None:
+        reranker.rerank(queries, run, docs, depth=depth, progress=progress,
+                        state_path=shard_state(output, *shard), shard=shard)
+        return
+    merged = [shard_state(output, k, merge_shards) for k in range(merge_shards)] if merge_shards else []
     state = output.with_name(output.name + ".partial")
-    if state.exists():
+    if state.exists() and not merged:
         logger.warning("resuming from %s", state)
-    reranked = reranker.rerank(queries, run, docs, depth=depth, progress=progress, state_path=state)
+    if merged:
+        reranked = reranker.rerank(queries, run, docs, depth=depth, progress=progress, merge=merged)
+    else:
+        reranked = reranker.rerank(queries, run, docs, depth=depth, progress=progress, state_path=state)
     name = tag or reranker.name.replace(" ", "-")
     if alpha is not None:
         from ..search.fusion import interpolate_rerank
@@ -82,8 +107,9 @@ def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, doc
         reranked = interpolate_rerank(run, reranked, alpha, depth)
         name = tag or f"{name}+interp{alpha:g}"
     reranked.write(output, tag=name)
-    if state.exists():
-        state.unlink()
+    for path in [state, *merged]:
+        if path.exists():
+            path.unlink()
 
 
 def check_topics_cover_run(queries: Sequence[Query], run: Run) -> None:

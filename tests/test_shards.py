@@ -1,0 +1,47 @@
+"""Scale-out without a scheduler: `rerank --shard-id K --shard-num N` on N machines (or a Slurm array), then
+`--merge-shards N`: the merged run is byte-identical to a serial rerank."""
+from __future__ import annotations
+
+import json
+import random
+
+from click.testing import CliRunner
+
+from conftest import TOY_QUERIES, TOY_TEXTS, write_beir
+from pyserini_qpeft.cli.main import cli
+
+
+def test_sharded_rerank_merges_to_the_serial_run_byte_for_byte(tiny_lm_path, tmp_path):
+    root = write_beir(tmp_path / "big")
+    rng = random.Random(3)
+    words = " ".join(TOY_TEXTS).split()
+    docids = [f"g{i:03d}" for i in range(80)]
+    with open(root / "corpus.jsonl", "a") as handle:
+        for docid in docids:
+            handle.write(json.dumps({"_id": docid, "title": "", "text": " ".join(rng.choices(words, k=12))}) + "\n")
+    run = tmp_path / "bm25.trec"
+    run.write_text("".join(f"{q['_id']} Q0 {d} {r + 1} {100 - r}.0 bm25\n" for q in TOY_QUERIES
+                           for r, d in enumerate(rng.sample(docids, 40))))
+    common = ["rerank", "--run", str(run), "--topics", str(root / "queries.jsonl"), "--corpus", str(root),
+              "--reranker", "upr", "--rerank-depth", "30", "--model", str(tiny_lm_path), "--device", "cpu",
+              "--dtype", "fp32", "--batch-size-rerank", "8", "-q"]
+    serial = CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "serial.trec")])
+    assert serial.exit_code == 0, serial.output
+
+    out = tmp_path / "sharded.trec"
+    for k in (2, 0):  # shards run anywhere, in any order
+        done = CliRunner().invoke(cli, [*common, "--output", str(out), "--shard-id", str(k), "--shard-num", "3"])
+        assert done.exit_code == 0, done.output
+        assert done.stdout.strip() == f"{out}.shard-{k}-of-3"
+    assert not out.exists()
+    early = CliRunner().invoke(cli, [*common, "--output", str(out), "--merge-shards", "3"])
+    assert early.exit_code == 3 and "shard-1-of-3: shard state file not found" in early.output
+    assert CliRunner().invoke(cli, [*common, "--output", str(out), "--shard-id", "1", "--shard-num", "3"]).exit_code == 0
+    merged = CliRunner().invoke(cli, [*common, "--output", str(out), "--merge-shards", "3"])
+    assert merged.exit_code == 0, merged.output
+    assert out.read_bytes() == (tmp_path / "serial.trec").read_bytes()
+    assert not list(tmp_path.glob("sharded.trec.*"))  # shard files removed after the merge
+
+    for bad in (["--shard-id", "3", "--shard-num", "3"], ["--shard-id", "0"], ["--shard-id", "0", "--shard-num", "2",
+                                                                                "--merge-shards", "2"]):
+        assert CliRunner().invoke(cli, [*common, "--output", str(out), *bad]).exit_code == 2, bad
