@@ -45,3 +45,29 @@ def test_sharded_rerank_merges_to_the_serial_run_byte_for_byte(tiny_lm_path, tmp
     for bad in (["--shard-id", "3", "--shard-num", "3"], ["--shard-id", "0"], ["--shard-id", "0", "--shard-num", "2",
                                                                                 "--merge-shards", "2"]):
         assert CliRunner().invoke(cli, [*common, "--output", str(out), *bad]).exit_code == 2, bad
+
+
+def test_sharded_encode_merges_to_the_serial_index_byte_for_byte(tiny_lm_path, tmp_path):
+    root = write_beir(tmp_path / "big")
+    rng = random.Random(5)
+    words = " ".join(TOY_TEXTS).split()
+    with open(root / "corpus.jsonl", "a") as handle:
+        for i in range(40):
+            handle.write(json.dumps({"_id": f"g{i:03d}", "title": "",
+                                     "text": " ".join(rng.choices(words, k=rng.randint(4, 20)))}) + "\n")
+    common = ["encode", "--encoder", "frozen-lm", "--model", str(tiny_lm_path), "--dataset", str(root),
+              "--batch-size", "4", "--max-length", "32", "--device", "cpu", "--dtype", "fp32", "-q"]
+    serial = CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "serial")])
+    assert serial.exit_code == 0, serial.output
+    out = tmp_path / "sharded"
+    for k in (1, 0):
+        done = CliRunner().invoke(cli, [*common, "--output", str(out), "--shard-id", str(k), "--shard-num", "3"])
+        assert done.exit_code == 0, done.output
+    early = CliRunner().invoke(cli, [*common, "--output", str(out), "--merge-shards", "3"])
+    assert early.exit_code == 3 and "shard-2-of-3: shard folder not found" in early.output and not out.exists()
+    assert CliRunner().invoke(cli, [*common, "--output", str(out), "--shard-id", "2", "--shard-num", "3"]).exit_code == 0
+    merged = CliRunner().invoke(cli, [*common, "--output", str(out), "--merge-shards", "3"])
+    assert merged.exit_code == 0, merged.output
+    for name in ("index", "docid"):
+        assert (out / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name
+    assert not list(tmp_path.glob("sharded.*"))

@@ -24,14 +24,24 @@ from .options import OutputPath, quiet_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32", "fp16"]), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
+@click.option("--shard-id", type=click.IntRange(min=0), default=None,
+              help="Encode only this share of the batches (0-based; with --shard-num), e.g. $SLURM_ARRAY_TASK_ID.")
+@click.option("--shard-num", type=click.IntRange(min=1), default=None,
+              help="Number of shares; each shard writes OUTPUT.shard-K-of-N/, then --merge-shards N writes OUTPUT.")
+@click.option("--merge-shards", type=click.IntRange(min=1), default=None,
+              help="Write OUTPUT from the N finished shards (byte-identical to a serial encode; nothing is encoded).")
 @quiet_option
 def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, model, device, dtype, overwrite,
-           quiet) -> None:
+           shard_id, shard_num, merge_shards, quiet) -> None:
     """Encode every document (title + text) and write OUTPUT/{index,docid,meta.json}; search it with
     `pyserini-qpeft search --dense --index OUTPUT` or Pyserini's FaissSearcher."""
     from ..search.encoders import build_encoder, encode_corpus, parse_spec
 
     parse_spec(spec)  # fail on a bad spec before loading anything
+    if (shard_id is None) != (shard_num is None):
+        raise click.UsageError("--shard-id and --shard-num go together")
+    if shard_id is not None and (shard_id >= shard_num or merge_shards):
+        raise click.UsageError("--shard-id must be below --shard-num, and a shard is not a merge")
     if bool(dataset) == bool(corpus_path):
         raise click.UsageError("give exactly one of --dataset or --corpus")
     from ..artifacts import check_replaceable
@@ -43,7 +53,14 @@ def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, 
     source = Path(corpus_path) if corpus_path else find_dataset(dataset)
     docs = list(open_corpus(source).values())
     encoder = build_encoder(spec, model=model, device=device, dtype=dtype, max_length=max_length, pooling=pooling)
+    shard = (shard_id, shard_num) if shard_id is not None else None
     meta = encode_corpus(encoder, docs, output, batch_size=batch_size, progress=not quiet, overwrite=overwrite,
-                         extra_meta={"spec": spec, "corpus": str(Path(source).resolve())})
+                         extra_meta={"spec": spec, "corpus": str(Path(source).resolve())}, shard=shard,
+                         merge_shards=merge_shards)
+    if meta is None:
+        from ..search.encoders import shard_folder
+
+        click.echo(json.dumps({"shard": str(shard_folder(output, *shard)), "num_docs": len(docs)}))
+        return
     click.echo(json.dumps({"output": output, "num_docs": len(docs), "dim": meta["dim"],
                            "encode_seconds": meta["encode_seconds"]}))

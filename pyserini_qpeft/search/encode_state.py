@@ -126,3 +126,29 @@ class EncodeState:
 
     def close(self) -> None:
         self._lock.close()
+
+
+class MergedStates:
+    """The finished batches of n shard folders (``encode --merge-shards``), read-only: every folder must exist and
+    belong to this job (same fingerprint)."""
+
+    def __init__(self, folders: Sequence[Path], fingerprint: str, batch_sizes: Sequence[int]):
+        self.states = []
+        for folder in folders:
+            if not Path(folder).is_dir():
+                self.close()
+                raise InputError("shard folder not found (did this shard run?)", str(folder))
+            self.states.append(EncodeState(folder, fingerprint, batch_sizes))
+
+    def get(self, number: int) -> "np.ndarray | None":
+        return next((s.done[number] for s in self.states if number in s.done), None)
+
+    def add(self, number: int, vectors: "np.ndarray") -> None:  # pragma: no cover - merging computes nothing
+        raise RuntimeError("a merge computes nothing")
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        for state in self.states:
+            state.close()
