@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 
 from click.testing import CliRunner
@@ -71,3 +72,59 @@ def test_sharded_encode_merges_to_the_serial_index_byte_for_byte(tiny_lm_path, t
     for name in ("index", "docid"):
         assert (out / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name
     assert not list(tmp_path.glob("sharded.*"))
+
+
+KILL_HOOK = """
+import os
+marker = os.environ.get("QPEFT_TEST_KILL_ONCE")
+if marker:
+    import pyserini_qpeft.rerank.lm as lm
+    original = lm._State.append
+    def append(self, records):
+        original(self, records)
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            return
+        os.close(fd)
+        os._exit(1)  # the worker dies after its first saved batch; Ray retries the task
+    lm._State.append = append
+"""
+
+
+def test_ray_engine_is_byte_identical_to_serial_even_when_a_worker_dies(tiny_lm_path, tmp_path, monkeypatch):
+    import pytest
+
+    ray = pytest.importorskip("ray")
+    root = write_beir(tmp_path / "big")
+    rng = random.Random(4)
+    words = " ".join(TOY_TEXTS).split()
+    docids = [f"g{i:03d}" for i in range(80)]
+    with open(root / "corpus.jsonl", "a") as handle:
+        for docid in docids:
+            handle.write(json.dumps({"_id": docid, "title": "", "text": " ".join(rng.choices(words, k=12))}) + "\n")
+    run = tmp_path / "bm25.trec"
+    run.write_text("".join(f"{q['_id']} Q0 {d} {r + 1} {100 - r}.0 bm25\n" for q in TOY_QUERIES
+                           for r, d in enumerate(rng.sample(docids, 40))))
+    common = ["rerank", "--run", str(run), "--topics", str(root / "queries.jsonl"), "--corpus", str(root),
+              "--reranker", "upr", "--rerank-depth", "30", "--model", str(tiny_lm_path), "--device", "cpu",
+              "--dtype", "fp32", "--batch-size-rerank", "8", "-q"]
+    serial = CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "serial.trec")])
+    assert serial.exit_code == 0, serial.output
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_HOOK)
+    marker = tmp_path / "killed-once"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("QPEFT_TEST_KILL_ONCE", str(marker))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = tmp_path / "ray.trec"
+        done = CliRunner().invoke(cli, [*common, "--output", str(out), "--engine", "ray", "--workers", "2"])
+        assert done.exit_code == 0, done.output
+    finally:
+        ray.shutdown()
+    assert marker.exists()  # a worker really died mid-shard
+    assert out.read_bytes() == (tmp_path / "serial.trec").read_bytes()
+    assert not list(tmp_path.glob("ray.trec.*"))

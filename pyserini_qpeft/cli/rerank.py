@@ -22,11 +22,17 @@ from .options import OutputPath, quiet_option, reranker_options
               help="Number of shares; each shard writes OUTPUT.shard-K-of-N, then --merge-shards N writes the run.")
 @click.option("--merge-shards", type=click.IntRange(min=1), default=None,
               help="Write OUTPUT from the N finished shards (byte-identical to a serial rerank; nothing is scored).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: run --workers shards as Ray tasks (retried if a worker dies), then merge; needs "
+                   "pip install 'pyserini_qpeft[distributed]'.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Shards/tasks for --engine ray.")
+@click.option("--ray-address", default=None, help="An existing Ray cluster (default: start one on this machine).")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @reranker_options
 @quiet_option
 def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_jsonl, shard_id, shard_num, merge_shards,
-           reranker, reranker_checkpoint, rerank_depth, interpolate, max_passage_tokens, rerank_batch_size, model,
-           device, dtype, quiet) -> None:
+           engine, workers, ray_address, gpus_per_worker, reranker, reranker_checkpoint, rerank_depth, interpolate,
+           max_passage_tokens, rerank_batch_size, model, device, dtype, quiet) -> None:
     """Rerank the top --rerank-depth hits of RUN; hits below keep their order. Interrupted jobs resume."""
     if (shard_id is None) != (shard_num is None):
         raise click.UsageError("--shard-id and --shard-num go together")
@@ -57,6 +63,19 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_js
     model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
                                    rerank_batch_size)
     shard = (shard_id, shard_num) if shard_id is not None else None
+    if engine == "ray":
+        if shard is not None or merge_shards:
+            raise click.UsageError("--engine ray shards and merges by itself: drop --shard-id/--merge-shards")
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise click.UsageError("--engine ray needs Ray: pip install 'pyserini_qpeft[distributed]'") from None
+        from ..rerank.distributed import job_from_flags, rerank_on_ray
+
+        job = job_from_flags(queries, run, docs, rerank_depth, output, reranker, reranker_checkpoint, model, device,
+                             dtype, max_passage_tokens, rerank_batch_size)
+        rerank_on_ray(job, workers, address=ray_address, gpus_per_worker=gpus_per_worker)
+        merge_shards = workers
     rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
                      interpolate=interpolate, shard=shard, merge_shards=merge_shards)
     if shard is not None:
