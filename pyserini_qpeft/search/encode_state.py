@@ -1,6 +1,6 @@
 """Resumable corpus encoding: finished batches of an interrupted ``encode`` survive a kill.
 
-The work plan of an encode is fixed by its input (length-sorted batches, see ``encoders._by_length``), so a batch
+The work plan of an encode is fixed by its input (length-sorted batches, see ``corpus_encoding.batch_plan``), so a batch
 is identified by its number. While encoding, finished batches are appended to ``<output>.partial/`` as
 ``part-FIRST-LAST.npy`` files (one every ``flush_seconds``, written atomically), next to ``state.json`` holding a
 fingerprint of the job (encoder, batch size, every docid and text). A restarted job with the same fingerprint

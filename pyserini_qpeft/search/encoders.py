@@ -7,8 +7,8 @@ Encoders (chosen by an explicit spec, never by guessing from a path):
   baseline LMORT must beat.
 * ``lmort:CHECKPOINT``  a trained LMORT tuner on its frozen LLM.
 
-:func:`encode_corpus` writes an index folder (:mod:`pyserini_qpeft.search.dense`: FAISS files plus ``meta.json``
-recording the encoder); :func:`load_query_encoder` rebuilds the matching query encoder from that ``meta.json``.
+:func:`encode_corpus` (:mod:`.corpus_encoding`: resumable, shardable) writes an index folder
+(:mod:`pyserini_qpeft.search.dense`: FAISS files plus ``meta.json`` recording the encoder); :func:`load_query_encoder` rebuilds the matching query encoder from that ``meta.json``.
 :func:`pyserini_query_encoder` wraps any encoder as a ``pyserini.encode.QueryEncoder`` (importing
 ``pyserini.encode`` starts the JVM in Pyserini 1.6.0, so this is done only on demand).
 """
@@ -19,14 +19,13 @@ import hashlib
 import importlib.util
 import logging
 import os
-import shutil
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..artifacts import check_base_model
 from ..errors import InputError, ModelError
 # Index files and search moved to .dense; re-exported so ``from pyserini_qpeft.search.encoders import ...`` works.
+from .corpus_encoding import _by_length, batch_plan, encode_corpus, shard_folder  # noqa: F401  (re-exported)
 from .dense import (META_NAME, dense_search, read_docids, read_index_meta, search_vectors,  # noqa: F401
                     write_faiss_index)
 
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
     from .encode_state import EncodeState
 
     from ..lm.backbone import FrozenLM
-    from ..data import Document
 
 logger = logging.getLogger(__name__)
 
@@ -52,51 +50,6 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     if kind == "lmort" and not arg:
         raise InputError("the lmort encoder needs a checkpoint: lmort:PATH")
     return kind, arg or None
-
-
-def batch_plan(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Text indices per batch: similar lengths together, longest first (memory peaks early); fixed by the input."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-def _by_length(texts: Sequence[str], lengths: Sequence[int], batch_size: int,
-               fn: Callable[[list[str]], "np.ndarray"], progress: bool, desc: str,
-               state: Callable[[list[list[int]]], "EncodeState"] | None = None,
-               shard: tuple[int, int] | None = None) -> "np.ndarray":
-    """Run ``fn`` over the batches of :func:`batch_plan`; ``[len(texts), dim]`` float32 in input order.
-
-    ``state`` (given the plan) returns the :class:`~pyserini_qpeft.search.encode_state.EncodeState` of a
-    resumable job: finished batches are taken from it and new ones recorded in it. ``shard=(k, n)`` encodes only
-    the batches ``b % n == k`` (the other rows stay 0: a shard's result is its state, merged later).
-    """
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    plan = batch_plan(lengths, batch_size)
-    store = state(plan) if state else None
-    out: np.ndarray | None = None
-    try:
-        with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
-            for number, idx in enumerate(plan):
-                if shard is not None and number % shard[1] != shard[0]:
-                    continue
-                vecs = store.get(number) if store else None
-                if vecs is None:
-                    vecs = np.asarray(fn([texts[i] for i in idx]), dtype=np.float32)
-                    if store:
-                        store.add(number, vecs)
-                if out is None:
-                    out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
-                out[idx] = vecs
-                bar.update(len(idx))
-    finally:
-        if store:
-            store.flush()
-            store.close()
-    if out is None:
-        raise InputError("nothing to encode (no texts)")
-    return out
 
 
 class DenseEncoder:
@@ -306,63 +259,7 @@ def build_encoder(spec: str, model: str | None = None, device: str = "auto", dty
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Index folders (written by .dense) and the query encoder they record
-
-
-def shard_folder(output: str | os.PathLike, shard_id: int, shard_num: int) -> Path:
-    """Where shard ``shard_id`` of ``shard_num`` keeps its encoded batches: ``<output>.shard-K-of-N/``."""
-    output = Path(output)
-    return output.with_name(f"{output.name}.shard-{shard_id}-of-{shard_num}")
-
-
-def encode_corpus(encoder: DenseEncoder, docs: Iterable["Document"], output: str | os.PathLike, batch_size: int = 32,
-                  progress: bool = True, overwrite: bool = False, extra_meta: dict | None = None,
-                  shard: tuple[int, int] | None = None, merge_shards: int | None = None) -> dict | None:
-    """Encode documents (``title text``) and write a FAISS index folder; returns its meta (with timings).
-
-    Interrupted jobs resume: finished batches are kept in ``<output>.partial/`` (see
-    :mod:`~pyserini_qpeft.search.encode_state`) and the resumed index is byte-identical to an uninterrupted one.
-    ``shard=(k, n)`` encodes the k-th round-robin share of the batches into :func:`shard_folder` (resumable) and
-    writes no index (returns None); ``merge_shards=n`` writes the index from the n finished shards, byte-identical
-    to a serial encode, computing nothing.
-    """
-    from .encode_state import EncodeState, MergedStates, encode_fingerprint
-
-    docs = list(docs)
-    if not docs:
-        raise InputError("the corpus is empty")
-    texts = [d.contents() for d in docs]
-    partial = Path(output).with_name(Path(output).name + ".partial")
-    fingerprint = encode_fingerprint(encoder.meta(), batch_size, [d.docid for d in docs], texts)
-    if shard is not None:
-        folder = shard_folder(output, *shard)
-        encoder.encode_documents(texts, batch_size=batch_size, progress=progress, shard=shard,
-                                 state=lambda plan: EncodeState(folder, fingerprint, [len(b) for b in plan]))
-        return None
-    start = time.time()
-    if merge_shards:
-        folders = [shard_folder(output, k, merge_shards) for k in range(merge_shards)]
-
-        def unfinished(_texts: list[str]) -> "np.ndarray":
-            raise InputError("a batch is in none of the shards: a shard has not finished; run it again (it "
-                             "resumes), then merge", str(output))
-
-        vectors = _by_length(texts, encoder._lengths(texts), batch_size, unfinished, progress, "merge shards",
-                             lambda plan: MergedStates(folders, fingerprint, [len(b) for b in plan]))
-    else:
-        if partial.exists():
-            logger.warning("resuming from %s", partial)
-        folders = [partial]
-        vectors = encoder.encode_documents(
-            texts, batch_size=batch_size, progress=progress,
-            state=lambda plan: EncodeState(partial, fingerprint, [len(b) for b in plan]))
-    seconds = time.time() - start
-    meta = {**encoder.meta(), **(extra_meta or {}), "encode_seconds": round(seconds, 1)}
-    write_faiss_index(output, [d.docid for d in docs], vectors, meta, overwrite=overwrite)
-    for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
-    logger.info("encoded %d documents in %.1f s into %s", len(docs), seconds, output)
-    return meta
+# The query encoder an index folder records (index files: .dense; corpus encoding: .corpus_encoding)
 
 
 def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm: "FrozenLM | None" = None,
