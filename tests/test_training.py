@@ -267,6 +267,9 @@ def test_cli_train_then_explain_and_rerank(tiny_lm_path, tmp_path, toy_beir):
     assert summary["best"] == str(out / "best") and "ndcg@10" in summary["dev"]
     meta = json.loads((out / "best" / "qpeft_config.json").read_text())
     assert set(meta["training"]["dev_qids"]) | {"q1", "q2"} == {"q1", "q2"}  # only train-split queries
+    # the first-stage weight for --interpolate auto, selected on the same dev queries (never test)
+    assert meta["interpolation"]["alpha"] == summary["interpolation_alpha"] and 0 <= summary["interpolation_alpha"] <= 1
+    assert meta["interpolation"]["selection"]["dev_queries"] == 1 and "dev queries" in meta["interpolation"]["source"]
     assert meta["training"]["train_queries"] + meta["training"]["dev_queries"] == 2
 
     result = CliRunner().invoke(explain, ["--reranker-checkpoint", str(out), "--query", "what causes lung cancer",
@@ -277,6 +280,17 @@ def test_cli_train_then_explain_and_rerank(tiny_lm_path, tmp_path, toy_beir):
     result = CliRunner().invoke(explain, ["--reranker-checkpoint", str(out), "--query", "x", "--doc-text", "y",
                                           "--docid", "d1", "--model", str(tiny_lm_path)])
     assert result.exit_code == 2
+
+    from pyserini_qpeft.cli.main import cli
+
+    reranked = tmp_path / "auto.trec"
+    result = CliRunner().invoke(cli, ["rerank", "--run", str(run), "--topics", str(toy_beir / "queries.jsonl"),
+                                      "--corpus", str(toy_beir), "--reranker", "qpeft-retr", "--reranker-checkpoint",
+                                      str(out), "--interpolate", "auto", "--rerank-depth", "3", "--output",
+                                      str(reranked), "--model", str(tiny_lm_path), "--device", "cpu", "--dtype",
+                                      "fp32", "-q"])
+    assert result.exit_code == 0, result.output
+    assert reranked.read_text().split()[5] == f"qpeft-retr+interp{summary['interpolation_alpha']:g}"
 
 
 def test_cli_user_mistakes_exit_3(tmp_path, toy_beir):

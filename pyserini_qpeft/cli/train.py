@@ -101,6 +101,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     from ..lm.backbone import FrozenLM, LMConfig
     from ..lm.scoring import ScorerConfig
     from ..qpeft.module import build_module, parameter_report
+    from ..qpeft.interpolation import select_checkpoint_interpolation
     from ..qpeft.step import train_qpeft as run_training
     from ..training.data import check_split, load_training_data, split_dev
     from ..training.state import check_training_output
@@ -116,7 +117,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         dev_depth=dev_depth, selection_metric=selection_metric, patience=patience,
         dev_size=dev_size if dev_size is not None else _Q("dev_size"))
     ds = BeirDataset.find(dataset)
-    examples, stats, corpus = load_training_data(ds, split, read_run(negatives_run),
+    negatives_run_obj = read_run(negatives_run)
+    examples, stats, corpus = load_training_data(ds, split, negatives_run_obj,
                                                  negative_depth=max(hard_pool, dev_depth), candidate_depth=dev_depth,
                                                  negative_policy=negative_policy, progress=not quiet)
     click.echo(stats.summary(), err=True)
@@ -150,13 +152,18 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
             swept = run_sweep(points, train_one, output, tcfg.selection_metric)
         except ValueError as exc:
             raise InputError(f"bad sweep setting: {exc}", sweep_grid) from None
+        interpolation = select_checkpoint_interpolation(lm, Path(output) / "best", variant, dev_ex, negatives_run_obj,
+                                                        ds.qrels(split), corpus, tcfg.dev_depth, progress=not quiet)
         click.echo(json.dumps({"best": str(Path(output) / "best"), "settings": swept["best"]["settings"],
+                               "interpolation_alpha": interpolation["alpha"],
                                "dev": swept["best"]["dev"], "combinations": len(points),
                                "wall_seconds": round(time.time() - t0, 1), "table": str(Path(output) / "sweep.md")},
                               indent=2))
         return
     result = run_training(lm, module, qcfg, scfg, train_ex, dev_ex, corpus, tcfg, output, resume=resume,
                           progress=not quiet, metadata=meta)
+    interpolation = select_checkpoint_interpolation(lm, result.best_dir, variant, dev_ex, negatives_run_obj,
+                                                    ds.qrels(split), corpus, tcfg.dev_depth, progress=not quiet)
     wall = time.time() - t0
     best = next(h for h in result.history if h["epoch"] == result.best_epoch)
     summary = {"best": str(result.best_dir), "best_epoch": result.best_epoch, "wall_seconds": round(wall, 1),
@@ -164,7 +171,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                "dev": {k: round(best["dev"][k], 4) for k in ("ndcg@10", "mrr@10", "loss")},
                "dev_upr": {k: round(v, 4) for k, v in result.dev_baseline.items()
                            if k in ("ndcg@10", "mrr@10", "loss")},
-               "trainable_parameters": report["trainable"], "percent_of_lm": round(report["percent_of_lm"], 3)}
+               "trainable_parameters": report["trainable"], "percent_of_lm": round(report["percent_of_lm"], 3),
+               "interpolation_alpha": interpolation["alpha"]}
     click.echo(json.dumps(summary, indent=2))
 
 
