@@ -187,18 +187,14 @@ class FrozenLM:
             from .hub import check_model_findable
 
             check_model_findable(path)
-        from transformers.utils import logging as hf_logging
+        from .hub import quiet_loading
 
-        bar_was_enabled = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar on every command is noise
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            with quiet_loading():
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load causal LM {config.model!r}: {exc}") from exc
-        finally:
-            if bar_was_enabled:
-                hf_logging.enable_progress_bar()
         model.to(device)
         logger.info("loaded %s on %s in %s", model_id, device, dtype)
         return cls(model, tokenizer, model_id=model_id, device=device, dtype=dtype, precision=precision)

@@ -1,14 +1,16 @@
-"""Fail fast for a model that cannot be found: not a local folder, not in the Hugging Face cache, and no Hub.
+"""Loading Hugging Face models: fail fast for one that cannot be found (not a local folder, not in the cache, and
+no Hub -- else ``transformers`` retries for most of a minute), and load without per-tensor progress bars.
 
-Without this, ``transformers`` retries an unreachable Hub for most of a minute before saying the model is missing.
-Nothing here imports torch or transformers.
+Nothing here imports torch or transformers at import time.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlparse
 
 from ..errors import ModelError
@@ -60,3 +62,17 @@ def check_model_findable(name: str) -> None:
     if not hub_reachable():
         raise ModelError(f"model {name!r} is not a local folder, not in the Hugging Face cache, and {hub_host()} "
                          "cannot be reached (offline?); give a local path or download the model first")
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' per-tensor "Loading weights" bar off while loading (noise on every command), then as it was."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

@@ -107,12 +107,13 @@ class MiniLMEncoder(DenseEncoder):
         self.model_id = MINILM_ID if path is None else str(path)
         self.max_length = max_length
         self.device = device
-        from ..lm.hub import check_model_findable
+        from ..lm.hub import check_model_findable, quiet_loading
 
         check_model_findable(self.path)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-            self.model = AutoModel.from_pretrained(self.path, dtype=torch.float32).to(device).eval()
+            with quiet_loading():
+                self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+                self.model = AutoModel.from_pretrained(self.path, dtype=torch.float32).to(device).eval()
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load sentence encoder {self.path!r}: {exc}") from exc
         self.dim = int(self.model.config.hidden_size)
