@@ -126,3 +126,27 @@ def test_ray_engine_is_byte_identical_to_serial_even_when_a_worker_dies(tiny_lm_
     assert marker.exists()  # a worker really died mid-shard
     assert out.read_bytes() == (tmp_path / "serial.trec").read_bytes()
     assert not list(tmp_path.glob("ray.trec.*"))
+
+
+def test_ray_encode_is_byte_identical_to_serial(tiny_lm_path, tmp_path):
+    import ray  # the [distributed] extra; `make test` installs it
+
+    root = write_beir(tmp_path / "big")
+    rng = random.Random(6)
+    words = " ".join(TOY_TEXTS).split()
+    with open(root / "corpus.jsonl", "a") as handle:
+        for i in range(30):
+            handle.write(json.dumps({"_id": f"g{i:03d}", "title": "",
+                                     "text": " ".join(rng.choices(words, k=rng.randint(4, 20)))}) + "\n")
+    common = ["encode", "--encoder", "frozen-lm", "--model", str(tiny_lm_path), "--dataset", str(root),
+              "--batch-size", "4", "--max-length", "32", "--device", "cpu", "--dtype", "fp32", "-q"]
+    assert CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "serial")]).exit_code == 0
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        done = CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2"])
+        assert done.exit_code == 0, done.output
+    finally:
+        ray.shutdown()
+    for name in ("index", "docid"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name
+    assert not list(tmp_path.glob("ray.*"))

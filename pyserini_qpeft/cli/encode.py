@@ -30,9 +30,14 @@ from .options import OutputPath, quiet_option
               help="Number of shares; each shard writes OUTPUT.shard-K-of-N/, then --merge-shards N writes OUTPUT.")
 @click.option("--merge-shards", type=click.IntRange(min=1), default=None,
               help="Write OUTPUT from the N finished shards (byte-identical to a serial encode; nothing is encoded).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: encode --workers shards as Ray tasks (retried if a worker dies), then merge.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Shards/tasks for --engine ray.")
+@click.option("--ray-address", default=None, help="An existing Ray cluster (default: start one on this machine).")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @quiet_option
 def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, model, device, dtype, overwrite,
-           shard_id, shard_num, merge_shards, quiet) -> None:
+           shard_id, shard_num, merge_shards, engine, workers, ray_address, gpus_per_worker, quiet) -> None:
     """Encode every document (title + text) and write OUTPUT/{index,docid,meta.json}; search it with
     `pyserini-qpeft search --dense --index OUTPUT` or Pyserini's FaissSearcher."""
     from ..search.encoders import build_encoder, encode_corpus, parse_spec
@@ -52,8 +57,20 @@ def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, 
 
     source = Path(corpus_path) if corpus_path else find_dataset(dataset)
     docs = list(open_corpus(source).values())
-    encoder = build_encoder(spec, model=model, device=device, dtype=dtype, max_length=max_length, pooling=pooling)
     shard = (shard_id, shard_num) if shard_id is not None else None
+    if engine == "ray":
+        if shard is not None or merge_shards:
+            raise click.UsageError("--engine ray shards and merges by itself: drop --shard-id/--merge-shards")
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise click.UsageError("--engine ray needs Ray: pip install 'pyserini_qpeft[distributed]'") from None
+        from ..rerank.distributed import EncodeJob, encode_on_ray
+
+        encode_on_ray(EncodeJob(spec, docs, output, batch_size, model, device, dtype, max_length, pooling), workers,
+                      address=ray_address, gpus_per_worker=gpus_per_worker)
+        merge_shards = workers
+    encoder = build_encoder(spec, model=model, device=device, dtype=dtype, max_length=max_length, pooling=pooling)
     meta = encode_corpus(encoder, docs, output, batch_size=batch_size, progress=not quiet, overwrite=overwrite,
                          extra_meta={"spec": spec, "corpus": str(Path(source).resolve())}, shard=shard,
                          merge_shards=merge_shards)
