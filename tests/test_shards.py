@@ -12,9 +12,10 @@ from conftest import TOY_QUERIES, TOY_TEXTS, write_beir
 from pyserini_qpeft.cli.main import cli
 
 
-def test_sharded_rerank_merges_to_the_serial_run_byte_for_byte(tiny_lm_path, tmp_path):
+def rerank_job(tiny_lm_path, tmp_path, seed: int) -> list[str]:
+    """The toy dataset plus 80 generated documents, a 40-deep first stage, and the common `rerank` arguments."""
     root = write_beir(tmp_path / "big")
-    rng = random.Random(3)
+    rng = random.Random(seed)
     words = " ".join(TOY_TEXTS).split()
     docids = [f"g{i:03d}" for i in range(80)]
     with open(root / "corpus.jsonl", "a") as handle:
@@ -26,6 +27,11 @@ def test_sharded_rerank_merges_to_the_serial_run_byte_for_byte(tiny_lm_path, tmp
     common = ["rerank", "--run", str(run), "--topics", str(root / "queries.jsonl"), "--corpus", str(root),
               "--reranker", "upr", "--rerank-depth", "30", "--model", str(tiny_lm_path), "--device", "cpu",
               "--dtype", "fp32", "--batch-size-rerank", "8", "-q"]
+    return common
+
+
+def test_sharded_rerank_merges_to_the_serial_run_byte_for_byte(tiny_lm_path, tmp_path):
+    common = rerank_job(tiny_lm_path, tmp_path, 3)
     serial = CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "serial.trec")])
     assert serial.exit_code == 0, serial.output
 
@@ -94,19 +100,7 @@ if marker:
 
 def test_ray_engine_is_byte_identical_to_serial_even_when_a_worker_dies(tiny_lm_path, tmp_path, monkeypatch):
     import ray  # the [distributed] extra; `make test` installs it, so this test always runs in CI
-    root = write_beir(tmp_path / "big")
-    rng = random.Random(4)
-    words = " ".join(TOY_TEXTS).split()
-    docids = [f"g{i:03d}" for i in range(80)]
-    with open(root / "corpus.jsonl", "a") as handle:
-        for docid in docids:
-            handle.write(json.dumps({"_id": docid, "title": "", "text": " ".join(rng.choices(words, k=12))}) + "\n")
-    run = tmp_path / "bm25.trec"
-    run.write_text("".join(f"{q['_id']} Q0 {d} {r + 1} {100 - r}.0 bm25\n" for q in TOY_QUERIES
-                           for r, d in enumerate(rng.sample(docids, 40))))
-    common = ["rerank", "--run", str(run), "--topics", str(root / "queries.jsonl"), "--corpus", str(root),
-              "--reranker", "upr", "--rerank-depth", "30", "--model", str(tiny_lm_path), "--device", "cpu",
-              "--dtype", "fp32", "--batch-size-rerank", "8", "-q"]
+    common = rerank_job(tiny_lm_path, tmp_path, 4)
     serial = CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "serial.trec")])
     assert serial.exit_code == 0, serial.output
 

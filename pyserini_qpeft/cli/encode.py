@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import OutputPath, quiet_option
+from .options import OutputPath, quiet_option, scale_out_options, scale_out_shard
 
 
 @click.command("encode")
@@ -24,17 +24,7 @@ from .options import OutputPath, quiet_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32", "fp16"]), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
-@click.option("--shard-id", type=click.IntRange(min=0), default=None,
-              help="Encode only this share of the batches (0-based; with --shard-num), e.g. $SLURM_ARRAY_TASK_ID.")
-@click.option("--shard-num", type=click.IntRange(min=1), default=None,
-              help="Number of shares; each shard writes OUTPUT.shard-K-of-N/, then --merge-shards N writes OUTPUT.")
-@click.option("--merge-shards", type=click.IntRange(min=1), default=None,
-              help="Write OUTPUT from the N finished shards (byte-identical to a serial encode; nothing is encoded).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: encode --workers shards as Ray tasks (retried if a worker dies), then merge.")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Shards/tasks for --engine ray.")
-@click.option("--ray-address", default=None, help="An existing Ray cluster (default: start one on this machine).")
-@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@scale_out_options("Encode only this share of the batches", "OUTPUT.shard-K-of-N/")
 @quiet_option
 def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, model, device, dtype, overwrite,
            shard_id, shard_num, merge_shards, engine, workers, ray_address, gpus_per_worker, quiet) -> None:
@@ -43,10 +33,7 @@ def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, 
     from ..search.encoders import build_encoder, encode_corpus, parse_spec
 
     parse_spec(spec)  # fail on a bad spec before loading anything
-    if (shard_id is None) != (shard_num is None):
-        raise click.UsageError("--shard-id and --shard-num go together")
-    if shard_id is not None and (shard_id >= shard_num or merge_shards):
-        raise click.UsageError("--shard-id must be below --shard-num, and a shard is not a merge")
+    shard = scale_out_shard(shard_id, shard_num, merge_shards, engine)
     if bool(dataset) == bool(corpus_path):
         raise click.UsageError("give exactly one of --dataset or --corpus")
     from ..artifacts import check_replaceable
@@ -57,14 +44,7 @@ def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, 
 
     source = Path(corpus_path) if corpus_path else find_dataset(dataset)
     docs = list(open_corpus(source).values())
-    shard = (shard_id, shard_num) if shard_id is not None else None
     if engine == "ray":
-        if shard is not None or merge_shards:
-            raise click.UsageError("--engine ray shards and merges by itself: drop --shard-id/--merge-shards")
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise click.UsageError("--engine ray needs Ray: pip install 'pyserini_qpeft[distributed]'") from None
         from ..rerank.distributed import EncodeJob, encode_on_ray
 
         encode_on_ray(EncodeJob(spec, docs, output, batch_size, model, device, dtype, max_length, pooling), workers,

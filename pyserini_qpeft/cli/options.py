@@ -17,7 +17,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["DEFAULT_DEPTH", "LazyChoice", "OutputPath", "click_option", "device_option", "dtype_option",
            "field_default", "lm_options", "optimizer_options", "quiet_option", "reranker_options", "run_tag_word",
-           "scorer_option", "variant_option"]
+           "scale_out_options", "scale_out_shard", "scorer_option", "variant_option"]
 
 
 class LazyChoice(click.Choice):
@@ -150,3 +150,53 @@ def optimizer_options(default: Callable[[str], Any], batch_help: str) -> Callabl
 
     return decorate
 
+
+
+def scale_out_options(work: str, shard_output: str) -> Callable[[F], F]:
+    """``--shard-id/--shard-num/--merge-shards`` and ``--engine/--workers/--ray-address/--gpus-per-worker`` of a
+    command whose ``work`` can be split (``encode``, ``rerank``); shard K writes ``shard_output``. Check the values
+    with :func:`scale_out_shard`."""
+
+    def decorate(func: F) -> F:
+        for option in reversed([
+            click.option("--shard-id", type=click.IntRange(min=0), default=None,
+                         help=f"{work} (0-based; with --shard-num), e.g. $SLURM_ARRAY_TASK_ID."),
+            click.option("--shard-num", type=click.IntRange(min=1), default=None,
+                         help=f"Number of shares; each shard writes {shard_output}, then --merge-shards N writes "
+                              "OUTPUT."),
+            click.option("--merge-shards", type=click.IntRange(min=1), default=None,
+                         help="Write OUTPUT from the N finished shards (byte-identical to a serial run; nothing is "
+                              "computed)."),
+            click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                         help="ray: run --workers shards as Ray tasks (retried if a worker dies), then merge; needs "
+                              "pip install 'pyserini_qpeft[distributed]'."),
+            click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+                         help="Shards/tasks for --engine ray."),
+            click.option("--ray-address", default=None,
+                         help="An existing Ray cluster (default: start one on this machine)."),
+            click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True),
+        ]):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def scale_out_shard(shard_id: int | None, shard_num: int | None, merge_shards: int | None,
+                    engine: str) -> tuple[int, int] | None:
+    """The ``(k, n)`` shard the flags ask for (None: the whole job); a usage error for inconsistent flags or for
+    ``--engine ray`` without Ray installed."""
+    if (shard_id is None) != (shard_num is None):
+        raise click.UsageError("--shard-id and --shard-num go together")
+    if shard_id is not None and shard_id >= shard_num:
+        raise click.UsageError(f"--shard-id must be below --shard-num ({shard_num}), got {shard_id}")
+    if shard_id is not None and merge_shards:
+        raise click.UsageError("a shard is not a merge: --merge-shards belongs to the merge step")
+    if engine == "ray":
+        if shard_id is not None or merge_shards:
+            raise click.UsageError("--engine ray shards and merges by itself: drop --shard-id/--merge-shards")
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise click.UsageError("--engine ray needs Ray: pip install 'pyserini_qpeft[distributed]'")
+    return (shard_id, shard_num) if shard_id is not None else None

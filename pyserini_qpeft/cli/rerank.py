@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import OutputPath, quiet_option, reranker_options
+from .options import OutputPath, quiet_option, reranker_options, scale_out_options, scale_out_shard
 
 
 @click.command("rerank")
@@ -16,30 +16,16 @@ from .options import OutputPath, quiet_option, reranker_options
 @click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output TREC run (written atomically).")
 @click.option("--output-jsonl", type=OutputPath(dir_okay=False), default=None,
               help="Also write the result as rank_llm Result JSONL (candidates reordered, with the new scores).")
-@click.option("--shard-id", type=click.IntRange(min=0), default=None,
-              help="Score only this share of the work (0-based; with --shard-num), e.g. $SLURM_ARRAY_TASK_ID.")
-@click.option("--shard-num", type=click.IntRange(min=1), default=None,
-              help="Number of shares; each shard writes OUTPUT.shard-K-of-N, then --merge-shards N writes the run.")
-@click.option("--merge-shards", type=click.IntRange(min=1), default=None,
-              help="Write OUTPUT from the N finished shards (byte-identical to a serial rerank; nothing is scored).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: run --workers shards as Ray tasks (retried if a worker dies), then merge; needs "
-                   "pip install 'pyserini_qpeft[distributed]'.")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Shards/tasks for --engine ray.")
-@click.option("--ray-address", default=None, help="An existing Ray cluster (default: start one on this machine).")
-@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@scale_out_options("Score only this share of the work", "OUTPUT.shard-K-of-N")
 @reranker_options
 @quiet_option
 def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_jsonl, shard_id, shard_num, merge_shards,
            engine, workers, ray_address, gpus_per_worker, reranker, reranker_checkpoint, rerank_depth, interpolate,
            max_passage_tokens, rerank_batch_size, model, device, dtype, quiet) -> None:
     """Rerank the top --rerank-depth hits of RUN; hits below keep their order. Interrupted jobs resume."""
-    if (shard_id is None) != (shard_num is None):
-        raise click.UsageError("--shard-id and --shard-num go together")
-    if shard_id is not None and shard_id >= shard_num:
-        raise click.UsageError(f"--shard-id must be below --shard-num ({shard_num}), got {shard_id}")
-    if shard_id is not None and (merge_shards or output_jsonl):
-        raise click.UsageError("a shard writes no run: --merge-shards/--output-jsonl belong to the merge step")
+    shard = scale_out_shard(shard_id, shard_num, merge_shards, engine)
+    if shard is not None and output_jsonl:
+        raise click.UsageError("a shard writes no run: --output-jsonl belongs to the merge step")
     from ..rerank.base import DictDocStore
     from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write, shard_state
     from ..rerank.requests import read_requests, results_from_run, write_results
@@ -62,14 +48,7 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_js
         docs = open_docstore(corpus=corpus, index=index_dir)
     model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
                                    rerank_batch_size)
-    shard = (shard_id, shard_num) if shard_id is not None else None
     if engine == "ray":
-        if shard is not None or merge_shards:
-            raise click.UsageError("--engine ray shards and merges by itself: drop --shard-id/--merge-shards")
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise click.UsageError("--engine ray needs Ray: pip install 'pyserini_qpeft[distributed]'") from None
         from ..rerank.distributed import job_from_flags, rerank_on_ray
 
         job = job_from_flags(queries, run, docs, rerank_depth, output, reranker, reranker_checkpoint, model, device,
