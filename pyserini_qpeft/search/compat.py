@@ -220,7 +220,8 @@ def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Pat
     rerank_and_write(reranker, queries, first, docs, ours.rerank_depth, trec if trec == output else state_home,
                      progress=True, interpolate=ours.interpolate)
     if trec != output:
-        write_run_as(read_run(state_home), output, args.output_format, args, tag=read_run(state_home).tag)
+        reranked = read_run(state_home)
+        write_run_as(reranked, output, args.output_format, args, tag=reranked.tag)
         state_home.unlink()
 
 
