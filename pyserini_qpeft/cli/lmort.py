@@ -112,6 +112,9 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
 @click.option("--pooling", type=click.Choice(["mean", "last"]), default=_tuner_default("pooling"), show_default=True)
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=_tuner_default("temperature"),
               show_default=True)
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=_tuner_default("dropout"),
+              show_default=True, help="Dropout inside the tuner (0: data-parallel runs match one process bit for bit "
+                                      "up to float rounding).")
 @click.option("--max-length", type=click.IntRange(min=4), default=_tuner_default("max_length"), show_default=True,
               help="Tokens per text.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
@@ -122,7 +125,7 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
 @quiet_option
 def train(dataset, split, negatives, layers, analysis, output, epochs, batch_size, lr, weight_decay, warmup_ratio,
           hard_negatives, negative_depth, negative_policy, dev_fraction, patience, num_blocks, num_heads, dim,
-          ffn_dim, out_dim, pooling, temperature, max_length, cache_dir, seed, resume, model, device, dtype,
+          ffn_dim, out_dim, pooling, temperature, dropout, max_length, cache_dir, seed, resume, model, device, dtype,
           quiet) -> None:
     """Train an LMORT tuner (InfoNCE, in-batch + BM25 hard negatives); the best epoch on dev lands in OUTPUT/best."""
     from ..data import BeirDataset
@@ -131,11 +134,14 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
     from ..lmort.analysis import choose_layers
     from ..lmort.train import lmort_training_data, train_lmort
     from ..training.data import check_split
+    from ..training.parallel import DataParallel
     from ..training.state import check_training_output
     from ..types import read_run
 
     check_split(split)
     check_training_output(output)
+    parallel = DataParallel.from_environment(device)
+    quiet = quiet or not parallel.is_main
     chosen = _parse_layers(layers)
     train_config = LMORTTrainConfig.build(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
@@ -144,23 +150,29 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
     data = BeirDataset.find(dataset)
     out = Path(output)
     lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
-    if chosen is None:
-        chosen = choose_layers(lm, data, split, analysis, pooling, max_length, seed, out / "analysis",
-                               progress=not quiet)
+    if chosen is None:  # rank 0 analyses, the other ranks take its choice
+        if parallel.is_main:
+            chosen = choose_layers(lm, data, split, analysis, pooling, max_length, seed, out / "analysis",
+                                   progress=not quiet)
+        chosen = parallel.broadcast(chosen)
     try:
         config = LMORTConfig(align_layer=chosen[0], unif_layer=chosen[1], num_blocks=num_blocks,
                              num_heads=num_heads, dim=dim, ffn_dim=ffn_dim, out_dim=out_dim, pooling=pooling,
-                             temperature=temperature, max_length=max_length)
+                             temperature=temperature, dropout=dropout, max_length=max_length)
     except ValueError as exc:
         raise InputError(f"bad LMORT setting: {exc}") from None
     run = read_run(negatives) if negatives else None
     examples, stats, texts = lmort_training_data(data, split, run, train_config, progress=not quiet)
-    click.echo(stats.summary(), err=True)
+    if not quiet:
+        click.echo(stats.summary(), err=True)
     start = time.time()
     summary = train_lmort(lm, examples, texts, config, train_config, out, cache_dir=cache_dir, resume=resume,
                           progress=not quiet,
                           extra_meta={"lm_model": model, "dataset": str(data.path), "split": split,
-                                      "negatives": str(Path(negatives).resolve()) if negatives else None})
+                                      "negatives": str(Path(negatives).resolve()) if negatives else None},
+                          parallel=parallel)
+    if not parallel.is_main:
+        return
     click.echo(json.dumps({"output": str(out), "best": summary["best"], "layers": list(chosen),
                            "best_epoch": summary["best_epoch"], "trainable_percent": summary["trainable_percent"],
                            "seconds": round(time.time() - start, 1)}))

@@ -1,6 +1,7 @@
 """`pyserini-qpeft train qpeft`: train a Q-PEFT hint module (or the prompt-tuning baseline) on a frozen LLM.
 
-Other trainers (LMORT) add their commands to the same ``train`` group.
+Other trainers (LMORT) add their commands to the same ``train`` group. Both train data-parallel when started by
+``accelerate launch --multi_gpu --num_processes N -m pyserini_qpeft train ...`` (see ``training.parallel``).
 """
 from __future__ import annotations
 
@@ -104,11 +105,14 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     from ..qpeft.interpolation import select_checkpoint_interpolation
     from ..qpeft.step import train_qpeft as run_training
     from ..training.data import check_split, load_training_data, split_dev
+    from ..training.parallel import DataParallel
     from ..training.state import check_training_output
     from ..types import read_run
 
     check_split(split)
     check_training_output(output)
+    parallel = DataParallel.from_environment(device)
+    quiet = quiet or not parallel.is_main
     tcfg = QPeftTrainConfig.build(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         margin=margin, pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query,
@@ -121,7 +125,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     examples, stats, corpus = load_training_data(ds, split, negatives_run_obj,
                                                  negative_depth=max(hard_pool, dev_depth), candidate_depth=dev_depth,
                                                  negative_policy=negative_policy, progress=not quiet)
-    click.echo(stats.summary(), err=True)
+    if not quiet:
+        click.echo(stats.summary(), err=True)
     train_ex, dev_ex = split_dev(examples, tcfg.dev_size, seed)
     qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads, num_virtual_tokens=num_virtual_tokens,
                        prompt_init=prompt_init, seed=seed, attn_init=attn_init, mlp=mlp, token_filter=token_filter,
@@ -130,8 +135,9 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
     module = build_module(lm, qcfg)
     report = parameter_report(module, lm)
-    click.echo(f"{variant}: {report['trainable']:,} trainable parameters = {report['percent_of_lm']:.2f} % of the "
-               f"LM's {report['lm']:,}; {len(train_ex)} train / {len(dev_ex)} dev queries", err=True)
+    if not quiet:
+        click.echo(f"{variant}: {report['trainable']:,} trainable parameters = {report['percent_of_lm']:.2f} % of the "
+                   f"LM's {report['lm']:,}; {len(train_ex)} train / {len(dev_ex)} dev queries", err=True)
     command = "pyserini-qpeft " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     meta = {"training": {"command": command, "dataset": str(ds.path), "split": split, "negatives": negatives_run,
                          "skipped": {"no_positive": stats.no_positive, "not_in_run": stats.not_in_run,
@@ -145,13 +151,16 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
             tc = QPeftTrainConfig.build(**{**tcfg.__dict__, **point.train})
             return run_training(lm, build_module(lm, q), q, scfg, train_ex, dev_ex, corpus, tc, folder,
                                 resume=(folder / "trainer_state.json").is_file(), progress=not quiet,
-                                metadata={**meta, "sweep": point.settings})
+                                metadata={**meta, "sweep": point.settings}, parallel=parallel)
 
         try:
             points = load_grid(sweep_grid, QPeftConfig, QPeftTrainConfig)
-            swept = run_sweep(points, train_one, output, tcfg.selection_metric)
+            swept = run_sweep(points, train_one, output, tcfg.selection_metric, write=parallel.is_main)
         except ValueError as exc:
             raise InputError(f"bad sweep setting: {exc}", sweep_grid) from None
+        parallel.barrier()
+        if not parallel.is_main:
+            return
         interpolation = select_checkpoint_interpolation(lm, Path(output) / "best", variant, dev_ex, negatives_run_obj,
                                                         ds.qrels(split), corpus, tcfg.dev_depth, progress=not quiet)
         click.echo(json.dumps({"best": str(Path(output) / "best"), "settings": swept["best"]["settings"],
@@ -161,7 +170,9 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                               indent=2))
         return
     result = run_training(lm, module, qcfg, scfg, train_ex, dev_ex, corpus, tcfg, output, resume=resume,
-                          progress=not quiet, metadata=meta)
+                          progress=not quiet, metadata=meta, parallel=parallel)
+    if not parallel.is_main:  # rank 0 selects the interpolation weight (a dev rerank) and reports
+        return
     interpolation = select_checkpoint_interpolation(lm, result.best_dir, variant, dev_ex, negatives_run_obj,
                                                     ds.qrels(split), corpus, tcfg.dev_depth, progress=not quiet)
     wall = time.time() - t0

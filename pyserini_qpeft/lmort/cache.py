@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..lm.backbone import FrozenLM
+    from ..training.parallel import DataParallel
 
 CACHE_FORMAT = 1
 
@@ -50,13 +51,23 @@ class StateCache:
         return data["shards"]
 
     def build(self, lm: "FrozenLM", texts: Mapping[str, str], layers: tuple[int, int], max_length: int,
-              batch_size: int = 16, shard_size: int = 512, progress: bool = True) -> None:
-        """Compute states for every id of ``texts`` not yet cached (resumable shard by shard)."""
+              batch_size: int = 16, shard_size: int = 512, progress: bool = True,
+              parallel: "DataParallel | None" = None) -> None:
+        """Compute states for every id of ``texts`` not yet cached (resumable shard by shard).
+
+        With ``parallel`` (data-parallel training), new shard ``k`` is computed by rank ``k % world_size`` (the same
+        shards, batches and bits as one process) and rank 0 indexes them once all ranks are done.
+        """
         import torch
         from safetensors.torch import save
         from tqdm.auto import tqdm
 
-        self.folder.mkdir(parents=True, exist_ok=True)
+        from ..training.parallel import SINGLE
+
+        parallel = parallel or SINGLE
+        if parallel.is_main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        parallel.barrier()
         shards = self._load_index()
         done = {i for shard in shards for i in shard}
         todo = [i for i in texts if i not in done]
@@ -66,9 +77,13 @@ class StateCache:
         align_layer, unif_layer = layers
         # bf16 halves the cache of an fp32 LM; its range covers LLMs' huge activation outliers (fp16's may not).
         store_dtype = torch.float16 if lm.dtype == torch.float16 else torch.bfloat16
-        bar = tqdm(total=len(todo), desc="caching LM states", unit="text", disable=not progress)
-        for s in range(0, len(todo), shard_size):
-            shard_ids = todo[s:s + shard_size]
+        chunks = [todo[s:s + shard_size] for s in range(0, len(todo), shard_size)]
+        first = len(shards)
+        mine = [k for k in range(len(chunks)) if k % parallel.world_size == parallel.rank]
+        bar = tqdm(total=sum(len(chunks[k]) for k in mine), desc="caching LM states", unit="text",
+                   disable=not progress)
+        for k in mine:
+            shard_ids = chunks[k]
             aligns, unifs, lens = [], [], []
             for b in range(0, len(shard_ids), batch_size):
                 ids = shard_ids[b:b + batch_size]
@@ -85,14 +100,22 @@ class StateCache:
             tensors = {"offsets": offsets, "align": torch.cat(aligns).contiguous()}
             if unif_layer != align_layer:
                 tensors["unif"] = torch.cat(unifs).contiguous()
-            number = len(shards)
-            with atomic_write(self.folder / f"shard-{number:05d}.safetensors", mode="wb") as out:
+            with atomic_write(self.folder / f"shard-{first + k:05d}.safetensors", mode="wb") as out:
                 out.write(save(tensors))
-            shards.append(shard_ids)
-            with atomic_write(self._index_path()) as out:
-                json.dump({"format": CACHE_FORMAT, "key": self.key, "shards": shards}, out)
+            if not parallel.active:
+                shards.append(shard_ids)
+                self._write_index(shards)
         bar.close()
+        if parallel.active:
+            parallel.barrier()
+            if parallel.is_main and chunks:
+                self._write_index(shards + chunks)
+            parallel.barrier()
         self.load()
+
+    def _write_index(self, shards: list[list[str]]) -> None:
+        with atomic_write(self._index_path()) as out:
+            json.dump({"format": CACHE_FORMAT, "key": self.key, "shards": shards}, out)
 
     def load(self) -> None:
         """Read the index and all shards into memory."""

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..lm.backbone import FrozenLM
+    from ..training.parallel import DataParallel
     from ..types import Run
     from .tuner import LMORTConfig
 
@@ -89,13 +90,18 @@ class LMORTStep:
         train_config: sampling settings (hard negatives, negative depth).
         dev_pool: docids the dev queries are ranked against (the dev examples' positives and hard negatives).
         meta: extra JSON for every checkpoint (``lm_model``, dataset, split, negatives run, pool sizes).
+        parallel: data-parallel place: this rank runs the tuner on its slice of each batch's queries and documents.
     """
 
     dev_metrics = DEV_METRICS
 
     def __init__(self, lm: "FrozenLM", tuner, config: "LMORTConfig", cache: StateCache,
-                 train_config: LMORTTrainConfig, dev_pool: Sequence[str], meta: dict[str, Any] | None = None):
+                 train_config: LMORTTrainConfig, dev_pool: Sequence[str], meta: dict[str, Any] | None = None,
+                 parallel: "DataParallel | None" = None):
+        from ..training.parallel import SINGLE
+
         self.lm, self.tuner, self.config, self.cache = lm, tuner, config, cache
+        self.parallel = parallel or SINGLE
         self.train_config, self.dev_pool, self.meta = train_config, list(dev_pool), dict(meta or {})
         self.identity = {"lmort_config": config.to_dict()}
 
@@ -127,10 +133,21 @@ class LMORTStep:
             for pos in e.positives:
                 if pos in where and where[pos] != int(target_idx[row]):
                     invalid[row, where[pos]] = True
-        qu, qa, qm = self.cache.batch([f"q:{e.qid}" for e in batch])
-        du, da, dm = self.cache.batch([f"d:{d}" for d in unique])
-        loss = info_nce(self.tuner(qu, qa, qm), self.tuner(du, da, dm), target_idx, invalid, self.config.temperature)
+        q = self._embed([f"q:{e.qid}" for e in batch])
+        d = self._embed([f"d:{d}" for d in unique])
+        loss = info_nce(q, d, target_idx, invalid, self.config.temperature)
         return loss, {"loss": float(loss.detach())}
+
+    def _embed(self, keys: Sequence[str]) -> "torch.Tensor":
+        """Tuner embeddings ``[len(keys), D]``: this rank's slice computed (with gradients), the rest gathered."""
+        import torch
+
+        mine = [keys[k] for k in self.parallel.shard(len(keys))]
+        if mine:
+            local = self.tuner(*self.cache.batch(mine))
+        else:
+            local = torch.zeros(0, self.config.embedding_dim(self.tuner.hidden_size))
+        return self.parallel.gather_rows(local, len(keys))
 
     def dev_run(self, dev: Sequence[TrainingExample], progress: bool = False) -> "Run":
         """Each dev query's top :data:`DEV_DEPTH` documents of the dev pool by inner product, tuner in eval mode."""

@@ -41,6 +41,7 @@ from .tuner import LMORTConfig, LMORTTuner, check_layers
 if TYPE_CHECKING:
     from ..data import BeirDataset
     from ..lm.backbone import FrozenLM
+    from ..training.parallel import DataParallel
     from ..types import Run
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def lmort_training_data(dataset: "BeirDataset", split: str, negatives: "Run | No
 def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Mapping[str, str],
                 config: LMORTConfig, train: LMORTTrainConfig, output: str | os.PathLike,
                 cache_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
-                extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+                extra_meta: dict[str, Any] | None = None, parallel: "DataParallel | None" = None) -> dict[str, Any]:
     """Train an LMORT tuner; returns a summary (best epoch, dev metrics, parameter share, timings).
 
     Args:
@@ -79,11 +80,16 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
         cache_dir: where LM states are cached (default ``output/state-cache``).
         resume: continue after the last completed epoch.
         extra_meta: extra JSON for every checkpoint (``lm_model``, dataset, split, negatives run).
+        parallel: data-parallel place (``training.parallel``): ranks share the state caching and every batch;
+            rank 0 writes.
     """
     import torch
 
+    from ..training.parallel import SINGLE
     from ..training.trainer import fit
 
+    parallel = parallel or SINGLE
+    progress = progress and parallel.is_main
     check_layers(config, lm)
     output = Path(output)
     if (output / OLD_STATE).exists():
@@ -103,7 +109,8 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
     key = {"model": lm.identity(), "layers": list(config.layers), "max_length": config.max_length}
     cache = StateCache(cache_dir or output / "state-cache", key)
     t0 = time.time()
-    cache.build(lm, texts, config.layers, config.max_length, batch_size=train.cache_batch_size, progress=progress)
+    cache.build(lm, texts, config.layers, config.max_length, batch_size=train.cache_batch_size, progress=progress,
+                parallel=parallel)
     cache_seconds = time.time() - t0
 
     torch.manual_seed(train.seed)
@@ -112,7 +119,7 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
     logger.info("LMORT tuner: %d trainable parameters = %.2f%% of the frozen LM (%d)", tuner.num_parameters(), share,
                 lm.num_parameters())
     meta = {"doc_pool": len(doc_ids), "dev_pool": len(dev_pool), **(extra_meta or {})}
-    step = LMORTStep(lm, tuner, config, cache, train, dev_pool, meta)
+    step = LMORTStep(lm, tuner, config, cache, train, dev_pool, meta, parallel)
     result = fit(step, train_set, dev_set, train, output, resume=resume, progress=progress)
     best = next(h for h in result.history if h["epoch"] == result.best_epoch)
     summary = {"best_epoch": result.best_epoch, "best": str(result.best_dir), "best_dev": best["dev"],
@@ -121,6 +128,7 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
                "trainable_percent": round(share, 3), "cache_seconds": round(cache_seconds, 1),
                "total_seconds": round(time.time() - started, 1), "train_queries": len(train_set),
                "dev_queries": len(dev_set), **meta}
-    with atomic_write(output / "train_summary.json") as out:
-        out.write(dump_json(summary))
+    if parallel.is_main:
+        with atomic_write(output / "train_summary.json") as out:
+            out.write(dump_json(summary))
     return summary

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from ..lm.backbone import FrozenLM
     from ..lm.scoring import ScorerConfig
+    from ..training.parallel import DataParallel
     from ..training.trainer import TrainResult
     from ..types import Run
     from .module import QPeftConfig
@@ -126,16 +127,18 @@ class QPeftStep:
         qpeft_config, scorer_config: saved into every checkpoint.
         corpus: docid -> Document for every docid the examples mention.
         config: the step's hyperparameters (margin, pointwise weight, negatives, dev depth).
+        parallel: data-parallel place: this rank scores its slice of each batch's rows and of the dev pairs.
     """
 
     dev_metrics = DEV_METRICS
 
     def __init__(self, lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_config: "ScorerConfig",
-                 corpus: Mapping[str, Any], config: QPeftTrainConfig):
+                 corpus: Mapping[str, Any], config: QPeftTrainConfig, parallel: "DataParallel | None" = None):
         from ..lm.scoring import QueryLikelihoodScorer
+        from ..training.parallel import SINGLE
 
         self.lm, self.module, self.qpeft_config, self.scorer_config = lm, module, qpeft_config, scorer_config
-        self.corpus, self.config = corpus, config
+        self.corpus, self.config, self.parallel = corpus, config, parallel or SINGLE
         self.identity = {"qpeft_config": qpeft_config.to_dict()}
         params = [p for p in module.parameters() if p.requires_grad]
         lm_params = {id(p) for p in lm.model.parameters()}
@@ -152,13 +155,21 @@ class QPeftStep:
 
     def step(self, batch: Sequence[TrainingExample], rng: random.Random
              ) -> tuple["torch.Tensor", dict[str, float]] | None:
-        """Loss over the batch's pairs: NLL ``[rows]`` from one scorer forward, gathered to ``[P]`` per side."""
+        """Loss over the batch's pairs: NLL ``[rows]`` from one scorer forward (this rank's slice of the rows,
+        gathered over ranks), indexed to ``[P]`` per side."""
+        import torch
+
         cfg = self.config
         rows, pairs = sample_step(batch, rng, cfg.negatives_per_query, cfg.in_batch, cfg.hard_pool)
         if not pairs:
             return None
-        encoded = self.scorer.encode([batch[i].query for i, _ in rows], [self.corpus[d] for _, d in rows])
-        nll = -self.scorer.forward(encoded)
+        mine = [rows[k] for k in self.parallel.shard(len(rows))]
+        if mine:
+            encoded = self.scorer.encode([batch[i].query for i, _ in mine], [self.corpus[d] for _, d in mine])
+            local = -self.scorer.forward(encoded)
+        else:
+            local = torch.zeros(0, device=self.lm.device)
+        nll = self.parallel.gather_rows(local, len(rows))
         where = {row: k for k, row in enumerate(rows)}
         pos = nll[[where[(p.query_index, p.positive)] for p in pairs]]
         neg = nll[[where[(p.query_index, p.negative)] for p in pairs]]
@@ -168,7 +179,9 @@ class QPeftStep:
         from ..types import Hit, Run
 
         pairs = [(ex, d) for ex in dev for d in dev_candidates(ex, self.config.dev_depth)]
-        scores = scorer.score([ex.query for ex, _ in pairs], [self.corpus[d] for _, d in pairs], progress=progress)
+        mine = [pairs[k] for k in self.parallel.shard(len(pairs))]
+        scores = scorer.score([ex.query for ex, _ in mine], [self.corpus[d] for _, d in mine], progress=progress)
+        scores = self.parallel.gather_list(scores)
         hits: dict[str, list[Hit]] = {}
         for (ex, d), s in zip(pairs, scores):
             hits.setdefault(ex.qid, []).append(Hit(d, s))
@@ -209,8 +222,8 @@ class QPeftStep:
 def train_qpeft(lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_config: "ScorerConfig",
                 train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
                 corpus: Mapping[str, Any], config: QPeftTrainConfig, output_dir: str | os.PathLike,
-                resume: bool = False, progress: bool = True, metadata: dict[str, Any] | None = None
-                ) -> "TrainResult":
+                resume: bool = False, progress: bool = True, metadata: dict[str, Any] | None = None,
+                parallel: "DataParallel | None" = None) -> "TrainResult":
     """Train ``module`` (in place) with the shared loop; ``output_dir/best`` is what reranking loads.
 
     Args:
@@ -223,11 +236,12 @@ def train_qpeft(lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_conf
         resume: continue after the last completed epoch in ``output_dir``.
         progress: tqdm bars.
         metadata: extra JSON saved in every checkpoint (e.g. ``{"training": {"command": ...}}``).
+        parallel: data-parallel place (``training.parallel``); default one process.
     """
     from ..training.trainer import fit
 
     if not dev_examples:
         raise InputError("no dev examples: checkpoint selection needs a dev set carved from the training queries")
-    step = QPeftStep(lm, module, qpeft_config, scorer_config, corpus, config)
+    step = QPeftStep(lm, module, qpeft_config, scorer_config, corpus, config, parallel)
     return fit(step, train_examples, dev_examples, config, output_dir, resume=resume, progress=progress,
                metadata=metadata)

@@ -89,11 +89,12 @@ def best_dev(history: Sequence[Mapping[str, Any]], best_epoch: int) -> dict[str,
 
 
 def run_sweep(points: Sequence[SweepPoint], train_one: Callable[[SweepPoint, Path], Any], output: str | Path,
-              metric: str) -> dict[str, Any]:
+              metric: str, write: bool = True) -> dict[str, Any]:
     """Train every point with ``train_one(point, folder) -> TrainResult`` and publish the best one.
 
     Args:
         metric: the dev selection metric (``loss`` is lower-is-better, everything else higher-is-better).
+        write: publish ``best/`` and the tables (False on the other ranks of a data-parallel run).
 
     Returns:
         ``{"metric", "best": {...}, "rows": [...]}``, also written to ``output/sweep.json`` and ``sweep.md``.
@@ -112,8 +113,10 @@ def run_sweep(points: Sequence[SweepPoint], train_one: Callable[[SweepPoint, Pat
                      "best_epoch": result.best_epoch, "dev": dev})
     sign = -1.0 if metric == "loss" else 1.0
     best = max(rows, key=lambda r: (sign * r["dev"][metric], -r["index"]))
-    publish_best(Path(best["folder"]) / "best", output)
     summary = {"metric": metric, "best": best, "rows": rows}
+    if not write:
+        return summary
+    publish_best(Path(best["folder"]) / "best", output)
     with atomic_write(output / "sweep.json") as out:
         out.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     with atomic_write(output / "sweep.md") as out:

@@ -11,6 +11,11 @@ Determinism: the order of epoch ``e`` is ``random.Random(f"{seed}-order-{e}")``,
 ``random.Random(f"{seed}-sample-{e}")`` and torch is seeded with ``seed * 1000 + e`` (dropout), so
 ``resume=True`` (continue after the last completed epoch; weights and AdamW state come from that epoch's folder;
 an interrupted epoch is redone from its start) sees exactly the batches an uninterrupted run would have seen.
+
+Data parallel (``accelerate launch`` / ``torchrun``; :mod:`.parallel`): the step's ``parallel`` attribute says
+which slice of each global batch this rank computes; the loop sums the gradients over ranks before clipping, runs
+the same dev evaluation on every rank (the step shards its scoring) so that every rank takes the same selection
+and early-stopping decisions, and only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 from ..errors import InputError
 from .config import LOWER_IS_BETTER, TrainConfig
 from .data import TrainingExample, dev_qrels, example_meta
+from .parallel import SINGLE, DataParallel
 from .state import (epoch_dir, load_optimizer, publish_best, read_trainer_state, save_optimizer,
                     write_trainer_state)
 
@@ -42,6 +48,8 @@ class TrainingStep(Protocol):
     Attributes:
         identity: JSON-able settings that must not change across ``--resume`` (e.g. the module config).
         dev_metrics: evaluation metric names reported on dev (the selection metric is added when missing).
+        parallel: this process's data-parallel place (optional; a step without it runs in one process): the step
+            computes its rank's slice of each batch and gathers the rest (see :mod:`.parallel`).
     """
 
     identity: dict[str, Any]
@@ -177,21 +185,27 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
     from tqdm.auto import tqdm
 
     _check_sets(train_examples, dev_examples)
+    parallel: DataParallel = getattr(step, "parallel", None) or SINGLE
+    progress = progress and parallel.is_main
     output_dir = Path(output_dir)
     state = read_trainer_state(output_dir)
+    parallel.barrier()  # every rank has read the state before rank 0 writes one
     if state is not None and not resume:
         raise InputError(f"{output_dir} already holds a training run; pass --resume to continue it or choose "
                          f"another --output", str(output_dir))
     if state is not None and state.get("step", step.identity) != step.identity:
         raise InputError(f"--resume with other model settings than the run in {output_dir}: saved "
                          f"{state.get('step')}, now {step.identity}", str(output_dir))
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if parallel.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
     selection = selection_metric(config, dev_examples)
     metrics = list(dict.fromkeys([*step.dev_metrics, *([] if selection in LOWER_IS_BETTER else [selection])]))
     params = step.parameters()
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total_steps = config.planned_steps(len(train_examples))
     train_meta = {"train_config": config.to_dict(), **example_meta(train_examples, dev_examples)}
+    if parallel.active:
+        train_meta["data_parallel"] = parallel.describe()
 
     start_epoch, global_step = 1, 0
     if state is not None and state.get("completed_epochs", 0) > 0:
@@ -203,7 +217,8 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
         logger.info("resuming after epoch %d (step %d) from %s", last, global_step, folder)
     else:
         state = _start_state(step, config, dev_examples, metrics, progress)
-        write_trainer_state(output_dir, state)
+        if parallel.is_main:
+            write_trainer_state(output_dir, state)
 
     for epoch in range(start_epoch, config.epochs + 1):
         if config.max_steps is not None and global_step >= config.max_steps:
@@ -212,10 +227,11 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
                                           and state["completed_epochs"] - state["best_epoch"] >= config.patience):
             logger.info("early stop: no better %s for %d epochs", selection, config.patience)
             state["stopped_early"] = True
-            write_trainer_state(output_dir, state)
+            if parallel.is_main:
+                write_trainer_state(output_dir, state)
             break
         t_epoch = time.time()
-        torch.manual_seed(config.seed * 1000 + epoch)  # dropout
+        torch.manual_seed(config.seed * 1000 + epoch + parallel.rank * 1_000_003)  # dropout; rank 0 = one process
         rng = random.Random(f"{config.seed}-sample-{epoch}")
         order = epoch_order(len(train_examples), config, epoch)
         steps = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
@@ -234,6 +250,7 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
                 group["lr"] = config.lr_at(global_step, total_steps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            parallel.reduce_gradients(params)
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
@@ -260,15 +277,19 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
                              "global_step": global_step}
         extra["dev_metrics"] = {k: v for k, v in dev.items() if k not in ("queries", "pairs")}
         extra["dev_baseline"] = {k: v for k, v in state["dev_baseline"].items() if k not in ("queries", "pairs")}
-        step.save(folder, extra)
-        save_optimizer(optimizer, folder)
+        if parallel.is_main:
+            step.save(folder, extra)
+            save_optimizer(optimizer, folder)
         state["history"].append(record)
         state["completed_epochs"], state["global_step"] = epoch, global_step
         state["train_seconds"] = state.get("train_seconds", 0.0) + train_seconds
         if improved:
             state["best_epoch"], state["best_value"] = epoch, value
-            publish_best(folder, output_dir)
-        write_trainer_state(output_dir, state)
+            if parallel.is_main:
+                publish_best(folder, output_dir)
+        if parallel.is_main:
+            write_trainer_state(output_dir, state)
+        parallel.barrier()  # the epoch's files exist before any rank goes on
 
     if state["best_epoch"] is None:
         raise InputError("training ran no epoch (max_steps reached before the first epoch?)")
