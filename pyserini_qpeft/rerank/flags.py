@@ -24,7 +24,7 @@ class Flag:
         dest: the Python name it parses into.
         help: help text.
         default: default value (None: not given).
-        type: ``str`` or ``int``.
+        type: ``str``, ``int`` or a parser (text -> value; ValueError is a usage error, exit 2).
         choices: allowed values, or None for any.
         min: smallest allowed value of an ``int`` flag.
         existing_dir: the value must be an existing folder.
@@ -73,15 +73,15 @@ def interpolation_weight(text: str) -> float | str:
 
 def lm_flags(prefix: str = "") -> tuple[Flag, ...]:
     """``--model``, ``--device``, ``--dtype`` (``prefix="reranker-"`` gives ``--reranker-model`` ...)."""
-    from ..lm.backbone import DEVICES, DTYPES, LMConfig
+    from ..lm.backbone import DTYPES, LMConfig, device_spec
 
     dest = prefix.replace("-", "_")
     return (
         Flag(f"--{prefix}model", f"{dest}model",
              "Frozen causal LM: 'smollm2' (packaged SmolLM2-135M-Instruct) or any HF name/path.",
              default=field_default(LMConfig, "model")),
-        Flag(f"--{prefix}device", f"{dest}device", "Device of the frozen LM.", default=field_default(LMConfig, "device"),
-             choices=DEVICES),
+        Flag(f"--{prefix}device", f"{dest}device", "Device of the frozen LM: auto, cpu, cuda or cuda:N.",
+             default=field_default(LMConfig, "device"), type=device_spec),
         Flag(f"--{prefix}dtype", f"{dest}dtype",
              "auto = bf16 on bf16-capable GPUs; on a CPU whichever a cached matmul probe measured faster.",
              default=field_default(LMConfig, "dtype"), choices=DTYPES),
