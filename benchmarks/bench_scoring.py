@@ -15,8 +15,15 @@ Model FLOPs (stated formula): ``2 * N_body * T + 2 * V * H * L`` where N_body = 
 given to the head; attention score FLOPs are not counted. "tokens/s" is the pairs' prompt tokens (prefix + query,
 the work a one-pass scorer must cover) per second, the same numerator for both scorers.
 
+On a GPU (``--device cuda``) the matmul peaks are measured on that GPU (8192^3, synchronised), the scorer uses
+the GPU-sized batches of :func:`pyserini_qpeft.lm.memory.fit_to_device` unless --batch-size is given, and the
+fraction of peak is against the bf16 (or fp32) peak measured in the same run. With fp32 among --dtypes, every
+other dtype also reports its score differences and top-10 overlap against ours[fp32] (the precision guard, also
+with --skip-naive).
+
 Usage:  python benchmarks/bench_scoring.py --queries 8 --depth 100 [--model smollm2] [--data DIR]
         python benchmarks/bench_scoring.py --sample-docs 120 --depth 100   (the full rerank's document sharing)
+        python benchmarks/bench_scoring.py --sample-docs 1000 --depth 100 --device cuda --dtypes bf16,fp32 --skip-naive
 """
 from __future__ import annotations
 
@@ -47,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtypes", default="auto,fp32",
                         help="ours: comma-separated dtypes to time (auto = FrozenLM's choice for this machine)")
     parser.add_argument("--skip-naive", action="store_true", help="only time ours")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     return parser.parse_args(argv)
 
@@ -81,18 +89,31 @@ def load_inputs(args: argparse.Namespace):
     return [p[0] for p in pairs], [p[1] for p in pairs], source
 
 
-def matmul_peak(dtype, n: int = 2048, repeat: int = 5) -> float:
-    """GFLOP/s of a big square torch.matmul in ``dtype`` (best of ``repeat``)."""
+def matmul_peak(dtype, n: int = 2048, repeat: int = 5, device: str = "cpu") -> float:
+    """GFLOP/s of a big square torch.matmul in ``dtype`` on ``device`` (best of ``repeat``; CUDA synchronised)."""
     import torch
 
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     torch.matmul(a, b)
+    sync()
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
         torch.matmul(a, b)
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best / 1e9
+
+
+def top10_overlap(reference: list[float], other: list[float], per_query: int, k: int = 10) -> float:
+    """Mean per-query overlap of the top-k of ``other`` with that of ``reference`` (pairs grouped per query)."""
+    overlap = []
+    for s in range(0, len(reference), per_query):
+        top = lambda xs: set(sorted(range(len(xs)), key=lambda i: -xs[i])[:k])
+        n = min(k, len(reference[s:s + per_query]))
+        overlap.append(len(top(reference[s:s + per_query]) & top(other[s:s + per_query])) / n)
+    return sum(overlap) / len(overlap)
 
 
 def naive_scores(lm, scorer, queries, docs, batch_size: int) -> tuple[list[float], dict]:
@@ -111,7 +132,8 @@ def naive_scores(lm, scorer, queries, docs, batch_size: int) -> tuple[list[float
             for i, s in enumerate(seqs):
                 ids[i, : len(s)] = torch.tensor(s)
                 mask[i, : len(s)] = 1
-            logp = torch.log_softmax(lm.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu()
             for i, (s, n) in enumerate(zip(seqs, nq)):
                 pos = torch.arange(len(s) - n - 1, len(s) - 1)
                 out.append(logp[i, pos, torch.tensor(s[len(s) - n:])].mean().item())
@@ -146,13 +168,21 @@ def main(argv=None) -> None:
         config = dataclasses.replace(config, batch_size=args.batch_size)
     if args.prefix_batch_size:
         config = dataclasses.replace(config, prefix_batch_size=args.prefix_batch_size)
-    peak = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
+    from pyserini_qpeft.lm.backbone import resolve_device
+    from pyserini_qpeft.lm.memory import fit_to_device
+
+    device = resolve_device(args.device)
+    n = 8192 if device.startswith("cuda") else 2048
+    peak = {"bf16": matmul_peak(torch.bfloat16, n, device=device),
+            "fp32": matmul_peak(torch.float32, n, device=device)}
     report = {"source": source, "pairs": len(queries), "model": None, "threads": torch.get_num_threads(),
-              "config": config.to_dict(), "matmul_peak_gflops": peak, "ours": {}}
+              "device": device, "config": config.to_dict(), "matmul_peak_gflops": peak, "ours": {}}
+    if device.startswith("cuda"):
+        report["gpu"] = torch.cuda.get_device_name(torch.device(device))
     results = {}
     for dtype in args.dtypes.split(","):
-        lm = FrozenLM.load(LMConfig(model=args.model, dtype=dtype))
-        scorer = QueryLikelihoodScorer(lm, config)
+        lm = FrozenLM.load(LMConfig(model=args.model, device=device, dtype=dtype))
+        scorer = QueryLikelihoodScorer(lm, config if args.batch_size else fit_to_device(lm, config))
         if report["model"] is None:
             emb = lm.model.get_input_embeddings().weight
             n_body = sum(p.numel() for n, p in lm.model.named_parameters() if p.data_ptr() != emb.data_ptr()
@@ -167,13 +197,24 @@ def main(argv=None) -> None:
         work = ours_work(scorer, queries, docs)
         flops = 2 * n_body * work["body_tokens"] + head_flops * work["head_positions"]
         kind = "bf16" if lm.dtype == torch.bfloat16 else "fp32"
-        report["ours"][dtype] = {"dtype": str(lm.dtype), "seconds": t_ours, "pairs_per_s": len(queries) / t_ours,
+        report["ours"][dtype] = {"dtype": str(lm.dtype), "batch_size": scorer.config.batch_size,
+                                 "prefix_batch_size": scorer.config.prefix_batch_size,
+                                 "seconds": t_ours, "pairs_per_s": len(queries) / t_ours,
                                  "tokens_per_s": prompt_tokens / t_ours, **work, "gflops": flops / t_ours / 1e9,
                                  "fraction_of_peak": flops / t_ours / 1e9 / peak[kind], "peak_kind": kind}
         del lm, scorer
 
+    if "fp32" in results:  # the precision guard: every other dtype against ours in fp32
+        for dtype, scores in results.items():
+            if dtype != "fp32":
+                diffs = [abs(a - b) for a, b in zip(results["fp32"], scores)]
+                report["ours"][dtype]["vs_fp32"] = {"max_abs_score_diff": max(diffs),
+                                                    "mean_abs_score_diff": sum(diffs) / len(diffs),
+                                                    "top10_overlap": top10_overlap(results["fp32"], scores,
+                                                                                   args.depth)}
+
     if not args.skip_naive:
-        lm32 = FrozenLM.load(LMConfig(model=args.model, dtype="fp32"))
+        lm32 = FrozenLM.load(LMConfig(model=args.model, device=device, dtype="fp32"))
         naive_scorer = QueryLikelihoodScorer(lm32, config)
         t = time.perf_counter()
         naive, nwork = naive_scores(lm32, naive_scorer, queries, docs, args.naive_batch_size)
@@ -188,12 +229,7 @@ def main(argv=None) -> None:
             diffs = [abs(a - b) for a, b in zip(naive, ours)]
             entry["max_abs_score_diff"] = max(diffs)
             entry["mean_abs_score_diff"] = sum(diffs) / len(diffs)
-            overlap, k, per_q = [], 10, args.depth  # ranking agreement with fp32 naive: top-10 overlap per query
-            for s in range(0, len(queries), per_q):
-                top = lambda xs: set(sorted(range(len(xs)), key=lambda i: -xs[i])[:k])
-                n = min(k, len(naive[s:s + per_q]))
-                overlap.append(len(top(naive[s:s + per_q]) & top(ours[s:s + per_q])) / n)
-            entry["top10_overlap"] = sum(overlap) / len(overlap)
+            entry["top10_overlap"] = top10_overlap(naive, ours, args.depth)  # ranking agreement with fp32 naive
 
     print_report(report)
     if args.json:
@@ -203,7 +239,8 @@ def main(argv=None) -> None:
 def print_report(r: dict) -> None:
     print(f"inputs: {r['source']}; {r['pairs']} pairs, {r['prompt_tokens']} prompt tokens; model {r['model']}; "
           f"{r['threads']} threads; body params {r['body_params'] / 1e6:.1f} M")
-    print(f"matmul peak (2048^3): bf16 {r['matmul_peak_gflops']['bf16']:.0f} GFLOP/s, "
+    print(f"device {r.get('gpu', r['device'])}; batches {[(x['batch_size'], x['prefix_batch_size']) for x in r['ours'].values()]}")
+    print(f"matmul peak: bf16 {r['matmul_peak_gflops']['bf16']:.0f} GFLOP/s, "
           f"fp32 {r['matmul_peak_gflops']['fp32']:.0f} GFLOP/s")
     print(f"{'scorer':12} {'dtype':15} {'seconds':>8} {'pairs/s':>8} {'tokens/s':>9} {'body tok':>9} "
           f"{'head pos':>9} {'GFLOP/s':>8} {'of peak':>13} {'speed-up':>9} {'max|diff|':>9} {'top10':>6}")
@@ -214,6 +251,11 @@ def print_report(r: dict) -> None:
         print(f"{name:12} {x['dtype']:15} {x['seconds']:8.1f} {x['pairs_per_s']:8.1f} {x['tokens_per_s']:9.0f} "
               f"{x['body_tokens']:9d} {x['head_positions']:9d} {x['gflops']:8.0f} "
               f"{x['fraction_of_peak']:7.1%} {x['peak_kind']:>5} {extra}")
+    for name, x in r["ours"].items():
+        if "vs_fp32" in x:
+            v = x["vs_fp32"]
+            print(f"precision guard ours[{name}] vs ours[fp32]: max|diff| {v['max_abs_score_diff']:.4f}, mean|diff| "
+                  f"{v['mean_abs_score_diff']:.5f}, top-10 overlap {v['top10_overlap']:.3f}")
     first = next(iter(r["ours"].values()))
     print(f"distinct documents: {first['distinct_docs']} for {r['pairs']} pairs; score diffs are vs naive fp32 "
           f"(mean log-prob per query token); top10 = mean per-query overlap of the top-10 with naive's")

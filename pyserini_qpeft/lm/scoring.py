@@ -258,6 +258,7 @@ class QueryLikelihoodScorer:
         bar = tqdm(total=sum(len(c) for _, chunks in todo for c in chunks), unit="pair", disable=not progress,
                    desc="scoring", dynamic_ncols=True)
         device = self.lm.device
+        pending = None  # the previous batch: read back only after the next one is queued (GPU overlap)
         try:
             with torch.inference_mode():
                 for group, chunks in todo:
@@ -277,12 +278,24 @@ class QueryLikelihoodScorer:
                             out = self._forward_suffix(batch, cache, rows, prefix_mask)
                         else:
                             out = self._forward_full(batch)
-                        bar.update(len(chunk))
-                        yield group, tuple(chunk), [float(s) for s in out.tolist()]
+                        # On a GPU the kernels above run asynchronously: collate the next batch while they run
+                        # and read scores back one batch late (on a CPU this changes nothing).
+                        if pending is not None:
+                            yield self._read_back(pending, bar)
+                        pending = (group, tuple(chunk), out)
+                if pending is not None:
+                    yield self._read_back(pending, bar)
         finally:
             bar.close()
             if hm is not None and hasattr(hm, "train"):
                 hm.train(was_training)
+
+    @staticmethod
+    def _read_back(pending, bar) -> tuple[ScoreGroup, tuple[int, ...], list[float]]:
+        group, chunk, out = pending
+        scores = [float(s) for s in out.tolist()]
+        bar.update(len(chunk))
+        return group, chunk, scores
 
     def score(self, queries: Sequence[str], docs: Sequence["Document"], progress: bool = False,
               doc_index: Sequence[int] | None = None) -> list[float]:

@@ -55,7 +55,8 @@ class LMReranker(InProcessAPI):
     Args:
         lm: a loaded :class:`~pyserini_qpeft.lm.backbone.FrozenLM`, an ``LMConfig``, a model name/path, or None for
             the default model.
-        config: prompt/batching options of the scorer.
+        config: prompt/batching options of the scorer (on a GPU, the CPU-default batch sizes are replaced by
+            ``lm.memory.fit_to_device``'s).
         hint_module: optional trainable module producing hint vectors (see :mod:`pyserini_qpeft.lm.scoring`).
         name: the reranker's name (run tag).
         interpolation: the first-stage interpolation this reranker carries for ``--interpolate auto``:
@@ -67,10 +68,12 @@ class LMReranker(InProcessAPI):
     def __init__(self, lm: "FrozenLM | LMConfig | str | None" = None, config: "ScorerConfig | None" = None,
                  hint_module: "HintModule | None" = None, name: str | None = None,
                  interpolation: Mapping[str, Any] | None = None):
-        from ..lm.scoring import QueryLikelihoodScorer
+        from ..lm.memory import fit_to_device
+        from ..lm.scoring import QueryLikelihoodScorer, ScorerConfig
 
         self.interpolation = dict(interpolation) if interpolation else None
         self.lm = load_lm(lm)
+        config = fit_to_device(self.lm, config or ScorerConfig())  # GPU: batches sized from its memory
         self.scorer: QueryLikelihoodScorer = QueryLikelihoodScorer(self.lm, config, hint_module=hint_module)
         if name:
             self.name = name
