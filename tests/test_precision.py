@@ -85,3 +85,53 @@ def test_resolve_precision_records_the_reason(tmp_path, monkeypatch):
     dtype, record = resolve_precision("auto", "cpu")
     assert dtype == torch.bfloat16
     assert record["reason"] == "cpu matmul probe" and record["ratio"] == 4.0 and record["dtype"] == "bf16"
+
+
+def test_qpeft_trains_through_a_bf16_lm(tiny_lm_path, tiny_lm):
+    """The frozen LM in bf16, the hint module and its gradients in fp32; the loss is close to the fp32 LM's."""
+    import torch
+
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+    from pyserini_qpeft.lm.scoring import QueryLikelihoodScorer, ScorerConfig
+    from pyserini_qpeft.qpeft.config import QPeftConfig
+    from pyserini_qpeft.qpeft.module import build_module
+    from pyserini_qpeft.data.corpus import Document
+
+    lm16 = FrozenLM.load(LMConfig(model=str(tiny_lm_path), device="cpu", dtype="bf16"))
+    docs = [Document("d1", "Lung cancer", "smoking causes lung cancer"), Document("d2", "", "cells divide by mitosis")]
+    queries = ["what causes lung cancer", "how do cells divide"]
+    nll = {}
+    for name, lm in (("bf16", lm16), ("fp32", tiny_lm)):
+        torch.manual_seed(0)
+        module = build_module(lm, QPeftConfig(variant="attn", seed=0))
+        scorer = QueryLikelihoodScorer(lm, ScorerConfig(), hint_module=module)
+        out = -scorer.forward(scorer.encode(queries, docs))
+        assert out.dtype == torch.float32
+        out.mean().backward()
+        params = [p for p in module.parameters() if p.requires_grad]
+        assert params and all(p.dtype == torch.float32 for p in params)
+        assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+                   for p in params), name
+        assert any(float(p.grad.abs().max()) > 0 for p in params), name
+        assert all(p.grad is None for p in lm.model.parameters())  # the LM stays frozen
+        nll[name] = out.detach()
+    assert lm16.dtype == torch.bfloat16
+    torch.testing.assert_close(nll["bf16"], nll["fp32"], rtol=0.02, atol=0.05)  # bf16: ~3 significant digits
+
+
+@pytest.mark.slow
+def test_minilm_encodes_in_bf16_and_records_it(tmp_path):
+    """``--dtype bf16`` reaches the MiniLM encoder, lands in the index meta, and queries follow it."""
+    import numpy as np
+
+    from pyserini_qpeft.search.encoders import MiniLMEncoder, encoder_from_meta
+
+    texts = ["smoking causes lung cancer", "cells divide by mitosis", "aspirin and the heart"]
+    fp32, bf16 = MiniLMEncoder(dtype="fp32"), MiniLMEncoder(dtype="bf16")
+    assert (fp32.meta()["lm_dtype"], bf16.meta()["lm_dtype"]) == ("fp32", "bf16")
+    a, b = fp32._encode(texts), bf16._encode(texts)
+    assert a.dtype == b.dtype == np.float32
+    assert (a * b).sum(axis=1).min() > 0.99 and not np.array_equal(a, b)  # same vectors up to bf16 rounding
+    assert encoder_from_meta(bf16.meta(), device="cpu").dtype_name == "bf16"
+    legacy = {k: v for k, v in fp32.meta().items() if k != "lm_dtype"}  # an index written before lm_dtype
+    assert encoder_from_meta(legacy, device="cpu").dtype_name == "fp32"

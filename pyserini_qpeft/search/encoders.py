@@ -95,25 +95,34 @@ class DenseEncoder:
 
 
 class MiniLMEncoder(DenseEncoder):
-    """all-MiniLM-L6-v2 (or any BERT-style sentence encoder folder): masked mean pooling + L2 norm."""
+    """all-MiniLM-L6-v2 (or any BERT-style sentence encoder folder): masked mean pooling + L2 norm.
+
+    ``dtype``: ``fp32`` (default), ``bf16``, ``fp16``, or ``auto`` (the frozen LM's rule: bf16 on bf16-capable GPUs,
+    on a CPU whatever the cached matmul probe measured faster); recorded in the index meta as ``lm_dtype`` so that
+    queries are encoded in the same precision. Pooling and normalisation run in fp32.
+    """
 
     kind = "minilm"
 
-    def __init__(self, path: str | os.PathLike | None = None, max_length: int = 256, device: str = "cpu"):
-        import torch
+    def __init__(self, path: str | os.PathLike | None = None, max_length: int = 256, device: str = "cpu",
+                 dtype: str = "fp32"):
         from transformers import AutoModel, AutoTokenizer
+
+        from ..lm.backbone import resolve_precision
 
         self.path = str(path or minilm_path())
         self.model_id = MINILM_ID if path is None else str(path)
         self.max_length = max_length
         self.device = device
+        torch_dtype = resolve_precision(dtype, device)[0]
+        self.dtype_name = _dtype_name(torch_dtype)
         from ..lm.hub import check_model_findable, quiet_loading
 
         check_model_findable(self.path)
         try:
             with quiet_loading():
                 self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-                self.model = AutoModel.from_pretrained(self.path, dtype=torch.float32).to(device).eval()
+                self.model = AutoModel.from_pretrained(self.path, dtype=torch_dtype).to(device).eval()
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load sentence encoder {self.path!r}: {exc}") from exc
         self.dim = int(self.model.config.hidden_size)
@@ -129,12 +138,12 @@ class MiniLMEncoder(DenseEncoder):
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with torch.no_grad():
-            states = self.model(**batch).last_hidden_state
+            states = self.model(**batch).last_hidden_state.float()
         return torch.nn.functional.normalize(pool(states, batch["attention_mask"], "mean"), dim=-1).cpu().numpy()
 
     def meta(self):
         return {**super().meta(), "model": self.model_id, "path": self.path, "max_length": self.max_length,
-                "pooling": "mean"}
+                "pooling": "mean", "lm_dtype": self.dtype_name}
 
 
 def minilm_path() -> Path:
@@ -241,7 +250,7 @@ def build_encoder(spec: str, model: str | None = None, device: str = "auto", dty
 
     kind, arg = parse_spec(spec)
     if kind == "minilm":
-        return MiniLMEncoder(arg, max_length=max_length or 256, device=resolve_device(device))
+        return MiniLMEncoder(arg, max_length=max_length or 256, device=resolve_device(device), dtype=dtype)
     if kind == "frozen-lm":
         try:
             layer = int(arg) if arg is not None else None
@@ -277,8 +286,11 @@ def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm:
     if dtype == "auto" and meta.get("lm_dtype") in ("fp32", "bf16", "fp16"):
         dtype = meta["lm_dtype"]
     if kind == "minilm":
+        from ..lm.backbone import resolve_device
+
         return MiniLMEncoder(None if meta.get("model") == MINILM_ID else meta.get("path"),
-                             max_length=meta.get("max_length", 256))
+                             max_length=meta.get("max_length", 256), device=resolve_device(device),
+                             dtype=dtype if dtype != "auto" else "fp32")  # indexes before lm_dtype was recorded
     if kind == "frozen-lm":
         name = meta.get("lm_model") or _lm_model_name(meta["model"]["model_id"])
         encoder = build_encoder(f"frozen-lm:{meta['layer']}", model=name, device=device, dtype=dtype,
