@@ -37,7 +37,7 @@ setup(
         "test": ["pytest>=8", "pytest-timeout>=2"],
         # scale-out engines: `rerank/encode --engine ray` (Ray tasks, one shard each); `accelerate launch` trains
         # data-parallel (training.parallel)
-        "distributed": ["ray>=2.40", "accelerate>=1.0"],
+        "distributed": ["ray[data]>=2.40", "accelerate>=1.0"],
     },
     entry_points={"console_scripts": ["pyserini-qpeft=pyserini_qpeft.cli.main:cli"]},
     classifiers=["Programming Language :: Python :: 3.11", "Topic :: Scientific/Engineering :: Information Analysis"],

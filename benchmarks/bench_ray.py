@@ -1,7 +1,7 @@
 """Overhead of `rerank --engine ray` against the serial `rerank`, same inputs, timed in one run.
 
 Takes the first --queries queries of a first-stage run with their top --depth hits (SciFact test by default),
-runs the serial command and the Ray one (a local Ray with this machine's CPUs, --workers tasks), checks that the
+runs the serial command and the Ray one (a local Ray with this machine's CPUs, a Ray Data pool of --workers actors), checks that the
 two runs are byte-identical and prints both wall times and their ratio. Each timing includes what a user waits
 for: model loading, Ray start-up, scoring, the merge.
 

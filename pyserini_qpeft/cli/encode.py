@@ -47,9 +47,8 @@ def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, 
     if engine == "ray":
         from ..rerank.distributed import EncodeJob, encode_on_ray
 
-        encode_on_ray(EncodeJob(spec, docs, output, batch_size, model, device, dtype, max_length, pooling), workers,
-                      address=ray_address, gpus_per_worker=gpus_per_worker)
-        merge_shards = workers
+        job = EncodeJob(spec, docs, output, batch_size, model, device, dtype, max_length, pooling)
+        merge_shards = len(encode_on_ray(job, workers, address=ray_address, gpus_per_worker=gpus_per_worker))
     encoder = build_encoder(spec, model=model, device=device, dtype=dtype, max_length=max_length, pooling=pooling)
     meta = encode_corpus(encoder, docs, output, batch_size=batch_size, progress=not quiet, overwrite=overwrite,
                          extra_meta={"spec": spec, "corpus": str(Path(source).resolve())}, shard=shard,

@@ -168,10 +168,10 @@ def scale_out_options(work: str, shard_output: str) -> Callable[[F], F]:
                          help="Write OUTPUT from the N finished shards (byte-identical to a serial run; nothing is "
                               "computed)."),
             click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                         help="ray: run --workers shards as Ray tasks (retried if a worker dies), then merge; needs "
-                              "pip install 'pyserini_qpeft[distributed]'."),
+                         help="ray: run the job's shards on a Ray Data pool of --workers actors (a shard is retried "
+                              "if its actor dies), then merge; needs pip install 'pyserini_qpeft[distributed]'."),
             click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-                         help="Shards/tasks for --engine ray."),
+                         help="Actors for --engine ray (each loads the model once; 4 shards per actor)."),
             click.option("--ray-address", default=None,
                          help="An existing Ray cluster (default: start one on this machine)."),
             click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True),

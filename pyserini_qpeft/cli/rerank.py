@@ -53,8 +53,7 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_js
 
         job = job_from_flags(queries, run, docs, rerank_depth, output, reranker, reranker_checkpoint, model, device,
                              dtype, max_passage_tokens, rerank_batch_size)
-        rerank_on_ray(job, workers, address=ray_address, gpus_per_worker=gpus_per_worker)
-        merge_shards = workers
+        merge_shards = len(rerank_on_ray(job, workers, address=ray_address, gpus_per_worker=gpus_per_worker))
     rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
                      interpolate=interpolate, shard=shard, merge_shards=merge_shards)
     if shard is not None:

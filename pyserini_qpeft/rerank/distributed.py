@@ -1,11 +1,14 @@
-"""Reranking and encoding on a Ray cluster (or Ray on one machine): the shards of :func:`~pyserini_qpeft.rerank.
-pipeline.rerank_and_write` (and of ``encode``) run as Ray tasks, then the driver merges them.
+"""Reranking and encoding on a Ray cluster (or Ray on one machine) through Ray Data, then one merge by the driver.
 
-Each task is one shard (a round-robin share of the document groups, so the per-document prefix cache works as in a
-serial job): it loads the frozen LM once, scores its groups into ``<output>.shard-K-of-N`` (so a task that Ray
-retries after its worker died resumes where it stopped), and the driver writes the run from the N shard files --
-byte-identical to a serial rerank. Tasks carry the document text (workers start no JVM); the output folder must be
-on storage every node sees.
+The job is cut into ``workers x SHARDS_PER_WORKER`` shards (round-robin shares of the document groups, so the
+per-document prefix cache works as in a serial job; for ``encode``, of the length-sorted batches). A Ray Data
+dataset holds one row per shard; ``map_batches`` runs them on an actor pool of ``workers`` class workers, each of
+which loads the frozen LM once and then scores (or encodes) every shard Ray Data hands it into
+``<output>.shard-K-of-N`` -- so a shard whose actor died is retried on a restarted actor and resumes where it
+stopped, and a driver that died finds every finished shard on disk when it runs again. The driver then writes the
+run (or index) from the N shard files: byte-identical to the serial command. Rows carry no text; the document
+text travels once per actor in the job (workers start no JVM). The output folder must be on storage every node
+sees.
 """
 from __future__ import annotations
 
@@ -35,27 +38,30 @@ class RerankJob:
     batch_size: int | None
 
 
-def _score_shard(job: RerankJob, shard_id: int, shard_num: int, threads: int) -> str:
-    """One Ray task: score shard ``shard_id`` of ``shard_num`` (resumes from its state file); returns its path."""
-    import torch
+def _build_reranker(job: RerankJob) -> Any:
+    from .pipeline import make_reranker
 
+    return make_reranker(job.reranker, job.checkpoint, job.model, job.device, job.dtype, job.max_passage_tokens,
+                         job.batch_size)
+
+
+def _score_shard(reranker: Any, job: RerankJob, shard_id: int, shard_num: int) -> str:
+    """Score shard ``shard_id`` of ``shard_num`` (resumes from its state file); returns its path."""
     from .base import DictDocStore
-    from .pipeline import make_reranker, rerank_and_write, shard_state
+    from .pipeline import rerank_and_write, shard_state
 
-    torch.set_num_threads(max(1, threads))
-    reranker = make_reranker(job.reranker, job.checkpoint, job.model, job.device, job.dtype, job.max_passage_tokens,
-                             job.batch_size)
     rerank_and_write(reranker, job.queries, job.run, DictDocStore(job.docs), job.depth, job.output, progress=False,
                      shard=(shard_id, shard_num))
     return str(shard_state(job.output, shard_id, shard_num))
 
 
 def rerank_on_ray(job: RerankJob, workers: int, address: str | None = None, cpus_per_worker: float | None = None,
-                  gpus_per_worker: float = 0.0, max_retries: int = 3) -> list[str]:
-    """Run the ``workers`` shards of ``job`` as Ray tasks (retried up to ``max_retries`` times when a worker dies);
-    returns the shard files. ``address``: an existing cluster (``ray start --head``), else a local one is started
-    with this machine's CPUs. The caller merges (``rerank_and_write(..., merge_shards=workers)``)."""
-    return run_shards_on_ray(_score_shard, job, workers, address, cpus_per_worker, gpus_per_worker, max_retries)
+                  gpus_per_worker: float = 0.0) -> list[str]:
+    """Run ``job``'s shards on a Ray Data actor pool of ``workers`` (a shard is retried when its actor dies);
+    returns the shard files in shard order. ``address``: an existing cluster
+    (``ray start --head``), else a local one is started with this machine's CPUs. The caller merges
+    (``rerank_and_write(..., merge_shards=len(paths))``)."""
+    return run_shards_on_ray("rerank", job, workers, address, cpus_per_worker, gpus_per_worker)
 
 
 @dataclass(frozen=True)
@@ -73,31 +79,64 @@ class EncodeJob:
     pooling: str
 
 
-def _encode_shard(job: EncodeJob, shard_id: int, shard_num: int, threads: int) -> str:
-    """One Ray task: encode shard ``shard_id`` of ``shard_num`` of the corpus (resumes from its shard folder)."""
-    import torch
+def _build_encoder(job: EncodeJob) -> Any:
+    from ..search.encoders import build_encoder
 
-    from ..search.encoders import build_encoder, encode_corpus, shard_folder
+    return build_encoder(job.spec, model=job.model, device=job.device, dtype=job.dtype, max_length=job.max_length,
+                         pooling=job.pooling)
 
-    torch.set_num_threads(max(1, threads))
-    encoder = build_encoder(job.spec, model=job.model, device=job.device, dtype=job.dtype, max_length=job.max_length,
-                            pooling=job.pooling)
+
+def _encode_shard(encoder: Any, job: EncodeJob, shard_id: int, shard_num: int) -> str:
+    """Encode shard ``shard_id`` of ``shard_num`` of the corpus (resumes from its shard folder)."""
+    from ..search.encoders import encode_corpus, shard_folder
+
     encode_corpus(encoder, job.docs, job.output, batch_size=job.batch_size, progress=False,
                   shard=(shard_id, shard_num))
     return str(shard_folder(job.output, shard_id, shard_num))
 
 
 def encode_on_ray(job: EncodeJob, workers: int, address: str | None = None, cpus_per_worker: float | None = None,
-                  gpus_per_worker: float = 0.0, max_retries: int = 3) -> list[str]:
-    """:func:`rerank_on_ray` for ``encode``: the shards of the batch plan as Ray tasks; the caller merges
-    (``encode_corpus(..., merge_shards=workers)``)."""
-    return run_shards_on_ray(_encode_shard, job, workers, address, cpus_per_worker, gpus_per_worker, max_retries)
+                  gpus_per_worker: float = 0.0) -> list[str]:
+    """:func:`rerank_on_ray` for ``encode``: the shards of the batch plan; the caller merges
+    (``encode_corpus(..., merge_shards=len(paths))``)."""
+    return run_shards_on_ray("encode", job, workers, address, cpus_per_worker, gpus_per_worker)
 
 
-def run_shards_on_ray(task_fn: Any, job: Any, workers: int, address: str | None, cpus_per_worker: float | None,
-                      gpus_per_worker: float, max_retries: int) -> list[str]:
-    """``task_fn(job, k, workers, threads)`` for k in 0..workers-1 as Ray tasks (``threads``: the driver's torch
-    thread count); their results in shard order."""
+SHARDS_PER_WORKER = 4  # more shards than actors: Ray Data balances them, and a dead actor loses one small shard
+_KINDS = {"rerank": (_build_reranker, _score_shard), "encode": (_build_encoder, _encode_shard)}
+
+
+class ShardWorker:
+    """A Ray Data class worker: builds the reranker (or encoder) once, then runs every shard it is given.
+
+    Args:
+        kind: ``rerank`` or ``encode``.
+        job: an ObjectRef of the :class:`RerankJob` / :class:`EncodeJob` (put once by the driver).
+        shard_num: the number of shards of the job.
+        threads: torch threads (the driver's count; see :func:`run_shards_on_ray`).
+    """
+
+    def __init__(self, kind: str, job: Any, shard_num: int, threads: int):
+        import ray
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.job = ray.get(job)
+        self.build, self.run = _KINDS[kind]
+        self.shard_num = shard_num
+        self.model = self.build(self.job)  # the frozen LM, loaded once per actor
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``{"shard": [k, ...]}`` -> ``{"shard": [...], "path": [shard file, ...]}``."""
+        shards = [int(k) for k in batch["shard"]]
+        return {"shard": shards, "path": [self.run(self.model, self.job, k, self.shard_num) for k in shards]}
+
+
+def run_shards_on_ray(kind: str, job: Any, workers: int, address: str | None, cpus_per_worker: float | None,
+                      gpus_per_worker: float) -> list[str]:
+    """The ``workers x SHARDS_PER_WORKER`` shards of ``job`` through ``ray.data ... map_batches(ShardWorker)`` on
+    ``workers`` actors; their files in shard order. Ray Data restarts an actor whose process died and retries its
+    shard (its defaults, without limit); a Python exception in a shard is not retried and fails the job."""
     import ray
 
     started = False
@@ -107,15 +146,25 @@ def run_shards_on_ray(task_fn: Any, job: Any, workers: int, address: str | None,
         started = True
     try:
         import torch
+        from ray.data import DataContext
 
+        context = DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
         cpus = cpus_per_worker or max(1.0, float(ray.cluster_resources().get("CPU", 1)) / workers)
-        task = ray.remote(num_cpus=cpus, num_gpus=gpus_per_worker, max_retries=max_retries)(task_fn)
-        shared = ray.put(job)
+        shard_num = workers * SHARDS_PER_WORKER
         # Workers compute with the driver's torch thread count, not their CPU share: on a CPU a float reduction's
         # result depends on how many threads split it, and the merged output must equal the serial one bit for
         # bit (set OMP_NUM_THREADS / torch threads on the driver to choose).
         threads = torch.get_num_threads()
-        return ray.get([task.remote(shared, k, workers, threads) for k in range(workers)])
+        job_ref = ray.put(job)  # held until the end, so that a restarted actor can still read it
+        rows = (ray.data.from_items([{"shard": k} for k in range(shard_num)], override_num_blocks=shard_num)
+                .map_batches(ShardWorker, fn_constructor_args=(kind, job_ref, shard_num, threads), batch_size=1,
+                             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus,
+                             num_gpus=gpus_per_worker)
+                .take_all())
+        del job_ref
+        return [row["path"] for row in sorted(rows, key=lambda row: row["shard"])]
     finally:
         if started:
             ray.shutdown()
