@@ -286,3 +286,26 @@ def test_ctrl_c_during_a_rerank_with_the_jvm_running_exits_130_and_resumes(tiny_
     assert not out.exists() and batch_count(Path(f"{out}.partial")) >= 1
     finish(cli([*common, "--output", str(out)], hook))
     assert out.read_bytes() == (tmp_path / "ref.trec").read_bytes()
+
+
+@pytest.mark.slow
+def test_ray_driver_killed_anywhere_resumes_byte_identical(tiny_lm_path, big_beir, hook, tmp_path):
+    """``rerank --engine ray``: SIGKILL the driver mid-job, run the same command again: the finished shards are
+    reused from disk and the run equals the serial one byte for byte."""
+    pytest.importorskip("ray.data")
+    rng = random.Random(SEED)
+    run = first_stage(tmp_path / "bm25.trec", big_beir / "corpus.jsonl")
+    common = ["rerank", "--run", str(run), "--topics", str(big_beir / "queries.jsonl"), "--corpus", str(big_beir),
+              "--reranker", "upr", "--rerank-depth", "156", "--model", str(tiny_lm_path), "--device", "cpu",
+              "--dtype", "fp32", "-q"]
+    finish(cli([*common, "--output", str(tmp_path / "ref.trec")], hook))
+    out = tmp_path / "out.trec"
+    ray_flags = ["--engine", "ray", "--workers", "2"]
+    proc = cli([*common, "--output", str(out), *ray_flags], hook, "pyserini_qpeft.rerank.lm:_State.append=0.3")
+    at = rng.randint(1, 6)
+    kill_when(proc, lambda: sum(batch_count(p) for p in tmp_path.glob("out.trec.shard-*")) >= at,
+              rng.uniform(0, 0.3))
+    assert not out.exists()
+    finish(cli([*common, "--output", str(out), *ray_flags], hook))
+    assert out.read_bytes() == (tmp_path / "ref.trec").read_bytes(), f"seed {SEED} (killed after {at} batches)"
+    assert not list(tmp_path.glob("out.trec.*")), f"seed {SEED}: leftovers"
