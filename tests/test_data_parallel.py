@@ -70,6 +70,7 @@ results["gather_list"] = dp.gather_list([f"r{dp.rank}"] * (dp.rank + 1))
 results["broadcast"] = dp.broadcast(f"from {dp.rank}")
 if dp.is_main:
     open(sys.argv[1], "w").write(json.dumps(results))
+dp.close()
 """
 
 

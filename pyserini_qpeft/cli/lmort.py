@@ -141,38 +141,39 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
     check_split(split)
     check_training_output(output)
     parallel = DataParallel.from_environment(device)
-    quiet = quiet or not parallel.is_main
-    chosen = _parse_layers(layers)
-    train_config = LMORTTrainConfig.build(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
-        hard_negatives=hard_negatives, negative_depth=negative_depth, negative_policy=negative_policy,
-        dev_size=dev_fraction, patience=patience, seed=seed)
-    data = BeirDataset.find(dataset)
-    out = Path(output)
-    lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
-    if chosen is None:  # rank 0 analyses, the other ranks take its choice
-        if parallel.is_main:
-            chosen = choose_layers(lm, data, split, analysis, pooling, max_length, seed, out / "analysis",
-                                   progress=not quiet)
-        chosen = parallel.broadcast(chosen)
-    try:
-        config = LMORTConfig(align_layer=chosen[0], unif_layer=chosen[1], num_blocks=num_blocks,
-                             num_heads=num_heads, dim=dim, ffn_dim=ffn_dim, out_dim=out_dim, pooling=pooling,
-                             temperature=temperature, dropout=dropout, max_length=max_length)
-    except ValueError as exc:
-        raise InputError(f"bad LMORT setting: {exc}") from None
-    run = read_run(negatives) if negatives else None
-    examples, stats, texts = lmort_training_data(data, split, run, train_config, progress=not quiet)
-    if not quiet:
-        click.echo(stats.summary(), err=True)
-    start = time.time()
-    summary = train_lmort(lm, examples, texts, config, train_config, out, cache_dir=cache_dir, resume=resume,
-                          progress=not quiet,
-                          extra_meta={"lm_model": model, "dataset": str(data.path), "split": split,
-                                      "negatives": str(Path(negatives).resolve()) if negatives else None},
-                          parallel=parallel)
-    if not parallel.is_main:
-        return
-    click.echo(json.dumps({"output": str(out), "best": summary["best"], "layers": list(chosen),
-                           "best_epoch": summary["best_epoch"], "trainable_percent": summary["trainable_percent"],
-                           "seconds": round(time.time() - start, 1)}))
+    with parallel.closing():  # every rank ends together (see training.parallel)
+        quiet = quiet or not parallel.is_main
+        chosen = _parse_layers(layers)
+        train_config = LMORTTrainConfig.build(
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
+            hard_negatives=hard_negatives, negative_depth=negative_depth, negative_policy=negative_policy,
+            dev_size=dev_fraction, patience=patience, seed=seed)
+        data = BeirDataset.find(dataset)
+        out = Path(output)
+        lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
+        if chosen is None:  # rank 0 analyses, the other ranks take its choice
+            if parallel.is_main:
+                chosen = choose_layers(lm, data, split, analysis, pooling, max_length, seed, out / "analysis",
+                                       progress=not quiet)
+            chosen = parallel.broadcast(chosen)
+        try:
+            config = LMORTConfig(align_layer=chosen[0], unif_layer=chosen[1], num_blocks=num_blocks,
+                                 num_heads=num_heads, dim=dim, ffn_dim=ffn_dim, out_dim=out_dim, pooling=pooling,
+                                 temperature=temperature, dropout=dropout, max_length=max_length)
+        except ValueError as exc:
+            raise InputError(f"bad LMORT setting: {exc}") from None
+        run = read_run(negatives) if negatives else None
+        examples, stats, texts = lmort_training_data(data, split, run, train_config, progress=not quiet)
+        if not quiet:
+            click.echo(stats.summary(), err=True)
+        start = time.time()
+        summary = train_lmort(lm, examples, texts, config, train_config, out, cache_dir=cache_dir, resume=resume,
+                              progress=not quiet,
+                              extra_meta={"lm_model": model, "dataset": str(data.path), "split": split,
+                                          "negatives": str(Path(negatives).resolve()) if negatives else None},
+                              parallel=parallel)
+        if not parallel.is_main:
+            return
+        click.echo(json.dumps({"output": str(out), "best": summary["best"], "layers": list(chosen),
+                               "best_epoch": summary["best_epoch"], "trainable_percent": summary["trainable_percent"],
+                               "seconds": round(time.time() - start, 1)}))

@@ -112,79 +112,81 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     check_split(split)
     check_training_output(output)
     parallel = DataParallel.from_environment(device)
-    quiet = quiet or not parallel.is_main
-    tcfg = QPeftTrainConfig.build(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-        margin=margin, pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query,
-        hard_pool=hard_pool, in_batch=not no_in_batch,
-        negative_policy=negative_policy, seed=seed, max_steps=max_steps, max_train_queries=max_train_queries,
-        dev_depth=dev_depth, selection_metric=selection_metric, patience=patience,
-        dev_size=dev_size if dev_size is not None else _Q("dev_size"))
-    ds = BeirDataset.find(dataset)
-    negatives_run_obj = read_run(negatives_run)
-    examples, stats, corpus = load_training_data(ds, split, negatives_run_obj,
-                                                 negative_depth=max(hard_pool, dev_depth), candidate_depth=dev_depth,
-                                                 negative_policy=negative_policy, progress=not quiet)
-    if not quiet:
-        click.echo(stats.summary(), err=True)
-    train_ex, dev_ex = split_dev(examples, tcfg.dev_size, seed)
-    qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads, num_virtual_tokens=num_virtual_tokens,
-                       prompt_init=prompt_init, seed=seed, attn_init=attn_init, mlp=mlp, token_filter=token_filter,
-                       query_proj=query_proj)
-    scfg = ScorerConfig(instruction=instruction, max_passage_tokens=max_passage_tokens)
-    lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
-    module = build_module(lm, qcfg)
-    report = parameter_report(module, lm)
-    if not quiet:
-        click.echo(f"{variant}: {report['trainable']:,} trainable parameters = {report['percent_of_lm']:.2f} % of the "
-                   f"LM's {report['lm']:,}; {len(train_ex)} train / {len(dev_ex)} dev queries", err=True)
-    command = "pyserini-qpeft " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    meta = {"training": {"command": command, "dataset": str(ds.path), "split": split, "negatives": negatives_run,
-                         "skipped": {"no_positive": stats.no_positive, "not_in_run": stats.not_in_run,
-                                     "no_negative": stats.no_negative}}}
-    t0 = time.time()
-    if sweep_grid:
-        from ..qpeft.sweep import load_grid, run_sweep
+    with parallel.closing():  # every rank ends together (see training.parallel)
+        quiet = quiet or not parallel.is_main
+        tcfg = QPeftTrainConfig.build(
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+            margin=margin, pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query,
+            hard_pool=hard_pool, in_batch=not no_in_batch,
+            negative_policy=negative_policy, seed=seed, max_steps=max_steps, max_train_queries=max_train_queries,
+            dev_depth=dev_depth, selection_metric=selection_metric, patience=patience,
+            dev_size=dev_size if dev_size is not None else _Q("dev_size"))
+        ds = BeirDataset.find(dataset)
+        negatives_run_obj = read_run(negatives_run)
+        examples, stats, corpus = load_training_data(
+            ds, split, negatives_run_obj, negative_depth=max(hard_pool, dev_depth), candidate_depth=dev_depth,
+            negative_policy=negative_policy, progress=not quiet)
+        if not quiet:
+            click.echo(stats.summary(), err=True)
+        train_ex, dev_ex = split_dev(examples, tcfg.dev_size, seed)
+        qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads, num_virtual_tokens=num_virtual_tokens,
+                           prompt_init=prompt_init, seed=seed, attn_init=attn_init, mlp=mlp, token_filter=token_filter,
+                           query_proj=query_proj)
+        scfg = ScorerConfig(instruction=instruction, max_passage_tokens=max_passage_tokens)
+        lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
+        module = build_module(lm, qcfg)
+        report = parameter_report(module, lm)
+        if not quiet:
+            click.echo(f"{variant}: {report['trainable']:,} trainable parameters = {report['percent_of_lm']:.2f} % of "
+                       f"the LM's {report['lm']:,}; {len(train_ex)} train / {len(dev_ex)} dev queries", err=True)
+        command = "pyserini-qpeft " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        meta = {"training": {"command": command, "dataset": str(ds.path), "split": split, "negatives": negatives_run,
+                             "skipped": {"no_positive": stats.no_positive, "not_in_run": stats.not_in_run,
+                                         "no_negative": stats.no_negative}}}
+        t0 = time.time()
+        if sweep_grid:
+            from ..qpeft.sweep import load_grid, run_sweep
 
-        def train_one(point, folder):
-            q = QPeftConfig.from_dict({**qcfg.to_dict(), **point.module})
-            tc = QPeftTrainConfig.build(**{**tcfg.__dict__, **point.train})
-            return run_training(lm, build_module(lm, q), q, scfg, train_ex, dev_ex, corpus, tc, folder,
-                                resume=(folder / "trainer_state.json").is_file(), progress=not quiet,
-                                metadata={**meta, "sweep": point.settings}, parallel=parallel)
+            def train_one(point, folder):
+                q = QPeftConfig.from_dict({**qcfg.to_dict(), **point.module})
+                tc = QPeftTrainConfig.build(**{**tcfg.__dict__, **point.train})
+                return run_training(lm, build_module(lm, q), q, scfg, train_ex, dev_ex, corpus, tc, folder,
+                                    resume=(folder / "trainer_state.json").is_file(), progress=not quiet,
+                                    metadata={**meta, "sweep": point.settings}, parallel=parallel)
 
-        try:
-            points = load_grid(sweep_grid, QPeftConfig, QPeftTrainConfig)
-            swept = run_sweep(points, train_one, output, tcfg.selection_metric, write=parallel.is_main)
-        except ValueError as exc:
-            raise InputError(f"bad sweep setting: {exc}", sweep_grid) from None
-        parallel.barrier()
-        if not parallel.is_main:
+            try:
+                points = load_grid(sweep_grid, QPeftConfig, QPeftTrainConfig)
+                swept = run_sweep(points, train_one, output, tcfg.selection_metric, write=parallel.is_main)
+            except ValueError as exc:
+                raise InputError(f"bad sweep setting: {exc}", sweep_grid) from None
+            parallel.barrier()
+            if not parallel.is_main:
+                return
+            interpolation = select_checkpoint_interpolation(lm, Path(output) / "best", variant, dev_ex,
+                                                            negatives_run_obj, ds.qrels(split), corpus,
+                                                            tcfg.dev_depth, progress=not quiet)
+            click.echo(json.dumps({"best": str(Path(output) / "best"), "settings": swept["best"]["settings"],
+                                   "interpolation_alpha": interpolation["alpha"],
+                                   "dev": swept["best"]["dev"], "combinations": len(points),
+                                   "wall_seconds": round(time.time() - t0, 1), "table": str(Path(output) / "sweep.md")},
+                                  indent=2))
             return
-        interpolation = select_checkpoint_interpolation(lm, Path(output) / "best", variant, dev_ex, negatives_run_obj,
+        result = run_training(lm, module, qcfg, scfg, train_ex, dev_ex, corpus, tcfg, output, resume=resume,
+                              progress=not quiet, metadata=meta, parallel=parallel)
+        if not parallel.is_main:  # rank 0 selects the interpolation weight (a dev rerank) and reports
+            return
+        interpolation = select_checkpoint_interpolation(lm, result.best_dir, variant, dev_ex, negatives_run_obj,
                                                         ds.qrels(split), corpus, tcfg.dev_depth, progress=not quiet)
-        click.echo(json.dumps({"best": str(Path(output) / "best"), "settings": swept["best"]["settings"],
-                               "interpolation_alpha": interpolation["alpha"],
-                               "dev": swept["best"]["dev"], "combinations": len(points),
-                               "wall_seconds": round(time.time() - t0, 1), "table": str(Path(output) / "sweep.md")},
-                              indent=2))
-        return
-    result = run_training(lm, module, qcfg, scfg, train_ex, dev_ex, corpus, tcfg, output, resume=resume,
-                          progress=not quiet, metadata=meta, parallel=parallel)
-    if not parallel.is_main:  # rank 0 selects the interpolation weight (a dev rerank) and reports
-        return
-    interpolation = select_checkpoint_interpolation(lm, result.best_dir, variant, dev_ex, negatives_run_obj,
-                                                    ds.qrels(split), corpus, tcfg.dev_depth, progress=not quiet)
-    wall = time.time() - t0
-    best = next(h for h in result.history if h["epoch"] == result.best_epoch)
-    summary = {"best": str(result.best_dir), "best_epoch": result.best_epoch, "wall_seconds": round(wall, 1),
-               "train_seconds": round(result.train_seconds, 1), "stopped_early": result.stopped_early,
-               "dev": {k: round(best["dev"][k], 4) for k in ("ndcg@10", "mrr@10", "loss")},
-               "dev_upr": {k: round(v, 4) for k, v in result.dev_baseline.items()
-                           if k in ("ndcg@10", "mrr@10", "loss")},
-               "trainable_parameters": report["trainable"], "percent_of_lm": round(report["percent_of_lm"], 3),
-               "interpolation_alpha": interpolation["alpha"]}
-    click.echo(json.dumps(summary, indent=2))
+        wall = time.time() - t0
+        best = next(h for h in result.history if h["epoch"] == result.best_epoch)
+        summary = {"best": str(result.best_dir), "best_epoch": result.best_epoch, "wall_seconds": round(wall, 1),
+                   "train_seconds": round(result.train_seconds, 1), "stopped_early": result.stopped_early,
+                   "dev": {k: round(best["dev"][k], 4) for k in ("ndcg@10", "mrr@10", "loss")},
+                   "dev_upr": {k: round(v, 4) for k, v in result.dev_baseline.items()
+                               if k in ("ndcg@10", "mrr@10", "loss")},
+                   "trainable_parameters": report["trainable"], "percent_of_lm": round(report["percent_of_lm"], 3),
+                   "interpolation_alpha": interpolation["alpha"]}
+        click.echo(json.dumps(summary, indent=2))
 
 
 def _add_lmort() -> None:

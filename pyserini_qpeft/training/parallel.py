@@ -22,9 +22,10 @@ with dropout 0 the weights match a single process to float tolerance. Only rank 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ..errors import InputError
 
@@ -148,6 +149,22 @@ class DataParallel:
             import torch.distributed as dist
 
             dist.barrier()
+
+    def close(self) -> None:
+        """End the run cleanly: wait for every rank, then destroy the process group (a rank that exits while another
+        still talks to it makes gloo abort the other)."""
+        if self.active:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+
+    @contextmanager
+    def closing(self) -> Iterator["DataParallel"]:
+        """``with parallel.closing():`` -- :meth:`close` when the block ends normally; after an exception the ranks
+        are left as they are (the launcher stops the others when one fails; a barrier could wait forever)."""
+        yield self
+        self.close()
 
     def describe(self) -> dict[str, Any]:
         """JSON for checkpoint metadata."""
