@@ -179,3 +179,20 @@ def test_two_gloo_processes_train_the_weights_of_one(tiny_lm_path, tmp_path, met
     meta_files = list((tmp_path / "two" / "best").glob("*.json"))
     assert any('"world_size": 2' in p.read_text() for p in meta_files), state
     assert not [p.name for p in (tmp_path / "two").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_data_parallel_resume_continues_like_one_run(tiny_lm_path, tmp_path):
+    """2 processes: epoch 1, then ``--resume`` for epoch 2, equals 2 epochs in one go (rank 0 wrote, all ranks read)."""
+    import torch
+
+    beir, run = parallel_beir(tmp_path / "par")
+    common = ["train", "qpeft", "--variant", "attn", "--dataset", str(beir), "--negatives", str(run), "--batch-size",
+              "4", "--max-train-queries", "4", "--dev-size", "2", "--lr", str(LR), "--model", str(tiny_lm_path),
+              "--device", "cpu", "--dtype", "fp32", "--quiet"]
+    launch([*common, "--epochs", "2", "--output", str(tmp_path / "straight")], 2, tmp_path)
+    launch([*common, "--epochs", "1", "--output", str(tmp_path / "resumed")], 2, tmp_path)
+    launch([*common, "--epochs", "2", "--output", str(tmp_path / "resumed"), "--resume"], 2, tmp_path)
+    a, b = tensors(tmp_path / "straight" / "epoch-2"), tensors(tmp_path / "resumed" / "epoch-2")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert history(tmp_path / "straight") == history(tmp_path / "resumed")
