@@ -106,13 +106,19 @@ def batch_count(state: Path) -> int:
     return state.read_text(errors="replace").count("#done\n") if state.is_file() else 0
 
 
-def test_rerank_killed_anywhere_resumes_byte_identical(tiny_lm_path, big_beir, hook, tmp_path):
-    rng = random.Random(SEED)
+def upr_rerank(tiny_lm_path: Path, big_beir: Path, tmp_path: Path, hook: Path) -> list[str]:
+    """The UPR rerank command (without --output) of the big fixture; its uninterrupted run is ``tmp_path/ref.trec``."""
     run = first_stage(tmp_path / "bm25.trec", big_beir / "corpus.jsonl")
     common = ["rerank", "--run", str(run), "--topics", str(big_beir / "queries.jsonl"), "--corpus", str(big_beir),
               "--reranker", "upr", "--rerank-depth", "156", "--model", str(tiny_lm_path), "--device", "cpu",
               "--dtype", "fp32", "-q"]
     finish(cli([*common, "--output", str(tmp_path / "ref.trec")], hook))
+    return common
+
+
+def test_rerank_killed_anywhere_resumes_byte_identical(tiny_lm_path, big_beir, hook, tmp_path):
+    rng = random.Random(SEED)
+    common = upr_rerank(tiny_lm_path, big_beir, tmp_path, hook)
     out = tmp_path / "out.trec"
     slow = "pyserini_qpeft.rerank.lm:_State.append=0.2"  # 5 groups of <= 32 documents = 10 batches of <= 64 pairs
     proc = cli([*common, "--output", str(out)], hook, slow)
@@ -294,11 +300,7 @@ def test_ray_driver_killed_anywhere_resumes_byte_identical(tiny_lm_path, big_bei
     reused from disk and the run equals the serial one byte for byte."""
     pytest.importorskip("ray.data")
     rng = random.Random(SEED)
-    run = first_stage(tmp_path / "bm25.trec", big_beir / "corpus.jsonl")
-    common = ["rerank", "--run", str(run), "--topics", str(big_beir / "queries.jsonl"), "--corpus", str(big_beir),
-              "--reranker", "upr", "--rerank-depth", "156", "--model", str(tiny_lm_path), "--device", "cpu",
-              "--dtype", "fp32", "-q"]
-    finish(cli([*common, "--output", str(tmp_path / "ref.trec")], hook))
+    common = upr_rerank(tiny_lm_path, big_beir, tmp_path, hook)
     out = tmp_path / "out.trec"
     ray_flags = ["--engine", "ray", "--workers", "2"]
     proc = cli([*common, "--output", str(out), *ray_flags], hook, "pyserini_qpeft.rerank.lm:_State.append=0.3")
