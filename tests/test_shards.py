@@ -54,16 +54,21 @@ def test_sharded_rerank_merges_to_the_serial_run_byte_for_byte(tiny_lm_path, tmp
         assert CliRunner().invoke(cli, [*common, "--output", str(out), *bad]).exit_code == 2, bad
 
 
-def test_sharded_encode_merges_to_the_serial_index_byte_for_byte(tiny_lm_path, tmp_path):
+def encode_job(tiny_lm_path, tmp_path, seed: int, extra_docs: int) -> list[str]:
+    """The toy dataset plus ``extra_docs`` generated documents, and the common `encode` arguments (tiny frozen LM)."""
     root = write_beir(tmp_path / "big")
-    rng = random.Random(5)
+    rng = random.Random(seed)
     words = " ".join(TOY_TEXTS).split()
     with open(root / "corpus.jsonl", "a") as handle:
-        for i in range(40):
+        for i in range(extra_docs):
             handle.write(json.dumps({"_id": f"g{i:03d}", "title": "",
                                      "text": " ".join(rng.choices(words, k=rng.randint(4, 20)))}) + "\n")
-    common = ["encode", "--encoder", "frozen-lm", "--model", str(tiny_lm_path), "--dataset", str(root),
-              "--batch-size", "4", "--max-length", "32", "--device", "cpu", "--dtype", "fp32", "-q"]
+    return ["encode", "--encoder", "frozen-lm", "--model", str(tiny_lm_path), "--dataset", str(root),
+            "--batch-size", "4", "--max-length", "32", "--device", "cpu", "--dtype", "fp32", "-q"]
+
+
+def test_sharded_encode_merges_to_the_serial_index_byte_for_byte(tiny_lm_path, tmp_path):
+    common = encode_job(tiny_lm_path, tmp_path, 5, 40)
     serial = CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "serial")])
     assert serial.exit_code == 0, serial.output
     out = tmp_path / "sharded"
@@ -125,15 +130,7 @@ def test_ray_engine_is_byte_identical_to_serial_even_when_a_worker_dies(tiny_lm_
 def test_ray_encode_is_byte_identical_to_serial(tiny_lm_path, tmp_path):
     import ray  # the [distributed] extra; `make test` installs it
 
-    root = write_beir(tmp_path / "big")
-    rng = random.Random(6)
-    words = " ".join(TOY_TEXTS).split()
-    with open(root / "corpus.jsonl", "a") as handle:
-        for i in range(30):
-            handle.write(json.dumps({"_id": f"g{i:03d}", "title": "",
-                                     "text": " ".join(rng.choices(words, k=rng.randint(4, 20)))}) + "\n")
-    common = ["encode", "--encoder", "frozen-lm", "--model", str(tiny_lm_path), "--dataset", str(root),
-              "--batch-size", "4", "--max-length", "32", "--device", "cpu", "--dtype", "fp32", "-q"]
+    common = encode_job(tiny_lm_path, tmp_path, 6, 30)
     assert CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "serial")]).exit_code == 0
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
