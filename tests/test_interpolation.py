@@ -165,3 +165,93 @@ def test_upr_carries_its_documented_weight_and_upr_instruct_none(tiny_lm):
 
     with pytest.raises(InputError, match="carries no interpolation weight"):
         interpolation_alpha(build_reranker("upr-instruct", lm=tiny_lm), "auto")
+
+
+def test_hybrid_weight_selection_counts_only_the_first_runs_queries():
+    """select_alpha(method="interpolation") scores `interpolate(sparse, dense)` on the sparse run's (dev) queries
+    only, even when the dense run covers more queries."""
+    from pyserini_qpeft.evaluation import evaluate
+    from pyserini_qpeft.search.fusion import interpolate
+
+    sparse = _run({"q": {"a": 3.0, "b": 2.0, "c": 1.0}})
+    dense = _run({"q": {"c": 0.9, "b": 0.8, "d": 0.1}, "other": {"a": 1.0}})
+    qrels = {"q": {"b": 1}, "other": {"zzz": 1}}
+    alpha, table = select_alpha(sparse, dense, qrels, depth=1000, method="interpolation")
+    for a in (0.0, 0.3, 1.0):
+        fused = interpolate(sparse, _run({"q": {"c": 0.9, "b": 0.8, "d": 0.1}}), a, "zscore", 1000)
+        assert table[a] == pytest.approx(evaluate(fused, {"q": {"b": 1}}, ["ndcg@10"])["ndcg@10"])
+    assert table[1.0] < 1.0 and table[alpha] == 1.0  # b first only when both runs count
+    with pytest.raises(ValueError, match="method must be one of"):
+        select_alpha(sparse, dense, qrels, depth=10, method="rrf")
+
+
+def test_selection_files_apply_only_to_their_fusion(tmp_path):
+    """A hybrid weight file drives `fuse --method interpolation` with its own normalization; a rerank (`fuse
+    --method rerank-interpolation`, `rerank --interpolate`) refuses it, and an explicit other normalization is a
+    usage error."""
+    import json
+
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.main import cli
+    from pyserini_qpeft.rerank.flags import interpolation_weight
+    from pyserini_qpeft.search.fusion import interpolate, selection_record
+    from pyserini_qpeft.types import read_run
+
+    FIRST.write(tmp_path / "sparse.trec")
+    LM.write(tmp_path / "dense.trec")
+    record = selection_record(0.25, {0.25: 1.0}, "ndcg@10", 1000, "minmax", 1, method="interpolation")
+    (tmp_path / "hybrid.json").write_text(json.dumps(record))
+    base = ["fuse", "--run", str(tmp_path / "sparse.trec"), "--run", str(tmp_path / "dense.trec"),
+            "--alpha", str(tmp_path / "hybrid.json")]
+    out = CliRunner().invoke(cli, base + ["--method", "interpolation", "--output", str(tmp_path / "h.trec")])
+    assert out.exit_code == 0, out.output
+    expected = interpolate(FIRST, LM, 0.25, "minmax", 1000)
+    got = read_run(tmp_path / "h.trec")["q"]
+    assert [h.docid for h in got] == [h.docid for h in expected["q"]]
+    assert [h.score for h in got] == pytest.approx([h.score for h in expected["q"]], abs=1e-6)  # 6 decimals in TREC
+    other = CliRunner().invoke(cli, base + ["--method", "interpolation", "--normalization", "zscore",
+                                            "--output", str(tmp_path / "h2.trec")])
+    assert other.exit_code == 2 and "selected with --normalization minmax" in other.output
+    rerank = CliRunner().invoke(cli, base + ["--method", "rerank-interpolation", "--depth", "3",
+                                             "--output", str(tmp_path / "r.trec")])
+    assert rerank.exit_code == 2 and "selected for --method interpolation" in rerank.output
+    assert not (tmp_path / "h2.trec").exists() and not (tmp_path / "r.trec").exists()
+    with pytest.raises(ValueError, match="not for a rerank"):
+        interpolation_weight(str(tmp_path / "hybrid.json"))
+    # records from before hybrids had a method are rerank weights
+    legacy = {k: v for k, v in selection_record(0.4, {0.4: 1.0}, "ndcg@10", 3, "zscore", 1).items() if k != "method"}
+    (tmp_path / "legacy.json").write_text(json.dumps(legacy))
+    assert interpolation_weight(str(tmp_path / "legacy.json")) == 0.4
+
+
+def test_dev_split_from_a_checkpoint(toy_beir, tmp_path):
+    """`dev-split --checkpoint` restricts the run to the dev queries a trained checkpoint recorded (LMORT's own
+    carve for its hybrid weight); missing queries, a folder without a checkpoint and --dev-size are refused."""
+    import json
+
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.main import cli
+    from pyserini_qpeft.types import read_run
+
+    run = Run({q: [Hit("d1", 2.0), Hit("d2", 1.0)] for q in ["q1", "q2", "q3"]}, tag="bm25")
+    run.write(tmp_path / "train.trec")
+    best = tmp_path / "lmort-out" / "best"
+    best.mkdir(parents=True)
+    (best / "lmort_config.json").write_text(json.dumps({"module_type": "lmort", "training": {"dev_qids": ["q3", "q1"]}}))
+    base = ["dev-split", "--dataset", str(toy_beir), "--negatives", str(tmp_path / "train.trec"), "-q"]
+    out = CliRunner().invoke(cli, base + ["--checkpoint", str(tmp_path / "lmort-out"), "--output", str(tmp_path / "d.trec")])
+    assert out.exit_code == 0, out.output
+    dev = read_run(tmp_path / "d.trec")
+    assert dev.qids() == ["q3", "q1"] and [h.docid for h in dev["q3"]] == ["d1", "d2"]
+    (best / "lmort_config.json").write_text(json.dumps({"training": {"dev_qids": ["q9"]}}))
+    missing = CliRunner().invoke(cli, base + ["--checkpoint", str(best), "--output", str(tmp_path / "m.trec")])
+    assert missing.exit_code == 3 and "not in the run" in missing.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = CliRunner().invoke(cli, base + ["--checkpoint", str(empty), "--output", str(tmp_path / "n.trec")])
+    assert none.exit_code == 3 and "not a trained checkpoint" in none.output
+    both = CliRunner().invoke(cli, base + ["--checkpoint", str(best), "--dev-size", "1", "--output", str(tmp_path / "b.trec")])
+    assert both.exit_code == 2
+    assert not any((tmp_path / f).exists() for f in ("m.trec", "n.trec", "b.trec"))

@@ -19,14 +19,42 @@ def _default(func: Callable[..., Any], name: str) -> Any:
     return inspect.signature(func).parameters[name].default
 
 
-def _weight(text: str) -> float:
-    """``--alpha``: a weight in [0, 1] or a `select-interpolation` file (its dev-selected weight)."""
+def _weight(text: str) -> float | dict:
+    """``--alpha``: a weight in [0, 1], or a `select-interpolation` file (its record, whose dev-selected weight,
+    method and normalization :func:`_resolve_weight` applies)."""
+    import os
+
     from ..rerank.flags import interpolation_weight
 
+    if os.path.isfile(text):
+        from ..errors import InputError
+        from ..search.fusion import read_selection
+
+        try:
+            return {**read_selection(text), "path": text}
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
     value = interpolation_weight(text)
     if value == "auto":
         raise ValueError("'auto' is for `rerank --interpolate`; give a weight or a selection file")
     return float(value)
+
+
+def _resolve_weight(alpha: float | dict, method: str, normalization: str | None, default_normalization: str
+                    ) -> tuple[float, str]:
+    """``(weight, normalization)``: a selection file's weight only for the fusion it was selected for, with the
+    normalization it was selected with (a different explicit ``--normalization`` is a usage error)."""
+    from ..search.fusion import selection_method
+
+    if not isinstance(alpha, dict):
+        return alpha, normalization or default_normalization
+    path, selected = alpha["path"], selection_method(alpha)
+    if selected != method:
+        raise click.UsageError(f"--alpha {path} was selected for --method {selected}, not {method}")
+    chosen = alpha.get("normalization", default_normalization)
+    if normalization is not None and normalization != chosen:
+        raise click.UsageError(f"--alpha {path} was selected with --normalization {chosen}, not {normalization}")
+    return float(alpha["alpha"]), chosen
 
 
 @click.command("fuse")
@@ -39,7 +67,8 @@ def _weight(text: str) -> float:
 @click.option("--k", "rrf_k", type=click.IntRange(min=1), default=_default(rrf, "k"), show_default=True,
               help="RRF constant.")
 @click.option("--alpha", type=_weight, default=_default(interpolate, "alpha"), show_default=True,
-              help="interpolation: weight of the sparse / first-stage run, or a `select-interpolation` file.")
+              help="interpolation: weight of the sparse / first-stage run, or a `select-interpolation` file (its "
+                   "dev-selected weight and normalization; it must have been selected for this --method).")
 @click.option("--normalization", type=click.Choice(NORMALIZATIONS), default=None,
               help=f"Per-query score normalisation (default: {_default(interpolate, 'normalization')} for "
                    f"interpolation, {_default(interpolate_rerank, 'normalization')} for rerank-interpolation).")
@@ -58,15 +87,16 @@ def fuse(runs, method, rrf_k, alpha, normalization, depth, output) -> None:
         if len(loaded) != 2:
             raise click.UsageError(f"--method {method} takes exactly two --run")
         if method == "interpolation":
-            fused = interpolate(loaded[0], loaded[1], alpha=alpha,
-                                normalization=normalization or _default(interpolate, "normalization"),
+            weight, norm = _resolve_weight(alpha, method, normalization, _default(interpolate, "normalization"))
+            fused = interpolate(loaded[0], loaded[1], alpha=weight, normalization=norm,
                                 depth=depth or _default(interpolate, "depth"))
         else:
             if depth is None:
                 raise click.UsageError("--method rerank-interpolation needs --depth (the rerank depth)")
+            weight, norm = _resolve_weight(alpha, method, normalization,
+                                           _default(interpolate_rerank, "normalization"))
             try:
-                fused = interpolate_rerank(loaded[0], loaded[1], alpha, depth,
-                                           normalization or _default(interpolate_rerank, "normalization"))
+                fused = interpolate_rerank(loaded[0], loaded[1], weight, depth, norm)
             except ValueError as exc:
                 from ..errors import InputError
 

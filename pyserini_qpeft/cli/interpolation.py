@@ -2,11 +2,14 @@
 on dev queries carved from a training split (the same carve as `train qpeft`), never on test."""
 from __future__ import annotations
 
+import inspect
 import json
 
 import click
 
 from .options import OutputPath, field_default, quiet_option
+
+from ..search.fusion import FUSION_METHODS
 
 
 def _q(name: str):
@@ -23,52 +26,83 @@ def _q(name: str):
 @click.option("--dev-size", type=click.IntRange(min=1), default=None,
               help="Dev queries (default: `train qpeft`'s, a share of the training queries).")
 @click.option("--seed", type=int, default=None, help="Seed of the carve (default: `train qpeft`'s).")
+@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Instead of --dev-size/--seed: the dev queries a `train qpeft` / `train lmort` output (or its "
+                   "best/) records, e.g. to select an LMORT hybrid's weight on LMORT's own dev queries.")
 @click.option("--output", required=True, type=OutputPath(dir_okay=False),
               help="The first-stage run restricted to the dev queries (TREC).")
 @quiet_option
-def dev_split(dataset, split, negatives_run, dev_size, seed, output, quiet) -> None:
-    """Write the first-stage run of the dev queries that `train qpeft --dev-size N --seed S` would carve."""
+def dev_split(dataset, split, negatives_run, dev_size, seed, checkpoint, output, quiet) -> None:
+    """Write the first-stage run of the dev queries that `train qpeft --dev-size N --seed S` would carve (or that
+    a trained --checkpoint held out)."""
     from ..data import BeirDataset
-    from ..training.data import dev_first_stage
-    from ..types import read_run
+    from ..training.data import checkpoint_dev_qids, check_split, dev_first_stage
+    from ..types import Run, read_run
 
-    run = dev_first_stage(BeirDataset.find(dataset), split, read_run(negatives_run),
-                          dev_size if dev_size is not None else _q("dev_size"),
-                          seed if seed is not None else _q("seed"), progress=not quiet)
+    if checkpoint is not None:
+        if dev_size is not None or seed is not None:
+            raise click.UsageError("--checkpoint gives the dev queries: drop --dev-size/--seed")
+        check_split(split)
+        full = read_run(negatives_run)
+        qids = checkpoint_dev_qids(checkpoint)
+        missing = [q for q in qids if q not in full]
+        if missing:
+            from ..errors import InputError
+
+            raise InputError(f"{len(missing)} of the checkpoint's {len(qids)} dev queries (e.g. {missing[0]}) are "
+                             f"not in the run", negatives_run)
+        run = Run({q: full[q] for q in qids}, tag=full.tag)
+    else:
+        run = dev_first_stage(BeirDataset.find(dataset), split, read_run(negatives_run),
+                              dev_size if dev_size is not None else _q("dev_size"),
+                              seed if seed is not None else _q("seed"), progress=not quiet)
     run.write(output)
     click.echo(output)
 
 
 @click.command("select-interpolation")
 @click.option("--first-stage", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="First-stage run of the dev queries (`dev-split`).")
-@click.option("--reranked", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="The reranker's run of the same dev queries (`rerank --run <first stage> ...`).")
+              help="First-stage (for a hybrid: sparse) run of the dev queries (`dev-split`); its queries are the "
+                   "ones that count.")
+@click.option("--reranked", "--dense", "reranked", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The reranker's run of the same dev queries (`rerank --run <first stage> ...`); with --method "
+                   "interpolation the dense run (it may hold more queries: only the first stage's count).")
+@click.option("--method", type=click.Choice(FUSION_METHODS), default="rerank-interpolation", show_default=True,
+              help="The fusion the weight is for (as `fuse --method`): a rerank of the first stage's top --depth, "
+                   "or a hybrid of two full runs.")
 @click.option("--qrels", required=True, help="Qrels of the training split (Pyserini name or file).")
-@click.option("--depth", required=True, type=click.IntRange(min=1), help="The rerank depth.")
+@click.option("--depth", type=click.IntRange(min=1), default=None,
+              help="The rerank depth (required for rerank-interpolation); interpolation: the fused depth "
+                   "(default 1000, as `fuse`).")
 @click.option("--metric", default="ndcg@10", show_default=True)
 @click.option("--normalization", type=click.Choice(["zscore", "minmax", "none"]), default="zscore", show_default=True)
 @click.option("--output", required=True, type=OutputPath(dir_okay=False),
               help="JSON with the chosen weight (read by `rerank --interpolate FILE`, `fuse --alpha FILE`).")
-def select_interpolation(first_stage, reranked, qrels, depth, metric, normalization, output) -> None:
+def select_interpolation(first_stage, reranked, method, qrels, depth, metric, normalization, output) -> None:
     """Pick the first-stage weight in 0, 0.05, ..., 1 that maximises METRIC on the dev queries (ties: nearest 0.5)."""
     from ..artifacts import atomic_write
     from ..data import load_qrels
-    from ..search.fusion import select_alpha, selection_record
+    from ..search.fusion import interpolate, select_alpha, selection_record
     from ..types import read_run
 
+    if depth is None:
+        if method == "rerank-interpolation":
+            raise click.UsageError("--method rerank-interpolation needs --depth (the rerank depth)")
+        depth = inspect.signature(interpolate).parameters["depth"].default
     first, rr = read_run(first_stage), read_run(reranked)
     judged = load_qrels(qrels)
     try:
-        alpha, table = select_alpha(first, rr, judged, depth, normalization=normalization, metric=metric)
+        alpha, table = select_alpha(first, rr, judged, depth, normalization=normalization, metric=metric,
+                                    method=method)
     except ValueError as exc:
         from ..errors import InputError
 
         raise InputError(str(exc)) from None
     record = selection_record(alpha, table, metric, depth, normalization,
-                              sum(1 for q in first.qids() if q in judged), first_stage=first_stage,
+                              sum(1 for q in first.qids() if q in judged), method=method, first_stage=first_stage,
                               reranked=reranked, qrels=qrels)
     with atomic_write(output) as out:
         out.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    click.echo(json.dumps({"alpha": alpha, metric: table[alpha], "reranker_alone": table[0.0],
+    alone = "reranker_alone" if method == "rerank-interpolation" else "dense_alone"
+    click.echo(json.dumps({"alpha": alpha, metric: table[alpha], alone: table[0.0],
                            "first_stage_alone": table[1.0], "output": output}))

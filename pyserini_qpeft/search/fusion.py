@@ -127,15 +127,27 @@ def interpolate_rerank(first_stage: Run, reranked: Run, alpha: float, depth: int
     return fused
 
 
-def select_alpha(first_stage: Run, reranked: Run, qrels, depth: int, normalization: str = "zscore",
-                 metric: str = "ndcg@10", grid: Sequence[float] = ALPHA_GRID) -> tuple[float, dict[float, float]]:
-    """The first-stage weight that maximises ``metric`` on (dev) ``qrels``; ties go to the weight nearest 0.5.
+FUSION_METHODS = ("rerank-interpolation", "interpolation")
+"""What a weight is selected for: ``rerank-interpolation`` (:func:`interpolate_rerank`, a rerank of the first
+stage's top ``depth``) or ``interpolation`` (:func:`interpolate`, a hybrid of two full runs such as BM25 + dense)."""
 
-    Only queries judged in ``qrels`` count; call this on dev queries carved from a training split, never on test.
+
+def select_alpha(first_stage: Run, reranked: Run, qrels, depth: int, normalization: str = "zscore",
+                 metric: str = "ndcg@10", grid: Sequence[float] = ALPHA_GRID, method: str = "rerank-interpolation"
+                 ) -> tuple[float, dict[float, float]]:
+    """The first-stage (sparse) weight that maximises ``metric`` on (dev) ``qrels``; ties go to the weight nearest
+    0.5.
+
+    Only queries of ``first_stage`` judged in ``qrels`` count (so ``first_stage`` holding only the dev queries
+    restricts a second run over all training queries to them); call this on dev queries carved from a training
+    split, never on test. ``method`` is the fusion the weight is for (:data:`FUSION_METHODS`); for
+    ``interpolation`` the runs are ``(sparse, dense)`` and ``depth`` is the fused depth.
 
     Returns:
         ``(alpha, {alpha: metric value})`` over ``grid``.
     """
+    if method not in FUSION_METHODS:
+        raise ValueError(f"method must be one of {FUSION_METHODS}, got {method!r}")
     from ..evaluation import evaluate
 
     judged = [qid for qid in first_stage.qids() if qid in qrels]
@@ -147,7 +159,10 @@ def select_alpha(first_stage: Run, reranked: Run, qrels, depth: int, normalizati
     sub_qrels = {qid: qrels[qid] for qid in judged}
     table = {}
     for alpha in grid:
-        run = interpolate_rerank(sub_first, reranked, alpha, depth, normalization)
+        if method == "interpolation":
+            run = interpolate(sub_first, _only(reranked, judged), alpha, normalization, depth)
+        else:
+            run = interpolate_rerank(sub_first, reranked, alpha, depth, normalization)
         table[float(alpha)] = evaluate(run, sub_qrels, [metric])[metric]
     best = max(table.values())
     alpha = min((a for a, v in table.items() if v == best), key=lambda a: (abs(a - 0.5), a))
@@ -157,10 +172,15 @@ def select_alpha(first_stage: Run, reranked: Run, qrels, depth: int, normalizati
 SELECTION_FORMAT = "pyserini_qpeft.interpolation/1"
 
 
+def _only(run: Run, qids: Sequence[str]) -> Run:
+    """``run`` restricted to ``qids`` (those it holds)."""
+    return Run({q: run[q] for q in qids if q in run}, tag=run.tag)
+
+
 def selection_record(alpha: float, table: dict[float, float], metric: str, depth: int, normalization: str,
-                     queries: int, **sources: str) -> dict:
+                     queries: int, method: str = "rerank-interpolation", **sources: str) -> dict:
     """The JSON record of a dev selection (what ``--interpolate FILE`` and ``fuse --alpha FILE`` read)."""
-    return {"format": SELECTION_FORMAT, "alpha": alpha, "metric": metric, "depth": depth,
+    return {"format": SELECTION_FORMAT, "alpha": alpha, "method": method, "metric": metric, "depth": depth,
             "normalization": normalization, "dev_queries": queries,
             "table": {f"{a:.2f}": round(v, 6) for a, v in sorted(table.items())}, **sources}
 
@@ -181,4 +201,9 @@ def read_selection(path: str) -> dict:
         raise InputError(f"not an interpolation selection file (format {SELECTION_FORMAT!r} with an alpha in "
                          f"[0, 1])", str(path))
     return data
+
+
+def selection_method(record: dict) -> str:
+    """The fusion a selection record's weight is for (records written before hybrids had one: a rerank's)."""
+    return record.get("method", "rerank-interpolation")
 

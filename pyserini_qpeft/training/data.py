@@ -15,8 +15,10 @@ The dev set used for checkpoint selection is carved out of the training queries 
 from __future__ import annotations
 
 import logging
+import os
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import InputError
@@ -231,3 +233,32 @@ def dev_first_stage(dataset: "BeirDataset", split: str, run: Run, dev_size: int 
         raise InputError("the dev split is empty: give --dev-size >= 1")
     return Run({e.qid: run[e.qid] for e in dev}, tag=run.tag)
 
+
+
+CHECKPOINT_CONFIGS = ("qpeft_config.json", "lmort_config.json")
+"""The config files of the two trained artifacts; both record ``training.dev_qids`` (:func:`example_meta`)."""
+
+
+def checkpoint_dev_qids(path: str | os.PathLike) -> list[str]:
+    """The dev queries a trained checkpoint held out (a ``train qpeft``/``train lmort`` output folder or a
+    checkpoint folder such as its ``best/``), in their recorded order.
+
+    Raises:
+        InputError: no checkpoint config there, or one without recorded dev queries.
+    """
+    import json
+
+    from ..artifacts import resolve_best
+
+    for name in CHECKPOINT_CONFIGS:
+        folder = resolve_best(path, name)
+        config = Path(folder) / name
+        if config.is_file():
+            try:
+                qids = json.loads(config.read_text(encoding="utf-8")).get("training", {}).get("dev_qids")
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+                raise InputError(f"unreadable checkpoint config: {exc}", str(config)) from None
+            if not isinstance(qids, list) or not qids or not all(isinstance(q, str) for q in qids):
+                raise InputError("the checkpoint records no dev queries (training.dev_qids)", str(config))
+            return qids
+    raise InputError(f"not a trained checkpoint (no {' or '.join(CHECKPOINT_CONFIGS)} here or in best/)", str(path))
