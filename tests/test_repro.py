@@ -221,3 +221,25 @@ def test_interpolation_weights_are_selected_on_the_training_dev_queries():
                 assert select[select.index("--first-stage") + 1] == planner.output("bm25-dev")
                 assert "-test" not in " ".join(select)
 
+
+
+def test_lmort_hybrid_weight_is_selected_on_lmorts_own_dev_queries():
+    """The BM25 + LMORT interpolation is weighted on the dev queries LMORT's training held out (`dev-split
+    --checkpoint`), with training-query runs only, and the test fusion reads that selection file; LMORT comes from
+    the transformer-layer analysis (no --include-embeddings)."""
+    matrix = Matrix.load()
+    for profile in matrix.profiles:
+        planner = Planner(matrix, "scifact", profile=profile)
+        dev = planner.command("lmort-dev-bm25")
+        assert dev[0] == "dev-split" and dev[dev.index("--checkpoint") + 1] == planner.output("ckpt-lmort")
+        select = planner.command("lmort-hybrid-alpha")
+        assert select[select.index("--method") + 1] == "interpolation"
+        assert select[select.index("--first-stage") + 1] == planner.output("lmort-dev-bm25")
+        assert "-test" not in " ".join(select + planner.command("lmort-train"))
+        fuse = planner.command("hybrid-interp-bm25-lmort")
+        assert fuse[fuse.index("--alpha") + 1] == planner.output("lmort-hybrid-alpha")
+        assert "--include-embeddings" not in planner.command("lmort-analysis")
+    # on a transfer the weight still comes from the training dataset's dev queries and corpus
+    xfer = Planner(matrix, "arguana", profile="full", train_dataset="scifact", splits=("test",))
+    assert "beir-v1.0.0-scifact-train" in xfer.command("lmort-train")
+    assert xfer.output("lmort-train-index") == "indexes/faiss-lmort-auto.beir-scifact"
