@@ -87,3 +87,33 @@ def test_checkpoint_round_trip_keeps_query_proj(tiny_lm, tmp_path):
     loaded, loaded_config, _, _ = load_checkpoint(tmp_path / "ckpt", tiny_lm)
     assert loaded_config == config
     torch.testing.assert_close(loaded.query_proj.weight, module.query_proj.weight)
+
+
+def test_dev_seed_keeps_the_dev_queries_of_another_seed(tiny_lm_path, toy_beir, tmp_path):
+    """`--seed 1 --dev-seed 0` holds out the dev queries `--seed 0` holds out (a row's second seed selects its
+    interpolation weight on the same held-out queries), while the initialisation follows --seed."""
+    import json
+
+    from click.testing import CliRunner
+
+    from conftest import TOY_QUERIES
+    from pyserini_qpeft.cli.main import cli
+
+    docids = [json.loads(line)["_id"] for line in (toy_beir / "corpus.jsonl").read_text().splitlines()]
+    (tmp_path / "neg.trec").write_text("".join(f"{q['_id']} Q0 {d} {r + 1} {len(docids) - r}.0 bm25\n"
+                                               for q in TOY_QUERIES for r, d in enumerate(docids)))
+    common = ["train", "qpeft", "--variant", "attn", "--dataset", str(toy_beir), "--negatives",
+              str(tmp_path / "neg.trec"), "--epochs", "1", "--batch-size", "2", "--dev-size", "1", "--dev-depth", "2",
+              "--model", str(tiny_lm_path), "--device", "cpu", "--dtype", "fp32", "--quiet"]
+
+    def trained(name: str, *flags: str) -> dict:
+        out = CliRunner().invoke(cli, [*common, *flags, "--output", str(tmp_path / name)])
+        assert out.exit_code == 0, out.output
+        return json.loads((tmp_path / name / "best" / "qpeft_config.json").read_text())["training"]
+
+    seed0, seed1 = trained("s0", "--seed", "0"), trained("s1", "--seed", "1", "--dev-seed", "0")
+    assert seed1["dev_qids"] == seed0["dev_qids"]
+    assert seed1["train_config"]["seed"] == 1 and seed1["train_config"]["dev_seed"] == 0
+    assert seed0["train_config"]["dev_seed"] is None
+    w0 = (tmp_path / "s0" / "best" / "qpeft_model.safetensors").read_bytes()
+    assert w0 != (tmp_path / "s1" / "best" / "qpeft_model.safetensors").read_bytes()

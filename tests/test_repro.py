@@ -212,7 +212,7 @@ def test_interpolation_weights_are_selected_on_the_training_dev_queries():
         for name in ("ckpt-qpeft-attn", "ckpt-qpeft-retr", "ckpt-prompt"):
             train = planner.command(name)
             assert train[train.index("--dev-size") + 1] == str(variables["dev_queries"]), (profile, name)
-            assert train[train.index("--seed") + 1] == "0"
+            assert train[train.index("--dev-seed") + 1] == "0" and train[train.index("--seed") + 1] == "0"
         for cond in matrix.conditions.values():
             if cond.name.endswith("+interp"):
                 alpha = cond.run.replace("-interp", "-alpha")
@@ -243,3 +243,24 @@ def test_lmort_hybrid_weight_is_selected_on_lmorts_own_dev_queries():
     xfer = Planner(matrix, "arguana", profile="full", train_dataset="scifact", splits=("test",))
     assert "beir-v1.0.0-scifact-train" in xfer.command("lmort-train")
     assert xfer.output("lmort-train-index") == "indexes/faiss-lmort-auto.beir-scifact"
+
+
+def test_seed_offset_trains_other_seeds_on_the_same_dev_queries():
+    """--seed-offset K: trained conditions get their base seed + K and `.seed+K` names; Q-PEFT keeps the seed-0
+    dev carve (so its interpolation dev queries are still held out); untrained artifacts are shared."""
+    matrix = Matrix.load()
+    base, second = Planner(matrix, "scifact", profile="gpu"), Planner(matrix, "scifact", profile="gpu", seed_offset=1)
+    train = second.command("ckpt-qpeft-attn")
+    assert train[train.index("--seed") + 1] == "1" and train[train.index("--dev-seed") + 1] == "0"
+    lmort = second.command("ckpt-lmort")
+    assert lmort[lmort.index("--seed") + 1] == "14"
+    assert base.command("ckpt-lmort")[base.command("ckpt-lmort").index("--seed") + 1] == "13"
+    assert second.output("ckpt-qpeft-attn") == base.output("ckpt-qpeft-attn") + ".seed+1"
+    assert second.output("qpeft-attn-interp") != base.output("qpeft-attn-interp")
+    assert second.output("hybrid-interp-bm25-lmort") != base.output("hybrid-interp-bm25-lmort")
+    for shared in ("bm25", "upr", "bm25-dev", "upr-alpha", "minilm", "lmort-analysis"):
+        assert second.output(shared) == base.output(shared)
+    from pyserini_qpeft.errors import InputError
+
+    with pytest.raises(InputError, match="seed offset"):
+        Planner(matrix, "scifact", seed_offset=-1)

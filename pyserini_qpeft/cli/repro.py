@@ -15,7 +15,10 @@ def repro() -> None:
 @click.option("--dataset", required=True, help="BEIR dataset name (on $PYSERINI_QPEFT_DATA) or folder name.")
 @click.option("--condition", "names", multiple=True, help="Only these conditions (repeatable); default all.")
 @click.option("--profile", default="full", show_default=True,
-              help="beir.yaml profile: full (top-20), deep (top-100), gpu (top-100, big budget, fp32), demo.")
+              help="beir.yaml profile: full (top-20), top5, deep (top-100), gpu (top-100, big budget, fp32), demo.")
+@click.option("--seed-offset", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Train the trained conditions with their base seeds + K (a row's second seed: 1); their "
+                   "checkpoints and runs are named .seed+K.")
 @click.option("--checkpoint-from", default=None,
               help="Use checkpoints trained on this dataset (zero-shot transfer), e.g. --checkpoint-from scifact.")
 @click.option("--dry-run", is_flag=True, help="Print the commands without running anything.")
@@ -26,12 +29,12 @@ def repro() -> None:
               help="Another matrix file (default: the packaged beir.yaml).")
 @click.option("--download", is_flag=True, help="Download the official BEIR zip if the dataset is not found locally.")
 @click.option("--report-dir", type=OutputPath(file_okay=False), default="runs", show_default=True)
-def beir(dataset, names, profile, checkpoint_from, dry_run, check, as_json, baseline, yaml_path, download, report_dir) -> None:
+def beir(dataset, names, profile, seed_offset, checkpoint_from, dry_run, check, as_json, baseline, yaml_path, download, report_dir) -> None:
     """Make what is missing for the conditions, evaluate on the test split, report and optionally check."""
     from ..repro.beir import reproduce_beir
     from .main import run_in_process
 
     reproduce_beir(dataset, run_in_process, conditions=names, profile=profile, checkpoint_from=checkpoint_from,
                    dry_run=dry_run, check=check, as_json=as_json, baseline=baseline, yaml_path=yaml_path,
-                   download=download, report_dir=report_dir, out=click.echo,
+                   download=download, report_dir=report_dir, seed_offset=seed_offset, out=click.echo,
                    err=lambda text: click.echo(text, err=True))

@@ -86,6 +86,9 @@ def _M(name: str):
 @click.option("--patience", type=click.IntRange(min=1), default=_Q("patience"),
               help="Stop after this many epochs without a better dev metric (default: never).")
 @click.option("--seed", type=int, default=_Q("seed"), show_default=True)
+@click.option("--dev-seed", type=int, default=None,
+              help="Seed of the dev carve only (default: --seed), so that seeds of one row hold out the same dev "
+                   "queries.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output after its last completed epoch.")
 @click.option("--sweep", "sweep_grid", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML grid (setting -> list of values): train every combination into OUTPUT/sweep/, copy the one "
@@ -95,8 +98,8 @@ def _M(name: str):
 def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_size, lr, weight_decay, warmup_steps,
                 margin, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
                 num_heads, attn_init, mlp, num_virtual_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, max_train_queries, max_steps,
-                max_passage_tokens, instruction, selection_metric, patience, seed, resume, sweep_grid, model, device, dtype,
-                quiet) -> None:
+                max_passage_tokens, instruction, selection_metric, patience, seed, dev_seed, resume, sweep_grid, model, device,
+                dtype, quiet) -> None:
     """Train on (query, positive, BM25 hard negative) triples of --split; select by a dev set carved from it."""
     from ..data import BeirDataset
     from ..lm.backbone import FrozenLM, LMConfig
@@ -118,7 +121,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
             margin=margin, pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query,
             hard_pool=hard_pool, in_batch=not no_in_batch,
-            negative_policy=negative_policy, seed=seed, max_steps=max_steps, max_train_queries=max_train_queries,
+            negative_policy=negative_policy, seed=seed, dev_seed=dev_seed, max_steps=max_steps, max_train_queries=max_train_queries,
             dev_depth=dev_depth, selection_metric=selection_metric, patience=patience,
             dev_size=dev_size if dev_size is not None else _Q("dev_size"))
         ds = BeirDataset.find(dataset)
@@ -128,7 +131,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
             negative_policy=negative_policy, progress=not quiet)
         if not quiet:
             click.echo(stats.summary(), err=True)
-        train_ex, dev_ex = split_dev(examples, tcfg.dev_size, seed)
+        train_ex, dev_ex = split_dev(examples, tcfg.dev_size, tcfg.carve_seed)
         qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads, num_virtual_tokens=num_virtual_tokens,
                            prompt_init=prompt_init, seed=seed, attn_init=attn_init, mlp=mlp, token_filter=token_filter,
                            query_proj=query_proj)

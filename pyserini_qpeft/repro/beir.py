@@ -23,7 +23,7 @@ def _stderr(text: str) -> None:
 def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[str] = (), profile: str = "full",
                    checkpoint_from: str | None = None, dry_run: bool = False, check: bool = False,
                    as_json: bool = False, baseline: str = "bm25", yaml_path: str | Path | None = None,
-                   download: bool = False, report_dir: str | Path = "runs",
+                   download: bool = False, report_dir: str | Path = "runs", seed_offset: int = 0,
                    out: Callable[[str], None] = print, err: Callable[[str], None] = _stderr
                    ) -> list[dict[str, Any]] | None:
     """Run the reproduction matrix of ``yaml_path`` (default: the packaged ``beir.yaml``) on ``dataset``.
@@ -39,7 +39,10 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
         as_json: print the rows as JSON instead of the markdown table (progress always goes to ``err``).
         baseline: condition for per-query wins/losses.
         download: download the official BEIR zip when the dataset is not found locally.
-        report_dir: where ``repro-<dataset><suffix>.{md,json,png}`` go.
+        report_dir: where ``repro-<dataset><suffix><seed suffix>.{md,json,png}`` go.
+        seed_offset: train the trained conditions with their base seeds + this (a row's second seed; its checkpoints
+            and runs are named ``.seed+K``). Expected values are checked with the same tolerance, which is why a
+            trained row's tolerance is its seed-to-seed spread.
         out, err: receive printed lines (stdout, stderr).
 
     Returns:
@@ -56,7 +59,8 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
     splits = tuple(ds.splits())
     if checkpoint_from:
         splits = tuple(s for s in splits if s != "train") + ("train",)  # the checkpoint dataset has train
-    planner = Planner(matrix, ds.name, profile=profile, train_dataset=checkpoint_from, splits=splits)
+    planner = Planner(matrix, ds.name, profile=profile, train_dataset=checkpoint_from, splits=splits,
+                      seed_offset=seed_offset)
     skipped = [c.name for c in chosen if not planner.available(c.run)]
     if skipped:
         err(f"# {ds.name} has no train split: skipping {', '.join(skipped)} "
@@ -68,7 +72,8 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
 
     qrels = ds.qrels("test")
     rows = evaluate_conditions(planner, [c for c in chosen if c.name not in skipped], qrels, matrix.metrics)
-    stem = Path(report_dir) / f"repro-{ds.name}{matrix.profiles[profile].get('suffix', '')}"
+    stem = Path(report_dir) / (f"repro-{ds.name}{matrix.profiles[profile].get('suffix', '')}"
+                               f"{planner.variables['seed_suffix']}")
     base_cond = matrix.conditions.get(baseline)
     table = write_report(rows, matrix.metrics, ds.name, qrels, stem, baseline,
                          Path(planner.output(base_cond.run)) if base_cond else None)

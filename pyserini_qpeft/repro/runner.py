@@ -48,6 +48,7 @@ class Matrix:
     conditions: dict[str, Condition]
     profiles: dict[str, dict[str, str]]
     metrics: tuple[str, ...]
+    seeds: dict[str, int] = field(default_factory=dict)  # base training seeds ({qpeft_seed}, {lmort_seed})
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_YAML) -> "Matrix":
@@ -67,7 +68,10 @@ class Matrix:
             for need in art.needs:
                 if need not in artifacts:
                     raise InputError(f"artifact {art.name!r} needs unknown artifact {need!r}", str(path))
-        return cls(artifacts, conditions, data.get("profiles", {"full": {}}), tuple(data["metrics"]))
+        seeds = data.get("seeds", {}) or {}
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds.values()):
+            raise InputError(f"seeds must map names to integers, got {seeds!r}", str(path))
+        return cls(artifacts, conditions, data.get("profiles", {"full": {}}), tuple(data["metrics"]), dict(seeds))
 
 
 def _load_yaml_strict(path: str | Path) -> dict:
@@ -96,9 +100,13 @@ class Planner:
     """Resolves artifact paths and commands for one dataset and profile."""
 
     def __init__(self, matrix: Matrix, dataset: str, profile: str = "full", train_dataset: str | None = None,
-                 splits: tuple[str, ...] = ("train", "test")):
+                 splits: tuple[str, ...] = ("train", "test"), seed_offset: int = 0):
+        """``seed_offset`` K trains every trained condition with its base seed + K (the matrix's ``seeds``) into
+        checkpoints and runs named with ``.seed+K`` (nothing changes for K = 0)."""
         if profile not in matrix.profiles:
             raise InputError(f"unknown profile {profile!r}; choose from {', '.join(matrix.profiles)}")
+        if seed_offset < 0:
+            raise InputError(f"the seed offset must be >= 0, got {seed_offset}")
         self.matrix = matrix
         self.dataset = dataset
         self.splits = splits
@@ -106,6 +114,8 @@ class Planner:
         self.variables = {"dataset": dataset, "train_dataset": train_dataset or dataset,
                           # runs made with another dataset's checkpoint say so in their file name
                           "xfer": f".from-{train_dataset}" if transfer else "",
+                          "seed_suffix": f".seed+{seed_offset}" if seed_offset else "",
+                          **{name: str(base + seed_offset) for name, base in matrix.seeds.items()},
                           **{k: str(v) for k, v in matrix.profiles[profile].items()}}
 
     def _fmt(self, template: str) -> str:

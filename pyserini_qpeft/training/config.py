@@ -29,7 +29,9 @@ class TrainConfig:
         lr_schedule: after warmup, ``constant`` or ``linear`` decay to 0 at the last planned step.
         warmup_steps: linear warmup over this many steps (used when ``warmup_ratio`` is 0).
         warmup_ratio: warmup over this share of the planned steps instead (then ``warmup_steps`` must be 0).
-        seed: seeds the dev split, data order, sampling and dropout.
+        seed: seeds the dev split (unless ``dev_seed`` is set), the initialisation, data order, sampling and dropout.
+        dev_seed: seeds only the dev split (None = ``seed``), so that runs with different seeds can hold out the
+            same dev queries (the seeds of a table row, and the interpolation weights selected on those queries).
         dev_size: dev queries carved from the training queries: a count, a fraction in (0, 1), or 0 (no dev
             set; the best epoch is then the one with the lowest training loss).
         selection_metric: the dev metric that picks ``best/`` (an :mod:`~pyserini_qpeft.evaluation` name such as
@@ -49,6 +51,7 @@ class TrainConfig:
     warmup_steps: int = 10
     warmup_ratio: float = 0.0
     seed: int = 0
+    dev_seed: int | None = None
     dev_size: int | float = 0.1
     selection_metric: str = "ndcg@10"
     patience: int | None = None
@@ -86,6 +89,11 @@ class TrainConfig:
                 parse_metric(self.selection_metric)
             except InputError as exc:
                 raise ValueError(f"selection_metric {self.selection_metric!r}: {exc}") from None
+
+    @property
+    def carve_seed(self) -> int:
+        """The seed of the dev split: ``dev_seed`` when set, else ``seed``."""
+        return self.seed if self.dev_seed is None else self.dev_seed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
