@@ -219,6 +219,12 @@ def test_selection_files_apply_only_to_their_fusion(tmp_path):
     assert not (tmp_path / "h2.trec").exists() and not (tmp_path / "r.trec").exists()
     with pytest.raises(ValueError, match="not for a rerank"):
         interpolation_weight(str(tmp_path / "hybrid.json"))
+    # without --alpha: the default weight (rrf ignores it)
+    for method in ("rrf", "interpolation"):
+        plain = CliRunner().invoke(cli, ["fuse", "--run", str(tmp_path / "sparse.trec"), "--run",
+                                         str(tmp_path / "dense.trec"), "--method", method,
+                                         "--output", str(tmp_path / f"{method}.trec")])
+        assert plain.exit_code == 0, plain.output
     # records from before hybrids had a method are rerank weights
     legacy = {k: v for k, v in selection_record(0.4, {0.4: 1.0}, "ndcg@10", 3, "zscore", 1).items() if k != "method"}
     (tmp_path / "legacy.json").write_text(json.dumps(legacy))

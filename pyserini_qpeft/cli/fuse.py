@@ -26,6 +26,8 @@ def _weight(text: str) -> float | dict:
 
     from ..rerank.flags import interpolation_weight
 
+    if isinstance(text, (int, float)):  # click passes the default through this type as well
+        return float(text)
     if os.path.isfile(text):
         from ..errors import InputError
         from ..search.fusion import read_selection
