@@ -45,7 +45,7 @@ def lmort() -> None:
 @click.option("--include-embeddings", is_flag=True,
               help="Let layer 0 (the input embeddings) be chosen too (an ablation; default: transformer layers only).")
 @click.option("--output", type=OutputPath(file_okay=False), default=None,
-              help="Folder for layer_report.json and layers.png (default runs/lmort-analysis-<dataset>).")
+              help="Folder for layer_report.json and layers.png (default runs/lmort-layers.beir-<dataset>, the name `repro beir` uses).")
 @lm_options
 @quiet_option
 def analyze(dataset, split, pairs, uniformity_texts, pooling, max_length, batch_size, seed, include_embeddings, output,
@@ -58,7 +58,7 @@ def analyze(dataset, split, pairs, uniformity_texts, pooling, max_length, batch_
 
     check_split(split)
     data = BeirDataset.find(dataset)
-    out = Path(output) if output else Path("runs") / f"lmort-analysis-{data.name}"
+    out = Path(output) if output else Path("runs") / f"lmort-layers.beir-{data.name}"
     lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
     report = run_analysis(lm, data, split, pairs, uniformity_texts, pooling, max_length, batch_size, seed, out,
                           progress=not quiet, include_embeddings=include_embeddings)
