@@ -46,13 +46,15 @@ def _resolve_weight(alpha: float | dict, method: str, normalization: str | None,
                     ) -> tuple[float, str]:
     """``(weight, normalization)``: a selection file's weight only for the fusion it was selected for, with the
     normalization it was selected with (a different explicit ``--normalization`` is a usage error)."""
-    from ..search.fusion import selection_method
+    from ..search.fusion import check_selection_method
 
     if not isinstance(alpha, dict):
         return alpha, normalization or default_normalization
-    path, selected = alpha["path"], selection_method(alpha)
-    if selected != method:
-        raise click.UsageError(f"--alpha {path} was selected for --method {selected}, not {method}")
+    path = alpha["path"]
+    try:
+        check_selection_method(alpha, method, f"--alpha {path}")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     chosen = alpha.get("normalization", default_normalization)
     if normalization is not None and normalization != chosen:
         raise click.UsageError(f"--alpha {path} was selected with --normalization {chosen}, not {normalization}")

@@ -2,7 +2,6 @@
 on dev queries carved from a training split (the same carve as `train qpeft`), never on test."""
 from __future__ import annotations
 
-import inspect
 import json
 
 import click
@@ -84,11 +83,12 @@ def select_interpolation(first_stage, reranked, method, qrels, depth, metric, no
     from ..data import load_qrels
     from ..search.fusion import interpolate, select_alpha, selection_record
     from ..types import read_run
+    from .fuse import _default
 
     if depth is None:
         if method == "rerank-interpolation":
             raise click.UsageError("--method rerank-interpolation needs --depth (the rerank depth)")
-        depth = inspect.signature(interpolate).parameters["depth"].default
+        depth = _default(interpolate, "depth")
     first, rr = read_run(first_stage), read_run(reranked)
     judged = load_qrels(qrels)
     try:

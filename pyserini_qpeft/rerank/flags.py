@@ -59,15 +59,13 @@ def interpolation_weight(text: str) -> float | str:
         return "auto"
     if os.path.isfile(text):
         from ..errors import InputError
-        from ..search.fusion import read_selection, selection_method
+        from ..search.fusion import check_selection_method, read_selection
 
         try:
             record = read_selection(text)
         except InputError as exc:
             raise ValueError(str(exc)) from None
-        if selection_method(record) != "rerank-interpolation":
-            raise ValueError(f"{text} holds a weight selected for `fuse --method {selection_method(record)}` "
-                             f"(a hybrid of two runs), not for a rerank")
+        check_selection_method(record, "rerank-interpolation", text)
         return float(record["alpha"])
     value = float(text)
     if not 0.0 <= value <= 1.0:

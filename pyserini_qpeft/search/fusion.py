@@ -207,3 +207,12 @@ def selection_method(record: dict) -> str:
     """The fusion a selection record's weight is for (records written before hybrids had one: a rerank's)."""
     return record.get("method", "rerank-interpolation")
 
+
+def check_selection_method(record: dict, method: str, path: str) -> None:
+    """ValueError unless the record's weight was selected for ``method`` (the one check of `fuse --alpha FILE`
+    and `rerank --interpolate FILE`)."""
+    selected = selection_method(record)
+    if selected != method:
+        kind = "a rerank" if method == "rerank-interpolation" else "a hybrid of two runs"
+        raise ValueError(f"{path} was selected for --method {selected}, not for {kind} (--method {method})")
+
