@@ -89,8 +89,8 @@ def test_expected_scores_are_chosen_by_profile_and_transfer():
     assert check_rows([{"condition": "c", "ndcg@10": 0.5}], conds, "toy", "deep")
     assert check_rows([{"condition": "c", "ndcg@10": 0.6}], conds, "toy", "deep") == []
     assert check_rows([{"condition": "c", "ndcg@10": 0.5}], conds, "toy", "demo") == []  # nothing expected
-    assert check_rows([{"condition": "c", "ndcg@10": 0.3}], conds, "toy", "full", ".from-other") == []
-    assert check_rows([{"condition": "c", "ndcg@10": 0.5}], conds, "toy", "full", ".from-other")
+    assert check_rows([{"condition": "c", "ndcg@10": 0.3}], conds, "toy", "full", {"c": ".from-other"}) == []
+    assert check_rows([{"condition": "c", "ndcg@10": 0.5}], conds, "toy", "full", {"c": ".from-other"})
 
 
 def test_packaged_matrix_is_consistent(tmp_path):
@@ -243,6 +243,23 @@ def test_lmort_hybrid_weight_is_selected_on_lmorts_own_dev_queries():
     xfer = Planner(matrix, "arguana", profile="full", train_dataset="scifact", splits=("test",))
     assert "beir-v1.0.0-scifact-train" in xfer.command("lmort-train")
     assert xfer.output("lmort-train-index") == "indexes/faiss-lmort-auto.beir-scifact"
+
+
+def test_transfer_check_judges_untransferred_runs_by_their_own_expectation():
+    """With --checkpoint-from, BM25 and zero-shot UPR are the same runs as without it (no `{xfer}` in their names),
+    so they are checked against `<dataset>@<profile>`; runs that depend on the other dataset against `.from-X`."""
+    matrix = Matrix.load()
+    xfer = Planner(matrix, "arguana", profile="top5", train_dataset="scifact", splits=("test",))
+    assert xfer.run_xfer("bm25") == "" and xfer.run_xfer("upr") == ""
+    assert xfer.run_xfer("upr-interp") == ".from-scifact"
+    assert Planner(matrix, "scifact", profile="top5").run_xfer("upr-interp") == ""
+    xfers = {name: xfer.run_xfer(matrix.conditions[name].run) for name in ("bm25", "bm25+upr+interp")}
+    rows = [{"condition": "bm25", "ndcg@10": 0.3970, "recall@100": 0.9324},
+            {"condition": "bm25+upr+interp", "ndcg@10": 0.4136, "recall@100": 0.9324}]
+    assert check_rows(rows, matrix.conditions, "arguana", "top5", xfers) == []
+    rows[0]["ndcg@10"] = 0.39
+    assert check_rows(rows, matrix.conditions, "arguana", "top5", xfers) == [
+        "bm25: ndcg@10 = 0.3900, expected 0.3970 ± 0.0"]
 
 
 def test_seed_offset_trains_other_seeds_on_the_same_dev_queries():

@@ -83,6 +83,7 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
         out(table)
     err(f"# wrote {stem}.md, {stem}.json, {stem}.png")
     if check:
-        raise_on_failures(check_rows(rows, matrix.conditions, ds.name, profile, planner.variables["xfer"]))
+        xfers = {c.name: planner.run_xfer(c.run) for c in chosen}
+        raise_on_failures(check_rows(rows, matrix.conditions, ds.name, profile, xfers))
         err("# check passed: every score within its tolerance")
     return rows

@@ -131,6 +131,12 @@ class Planner:
     def output(self, name: str) -> str:
         return self._fmt(self.matrix.artifacts[name].output)
 
+    def run_xfer(self, name: str) -> str:
+        """The transfer suffix (``.from-X``) of artifact ``name``'s run, ``""`` when its name has no ``{xfer}``: a
+        run that does not depend on the other dataset (BM25, zero-shot UPR) is the same run as without transfer
+        and is judged by the same expectation."""
+        return self.variables["xfer"] if "{xfer}" in self.matrix.artifacts[name].output else ""
+
     def command(self, name: str) -> list[str]:
         art = self.matrix.artifacts[name]
         return shlex.split(self._fmt(art.command.replace("{output}", self.matrix.artifacts[name].output)))
@@ -216,10 +222,13 @@ def expected_for(condition: Condition, dataset: str, profile: str = "full", xfer
 
 
 def check_rows(rows: list[dict[str, Any]], conditions: Mapping[str, Condition], dataset: str,
-               profile: str = "full", xfer: str = "") -> list[str]:
-    """Failures: rows whose metric left ``expected ± tolerance`` (conditions without expectations pass)."""
+               profile: str = "full", xfers: Mapping[str, str] | None = None) -> list[str]:
+    """Failures: rows whose metric left ``expected ± tolerance`` (conditions without expectations pass).
+
+    ``xfers`` maps a condition to its transfer suffix (:meth:`Planner.run_xfer`; missing = no transfer)."""
     failures = []
     for row in rows:
+        xfer = (xfers or {}).get(row["condition"], "")
         expected = expected_for(conditions[row["condition"]], dataset, profile, xfer)
         if not expected:
             continue
