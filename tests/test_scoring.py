@@ -270,3 +270,36 @@ def test_smollm2_tokenization_and_cache_agree():
         queries * 2, docs + docs[::-1])
     assert max(abs(a - b) for a, b in zip(cached, plain)) < 0.05  # bf16
     assert cached[0] > cached[2] and cached[1] > cached[3]  # each query prefers its own passage
+
+
+def test_prefix_memo_keeps_scores_bit_identical_and_skips_repeated_prefix_forwards(tiny_lm):
+    """Scoring the same pairs again with a PrefixMemo (the dev pairs of every epoch) runs no prefix forward and
+    gives exactly the scores of a scorer without one; a budget too small for a group keeps nothing of it."""
+    from pyserini_qpeft.lm.memo import PrefixMemo, cache_bytes
+
+    config = ScorerConfig(batch_size=3, prefix_batch_size=2)
+    queries, docs = (list(x) for x in zip(*PAIRS))
+    want = QueryLikelihoodScorer(tiny_lm, config).score(queries, docs)
+    memo = PrefixMemo(1 << 30)
+    scorer = QueryLikelihoodScorer(tiny_lm, config, prefix_memo=memo)
+    calls = []
+    run_prefix = scorer.engine.prefix_cache
+    scorer.engine.prefix_cache = lambda ids, mask: calls.append(ids.shape) or run_prefix(ids, mask)
+    assert scorer.score(queries, docs) == want
+    groups = len(scorer.plan(queries, docs))
+    assert len(calls) == groups == len(memo) == memo.misses and memo.hits == 0 and groups == 3
+    assert memo.bytes == sum(cache_bytes(c) for c in memo._store.values()) > 0
+    assert scorer.score(queries, docs) == want  # the second evaluation: every prefix from the memo
+    assert len(calls) == groups and memo.hits == groups
+    # another scorer of the same LM (other suffix batch size: same groups) shares it
+    other = QueryLikelihoodScorer(tiny_lm, ScorerConfig(batch_size=5, prefix_batch_size=2), prefix_memo=memo)
+    assert other.score(queries, docs) == QueryLikelihoodScorer(tiny_lm, ScorerConfig(batch_size=5,
+                                                                                     prefix_batch_size=2)
+                                                               ).score(queries, docs)
+    assert memo.hits == 2 * groups
+    # a budget below one group's cache: nothing kept, scores unchanged
+    small = PrefixMemo(min(cache_bytes(c) for c in memo._store.values()) - 1)
+    assert QueryLikelihoodScorer(tiny_lm, config, prefix_memo=small).score(queries, docs) == want
+    assert len(small) == 0 and small.bytes == 0
+    with pytest.raises(ValueError):
+        PrefixMemo(-1)

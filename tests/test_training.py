@@ -328,3 +328,28 @@ def test_cli_defaults_come_from_the_configs():
                  "warmup_ratio", "weight_decay"):
         assert m[name] == LMORTTrainConfig.default(name), name
     assert m["dev_fraction"] == LMORTTrainConfig.default("dev_size")
+
+
+def test_dev_prefix_memo_changes_no_number(tiny_lm, tmp_path):
+    """Training with the dev prefix memo (the default) and without one (PrefixMemo(0)) gives the same weights and
+    the same dev numbers, bit for bit; with it, every dev evaluation after the first runs no passage prefix."""
+    from pyserini_qpeft.lm.memo import PrefixMemo
+
+    def train(out, memo):
+        examples = toy_examples()
+        config = QPeftConfig(variant="attn", seed=0)
+        module = build_module(tiny_lm, config)
+        tcfg = QPeftTrainConfig(epochs=3, batch_size=3, lr=5e-2, margin=0.5, hard_pool=1, warmup_steps=0,
+                                dev_depth=6, eval_at_start=True)
+        result = train_qpeft(tiny_lm, module, config, ScorerConfig(max_passage_tokens=32), examples[:3],
+                             examples[3:], CORPUS, tcfg, out, progress=False, prefix_memo=memo)
+        return module, result
+
+    memo = PrefixMemo(1 << 30)
+    with_memo, a = train(tmp_path / "a", memo)
+    without, b = train(tmp_path / "b", PrefixMemo(0))
+    assert [h["dev"] for h in a.history] == [h["dev"] for h in b.history]
+    assert a.dev_baseline == b.dev_baseline
+    assert all(torch.equal(with_memo.state_dict()[k], v) for k, v in without.state_dict().items())
+    # evaluations: untrained + zero-shot baseline + 3 epochs; only the first one ran the prefixes
+    assert memo.misses == len(memo) > 0 and memo.hits == 4 * memo.misses

@@ -90,6 +90,10 @@ def _M(name: str):
               help="Seed of the dev carve only (default: --seed), so that seeds of one row hold out the same dev "
                    "queries.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output after its last completed epoch.")
+@click.option("--dev-cache-gb", type=click.FloatRange(min=0), default=None,
+              help="Memory for the dev pairs' prompt-prefix caches, kept between dev evaluations (and sweep points) so "
+                   "that only the first evaluation runs the passages through the LM; scores are unchanged "
+                   "(default: a quarter of the free memory; 0 = off).")
 @click.option("--sweep", "sweep_grid", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML grid (setting -> list of values): train every combination into OUTPUT/sweep/, copy the one "
                    "with the best dev metric to OUTPUT/best/, write OUTPUT/sweep.{json,md}. Resumes.")
@@ -98,11 +102,12 @@ def _M(name: str):
 def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_size, lr, weight_decay, warmup_steps,
                 margin, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
                 num_heads, attn_init, mlp, num_virtual_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, max_train_queries, max_steps,
-                max_passage_tokens, instruction, selection_metric, patience, seed, dev_seed, resume, sweep_grid, model, device,
-                dtype, quiet) -> None:
+                max_passage_tokens, instruction, selection_metric, patience, seed, dev_seed, resume, dev_cache_gb, sweep_grid,
+                model, device, dtype, quiet) -> None:
     """Train on (query, positive, BM25 hard negative) triples of --split; select by a dev set carved from it."""
     from ..data import BeirDataset
     from ..lm.backbone import FrozenLM, LMConfig
+    from ..lm.memo import PrefixMemo
     from ..lm.scoring import ScorerConfig
     from ..qpeft.module import build_module, parameter_report
     from ..qpeft.interpolation import select_checkpoint_interpolation
@@ -137,6 +142,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                            query_proj=query_proj)
         scfg = ScorerConfig(instruction=instruction, max_passage_tokens=max_passage_tokens)
         lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
+        # one for every training of this command; ranks of a data-parallel run may share a device's memory
+        memo = PrefixMemo.for_device(lm.device, dev_cache_gb, processes=parallel.world_size)
         module = build_module(lm, qcfg)
         report = parameter_report(module, lm)
         if not quiet:
@@ -155,7 +162,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                 tc = QPeftTrainConfig.build(**{**tcfg.__dict__, **point.train})
                 return run_training(lm, build_module(lm, q), q, scfg, train_ex, dev_ex, corpus, tc, folder,
                                     resume=(folder / "trainer_state.json").is_file(), progress=not quiet,
-                                    metadata={**meta, "sweep": point.settings}, parallel=parallel)
+                                    metadata={**meta, "sweep": point.settings}, parallel=parallel,
+                                    prefix_memo=memo)
 
             try:
                 points = load_grid(sweep_grid, QPeftConfig, QPeftTrainConfig)
@@ -175,7 +183,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                                   indent=2))
             return
         result = run_training(lm, module, qcfg, scfg, train_ex, dev_ex, corpus, tcfg, output, resume=resume,
-                              progress=not quiet, metadata=meta, parallel=parallel)
+                              progress=not quiet, metadata=meta, parallel=parallel, prefix_memo=memo)
         if not parallel.is_main:  # rank 0 selects the interpolation weight (a dev rerank) and reports
             return
         interpolation = select_checkpoint_interpolation(lm, result.best_dir, variant, dev_ex, negatives_run_obj,

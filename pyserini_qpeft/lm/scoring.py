@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from .backbone import FrozenLM
+    from .memo import PrefixMemo
     from ..data import Document
 
 __all__ = ["DEFAULT_TEMPLATE", "HintModule", "PairBatch", "QueryLikelihoodScorer", "ScoreGroup", "ScorerConfig",
@@ -121,15 +122,20 @@ class QueryLikelihoodScorer:
         lm: the frozen LM (any Hugging Face causal LM with ``get_decoder()`` and ``get_output_embeddings()``).
         config: prompt and batching options.
         hint_module: optional trainable module whose hint vectors are spliced before ``Question:`` (Q-PEFT).
+        prefix_memo: optional :class:`~pyserini_qpeft.lm.memo.PrefixMemo`: group prefix caches kept across
+            :meth:`score_batches` calls (pairs scored repeatedly, e.g. every epoch's dev evaluation; it may be
+            shared by scorers of the same LM).
 
     Attributes:
         prompts: the :class:`~pyserini_qpeft.lm.prompts.PromptBuilder` (token ids of prompt pieces).
         engine: the :class:`~pyserini_qpeft.lm.forward.QueryLikelihoodForward` (the model side).
     """
 
-    def __init__(self, lm: "FrozenLM", config: ScorerConfig | None = None, hint_module: HintModule | None = None):
+    def __init__(self, lm: "FrozenLM", config: ScorerConfig | None = None, hint_module: HintModule | None = None,
+                 prefix_memo: "PrefixMemo | None" = None):
         self.lm = lm
         self.config = config or ScorerConfig()
+        self.prefix_memo = prefix_memo
         self.prompts = PromptBuilder(lm.tokenizer, self.config, hints=hint_module is not None)
         self.engine = QueryLikelihoodForward(lm, self.prompts.suffix, hint_module)
 
@@ -268,7 +274,7 @@ class QueryLikelihoodScorer:
                     prefix_ids, prefix_mask = prefix_ids.to(device), prefix_mask.to(device)
                     cache = None
                     if self.config.cache_prefixes:
-                        cache = self.engine.prefix_cache(prefix_ids, prefix_mask)
+                        cache = self._group_cache([t.prefix for t in dtok], prefix_ids, prefix_mask)
                     for chunk in chunks:
                         slots = [local[plan.doc_of[i]] for i in chunk]
                         batch = self._batch([dtok[s].prefix for s in slots], [dtok[s].passage for s in slots],
@@ -289,6 +295,19 @@ class QueryLikelihoodScorer:
             bar.close()
             if hm is not None and hasattr(hm, "train"):
                 hm.train(was_training)
+
+    def _group_cache(self, prefixes: Sequence[Sequence[int]], prefix_ids: "Tensor", prefix_mask: "Tensor"):
+        """The KV cache of one group's ``[U, P]`` prefixes: from :attr:`prefix_memo` when it holds them, else run
+        (and offered to the memo)."""
+        memo = self.prefix_memo
+        if memo is None:
+            return self.engine.prefix_cache(prefix_ids, prefix_mask)
+        key = memo.key(prefixes, prefix_ids.device, self.lm.dtype)
+        cache = memo.get(key)
+        if cache is None:
+            cache = self.engine.prefix_cache(prefix_ids, prefix_mask)
+            memo.put(key, cache)
+        return cache
 
     @staticmethod
     def _read_back(pending, bar) -> tuple[ScoreGroup, tuple[int, ...], list[float]]:

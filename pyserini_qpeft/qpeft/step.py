@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..lm.backbone import FrozenLM
+    from ..lm.memo import PrefixMemo
     from ..lm.scoring import ScorerConfig
     from ..training.parallel import DataParallel
     from ..training.trainer import TrainResult
@@ -128,12 +129,16 @@ class QPeftStep:
         corpus: docid -> Document for every docid the examples mention.
         config: the step's hyperparameters (margin, pointwise weight, negatives, dev depth).
         parallel: data-parallel place: this rank scores its slice of each batch's rows and of the dev pairs.
+        prefix_memo: keeps the dev pairs' prefix KV caches between dev evaluations (they do not depend on the
+            module); None = a memo of a quarter of the free memory (``PrefixMemo(0)``: none).
     """
 
     dev_metrics = DEV_METRICS
 
     def __init__(self, lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_config: "ScorerConfig",
-                 corpus: Mapping[str, Any], config: QPeftTrainConfig, parallel: "DataParallel | None" = None):
+                 corpus: Mapping[str, Any], config: QPeftTrainConfig, parallel: "DataParallel | None" = None,
+                 prefix_memo: "PrefixMemo | None" = None):
+        from ..lm.memo import PrefixMemo
         from ..lm.scoring import QueryLikelihoodScorer
         from ..training.parallel import SINGLE
 
@@ -145,7 +150,9 @@ class QPeftStep:
         if any(id(p) in lm_params for p in params):
             raise ModelError("the hint module shares parameters with the LM; the LM must stay frozen")
         self._params = params
-        self.scorer = QueryLikelihoodScorer(lm, scorer_config, hint_module=module)
+        # the dev pairs' prefix caches, kept between dev evaluations (training steps run their own prefixes)
+        self.prefix_memo = prefix_memo if prefix_memo is not None else PrefixMemo.for_device(lm.device)
+        self.scorer = QueryLikelihoodScorer(lm, scorer_config, hint_module=module, prefix_memo=self.prefix_memo)
 
     def parameters(self) -> list["torch.nn.Parameter"]:
         return self._params
@@ -195,7 +202,8 @@ class QPeftStep:
         """The same candidates ranked by zero-shot UPR (the frozen LM without hints)."""
         from ..lm.scoring import QueryLikelihoodScorer
 
-        return self._rank(QueryLikelihoodScorer(self.lm, self.scorer_config), dev, progress)
+        return self._rank(QueryLikelihoodScorer(self.lm, self.scorer_config, prefix_memo=self.prefix_memo), dev,
+                          progress)
 
     def dev_extra(self, dev: Sequence[TrainingExample], run: "Run") -> dict[str, float]:
         """Dev loss (``qpeft_dev_loss``) and the number of scored pairs."""
@@ -223,7 +231,7 @@ def train_qpeft(lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_conf
                 train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
                 corpus: Mapping[str, Any], config: QPeftTrainConfig, output_dir: str | os.PathLike,
                 resume: bool = False, progress: bool = True, metadata: dict[str, Any] | None = None,
-                parallel: "DataParallel | None" = None) -> "TrainResult":
+                parallel: "DataParallel | None" = None, prefix_memo: "PrefixMemo | None" = None) -> "TrainResult":
     """Train ``module`` (in place) with the shared loop; ``output_dir/best`` is what reranking loads.
 
     Args:
@@ -237,11 +245,13 @@ def train_qpeft(lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_conf
         progress: tqdm bars.
         metadata: extra JSON saved in every checkpoint (e.g. ``{"training": {"command": ...}}``).
         parallel: data-parallel place (``training.parallel``); default one process.
+        prefix_memo: dev prefix caches kept between dev evaluations (see :class:`QPeftStep`); pass one memo to
+            several trainings of the same LM and dev pairs (a sweep) to share it.
     """
     from ..training.trainer import fit
 
     if not dev_examples:
         raise InputError("no dev examples: checkpoint selection needs a dev set carved from the training queries")
-    step = QPeftStep(lm, module, qpeft_config, scorer_config, corpus, config, parallel)
+    step = QPeftStep(lm, module, qpeft_config, scorer_config, corpus, config, parallel, prefix_memo)
     return fit(step, train_examples, dev_examples, config, output_dir, resume=resume, progress=progress,
                metadata=metadata)
