@@ -370,3 +370,88 @@ def test_train_lmort_shared_split_resume_and_dev_metrics(tiny_lm, tmp_path, monk
     want = evaluate(dev_run, {e.qid: {d: 1 for d in e.positives} for e in dev_set}, list(step.dev_metrics))
     best = next(h for h in full["history"] if h["epoch"] == full["best_epoch"])
     assert {k: best["dev"][k] for k in want} == want
+
+
+def _index_vectors(folder):
+    import faiss
+
+    index = faiss.read_index(str(folder / "index"))
+    return index.reconstruct_n(0, index.ntotal)
+
+
+def test_encode_from_state_cache(tiny_lm_path, toy_beir, tmp_path, monkeypatch):
+    """`encode --state-cache`: documents come from the states training stored (bf16), the LM runs only for the
+    documents not stored yet, and the vectors are what training's own cached encoding computes."""
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.encode import encode
+    from pyserini_qpeft.cli.lmort import lmort
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+    from pyserini_qpeft.lmort import cache as lmort_cache
+    from pyserini_qpeft.lmort import tuner as lmort_tuner
+    from pyserini_qpeft.lmort.cache import StateCache, encode_cached, state_key
+    from pyserini_qpeft.search.encoders import dense_search
+    from pyserini_qpeft.types import Query
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    device = ["--device", "cpu", "--dtype", "fp32", "--quiet"]
+    res = runner.invoke(lmort, ["train", "--dataset", str(toy_beir), "--negatives", str(_negatives_run(tmp_path / "neg.trec")),
+                                "--layers", "1,2", "--output", "ckpt", "--batch-size", "2", "--dim", "32", "--ffn-dim",
+                                "64", "--max-length", "32", "--dev-fraction", "0", "--epochs", "1", "--cache-dir", "states",
+                                "--model", str(tiny_lm_path), *device])
+    assert res.exit_code == 0, res.output
+    stored = {i for shard in json.loads((tmp_path / "states" / "index.json").read_text())["shards"] for i in shard}
+    missing = {f"d{k}" for k in range(1, 7)} - {i[2:] for i in stored if i.startswith("d:")}
+    assert missing  # training stored only the documents its examples use
+
+    computed = []
+    real = lmort_cache.layer_token_states
+
+    def counting(lm, input_ids, attention_mask, layers):
+        computed.append(int(input_ids.shape[0]))
+        return real(lm, input_ids, attention_mask, layers)
+
+    def no_live_encode(*args, **kwargs):
+        raise AssertionError("a document was encoded live")
+
+    monkeypatch.setattr(lmort_cache, "layer_token_states", counting)
+    monkeypatch.setattr(lmort_tuner, "layer_token_states", no_live_encode)
+    args = ["--encoder", "lmort:ckpt", "--dataset", str(toy_beir), "--state-cache", "states", "--batch-size", "4", *device]
+    res = runner.invoke(encode, [*args, "--output", "cached"])
+    assert res.exit_code == 0, res.output
+    assert sum(computed) == len(missing)  # the LM ran for the unstored documents only
+    computed.clear()
+    res = runner.invoke(encode, [*args, "--output", "cached2"])
+    assert res.exit_code == 0, res.output
+    assert computed == []  # now every document is stored
+    meta = json.loads((tmp_path / "cached" / "meta.json").read_text())
+    assert meta["doc_states"] == {"cache": str((tmp_path / "states").resolve()), "dtype": "bf16"}
+    monkeypatch.setattr(lmort_tuner, "layer_token_states", real)
+
+    # the index holds exactly what training's cached encoding gives (batching aside) ...
+    lm = FrozenLM.load(LMConfig(model=str(tiny_lm_path), device="cpu", dtype="fp32"))
+    model = load_lmort(tmp_path / "ckpt", lm)
+    states = StateCache(tmp_path / "states", state_key(lm, model.config.layers, model.config.max_length))
+    states.load()
+    docids = (tmp_path / "cached" / "docid").read_text().split()
+    expected = encode_cached(model.tuner, states, [f"d:{d}" for d in docids]).numpy()
+    np.testing.assert_allclose(_index_vectors(tmp_path / "cached"), expected, atol=1e-6, rtol=0)
+    assert np.array_equal(_index_vectors(tmp_path / "cached"), _index_vectors(tmp_path / "cached2"))
+    # ... and differs from a live (fp32-state) encode only by the bf16 rounding of the states
+    res = runner.invoke(encode, ["--encoder", "lmort:ckpt", "--dataset", str(toy_beir), "--batch-size", "4",
+                                 "--output", "live", *device])
+    assert res.exit_code == 0, res.output
+    live, cached = _index_vectors(tmp_path / "live"), _index_vectors(tmp_path / "cached")
+    assert 0 < np.abs(live - cached).max() < 0.02
+    assert (live * cached).sum(axis=1).min() > 0.999  # unit vectors: cosine
+    run = dense_search(tmp_path / "cached", [Query("q3", "how do cells divide")], k=3, progress=False, device="cpu",
+                       dtype="fp32")
+    assert len(run["q3"]) == 3
+
+    # usage errors, before any work
+    res = runner.invoke(encode, ["--encoder", "minilm", "--dataset", str(toy_beir), "--state-cache", "states",
+                                 "--output", "m", *device])
+    assert res.exit_code == 2 and "for the lmort encoder" in res.output
+    res = runner.invoke(encode, [*args, "--output", "s", "--shard-id", "0", "--shard-num", "2"])
+    assert res.exit_code == 2 and "one process" in res.output

@@ -23,19 +23,27 @@ from .options import OutputPath, quiet_option, scale_out_options, scale_out_shar
               help="Frozen LLM for frozen-lm (default smollm2); for lmort, overrides the checkpoint's base model.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32", "fp16"]), default="auto", show_default=True)
+@click.option("--state-cache", type=click.Path(file_okay=False), default=None,
+              help="lmort only: encode documents from the frozen LM's layer states stored in this folder (the "
+                   "`train lmort --cache-dir` of a checkpoint with the same layers); the LM runs only for documents "
+                   "not stored yet, which are added. States are stored in bf16, as training reads them.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
 @scale_out_options("Encode only this share of the batches", "OUTPUT.shard-K-of-N/")
 @quiet_option
-def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, model, device, dtype, overwrite,
-           shard_id, shard_num, merge_shards, engine, workers, ray_address, gpus_per_worker, quiet) -> None:
+def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, model, device, dtype, state_cache,
+           overwrite, shard_id, shard_num, merge_shards, engine, workers, ray_address, gpus_per_worker, quiet) -> None:
     """Encode every document (title + text) and write OUTPUT/{index,docid,meta.json}; search it with
     `pyserini-qpeft search --dense --index OUTPUT` or Pyserini's FaissSearcher."""
     from ..search.encoders import build_encoder, encode_corpus, parse_spec
 
-    parse_spec(spec)  # fail on a bad spec before loading anything
+    kind, _ = parse_spec(spec)  # fail on a bad spec before loading anything
     shard = scale_out_shard(shard_id, shard_num, merge_shards, engine)
     if bool(dataset) == bool(corpus_path):
         raise click.UsageError("give exactly one of --dataset or --corpus")
+    if state_cache and kind != "lmort":
+        raise click.UsageError(f"--state-cache is for the lmort encoder, not {kind}")
+    if state_cache and (shard or merge_shards or engine == "ray"):
+        raise click.UsageError("--state-cache runs in one process: drop the shard, merge and Ray options")
     from ..artifacts import check_replaceable
     from ..search.dense import META
 
@@ -50,6 +58,8 @@ def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, 
         job = EncodeJob(spec, docs, output, batch_size, model, device, dtype, max_length, pooling)
         merge_shards = len(encode_on_ray(job, workers, address=ray_address, gpus_per_worker=gpus_per_worker))
     encoder = build_encoder(spec, model=model, device=device, dtype=dtype, max_length=max_length, pooling=pooling)
+    if state_cache:
+        encoder.use_state_cache(state_cache, docs, progress=not quiet)
     meta = encode_corpus(encoder, docs, output, batch_size=batch_size, progress=not quiet, overwrite=overwrite,
                          extra_meta={"spec": spec, "corpus": str(Path(source).resolve())}, shard=shard,
                          merge_shards=merge_shards)

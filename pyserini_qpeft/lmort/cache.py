@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 CACHE_FORMAT = 1
 
 
+def state_key(lm: "FrozenLM", layers: Sequence[int], max_length: int) -> dict:
+    """The key a cache of ``lm``'s states at ``layers`` (texts cut at ``max_length`` tokens) is built and checked
+    under: training (``train lmort --cache-dir``) and encoding (``encode --state-cache``) share a cache through it."""
+    return {"model": lm.identity(), "layers": list(layers), "max_length": max_length}
+
+
 class StateCache:
     """Token states of two layers of a frozen LM for a set of texts, in safetensors shards.
 
@@ -125,6 +131,12 @@ class StateCache:
         self.entries = {i: (s, p) for s, ids in enumerate(shards) for p, i in enumerate(ids)}
         self._shards = {s: load_file(str(self.folder / f"shard-{s:05d}.safetensors")) for s in range(len(shards))}
 
+    def store_dtype(self) -> str | None:
+        """How the loaded shards store states (``"bf16"`` or ``"fp16"``); None before any shard is loaded."""
+        for tensors in self._shards.values():
+            return str(tensors["align"].dtype).replace("torch.bfloat16", "bf16").replace("torch.float16", "fp16")
+        return None
+
     def __contains__(self, key: str) -> bool:
         return key in self.entries
 
@@ -155,12 +167,13 @@ class StateCache:
 
 
 def encode_cached(tuner, cache: StateCache, keys: Sequence[str], batch_size: int = 64) -> "torch.Tensor":
-    """Tuner embeddings ``[len(keys), D]`` of cached texts (no gradients; the caller sets eval mode)."""
+    """Tuner embeddings ``[len(keys), D]`` of cached texts, on the tuner's device (no gradients; the caller sets
+    eval mode)."""
     import torch
 
+    device = next(tuner.parameters()).device
     out = []
     with torch.no_grad():
         for s in range(0, len(keys), batch_size):
-            unif, align, mask = cache.batch(keys[s:s + batch_size])
-            out.append(tuner(unif, align, mask))
+            out.append(tuner(*(t.to(device) for t in cache.batch(keys[s:s + batch_size]))))
     return torch.cat(out)

@@ -34,7 +34,7 @@ from ..artifacts import atomic_write, dump_json
 from ..errors import InputError
 from ..training.data import BuildStats, TrainingExample, load_training_data, split_dev
 from ..training.state import read_trainer_state
-from .cache import StateCache
+from .cache import StateCache, state_key
 from .step import LMORTStep, LMORTTrainConfig
 from .tuner import LMORTConfig, LMORTTuner, check_layers
 
@@ -106,8 +106,7 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
     dev_pool = sorted({d for e in dev_set for d in (*e.positives, *e.negatives[:depth])})
     texts = {f"q:{e.qid}": e.query for e in examples}
     texts.update({f"d:{d}": corpus[d] for d in doc_ids})
-    key = {"model": lm.identity(), "layers": list(config.layers), "max_length": config.max_length}
-    cache = StateCache(cache_dir or output / "state-cache", key)
+    cache = StateCache(cache_dir or output / "state-cache", state_key(lm, config.layers, config.max_length))
     t0 = time.time()
     cache.build(lm, texts, config.layers, config.max_length, batch_size=train.cache_batch_size, progress=progress,
                 parallel=parallel)

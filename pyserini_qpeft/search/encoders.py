@@ -32,6 +32,7 @@ from .dense import (META_NAME, dense_search, read_docids, read_index_meta, searc
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..data import Document
     from .encode_state import EncodeState
 
     from ..lm.backbone import FrozenLM
@@ -198,21 +199,45 @@ class LMORTEncoder(DenseEncoder):
         self.lm_model = lm_model
         self.normalize = model.config.normalize
         self.dim = model.dim
+        self._states = None  # a StateCache the documents are encoded from (use_state_cache)
+        self._state_keys: dict[str, str] = {}  # text -> its key in that cache
+
+    def use_state_cache(self, folder: str | os.PathLike, docs: Sequence["Document"], batch_size: int = 16,
+                        progress: bool = True) -> None:
+        """Encode ``docs`` from the frozen LM's stored layer states in ``folder`` (a ``train lmort --cache-dir``):
+        the LM runs only for documents not stored yet (they are added, keyed ``d:<docid>`` as training keys them);
+        the tuner then reads the stored (bf16) states, exactly as training and its dev evaluation do. Vectors differ
+        from a live encode (fp32 states) by that rounding. Queries are always encoded live."""
+        from ..lmort.cache import StateCache, state_key
+
+        config = self.model.config
+        cache = StateCache(folder, state_key(self.model.lm, config.layers, config.max_length))
+        texts = {f"d:{d.docid}": d.contents() for d in docs}
+        cache.build(self.model.lm, texts, config.layers, config.max_length, batch_size=batch_size, progress=progress)
+        self._states, self._state_keys = cache, {text: key for key, text in texts.items()}
 
     def _lengths(self, texts):
         tok = self.model.lm.tokenizer
         return [len(x) for x in tok(list(texts), truncation=True, max_length=self.model.config.max_length)["input_ids"]]
 
     def _encode(self, texts):
+        if self._states is not None and all(t in self._state_keys for t in texts):
+            from ..lmort.cache import encode_cached
+
+            keys = [self._state_keys[t] for t in texts]
+            return encode_cached(self.model.tuner, self._states, keys, batch_size=len(keys)).float().cpu().numpy()
         return self.model.encode_batch(texts).cpu().numpy()
 
     def meta(self):
         from ..lmort.tuner import WEIGHTS_NAME
 
-        return {**super().meta(), "model": self.model.lm.identity(), "lm_model": self.lm_model,
+        meta = {**super().meta(), "model": self.model.lm.identity(), "lm_model": self.lm_model,
                 "lm_dtype": _dtype_name(self.model.lm.dtype), "lm_precision": getattr(self.model.lm, "precision", None),
                 "checkpoint": str(self.checkpoint.resolve()), "checkpoint_sha256": _sha256(self.checkpoint / WEIGHTS_NAME),
                 "lmort": self.model.config.to_dict()}
+        if self._states is not None:  # the documents came from stored states (queries are encoded live)
+            meta["doc_states"] = {"cache": str(self._states.folder.resolve()), "dtype": self._states.store_dtype()}
+        return meta
 
 
 def _sha256(path: Path) -> str:
