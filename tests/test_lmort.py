@@ -455,3 +455,13 @@ def test_encode_from_state_cache(tiny_lm_path, toy_beir, tmp_path, monkeypatch):
     assert res.exit_code == 2 and "for the lmort encoder" in res.output
     res = runner.invoke(encode, [*args, "--output", "s", "--shard-id", "0", "--shard-num", "2"])
     assert res.exit_code == 2 and "one process" in res.output
+    # a folder filled from another corpus is refused when a docid's stored length differs from this corpus' text
+    corpus = toy_beir / "corpus.jsonl"
+    lines = corpus.read_text().splitlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "text": first["text"] + " and a few more words here"})
+    corpus.write_text("\n".join(lines) + "\n")
+    computed.clear()
+    res = runner.invoke(encode, [*args, "--output", "other"])
+    assert isinstance(res.exception, ModelError) and "another dataset" in str(res.exception)
+    assert computed == [] and not (tmp_path / "other").exists()  # refused before any work

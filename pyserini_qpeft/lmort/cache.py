@@ -59,7 +59,8 @@ class StateCache:
     def build(self, lm: "FrozenLM", texts: Mapping[str, str], layers: tuple[int, int], max_length: int,
               batch_size: int = 16, shard_size: int = 512, progress: bool = True,
               parallel: "DataParallel | None" = None) -> None:
-        """Compute states for every id of ``texts`` not yet cached (resumable shard by shard).
+        """Compute states for every id of ``texts`` not yet cached (resumable shard by shard); refuses (ModelError,
+        before computing anything) a stored id whose text now has another token count.
 
         With ``parallel`` (data-parallel training), new shard ``k`` is computed by rank ``k % world_size`` (the same
         shards, batches and bits as one process) and rank 0 indexes them once all ranks are done.
@@ -77,8 +78,11 @@ class StateCache:
         shards = self._load_index()
         done = {i for shard in shards for i in shard}
         todo = [i for i in texts if i not in done]
-        lengths = dict(zip(todo, (len(x) for x in lm.tokenizer([texts[i] for i in todo], truncation=True,
-                                                              max_length=max_length)["input_ids"]))) if todo else {}
+        ids = list(texts)
+        lengths = dict(zip(ids, (len(x) for x in lm.tokenizer([texts[i] for i in ids], truncation=True,
+                                                             max_length=max_length)["input_ids"]))) if ids else {}
+        if len(todo) < len(ids):
+            self._check_lengths(lengths)
         todo.sort(key=lambda i: (lengths[i], i))
         align_layer, unif_layer = layers
         # bf16 halves the cache of an fp32 LM; its range covers LLMs' huge activation outliers (fp16's may not).
@@ -119,6 +123,16 @@ class StateCache:
             parallel.barrier()
         self.load()
 
+    def _check_lengths(self, lengths: Mapping[str, int]) -> None:
+        """Keys are ids (``q:<qid>``, ``d:<docid>``), so a folder filled from another dataset could answer for a
+        colliding id: every stored text asked for again must have as many tokens as the text given for it now."""
+        self.load()
+        for i, length in lengths.items():
+            if i in self.entries and self.length(i) != length:
+                raise ModelError(f"{self.folder}: {i} is stored with {self.length(i)} tokens, but the text given for "
+                                 f"it has {length}: the folder holds another dataset's states (use one folder per "
+                                 "dataset)")
+
     def _write_index(self, shards: list[list[str]]) -> None:
         with atomic_write(self._index_path()) as out:
             json.dump({"format": CACHE_FORMAT, "key": self.key, "shards": shards}, out)
@@ -139,6 +153,12 @@ class StateCache:
 
     def __contains__(self, key: str) -> bool:
         return key in self.entries
+
+    def length(self, key: str) -> int:
+        """Tokens stored for ``key``."""
+        shard, pos = self.entries[key]
+        offsets = self._shards[shard]["offsets"]
+        return int(offsets[pos + 1] - offsets[pos])
 
     def get(self, key: str) -> tuple["torch.Tensor", "torch.Tensor"]:
         """(unif states ``[T, H]``, align states ``[T, H]``) of one cached text."""

@@ -96,6 +96,13 @@ def _load_yaml_strict(path: str | Path) -> dict:
         return yaml.load(handle, Loader=StrictLoader)
 
 
+def _substitute(text: str, values: Mapping[str, str]) -> str:
+    """``text`` with each ``{name}`` of ``values`` replaced (other braces are left alone)."""
+    for name, value in values.items():
+        text = text.replace("{" + name + "}", value)
+    return text
+
+
 class Planner:
     """Resolves artifact paths and commands for one dataset and profile."""
 
@@ -111,12 +118,13 @@ class Planner:
         self.dataset = dataset
         self.splits = splits
         transfer = bool(train_dataset) and train_dataset != dataset
-        self.variables = {"dataset": dataset, "train_dataset": train_dataset or dataset,
-                          # runs made with another dataset's checkpoint say so in their file name
-                          "xfer": f".from-{train_dataset}" if transfer else "",
-                          "seed_suffix": f".seed+{seed_offset}" if seed_offset else "",
-                          **{name: str(base + seed_offset) for name, base in matrix.seeds.items()},
-                          **{k: str(v) for k, v in matrix.profiles[profile].items()}}
+        common = {"dataset": dataset, "train_dataset": train_dataset or dataset,
+                  # runs made with another dataset's checkpoint say so in their file name
+                  "xfer": f".from-{train_dataset}" if transfer else "",
+                  "seed_suffix": f".seed+{seed_offset}" if seed_offset else "",
+                  **{name: str(base + seed_offset) for name, base in matrix.seeds.items()}}
+        # profile values may name these variables ({dataset}, {train_dataset}, ...), e.g. in a folder path
+        self.variables = {**common, **{k: _substitute(str(v), common) for k, v in matrix.profiles[profile].items()}}
 
     def _fmt(self, template: str) -> str:
         values = dict(self.variables)
