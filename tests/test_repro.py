@@ -145,6 +145,23 @@ def test_packaged_matrix_transfer_uses_other_datasets_checkpoint():
     assert own.output("qpeft-attn") == "runs/bm25-flat+qpeft-attn.beir-scifact-test-d20.trec"
 
 
+def test_profile_values_name_datasets_lmort_state_cache():
+    """full-lmort12: training and encoding share one state-cache folder per corpus, also under transfer."""
+    from pyserini_qpeft.repro.runner import DEFAULT_YAML
+
+    matrix = Matrix.load(DEFAULT_YAML)
+    own = Planner(matrix, "scifact", profile="full-lmort12", seed_offset=1)
+    train, encode = own.command("ckpt-lmort"), own.command("lmort-index")
+    assert train[train.index("--cache-dir") + 1] == "checkpoints/lmort-states.beir-scifact"
+    assert encode[encode.index("--state-cache") + 1] == "checkpoints/lmort-states.beir-scifact"
+    assert train[train.index("--seed") + 1] == "14" and train[train.index("--epochs") + 1] == "12"
+    xfer = Planner(matrix, "arguana", profile="full-lmort12", train_dataset="scifact", splits=("test", "train"))
+    encode, train_encode = xfer.command("lmort-index"), xfer.command("lmort-train-index")
+    assert encode[encode.index("--state-cache") + 1] == "checkpoints/lmort-states.beir-arguana"
+    assert train_encode[train_encode.index("--state-cache") + 1] == "checkpoints/lmort-states.beir-scifact"
+    assert "--state-cache" not in Planner(matrix, "scifact", profile="full").command("lmort-index")
+
+
 def test_repeated_yaml_key_is_refused(tmp_path):
     from pyserini_qpeft.errors import InputError
 
