@@ -81,8 +81,9 @@ class StateCache:
         ids = list(texts)
         lengths = dict(zip(ids, (len(x) for x in lm.tokenizer([texts[i] for i in ids], truncation=True,
                                                              max_length=max_length)["input_ids"]))) if ids else {}
-        if len(todo) < len(ids):
-            self._check_lengths(lengths)
+        checked = len(todo) < len(ids)
+        if checked:
+            self._check_lengths(lengths)  # loads the stored shards
         todo.sort(key=lambda i: (lengths[i], i))
         align_layer, unif_layer = layers
         # bf16 halves the cache of an fp32 LM; its range covers LLMs' huge activation outliers (fp16's may not).
@@ -121,7 +122,8 @@ class StateCache:
             if parallel.is_main and chunks:
                 self._write_index(shards + chunks)
             parallel.barrier()
-        self.load()
+        if chunks or not checked:  # nothing new since _check_lengths loaded the shards: no second read
+            self.load()
 
     def _check_lengths(self, lengths: Mapping[str, int]) -> None:
         """Keys are ids (``q:<qid>``, ``d:<docid>``), so a folder filled from another dataset could answer for a
