@@ -384,3 +384,26 @@ def test_lucene_collection_links_beir_and_converts_the_rest(toy_beir, tmp_path):
     (tmp_path / "w4").mkdir()
     with pytest.raises(InputError, match="no documents"):
         _prepare_collection(empty, tmp_path / "w4")
+
+
+def test_sample_topics_is_a_seeded_hash_sample_in_file_order():
+    import hashlib
+
+    from pyserini_qpeft.errors import InputError
+    from pyserini_qpeft.types import Query
+
+    topics = [Query(f"q{i}", f"text {i}") for i in range(300)]
+    sample = data.sample_topics(topics, 50, seed=0)
+    assert len(sample) == 50 and sample == [q for q in topics if q in sample]  # file order kept
+    # rebuildable without this package: the 50 smallest sha256("0:<qid>")
+    smallest = sorted(topics, key=lambda q: hashlib.sha256(f"0:{q.qid}".encode()).hexdigest())[:50]
+    assert {q.qid for q in sample} == {q.qid for q in smallest}
+    assert data.sample_topics(list(reversed(topics)), 50, seed=0) == list(reversed(sample))  # ids decide, not order
+    assert set(data.sample_topics(topics, 49, seed=0)) < set(sample)  # a smaller sample is nested in a larger one
+    assert data.sample_topics(topics, 50, seed=1) != sample
+    assert data.sample_topics(topics, 300) == topics
+    for bad in (0, 301):
+        with pytest.raises(InputError, match=f"cannot sample {bad} of 300 topics"):
+            data.sample_topics(topics, bad)
+    with pytest.raises(InputError, match="repeated query ids"):
+        data.sample_topics(topics + topics[:1], 5)

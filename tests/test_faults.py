@@ -435,3 +435,26 @@ def test_training_never_writes_into_a_users_folder(tmp_path, toy_beir, method):
                     "--model", "/nonexistent-model")
     assert result.exit_code == 3 and "holds no training run of ours" in result.output, result.output
     assert snapshot(folder) == before
+
+
+def test_search_sample_queries_searches_only_the_sample(tmp_path, toy_beir, monkeypatch):
+    import pyserini_qpeft.search as search_pkg
+    from pyserini_qpeft.data import load_topics, sample_topics
+
+    searched = []
+
+    def fake_bm25(index, queries, config, progress=True):
+        searched.extend(q.qid for q in queries)
+        return Run({q.qid: [Hit("d1", 1.0)] for q in queries})
+
+    monkeypatch.setattr(search_pkg, "bm25_search", fake_bm25)
+    topics = str(toy_beir / "queries.jsonl")
+    out = tmp_path / "run.trec"
+    result = invoke("search", "--bm25", "--index", str(tmp_path), "--topics", topics, "--output", str(out),
+                    "--sample-queries", "2", "--sample-seed", "3")
+    assert result.exit_code == 0, result.output
+    expected = [q.qid for q in sample_topics(load_topics(topics), 2, 3)]
+    assert searched == expected and read_run(out).qids() == expected
+    result = invoke("search", "--bm25", "--index", str(tmp_path), "--topics", topics, "--output", str(out),
+                    "--sample-queries", "5")
+    assert result.exit_code == 3 and "cannot sample 5 of 4 topics" in result.output, result.output

@@ -298,3 +298,60 @@ def test_seed_offset_trains_other_seeds_on_the_same_dev_queries():
 
     with pytest.raises(InputError, match="seed offset"):
         Planner(matrix, "scifact", seed_offset=-1)
+
+
+def test_sampled_profile_searches_and_evaluates_only_its_test_queries(tmp_path, toy_beir, monkeypatch):
+    """A profile's test_queries: BM25 searches the seeded sample, the table evaluates only it, and only the
+    profile's own expectations judge it (an all-query expectation would be the wrong yardstick)."""
+    from pyserini_qpeft.data import BeirDataset, sample_topics
+    from pyserini_qpeft.errors import CheckFailed
+    from pyserini_qpeft.repro.beir import reproduce_beir
+
+    monkeypatch.setenv("PYSERINI_QPEFT_DATA", str(toy_beir.parent))
+    text = write_yaml(tmp_path, 0.25).read_text()  # all-query expectation 0.25: never the sample's value
+    text = text.replace('  full: {suffix: ""}', '  full: {suffix: ""}\n  sampled: {suffix: "-s", test_queries: 2}')
+    text = text.replace("test.trec", "test{test_sample}.trec").replace("--quiet", "--quiet {test_sample_flags}")
+    path = tmp_path / "sampled.yaml"
+    path.write_text(text)
+    sample = [q.qid for q in sample_topics(BeirDataset(toy_beir).topics("test"), 2, 0)]
+    calls = []
+
+    def runner(args: list[str]) -> None:  # q2 is answered wrongly, q3 and q4 perfectly
+        calls.append(args)
+        if args[0] == "index":
+            fake_runner([])(args)
+            return
+        lines = {"q2": "q2 Q0 d1 1 3.0 t\n", "q3": "q3 Q0 d3 1 2.0 t\n", "q4": "q4 Q0 d4 1 2.0 t\n"}
+        output = Path(args[args.index("--output") + 1])
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("".join(lines[q] for q in sample))
+
+    out, err = [], []
+    rows = reproduce_beir("toy", runner, conditions=("bm25",), profile="sampled", yaml_path=path, check=True,
+                          report_dir=tmp_path / "report", out=out.append, err=err.append)
+    search = calls[1]
+    assert search[search.index("--sample-queries"):][:4] == ["--sample-queries", "2", "--sample-seed", "0"]
+    assert search[search.index("--output") + 1].endswith("bm25.toy-test.sample2.trec")
+    assert rows[0]["ndcg@10"] == pytest.approx(sum(q != "q2" for q in sample) / 2)
+    assert "### BEIR toy (test, 2 of 3 queries sampled with seed 0)" in out[0]
+    path.write_text(text.replace("      toy: {", "      toy@sampled: {ndcg@10: 0.9, tolerance: 0.0}\n      toy: {"))
+    with pytest.raises(CheckFailed, match="expected 0.9000"):
+        reproduce_beir("toy", runner, conditions=("bm25",), profile="sampled", yaml_path=path, check=True,
+                       report_dir=tmp_path / "report", out=out.append, err=err.append)
+    # the full profile searches every test query, with no sample flags
+    full = Planner(Matrix.load(path), "toy").command("bm25")
+    assert "--sample-queries" not in full and full[full.index("--output") + 1].endswith("bm25.toy-test.trec")
+
+
+def test_packaged_demo_profile_samples_fifty_test_queries_and_bad_sizes_are_refused(tmp_path):
+    from pyserini_qpeft.errors import InputError
+
+    matrix = Matrix.load()
+    demo = Planner(matrix, "scifact", profile="demo").command("bm25")
+    assert demo[-4:] == ["--sample-queries", "50", "--sample-seed", "0"]
+    assert demo[demo.index("--output") + 1] == "runs/bm25-flat.beir-scifact-test.sample50.trec"
+    assert "--sample-queries" not in Planner(matrix, "scifact", profile="full").command("bm25")
+    for bad in (0, "50", True):
+        matrix.profiles["demo"]["test_queries"] = bad
+        with pytest.raises(InputError, match="test_queries must be a positive integer"):
+            Planner(matrix, "scifact", profile="demo")

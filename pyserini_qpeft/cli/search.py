@@ -20,6 +20,10 @@ def _bm25(name: str) -> Any:
 @click.option("--index", "index_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--topics", required=True, help="Pyserini-style topics name, TSV, BEIR queries.jsonl or CAR outlines.")
 @click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output TREC run (written atomically).")
+@click.option("--sample-queries", type=click.IntRange(min=1), default=None,
+              help="Search only N of the topics: those with the smallest sha256(\"SEED:qid\") (the same sample on "
+                   "every machine); evaluate on the same queries. Default: all.")
+@click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed of --sample-queries.")
 @click.option("--hits", type=click.IntRange(min=1), default=_bm25("hits"), show_default=True)
 @click.option("--remove-query", is_flag=True, help="Drop hits whose docid equals the query id (BEIR convention).")
 @click.option("--k1", type=click.FloatRange(min=0), default=_bm25("k1"), show_default=True, help="BM25 k1.")
@@ -31,14 +35,16 @@ def _bm25(name: str) -> Any:
               "the pipeline.")
 @reranker_options
 @quiet_option
-def search(mode, index_dir, topics, output, hits, remove_query, k1, b, threads, batch_size, corpus, run_tag,
+def search(mode, index_dir, topics, output, sample_queries, sample_seed, hits, remove_query, k1, b, threads, batch_size, corpus, run_tag,
            reranker, reranker_checkpoint, rerank_depth, interpolate, max_passage_tokens, rerank_batch_size, model, device, dtype,
            quiet) -> None:
     """Search TOPICS and write a TREC run; with --reranker, rerank the top --rerank-depth hits in the same step."""
-    from ..data import load_topics
+    from ..data import load_topics, sample_topics
     from ..errors import InputError
 
     queries = load_topics(topics)
+    if sample_queries is not None:
+        queries = sample_topics(queries, sample_queries, sample_seed)
     if mode == "bm25":
         from ..search import BM25Config, bm25_search
 

@@ -19,12 +19,12 @@ from .car import read_car_outlines, read_car_paragraphs
 from .corpus import Document, corpus_dict, iter_documents, open_corpus, read_corpus_jsonl, unique_documents
 from .formats import read_qrels_file, read_queries_jsonl, read_topics_tsv, write_trec_qrels
 from .names import (SPLITS, Source, load_qrels, load_topics, parse_pyserini_name, qrels_file_for_trec_eval,
-                    resolve_source)
+                    resolve_source, sample_topics)
 
 __all__ = [
     "BEIR_URL", "ENV_VAR", "NESTED_DATASETS", "SPLITS", "BeirDataset", "Document", "Source", "corpus_dict",
     "data_search_path", "download_beir", "find_dataset", "iter_documents", "load_qrels", "load_topics",
     "open_corpus", "parse_pyserini_name", "qrels_file_for_trec_eval", "read_car_outlines", "read_car_paragraphs",
     "read_corpus_jsonl", "read_qrels_file", "read_queries_jsonl", "read_topics_tsv", "resolve_source",
-    "unique_documents", "write_trec_qrels",
+    "sample_topics", "unique_documents", "write_trec_qrels",
 ]

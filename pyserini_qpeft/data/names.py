@@ -113,6 +113,25 @@ def load_topics(spec: str | os.PathLike, download: bool = False) -> list[Query]:
     return topics
 
 
+def sample_topics(topics: list[Query], n: int, seed: int = 0) -> list[Query]:
+    """``n`` of ``topics``, in their original order: the ``n`` whose ``sha256("<seed>:<qid>")`` is smallest.
+
+    The sample depends only on the query ids and the seed (no RNG whose algorithm may change between Python
+    versions), so anyone can rebuild it; ``n`` equal to the number of topics keeps them all.
+
+    Raises:
+        InputError: ``n`` < 1, more than there are topics, or repeated query ids.
+    """
+    qids = [q.qid for q in topics]
+    if len(set(qids)) != len(qids):
+        raise InputError("cannot sample topics with repeated query ids")
+    if not 1 <= n <= len(topics):
+        raise InputError(f"cannot sample {n} of {len(topics)} topics")
+    key = {qid: hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest() for qid in qids}
+    chosen = set(sorted(qids, key=key.__getitem__)[:n])
+    return [q for q in topics if q.qid in chosen]
+
+
 def load_qrels(spec: str | os.PathLike, download: bool = False) -> dict[str, dict[str, int]]:
     """qid -> docid -> relevance from a Pyserini BEIR name, a TREC qrels file or a BEIR qrels TSV."""
     source = resolve_source(spec, "qrels", download)

@@ -8,9 +8,9 @@ from ..artifacts import atomic_write
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], dataset: str,
-                   timings: Mapping[str, float] | None = None) -> str:
+                   timings: Mapping[str, float] | None = None, scope: str = "test") -> str:
     head = ["condition", "first stage", "reranker", *metrics]
-    lines = [f"### BEIR {dataset} (test)", "", "| " + " | ".join(head) + " |",
+    lines = [f"### BEIR {dataset} ({scope})", "", "| " + " | ".join(head) + " |",
              "|" + "|".join(["---"] * 3 + ["---:"] * len(metrics)) + "|"]
     for row in rows:
         cells = [row["condition"], row["first_stage"], row["reranker"]]
@@ -38,7 +38,7 @@ def wins_losses(baseline_run: Path, rows: Sequence[Mapping[str, Any]], qrels, me
 
 
 def bar_chart(rows: Sequence[Mapping[str, Any]], metric: str, dataset: str, path: Path,
-              reference: float | None = None) -> None:
+              reference: float | None = None, scope: str = "test") -> None:
     """Horizontal bars of ``metric`` per condition (conditions without a run are left out)."""
     import matplotlib
 
@@ -61,7 +61,7 @@ def bar_chart(rows: Sequence[Mapping[str, Any]], metric: str, dataset: str, path
         ax.text(reference, len(shown) - 0.3, " BM25", color="gray", fontsize=8, va="center")
     ax.set_xlim(0, max(values) * 1.15)
     ax.set_xlabel(metric)
-    ax.set_title(f"BEIR {dataset} test: {metric} per condition (blue: first stage, orange: reranked)", fontsize=10)
+    ax.set_title(f"BEIR {dataset} {scope}: {metric} per condition (blue: first stage, orange: reranked)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, mode="wb") as out:
@@ -77,12 +77,13 @@ def write_text(text: str, path: Path) -> None:
 
 def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: str,
                  qrels: Mapping[str, Mapping[str, int]], stem: Path, baseline: str,
-                 baseline_run: Path | None = None) -> str:
+                 baseline_run: Path | None = None, scope: str = "test") -> str:
     """Write ``<stem>.md`` (table + per-query wins/losses against ``baseline``), ``<stem>.json`` and ``<stem>.png``;
-    returns the markdown. Rows get a ``vs_<baseline>`` entry when ``baseline_run`` exists."""
+    returns the markdown. Rows get a ``vs_<baseline>`` entry when ``baseline_run`` exists. ``scope`` names the
+    queries evaluated (``test``, or the sample)."""
     from .runner import write_json
 
-    table = markdown_table(rows, metrics, dataset)
+    table = markdown_table(rows, metrics, dataset, scope=scope)
     if baseline_run is not None and baseline_run.is_file():
         wl = wins_losses(baseline_run, rows, qrels)
         if wl:
@@ -94,5 +95,6 @@ def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: st
     write_text(table, stem.with_suffix(".md"))
     write_json(rows, stem.with_suffix(".json"))
     bm25_row = next((r for r in rows if r["condition"] == "bm25"), None)
-    bar_chart(rows, "ndcg@10", dataset, stem.with_suffix(".png"), reference=bm25_row["ndcg@10"] if bm25_row else None)
+    bar_chart(rows, "ndcg@10", dataset, stem.with_suffix(".png"), reference=bm25_row["ndcg@10"] if bm25_row else None,
+              scope=scope)
     return table
