@@ -72,6 +72,20 @@ def test_evaluate_json(tmp_path, toy_beir):
     assert values == {"hit@10": round(2 / 3, 4), "mrr@10": round((1 + 0.5) / 3, 4)}
 
 
+def test_evaluate_sample_queries_judges_the_sample_search_draws(tmp_path, toy_beir):
+    import json
+
+    from pyserini_qpeft.data import BeirDataset, sample_topics
+
+    run = tmp_path / "run.trec"
+    run.write_text("q3 Q0 d3 1 2.0 t\nq4 Q0 d1 1 3.0 t\nq2 Q0 d5 1 1.0 t\n")  # hit@1: q3 yes, q4 no, q2 yes
+    sample = [q.qid for q in sample_topics(BeirDataset(toy_beir).topics("test"), 2, 5)]
+    result = CliRunner().invoke(cli, ["evaluate", "--qrels", str(toy_beir / "qrels" / "test.tsv"), "--run", str(run),
+                                      "--json", "-m", "hit@1", "--sample-queries", "2", "--sample-seed", "5"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"hit@1": round(sum(q != "q4" for q in sample) / 2, 4)}
+
+
 def test_unknown_dataset_exit_code_3(monkeypatch, tmp_path):
     monkeypatch.setenv("PYSERINI_QPEFT_DATA", str(tmp_path))
     result = CliRunner().invoke(cli, ["evaluate", "--qrels", "beir-v1.0.0-nosuchset-test", "--run", "x.trec"])

@@ -5,6 +5,8 @@ import json
 
 import click
 
+from .options import sample_options
+
 
 @click.command("evaluate")
 @click.option("--qrels", required=True, help="Pyserini-style name (beir-v1.0.0-scifact-test), TREC or BEIR qrels file.")
@@ -13,13 +15,19 @@ import click
               help="ndcg@10, recall@100, recall@1000, mrr@10, map, hit@10, recall@10, precision@k ... (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: metric -> value.")
 @click.option("--per-query", is_flag=True, help="Also print per-query values.")
-def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool, per_query: bool) -> None:
-    """Evaluate RUN against QRELS (trec_eval -c semantics: judged queries missing from the run score 0)."""
-    from ..data import load_qrels
+@sample_options
+def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool, per_query: bool,
+             sample_queries: int | None, sample_seed: int) -> None:
+    """Evaluate RUN against QRELS (trec_eval -c semantics: judged queries missing from the run score 0); with
+    --sample-queries, against the judged queries of that sample only (as `search --sample-queries` drew them)."""
+    from ..data import load_qrels, sample_topics
     from ..evaluation import DEFAULT_METRICS, evaluate as evaluate_run, evaluate_per_query
-    from ..types import read_run
+    from ..types import Query, read_run
 
     judged = load_qrels(qrels)
+    if sample_queries is not None:
+        kept = {q.qid for q in sample_topics([Query(qid, "") for qid in judged], sample_queries, sample_seed)}
+        judged = {qid: rels for qid, rels in judged.items() if qid in kept}
     run = read_run(run_path)
     names = tuple(metrics) or DEFAULT_METRICS
     scores = evaluate_run(run, judged, names)

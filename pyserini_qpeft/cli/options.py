@@ -131,6 +131,17 @@ def quiet_option(func: F) -> F:
     return click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(func)
 
 
+def sample_options(func: F) -> F:
+    """--sample-queries N / --sample-seed S (``search`` and ``evaluate``): only the N queries with the smallest
+    sha256("S:qid") (:func:`~pyserini_qpeft.data.sample_topics`), the same sample on every machine."""
+    func = click.option("--sample-seed", type=int, default=0, show_default=True,
+                        help="Seed of --sample-queries.")(func)
+    return click.option("--sample-queries", type=click.IntRange(min=1), default=None,
+                        help="Only N of the queries: those with the smallest sha256(\"SEED:qid\") (the same sample "
+                             "on every machine). `evaluate` samples the judged queries: the same sample as `search`'s "
+                             "when the topics are the judged queries (Pyserini's BEIR names). Default: all.")(func)
+
+
 def optimizer_options(default: Callable[[str], Any], batch_help: str) -> Callable[[F], F]:
     """``--epochs``, ``--batch-size``, ``--lr``, ``--weight-decay`` of a training command; ``default(name)`` gives
     each default (the method's ``TrainConfig`` subclass)."""

@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from ..search.lucene import BM25Config
-from .options import OutputPath, field_default, quiet_option, reranker_options, run_tag_word
+from .options import OutputPath, field_default, quiet_option, reranker_options, run_tag_word, sample_options
 
 
 def _bm25(name: str) -> Any:
@@ -20,10 +20,7 @@ def _bm25(name: str) -> Any:
 @click.option("--index", "index_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--topics", required=True, help="Pyserini-style topics name, TSV, BEIR queries.jsonl or CAR outlines.")
 @click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output TREC run (written atomically).")
-@click.option("--sample-queries", type=click.IntRange(min=1), default=None,
-              help="Search only N of the topics: those with the smallest sha256(\"SEED:qid\") (the same sample on "
-                   "every machine); evaluate on the same queries. Default: all.")
-@click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed of --sample-queries.")
+@sample_options
 @click.option("--hits", type=click.IntRange(min=1), default=_bm25("hits"), show_default=True)
 @click.option("--remove-query", is_flag=True, help="Drop hits whose docid equals the query id (BEIR convention).")
 @click.option("--k1", type=click.FloatRange(min=0), default=_bm25("k1"), show_default=True, help="BM25 k1.")
