@@ -32,9 +32,9 @@ def _bm25(name: str) -> Any:
               "the pipeline.")
 @reranker_options
 @quiet_option
-def search(mode, index_dir, topics, output, sample_queries, sample_seed, hits, remove_query, k1, b, threads, batch_size, corpus, run_tag,
-           reranker, reranker_checkpoint, rerank_depth, interpolate, max_passage_tokens, rerank_batch_size, model, device, dtype,
-           quiet) -> None:
+def search(mode, index_dir, topics, output, sample_queries, sample_seed, hits, remove_query, k1, b, threads,
+           batch_size, corpus, run_tag, reranker, reranker_checkpoint, rerank_depth, interpolate, max_passage_tokens,
+           rerank_batch_size, model, device, dtype, quiet) -> None:
     """Search TOPICS and write a TREC run; with --reranker, rerank the top --rerank-depth hits in the same step."""
     from ..data import load_topics, sample_topics
     from ..errors import InputError
