@@ -85,6 +85,26 @@ def test_other_base_model_refused(tiny_lm, tmp_path):
     assert info.value.exit_code == 6
 
 
+def test_checkpoint_keeps_its_prompt_and_refuses_another(tiny_lm, tmp_path):
+    """The prompt a module was trained with is stored; reranking uses it, and another wording is refused."""
+    import dataclasses
+
+    from pyserini_qpeft.errors import InputError
+    from pyserini_qpeft.lm.prompts import prompt_fields, prompt_name
+    from pyserini_qpeft.rerank import build_reranker
+
+    config = QPeftConfig(variant="attn")
+    claim = dataclasses.replace(SCORER, **prompt_fields("claim"))
+    path = save_checkpoint(tmp_path / "ckpt", build_module(tiny_lm, config), config, tiny_lm, claim)
+    assert prompt_name(load_checkpoint(path, tiny_lm)[2]) == "claim"
+    assert prompt_name(build_reranker("qpeft-attn", lm=tiny_lm, checkpoint=path).config) == "claim"
+    same = build_reranker("qpeft-attn", lm=tiny_lm, checkpoint=path,
+                          scorer_overrides={**prompt_fields("claim"), "batch_size": 2})
+    assert prompt_name(same.config) == "claim" and same.config.batch_size == 2
+    with pytest.raises(InputError, match="trained with the claim prompt; drop --prompt or pass --prompt claim"):
+        build_reranker("qpeft-attn", lm=tiny_lm, checkpoint=path, scorer_overrides=prompt_fields("question"))
+
+
 def test_dispatch_on_saved_variant_not_path(tiny_lm, tmp_path):
     config = QPeftConfig(variant="retr", top_k=3)
     path = save_checkpoint(tmp_path / "qpeft-attn-prompt", build_module(tiny_lm, config), config, tiny_lm, SCORER)

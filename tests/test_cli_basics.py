@@ -153,7 +153,7 @@ def test_reranking_flags_have_one_definition_for_both_front_ends(monkeypatch):
     compat_help = " ".join(parser.format_help().split())
     for command in (search, rerank):
         options = {param.opts[0]: param for param in command.params if isinstance(param, click.Option)}
-        for flag in ("--reranker", "--reranker-checkpoint", "--rerank-depth", "--max-passage-tokens"):
+        for flag in ("--reranker", "--reranker-checkpoint", "--rerank-depth", "--max-passage-tokens", "--prompt"):
             assert options[flag].default == defaults[options[flag].name], flag
             assert " ".join(options[flag].help.split()) in compat_help, flag
         for name, choices in (("dtype", DTYPES),):

@@ -162,6 +162,27 @@ def test_upr_factories_take_overrides_and_refuse_checkpoints(tiny_lm, tmp_path):
             build_reranker(name, lm=tiny_lm, checkpoint=tmp_path)
 
 
+def test_prompt_presets_word_the_scored_prompt(tiny_lm, tiny_lm_path):
+    """--prompt claim: the template asks for a claim and 'Claim:' precedes the query; question is UPR's default."""
+    from pyserini_qpeft.lm.prompts import PROMPTS, prompt_fields, prompt_name
+    from pyserini_qpeft.lm.scoring import ScorerConfig
+    from pyserini_qpeft.rerank.pipeline import make_reranker
+
+    assert prompt_name(ScorerConfig()) == "question" and prompt_fields("question")["question_prefix"] == "Question:"
+    claim = make_reranker("upr", None, str(tiny_lm_path), "cpu", "fp32", prompt="claim")
+    assert prompt_name(claim.config) == "claim" and claim.config.question_prefix == "Claim:"
+    text = tiny_lm.tokenizer.decode(claim.scorer.prompts.prompt_ids("aspirin helps", DOCS.get("d1")))
+    assert "write a claim based on this passage" in text and text.endswith("Claim: aspirin helps")
+    default = make_reranker("upr", None, str(tiny_lm_path), "cpu", "fp32")
+    assert prompt_name(default.config) == "question"
+    pairs = [("aspirin helps", DOCS.get("d1")), ("aspirin helps", DOCS.get("d2"))]
+    assert claim.score(pairs) != default.score(pairs)  # another prompt, other likelihoods
+    assert prompt_name(ScorerConfig(question_prefix="Q:")) is None
+    with pytest.raises(ValueError, match="unknown prompt 'essay'; prompts: question, claim"):
+        prompt_fields("essay")
+    assert set(PROMPTS) == {"question", "claim"}
+
+
 def test_register_reranker_by_object_and_by_reference(tiny_lm):
     @register_reranker("test-hinted")
     def hinted(*, lm=None, checkpoint=None, scorer_overrides=None):

@@ -21,7 +21,7 @@ from .options import OutputPath, quiet_option, reranker_options, scale_out_optio
 @quiet_option
 def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_jsonl, shard_id, shard_num, merge_shards,
            engine, workers, ray_address, gpus_per_worker, reranker, reranker_checkpoint, rerank_depth, interpolate,
-           max_passage_tokens, rerank_batch_size, model, device, dtype, quiet) -> None:
+           max_passage_tokens, prompt, rerank_batch_size, model, device, dtype, quiet) -> None:
     """Rerank the top --rerank-depth hits of RUN; hits below keep their order. Interrupted jobs resume."""
     shard = scale_out_shard(shard_id, shard_num, merge_shards, engine)
     if shard is not None and output_jsonl:
@@ -47,12 +47,12 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_js
         check_topics_cover_run(queries, run)
         docs = open_docstore(corpus=corpus, index=index_dir)
     model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
-                                   rerank_batch_size)
+                                   rerank_batch_size, prompt)
     if engine == "ray":
         from ..rerank.distributed import job_from_flags, rerank_on_ray
 
         job = job_from_flags(queries, run, docs, rerank_depth, output, reranker, reranker_checkpoint, model, device,
-                             dtype, max_passage_tokens, rerank_batch_size)
+                             dtype, max_passage_tokens, rerank_batch_size, prompt)
         merge_shards = len(rerank_on_ray(job, workers, address=ray_address, gpus_per_worker=gpus_per_worker))
     rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
                      interpolate=interpolate, shard=shard, merge_shards=merge_shards)

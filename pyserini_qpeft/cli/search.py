@@ -34,7 +34,7 @@ def _bm25(name: str) -> Any:
 @quiet_option
 def search(mode, index_dir, topics, output, sample_queries, sample_seed, hits, remove_query, k1, b, threads,
            batch_size, corpus, run_tag, reranker, reranker_checkpoint, rerank_depth, interpolate, max_passage_tokens,
-           rerank_batch_size, model, device, dtype, quiet) -> None:
+           prompt, rerank_batch_size, model, device, dtype, quiet) -> None:
     """Search TOPICS and write a TREC run; with --reranker, rerank the top --rerank-depth hits in the same step."""
     from ..data import load_topics, sample_topics
     from ..errors import InputError
@@ -62,7 +62,7 @@ def search(mode, index_dir, topics, output, sample_queries, sample_seed, hits, r
             raise InputError("dense search + reranker needs --corpus for document text")
         docs = open_docstore(corpus=corpus, index=index_dir)
         model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
-                                       rerank_batch_size)
+                                       rerank_batch_size, prompt)
         rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
                          tag=run_tag or f"{mode}+{reranker}", interpolate=interpolate)
     click.echo(output)

@@ -18,7 +18,9 @@ from ..errors import InputError
 from ..qpeft.config import ATTN_INITS, MLPS, PROMPT_INITS, TOKEN_FILTERS, VARIANTS, QPeftConfig
 from ..qpeft.step import SELECTION_METRICS, QPeftTrainConfig
 from ..training.data import NEGATIVE_POLICIES
-from .options import OutputPath, field_default, lm_options, optimizer_options, quiet_option, scorer_option
+from ..rerank.flags import prompt_flag
+from .options import (OutputPath, click_option, field_default, lm_options, optimizer_options, quiet_option,
+                      scorer_option)
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,8 @@ def _M(name: str):
 @scorer_option("max_passage_tokens", type=click.IntRange(min=8),
                help="Passage truncation budget in tokens, stored in the checkpoint (reranking uses the same).")
 @click.option("--instruction", default="", help="Instruction text before the passage (default none, as UPR).")
+@click_option(prompt_flag("The prompt's wording (question: UPR's; claim: for fact-checking datasets such as "
+                          "SciFact), stored in the checkpoint: reranking uses the same.", default="question"))
 @click.option("--selection-metric", type=click.Choice(SELECTION_METRICS), default=_Q("selection_metric"),
               show_default=True, help="Dev metric that picks best/.")
 @click.option("--patience", type=click.IntRange(min=1), default=_Q("patience"),
@@ -102,12 +106,13 @@ def _M(name: str):
 def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_size, lr, weight_decay, warmup_steps,
                 margin, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
                 num_heads, attn_init, mlp, num_virtual_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, max_train_queries, max_steps,
-                max_passage_tokens, instruction, selection_metric, patience, seed, dev_seed, resume, dev_cache_gb, sweep_grid,
+                max_passage_tokens, instruction, prompt, selection_metric, patience, seed, dev_seed, resume, dev_cache_gb, sweep_grid,
                 model, device, dtype, quiet) -> None:
     """Train on (query, positive, BM25 hard negative) triples of --split; select by a dev set carved from it."""
     from ..data import BeirDataset
     from ..lm.backbone import FrozenLM, LMConfig
     from ..lm.memo import PrefixMemo
+    from ..lm.prompts import prompt_fields
     from ..lm.scoring import ScorerConfig
     from ..qpeft.module import build_module, parameter_report
     from ..qpeft.interpolation import select_checkpoint_interpolation
@@ -140,7 +145,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads, num_virtual_tokens=num_virtual_tokens,
                            prompt_init=prompt_init, seed=seed, attn_init=attn_init, mlp=mlp, token_filter=token_filter,
                            query_proj=query_proj)
-        scfg = ScorerConfig(instruction=instruction, max_passage_tokens=max_passage_tokens)
+        scfg = ScorerConfig(instruction=instruction, max_passage_tokens=max_passage_tokens, **prompt_fields(prompt))
         lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
         # one for every training of this command; ranks of a data-parallel run may share a device's memory
         memo = PrefixMemo.for_device(lm.device, dev_cache_gb, processes=parallel.world_size)

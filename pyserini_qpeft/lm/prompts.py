@@ -27,6 +27,29 @@ if TYPE_CHECKING:
 
 DEFAULT_TEMPLATE = "Passage: {passage}. Please write a question based on this passage.\n"
 
+# Named prompt wordings (``--prompt NAME``): the ScorerConfig fields each sets. ``question`` is UPR's; ``claim``
+# asks for what fact-checking datasets (SciFact, Climate-FEVER) query with: a claim, not a question.
+PROMPTS: dict[str, dict[str, str]] = {
+    "question": {"template": DEFAULT_TEMPLATE, "question_prefix": "Question:"},
+    "claim": {"template": "Passage: {passage}. Please write a claim based on this passage.\n",
+              "question_prefix": "Claim:"},
+}
+
+
+def prompt_fields(name: str) -> dict[str, str]:
+    """The :class:`~pyserini_qpeft.lm.scoring.ScorerConfig` fields of the named prompt; ValueError when unknown."""
+    if name not in PROMPTS:
+        raise ValueError(f"unknown prompt {name!r}; prompts: {', '.join(PROMPTS)}")
+    return dict(PROMPTS[name])
+
+
+def prompt_name(config: "ScorerConfig") -> str | None:
+    """The name of the preset ``config`` uses (template and question prefix), or None for a custom wording."""
+    for name, values in PROMPTS.items():
+        if all(getattr(config, key) == value for key, value in values.items()):
+            return name
+    return None
+
 # Memo tables are cleared when they grow past this many entries (bounded memory on huge reranks).
 _MEMO_LIMIT = 200_000
 

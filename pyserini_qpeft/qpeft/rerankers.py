@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 # reranker name -> Q-PEFT variant (``pyserini_qpeft.qpeft.module.VARIANTS``; a test keeps them in step)
 NAME_TO_VARIANT = {"qpeft-retr": "retr", "qpeft-attn": "attn", "prompt-tuning": "prompt"}
+# ScorerConfig fields that word the prompt: fixed by training, never overridden at rerank time
+PROMPT_FIELDS = ("template", "question_prefix", "instruction")
 
 
 def build_qpeft_reranker(name: str, lm: "FrozenLM | LMConfig | str | None" = None,
@@ -31,10 +33,12 @@ def build_qpeft_reranker(name: str, lm: "FrozenLM | LMConfig | str | None" = Non
         lm: a ``FrozenLM`` (or what :func:`~pyserini_qpeft.rerank.load_lm` accepts); must be the checkpoint's
             base model.
         checkpoint: checkpoint folder (required).
-        scorer_overrides: ScorerConfig fields to change (e.g. batch_size); the prompt is the checkpoint's.
+        scorer_overrides: ScorerConfig fields to change (e.g. batch_size); the prompt is the checkpoint's (an
+            override that words it otherwise is refused: the module never saw that prompt).
 
     Raises:
-        InputError: no checkpoint given. ModelError: wrong variant or base model, unreadable checkpoint.
+        InputError: no checkpoint given, or a prompt other than the checkpoint's. ModelError: wrong variant or base
+        model, unreadable checkpoint.
     """
     if checkpoint is None:
         raise InputError(f"reranker {name!r} needs a trained module: pass --reranker-checkpoint PATH "
@@ -47,6 +51,13 @@ def build_qpeft_reranker(name: str, lm: "FrozenLM | LMConfig | str | None" = Non
     module, qpeft_config, scorer_config, meta = load_checkpoint(checkpoint, lm)
     check_variant(NAME_TO_VARIANT[name], qpeft_config.variant, str(checkpoint))
     if scorer_overrides:
+        for key in PROMPT_FIELDS:
+            if key in scorer_overrides and scorer_overrides[key] != getattr(scorer_config, key):
+                from ..lm.prompts import prompt_name
+
+                trained = prompt_name(scorer_config) or f"{key} {getattr(scorer_config, key)!r}"
+                raise InputError(f"{checkpoint} was trained with the {trained} prompt; drop --prompt or pass "
+                                 f"--prompt {trained} (scoring with a wording the module never saw)")
         scorer_config = dataclasses.replace(scorer_config, **scorer_overrides)
     # the first-stage weight selected on the training run's dev queries (checkpoints written since it exists)
     return LMReranker(lm, scorer_config, hint_module=module, name=name, interpolation=meta.get("interpolation"))

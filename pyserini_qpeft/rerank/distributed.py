@@ -36,13 +36,14 @@ class RerankJob:
     dtype: str
     max_passage_tokens: int | None
     batch_size: int | None
+    prompt: str | None = None
 
 
 def _build_reranker(job: RerankJob) -> Any:
     from .pipeline import make_reranker
 
     return make_reranker(job.reranker, job.checkpoint, job.model, job.device, job.dtype, job.max_passage_tokens,
-                         job.batch_size)
+                         job.batch_size, job.prompt)
 
 
 def _score_shard(reranker: Any, job: RerankJob, shard_id: int, shard_num: int) -> str:
@@ -172,8 +173,9 @@ def run_shards_on_ray(kind: str, job: Any, workers: int, address: str | None, cp
 
 def job_from_flags(queries: Sequence[Query], run: Run, docs: Any, depth: int, output: str | os.PathLike,
                    reranker: str, checkpoint: str | None, model: str, device: str, dtype: str,
-                   max_passage_tokens: int | None, batch_size: int | None) -> RerankJob:
+                   max_passage_tokens: int | None, batch_size: int | None,
+                   prompt: str | None = None) -> RerankJob:
     """A :class:`RerankJob` with the text of every document the shards will score (fetched here, once)."""
     needed = sorted({hit.docid for hits in run.hits.values() for hit in hits[:depth]})
     return RerankJob(list(queries), run, {d: docs.get(d) for d in needed}, depth, str(Path(output)), reranker,
-                     checkpoint, model, device, dtype, max_passage_tokens, batch_size)
+                     checkpoint, model, device, dtype, max_passage_tokens, batch_size, prompt)

@@ -91,7 +91,8 @@ def lm_flags(prefix: str = "") -> tuple[Flag, ...]:
 
 
 def reranker_flags() -> tuple[Flag, ...]:
-    """``--reranker``, ``--reranker-checkpoint``, ``--rerank-depth``, ``--interpolate``, ``--max-passage-tokens``."""
+    """``--reranker``, ``--reranker-checkpoint``, ``--rerank-depth``, ``--interpolate``, ``--max-passage-tokens``,
+    ``--prompt``."""
     from ..lm.scoring import ScorerConfig
     from .registry import reranker_names
 
@@ -111,7 +112,17 @@ def reranker_flags() -> tuple[Flag, ...]:
         Flag("--max-passage-tokens", "max_passage_tokens",
              f"Passage truncation budget in tokens (default: the checkpoint's, else "
              f"{field_default(ScorerConfig, 'max_passage_tokens')}).", type=int, min=8),
+        prompt_flag("The prompt's wording: question (UPR's '... write a question ...' / 'Question:') or claim "
+                    "('... write a claim ...' / 'Claim:', for fact-checking datasets such as SciFact). Default: the "
+                    "checkpoint's, else question; a trained checkpoint refuses another."),
     )
+
+
+def prompt_flag(help: str, default: str | None = None) -> Flag:
+    """``--prompt NAME`` (choices: :data:`~pyserini_qpeft.lm.prompts.PROMPTS`)."""
+    from ..lm.prompts import PROMPTS
+
+    return Flag("--prompt", "prompt", help, default=default, choices=tuple(PROMPTS))
 
 
 def rerank_batch_flag() -> Flag:

@@ -31,11 +31,14 @@ def open_docstore(corpus: str | os.PathLike | None = None, index: str | os.PathL
 
 
 def make_reranker(name: str, checkpoint: str | os.PathLike | None, model: str, device: str, dtype: str,
-                  max_passage_tokens: int | None = None, batch_size: int | None = None) -> Reranker:
-    """Build the registered reranker ``name`` from flag values; the frozen LLM is loaded only if it needs one."""
+                  max_passage_tokens: int | None = None, batch_size: int | None = None,
+                  prompt: str | None = None) -> Reranker:
+    """Build the registered reranker ``name`` from flag values; the frozen LLM is loaded only if it needs one.
+    ``prompt``: a name from :data:`~pyserini_qpeft.lm.prompts.PROMPTS` (None: the checkpoint's or the default)."""
     from ..lm.backbone import LMConfig
+    from ..lm.prompts import prompt_fields
 
-    overrides = {}
+    overrides: dict = prompt_fields(prompt) if prompt is not None else {}
     if max_passage_tokens is not None:
         overrides["max_passage_tokens"] = max_passage_tokens
     if batch_size is not None:

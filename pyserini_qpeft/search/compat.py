@@ -32,7 +32,7 @@ def add_reranker_args(parser: argparse.ArgumentParser) -> None:
     add_argparse_flags(group, [shared["--reranker"], shared["--reranker-checkpoint"], shared["--rerank-depth"],
                                shared["--interpolate"]])
     group.add_argument("--corpus", default=None, help="Document text (JSONL/CBOR/BEIR dataset); default: the index's raw text.")
-    add_argparse_flags(group, [*lm_flags("reranker-"), shared["--max-passage-tokens"]])
+    add_argparse_flags(group, [*lm_flags("reranker-"), shared["--max-passage-tokens"], shared["--prompt"]])
 
 
 def ours_parser() -> argparse.ArgumentParser:
@@ -213,7 +213,7 @@ def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Pat
     check_topics_cover_run(queries, first)
     docs = open_docstore(corpus=ours.corpus, index=None if ours.corpus else args.index)
     reranker = make_reranker(ours.reranker, ours.reranker_checkpoint, ours.reranker_model, ours.reranker_device,
-                             ours.reranker_dtype, ours.max_passage_tokens)
+                             ours.reranker_dtype, ours.max_passage_tokens, prompt=ours.prompt)
     output = Path(args.output)
     trec = output if args.output_format == "trec" else work / "reranked.trec"
     state_home = output if args.output_format == "trec" else output.with_name(output.name + ".trec")
