@@ -217,6 +217,37 @@ def test_reproduce_beir_runs_reports_and_checks_through_the_given_runner(tmp_pat
     assert len(out) == 1 and json.loads(out[0])[0]["ndcg@10"] == 1.0 and err[0].startswith("# [index] exists")
 
 
+def test_a_partial_rerun_keeps_finished_rows_in_the_report_and_checks_only_what_it_ran(tmp_path, toy_beir,
+                                                                                       monkeypatch):
+    from pyserini_qpeft.repro.beir import reproduce_beir
+
+    monkeypatch.setenv("PYSERINI_QPEFT_DATA", str(toy_beir.parent))
+    text = write_yaml(tmp_path, 1.0).read_text()
+    text = text.replace("artifacts:\n", f"""artifacts:
+  bm25-deep:
+    output: {tmp_path}/runs/bm25-deep.{{dataset}}-test.trec
+    needs: [index]
+    command: search --bm25 --index {{index}} --topics beir-v1.0.0-{{dataset}}-test --output {{output}} --hits 20
+""").replace("conditions:\n", """conditions:
+  bm25-deep:
+    first_stage: bm25
+    reranker: none
+    run: bm25-deep
+    expected:
+      toy: {ndcg@10: 0.1, tolerance: 0.0}
+""")
+    path = tmp_path / "two.yaml"
+    path.write_text(text)
+    report, calls, out = tmp_path / "report", [], []
+    common = dict(yaml_path=path, report_dir=report, out=out.append, err=lambda _: None)
+    reproduce_beir("toy", fake_runner(calls), conditions=("bm25-deep",), **common)
+    rows = reproduce_beir("toy", fake_runner(calls), conditions=("bm25",), check=True, **common)
+    # bm25-deep (finished before) stays in the report; its expectation (0.1, wrong) is not judged by this --check
+    assert [r["condition"] for r in rows] == ["bm25-deep", "bm25"]  # matrix order; needs-train: no run, not shown
+    assert [r["condition"] for r in json.loads((report / "repro-toy.json").read_text())] == ["bm25-deep", "bm25"]
+    assert "| bm25-deep |" in out[-1] and "| bm25 |" in out[-1]
+
+
 def test_interpolation_weights_are_selected_on_the_training_dev_queries():
     """Every interpolated condition selects its weight on dev queries carved from the training split, and a trained
     reranker's training holds out exactly those queries (same --dev-size and seed), in every profile."""

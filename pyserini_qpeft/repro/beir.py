@@ -46,7 +46,8 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
         out, err: receive printed lines (stdout, stderr).
 
     Returns:
-        One row per condition (metrics, paths), or None for a dry run.
+        One row per condition (metrics, paths), or None for a dry run: the conditions asked for and every other
+        condition whose run exists already (the report never loses a finished row; ``check`` judges the asked).
     """
     from ..data import BeirDataset, find_dataset
 
@@ -79,7 +80,12 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
         sample = {q.qid for q in sample_topics(topics, planner.test_queries, SAMPLE_SEED)}
         qrels = {qid: rels for qid, rels in qrels.items() if qid in sample}
         scope = f"test, {len(qrels)} of {len(topics)} queries sampled with seed {SAMPLE_SEED}"
-    rows = evaluate_conditions(planner, [c for c in chosen if c.name not in skipped], qrels, matrix.metrics)
+    # The report is the matrix's state: the conditions asked for, plus every other one whose run is already
+    # finished (a partial rerun never drops rows from repro-*.md/json); --check judges only those asked for.
+    asked = {c.name for c in chosen if c.name not in skipped}
+    reported = [c for c in matrix.conditions.values()
+                if c.name in asked or (planner.available(c.run) and Path(planner.output(c.run)).is_file())]
+    rows = evaluate_conditions(planner, reported, qrels, matrix.metrics)
     stem = Path(report_dir) / (f"repro-{ds.name}{matrix.profiles[profile].get('suffix', '')}"
                                f"{planner.variables['seed_suffix']}")
     base_cond = matrix.conditions.get(baseline)
@@ -92,7 +98,8 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
     err(f"# wrote {stem}.md, {stem}.json, {stem}.png")
     if check:
         xfers = {c.name: planner.run_xfer(c.run) for c in chosen}
-        raise_on_failures(check_rows(rows, matrix.conditions, ds.name, profile, xfers,
+        raise_on_failures(check_rows([r for r in rows if r["condition"] in asked], matrix.conditions, ds.name,
+                                     profile, xfers,
                                      profile_only=bool(planner.test_queries)))
         err("# check passed: every score within its tolerance")
     return rows
