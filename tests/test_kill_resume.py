@@ -191,7 +191,12 @@ def test_training_killed_anywhere_resumes_to_the_same_weights(tiny_lm_path, toy_
     proc = cli([*common, "--output", str(out)], hook, slow)
     epoch = rng.randint(1, 3)
     kill_when(proc, lambda: (out / f"epoch-{epoch}").is_dir(), rng.uniform(0, 0.6))
+    # best/ may already hold an early epoch; only training_done.json says the run finished (what `repro` checks)
+    assert not (out / "training_done.json").exists(), f"seed {SEED}: killed after epoch {epoch}"
     finish(cli([*common, "--output", str(out), "--resume"], hook))
+    done = json.loads((out / "training_done.json").read_text())
+    assert done == json.loads((tmp_path / "ref" / "training_done.json").read_text()), f"seed {SEED}"
+    assert done["completed_epochs"] == 4 and not done["stopped_early"], f"seed {SEED}"
     for folder in ("epoch-4", "best"):
         assert same_weights(out / folder, tmp_path / "ref" / folder), f"seed {SEED}: {folder} (killed after {epoch})"
     assert history(out) == history(tmp_path / "ref"), f"seed {SEED}"

@@ -310,6 +310,22 @@ def test_transfer_check_judges_untransferred_runs_by_their_own_expectation():
         "bm25: ndcg@10 = 0.3900, expected 0.3970 ± 0.0"]
 
 
+def test_packaged_trainings_resume_and_every_lm_rerank_pins_its_dtype():
+    """An interrupted training is not mistaken for a finished one (done = training_done.json, not best/, which an
+    early epoch already fills) and continues (--resume); the recorded rows were measured in fp32, so every
+    profile's LM reranks and Q-PEFT trainings pin --dtype instead of `auto` (bf16 on bf16-capable CPUs)."""
+    matrix = Matrix.load()
+    for profile in matrix.profiles:
+        planner = Planner(matrix, "scifact", profile=profile)
+        for name in ("ckpt-qpeft-attn", "ckpt-qpeft-retr", "ckpt-prompt", "ckpt-lmort"):
+            assert matrix.artifacts[name].done == "training_done.json", name
+            assert "--resume" in planner.command(name), (profile, name)
+        for name in matrix.artifacts:
+            command = planner.command(name)
+            if command[0] == "rerank" or command[:2] == ["train", "qpeft"]:
+                assert "--dtype" in command, (profile, name)
+
+
 def test_seed_offset_trains_other_seeds_on_the_same_dev_queries():
     """--seed-offset K: trained conditions get their base seed + K and `.seed+K` names; Q-PEFT keeps the seed-0
     dev carve (so its interpolation dev queries are still held out); untrained artifacts are shared."""

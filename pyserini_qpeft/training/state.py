@@ -4,6 +4,8 @@ Layout of a training output folder (both methods)::
 
     output_dir/
       trainer_state.json     history (per-epoch train/dev numbers), best epoch, dev baselines, step config
+      training_done.json     written last, once every planned epoch ran (or training stopped early): without it
+                             the folder is an interrupted run (``best/`` may already hold an early epoch)
       epoch-1/ ... epoch-N/  the method's checkpoint of each epoch + optimizer.safetensors + optimizer.json
       best/                  a copy of the best epoch without optimizer state: what inference loads
 """
@@ -18,6 +20,7 @@ from typing import Any
 from ..artifacts import atomic_write, dump_json, replace_dir
 
 STATE_NAME = "trainer_state.json"
+DONE_NAME = "training_done.json"
 OPTIMIZER_WEIGHTS = "optimizer.safetensors"
 OPTIMIZER_JSON = "optimizer.json"
 BEST = "best"
@@ -96,6 +99,14 @@ def load_optimizer(optimizer, folder: str | os.PathLike) -> None:
         if "betas" in group:
             group["betas"] = tuple(group["betas"])
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def write_training_done(output_dir: str | os.PathLike, state: dict) -> None:
+    """Mark a training run finished (``training_done.json``: epochs run, best epoch and value, early stop)."""
+    summary = {k: state.get(k) for k in ("completed_epochs", "global_step", "best_epoch", "best_value")}
+    summary["stopped_early"] = bool(state.get("stopped_early"))
+    with atomic_write(Path(output_dir) / DONE_NAME) as out:
+        out.write(dump_json(summary))
 
 
 def publish_best(epoch_folder: str | os.PathLike, output_dir: str | os.PathLike) -> Path:

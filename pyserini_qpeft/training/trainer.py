@@ -32,7 +32,7 @@ from .config import LOWER_IS_BETTER, TrainConfig
 from .data import TrainingExample, dev_qrels, example_meta
 from .parallel import SINGLE, DataParallel
 from .state import (epoch_dir, load_optimizer, publish_best, read_trainer_state, save_optimizer,
-                    write_trainer_state)
+                    write_trainer_state, write_training_done)
 
 if TYPE_CHECKING:
     import torch
@@ -166,7 +166,8 @@ def _start_state(step: TrainingStep, config: TrainConfig, dev: Sequence[Training
 def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
         config: TrainConfig, output_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
         metadata: Mapping[str, Any] | None = None) -> TrainResult:
-    """Train ``step``'s parameters in place; write ``epoch-N/``, ``best/`` and ``trainer_state.json``.
+    """Train ``step``'s parameters in place; write ``epoch-N/``, ``best/``, ``trainer_state.json`` and, at the end,
+    ``training_done.json``.
 
     Args:
         step: the method (see :class:`TrainingStep`).
@@ -293,6 +294,8 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
 
     if state["best_epoch"] is None:
         raise InputError("training ran no epoch (max_steps reached before the first epoch?)")
+    if parallel.is_main:
+        write_training_done(output_dir, state)
     return TrainResult(output_dir=output_dir, best_dir=output_dir / "best", best_epoch=state["best_epoch"],
                        history=state["history"], dev_baseline=state["dev_baseline"],
                        train_seconds=state["train_seconds"], stopped_early=bool(state.get("stopped_early")))
