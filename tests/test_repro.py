@@ -310,10 +310,10 @@ def test_transfer_check_judges_untransferred_runs_by_their_own_expectation():
         "bm25: ndcg@10 = 0.3900, expected 0.3970 ± 0.0"]
 
 
-def test_packaged_trainings_resume_and_every_lm_rerank_pins_its_dtype():
+def test_packaged_trainings_resume_and_every_model_command_pins_its_dtype():
     """An interrupted training is not mistaken for a finished one (done = training_done.json, not best/, which an
-    early epoch already fills) and continues (--resume); the recorded rows were measured in fp32, so every
-    profile's LM reranks and Q-PEFT trainings pin --dtype instead of `auto` (bf16 on bf16-capable CPUs)."""
+    early epoch already fills) and continues (--resume); the recorded rows were measured in fp32, so every command
+    that runs a model pins --dtype instead of `auto` (bf16 on bf16-capable CPUs)."""
     matrix = Matrix.load()
     for profile in matrix.profiles:
         planner = Planner(matrix, "scifact", profile=profile)
@@ -322,7 +322,7 @@ def test_packaged_trainings_resume_and_every_lm_rerank_pins_its_dtype():
             assert "--resume" in planner.command(name), (profile, name)
         for name in matrix.artifacts:
             command = planner.command(name)
-            if command[0] == "rerank" or command[:2] == ["train", "qpeft"]:
+            if command[0] in ("rerank", "train", "lmort", "encode"):  # every command that runs a model
                 assert "--dtype" in command, (profile, name)
 
 
