@@ -246,6 +246,10 @@ def test_a_partial_rerun_keeps_finished_rows_in_the_report_and_checks_only_what_
     assert [r["condition"] for r in rows] == ["bm25-deep", "bm25"]  # matrix order; needs-train: no run, not shown
     assert [r["condition"] for r in json.loads((report / "repro-toy.json").read_text())] == ["bm25-deep", "bm25"]
     assert "| bm25-deep |" in out[-1] and "| bm25 |" in out[-1]
+    # a second seed's report gets its own files (`.seed+1` is not a file suffix to replace)
+    reproduce_beir("toy", fake_runner(calls), conditions=("bm25",), seed_offset=1, **common)
+    assert sorted(p.name for p in report.glob("*.md")) == ["repro-toy.md", "repro-toy.seed+1.md"]
+    assert [r["condition"] for r in json.loads((report / "repro-toy.json").read_text())] == ["bm25-deep", "bm25"]
 
 
 def test_interpolation_weights_are_selected_on_the_training_dev_queries():

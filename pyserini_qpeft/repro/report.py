@@ -92,9 +92,9 @@ def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: st
             table += "\n"
             for row in rows:
                 row["vs_" + baseline] = wl.get(row["condition"])
-    write_text(table, stem.with_suffix(".md"))
-    write_json(rows, stem.with_suffix(".json"))
+    write_text(table, stem.with_name(stem.name + ".md"))
+    write_json(rows, stem.with_name(stem.name + ".json"))
     bm25_row = next((r for r in rows if r["condition"] == "bm25"), None)
-    bar_chart(rows, "ndcg@10", dataset, stem.with_suffix(".png"), reference=bm25_row["ndcg@10"] if bm25_row else None,
+    bar_chart(rows, "ndcg@10", dataset, stem.with_name(stem.name + ".png"), reference=bm25_row["ndcg@10"] if bm25_row else None,
               scope=scope)
     return table
