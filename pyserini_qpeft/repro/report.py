@@ -92,9 +92,11 @@ def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: st
             table += "\n"
             for row in rows:
                 row["vs_" + baseline] = wl.get(row["condition"])
-    write_text(table, stem.with_name(stem.name + ".md"))
-    write_json(rows, stem.with_name(stem.name + ".json"))
+    def path(ext: str) -> Path:  # not with_suffix: a stem like "repro-x.seed+1" has no suffix to replace
+        return stem.with_name(stem.name + ext)
+
+    write_text(table, path(".md"))
+    write_json(rows, path(".json"))
     bm25_row = next((r for r in rows if r["condition"] == "bm25"), None)
-    bar_chart(rows, "ndcg@10", dataset, stem.with_name(stem.name + ".png"), reference=bm25_row["ndcg@10"] if bm25_row else None,
-              scope=scope)
+    bar_chart(rows, "ndcg@10", dataset, path(".png"), reference=bm25_row["ndcg@10"] if bm25_row else None, scope=scope)
     return table

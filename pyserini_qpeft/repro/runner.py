@@ -50,6 +50,7 @@ class Matrix:
     profiles: dict[str, dict[str, str]]
     metrics: tuple[str, ...]
     seeds: dict[str, int] = field(default_factory=dict)  # base training seeds ({qpeft_seed}, {lmort_seed})
+    dtype: str = "auto"  # {dtype}: the --dtype of every command that runs a model (a profile may set its own)
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_YAML) -> "Matrix":
@@ -72,7 +73,13 @@ class Matrix:
         seeds = data.get("seeds", {}) or {}
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds.values()):
             raise InputError(f"seeds must map names to integers, got {seeds!r}", str(path))
-        return cls(artifacts, conditions, data.get("profiles", {"full": {}}), tuple(data["metrics"]), dict(seeds))
+        from ..lm.backbone import DTYPES
+
+        dtype = data.get("dtype", "auto")
+        if dtype not in DTYPES:
+            raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", str(path))
+        return cls(artifacts, conditions, data.get("profiles", {"full": {}}), tuple(data["metrics"]), dict(seeds),
+                   dtype)
 
 
 def _load_yaml_strict(path: str | Path) -> dict:
@@ -123,6 +130,7 @@ class Planner:
                   # runs made with another dataset's checkpoint say so in their file name
                   "xfer": f".from-{train_dataset}" if transfer else "",
                   "seed_suffix": f".seed+{seed_offset}" if seed_offset else "",
+                  "dtype": matrix.dtype,
                   **{name: str(base + seed_offset) for name, base in matrix.seeds.items()}}
         # profile values may name these variables ({dataset}, {train_dataset}, ...), e.g. in a folder path
         self.variables = {**common, **{k: _substitute(str(v), common) for k, v in matrix.profiles[profile].items()}}
