@@ -330,6 +330,20 @@ def test_packaged_trainings_resume_and_every_model_command_pins_its_dtype():
                 assert "--dtype" in command, (profile, name)
 
 
+def test_a_profile_can_give_one_variant_flags_the_others_refuse():
+    """retr_flags reach Q-PEFT-R's training only (--query-proj is an error for the other variants); unset, the
+    variable disappears from every command."""
+    matrix = Matrix.load()
+    matrix.profiles["retr-recipe"] = {**matrix.profiles["full-loss"], "retr_flags": "--token-filter content --query-proj"}
+    planner = Planner(matrix, "scifact", profile="retr-recipe")
+    assert planner.command("ckpt-qpeft-retr")[-3:] == ["--token-filter", "content", "--query-proj"]
+    for name in ("ckpt-qpeft-attn", "ckpt-prompt"):
+        assert "--query-proj" not in planner.command(name)
+    for profile in ("full-loss", "gpu"):
+        for name in matrix.artifacts:
+            assert not any("{" in part for part in Planner(matrix, "scifact", profile=profile).command(name)), name
+
+
 def test_seed_offset_trains_other_seeds_on_the_same_dev_queries():
     """--seed-offset K: trained conditions get their base seed + K and `.seed+K` names; Q-PEFT keeps the seed-0
     dev carve (so its interpolation dev queries are still held out); untrained artifacts are shared."""

@@ -111,6 +111,10 @@ def _substitute(text: str, values: Mapping[str, str]) -> str:
     return text
 
 
+# Profile variables that only one Q-PEFT variant's training command uses (default: empty).
+VARIANT_FLAGS = ("attn_flags", "retr_flags", "prompt_flags")
+
+
 class Planner:
     """Resolves artifact paths and commands for one dataset and profile."""
 
@@ -131,6 +135,9 @@ class Planner:
                   "xfer": f".from-{train_dataset}" if transfer else "",
                   "seed_suffix": f".seed+{seed_offset}" if seed_offset else "",
                   "dtype": matrix.dtype,
+                  # one variant's own training flags (e.g. Q-PEFT-R's --token-filter content --query-proj, which
+                  # the other variants refuse); a profile may set them, empty otherwise
+                  **{name: "" for name in VARIANT_FLAGS},
                   **{name: str(base + seed_offset) for name, base in matrix.seeds.items()}}
         # profile values may name these variables ({dataset}, {train_dataset}, ...), e.g. in a folder path
         self.variables = {**common, **{k: _substitute(str(v), common) for k, v in matrix.profiles[profile].items()}}
