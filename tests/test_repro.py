@@ -172,6 +172,17 @@ def test_repeated_yaml_key_is_refused(tmp_path):
         Matrix.load(path)
 
 
+def test_a_matrix_dtype_that_no_model_accepts_is_refused_at_load(tmp_path):
+    from pyserini_qpeft.errors import InputError
+
+    path = write_yaml(tmp_path)
+    path.write_text("dtype: fp64\n" + path.read_text())
+    with pytest.raises(InputError, match="dtype must be one of"):
+        Matrix.load(path)
+    path.write_text(path.read_text().replace("dtype: fp64", "dtype: bf16"))
+    assert Matrix.load(path).dtype == "bf16"
+
+
 def fake_runner(calls: list[list[str]]):
     """Stands in for the CLI: 'index' marks the index done, 'search' writes a perfect run for the toy test qrels."""
 
