@@ -111,7 +111,8 @@ def _substitute(text: str, values: Mapping[str, str]) -> str:
     return text
 
 
-# Profile variables that only one Q-PEFT variant's training command uses (default: empty).
+# Profile variables that only one Q-PEFT variant's training command uses, for options the other variants refuse
+# (e.g. Q-PEFT-R's --query-proj); empty unless the profile sets them.
 VARIANT_FLAGS = ("attn_flags", "retr_flags", "prompt_flags")
 
 
@@ -135,8 +136,6 @@ class Planner:
                   "xfer": f".from-{train_dataset}" if transfer else "",
                   "seed_suffix": f".seed+{seed_offset}" if seed_offset else "",
                   "dtype": matrix.dtype,
-                  # one variant's own training flags (e.g. Q-PEFT-R's --token-filter content --query-proj, which
-                  # the other variants refuse); a profile may set them, empty otherwise
                   **{name: "" for name in VARIANT_FLAGS},
                   **{name: str(base + seed_offset) for name, base in matrix.seeds.items()}}
         # profile values may name these variables ({dataset}, {train_dataset}, ...), e.g. in a folder path
