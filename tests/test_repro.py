@@ -183,6 +183,33 @@ def test_a_matrix_dtype_that_no_model_accepts_is_refused_at_load(tmp_path):
     assert Matrix.load(path).dtype == "bf16"
 
 
+def test_a_profile_states_only_what_it_changes_from_its_base(tmp_path):
+    """``base: OTHER`` starts from OTHER's resolved values (chains allowed); an unknown base or a cycle is refused."""
+    from pyserini_qpeft.errors import InputError
+
+    path = write_yaml(tmp_path)
+    toy = path.read_text()
+    path.write_text(toy.replace('  full: {suffix: ""}', '  full: {suffix: "", depth: 20, flags: "-x"}\n'
+                                '  deep: {base: full, depth: 100}\n  deeper: {base: deep, suffix: "-d"}'))
+    profiles = Matrix.load(path).profiles
+    assert profiles["deep"] == {"suffix": "", "depth": 100, "flags": "-x"}
+    assert profiles["deeper"] == {"suffix": "-d", "depth": 100, "flags": "-x"}
+    path.write_text(toy.replace('  full: {suffix: ""}', '  full: {suffix: ""}\n  deep: {base: nope}'))
+    with pytest.raises(InputError, match="unknown base 'nope'"):
+        Matrix.load(path)
+    path.write_text(toy.replace('  full: {suffix: ""}', '  full: {base: deep}\n  deep: {base: full}'))
+    with pytest.raises(InputError, match="cycle: full -> deep -> full"):
+        Matrix.load(path)
+
+
+def test_packaged_profiles_name_an_existing_base_and_keep_every_variable():
+    """Every packaged profile resolves to the variables the commands need (the root profile sets them all)."""
+    matrix = Matrix.load()
+    keys = set(matrix.profiles["full"])
+    for name, values in matrix.profiles.items():
+        assert "base" not in values and keys <= set(values), name
+
+
 def fake_runner(calls: list[list[str]]):
     """Stands in for the CLI: 'index' marks the index done, 'search' writes a perfect run for the toy test qrels."""
 

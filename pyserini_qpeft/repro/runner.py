@@ -78,8 +78,30 @@ class Matrix:
         dtype = data.get("dtype", "auto")
         if dtype not in DTYPES:
             raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", str(path))
-        return cls(artifacts, conditions, data.get("profiles", {"full": {}}), tuple(data["metrics"]), dict(seeds),
-                   dtype)
+        profiles = _resolve_profiles(data.get("profiles", {"full": {}}) or {}, str(path))
+        return cls(artifacts, conditions, profiles, tuple(data["metrics"]), dict(seeds), dtype)
+
+
+def _resolve_profiles(raw: Mapping[str, Mapping[str, Any]], path: str) -> dict[str, dict[str, Any]]:
+    """Profiles with ``base: OTHER`` resolved: OTHER's (resolved) values, then the profile's own on top, so that a
+    profile states only what it changes. An unknown base or a cycle is refused."""
+    resolved: dict[str, dict[str, Any]] = {}
+
+    def resolve(name: str, chain: tuple[str, ...]) -> dict[str, Any]:
+        if name in resolved:
+            return resolved[name]
+        if name in chain:
+            raise InputError(f"profile base cycle: {' -> '.join(chain + (name,))}", path)
+        own = dict(raw[name] or {})
+        base = own.pop("base", None)
+        if base is not None and base not in raw:
+            raise InputError(f"profile {name!r} has unknown base {base!r}", path)
+        resolved[name] = {**(resolve(base, chain + (name,)) if base is not None else {}), **own}
+        return resolved[name]
+
+    for name in raw:
+        resolve(name, ())
+    return resolved
 
 
 def _load_yaml_strict(path: str | Path) -> dict:
