@@ -160,6 +160,25 @@ def test_dev_metrics_are_evaluation_metrics():
     assert dev_metrics(tied, dev[:1], ["mrr@10"])["mrr@10"] == pytest.approx(1 / 2)
 
 
+def test_dev_pool_run_ranks_only_the_first_stage_candidates_and_its_loss_skips_unretrieved_positives():
+    """--dev-pool run: each dev query's run top-N only (a positive the first stage missed is not added, as in a test
+    rerank); the dev loss then counts the queries with a retrieved positive. The recorded pool is unchanged."""
+    from pyserini_qpeft.qpeft.loss import qpeft_dev_loss
+    from pyserini_qpeft.qpeft.step import dev_candidates
+
+    ex = TrainingExample("a", "qa", ("p",), ("n1", "n2"), candidates=("n1", "x", "n2"))
+    assert dev_candidates(ex, 2) == ["p", "n1", "x"]
+    assert dev_candidates(ex, 2, "run") == ["n1", "x"]
+    missed = TrainingExample("b", "qb", ("m", "p2"), ("n3",), candidates=("p2", "n3"))
+    run = Run({"a": [Hit("n1", -2.0), Hit("x", -3.0)], "b": [Hit("p2", -1.0), Hit("n3", -1.5)]})
+    # query a has no scored positive (skipped); query b: its first *scored* positive p2 vs n3
+    assert qpeft_dev_loss(run, [ex, missed], margin=1.0, pointwise_weight=0.5) == pytest.approx(
+        max(0.0, 1.0 - 1.5 + 1.0) + 0.5 * 1.0)
+    assert qpeft_dev_loss(Run({"a": [Hit("n1", -2.0)]}), [ex], margin=1.0) == 0.0
+    with pytest.raises(ValueError, match="dev_pool"):
+        QPeftTrainConfig(dev_pool="all")
+
+
 # -------------------------------------------------------------------------------------------------- loop
 
 
@@ -223,23 +242,26 @@ def test_resume_matches_uninterrupted(tiny_lm, tmp_path):
                     resume=True, progress=False)
 
 
-def test_dev_metrics_of_the_loop_equal_evaluate_on_the_dev_run(tiny_lm, tmp_path):
+@pytest.mark.parametrize("pool,depth", [("positives+run", 6), ("run", 2)])
+def test_dev_metrics_of_the_loop_equal_evaluate_on_the_dev_run(tiny_lm, tmp_path, pool, depth):
     """The recorded dev nDCG@10 / MRR@10 / loss are evaluation.evaluate (and the dev-loss formula) on a rerank of the
-    dev candidates by the saved best module."""
+    dev candidates (those of --dev-pool) by the saved best module."""
     from pyserini_qpeft.evaluation import evaluate
     from pyserini_qpeft.qpeft.checkpoint import load_checkpoint
-    from pyserini_qpeft.qpeft.step import QPeftStep
+    from pyserini_qpeft.qpeft.step import QPeftStep, dev_candidates
 
     examples = toy_examples()
     train_ex, dev = examples[:2], examples[2:]
     config = QPeftConfig(variant="retr", top_k=4, seed=0)
-    tcfg = QPeftTrainConfig(epochs=2, batch_size=2, lr=2e-2, margin=0.5, dev_depth=6, eval_at_start=False)
+    tcfg = QPeftTrainConfig(epochs=2, batch_size=2, lr=2e-2, margin=0.5, dev_depth=depth, dev_pool=pool,
+                            eval_at_start=False)
     result = train_qpeft(tiny_lm, build_module(tiny_lm, config), config, ScorerConfig(max_passage_tokens=32),
                          train_ex, dev, CORPUS, tcfg, tmp_path / "out", progress=False)
     module, _, scfg, meta = load_checkpoint(tmp_path / "out", tiny_lm)  # the output folder resolves to best/
     step = QPeftStep(tiny_lm, module, config, scfg, CORPUS, tcfg)
     run = step.dev_run(dev)
-    assert all(len(run[e.qid]) == 6 for e in dev)
+    assert all(sorted(h.docid for h in run[e.qid]) == sorted(dev_candidates(e, depth, pool)) for e in dev)
+    assert all(len(run[e.qid]) == depth for e in dev)
     want = evaluate(run, {e.qid: {d: 1 for d in e.positives} for e in dev}, ["ndcg@10", "mrr@10"])
     best = next(h for h in result.history if h["epoch"] == result.best_epoch)
     assert {k: best["dev"][k] for k in want} == want

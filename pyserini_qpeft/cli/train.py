@@ -16,7 +16,7 @@ import click
 
 from ..errors import InputError
 from ..qpeft.config import ATTN_INITS, MLPS, PROMPT_INITS, TOKEN_FILTERS, VARIANTS, QPeftConfig
-from ..qpeft.step import SELECTION_METRICS, QPeftTrainConfig
+from ..qpeft.step import DEV_POOLS, SELECTION_METRICS, QPeftTrainConfig
 from ..training.data import NEGATIVE_POLICIES
 from ..rerank.flags import prompt_flag
 from .options import (OutputPath, click_option, field_default, lm_options, optimizer_options, quiet_option,
@@ -76,7 +76,10 @@ def _M(name: str):
 @click.option("--dev-size", type=click.IntRange(min=1), default=None,
               help=f"Dev queries carved from the training queries (default: {_Q('dev_size'):.0%}).")
 @click.option("--dev-depth", type=click.IntRange(min=1), default=_Q("dev_depth"), show_default=True,
-              help="Dev rerank candidates: positives + the run's top N.")
+              help="Dev rerank candidates: the run's top N (+ positives, see --dev-pool).")
+@click.option("--dev-pool", type=click.Choice(DEV_POOLS), default=_Q("dev_pool"), show_default=True,
+              help="In-training dev ranking: positives+run adds each dev query's positives to the run's top "
+                   "--dev-depth (the recorded measure); run ranks only those, the footing of a test rerank.")
 @click.option("--max-train-queries", type=click.IntRange(min=1), default=None,
               help="Use a seeded sample of this many training queries per epoch.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in total.")
@@ -105,7 +108,7 @@ def _M(name: str):
 @quiet_option
 def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_size, lr, weight_decay, warmup_steps,
                 margin, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
-                num_heads, attn_init, mlp, num_virtual_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, max_train_queries, max_steps,
+                num_heads, attn_init, mlp, num_virtual_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, dev_pool, max_train_queries, max_steps,
                 max_passage_tokens, instruction, prompt, selection_metric, patience, seed, dev_seed, resume, dev_cache_gb, sweep_grid,
                 model, device, dtype, quiet) -> None:
     """Train on (query, positive, BM25 hard negative) triples of --split; select by a dev set carved from it."""
@@ -132,7 +135,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
             margin=margin, pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query,
             hard_pool=hard_pool, in_batch=not no_in_batch,
             negative_policy=negative_policy, seed=seed, dev_seed=dev_seed, max_steps=max_steps, max_train_queries=max_train_queries,
-            dev_depth=dev_depth, selection_metric=selection_metric, patience=patience,
+            dev_depth=dev_depth, dev_pool=dev_pool, selection_metric=selection_metric, patience=patience,
             dev_size=dev_size if dev_size is not None else _Q("dev_size"))
         ds = BeirDataset.find(dataset)
         negatives_run_obj = read_run(negatives_run)

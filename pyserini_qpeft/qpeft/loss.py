@@ -46,14 +46,19 @@ def qpeft_dev_loss(run: "Run", dev: Sequence["TrainingExample"], margin: float, 
                    ) -> float:
     """The training loss on dev, from the dev run's scores (mean log-probabilities), so no extra forward passes.
 
-    Per query: its first positive against its top-ranked run negative that was scored (none: hinge 0), with the
-    formula of :func:`qpeft_loss`; the mean over ``dev``.
+    Per query: its first positive that was scored against its top-ranked run negative that was scored (none: hinge
+    0), with the formula of :func:`qpeft_loss`; the mean over the queries with a scored positive (0.0 if none: a
+    dev pool of run documents only may miss every positive).
     """
-    total = 0.0
+    total, counted = 0.0, 0
     for ex in dev:
         scores = {h.docid: h.score for h in run[ex.qid]}
+        pos = next((d for d in ex.positives if d in scores), None)
+        if pos is None:
+            continue
         neg = next((d for d in ex.negatives if d in scores), None)
-        nll_pos = -scores[ex.positives[0]]
+        nll_pos = -scores[pos]
         hinge = max(0.0, nll_pos + scores[neg] + margin) if neg is not None else 0.0
         total += hinge + pointwise_weight * nll_pos
-    return total / len(dev)
+        counted += 1
+    return total / counted if counted else 0.0

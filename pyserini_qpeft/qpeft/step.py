@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 DEV_METRICS = ("ndcg@10", "mrr@10")
 SELECTION_METRICS = ("ndcg@10", "mrr@10", "loss")
+# What each dev query's in-training ranking holds: "positives+run" = its positives + the run's top dev_depth (the
+# recorded measure: it also rewards lifting positives the first stage never retrieved); "run" = the run's top
+# dev_depth only, the footing of a test rerank at that depth.
+DEV_POOLS = ("positives+run", "run")
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,8 @@ class QPeftTrainConfig(TrainConfig):
         negatives_per_query: hard negatives per query and step.
         hard_pool: hard negatives are sampled from this many top-ranked run negatives.
         in_batch: also use the other queries' positives as negatives.
-        dev_depth: dev reranking candidates = each dev query's positives + its top ``dev_depth`` run documents.
+        dev_depth: dev reranking candidates = each dev query's top ``dev_depth`` run documents (+ its positives).
+        dev_pool: ``DEV_POOLS``: whether the dev ranking adds each query's positives to its run candidates.
         negative_policy: which run documents are negatives (``training.data.NEGATIVE_POLICIES``).
     """
 
@@ -53,6 +58,7 @@ class QPeftTrainConfig(TrainConfig):
     hard_pool: int = 10
     in_batch: bool = True
     dev_depth: int = 20
+    dev_pool: str = "positives+run"
     negative_policy: str = "non-relevant"
 
     def __post_init__(self) -> None:
@@ -64,6 +70,8 @@ class QPeftTrainConfig(TrainConfig):
         for name in ("margin", "pointwise_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.dev_pool not in DEV_POOLS:
+            raise ValueError(f"dev_pool must be one of {DEV_POOLS}, got {self.dev_pool!r}")
         if self.selection_metric not in SELECTION_METRICS:
             raise ValueError(f"selection_metric must be one of {SELECTION_METRICS}, got {self.selection_metric!r}")
         from ..training.data import NEGATIVE_POLICIES
@@ -112,8 +120,11 @@ def sample_step(batch: Sequence[TrainingExample], rng: random.Random, negatives_
     return list(rows), pairs
 
 
-def dev_candidates(example: TrainingExample, depth: int) -> list[str]:
-    """The example's positives plus its top ``depth`` run documents, deduplicated, deterministic order."""
+def dev_candidates(example: TrainingExample, depth: int, pool: str = "positives+run") -> list[str]:
+    """The example's top ``depth`` run documents, after its positives when ``pool`` is "positives+run";
+    deduplicated, deterministic order."""
+    if pool == "run":
+        return list(example.candidates[:depth])
     out = list(example.positives)
     out += [d for d in example.candidates[:depth] if d not in set(example.positives)]
     return out
@@ -185,7 +196,7 @@ class QPeftStep:
     def _rank(self, scorer, dev: Sequence[TrainingExample], progress: bool) -> "Run":
         from ..types import Hit, Run
 
-        pairs = [(ex, d) for ex in dev for d in dev_candidates(ex, self.config.dev_depth)]
+        pairs = [(ex, d) for ex in dev for d in dev_candidates(ex, self.config.dev_depth, self.config.dev_pool)]
         mine = [pairs[k] for k in self.parallel.shard(len(pairs))]
         scores = scorer.score([ex.query for ex, _ in mine], [self.corpus[d] for _, d in mine], progress=progress)
         scores = self.parallel.gather_list(scores)
@@ -195,7 +206,7 @@ class QPeftStep:
         return Run(hits, tag="qpeft-dev")
 
     def dev_run(self, dev: Sequence[TrainingExample], progress: bool = False) -> "Run":
-        """Rerank each dev query's positives + top ``dev_depth`` run documents with the current module."""
+        """Rerank each dev query's top ``dev_depth`` run documents (+ its positives) with the current module."""
         return self._rank(self.scorer, dev, progress)
 
     def baseline_run(self, dev: Sequence[TrainingExample], progress: bool = False) -> "Run":
