@@ -219,6 +219,17 @@ def evaluate(run: RunLike, qrels: Qrels, metrics: str | Iterable[str] = DEFAULT_
     return {name: math.fsum(values[name] for values in per_query.values()) / n for name in names}
 
 
+def split_by_seen_documents(qrels: Qrels, seen: Qrels) -> dict[str, Qrels]:
+    """``qrels`` in two groups: ``"seen"`` = queries with a relevant document that is also relevant to some query
+    of ``seen`` (e.g. the training split a model learnt from), ``"unseen"`` = the rest; relevance >= 1."""
+    known = {docid for rels in seen.values() for docid, rel in rels.items() if rel > 0}
+    out: dict[str, dict] = {"seen": {}, "unseen": {}}
+    for qid, rels in qrels.items():
+        group = "seen" if any(rel > 0 and docid in known for docid, rel in rels.items()) else "unseen"
+        out[group][qid] = rels
+    return out
+
+
 def per_query_comparison(base: Mapping[str, Mapping[str, float]], other: Mapping[str, Mapping[str, float]],
                          metric: str, tolerance: float = 1e-9) -> dict[str, list[str]]:
     """Win/tie/loss of ``other`` against ``base`` on one metric, from two :func:`evaluate_per_query` results.

@@ -72,6 +72,26 @@ def test_evaluate_json(tmp_path, toy_beir):
     assert values == {"hit@10": round(2 / 3, 4), "mrr@10": round((1 + 0.5) / 3, 4)}
 
 
+def test_evaluate_seen_qrels_splits_queries_by_documents_relevant_in_other_qrels(tmp_path, toy_beir):
+    """--seen-qrels: 'seen' = test queries with a relevant document that is relevant in the other qrels (a judgment
+    of 0 there does not count), 'unseen' = the rest; each group is evaluated like the whole (missing = 0)."""
+    import json
+
+    run = tmp_path / "run.trec"
+    run.write_text("q3 Q0 d3 1 2.0 t\nq4 Q0 d4 1 3.0 t\nq2 Q0 d1 1 1.0 t\n")  # hit@1: q3 yes, q4 yes, q2 no
+    seen = tmp_path / "seen.trec"
+    seen.write_text("q9 0 d3 1\nq9 0 d4 0\n")
+    args = ["evaluate", "--qrels", str(toy_beir / "qrels" / "test.tsv"), "--run", str(run), "-m", "hit@1",
+            "--seen-qrels", str(seen)]
+    result = CliRunner().invoke(cli, args + ["--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"all": {"hit@1": round(2 / 3, 4)}, "seen": {"hit@1": 1.0, "queries": 1},
+                                         "unseen": {"hit@1": 0.5, "queries": 2}}
+    table = CliRunner().invoke(cli, args).output.splitlines()
+    assert table == ["hit@1         all             0.6667", "hit@1         seen(1)         1.0000",
+                     "hit@1         unseen(2)       0.5000"]
+
+
 def test_evaluate_sample_queries_judges_the_sample_search_draws(tmp_path, toy_beir):
     import json
 

@@ -15,13 +15,16 @@ from .options import sample_options
               help="ndcg@10, recall@100, recall@1000, mrr@10, map, hit@10, recall@10, precision@k ... (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: metric -> value.")
 @click.option("--per-query", is_flag=True, help="Also print per-query values.")
+@click.option("--seen-qrels", default=None,
+              help="Also evaluate two groups of queries: 'seen' (a relevant document is also relevant in these qrels, "
+                   "e.g. beir-v1.0.0-scifact-train, what a trained model learnt from) and 'unseen' (the rest).")
 @sample_options
 def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool, per_query: bool,
-             sample_queries: int | None, sample_seed: int) -> None:
+             seen_qrels: str | None, sample_queries: int | None, sample_seed: int) -> None:
     """Evaluate RUN against QRELS (trec_eval -c semantics: judged queries missing from the run score 0); with
     --sample-queries, against the judged queries of that sample only (as `search --sample-queries` drew them)."""
     from ..data import load_qrels, sample_topics
-    from ..evaluation import DEFAULT_METRICS, evaluate as evaluate_run, evaluate_per_query
+    from ..evaluation import DEFAULT_METRICS, evaluate as evaluate_run, evaluate_per_query, split_by_seen_documents
     from ..types import Query, read_run
 
     judged = load_qrels(qrels)
@@ -32,10 +35,16 @@ def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool,
     names = tuple(metrics) or DEFAULT_METRICS
     scores = evaluate_run(run, judged, names)
     per = evaluate_per_query(run, judged, names) if per_query else None
+    groups = split_by_seen_documents(judged, load_qrels(seen_qrels)) if seen_qrels else {}
+    by_group = {g: evaluate_run(run, q, names) for g, q in groups.items() if q}
     if as_json:
         out = {name: round(value, 4) for name, value in scores.items()}
+        if per is not None or groups:
+            out = {"all": out}
+        for g, values in by_group.items():
+            out[g] = {**{name: round(value, 4) for name, value in values.items()}, "queries": len(groups[g])}
         if per is not None:
-            out = {"all": out, "per_query": {q: {m: round(v, 4) for m, v in vals.items()} for q, vals in per.items()}}
+            out["per_query"] = {q: {m: round(v, 4) for m, v in vals.items()} for q, vals in per.items()}
         click.echo(json.dumps(out, sort_keys=False))
         return
     if per is not None:
@@ -44,3 +53,6 @@ def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool,
                 click.echo(f"{name:<14}{qid:<16}{value:.4f}")
     for name, value in scores.items():
         click.echo(f"{name:<14}{'all':<16}{value:.4f}")
+    for g, values in by_group.items():
+        for name, value in values.items():
+            click.echo(f"{name:<14}{f'{g}({len(groups[g])})':<16}{value:.4f}")
