@@ -213,10 +213,14 @@ def evaluate(run: RunLike, qrels: Qrels, metrics: str | Iterable[str] = DEFAULT_
         qrels: qid -> docid -> relevance (graded; >= 1 is relevant).
         metrics: names like ``'ndcg@10'`` (a list, or one comma-separated string).
     """
-    per_query = evaluate_per_query(run, qrels, metrics)
-    names = _metric_list(metrics)
-    n = len(per_query)
-    return {name: math.fsum(values[name] for values in per_query.values()) / n for name in names}
+    return mean_metrics(evaluate_per_query(run, qrels, metrics), metrics)
+
+
+def mean_metrics(per_query: Mapping[str, Mapping[str, float]], metrics: str | Iterable[str],
+                 qids: Iterable[str] | None = None) -> dict[str, float]:
+    """Metric name -> mean of :func:`evaluate_per_query`'s values over ``qids`` (default: every query in it)."""
+    rows = [per_query[q] for q in qids] if qids is not None else list(per_query.values())
+    return {name: math.fsum(values[name] for values in rows) / len(rows) for name in _metric_list(metrics)}
 
 
 def split_by_seen_documents(qrels: Qrels, seen: Qrels) -> dict[str, Qrels]:

@@ -24,7 +24,7 @@ def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool,
     """Evaluate RUN against QRELS (trec_eval -c semantics: judged queries missing from the run score 0); with
     --sample-queries, against the judged queries of that sample only (as `search --sample-queries` drew them)."""
     from ..data import load_qrels, sample_topics
-    from ..evaluation import DEFAULT_METRICS, evaluate as evaluate_run, evaluate_per_query, split_by_seen_documents
+    from ..evaluation import DEFAULT_METRICS, evaluate_per_query, mean_metrics, split_by_seen_documents
     from ..types import Query, read_run
 
     judged = load_qrels(qrels)
@@ -33,10 +33,11 @@ def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool,
         judged = {qid: rels for qid, rels in judged.items() if qid in kept}
     run = read_run(run_path)
     names = tuple(metrics) or DEFAULT_METRICS
-    scores = evaluate_run(run, judged, names)
-    per = evaluate_per_query(run, judged, names) if per_query else None
+    every = evaluate_per_query(run, judged, names)  # once; the means of all queries and of each group come from it
+    scores = mean_metrics(every, names)
+    per = every if per_query else None
     groups = split_by_seen_documents(judged, load_qrels(seen_qrels)) if seen_qrels else {}
-    by_group = {g: evaluate_run(run, q, names) for g, q in groups.items() if q}
+    by_group = {g: mean_metrics(every, names, q) for g, q in groups.items() if q}
     if as_json:
         out = {name: round(value, 4) for name, value in scores.items()}
         if per is not None or groups:
