@@ -124,6 +124,11 @@ def test_dev_split_select_and_fuse_cli(toy_beir, tmp_path):
     assert dev_run.qids() == [e.qid for e in split_dev(examples, 1, 3)[1]]
     qid = dev_run.qids()[0]
     assert [h.docid for h in dev_run[qid]] == [h.docid for h in first[qid]]
+    out = runner.invoke(cli, ["dev-split", "--dataset", str(toy_beir), "--negatives", str(tmp_path / "bm25-train.trec"),
+                              "--dev-size", "1", "--seed", "4", "--dev-carve", "unseen", "--output",
+                              str(tmp_path / "dev-unseen.trec"), "-q"])
+    assert out.exit_code == 0, out.output
+    assert read_run(tmp_path / "dev-unseen.trec").qids() == [e.qid for e in split_dev(examples, 1, 4, "unseen")[1]]
     refused = runner.invoke(cli, ["dev-split", "--dataset", str(toy_beir), "--split", "test", "--negatives",
                                   str(tmp_path / "bm25-train.trec"), "--output", str(tmp_path / "x.trec"), "-q"])
     assert refused.exit_code == 3

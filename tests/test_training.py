@@ -88,6 +88,30 @@ def test_split_dev_disjoint_seeded():
         split_dev(examples, 1.5, seed=0)
 
 
+def test_unseen_dev_carve_holds_out_only_queries_whose_positives_no_training_query_shares():
+    # q0..q19 share documents in pairs (q0 and q1 both judge s0 relevant ...); q20..q39 own theirs
+    shared = [TrainingExample(f"q{i}", "t", (f"s{i // 2}",), ("n",)) for i in range(20)]
+    own = [TrainingExample(f"q{i}", "t", (f"o{i}", f"s{i - 20}" if i == 20 else f"o{i}b"), ("n",))
+           for i in range(20, 40)]
+    examples = shared + own  # q20 also judges s0 relevant: not unseen (nor are q0, q1)
+    train, dev = split_dev(examples, 8, seed=1, carve="unseen")
+    assert len(dev) == 8 and {e.qid for e in train}.isdisjoint({e.qid for e in dev})
+    seen_in_train = {d for e in train for d in e.positives}
+    assert all(seen_in_train.isdisjoint(e.positives) for e in dev)
+    assert {e.qid for e in dev} <= {f"q{i}" for i in range(21, 40)}
+    assert split_dev(examples, 8, seed=1, carve="unseen") == (train, dev)  # seeded
+    # the random carve is the recorded one: the same positions as before the option existed
+    assert split_dev(examples, 8, seed=1) == split_dev(examples, 8, seed=1, carve="random")
+    assert [e.qid for e in split_dev(examples, 8, seed=1)[1]] == [
+        examples[i].qid for i in sorted(random.Random(1).sample(range(40), 8))]
+    with pytest.raises(InputError, match="only 19 of the 40"):
+        split_dev(examples, 20, seed=0, carve="unseen")
+    with pytest.raises(ValueError, match="carve"):
+        split_dev(examples, 8, seed=0, carve="disjoint")
+    with pytest.raises(ValueError, match="dev_carve"):
+        QPeftTrainConfig(dev_carve="disjoint")
+
+
 def test_negative_policies_and_optional_negatives():
     qrels = {"q1": {"d1": 1, "d2": 0}, "q2": {"d2": 1}}
     run = Run({"q1": [Hit("d2", 3.0), Hit("d3", 2.0), Hit("d1", 1.5), Hit("d4", 1.0)]})  # q2 not in the run

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import OutputPath, field_default, quiet_option
+from .options import OutputPath, dev_carve_option, field_default, quiet_option
 
 from ..search.fusion import FUSION_METHODS
 
@@ -25,22 +25,23 @@ def _q(name: str):
 @click.option("--dev-size", type=click.IntRange(min=1), default=None,
               help="Dev queries (default: `train qpeft`'s, a share of the training queries).")
 @click.option("--seed", type=int, default=None, help="Seed of the carve (default: `train qpeft`'s).")
+@dev_carve_option
 @click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
               help="Instead of --dev-size/--seed: the dev queries a `train qpeft` / `train lmort` output (or its "
                    "best/) records, e.g. to select an LMORT hybrid's weight on LMORT's own dev queries.")
 @click.option("--output", required=True, type=OutputPath(dir_okay=False),
               help="The first-stage run restricted to the dev queries (TREC).")
 @quiet_option
-def dev_split(dataset, split, negatives_run, dev_size, seed, checkpoint, output, quiet) -> None:
-    """Write the first-stage run of the dev queries that `train qpeft --dev-size N --seed S` would carve (or that
-    a trained --checkpoint held out)."""
+def dev_split(dataset, split, negatives_run, dev_size, seed, dev_carve, checkpoint, output, quiet) -> None:
+    """Write the first-stage run of the dev queries that `train qpeft --dev-size N --seed S --dev-carve C` would
+    carve (or that a trained --checkpoint held out)."""
     from ..data import BeirDataset
     from ..training.data import checkpoint_dev_qids, check_split, dev_first_stage
     from ..types import Run, read_run
 
     if checkpoint is not None:
-        if dev_size is not None or seed is not None:
-            raise click.UsageError("--checkpoint gives the dev queries: drop --dev-size/--seed")
+        if dev_size is not None or seed is not None or dev_carve != "random":
+            raise click.UsageError("--checkpoint gives the dev queries: drop --dev-size/--seed/--dev-carve")
         check_split(split)
         full = read_run(negatives_run)
         qids = checkpoint_dev_qids(checkpoint)
@@ -54,7 +55,7 @@ def dev_split(dataset, split, negatives_run, dev_size, seed, checkpoint, output,
     else:
         run = dev_first_stage(BeirDataset.find(dataset), split, read_run(negatives_run),
                               dev_size if dev_size is not None else _q("dev_size"),
-                              seed if seed is not None else _q("seed"), progress=not quiet)
+                              seed if seed is not None else _q("seed"), progress=not quiet, carve=dev_carve)
     run.write(output)
     click.echo(output)
 

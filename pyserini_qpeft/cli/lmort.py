@@ -16,7 +16,7 @@ import click
 from ..lmort.step import LMORTTrainConfig
 from ..lmort.tuner import LMORTConfig
 from ..training.data import NEGATIVE_POLICIES
-from .options import OutputPath, lm_options, optimizer_options, quiet_option
+from .options import OutputPath, dev_carve_option, lm_options, optimizer_options, quiet_option
 
 logger = logging.getLogger(__name__)
 
@@ -121,12 +121,13 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
               help="Where LM states are cached (default OUTPUT/state-cache).")
 @click.option("--seed", type=int, default=_T("seed"), show_default=True)
 @click.option("--dev-seed", type=int, default=None, help="Seed of the dev carve only (default: --seed).")
+@dev_carve_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in OUTPUT.")
 @lm_options
 @quiet_option
 def train(dataset, split, negatives, layers, analysis, output, epochs, batch_size, lr, weight_decay, warmup_ratio,
           hard_negatives, negative_depth, negative_policy, dev_fraction, patience, num_blocks, num_heads, dim,
-          ffn_dim, out_dim, pooling, temperature, dropout, max_length, cache_dir, seed, dev_seed, resume, model, device, dtype,
+          ffn_dim, out_dim, pooling, temperature, dropout, max_length, cache_dir, seed, dev_seed, dev_carve, resume, model, device, dtype,
           quiet) -> None:
     """Train an LMORT tuner (InfoNCE, in-batch + BM25 hard negatives); the best epoch on dev lands in OUTPUT/best."""
     from ..data import BeirDataset
@@ -148,7 +149,7 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
         train_config = LMORTTrainConfig.build(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
             hard_negatives=hard_negatives, negative_depth=negative_depth, negative_policy=negative_policy,
-            dev_size=dev_fraction, patience=patience, seed=seed, dev_seed=dev_seed)
+            dev_size=dev_fraction, patience=patience, seed=seed, dev_seed=dev_seed, dev_carve=dev_carve)
         data = BeirDataset.find(dataset)
         out = Path(output)
         lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))

@@ -143,6 +143,18 @@ def sample_options(func: F) -> F:
                              "when the topics are the judged queries (Pyserini's BEIR names). Default: all.")(func)
 
 
+def dev_carve_option(func: F) -> F:
+    """--dev-carve random|unseen (``train qpeft``, ``train lmort``, ``dev-split``): which training queries may be
+    dev queries (``training.data.DEV_CARVES``)."""
+    from ..training.data import DEV_CARVES
+
+    return click.option("--dev-carve", type=click.Choice(DEV_CARVES), default=DEV_CARVES[0], show_default=True,
+                        help="Dev queries from any training query (random), or only from those whose relevant "
+                             "documents are relevant to no other training query (unseen: dev then measures what "
+                             "training does for documents it never saw as relevant, like SciFact test queries "
+                             "whose documents were never relevant in training).")(func)
+
+
 def optimizer_options(default: Callable[[str], Any], batch_help: str) -> Callable[[F], F]:
     """``--epochs``, ``--batch-size``, ``--lr``, ``--weight-decay`` of a training command; ``default(name)`` gives
     each default (the method's ``TrainConfig`` subclass)."""

@@ -19,7 +19,7 @@ from ..qpeft.config import ATTN_INITS, MLPS, PROMPT_INITS, TOKEN_FILTERS, VARIAN
 from ..qpeft.step import DEV_POOLS, SELECTION_METRICS, QPeftTrainConfig
 from ..training.data import NEGATIVE_POLICIES
 from ..rerank.flags import prompt_flag
-from .options import (OutputPath, click_option, field_default, lm_options, optimizer_options, quiet_option,
+from .options import (OutputPath, click_option, dev_carve_option, field_default, lm_options, optimizer_options, quiet_option,
                       scorer_option)
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def _M(name: str):
 @click.option("--patience", type=click.IntRange(min=1), default=_Q("patience"),
               help="Stop after this many epochs without a better dev metric (default: never).")
 @click.option("--seed", type=int, default=_Q("seed"), show_default=True)
+@dev_carve_option
 @click.option("--dev-seed", type=int, default=None,
               help="Seed of the dev carve only (default: --seed), so that seeds of one row hold out the same dev "
                    "queries.")
@@ -109,7 +110,7 @@ def _M(name: str):
 def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_size, lr, weight_decay, warmup_steps,
                 margin, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
                 num_heads, attn_init, mlp, num_virtual_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, dev_pool, max_train_queries, max_steps,
-                max_passage_tokens, instruction, prompt, selection_metric, patience, seed, dev_seed, resume, dev_cache_gb, sweep_grid,
+                max_passage_tokens, instruction, prompt, selection_metric, patience, seed, dev_carve, dev_seed, resume, dev_cache_gb, sweep_grid,
                 model, device, dtype, quiet) -> None:
     """Train on (query, positive, BM25 hard negative) triples of --split; select by a dev set carved from it."""
     from ..data import BeirDataset
@@ -136,7 +137,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
             hard_pool=hard_pool, in_batch=not no_in_batch,
             negative_policy=negative_policy, seed=seed, dev_seed=dev_seed, max_steps=max_steps, max_train_queries=max_train_queries,
             dev_depth=dev_depth, dev_pool=dev_pool, selection_metric=selection_metric, patience=patience,
-            dev_size=dev_size if dev_size is not None else _Q("dev_size"))
+            dev_size=dev_size if dev_size is not None else _Q("dev_size"), dev_carve=dev_carve)
         ds = BeirDataset.find(dataset)
         negatives_run_obj = read_run(negatives_run)
         examples, stats, corpus = load_training_data(
@@ -144,7 +145,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
             negative_policy=negative_policy, progress=not quiet)
         if not quiet:
             click.echo(stats.summary(), err=True)
-        train_ex, dev_ex = split_dev(examples, tcfg.dev_size, tcfg.carve_seed)
+        train_ex, dev_ex = split_dev(examples, tcfg.dev_size, tcfg.carve_seed, tcfg.dev_carve)
         qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads, num_virtual_tokens=num_virtual_tokens,
                            prompt_init=prompt_init, seed=seed, attn_init=attn_init, mlp=mlp, token_filter=token_filter,
                            query_proj=query_proj)

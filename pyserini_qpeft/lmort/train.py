@@ -72,7 +72,7 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
     Args:
         lm: the frozen LM (run once per text to fill the state cache).
         examples: training queries with positives and hard negatives (:func:`lmort_training_data`); the dev set
-            is carved from them with ``split_dev(examples, train.dev_size, train.carve_seed)``.
+            is carved from them with ``split_dev(examples, train.dev_size, train.carve_seed, train.dev_carve)``.
         corpus: docid -> document text (only the docs the examples use are read).
         config: the tuner's shape.
         train: optimisation and sampling settings.
@@ -99,7 +99,7 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
         raise InputError(f"{output} already holds a training run; pass --resume to continue it or choose another "
                          "--output", str(output))
     started = time.time()
-    train_set, dev_set = split_dev(examples, train.dev_size, train.carve_seed)
+    train_set, dev_set = split_dev(examples, train.dev_size, train.carve_seed, train.dev_carve)
     depth = train.negative_depth
     doc_ids = sorted({d for e in examples for d in (*e.positives, *e.negatives[:depth])})
     # Dev queries are ranked against their own positives and hard negatives (a small, hard pool).

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 SWEEP_DIR = "sweep"
 # Not sweepable: one sweep trains one variant (its reranker name and checkpoint type), on one dev set judged one way.
-FIXED = ("variant", "dev_size", "dev_seed", "dev_depth", "dev_pool", "negative_policy", "selection_metric")
+FIXED = ("variant", "dev_size", "dev_seed", "dev_carve", "dev_depth", "dev_pool", "negative_policy", "selection_metric")
 
 
 @dataclass(frozen=True)

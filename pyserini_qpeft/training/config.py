@@ -34,6 +34,9 @@ class TrainConfig:
             same dev queries (the seeds of a table row, and the interpolation weights selected on those queries).
         dev_size: dev queries carved from the training queries: a count, a fraction in (0, 1), or 0 (no dev
             set; the best epoch is then the one with the lowest training loss).
+        dev_carve: ``training.data.DEV_CARVES``: ``random`` (any training query) or ``unseen`` (only queries whose
+            relevant documents are relevant to no other training query, so dev measures what training does to
+            documents it never saw as relevant).
         selection_metric: the dev metric that picks ``best/`` (an :mod:`~pyserini_qpeft.evaluation` name such as
             ``ndcg@10``, higher is better), or ``loss`` (dev loss) / ``train_loss`` (lower is better).
         patience: stop after this many epochs without a new best (None = never stop early).
@@ -53,6 +56,7 @@ class TrainConfig:
     seed: int = 0
     dev_seed: int | None = None
     dev_size: int | float = 0.1
+    dev_carve: str = "random"
     selection_metric: str = "ndcg@10"
     patience: int | None = None
     max_steps: int | None = None
@@ -60,7 +64,7 @@ class TrainConfig:
     eval_at_start: bool = True
 
     def __post_init__(self) -> None:
-        from .data import dev_count
+        from .data import DEV_CARVES, dev_count
 
         for name in ("epochs", "batch_size"):
             positive_int(name, getattr(self, name))
@@ -82,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"set warmup_steps ({self.warmup_steps}) or warmup_ratio ({self.warmup_ratio}), "
                              "not both")
         dev_count(10 ** 6, self.dev_size)  # validates the form; the size check needs the examples
+        if self.dev_carve not in DEV_CARVES:
+            raise ValueError(f"dev_carve must be one of {DEV_CARVES}, got {self.dev_carve!r}")
         if self.selection_metric not in LOWER_IS_BETTER:
             from ..evaluation import parse_metric
 

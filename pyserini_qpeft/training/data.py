@@ -166,27 +166,55 @@ def dev_count(n: int, dev_size: int | float) -> int:
     raise ValueError(f"dev_size must be a count >= 0 or a fraction in [0, 1), got {dev_size!r}")
 
 
-def split_dev(examples: Sequence[TrainingExample], dev_size: int | float, seed: int
+DEV_CARVES = ("random", "unseen")
+"""How :func:`split_dev` draws dev queries: ``random`` from all examples (the recorded carve); ``unseen`` only from
+examples whose positives are positives of no other example, so that no training query ever saw a dev query's
+relevant documents as relevant (what a test query of SciFact whose relevant documents were never relevant in
+training looks like: the "unseen" group of ``evaluate --seen-qrels``)."""
+
+
+def unseen_positions(examples: Sequence[TrainingExample]) -> list[int]:
+    """Positions of the examples whose every positive is a positive of no other example (in input order)."""
+    owners: dict[str, int] = {}
+    for example in examples:
+        for docid in set(example.positives):
+            owners[docid] = owners.get(docid, 0) + 1
+    return [i for i, e in enumerate(examples) if all(owners[d] == 1 for d in e.positives)]
+
+
+def split_dev(examples: Sequence[TrainingExample], dev_size: int | float, seed: int, carve: str = "random"
               ) -> tuple[list[TrainingExample], list[TrainingExample]]:
     """Carve a seeded dev set out of the training examples (the one dev split of both methods).
 
     Args:
-        dev_size: a count (int >= 0), a fraction in (0, 1) (at least one query), or 0 / 0.0 for no dev set.
+        dev_size: a count (int >= 0), a fraction in (0, 1) of all examples (at least one query), or 0 / 0.0 for no
+            dev set.
         seed: ``random.Random(seed).sample`` picks the dev positions.
+        carve: ``DEV_CARVES``: ``random`` samples among all examples; ``unseen`` only among
+            :func:`unseen_positions` (their positives leave training with them).
 
     Returns:
         ``(train, dev)``, each in the input order; disjoint by qid.
 
     Raises:
-        ValueError: a malformed ``dev_size``.
-        InputError: the dev set would leave no training query.
+        ValueError: a malformed ``dev_size`` or ``carve``.
+        InputError: the dev set would leave no training query, or (``unseen``) fewer queries qualify than asked.
     """
+    if carve not in DEV_CARVES:
+        raise ValueError(f"carve must be one of {DEV_CARVES}, got {carve!r}")
     n = len(examples)
     count = dev_count(n, dev_size)
     if count >= n:
         raise InputError(f"a dev set of {dev_size!r} would leave no training query out of {n}: choose a smaller "
                          f"dev size")
-    chosen = set(random.Random(seed).sample(range(n), count))
+    if carve == "random":
+        chosen = set(random.Random(seed).sample(range(n), count))
+    else:
+        pool = unseen_positions(examples)
+        if count > len(pool):
+            raise InputError(f"--dev-carve unseen: only {len(pool)} of the {n} training queries have positives that "
+                             f"no other query shares, fewer than the {count} dev queries asked for")
+        chosen = set(random.Random(seed).sample(pool, count))
     train = [e for i, e in enumerate(examples) if i not in chosen]
     dev = [e for i, e in enumerate(examples) if i in chosen]
     return train, dev
@@ -221,14 +249,14 @@ def example_meta(train: Sequence[TrainingExample], dev: Sequence[TrainingExample
 
 def dev_first_stage(dataset: "BeirDataset", split: str, run: Run, dev_size: int | float, seed: int,
                     negative_depth: int = 20, candidate_depth: int = 20, negative_policy: str = "non-relevant",
-                    progress: bool = False) -> Run:
-    """``run`` restricted to the dev queries that training with the same ``dev_size``/``seed`` (and the same
+                    progress: bool = False, carve: str = "random") -> Run:
+    """``run`` restricted to the dev queries that training with the same ``dev_size``/``seed``/``carve`` (and the same
     example settings; the defaults are ``train qpeft``'s) carves out of ``split``: the queries on which to select
     anything that must not be selected on test (e.g. an interpolation weight)."""
     examples, _, _ = load_training_data(dataset, split, run, negative_depth=negative_depth,
                                         candidate_depth=candidate_depth, negative_policy=negative_policy,
                                         progress=progress)
-    _, dev = split_dev(examples, dev_size, seed)
+    _, dev = split_dev(examples, dev_size, seed, carve)
     if not dev:
         raise InputError("the dev split is empty: give --dev-size >= 1")
     return Run({e.qid: run[e.qid] for e in dev}, tag=run.tag)
