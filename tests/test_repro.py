@@ -210,6 +210,19 @@ def test_packaged_profiles_name_an_existing_base_and_keep_every_variable():
         assert "base" not in values and keys <= set(values), name
 
 
+def test_lmort_states_give_one_shared_state_cache_per_dataset():
+    """A profile's lmort_states prefix becomes the training's --cache-dir and each corpus encoding's --state-cache
+    (per dataset, also for a transferred checkpoint); without it neither flag appears."""
+    matrix = Matrix.load()
+    shared = Planner(matrix, "arguana", "full-lmort256", train_dataset="scifact")
+    train = shared.command("ckpt-lmort")
+    assert train[train.index("--cache-dir") + 1] == "checkpoints/lmort-states-l256.beir-scifact"
+    encode = shared.command("lmort-index")
+    assert encode[encode.index("--state-cache") + 1] == "checkpoints/lmort-states-l256.beir-arguana"
+    own = Planner(matrix, "scifact", "full")
+    assert "--cache-dir" not in own.command("ckpt-lmort") and "--state-cache" not in own.command("lmort-index")
+
+
 def fake_runner(calls: list[list[str]]):
     """Stands in for the CLI: 'index' marks the index done, 'search' writes a perfect run for the toy test qrels."""
 

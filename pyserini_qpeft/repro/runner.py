@@ -138,6 +138,16 @@ def _substitute(text: str, values: Mapping[str, str]) -> str:
 VARIANT_FLAGS = ("attn_flags", "retr_flags", "prompt_flags")
 
 
+def lmort_state_flags(states: str, dataset: str, train_dataset: str) -> dict[str, str]:
+    """The LMORT state-cache flags of a profile's ``lmort_states`` folder prefix ``P`` (empty: none): training
+    stores its layer states in ``P.beir-<train dataset>`` and each corpus encoding reads ``P.beir-<its dataset>``."""
+    if not states:
+        return {"lmort_cache_flags": "", "lmort_encode_flags": "", "lmort_train_encode_flags": ""}
+    return {"lmort_cache_flags": f"--cache-dir {states}.beir-{train_dataset}",
+            "lmort_encode_flags": f"--state-cache {states}.beir-{dataset}",
+            "lmort_train_encode_flags": f"--state-cache {states}.beir-{train_dataset}"}
+
+
 class Planner:
     """Resolves artifact paths and commands for one dataset and profile."""
 
@@ -162,6 +172,8 @@ class Planner:
                   **{name: str(base + seed_offset) for name, base in matrix.seeds.items()}}
         # profile values may name these variables ({dataset}, {train_dataset}, ...), e.g. in a folder path
         self.variables = {**common, **{k: _substitute(str(v), common) for k, v in matrix.profiles[profile].items()}}
+        self.variables.update(lmort_state_flags(self.variables.get("lmort_states", ""), dataset,
+                                                self.variables["train_dataset"]))
         self.test_queries = self._test_queries(profile)
         # a profile's `test_queries: N` evaluates on N test queries sampled by `search --sample-queries`
         n = self.test_queries
