@@ -40,7 +40,7 @@ def dev_split(dataset, split, negatives_run, dev_size, seed, dev_carve, checkpoi
     from ..types import Run, read_run
 
     if checkpoint is not None:
-        if dev_size is not None or seed is not None or dev_carve != "random":
+        if dev_size is not None or seed is not None or dev_carve != _q("dev_carve"):
             raise click.UsageError("--checkpoint gives the dev queries: drop --dev-size/--seed/--dev-carve")
         check_split(split)
         full = read_run(negatives_run)

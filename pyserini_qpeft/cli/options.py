@@ -146,9 +146,11 @@ def sample_options(func: F) -> F:
 def dev_carve_option(func: F) -> F:
     """--dev-carve random|unseen (``train qpeft``, ``train lmort``, ``dev-split``): which training queries may be
     dev queries (``training.data.DEV_CARVES``)."""
+    from ..training.config import TrainConfig
     from ..training.data import DEV_CARVES
 
-    return click.option("--dev-carve", type=click.Choice(DEV_CARVES), default=DEV_CARVES[0], show_default=True,
+    return click.option("--dev-carve", type=click.Choice(DEV_CARVES), default=TrainConfig.default("dev_carve"),
+                        show_default=True,
                         help="Dev queries from any training query (random), or only from those whose relevant "
                              "documents are relevant to no other training query (unseen: dev then measures what "
                              "training does for documents it never saw as relevant, like SciFact test queries "
