@@ -266,6 +266,26 @@ def test_resume_matches_uninterrupted(tiny_lm, tmp_path):
                     resume=True, progress=False)
 
 
+def test_resume_refuses_other_training_settings_or_dev_split(tiny_lm, tmp_path):
+    """--resume may train longer (epochs) but not with another lr, loss or dev split than the interrupted run: that
+    would silently mix two runs in one checkpoint."""
+    run_train(tiny_lm, "attn", tmp_path / "r", epochs=1, lr=5e-2)
+    with pytest.raises(InputError, match=r"other training settings.*--lr 0\.05 -> 0\.01") as err:
+        run_train(tiny_lm, "attn", tmp_path / "r", epochs=2, resume=True, lr=1e-2)
+    assert err.value.path == str(tmp_path / "r" / "epoch-1" / "qpeft_config.json")  # names the recorded run
+    with pytest.raises(InputError, match="other training settings.*--margin"):
+        run_train(tiny_lm, "attn", tmp_path / "r", epochs=2, resume=True, lr=5e-2, margin=0.9)
+    examples = toy_examples()
+    config = QPeftConfig(variant="attn", top_k=4, num_virtual_tokens=4, seed=0)
+    tcfg = QPeftTrainConfig(epochs=2, batch_size=3, lr=5e-2, margin=0.5, hard_pool=1, warmup_steps=0, seed=0,
+                            dev_depth=6, eval_at_start=True)
+    with pytest.raises(InputError, match="another dev split"):  # same settings, another held-out query
+        train_qpeft(tiny_lm, build_module(tiny_lm, config), config, ScorerConfig(max_passage_tokens=32),
+                    examples[1:], examples[:1], CORPUS, tcfg, tmp_path / "r", resume=True, progress=False)
+    _, result = run_train(tiny_lm, "attn", tmp_path / "r", epochs=2, resume=True, lr=5e-2)  # longer: allowed
+    assert [h["epoch"] for h in result.history] == [1, 2]
+
+
 @pytest.mark.parametrize("pool,depth", [("positives+run", 6), ("run", 2)])
 def test_dev_metrics_of_the_loop_equal_evaluate_on_the_dev_run(tiny_lm, tmp_path, pool, depth):
     """The recorded dev nDCG@10 / MRR@10 / loss are evaluation.evaluate (and the dev-loss formula) on a rerank of the

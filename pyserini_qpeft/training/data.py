@@ -267,6 +267,28 @@ CHECKPOINT_CONFIGS = ("qpeft_config.json", "lmort_config.json")
 """The config files of the two trained artifacts; both record ``training.dev_qids`` (:func:`example_meta`)."""
 
 
+def checkpoint_training(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
+    """The ``training`` record of a trained checkpoint (a ``train qpeft``/``train lmort`` output folder or a checkpoint
+    folder such as its ``best/`` or ``epoch-N/``): train config, dev qids, epoch; and the config file it came from.
+
+    Raises:
+        InputError: no checkpoint config there, or an unreadable one.
+    """
+    import json
+
+    from ..artifacts import resolve_best
+
+    for name in CHECKPOINT_CONFIGS:
+        config = Path(resolve_best(path, name)) / name
+        if config.is_file():
+            try:
+                training = json.loads(config.read_text(encoding="utf-8")).get("training", {})
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+                raise InputError(f"unreadable checkpoint config: {exc}", str(config)) from None
+            return (training if isinstance(training, dict) else {}), config
+    raise InputError(f"not a trained checkpoint (no {' or '.join(CHECKPOINT_CONFIGS)} here or in best/)", str(path))
+
+
 def checkpoint_dev_qids(path: str | os.PathLike) -> list[str]:
     """The dev queries a trained checkpoint held out (a ``train qpeft``/``train lmort`` output folder or a
     checkpoint folder such as its ``best/``), in their recorded order.
@@ -274,19 +296,8 @@ def checkpoint_dev_qids(path: str | os.PathLike) -> list[str]:
     Raises:
         InputError: no checkpoint config there, or one without recorded dev queries.
     """
-    import json
-
-    from ..artifacts import resolve_best
-
-    for name in CHECKPOINT_CONFIGS:
-        folder = resolve_best(path, name)
-        config = Path(folder) / name
-        if config.is_file():
-            try:
-                qids = json.loads(config.read_text(encoding="utf-8")).get("training", {}).get("dev_qids")
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
-                raise InputError(f"unreadable checkpoint config: {exc}", str(config)) from None
-            if not isinstance(qids, list) or not qids or not all(isinstance(q, str) for q in qids):
-                raise InputError("the checkpoint records no dev queries (training.dev_qids)", str(config))
-            return qids
-    raise InputError(f"not a trained checkpoint (no {' or '.join(CHECKPOINT_CONFIGS)} here or in best/)", str(path))
+    training, config = checkpoint_training(path)
+    qids = training.get("dev_qids")
+    if not isinstance(qids, list) or not qids or not all(isinstance(q, str) for q in qids):
+        raise InputError("the checkpoint records no dev queries (training.dev_qids)", str(config))
+    return qids

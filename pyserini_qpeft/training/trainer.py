@@ -19,6 +19,7 @@ and early-stopping decisions, and only rank 0 writes.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 from ..errors import InputError
 from .config import LOWER_IS_BETTER, TrainConfig
-from .data import TrainingExample, dev_qrels, example_meta
+from .data import TrainingExample, checkpoint_training, dev_qrels, example_meta
 from .parallel import SINGLE, DataParallel
 from .state import (epoch_dir, load_optimizer, publish_best, read_trainer_state, save_optimizer,
                     write_trainer_state, write_training_done)
@@ -163,6 +164,31 @@ def _start_state(step: TrainingStep, config: TrainConfig, dev: Sequence[Training
     return state
 
 
+RESUMABLE_SETTINGS = frozenset({"epochs", "patience", "max_steps", "eval_at_start"})
+"""Train-config fields a ``--resume`` may change (train longer, stop earlier); any other change is an error."""
+
+
+def _check_resumed_data(folder: Path, config: TrainConfig, dev: Sequence[TrainingExample]) -> None:
+    """Raise :class:`InputError` when the run recorded in ``folder`` (its last completed epoch) held out other dev
+    queries or trained with other settings than ``config`` (fields outside :data:`RESUMABLE_SETTINGS`; fields the
+    recorded config lacks, written before they existed, are not compared)."""
+    recorded, source = checkpoint_training(folder)
+    saved_dev = recorded.get("dev_qids")
+    if isinstance(saved_dev, list) and saved_dev != [e.qid for e in dev]:
+        raise InputError(f"--resume with another dev split than the interrupted run (it held out {len(saved_dev)} "
+                         f"dev queries, this one {len(dev)} others): give the same --dev-size / --dev-seed / "
+                         f"--dev-carve, or another --output", str(source))
+    saved = recorded.get("train_config")
+    if isinstance(saved, dict):
+        now = json.loads(json.dumps(config.to_dict()))  # compared as saved (tuples are lists there)
+        changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {now[k]!r}" for k in sorted(saved)
+                   if k in now and k not in RESUMABLE_SETTINGS and saved[k] != now[k]]
+        if changed:
+            raise InputError(f"--resume with other training settings than the interrupted run: {', '.join(changed)}"
+                             f" (only {', '.join(sorted(RESUMABLE_SETTINGS))} may change); give the same flags, or "
+                             f"another --output", str(source))
+
+
 def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
         config: TrainConfig, output_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
         metadata: Mapping[str, Any] | None = None) -> TrainResult:
@@ -212,6 +238,7 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
     if state is not None and state.get("completed_epochs", 0) > 0:
         last = state["completed_epochs"]
         folder = epoch_dir(output_dir, last)
+        _check_resumed_data(folder, config, dev_examples)
         step.load(folder)
         load_optimizer(optimizer, folder)
         start_epoch, global_step = last + 1, state["global_step"]
