@@ -272,7 +272,15 @@ def test_resume_refuses_other_training_settings_or_dev_split(tiny_lm, tmp_path):
     run_train(tiny_lm, "attn", tmp_path / "r", epochs=1, lr=5e-2)
     with pytest.raises(InputError, match=r"other training settings.*--lr 0\.05 -> 0\.01") as err:
         run_train(tiny_lm, "attn", tmp_path / "r", epochs=2, resume=True, lr=1e-2)
-    assert err.value.path == str(tmp_path / "r" / "epoch-1" / "qpeft_config.json")  # names the recorded run
+    assert err.value.path == str(tmp_path / "r" / "trainer_state.json")  # names the recorded run
+    # a state written before the trainer kept the record: the last epoch's checkpoint config is compared instead
+    state_file = tmp_path / "r" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({k: v for k, v in state.items() if k not in ("train_config", "dev_qids")}))
+    with pytest.raises(InputError, match=r"--lr 0\.05 -> 0\.01") as err:
+        run_train(tiny_lm, "attn", tmp_path / "r", epochs=2, resume=True, lr=1e-2)
+    assert err.value.path == str(tmp_path / "r" / "epoch-1" / "qpeft_config.json")
+    state_file.write_text(json.dumps(state))
     with pytest.raises(InputError, match="other training settings.*--margin"):
         run_train(tiny_lm, "attn", tmp_path / "r", epochs=2, resume=True, lr=5e-2, margin=0.9)
     examples = toy_examples()

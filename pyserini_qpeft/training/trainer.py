@@ -152,7 +152,8 @@ def _start_state(step: TrainingStep, config: TrainConfig, dev: Sequence[Training
                  progress: bool) -> dict[str, Any]:
     state = {"completed_epochs": 0, "global_step": 0, "history": [], "best_epoch": None, "best_value": None,
              "dev_baseline": {}, "dev_untrained": {}, "train_seconds": 0.0, "stopped_early": False,
-             "selection_metric": selection_metric(config, dev), "step": step.identity}
+             "selection_metric": selection_metric(config, dev), "step": step.identity,
+             **_recorded_settings(config, dev)}
     if config.eval_at_start and dev:
         t0 = time.time()
         state["dev_baseline"] = evaluate_step(step, dev, metrics, progress, baseline=True)
@@ -168,25 +169,39 @@ RESUMABLE_SETTINGS = frozenset({"epochs", "patience", "max_steps", "eval_at_star
 """Train-config fields a ``--resume`` may change (train longer, stop earlier); any other change is an error."""
 
 
-def _check_resumed_data(folder: Path, config: TrainConfig, dev: Sequence[TrainingExample]) -> None:
-    """Raise :class:`InputError` when the run recorded in ``folder`` (its last completed epoch) held out other dev
-    queries or trained with other settings than ``config`` (fields outside :data:`RESUMABLE_SETTINGS`; fields the
-    recorded config lacks, written before they existed, are not compared)."""
-    recorded, source = checkpoint_training(folder)
+def _recorded_settings(config: TrainConfig, dev: Sequence[TrainingExample]) -> dict[str, Any]:
+    """What a resumed run must share with the interrupted one (kept in ``trainer_state.json``), as JSON reads it."""
+    return json.loads(json.dumps({"train_config": config.to_dict(), "dev_qids": [e.qid for e in dev]}))
+
+
+def _check_resumed_data(state: Mapping[str, Any], folder: Path, config: TrainConfig,
+                        dev: Sequence[TrainingExample]) -> None:
+    """Raise :class:`InputError` when the interrupted run held out other dev queries or trained with other settings
+    than ``config`` (fields outside :data:`RESUMABLE_SETTINGS`). The record is the trainer state's; a state written
+    before it kept one falls back to the last epoch's checkpoint config (``folder``), when the step writes a known one.
+    Fields the record lacks (added later) are not compared."""
+    source: Path | str = "trainer_state.json"
+    recorded: Mapping[str, Any] = state
+    if "train_config" not in state:
+        try:
+            recorded, source = checkpoint_training(folder)
+        except InputError:
+            return
+    where = str(source if isinstance(source, Path) else folder.parent / source)
+    now = _recorded_settings(config, dev)
     saved_dev = recorded.get("dev_qids")
-    if isinstance(saved_dev, list) and saved_dev != [e.qid for e in dev]:
+    if isinstance(saved_dev, list) and saved_dev != now["dev_qids"]:
         raise InputError(f"--resume with another dev split than the interrupted run (it held out {len(saved_dev)} "
                          f"dev queries, this one {len(dev)} others): give the same --dev-size / --dev-seed / "
-                         f"--dev-carve, or another --output", str(source))
+                         f"--dev-carve, or another --output", where)
     saved = recorded.get("train_config")
     if isinstance(saved, dict):
-        now = json.loads(json.dumps(config.to_dict()))  # compared as saved (tuples are lists there)
-        changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {now[k]!r}" for k in sorted(saved)
-                   if k in now and k not in RESUMABLE_SETTINGS and saved[k] != now[k]]
+        changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {now['train_config'][k]!r}" for k in sorted(saved)
+                   if k in now["train_config"] and k not in RESUMABLE_SETTINGS and saved[k] != now["train_config"][k]]
         if changed:
             raise InputError(f"--resume with other training settings than the interrupted run: {', '.join(changed)}"
                              f" (only {', '.join(sorted(RESUMABLE_SETTINGS))} may change); give the same flags, or "
-                             f"another --output", str(source))
+                             f"another --output", where)
 
 
 def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
@@ -238,7 +253,7 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
     if state is not None and state.get("completed_epochs", 0) > 0:
         last = state["completed_epochs"]
         folder = epoch_dir(output_dir, last)
-        _check_resumed_data(folder, config, dev_examples)
+        _check_resumed_data(state, folder, config, dev_examples)
         step.load(folder)
         load_optimizer(optimizer, folder)
         start_epoch, global_step = last + 1, state["global_step"]
