@@ -32,7 +32,7 @@ from ..errors import InputError
 from .config import LOWER_IS_BETTER, TrainConfig
 from .data import TrainingExample, checkpoint_training, dev_qrels, example_meta
 from .parallel import SINGLE, DataParallel
-from .state import (epoch_dir, load_optimizer, publish_best, read_trainer_state, save_optimizer,
+from .state import (STATE_NAME, epoch_dir, load_optimizer, publish_best, read_trainer_state, save_optimizer,
                     write_trainer_state, write_training_done)
 
 if TYPE_CHECKING:
@@ -149,11 +149,10 @@ def _check_sets(train: Sequence[TrainingExample], dev: Sequence[TrainingExample]
 
 
 def _start_state(step: TrainingStep, config: TrainConfig, dev: Sequence[TrainingExample], metrics: Sequence[str],
-                 progress: bool) -> dict[str, Any]:
+                 progress: bool, settings: Mapping[str, Any]) -> dict[str, Any]:
     state = {"completed_epochs": 0, "global_step": 0, "history": [], "best_epoch": None, "best_value": None,
              "dev_baseline": {}, "dev_untrained": {}, "train_seconds": 0.0, "stopped_early": False,
-             "selection_metric": selection_metric(config, dev), "step": step.identity,
-             **_recorded_settings(config, dev)}
+             "selection_metric": selection_metric(config, dev), "step": step.identity, **settings}
     if config.eval_at_start and dev:
         t0 = time.time()
         state["dev_baseline"] = evaluate_step(step, dev, metrics, progress, baseline=True)
@@ -169,39 +168,40 @@ RESUMABLE_SETTINGS = frozenset({"epochs", "patience", "max_steps", "eval_at_star
 """Train-config fields a ``--resume`` may change (train longer, stop earlier); any other change is an error."""
 
 
-def _recorded_settings(config: TrainConfig, dev: Sequence[TrainingExample]) -> dict[str, Any]:
-    """What a resumed run must share with the interrupted one (kept in ``trainer_state.json``), as JSON reads it."""
-    return json.loads(json.dumps({"train_config": config.to_dict(), "dev_qids": [e.qid for e in dev]}))
+def _recorded_settings(config: TrainConfig, train: Sequence[TrainingExample],
+                       dev: Sequence[TrainingExample]) -> dict[str, Any]:
+    """The run's record, as JSON reads it back: ``train_config`` and :func:`~.data.example_meta` (dev qids, counts).
+    Every checkpoint's ``training`` entry carries it; ``trainer_state.json`` keeps ``train_config`` and ``dev_qids``,
+    which a resumed run must share with the interrupted one."""
+    return json.loads(json.dumps({"train_config": config.to_dict(), **example_meta(train, dev)}))
 
 
-def _check_resumed_data(state: Mapping[str, Any], folder: Path, config: TrainConfig,
-                        dev: Sequence[TrainingExample]) -> None:
+def _check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mapping[str, Any]) -> None:
     """Raise :class:`InputError` when the interrupted run held out other dev queries or trained with other settings
-    than ``config`` (fields outside :data:`RESUMABLE_SETTINGS`). The record is the trainer state's; a state written
-    before it kept one falls back to the last epoch's checkpoint config (``folder``), when the step writes a known one.
-    Fields the record lacks (added later) are not compared."""
-    source: Path | str = "trainer_state.json"
+    than ``settings`` (fields outside :data:`RESUMABLE_SETTINGS`). The record is the trainer state's; a state written
+    before it kept one falls back to the last epoch's checkpoint config (``folder``), when the step writes a known
+    one. Fields the record lacks (added later) are not compared."""
     recorded: Mapping[str, Any] = state
+    where = folder.parent / STATE_NAME
     if "train_config" not in state:
         try:
-            recorded, source = checkpoint_training(folder)
+            recorded, where = checkpoint_training(folder)
         except InputError:
             return
-    where = str(source if isinstance(source, Path) else folder.parent / source)
-    now = _recorded_settings(config, dev)
     saved_dev = recorded.get("dev_qids")
-    if isinstance(saved_dev, list) and saved_dev != now["dev_qids"]:
+    if isinstance(saved_dev, list) and saved_dev != settings["dev_qids"]:
         raise InputError(f"--resume with another dev split than the interrupted run (it held out {len(saved_dev)} "
-                         f"dev queries, this one {len(dev)} others): give the same --dev-size / --dev-seed / "
-                         f"--dev-carve, or another --output", where)
+                         f"dev queries, this one {len(settings['dev_qids'])} others): give the same --dev-size / "
+                         f"--dev-seed / --dev-carve, or another --output", str(where))
     saved = recorded.get("train_config")
     if isinstance(saved, dict):
-        changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {now['train_config'][k]!r}" for k in sorted(saved)
-                   if k in now["train_config"] and k not in RESUMABLE_SETTINGS and saved[k] != now["train_config"][k]]
+        now = settings["train_config"]
+        changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {now[k]!r}" for k in sorted(saved)
+                   if k in now and k not in RESUMABLE_SETTINGS and saved[k] != now[k]]
         if changed:
             raise InputError(f"--resume with other training settings than the interrupted run: {', '.join(changed)}"
                              f" (only {', '.join(sorted(RESUMABLE_SETTINGS))} may change); give the same flags, or "
-                             f"another --output", where)
+                             f"another --output", str(where))
 
 
 def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
@@ -245,7 +245,8 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
     params = step.parameters()
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total_steps = config.planned_steps(len(train_examples))
-    train_meta = {"train_config": config.to_dict(), **example_meta(train_examples, dev_examples)}
+    train_meta = _recorded_settings(config, train_examples, dev_examples)
+    settings = {"train_config": train_meta["train_config"], "dev_qids": train_meta["dev_qids"]}
     if parallel.active:
         train_meta["data_parallel"] = parallel.describe()
 
@@ -253,13 +254,13 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
     if state is not None and state.get("completed_epochs", 0) > 0:
         last = state["completed_epochs"]
         folder = epoch_dir(output_dir, last)
-        _check_resumed_data(state, folder, config, dev_examples)
+        _check_resumed_data(state, folder, settings)
         step.load(folder)
         load_optimizer(optimizer, folder)
         start_epoch, global_step = last + 1, state["global_step"]
         logger.info("resuming after epoch %d (step %d) from %s", last, global_step, folder)
     else:
-        state = _start_state(step, config, dev_examples, metrics, progress)
+        state = _start_state(step, config, dev_examples, metrics, progress, settings)
         if parallel.is_main:
             write_trainer_state(output_dir, state)
 
