@@ -225,8 +225,9 @@ def mean_metrics(per_query: Mapping[str, Mapping[str, float]], metrics: str | It
 
 def split_by_seen_documents(qrels: Qrels, seen: Qrels) -> dict[str, Qrels]:
     """``qrels`` in two groups: ``"seen"`` = queries with a relevant document that is also relevant to some query
-    of ``seen`` (e.g. the training split a model learnt from), ``"unseen"`` = the rest; relevance >= 1."""
-    known = {docid for rels in seen.values() for docid, rel in rels.items() if rel > 0}
+    of ``seen`` (e.g. the training split a model learnt from), ``"unseen"`` = the rest; relevance >= 1. A query's
+    own judgments in ``seen`` do not count (dev queries split by the other queries of their training split)."""
+    known = {docid for qid, rels in seen.items() if qid not in qrels for docid, rel in rels.items() if rel > 0}
     out: dict[str, dict] = {"seen": {}, "unseen": {}}
     for qid, rels in qrels.items():
         group = "seen" if any(rel > 0 and docid in known for docid, rel in rels.items()) else "unseen"

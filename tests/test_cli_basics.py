@@ -92,6 +92,29 @@ def test_evaluate_seen_qrels_splits_queries_by_documents_relevant_in_other_qrels
                      "hit@1         unseen(2)       0.5000"]
 
 
+def test_evaluate_dev_run_against_its_training_qrels_splits_by_the_other_training_queries(tmp_path):
+    """--only-run-queries scores only the run's judged queries (a dev run against the whole training split's qrels),
+    and --seen-qrels ignores a query's own judgments: qa is seen (qb, a training query, shares d1), qc is unseen
+    (only qc itself judges d3)."""
+    import json
+
+    qrels = tmp_path / "train.trec"
+    qrels.write_text("qa 0 d1 1\nqb 0 d1 1\nqc 0 d3 1\n")
+    run = tmp_path / "dev.trec"
+    run.write_text("qa Q0 d1 1 2.0 t\nqc Q0 d2 1 1.0 t\n")  # hit@1: qa yes, qc no
+    args = ["evaluate", "--qrels", str(qrels), "--run", str(run), "-m", "hit@1", "--json"]
+    every = CliRunner().invoke(cli, args)
+    assert json.loads(every.output) == {"hit@1": round(1 / 3, 4)}  # qb judged, not in the run: 0 (trec_eval -c)
+    dev = CliRunner().invoke(cli, args + ["--only-run-queries", "--seen-qrels", str(qrels)])
+    assert dev.exit_code == 0, dev.output
+    assert json.loads(dev.output) == {"all": {"hit@1": 0.5}, "seen": {"hit@1": 1.0, "queries": 1},
+                                      "unseen": {"hit@1": 0.0, "queries": 1}}
+    other = tmp_path / "other.trec"
+    other.write_text("qz Q0 d1 1 1.0 t\n")
+    refused = CliRunner().invoke(cli, ["evaluate", "--qrels", str(qrels), "--run", str(other), "--only-run-queries"])
+    assert refused.exit_code == 3 and "none of the run's 1 queries is judged" in refused.output
+
+
 def test_evaluate_sample_queries_judges_the_sample_search_draws(tmp_path, toy_beir):
     import json
 

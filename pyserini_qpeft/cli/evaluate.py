@@ -17,10 +17,15 @@ from .options import sample_options
 @click.option("--per-query", is_flag=True, help="Also print per-query values.")
 @click.option("--seen-qrels", default=None,
               help="Also evaluate two groups of queries: 'seen' (a relevant document is also relevant in these qrels, "
-                   "e.g. beir-v1.0.0-scifact-train, what a trained model learnt from) and 'unseen' (the rest).")
+                   "e.g. beir-v1.0.0-scifact-train, what a trained model learnt from) and 'unseen' (the rest). The "
+                   "evaluated queries' own judgments there are left out: a dev run of training queries against the "
+                   "training qrels is split by the other training queries.")
+@click.option("--only-run-queries", is_flag=True,
+              help="Evaluate only the judged queries the run contains (trec_eval without -c), e.g. a dev run "
+                   "(`dev-split`) against its training split's qrels.")
 @sample_options
 def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool, per_query: bool,
-             seen_qrels: str | None, sample_queries: int | None, sample_seed: int) -> None:
+             seen_qrels: str | None, only_run_queries: bool, sample_queries: int | None, sample_seed: int) -> None:
     """Evaluate RUN against QRELS (trec_eval -c semantics: judged queries missing from the run score 0); with
     --sample-queries, against the judged queries of that sample only (as `search --sample-queries` drew them)."""
     from ..data import load_qrels, sample_topics
@@ -32,6 +37,12 @@ def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool,
         kept = {q.qid for q in sample_topics([Query(qid, "") for qid in judged], sample_queries, sample_seed)}
         judged = {qid: rels for qid, rels in judged.items() if qid in kept}
     run = read_run(run_path)
+    if only_run_queries:
+        judged = {qid: rels for qid, rels in judged.items() if qid in run}
+        if not judged:
+            from ..errors import InputError
+
+            raise InputError(f"none of the run's {len(run.qids())} queries is judged in {qrels}", run_path)
     names = tuple(metrics) or DEFAULT_METRICS
     every = evaluate_per_query(run, judged, names)  # once; the means of all queries and of each group come from it
     scores = mean_metrics(every, names)
