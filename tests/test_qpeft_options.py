@@ -65,6 +65,34 @@ def test_plain_mlp_is_not_residual(tiny_lm):
     torch.testing.assert_close(residual.mlp(x), x + residual.mlp.fc2(torch.relu(residual.mlp.fc1(x))))
 
 
+@pytest.mark.parametrize("variant", ["attn", "retr"])
+def test_prompt_tokens_put_learned_query_independent_vectors_ahead_of_the_hints(tiny_lm, tmp_path, variant):
+    """--prompt-tokens P: hints = [P learned vectors, the same for every pair; the module's own hints, unchanged
+    at init]; both parts train, the scorer takes them, checkpoints keep them."""
+    from pyserini_qpeft.qpeft.checkpoint import load_checkpoint, save_checkpoint
+
+    base = build_module(tiny_lm, QPeftConfig(variant=variant, top_k=4))
+    config = QPeftConfig(variant=variant, top_k=4, prompt_tokens=3)
+    module = build_module(tiny_lm, config)
+    scorer, batch = _encode(tiny_lm, module)
+    args = (batch.query_ids, batch.query_mask, batch.passage_ids, batch.passage_mask)
+    hints0, mask0 = base(*args)
+    hints, mask = module(*args)
+    assert hints.shape == (len(PAIRS), 3 + hints0.shape[1], tiny_lm.hidden_size)
+    torch.testing.assert_close(hints[:, 3:], hints0)  # the query-dependent part starts as without the option
+    assert mask[:, :3].eq(1).all() and torch.equal(mask[:, 3:], mask0)
+    torch.testing.assert_close(hints[0, :3], hints[1, :3])  # query-independent
+    scores = scorer.forward(batch)
+    assert scores.shape == (len(PAIRS),) and torch.isfinite(scores).all()
+    scores.sum().backward()
+    assert float(module.prompt.embedding.weight.grad.abs().sum()) > 0
+    assert float(module.mlp.fc1.weight.grad.abs().sum()) > 0
+    save_checkpoint(tmp_path / "ckpt", module, config, tiny_lm, ScorerConfig())
+    loaded, loaded_config, _, _ = load_checkpoint(tmp_path / "ckpt", tiny_lm)
+    assert loaded_config == config
+    torch.testing.assert_close(loaded(*args)[0], hints.detach())
+
+
 def test_option_validation():
     with pytest.raises(ValueError, match="query_proj"):
         QPeftConfig(variant="attn", query_proj=True)
@@ -72,7 +100,11 @@ def test_option_validation():
         QPeftConfig(mlp="wide")
     with pytest.raises(ValueError, match="'words'"):
         QPeftConfig(token_filter="words")
-    old = {k: v for k, v in QPeftConfig().to_dict().items() if k not in ("mlp", "token_filter", "query_proj")}
+    with pytest.raises(ValueError, match="num_virtual_tokens"):
+        QPeftConfig(variant="prompt", prompt_tokens=4)
+    with pytest.raises(ValueError, match="non-negative"):
+        QPeftConfig(prompt_tokens=-1)
+    old = {k: v for k, v in QPeftConfig().to_dict().items() if k not in ("mlp", "token_filter", "query_proj", "prompt_tokens")}
     assert QPeftConfig.from_dict(old) == QPeftConfig()  # checkpoints written before these options still load
 
 
@@ -117,3 +149,5 @@ def test_dev_seed_keeps_the_dev_queries_of_another_seed(tiny_lm_path, toy_beir, 
     assert seed0["train_config"]["dev_seed"] is None
     w0 = (tmp_path / "s0" / "best" / "qpeft_model.safetensors").read_bytes()
     assert w0 != (tmp_path / "s1" / "best" / "qpeft_model.safetensors").read_bytes()
+    trained("p", "--prompt-tokens", "2")  # the flag reaches the saved module config
+    assert json.loads((tmp_path / "p" / "best" / "qpeft_config.json").read_text())["qpeft_config"]["prompt_tokens"] == 2

@@ -70,6 +70,9 @@ def _M(name: str):
               help="Hint MLP: residual (x + MLP(x), starts near x) or plain (the paper's Linear-ReLU-Linear).")
 @click.option("--num-virtual-tokens", type=click.IntRange(min=1), default=_M("num_virtual_tokens"), show_default=True,
               help="prompt: learned vectors.")
+@click.option("--prompt-tokens", type=click.IntRange(min=0), default=_M("prompt_tokens"), show_default=True,
+              help="retr/attn: also this many query-independent learned vectors ahead of the hints (0 = the paper's "
+                   "module; the prompt variant is the query-independent part alone).")
 @click.option("--prompt-init", type=click.Choice(PROMPT_INITS), default=_M("prompt_init"), show_default=True)
 @click.option("--pointwise-weight", type=click.FloatRange(min=0), default=_Q("pointwise_weight"), show_default=True,
               help="Weight of the pointwise NLL(q|d+) term next to the pairwise hinge (1.0 = the paper's 1:1).")
@@ -109,7 +112,7 @@ def _M(name: str):
 @quiet_option
 def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_size, lr, weight_decay, warmup_steps,
                 margin, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
-                num_heads, attn_init, mlp, num_virtual_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, dev_pool, max_train_queries, max_steps,
+                num_heads, attn_init, mlp, num_virtual_tokens, prompt_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, dev_pool, max_train_queries, max_steps,
                 max_passage_tokens, instruction, prompt, selection_metric, patience, seed, dev_carve, dev_seed, resume, dev_cache_gb, sweep_grid,
                 model, device, dtype, quiet) -> None:
     """Train on (query, positive, BM25 hard negative) triples of --split; select by a dev set carved from it."""
@@ -148,7 +151,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         train_ex, dev_ex = split_dev(examples, tcfg.dev_size, tcfg.carve_seed, tcfg.dev_carve)
         qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads, num_virtual_tokens=num_virtual_tokens,
                            prompt_init=prompt_init, seed=seed, attn_init=attn_init, mlp=mlp, token_filter=token_filter,
-                           query_proj=query_proj)
+                           query_proj=query_proj, prompt_tokens=prompt_tokens)
         scfg = ScorerConfig(instruction=instruction, max_passage_tokens=max_passage_tokens, **prompt_fields(prompt))
         lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
         # one for every training of this command; ranks of a data-parallel run may share a device's memory

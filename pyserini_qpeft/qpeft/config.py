@@ -37,6 +37,10 @@ class QPeftConfig:
         query_proj: retr: a trainable ``[H, H]`` map (identity at init) on the query side of the similarity, the
             lean version of the paper's learnable embedding copy; hints are scaled by ``sim / sim.detach()``
             (1 in value) so that gradients reach it and the selection itself can learn.
+        prompt_tokens: retr/attn: also this many query-*independent* learned vectors (made and initialised as the
+            prompt variant's, ``prompt_init``) ahead of the query-dependent hints, through the same MLP; 0 = none
+            (the paper's module). A lean stand-in for what the reference code's trained vocabulary copy adds
+            without reading the query.
     """
 
     variant: str = "attn"
@@ -54,6 +58,7 @@ class QPeftConfig:
     mlp: str = "residual"
     token_filter: str = "special"
     query_proj: bool = False
+    prompt_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -78,6 +83,11 @@ class QPeftConfig:
             raise ValueError(f"mlp must be one of {MLPS}, got {self.mlp!r}")
         if self.token_filter not in TOKEN_FILTERS:
             raise ValueError(f"token_filter must be one of {TOKEN_FILTERS}, got {self.token_filter!r}")
+        if not isinstance(self.prompt_tokens, int) or self.prompt_tokens < 0:
+            raise ValueError(f"prompt_tokens must be a non-negative integer, got {self.prompt_tokens!r}")
+        if self.prompt_tokens and self.variant == "prompt":
+            raise ValueError("prompt_tokens adds prompt vectors to retr/attn; the prompt variant has "
+                             "num_virtual_tokens")
         if self.query_proj and self.variant != "retr":
             raise ValueError(f"query_proj applies to the retr variant only, not {self.variant!r}")
         if self.prompt_init == "text" and not self.prompt_init_text.strip():

@@ -116,7 +116,9 @@ class QPeftModule(nn.Module):
                 if config.attn_init == "identity":
                     self._identity_init()
             elif config.variant == "prompt":
-                self.prompt = self._make_prompt(init_token_ids, generator)
+                self.prompt = self._make_prompt(init_token_ids, generator, config.num_virtual_tokens)
+            if config.prompt_tokens:  # retr/attn (the config refuses it for prompt); made last: inits above unchanged
+                self.prompt = self._make_prompt(init_token_ids, generator, config.prompt_tokens)
         excluded = torch.tensor(sorted(set(exclude_token_ids or [])), dtype=torch.long)
         self.register_buffer("exclude_token_ids", excluded, persistent=False)
         device = embedding.weight.device
@@ -146,11 +148,11 @@ class QPeftModule(nn.Module):
             self.attention.out_proj.weight.copy_(eye)
             self.attention.out_proj.bias.zero_()
 
-    def _make_prompt(self, init_token_ids: list[int] | None, generator: torch.Generator) -> nn.Module:
+    def _make_prompt(self, init_token_ids: list[int] | None, generator: torch.Generator, n: int) -> nn.Module:
+        """``n`` learned vectors (peft's ``PromptEmbedding``) initialised from token embeddings."""
         from peft import PromptTuningConfig, PromptTuningInit
         from peft.tuners.prompt_tuning import PromptEmbedding
 
-        n = self.config.num_virtual_tokens
         peft_config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n, token_dim=self.hidden_size,
                                          num_transformer_submodules=1,
                                          prompt_tuning_init=PromptTuningInit.RANDOM)
@@ -182,7 +184,8 @@ class QPeftModule(nn.Module):
 
         Returns:
             ``(hints [B, N, H]`` in the LM dtype, ``hint_mask [B, N]`` long, 1 = real hint).
-            ``N`` = ``top_k`` (retr), ``Q`` (attn), ``num_virtual_tokens`` (prompt).
+            ``N`` = ``top_k`` (retr), ``Q`` (attn), ``num_virtual_tokens`` (prompt); plus ``prompt_tokens``
+            (retr/attn), whose vectors come first.
         """
         variant = self.config.variant
         if variant == "retr":
@@ -191,12 +194,18 @@ class QPeftModule(nn.Module):
             x = self.attend(query_ids, query_mask, passage_ids, passage_mask, need_weights=False)[0]
             mask = query_mask.long()
         else:
-            batch = query_ids.shape[0]
-            index = torch.arange(self.config.num_virtual_tokens, device=self.prompt.embedding.weight.device)
-            x = self.prompt(index).unsqueeze(0).expand(batch, -1, -1)
-            mask = torch.ones(batch, self.config.num_virtual_tokens, dtype=torch.long, device=query_ids.device)
+            x, mask = self._prompt_vectors(query_ids.shape[0], query_ids.device)
+        if self.config.prompt_tokens:
+            shared, shared_mask = self._prompt_vectors(query_ids.shape[0], query_ids.device)
+            x, mask = torch.cat([shared, x], dim=1), torch.cat([shared_mask, mask], dim=1)
         hints = self.mlp(x) * mask.unsqueeze(-1).to(x.dtype)
         return hints.to(self.lm_dtype), mask
+
+    def _prompt_vectors(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The learned query-independent vectors for every row: ``([B, P, H]`` fp32, mask ``[B, P]`` of ones)."""
+        n = self.prompt.embedding.weight.shape[0]
+        x = self.prompt(torch.arange(n, device=self.prompt.embedding.weight.device))
+        return x.unsqueeze(0).expand(batch, -1, -1), torch.ones(batch, n, dtype=torch.long, device=device)
 
     def token_scores(self, query_ids: Tensor, query_mask: Tensor, passage_ids: Tensor,
                      passage_mask: Tensor) -> Tensor:
@@ -262,7 +271,7 @@ def build_module(lm: "FrozenLM", config: QPeftConfig):
     """A :class:`QPeftModule` for ``lm`` (on its device), using its tokenizer for text init and special tokens."""
     tokenizer = lm.tokenizer
     init_ids = None
-    if config.variant == "prompt" and config.prompt_init == "text":
+    if (config.variant == "prompt" or config.prompt_tokens) and config.prompt_init == "text":
         init_ids = tokenizer(config.prompt_init_text, add_special_tokens=False)["input_ids"]
         if not init_ids:
             raise ValueError(f"prompt_init_text {config.prompt_init_text!r} has no tokens")
