@@ -17,6 +17,8 @@ the score stays the query log-likelihood, as in UPR. Three variants share one cl
   in a different place than the Q-PEFT hints, so the ablation would differ in more than query dependence, and
   (b) changes the passage prefix, which would stop the scorer from caching the query-independent
   ``instruction + passage`` prefix across queries.
+- ``prompt_tokens`` (retr/attn, beyond the papers): the prompt variant's learned vectors placed ahead of the
+  query-dependent hints, through the same MLP (``N = prompt_tokens + top_k`` or ``+ Q``).
 
 Design choices (documented departures from the reference code):
 
