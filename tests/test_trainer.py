@@ -162,3 +162,35 @@ def test_importing_the_training_layer_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_before_the_first_epoch_reuses_the_dev_evaluation_at_start(tmp_path):
+    # an uninterrupted run: dev at start, then after each of 2 epochs
+    config = TrainConfig(epochs=2, batch_size=4, selection_metric="mrr@10")
+    whole = ToyStep([0.2, 1.0, 0.0])
+    whole_result = fit(whole, EXAMPLES[:8], EXAMPLES[8:], config, tmp_path / "whole", progress=False)
+
+    class Cut(ToyStep):
+        def step(self, batch, rng):
+            raise Interrupted  # killed during epoch 1, after the dev evaluation at start
+
+    with pytest.raises(Interrupted):
+        fit(Cut([0.2]), EXAMPLES[:8], EXAMPLES[8:], config, tmp_path / "cut", progress=False)
+    assert read_trainer_state(tmp_path / "cut")["completed_epochs"] == 0
+    resumed = ToyStep([1.0, 0.0, 0.7])
+    result = fit(resumed, EXAMPLES[:8], EXAMPLES[8:], config, tmp_path / "cut", resume=True, progress=False)
+    assert resumed.dev_scores == [0.7]  # two dev passes (one per epoch), none at start
+    assert result.best_epoch == 1 and [h["dev"] for h in result.history] == [h["dev"] for h in whole_result.history]
+    states = [read_trainer_state(tmp_path / name) for name in ("whole", "cut")]
+    assert states[0]["dev_untrained"] == states[1]["dev_untrained"] == {"mrr@10": 0.5, "queries": 2}
+    assert torch.equal(resumed.w, whole.w) and resumed.seen == whole.seen
+    # a resume with another recorded setting is still refused, before any scoring or training
+    with pytest.raises(Interrupted):
+        fit(Cut([0.2]), EXAMPLES[:8], EXAMPLES[8:], config, tmp_path / "cut2", progress=False)
+    changed = TrainConfig(epochs=2, batch_size=4, selection_metric="mrr@10", lr=0.5)
+    with pytest.raises(InputError, match="other training settings"):
+        fit(ToyStep(), EXAMPLES[:8], EXAMPLES[8:], changed, tmp_path / "cut2", resume=True, progress=False)

@@ -10,7 +10,8 @@ dev qrels (every positive at relevance 1; ties ranked as trec_eval ranks them).
 Determinism: the order of epoch ``e`` is ``random.Random(f"{seed}-order-{e}")``, the step's sampling rng is
 ``random.Random(f"{seed}-sample-{e}")`` and torch is seeded with ``seed * 1000 + e`` (dropout), so
 ``resume=True`` (continue after the last completed epoch; weights and AdamW state come from that epoch's folder;
-an interrupted epoch is redone from its start) sees exactly the batches an uninterrupted run would have seen.
+an interrupted epoch is redone from its start; a run interrupted in its first epoch keeps its dev evaluation at
+start) sees exactly the batches an uninterrupted run would have seen.
 
 Data parallel (``accelerate launch`` / ``torchrun``; :mod:`.parallel`): the step's ``parallel`` attribute says
 which slice of each global batch this rank computes; the loop sums the gradients over ranks before clipping, runs
@@ -164,6 +165,14 @@ def _start_state(step: TrainingStep, config: TrainConfig, dev: Sequence[Training
     return state
 
 
+def _start_evaluated(state: Mapping[str, Any], config: TrainConfig, dev: Sequence[TrainingExample]) -> bool:
+    """Whether a run interrupted before its first epoch ended recorded the dev evaluation at start under a
+    recorded configuration, so that ``--resume`` can reuse it instead of scoring the dev queries again (minutes per
+    LM pass; the evaluation draws no random numbers, so the training that follows is unchanged)."""
+    return (bool(config.eval_at_start and dev) and "train_config" in state and bool(state.get("dev_untrained"))
+            and state.get("completed_epochs", 0) == 0)
+
+
 RESUMABLE_SETTINGS = frozenset({"epochs", "patience", "max_steps", "eval_at_start"})
 """Train-config fields a ``--resume`` may change (train longer, stop earlier); any other change is an error."""
 
@@ -259,6 +268,9 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
         load_optimizer(optimizer, folder)
         start_epoch, global_step = last + 1, state["global_step"]
         logger.info("resuming after epoch %d (step %d) from %s", last, global_step, folder)
+    elif state is not None and _start_evaluated(state, config, dev_examples):
+        _check_resumed_data(state, output_dir / "epoch-0", settings)
+        logger.info("resuming before epoch 1: the dev evaluation at start comes from %s", output_dir / STATE_NAME)
     else:
         state = _start_state(step, config, dev_examples, metrics, progress, settings)
         if parallel.is_main:
