@@ -163,7 +163,6 @@ def test_importing_the_training_layer_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
-
 class Interrupted(Exception):
     pass
 

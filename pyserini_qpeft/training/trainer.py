@@ -169,8 +169,7 @@ def _start_evaluated(state: Mapping[str, Any], config: TrainConfig, dev: Sequenc
     """Whether a run interrupted before its first epoch ended recorded the dev evaluation at start under a
     recorded configuration, so that ``--resume`` can reuse it instead of scoring the dev queries again (minutes per
     LM pass; the evaluation draws no random numbers, so the training that follows is unchanged)."""
-    return (bool(config.eval_at_start and dev) and "train_config" in state and bool(state.get("dev_untrained"))
-            and state.get("completed_epochs", 0) == 0)
+    return bool(config.eval_at_start and dev) and "train_config" in state and bool(state.get("dev_untrained"))
 
 
 RESUMABLE_SETTINGS = frozenset({"epochs", "patience", "max_steps", "eval_at_start"})
@@ -260,17 +259,17 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
         train_meta["data_parallel"] = parallel.describe()
 
     start_epoch, global_step = 1, 0
-    if state is not None and state.get("completed_epochs", 0) > 0:
-        last = state["completed_epochs"]
+    last = state.get("completed_epochs", 0) if state is not None else 0
+    if state is not None and (last > 0 or _start_evaluated(state, config, dev_examples)):
         folder = epoch_dir(output_dir, last)
         _check_resumed_data(state, folder, settings)
-        step.load(folder)
-        load_optimizer(optimizer, folder)
-        start_epoch, global_step = last + 1, state["global_step"]
-        logger.info("resuming after epoch %d (step %d) from %s", last, global_step, folder)
-    elif state is not None and _start_evaluated(state, config, dev_examples):
-        _check_resumed_data(state, output_dir / "epoch-0", settings)
-        logger.info("resuming before epoch 1: the dev evaluation at start comes from %s", output_dir / STATE_NAME)
+        if last > 0:
+            step.load(folder)
+            load_optimizer(optimizer, folder)
+            start_epoch, global_step = last + 1, state["global_step"]
+            logger.info("resuming after epoch %d (step %d) from %s", last, global_step, folder)
+        else:
+            logger.info("resuming before epoch 1: the dev evaluation at start comes from %s", output_dir / STATE_NAME)
     else:
         state = _start_state(step, config, dev_examples, metrics, progress, settings)
         if parallel.is_main:
