@@ -135,19 +135,28 @@ def java_options(home: Path) -> list[str]:
 def run_java_main(main_class: str, args: Sequence[str], what: str) -> None:
     """Run ``main_class`` of Anserini's jar in a child JVM (for long jobs such as indexing).
 
-    A child can be stopped at once: Ctrl-C reaches both processes, the child dies and Python cleans up (an
-    in-process Java call would hold the interrupt until it returns). Its output is shown on stderr with ``-v``,
-    and its last lines are part of the error when it fails (InputError, exit code 3).
+    A child can be stopped at once (an in-process Java call would hold the interrupt until it returns): on Ctrl-C,
+    or any exception while it runs, the child is killed and reaped before the exception goes on, so the caller's
+    clean-up never races a JVM still writing into the folder it removes (a SIGINT sent to this process alone, as a
+    job scheduler sends it, does not reach the child). Its output is shown on stderr with ``-v``, and its last
+    lines are part of the error when it fails (InputError, exit code 3).
     """
     home = find_java_home()
     command = [str(home / "bin" / "java"), *java_options(home), "-cp", str(anserini_jar()), main_class, *args]
     logger.info("running %s", " ".join(command))
-    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-    if java_verbose() and proc.stdout:
-        sys.stderr.write(proc.stdout)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
-        raise InputError(f"{what} failed (Java exit code {proc.returncode}):\n{tail}")
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as child:
+        try:
+            output, _ = child.communicate()
+        except BaseException:
+            child.kill()
+            child.wait()  # subprocess.run does not wait after an interrupt: the child could outlive the clean-up
+            raise
+    if java_verbose() and output:
+        sys.stderr.write(output)
+    if child.returncode != 0:
+        tail = "\n".join(output.strip().splitlines()[-5:])
+        raise InputError(f"{what} failed (Java exit code {child.returncode}):\n{tail}")
 
 
 def start_jvm() -> Path:

@@ -38,6 +38,38 @@ def test_no_java_is_a_clear_error(tmp_path, monkeypatch):
         jvm.find_java_home.cache_clear()
 
 
+def test_interrupted_child_jvm_is_dead_before_the_interrupt_goes_on(tmp_path, monkeypatch):
+    """``run_java_main``: a KeyboardInterrupt while the child runs (a SIGINT sent to this process alone, which the
+    child does not get) kills and reaps the child before the caller's clean-up runs (subprocess.run does not)."""
+    import signal
+
+    pid_file = tmp_path / "child.pid"
+    java = tmp_path / "bin" / "java"
+    java.parent.mkdir()
+    java.write_text(f"#!/bin/sh\ntrap '' INT\necho $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}\nexec sleep 60\n")
+    java.chmod(0o755)
+    monkeypatch.setattr(jvm, "find_java_home", lambda: tmp_path)
+    monkeypatch.setattr(jvm, "java_options", lambda home: [])
+    monkeypatch.setattr(jvm, "anserini_jar", lambda: tmp_path / "anserini.jar")
+
+    def interrupt_once_running(signum, frame):
+        if not pid_file.is_file():
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            return
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt_once_running)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(KeyboardInterrupt):
+            jvm.run_java_main("Main", [], "a test")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    with pytest.raises(ProcessLookupError):  # gone, not a zombie left for later
+        os.kill(int(pid_file.read_text()), 0)
+
+
 @pytest.fixture(scope="module")
 def toy_index(tmp_path_factory):
     from conftest import write_beir
