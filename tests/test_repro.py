@@ -471,3 +471,20 @@ def test_packaged_demo_profile_samples_fifty_test_queries_and_bad_sizes_are_refu
         matrix.profiles["demo"]["test_queries"] = bad
         with pytest.raises(InputError, match="test_queries must be a positive integer"):
             Planner(matrix, "scifact", profile="demo")
+
+
+def test_demo_picks_its_profile_by_the_precision_probe_and_every_demo_condition_exists():
+    from pyserini_qpeft.demo import DEMO_CONDITIONS, choose_profile
+
+    assert choose_profile("bf16") == "demo-bf16" and choose_profile("fp32") == "demo"
+    matrix = Matrix.load()
+    for profile, conditions in DEMO_CONDITIONS.items():
+        assert profile in matrix.profiles
+        for name in conditions:
+            assert name in matrix.conditions, (profile, name)
+    # the bf16 demo runs the recorded recipe (bf16, 256 tokens, Q-PEFT-R's selection at lr 1e-2) on 50 test queries
+    planner = Planner(matrix, "scifact", profile="demo-bf16")
+    train = planner.command("ckpt-qpeft-retr")
+    assert train[train.index("--dtype") + 1] == "bf16" and "--query-proj" in train
+    assert train[len(train) - 1 - train[::-1].index("--lr") + 1] == "1e-2"
+    assert planner.command("bm25")[-4:] == ["--sample-queries", "50", "--sample-seed", "0"]
