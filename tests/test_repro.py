@@ -482,9 +482,9 @@ def test_demo_picks_its_profile_by_the_precision_probe_and_every_demo_condition_
         assert profile in matrix.profiles
         for name in conditions:
             assert name in matrix.conditions, (profile, name)
-    # the bf16 demo runs the recorded recipe (bf16, 256 tokens, Q-PEFT-R's selection at lr 1e-2) on 50 test queries
+    # the bf16 demo runs the recorded recipe (bf16, 256 tokens, Q-PEFT-R's selection at lr 1e-2) on 100 test queries
     planner = Planner(matrix, "scifact", profile="demo-bf16")
     train = planner.command("ckpt-qpeft-retr")
     assert train[train.index("--dtype") + 1] == "bf16" and "--query-proj" in train
     assert train[len(train) - 1 - train[::-1].index("--lr") + 1] == "1e-2"
-    assert planner.command("bm25")[-4:] == ["--sample-queries", "50", "--sample-seed", "0"]
+    assert planner.command("bm25")[-4:] == ["--sample-queries", "100", "--sample-seed", "0"]
