@@ -15,10 +15,10 @@ from __future__ import annotations
 import sys
 import time
 
-DEMO_CONDITIONS = {
-    "demo-bf16": ("bm25", "bm25+upr", "bm25+upr+interp", "bm25+qpeft-retr", "bm25+qpeft-retr+interp"),
-    "demo": ("bm25", "bm25+upr", "bm25+upr+interp", "bm25+qpeft-attn", "bm25+qpeft-attn+interp"),
-}
+DEMO_RERANKER = {"demo-bf16": "qpeft-retr", "demo": "qpeft-attn"}
+"""The trained reranker each demo profile shows next to BM25 and zero-shot UPR."""
+DEMO_CONDITIONS = {profile: ("bm25", "bm25+upr", "bm25+upr+interp", f"bm25+{name}", f"bm25+{name}+interp")
+                   for profile, name in DEMO_RERANKER.items()}
 
 
 def choose_profile(dtype: str) -> str:
