@@ -211,7 +211,7 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
     negatives = _negatives_run(tmp_path / "neg.trec")
     train_args = ["train", "--dataset", str(toy_beir), "--negatives", str(negatives), "--layers", "auto",
                   "--analysis", "an/layer_report.json", "--output", "ckpt", "--batch-size", "2", "--dim", "32",
-                  "--ffn-dim", "64", "--max-length", "32", "--dev-fraction", "0", *common]
+                  "--ffn-dim", "64", "--max-length", "32", "--dev-fraction", "0", "--pseudo-queries", "1", *common]
     res = runner.invoke(lmort, [*train_args, "--epochs", "1"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
@@ -231,6 +231,7 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
     assert not (tmp_path / "ckpt" / "lmort_config.json").exists()
     best_meta = read_lmort_meta(tmp_path / "ckpt")  # the output folder resolves to best/
     assert best_meta["training"]["epoch"] == state["best_epoch"] and best_meta["lm_model"] == str(tiny_lm_path)
+    assert best_meta["training"]["train_config"]["pseudo_queries"] == 1 and best_meta["pseudo_pairs"] == 5
     assert list((tmp_path / "ckpt" / "state-cache").glob("shard-*.safetensors"))
 
     res = runner.invoke(encode, ["--encoder", "lmort:ckpt", "--dataset", str(toy_beir), "--output", "idx",
@@ -465,3 +466,73 @@ def test_encode_from_state_cache(tiny_lm_path, toy_beir, tmp_path, monkeypatch):
     res = runner.invoke(encode, [*args, "--output", "other"])
     assert isinstance(res.exception, ModelError) and "another dataset" in str(res.exception)
     assert computed == [] and not (tmp_path / "other").exists()  # refused before any work
+
+
+def test_pseudo_query_is_a_long_enough_sentence_fixed_by_docid_else_the_title():
+    from pyserini_qpeft.data.corpus import Document
+    from pyserini_qpeft.lmort.pseudo import pseudo_queries, pseudo_query, split_sentences
+
+    text = ("Short one. We measured the effect of aspirin on heart attacks in adults. "
+            "(Results) Aspirin lowered the risk by a third in this cohort! Too short.")
+    assert split_sentences(text) == ["Short one.", "We measured the effect of aspirin on heart attacks in adults.",
+                                     "(Results) Aspirin lowered the risk by a third in this cohort!", "Too short."]
+    long_enough = split_sentences(text)[1:3]
+    picked = {pseudo_query(f"doc{i}", "Title", text) for i in range(20)}
+    assert picked == set(long_enough)  # only sentences of >= 6 words, and the docid decides which
+    assert pseudo_query("doc3", "Title", text) == pseudo_query("doc3", "Other title", text)
+    assert pseudo_query("d", "  A title ", "too short") == "A title"
+    assert pseudo_query("d", "", "too short") is None
+    corpus = {"a": Document("a", "Lung cancer", "smoking causes it"), "b": Document("b", "", "tiny")}
+    assert pseudo_queries(corpus) == {"a": "Lung cancer"}
+
+
+def test_pseudo_pairs_join_each_step_and_zero_leaves_training_unchanged(tiny_lm, tmp_path):
+    """--pseudo-queries 0 trains bit for bit as before even when pseudo-queries are given; > 0 caches ``p:`` states,
+    adds the pairs to every step and changes the tuner; negative counts are refused."""
+    from conftest import TOY_CORPUS, TOY_QUERIES
+    from safetensors.torch import load_file
+
+    from pyserini_qpeft.data.corpus import Document
+    from pyserini_qpeft.errors import InputError
+    from pyserini_qpeft.lmort.cache import StateCache
+    from pyserini_qpeft.lmort.pseudo import pseudo_queries
+    from pyserini_qpeft.lmort.step import LMORTTrainConfig
+    from pyserini_qpeft.lmort.train import train_lmort
+    from pyserini_qpeft.training.data import build_examples
+    from pyserini_qpeft.types import Hit, Run
+
+    docs = {d["_id"]: Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS}
+    corpus = {d: doc.contents() for d, doc in docs.items()}
+    pseudo = pseudo_queries(docs)
+    assert sorted(pseudo) == ["d1", "d2", "d3", "d4", "d6"]  # d5 has neither a long sentence nor a title
+    queries = {q["_id"]: q["text"] for q in TOY_QUERIES}
+    qrels = {q: {f"d{i}": 1} for i, q in enumerate(queries, start=1)}
+    run = Run({q: [Hit(d, 6.0 - j) for j, d in enumerate(corpus)] for q in queries})
+    examples, _ = build_examples(queries, qrels, run, corpus, negative_policy="unjudged", require_negative=False)
+    config = LMORTConfig(align_layer=1, unif_layer=2, dim=32, num_heads=4, ffn_dim=64, max_length=32)
+
+    def run_train(name, pseudo_per_step, given):
+        train = LMORTTrainConfig(epochs=2, batch_size=2, dev_size=1, lr=1e-2, pseudo_queries=pseudo_per_step)
+        summary = train_lmort(tiny_lm, examples, corpus, config, train, tmp_path / name,
+                              cache_dir=tmp_path / f"cache-{name}", progress=False, pseudo=given)
+        return summary, load_file(str(tmp_path / name / "epoch-2" / "lmort_model.safetensors"))
+
+    plain, plain_w = run_train("plain", 0, None)
+    zero, zero_w = run_train("zero", 0, pseudo)
+    assert [h["train"] for h in zero["history"]] == [h["train"] for h in plain["history"]]
+    assert all(torch.equal(plain_w[k], zero_w[k]) for k in plain_w)
+    assert "pseudo_pairs" not in plain and "pseudo_pairs" not in zero
+    with_pseudo, pseudo_w = run_train("pseudo", 3, pseudo)
+    assert with_pseudo["pseudo_pairs"] == 5 and with_pseudo["dev_queries"] == 1
+    assert any(not torch.equal(plain_w[k], pseudo_w[k]) for k in plain_w)
+    cache = StateCache(tmp_path / "cache-pseudo", {"model": tiny_lm.identity(), "layers": [1, 2], "max_length": 32})
+    cache.load()
+    assert all(f"p:{d}" in cache and f"d:{d}" in cache for d in pseudo)
+    zero_cache = StateCache(tmp_path / "cache-zero", cache.key)
+    zero_cache.load()
+    assert zero_cache.entries and not any(key.startswith("p:") for key in zero_cache.entries)
+    with pytest.raises(InputError, match="pseudo-query documents have no text"):
+        train_lmort(tiny_lm, examples, corpus, config, LMORTTrainConfig(epochs=1, pseudo_queries=1),
+                    tmp_path / "missing", progress=False, pseudo={**pseudo, "d404": "a sentence of a lost document"})
+    with pytest.raises(ValueError, match="pseudo_queries"):
+        LMORTTrainConfig(pseudo_queries=-1)

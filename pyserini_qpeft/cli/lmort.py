@@ -98,6 +98,9 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
               help="Hard negatives are drawn from this many top-ranked unjudged run docs.")
 @click.option("--negative-policy", type=click.Choice(NEGATIVE_POLICIES), default=_T("negative_policy"),
               show_default=True, help="unjudged: judged docs are never negatives; non-relevant: judged-0 docs are.")
+@click.option("--pseudo-queries", type=click.IntRange(min=0), default=_T("pseudo_queries"), show_default=True,
+              help="Pseudo pairs per step besides the queries: a sentence of a corpus document as the query, the "
+                   "document as its positive, drawn over the whole corpus (beyond the paper; 0 = none).")
 @click.option("--dev-fraction", type=click.FloatRange(0, 0.9), default=_T("dev_size"), show_default=True,
               help="Share of the training queries held out as dev (0 = none: best/ = lowest training loss).")
 @click.option("--patience", type=click.IntRange(min=1), default=_T("patience"),
@@ -126,7 +129,7 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
 @lm_options
 @quiet_option
 def train(dataset, split, negatives, layers, analysis, output, epochs, batch_size, lr, weight_decay, warmup_ratio,
-          hard_negatives, negative_depth, negative_policy, dev_fraction, patience, num_blocks, num_heads, dim,
+          hard_negatives, negative_depth, negative_policy, pseudo_queries, dev_fraction, patience, num_blocks, num_heads, dim,
           ffn_dim, out_dim, pooling, temperature, dropout, max_length, cache_dir, seed, dev_seed, dev_carve, resume, model, device, dtype,
           quiet) -> None:
     """Train an LMORT tuner (InfoNCE, in-batch + BM25 hard negatives); the best epoch on dev lands in OUTPUT/best."""
@@ -149,7 +152,7 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
         train_config = LMORTTrainConfig.build(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
             hard_negatives=hard_negatives, negative_depth=negative_depth, negative_policy=negative_policy,
-            dev_size=dev_fraction, patience=patience, seed=seed, dev_seed=dev_seed, dev_carve=dev_carve)
+            pseudo_queries=pseudo_queries, dev_size=dev_fraction, patience=patience, seed=seed, dev_seed=dev_seed, dev_carve=dev_carve)
         data = BeirDataset.find(dataset)
         out = Path(output)
         lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
@@ -165,7 +168,7 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
         except ValueError as exc:
             raise InputError(f"bad LMORT setting: {exc}") from None
         run = read_run(negatives) if negatives else None
-        examples, stats, texts = lmort_training_data(data, split, run, train_config, progress=not quiet)
+        examples, stats, texts, pseudo = lmort_training_data(data, split, run, train_config, progress=not quiet)
         if not quiet:
             click.echo(stats.summary(), err=True)
         start = time.time()
@@ -173,7 +176,7 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
                               progress=not quiet,
                               extra_meta={"lm_model": model, "dataset": str(data.path), "split": split,
                                           "negatives": str(Path(negatives).resolve()) if negatives else None},
-                              parallel=parallel)
+                              parallel=parallel, pseudo=pseudo)
         if not parallel.is_main:
             return
         click.echo(json.dumps({"output": str(out), "best": summary["best"], "layers": list(chosen),

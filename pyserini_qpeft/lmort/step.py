@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from ..training.config import TrainConfig
 from ..training.data import NEGATIVE_POLICIES, TrainingExample
 from .cache import StateCache, encode_cached
+from .pseudo import PSEUDO_PREFIX
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +37,9 @@ class LMORTTrainConfig(TrainConfig):
         negative_depth: hard negatives are drawn from this many top-ranked run negatives.
         cache_batch_size: texts per LM forward while caching layer states.
         negative_policy: which run documents are negatives (``training.data.NEGATIVE_POLICIES``).
+        pseudo_queries: pseudo pairs added to every step (:mod:`.pseudo`: a sentence of a corpus document as the
+            query, the document as its positive, drawn over the whole corpus; every query of the step sees their
+            documents as in-batch negatives); 0 = none (the paper's training).
     """
 
     epochs: int = 8
@@ -52,6 +56,7 @@ class LMORTTrainConfig(TrainConfig):
     negative_depth: int = 30
     cache_batch_size: int = 16
     negative_policy: str = "unjudged"
+    pseudo_queries: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -59,8 +64,10 @@ class LMORTTrainConfig(TrainConfig):
 
         for name in ("negative_depth", "cache_batch_size"):
             positive_int(name, getattr(self, name))
-        if not isinstance(self.hard_negatives, int) or self.hard_negatives < 0:
-            raise ValueError(f"hard_negatives must be an integer >= 0, got {self.hard_negatives!r}")
+        for name in ("hard_negatives", "pseudo_queries"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if self.selection_metric == "loss":
             raise ValueError("selection_metric 'loss' (dev loss) is Q-PEFT's; LMORT selects on a dev metric or "
                              "'train_loss'")
@@ -91,18 +98,21 @@ class LMORTStep:
         dev_pool: docids the dev queries are ranked against (the dev examples' positives and hard negatives).
         meta: extra JSON for every checkpoint (``lm_model``, dataset, split, negatives run, pool sizes).
         parallel: data-parallel place: this rank runs the tuner on its slice of each batch's queries and documents.
+        pseudo_ids: docids with a cached pseudo-query (``p:<docid>``) and document (``d:<docid>``), drawn from when
+            ``train_config.pseudo_queries`` > 0.
     """
 
     dev_metrics = DEV_METRICS
 
     def __init__(self, lm: "FrozenLM", tuner, config: "LMORTConfig", cache: StateCache,
                  train_config: LMORTTrainConfig, dev_pool: Sequence[str], meta: dict[str, Any] | None = None,
-                 parallel: "DataParallel | None" = None):
+                 parallel: "DataParallel | None" = None, pseudo_ids: Sequence[str] = ()):
         from ..training.parallel import SINGLE
 
         self.lm, self.tuner, self.config, self.cache = lm, tuner, config, cache
         self.parallel = parallel or SINGLE
         self.train_config, self.dev_pool, self.meta = train_config, list(dev_pool), dict(meta or {})
+        self.pseudo_ids = list(pseudo_ids)
         self.identity = {"lmort_config": config.to_dict()}
 
     def parameters(self) -> list["torch.nn.Parameter"]:
@@ -112,8 +122,9 @@ class LMORTStep:
         self.tuner.train(training)
 
     def step(self, batch: Sequence[TrainingExample], rng: random.Random) -> tuple["torch.Tensor", dict[str, float]]:
-        """Per query: a sampled positive + ``hard_negatives`` sampled run negatives; every query scores all the
-        batch's distinct documents ``[B, M]``, other positives of the same query masked out."""
+        """Per query: a sampled positive + ``hard_negatives`` sampled run negatives, then ``pseudo_queries`` pseudo
+        pairs (distinct documents); every query scores all the batch's distinct documents ``[B + P, M]``, other
+        positives of the same query masked out."""
         import torch
 
         docs: list[str] = []
@@ -124,16 +135,22 @@ class LMORTStep:
             pool_negs = list(e.negatives[:self.train_config.negative_depth])
             if pool_negs and self.train_config.hard_negatives:
                 docs.extend(rng.sample(pool_negs, min(self.train_config.hard_negatives, len(pool_negs))))
+        pseudo = []
+        if self.pseudo_ids and self.train_config.pseudo_queries:
+            pseudo = rng.sample(self.pseudo_ids, min(self.train_config.pseudo_queries, len(self.pseudo_ids)))
+        for docid in pseudo:
+            targets.append(len(docs))
+            docs.append(docid)
         # The same doc may appear twice in a batch; keep one copy so it is not its own negative.
         unique = list(dict.fromkeys(docs))
         where = {d: i for i, d in enumerate(unique)}
         target_idx = torch.tensor([where[docs[t]] for t in targets])
-        invalid = torch.zeros(len(batch), len(unique), dtype=torch.bool)
+        invalid = torch.zeros(len(targets), len(unique), dtype=torch.bool)
         for row, e in enumerate(batch):
             for pos in e.positives:
                 if pos in where and where[pos] != int(target_idx[row]):
                     invalid[row, where[pos]] = True
-        q = self._embed([f"q:{e.qid}" for e in batch])
+        q = self._embed([f"q:{e.qid}" for e in batch] + [f"{PSEUDO_PREFIX}{d}" for d in pseudo])
         d = self._embed([f"d:{d}" for d in unique])
         loss = info_nce(q, d, target_idx, invalid, self.config.temperature)
         return loss, {"loss": float(loss.detach())}

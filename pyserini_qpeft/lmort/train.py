@@ -35,6 +35,7 @@ from ..errors import InputError
 from ..training.data import BuildStats, TrainingExample, load_training_data, split_dev
 from ..training.state import read_trainer_state
 from .cache import StateCache, state_key
+from .pseudo import PSEUDO_PREFIX, pseudo_queries
 from .step import LMORTStep, LMORTTrainConfig
 from .tuner import LMORTConfig, LMORTTuner, check_layers
 
@@ -50,30 +51,35 @@ OLD_STATE = "train_state.json"  # the first LMORT trainer's state file (its layo
 
 
 def lmort_training_data(dataset: "BeirDataset", split: str, negatives: "Run | None", config: LMORTTrainConfig,
-                        progress: bool = False) -> tuple[list[TrainingExample], BuildStats, dict[str, str]]:
-    """Examples of ``split`` (never test) and the text of every document they use.
+                        progress: bool = False
+                        ) -> tuple[list[TrainingExample], BuildStats, dict[str, str], dict[str, str]]:
+    """Examples of ``split`` (never test), the text of every document they use and, with
+    ``config.pseudo_queries``, every corpus document's pseudo-query (:mod:`.pseudo`).
 
     Returns:
-        ``(examples, stats, texts)``; ``texts`` maps docid -> ``Document.contents()``.
+        ``(examples, stats, texts, pseudo)``; ``texts`` maps docid -> ``Document.contents()`` (every document
+        when there are pseudo-queries), ``pseudo`` docid -> pseudo-query (empty without).
     """
     examples, stats, corpus = load_training_data(dataset, split, negatives, config.negative_depth,
                                                  negative_policy=config.negative_policy, require_negative=False,
                                                  progress=progress)
-    used = {d for e in examples for d in (*e.positives, *e.negatives)}
-    return examples, stats, {d: corpus[d].contents() for d in sorted(used)}
+    pseudo = pseudo_queries(corpus) if config.pseudo_queries else {}
+    used = {d for e in examples for d in (*e.positives, *e.negatives)} | set(pseudo)
+    return examples, stats, {d: corpus[d].contents() for d in sorted(used)}, pseudo
 
 
 def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Mapping[str, str],
                 config: LMORTConfig, train: LMORTTrainConfig, output: str | os.PathLike,
                 cache_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
-                extra_meta: dict[str, Any] | None = None, parallel: "DataParallel | None" = None) -> dict[str, Any]:
+                extra_meta: dict[str, Any] | None = None, parallel: "DataParallel | None" = None,
+                pseudo: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Train an LMORT tuner; returns a summary (best epoch, dev metrics, parameter share, timings).
 
     Args:
         lm: the frozen LM (run once per text to fill the state cache).
         examples: training queries with positives and hard negatives (:func:`lmort_training_data`); the dev set
             is carved from them with ``split_dev(examples, train.dev_size, train.carve_seed, train.dev_carve)``.
-        corpus: docid -> document text (only the docs the examples use are read).
+        corpus: docid -> document text (the docs the examples use, and those of ``pseudo``).
         config: the tuner's shape.
         train: optimisation and sampling settings.
         output: the training output folder (layout in the module docstring).
@@ -82,6 +88,7 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
         extra_meta: extra JSON for every checkpoint (``lm_model``, dataset, split, negatives run).
         parallel: data-parallel place (``training.parallel``): ranks share the state caching and every batch;
             rank 0 writes.
+        pseudo: docid -> pseudo-query (:func:`lmort_training_data`); drawn from when ``train.pseudo_queries`` > 0.
     """
     import torch
 
@@ -101,11 +108,16 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
     started = time.time()
     train_set, dev_set = split_dev(examples, train.dev_size, train.carve_seed, train.dev_carve)
     depth = train.negative_depth
-    doc_ids = sorted({d for e in examples for d in (*e.positives, *e.negatives[:depth])})
+    pseudo = dict(pseudo or {}) if train.pseudo_queries else {}
+    missing = sorted(set(pseudo) - set(corpus))
+    if missing:
+        raise InputError(f"{len(missing)} pseudo-query documents have no text in the corpus given (e.g. {missing[0]})")
+    doc_ids = sorted({d for e in examples for d in (*e.positives, *e.negatives[:depth])} | set(pseudo))
     # Dev queries are ranked against their own positives and hard negatives (a small, hard pool).
     dev_pool = sorted({d for e in dev_set for d in (*e.positives, *e.negatives[:depth])})
     texts = {f"q:{e.qid}": e.query for e in examples}
     texts.update({f"d:{d}": corpus[d] for d in doc_ids})
+    texts.update({f"{PSEUDO_PREFIX}{d}": q for d, q in pseudo.items()})
     cache = StateCache(cache_dir or output / "state-cache", state_key(lm, config.layers, config.max_length))
     t0 = time.time()
     cache.build(lm, texts, config.layers, config.max_length, batch_size=train.cache_batch_size, progress=progress,
@@ -117,8 +129,9 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
     share = 100.0 * tuner.num_parameters() / lm.num_parameters()
     logger.info("LMORT tuner: %d trainable parameters = %.2f%% of the frozen LM (%d)", tuner.num_parameters(), share,
                 lm.num_parameters())
-    meta = {"doc_pool": len(doc_ids), "dev_pool": len(dev_pool), **(extra_meta or {})}
-    step = LMORTStep(lm, tuner, config, cache, train, dev_pool, meta, parallel)
+    meta = {"doc_pool": len(doc_ids), "dev_pool": len(dev_pool), **({"pseudo_pairs": len(pseudo)} if pseudo else {}),
+            **(extra_meta or {})}
+    step = LMORTStep(lm, tuner, config, cache, train, dev_pool, meta, parallel, pseudo_ids=sorted(pseudo))
     result = fit(step, train_set, dev_set, train, output, resume=resume, progress=progress)
     best = next(h for h in result.history if h["epoch"] == result.best_epoch)
     summary = {"best_epoch": result.best_epoch, "best": str(result.best_dir), "best_dev": best["dev"],

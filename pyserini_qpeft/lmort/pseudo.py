@@ -1,0 +1,50 @@
+"""Pseudo-queries for LMORT training: one sentence of each corpus document, paired with that document.
+
+Labelled training queries cover a fraction of a corpus (SciFact: 728 queries, about 800 of 5,183 documents), and a
+tuner trained only on them learns which documents those queries like (README "Dense retrieval": test queries whose
+relevant documents were seen in training score far above the rest). Pairs built from the corpus itself (an
+inverse-cloze-style task: a sentence of a document's abstract as the query, the whole document as its positive;
+beyond the LMORT paper) make every document a positive somewhere. They use no queries or judgements, only the
+corpus a retriever indexes anyway.
+
+The sentence is fixed per document (a stable hash of its docid picks one of its sentences of at least
+:data:`MIN_WORDS` words; the title when it has none), so the LM states of every pseudo-query are cached once and
+the same pairs serve every seed.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from ..data.corpus import Document
+
+MIN_WORDS = 6
+PSEUDO_PREFIX = "p:"  # state-cache key prefix of pseudo-queries (queries are q:, documents d:)
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of ``text``: split after ``.``/``!``/``?`` followed by whitespace and a capital, digit or bracket."""
+    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+def pseudo_query(docid: str, title: str, text: str) -> str | None:
+    """The pseudo-query of one document: a sentence of ``text`` with at least :data:`MIN_WORDS` words, chosen by
+    ``crc32(docid)``; else the title; None when the document has neither."""
+    sentences = [s for s in split_sentences(text) if len(s.split()) >= MIN_WORDS]
+    if sentences:
+        return sentences[zlib.crc32(docid.encode("utf-8")) % len(sentences)]
+    return title.strip() or None
+
+
+def pseudo_queries(corpus: Mapping[str, "Document"]) -> dict[str, str]:
+    """docid -> pseudo-query for every document of ``corpus`` that has one (in corpus order)."""
+    out = {}
+    for docid, doc in corpus.items():
+        query = pseudo_query(docid, doc.title or "", doc.text or "")
+        if query:
+            out[docid] = query
+    return out
