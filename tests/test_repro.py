@@ -395,6 +395,20 @@ def test_a_profile_can_give_one_variant_flags_the_others_refuse():
             assert not any("{" in part for part in Planner(matrix, "scifact", profile=profile).command(name)), name
 
 
+def test_an_lmort_ablation_profile_adds_its_knob_after_the_inherited_budget():
+    """lmort_flags reach `train lmort` only, after the base's lmort_budget; unset, the training is the base's."""
+    matrix = Matrix.load()
+    base = Planner(matrix, "scifact", "full").command("ckpt-lmort")
+    drop = Planner(matrix, "scifact", "full-lmort-drop3").command("ckpt-lmort")
+    budget = matrix.profiles["full"]["lmort_budget"].split()
+    at = drop.index(budget[0])
+    assert drop[at:at + len(budget) + 2] == [*budget, "--dropout", "0.3"]
+    assert "--dropout" not in base and len(drop) == len(base) + 4  # the knob and the state-cache flag
+    for name in matrix.artifacts:
+        if name != "ckpt-lmort":
+            assert "--dropout" not in Planner(matrix, "scifact", "full-lmort-drop3").command(name), name
+
+
 def test_seed_offset_trains_other_seeds_on_the_same_dev_queries():
     """--seed-offset K: trained conditions get their base seed + K and `.seed+K` names; Q-PEFT keeps the seed-0
     dev carve (so its interpolation dev queries are still held out); untrained artifacts are shared."""

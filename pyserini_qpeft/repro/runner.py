@@ -133,9 +133,10 @@ def _substitute(text: str, values: Mapping[str, str]) -> str:
     return text
 
 
-# Profile variables that only one Q-PEFT variant's training command uses, for options the other variants refuse
-# (e.g. Q-PEFT-R's --query-proj); empty unless the profile sets them.
-VARIANT_FLAGS = ("attn_flags", "retr_flags", "prompt_flags")
+# Profile variables that only one training command uses, empty unless the profile sets them: one Q-PEFT variant's
+# options the other variants refuse (e.g. Q-PEFT-R's --query-proj), and LMORT's tuner and training options added
+# after the profile's lmort_budget (so an ablation profile states only the knob it turns).
+VARIANT_FLAGS = ("attn_flags", "retr_flags", "prompt_flags", "lmort_flags")
 
 
 def lmort_state_flags(states: str, dataset: str, train_dataset: str) -> dict[str, str]:
