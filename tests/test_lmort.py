@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import numpy as np
 import pytest
@@ -470,7 +471,7 @@ def test_encode_from_state_cache(tiny_lm_path, toy_beir, tmp_path, monkeypatch):
 
 def test_pseudo_query_is_a_long_enough_sentence_fixed_by_docid_else_the_title():
     from pyserini_qpeft.data.corpus import Document
-    from pyserini_qpeft.lmort.pseudo import pseudo_queries, pseudo_query, split_sentences
+    from pyserini_qpeft.lmort.pseudo import PseudoPair, pseudo_pairs, pseudo_query, split_sentences
 
     text = ("Short one. We measured the effect of aspirin on heart attacks in adults. "
             "(Results) Aspirin lowered the risk by a third in this cohort! Too short.")
@@ -482,20 +483,29 @@ def test_pseudo_query_is_a_long_enough_sentence_fixed_by_docid_else_the_title():
     assert pseudo_query("doc3", "Title", text) == pseudo_query("doc3", "Other title", text)
     assert pseudo_query("d", "  A title ", "too short") == "A title"
     assert pseudo_query("d", "", "too short") is None
-    corpus = {"a": Document("a", "Lung cancer", "smoking causes it"), "b": Document("b", "", "tiny")}
-    assert pseudo_queries(corpus) == {"a": "Lung cancer"}
+    corpus = {"a": Document("a", "Lung cancer", "smoking causes it"), "b": Document("b", "", "tiny"),
+              "c": Document("c", "T", text), "d": Document("d", "", "Only the title could be asked for here."),
+              "e": Document("e", "Title only", "")}
+    pairs = pseudo_pairs(corpus)
+    assert list(pairs) == ["a", "c", "d", "e"]
+    assert pairs["a"] == PseudoPair("Lung cancer", "smoking causes it")  # the title: the rest is the text
+    sentence = pairs["c"].query  # a sentence: the rest is the title and the other sentences
+    assert pairs["c"].rest == "T " + " ".join(x for x in split_sentences(text) if x != sentence)
+    assert pairs["d"] == PseudoPair("Only the title could be asked for here.", corpus["d"].contents())
+    assert pairs["e"] == PseudoPair("Title only", corpus["e"].contents())  # nothing else: the whole document
 
 
 def test_pseudo_pairs_join_each_step_and_zero_leaves_training_unchanged(tiny_lm, tmp_path):
     """--pseudo-queries 0 trains bit for bit as before even when pseudo-queries are given; > 0 caches ``p:`` states,
-    adds the pairs to every step and changes the tuner; negative counts are refused."""
+    adds the pairs to every step and changes the tuner; ``rest`` positives are cached as ``r:`` texts, and a
+    document's two forms are never each other's negatives; bad settings are refused."""
     from conftest import TOY_CORPUS, TOY_QUERIES
     from safetensors.torch import load_file
 
     from pyserini_qpeft.data.corpus import Document
     from pyserini_qpeft.errors import InputError
     from pyserini_qpeft.lmort.cache import StateCache
-    from pyserini_qpeft.lmort.pseudo import pseudo_queries
+    from pyserini_qpeft.lmort.pseudo import PseudoPair, pseudo_pairs
     from pyserini_qpeft.lmort.step import LMORTTrainConfig
     from pyserini_qpeft.lmort.train import train_lmort
     from pyserini_qpeft.training.data import build_examples
@@ -503,7 +513,7 @@ def test_pseudo_pairs_join_each_step_and_zero_leaves_training_unchanged(tiny_lm,
 
     docs = {d["_id"]: Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS}
     corpus = {d: doc.contents() for d, doc in docs.items()}
-    pseudo = pseudo_queries(docs)
+    pseudo = pseudo_pairs(docs)
     assert sorted(pseudo) == ["d1", "d2", "d3", "d4", "d6"]  # d5 has neither a long sentence nor a title
     queries = {q["_id"]: q["text"] for q in TOY_QUERIES}
     qrels = {q: {f"d{i}": 1} for i, q in enumerate(queries, start=1)}
@@ -511,8 +521,9 @@ def test_pseudo_pairs_join_each_step_and_zero_leaves_training_unchanged(tiny_lm,
     examples, _ = build_examples(queries, qrels, run, corpus, negative_policy="unjudged", require_negative=False)
     config = LMORTConfig(align_layer=1, unif_layer=2, dim=32, num_heads=4, ffn_dim=64, max_length=32)
 
-    def run_train(name, pseudo_per_step, given):
-        train = LMORTTrainConfig(epochs=2, batch_size=2, dev_size=1, lr=1e-2, pseudo_queries=pseudo_per_step)
+    def run_train(name, pseudo_per_step, given, positive="document"):
+        train = LMORTTrainConfig(epochs=2, batch_size=2, dev_size=1, lr=1e-2, pseudo_queries=pseudo_per_step,
+                                 pseudo_positive=positive)
         summary = train_lmort(tiny_lm, examples, corpus, config, train, tmp_path / name,
                               cache_dir=tmp_path / f"cache-{name}", progress=False, pseudo=given)
         return summary, load_file(str(tmp_path / name / "epoch-2" / "lmort_model.safetensors"))
@@ -531,8 +542,38 @@ def test_pseudo_pairs_join_each_step_and_zero_leaves_training_unchanged(tiny_lm,
     zero_cache = StateCache(tmp_path / "cache-zero", cache.key)
     zero_cache.load()
     assert zero_cache.entries and not any(key.startswith("p:") for key in zero_cache.entries)
+    rest, rest_w = run_train("rest", 3, pseudo, positive="rest")
+    assert any(not torch.equal(rest_w[k], pseudo_w[k]) for k in rest_w)
+    rest_cache = StateCache(tmp_path / "cache-rest", cache.key)
+    rest_cache.load()
+    assert all(f"r:{d}" in rest_cache for d in pseudo) and not any(k.startswith("r:") for k in cache.entries)
+    assert rest_cache.length("r:d1") < rest_cache.length("d:d1")  # "smoking causes lung cancer" without its title
     with pytest.raises(InputError, match="pseudo-query documents have no text"):
         train_lmort(tiny_lm, examples, corpus, config, LMORTTrainConfig(epochs=1, pseudo_queries=1),
-                    tmp_path / "missing", progress=False, pseudo={**pseudo, "d404": "a sentence of a lost document"})
+                    tmp_path / "missing", progress=False, pseudo={**pseudo, "d404": PseudoPair("a lost", "document")})
     with pytest.raises(ValueError, match="pseudo_queries"):
         LMORTTrainConfig(pseudo_queries=-1)
+    with pytest.raises(ValueError, match="pseudo_positive"):
+        LMORTTrainConfig(pseudo_positive="title")
+
+    # A real query's positive drawn as a pseudo pair: its other form is masked for the query and for the pair.
+    import pyserini_qpeft.lmort.step as step_module
+    from pyserini_qpeft.lmort.step import LMORTStep
+    from pyserini_qpeft.lmort.tuner import LMORTTuner
+
+    seen = {}
+
+    def spy(q, d, targets, invalid, temperature):
+        seen.update(targets=targets.tolist(), invalid=invalid.tolist())
+        return (q.sum() + d.sum()) * 0
+
+    step_module.info_nce, original = spy, step_module.info_nce
+    try:
+        q1 = next(e for e in examples if e.qid == "q1")  # positive d1, no hard negatives asked for
+        step = LMORTStep(tiny_lm, LMORTTuner(config, tiny_lm.hidden_size), config, rest_cache,
+                         LMORTTrainConfig(hard_negatives=0, pseudo_queries=1, pseudo_positive="rest"), [],
+                         pseudo_ids=["d1"])
+        step.step([q1], random.Random(0))
+    finally:
+        step_module.info_nce = original
+    assert seen == {"targets": [0, 1], "invalid": [[False, True], [True, False]]}  # texts d:d1, r:d1

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from ..lmort.pseudo import POSITIVES
 from ..lmort.step import LMORTTrainConfig
 from ..lmort.tuner import LMORTConfig
 from ..training.data import NEGATIVE_POLICIES
@@ -101,6 +102,9 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
 @click.option("--pseudo-queries", type=click.IntRange(min=0), default=_T("pseudo_queries"), show_default=True,
               help="Pseudo pairs per step besides the queries: a sentence of a corpus document as the query, the "
                    "document as its positive, drawn over the whole corpus (beyond the paper; 0 = none).")
+@click.option("--pseudo-positive", type=click.Choice(POSITIVES), default=_T("pseudo_positive"), show_default=True,
+              help="A pseudo pair's positive: the whole document, or the document without the query's sentence "
+                   "(rest: the inverse cloze task).")
 @click.option("--dev-fraction", type=click.FloatRange(0, 0.9), default=_T("dev_size"), show_default=True,
               help="Share of the training queries held out as dev (0 = none: best/ = lowest training loss).")
 @click.option("--patience", type=click.IntRange(min=1), default=_T("patience"),
@@ -129,7 +133,8 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
 @lm_options
 @quiet_option
 def train(dataset, split, negatives, layers, analysis, output, epochs, batch_size, lr, weight_decay, warmup_ratio,
-          hard_negatives, negative_depth, negative_policy, pseudo_queries, dev_fraction, patience, num_blocks, num_heads, dim,
+          hard_negatives, negative_depth, negative_policy, pseudo_queries, pseudo_positive,
+          dev_fraction, patience, num_blocks, num_heads, dim,
           ffn_dim, out_dim, pooling, temperature, dropout, max_length, cache_dir, seed, dev_seed, dev_carve, resume, model, device, dtype,
           quiet) -> None:
     """Train an LMORT tuner (InfoNCE, in-batch + BM25 hard negatives); the best epoch on dev lands in OUTPUT/best."""
@@ -152,7 +157,7 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
         train_config = LMORTTrainConfig.build(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
             hard_negatives=hard_negatives, negative_depth=negative_depth, negative_policy=negative_policy,
-            pseudo_queries=pseudo_queries, dev_size=dev_fraction, patience=patience, seed=seed, dev_seed=dev_seed, dev_carve=dev_carve)
+            pseudo_queries=pseudo_queries, pseudo_positive=pseudo_positive, dev_size=dev_fraction, patience=patience, seed=seed, dev_seed=dev_seed, dev_carve=dev_carve)
         data = BeirDataset.find(dataset)
         out = Path(output)
         lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))

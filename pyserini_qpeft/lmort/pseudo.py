@@ -9,19 +9,23 @@ corpus a retriever indexes anyway.
 
 The sentence is fixed per document (a stable hash of its docid picks one of its sentences of at least
 :data:`MIN_WORDS` words; the title when it has none), so the LM states of every pseudo-query are cached once and
-the same pairs serve every seed.
+the same pairs serve every seed. The positive is either the whole document (``document``: the sentence is in it,
+word for word, when it falls inside the token budget) or the document without that sentence (``rest``: the inverse
+cloze task of Lee et al., 2019, which makes the pair a matter of meaning rather than shared words).
 """
 from __future__ import annotations
 
 import re
 import zlib
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, NamedTuple
 
 if TYPE_CHECKING:
     from ..data.corpus import Document
 
 MIN_WORDS = 6
 PSEUDO_PREFIX = "p:"  # state-cache key prefix of pseudo-queries (queries are q:, documents d:)
+REST_PREFIX = "r:"  # state-cache key prefix of documents without their pseudo-query sentence
+POSITIVES = ("document", "rest")
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
@@ -40,11 +44,26 @@ def pseudo_query(docid: str, title: str, text: str) -> str | None:
     return title.strip() or None
 
 
-def pseudo_queries(corpus: Mapping[str, "Document"]) -> dict[str, str]:
-    """docid -> pseudo-query for every document of ``corpus`` that has one (in corpus order)."""
+class PseudoPair(NamedTuple):
+    """One document's pseudo-query and the document's text without it (``Document.contents()`` with the sentence
+    removed; the text alone when the query is the title; the whole document when nothing else would remain)."""
+
+    query: str
+    rest: str
+
+
+def pseudo_pairs(corpus: Mapping[str, "Document"]) -> dict[str, PseudoPair]:
+    """docid -> :class:`PseudoPair` for every document of ``corpus`` that has a pseudo-query (in corpus order)."""
     out = {}
     for docid, doc in corpus.items():
-        query = pseudo_query(docid, doc.title or "", doc.text or "")
-        if query:
-            out[docid] = query
+        title, text = doc.title or "", doc.text or ""
+        query = pseudo_query(docid, title, text)
+        if not query:
+            continue
+        if query in split_sentences(text):
+            body = " ".join(s for s in split_sentences(text) if s != query)
+            rest = f"{title} {body}" if title and body else (title or body)
+        else:  # the title
+            rest = text.strip()
+        out[docid] = PseudoPair(query, rest or doc.contents())
     return out

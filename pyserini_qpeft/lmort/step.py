@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from ..training.config import TrainConfig
 from ..training.data import NEGATIVE_POLICIES, TrainingExample
 from .cache import StateCache, encode_cached
-from .pseudo import PSEUDO_PREFIX
+from .pseudo import POSITIVES, PSEUDO_PREFIX, REST_PREFIX
 
 if TYPE_CHECKING:
     import torch
@@ -40,6 +40,8 @@ class LMORTTrainConfig(TrainConfig):
         pseudo_queries: pseudo pairs added to every step (:mod:`.pseudo`: a sentence of a corpus document as the
             query, the document as its positive, drawn over the whole corpus; every query of the step sees their
             documents as in-batch negatives); 0 = none (the paper's training).
+        pseudo_positive: a pseudo pair's positive (``.pseudo.POSITIVES``): ``document`` (the whole document) or
+            ``rest`` (the document without the query's sentence).
     """
 
     epochs: int = 8
@@ -57,6 +59,7 @@ class LMORTTrainConfig(TrainConfig):
     cache_batch_size: int = 16
     negative_policy: str = "unjudged"
     pseudo_queries: int = 0
+    pseudo_positive: str = "document"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,6 +74,8 @@ class LMORTTrainConfig(TrainConfig):
         if self.selection_metric == "loss":
             raise ValueError("selection_metric 'loss' (dev loss) is Q-PEFT's; LMORT selects on a dev metric or "
                              "'train_loss'")
+        if self.pseudo_positive not in POSITIVES:
+            raise ValueError(f"pseudo_positive must be one of {POSITIVES}, got {self.pseudo_positive!r}")
         if self.negative_policy not in NEGATIVE_POLICIES:
             raise ValueError(f"negative_policy must be one of {NEGATIVE_POLICIES}, got {self.negative_policy!r}")
 
@@ -98,8 +103,8 @@ class LMORTStep:
         dev_pool: docids the dev queries are ranked against (the dev examples' positives and hard negatives).
         meta: extra JSON for every checkpoint (``lm_model``, dataset, split, negatives run, pool sizes).
         parallel: data-parallel place: this rank runs the tuner on its slice of each batch's queries and documents.
-        pseudo_ids: docids with a cached pseudo-query (``p:<docid>``) and document (``d:<docid>``), drawn from when
-            ``train_config.pseudo_queries`` > 0.
+        pseudo_ids: docids with a cached pseudo-query (``p:<docid>``) and positive (``d:<docid>``, or ``r:<docid>``
+            for ``pseudo_positive="rest"``), drawn from when ``train_config.pseudo_queries`` > 0.
     """
 
     dev_metrics = DEV_METRICS
@@ -123,35 +128,39 @@ class LMORTStep:
 
     def step(self, batch: Sequence[TrainingExample], rng: random.Random) -> tuple["torch.Tensor", dict[str, float]]:
         """Per query: a sampled positive + ``hard_negatives`` sampled run negatives, then ``pseudo_queries`` pseudo
-        pairs (distinct documents); every query scores all the batch's distinct documents ``[B + P, M]``, other
-        positives of the same query masked out."""
+        pairs (distinct documents); every query scores all the batch's distinct texts ``[B + P, M]``, other
+        positives of the same query (and a positive's other form, ``d:`` or ``r:``, of the same document) masked out."""
         import torch
 
-        docs: list[str] = []
+        docs: list[str] = []  # state-cache keys
         targets = []
         for e in batch:
             targets.append(len(docs))
-            docs.append(rng.choice(e.positives))
+            docs.append(f"d:{rng.choice(e.positives)}")
             pool_negs = list(e.negatives[:self.train_config.negative_depth])
             if pool_negs and self.train_config.hard_negatives:
-                docs.extend(rng.sample(pool_negs, min(self.train_config.hard_negatives, len(pool_negs))))
+                docs.extend(f"d:{d}" for d in
+                            rng.sample(pool_negs, min(self.train_config.hard_negatives, len(pool_negs))))
         pseudo = []
         if self.pseudo_ids and self.train_config.pseudo_queries:
             pseudo = rng.sample(self.pseudo_ids, min(self.train_config.pseudo_queries, len(self.pseudo_ids)))
+        prefix = REST_PREFIX if self.train_config.pseudo_positive == "rest" else "d:"
         for docid in pseudo:
             targets.append(len(docs))
-            docs.append(docid)
+            docs.append(f"{prefix}{docid}")
         # The same doc may appear twice in a batch; keep one copy so it is not its own negative.
         unique = list(dict.fromkeys(docs))
         where = {d: i for i, d in enumerate(unique)}
         target_idx = torch.tensor([where[docs[t]] for t in targets])
         invalid = torch.zeros(len(targets), len(unique), dtype=torch.bool)
-        for row, e in enumerate(batch):
-            for pos in e.positives:
-                if pos in where and where[pos] != int(target_idx[row]):
-                    invalid[row, where[pos]] = True
+        relevant = [e.positives for e in batch] + [(docid,) for docid in pseudo]
+        for row, positives in enumerate(relevant):
+            for pos in positives:
+                for key in (f"d:{pos}", f"{REST_PREFIX}{pos}"):
+                    if key in where and where[key] != int(target_idx[row]):
+                        invalid[row, where[key]] = True
         q = self._embed([f"q:{e.qid}" for e in batch] + [f"{PSEUDO_PREFIX}{d}" for d in pseudo])
-        d = self._embed([f"d:{d}" for d in unique])
+        d = self._embed(unique)
         loss = info_nce(q, d, target_idx, invalid, self.config.temperature)
         return loss, {"loss": float(loss.detach())}
 

@@ -35,7 +35,7 @@ from ..errors import InputError
 from ..training.data import BuildStats, TrainingExample, load_training_data, split_dev
 from ..training.state import read_trainer_state
 from .cache import StateCache, state_key
-from .pseudo import PSEUDO_PREFIX, pseudo_queries
+from .pseudo import PSEUDO_PREFIX, REST_PREFIX, PseudoPair, pseudo_pairs
 from .step import LMORTStep, LMORTTrainConfig
 from .tuner import LMORTConfig, LMORTTuner, check_layers
 
@@ -54,16 +54,16 @@ def lmort_training_data(dataset: "BeirDataset", split: str, negatives: "Run | No
                         progress: bool = False
                         ) -> tuple[list[TrainingExample], BuildStats, dict[str, str], dict[str, str]]:
     """Examples of ``split`` (never test), the text of every document they use and, with
-    ``config.pseudo_queries``, every corpus document's pseudo-query (:mod:`.pseudo`).
+    ``config.pseudo_queries``, every corpus document's pseudo pair (:mod:`.pseudo`).
 
     Returns:
         ``(examples, stats, texts, pseudo)``; ``texts`` maps docid -> ``Document.contents()`` (every document
-        when there are pseudo-queries), ``pseudo`` docid -> pseudo-query (empty without).
+        when there are pseudo-queries), ``pseudo`` docid -> :class:`~.pseudo.PseudoPair` (empty without).
     """
     examples, stats, corpus = load_training_data(dataset, split, negatives, config.negative_depth,
                                                  negative_policy=config.negative_policy, require_negative=False,
                                                  progress=progress)
-    pseudo = pseudo_queries(corpus) if config.pseudo_queries else {}
+    pseudo = pseudo_pairs(corpus) if config.pseudo_queries else {}
     used = {d for e in examples for d in (*e.positives, *e.negatives)} | set(pseudo)
     return examples, stats, {d: corpus[d].contents() for d in sorted(used)}, pseudo
 
@@ -72,7 +72,7 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
                 config: LMORTConfig, train: LMORTTrainConfig, output: str | os.PathLike,
                 cache_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
                 extra_meta: dict[str, Any] | None = None, parallel: "DataParallel | None" = None,
-                pseudo: Mapping[str, str] | None = None) -> dict[str, Any]:
+                pseudo: Mapping[str, PseudoPair] | None = None) -> dict[str, Any]:
     """Train an LMORT tuner; returns a summary (best epoch, dev metrics, parameter share, timings).
 
     Args:
@@ -88,7 +88,7 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
         extra_meta: extra JSON for every checkpoint (``lm_model``, dataset, split, negatives run).
         parallel: data-parallel place (``training.parallel``): ranks share the state caching and every batch;
             rank 0 writes.
-        pseudo: docid -> pseudo-query (:func:`lmort_training_data`); drawn from when ``train.pseudo_queries`` > 0.
+        pseudo: docid -> pseudo pair (:func:`lmort_training_data`); drawn from when ``train.pseudo_queries`` > 0.
     """
     import torch
 
@@ -117,7 +117,9 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
     dev_pool = sorted({d for e in dev_set for d in (*e.positives, *e.negatives[:depth])})
     texts = {f"q:{e.qid}": e.query for e in examples}
     texts.update({f"d:{d}": corpus[d] for d in doc_ids})
-    texts.update({f"{PSEUDO_PREFIX}{d}": q for d, q in pseudo.items()})
+    texts.update({f"{PSEUDO_PREFIX}{d}": pair.query for d, pair in pseudo.items()})
+    if train.pseudo_positive == "rest":
+        texts.update({f"{REST_PREFIX}{d}": pair.rest for d, pair in pseudo.items()})
     cache = StateCache(cache_dir or output / "state-cache", state_key(lm, config.layers, config.max_length))
     t0 = time.time()
     cache.build(lm, texts, config.layers, config.max_length, batch_size=train.cache_batch_size, progress=progress,
