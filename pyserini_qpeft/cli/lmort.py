@@ -157,7 +157,8 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
         train_config = LMORTTrainConfig.build(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
             hard_negatives=hard_negatives, negative_depth=negative_depth, negative_policy=negative_policy,
-            pseudo_queries=pseudo_queries, pseudo_positive=pseudo_positive, dev_size=dev_fraction, patience=patience, seed=seed, dev_seed=dev_seed, dev_carve=dev_carve)
+            pseudo_queries=pseudo_queries, pseudo_positive=pseudo_positive, dev_size=dev_fraction, patience=patience,
+            seed=seed, dev_seed=dev_seed, dev_carve=dev_carve)
         data = BeirDataset.find(dataset)
         out = Path(output)
         lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))

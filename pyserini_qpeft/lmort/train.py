@@ -52,7 +52,7 @@ OLD_STATE = "train_state.json"  # the first LMORT trainer's state file (its layo
 
 def lmort_training_data(dataset: "BeirDataset", split: str, negatives: "Run | None", config: LMORTTrainConfig,
                         progress: bool = False
-                        ) -> tuple[list[TrainingExample], BuildStats, dict[str, str], dict[str, str]]:
+                        ) -> tuple[list[TrainingExample], BuildStats, dict[str, str], dict[str, PseudoPair]]:
     """Examples of ``split`` (never test), the text of every document they use and, with
     ``config.pseudo_queries``, every corpus document's pseudo pair (:mod:`.pseudo`).
 
