@@ -38,9 +38,14 @@ def split_sentences(text: str) -> list[str]:
 def pseudo_query(docid: str, title: str, text: str) -> str | None:
     """The pseudo-query of one document: a sentence of ``text`` with at least :data:`MIN_WORDS` words, chosen by
     ``crc32(docid)``; else the title; None when the document has neither."""
-    sentences = [s for s in split_sentences(text) if len(s.split()) >= MIN_WORDS]
-    if sentences:
-        return sentences[zlib.crc32(docid.encode("utf-8")) % len(sentences)]
+    return _choose(docid, title, split_sentences(text))
+
+
+def _choose(docid: str, title: str, sentences: list[str]) -> str | None:
+    """:func:`pseudo_query` over the already split ``sentences`` of the text."""
+    long_enough = [s for s in sentences if len(s.split()) >= MIN_WORDS]
+    if long_enough:
+        return long_enough[zlib.crc32(docid.encode("utf-8")) % len(long_enough)]
     return title.strip() or None
 
 
@@ -57,11 +62,12 @@ def pseudo_pairs(corpus: Mapping[str, "Document"]) -> dict[str, PseudoPair]:
     out = {}
     for docid, doc in corpus.items():
         title, text = doc.title or "", doc.text or ""
-        query = pseudo_query(docid, title, text)
+        sentences = split_sentences(text)
+        query = _choose(docid, title, sentences)
         if not query:
             continue
-        if query in split_sentences(text):
-            body = " ".join(s for s in split_sentences(text) if s != query)
+        if query in sentences:
+            body = " ".join(s for s in sentences if s != query)
             rest = f"{title} {body}" if title and body else (title or body)
         else:  # the title
             rest = text.strip()

@@ -57,15 +57,21 @@ def lmort_training_data(dataset: "BeirDataset", split: str, negatives: "Run | No
     ``config.pseudo_queries``, every corpus document's pseudo pair (:mod:`.pseudo`).
 
     Returns:
-        ``(examples, stats, texts, pseudo)``; ``texts`` maps docid -> ``Document.contents()`` (every document
-        when there are pseudo-queries), ``pseudo`` docid -> :class:`~.pseudo.PseudoPair` (empty without).
+        ``(examples, stats, texts, pseudo)``; ``texts`` maps docid -> ``Document.contents()`` (also of every
+        :func:`pseudo_documents` document), ``pseudo`` docid -> :class:`~.pseudo.PseudoPair` (empty without).
     """
     examples, stats, corpus = load_training_data(dataset, split, negatives, config.negative_depth,
                                                  negative_policy=config.negative_policy, require_negative=False,
                                                  progress=progress)
     pseudo = pseudo_pairs(corpus) if config.pseudo_queries else {}
-    used = {d for e in examples for d in (*e.positives, *e.negatives)} | set(pseudo)
+    used = {d for e in examples for d in (*e.positives, *e.negatives)} | pseudo_documents(pseudo, config)
     return examples, stats, {d: corpus[d].contents() for d in sorted(used)}, pseudo
+
+
+def pseudo_documents(pseudo: Mapping[str, PseudoPair], train: LMORTTrainConfig) -> set[str]:
+    """Docids whose whole text (``d:``) pseudo pairs use as positives: all of ``pseudo`` with
+    ``pseudo_positive="document"`` and pseudo pairs on, none otherwise (``rest`` positives are the pairs' own text)."""
+    return set(pseudo) if train.pseudo_queries and train.pseudo_positive == "document" else set()
 
 
 def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Mapping[str, str],
@@ -79,7 +85,7 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
         lm: the frozen LM (run once per text to fill the state cache).
         examples: training queries with positives and hard negatives (:func:`lmort_training_data`); the dev set
             is carved from them with ``split_dev(examples, train.dev_size, train.carve_seed, train.dev_carve)``.
-        corpus: docid -> document text (the docs the examples use, and those of ``pseudo``).
+        corpus: docid -> document text (the docs the examples use, and :func:`pseudo_documents`).
         config: the tuner's shape.
         train: optimisation and sampling settings.
         output: the training output folder (layout in the module docstring).
@@ -109,10 +115,11 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
     train_set, dev_set = split_dev(examples, train.dev_size, train.carve_seed, train.dev_carve)
     depth = train.negative_depth
     pseudo = dict(pseudo or {}) if train.pseudo_queries else {}
-    missing = sorted(set(pseudo) - set(corpus))
+    whole = pseudo_documents(pseudo, train)
+    missing = sorted(whole - set(corpus))
     if missing:
         raise InputError(f"{len(missing)} pseudo-query documents have no text in the corpus given (e.g. {missing[0]})")
-    doc_ids = sorted({d for e in examples for d in (*e.positives, *e.negatives[:depth])} | set(pseudo))
+    doc_ids = sorted({d for e in examples for d in (*e.positives, *e.negatives[:depth])} | whole)
     # Dev queries are ranked against their own positives and hard negatives (a small, hard pool).
     dev_pool = sorted({d for e in dev_set for d in (*e.positives, *e.negatives[:depth])})
     texts = {f"q:{e.qid}": e.query for e in examples}
