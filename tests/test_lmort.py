@@ -212,7 +212,8 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
     negatives = _negatives_run(tmp_path / "neg.trec")
     train_args = ["train", "--dataset", str(toy_beir), "--negatives", str(negatives), "--layers", "auto",
                   "--analysis", "an/layer_report.json", "--output", "ckpt", "--batch-size", "2", "--dim", "32",
-                  "--ffn-dim", "64", "--max-length", "32", "--dev-fraction", "0", "--pseudo-queries", "1", *common]
+                  "--ffn-dim", "64", "--max-length", "32", "--dev-fraction", "0", "--pseudo-queries", "1",
+                  "--pseudo-epochs", "1", *common]
     res = runner.invoke(lmort, [*train_args, "--epochs", "1"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
@@ -233,6 +234,7 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
     best_meta = read_lmort_meta(tmp_path / "ckpt")  # the output folder resolves to best/
     assert best_meta["training"]["epoch"] == state["best_epoch"] and best_meta["lm_model"] == str(tiny_lm_path)
     assert best_meta["training"]["train_config"]["pseudo_queries"] == 1 and best_meta["pseudo_pairs"] == 5
+    assert best_meta["training"]["train_config"]["pseudo_epochs"] == 1
     assert list((tmp_path / "ckpt" / "state-cache").glob("shard-*.safetensors"))
 
     res = runner.invoke(encode, ["--encoder", "lmort:ckpt", "--dataset", str(toy_beir), "--output", "idx",
@@ -521,9 +523,9 @@ def test_pseudo_pairs_join_each_step_and_zero_leaves_training_unchanged(tiny_lm,
     examples, _ = build_examples(queries, qrels, run, corpus, negative_policy="unjudged", require_negative=False)
     config = LMORTConfig(align_layer=1, unif_layer=2, dim=32, num_heads=4, ffn_dim=64, max_length=32)
 
-    def run_train(name, pseudo_per_step, given, positive="document"):
+    def run_train(name, pseudo_per_step, given, positive="document", pseudo_epochs=None):
         train = LMORTTrainConfig(epochs=2, batch_size=2, dev_size=1, lr=1e-2, pseudo_queries=pseudo_per_step,
-                                 pseudo_positive=positive)
+                                 pseudo_positive=positive, pseudo_epochs=pseudo_epochs)
         summary = train_lmort(tiny_lm, examples, corpus, config, train, tmp_path / name,
                               cache_dir=tmp_path / f"cache-{name}", progress=False, pseudo=given)
         return summary, load_file(str(tmp_path / name / "epoch-2" / "lmort_model.safetensors"))
@@ -542,6 +544,16 @@ def test_pseudo_pairs_join_each_step_and_zero_leaves_training_unchanged(tiny_lm,
     zero_cache = StateCache(tmp_path / "cache-zero", cache.key)
     zero_cache.load()
     assert zero_cache.entries and not any(key.startswith("p:") for key in zero_cache.entries)
+    # --pseudo-epochs: as many as --epochs trains as without it; fewer: epoch 1 as with pairs, epoch 2 without
+    _, all_w = run_train("pseudo-e2", 3, pseudo, pseudo_epochs=2)
+    assert all(torch.equal(pseudo_w[k], all_w[k]) for k in pseudo_w)
+    first, first_w = run_train("pseudo-e1", 3, pseudo, pseudo_epochs=1)
+    assert first["history"][0]["train"] == with_pseudo["history"][0]["train"]
+    assert first["history"][1]["train"] != with_pseudo["history"][1]["train"]
+    assert any(not torch.equal(first_w[k], pseudo_w[k]) for k in pseudo_w)
+    from pyserini_qpeft.lmort.tuner import read_lmort_meta
+
+    assert read_lmort_meta(tmp_path / "pseudo-e1" / "epoch-2")["training"]["train_config"]["pseudo_epochs"] == 1
     rest, rest_w = run_train("rest", 3, pseudo, positive="rest")
     assert any(not torch.equal(rest_w[k], pseudo_w[k]) for k in rest_w)
     rest_cache = StateCache(tmp_path / "cache-rest", cache.key)
@@ -555,6 +567,8 @@ def test_pseudo_pairs_join_each_step_and_zero_leaves_training_unchanged(tiny_lm,
         LMORTTrainConfig(pseudo_queries=-1)
     with pytest.raises(ValueError, match="pseudo_positive"):
         LMORTTrainConfig(pseudo_positive="title")
+    with pytest.raises(ValueError, match="pseudo_epochs"):
+        LMORTTrainConfig(pseudo_epochs=0)
 
     # A real query's positive drawn as a pseudo pair: its other form is masked for the query and for the pair.
     import pyserini_qpeft.lmort.step as step_module

@@ -29,12 +29,16 @@ class ToyStep:
         self.dev_scores = list(dev_scores or [])
         self.seen: list[list[str]] = []
         self.lrs: list[float] = []
+        self.epochs: list[int] = []
 
     def parameters(self):
         return [self.w]
 
     def train_mode(self, training):
         pass
+
+    def begin_epoch(self, epoch):
+        self.epochs.append(epoch)
 
     def step(self, batch, rng):
         self.seen.append([e.qid for e in batch])
@@ -74,6 +78,7 @@ def test_patience_stops_early_and_resume_keeps_the_stop(tmp_path):
     result = fit(step, EXAMPLES[:8], EXAMPLES[8:], config, tmp_path / "out", progress=False)
     assert [h["epoch"] for h in result.history] == [1, 2, 3] and result.stopped_early and result.best_epoch == 1
     assert json.loads((tmp_path / "out" / "best" / "meta.json").read_text())["training"]["epoch"] == 1
+    assert step.epochs == [1, 2, 3]  # begin_epoch before each epoch's steps
     again = fit(ToyStep(), EXAMPLES[:8], EXAMPLES[8:], config, tmp_path / "out", resume=True, progress=False)
     assert len(again.history) == 3 and again.stopped_early
     # default: no early stopping
@@ -186,7 +191,7 @@ def test_resume_before_the_first_epoch_reuses_the_dev_evaluation_at_start(tmp_pa
     assert result.best_epoch == 1 and [h["dev"] for h in result.history] == [h["dev"] for h in whole_result.history]
     states = [read_trainer_state(tmp_path / name) for name in ("whole", "cut")]
     assert states[0]["dev_untrained"] == states[1]["dev_untrained"] == {"mrr@10": 0.5, "queries": 2}
-    assert torch.equal(resumed.w, whole.w) and resumed.seen == whole.seen
+    assert torch.equal(resumed.w, whole.w) and resumed.seen == whole.seen and resumed.epochs == whole.epochs == [1, 2]
     # a resume with another recorded setting is still refused, before any scoring or training
     with pytest.raises(Interrupted):
         fit(Cut([0.2]), EXAMPLES[:8], EXAMPLES[8:], config, tmp_path / "cut2", progress=False)

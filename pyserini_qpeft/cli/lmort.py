@@ -105,6 +105,9 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
 @click.option("--pseudo-positive", type=click.Choice(POSITIVES), default=_T("pseudo_positive"), show_default=True,
               help="A pseudo pair's positive: the whole document, or the document without the query's sentence "
                    "(rest: the inverse cloze task).")
+@click.option("--pseudo-epochs", type=click.IntRange(min=1), default=_T("pseudo_epochs"),
+              help="Pseudo pairs only in the first this many epochs, then the training queries alone "
+                   "(default: every epoch).")
 @click.option("--dev-fraction", type=click.FloatRange(0, 0.9), default=_T("dev_size"), show_default=True,
               help="Share of the training queries held out as dev (0 = none: best/ = lowest training loss).")
 @click.option("--patience", type=click.IntRange(min=1), default=_T("patience"),
@@ -133,10 +136,9 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
 @lm_options
 @quiet_option
 def train(dataset, split, negatives, layers, analysis, output, epochs, batch_size, lr, weight_decay, warmup_ratio,
-          hard_negatives, negative_depth, negative_policy, pseudo_queries, pseudo_positive,
-          dev_fraction, patience, num_blocks, num_heads, dim,
-          ffn_dim, out_dim, pooling, temperature, dropout, max_length, cache_dir, seed, dev_seed, dev_carve, resume, model, device, dtype,
-          quiet) -> None:
+          hard_negatives, negative_depth, negative_policy, pseudo_queries, pseudo_positive, pseudo_epochs,
+          dev_fraction, patience, num_blocks, num_heads, dim, ffn_dim, out_dim, pooling, temperature, dropout,
+          max_length, cache_dir, seed, dev_seed, dev_carve, resume, model, device, dtype, quiet) -> None:
     """Train an LMORT tuner (InfoNCE, in-batch + BM25 hard negatives); the best epoch on dev lands in OUTPUT/best."""
     from ..data import BeirDataset
     from ..errors import InputError
@@ -157,7 +159,8 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
         train_config = LMORTTrainConfig.build(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
             hard_negatives=hard_negatives, negative_depth=negative_depth, negative_policy=negative_policy,
-            pseudo_queries=pseudo_queries, pseudo_positive=pseudo_positive, dev_size=dev_fraction, patience=patience,
+            pseudo_queries=pseudo_queries, pseudo_positive=pseudo_positive,
+            pseudo_epochs=pseudo_epochs, dev_size=dev_fraction, patience=patience,
             seed=seed, dev_seed=dev_seed, dev_carve=dev_carve)
         data = BeirDataset.find(dataset)
         out = Path(output)

@@ -42,6 +42,8 @@ class LMORTTrainConfig(TrainConfig):
             documents as in-batch negatives); 0 = none (the paper's training).
         pseudo_positive: a pseudo pair's positive (``.pseudo.POSITIVES``): ``document`` (the whole document) or
             ``rest`` (the document without the query's sentence).
+        pseudo_epochs: pseudo pairs join the steps of the first this many epochs only (a warm-up on the corpus,
+            then the training queries alone); None = every epoch.
     """
 
     epochs: int = 8
@@ -60,6 +62,7 @@ class LMORTTrainConfig(TrainConfig):
     negative_policy: str = "unjudged"
     pseudo_queries: int = 0
     pseudo_positive: str = "document"
+    pseudo_epochs: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,6 +77,8 @@ class LMORTTrainConfig(TrainConfig):
         if self.selection_metric == "loss":
             raise ValueError("selection_metric 'loss' (dev loss) is Q-PEFT's; LMORT selects on a dev metric or "
                              "'train_loss'")
+        if self.pseudo_epochs is not None:
+            positive_int("pseudo_epochs", self.pseudo_epochs)
         if self.pseudo_positive not in POSITIVES:
             raise ValueError(f"pseudo_positive must be one of {POSITIVES}, got {self.pseudo_positive!r}")
         if self.negative_policy not in NEGATIVE_POLICIES:
@@ -118,6 +123,7 @@ class LMORTStep:
         self.parallel = parallel or SINGLE
         self.train_config, self.dev_pool, self.meta = train_config, list(dev_pool), dict(meta or {})
         self.pseudo_ids = list(pseudo_ids)
+        self.epoch = 1
         self.identity = {"lmort_config": config.to_dict()}
 
     def parameters(self) -> list["torch.nn.Parameter"]:
@@ -126,9 +132,17 @@ class LMORTStep:
     def train_mode(self, training: bool) -> None:
         self.tuner.train(training)
 
+    def begin_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _pseudo_active(self) -> bool:
+        """Whether this epoch's steps draw pseudo pairs (``pseudo_queries`` > 0, within ``pseudo_epochs``)."""
+        last = self.train_config.pseudo_epochs
+        return bool(self.pseudo_ids and self.train_config.pseudo_queries) and (last is None or self.epoch <= last)
+
     def step(self, batch: Sequence[TrainingExample], rng: random.Random) -> tuple["torch.Tensor", dict[str, float]]:
         """Per query: a sampled positive + ``hard_negatives`` sampled run negatives, then ``pseudo_queries`` pseudo
-        pairs (distinct documents); every query scores all the batch's distinct texts ``[B + P, M]``, other
+        pairs (distinct documents; in the first ``pseudo_epochs`` epochs when set); every query scores all the batch's distinct texts ``[B + P, M]``, other
         positives of the same query (and a positive's other form, ``d:`` or ``r:``, of the same document) masked out."""
         import torch
 
@@ -142,7 +156,7 @@ class LMORTStep:
                 docs.extend(f"d:{d}" for d in
                             rng.sample(pool_negs, min(self.train_config.hard_negatives, len(pool_negs))))
         pseudo = []
-        if self.pseudo_ids and self.train_config.pseudo_queries:
+        if self._pseudo_active():
             pseudo = rng.sample(self.pseudo_ids, min(self.train_config.pseudo_queries, len(self.pseudo_ids)))
         prefix = REST_PREFIX if self.train_config.pseudo_positive == "rest" else "d:"
         for docid in pseudo:

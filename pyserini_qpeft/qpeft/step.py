@@ -205,6 +205,9 @@ class QPeftStep:
             hits.setdefault(ex.qid, []).append(Hit(d, s))
         return Run(hits, tag="qpeft-dev")
 
+    def begin_epoch(self, epoch: int) -> None:
+        """Q-PEFT samples the same way in every epoch."""
+
     def dev_run(self, dev: Sequence[TrainingExample], progress: bool = False) -> "Run":
         """Rerank each dev query's top ``dev_depth`` run documents (+ its positives) with the current module."""
         return self._rank(self.scorer, dev, progress)

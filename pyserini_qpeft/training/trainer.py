@@ -63,6 +63,9 @@ class TrainingStep(Protocol):
     def train_mode(self, training: bool) -> None:
         """Switch the trainable module between train (dropout) and eval mode."""
 
+    def begin_epoch(self, epoch: int) -> None:
+        """Called before the steps of ``epoch`` (1-based; also on a resumed run), for epoch-dependent sampling."""
+
     def step(self, batch: Sequence[TrainingExample], rng: random.Random
              ) -> tuple["torch.Tensor", dict[str, float]] | None:
         """Sample and score one batch: ``(scalar loss, {"loss": ..., ...})``, or None when there is nothing to learn."""
@@ -292,6 +295,7 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
         steps = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
         if config.max_steps is not None:
             steps = steps[:config.max_steps - global_step]
+        step.begin_epoch(epoch)
         step.train_mode(True)
         sums: dict[str, float] = {}
         bar = tqdm(steps, desc=f"epoch {epoch}/{config.epochs}", unit="step", disable=not progress,
