@@ -1,8 +1,9 @@
 """A disk cache of a frozen LM's token states at two layers, so LMORT epochs never run the LM.
 
 The LLM is frozen, so the token states of the two chosen layers are computed once (running the LLM only up to the
-deeper layer) and stored as safetensors shards; every epoch then costs only the tuner. Keys are ``q:<qid>`` for
-queries and ``d:<docid>`` for documents.
+deeper layer) and stored as safetensors shards; every epoch then costs only the tuner. A key is the text's kind
+(:data:`QUERY_KEY`, :data:`DOC_KEY`, :data:`PSEUDO_KEY`, :data:`REST_KEY`) followed by its id: ``q:<qid>``,
+``d:<docid>``, and for :mod:`.pseudo` pairs ``p:<docid>`` and ``r:<docid>``.
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from ..training.parallel import DataParallel
 
 CACHE_FORMAT = 1
+QUERY_KEY = "q:"  # a query, by qid
+DOC_KEY = "d:"  # a document's whole text (``Document.contents()``), by docid
+PSEUDO_KEY = "p:"  # a document's pseudo-query sentence (:mod:`.pseudo`), by docid
+REST_KEY = "r:"  # a document without its pseudo-query sentence, by docid
 
 
 def state_key(lm: "FrozenLM", layers: Sequence[int], max_length: int) -> dict:

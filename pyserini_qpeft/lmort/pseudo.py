@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from ..data.corpus import Document
 
 MIN_WORDS = 6
-PSEUDO_PREFIX = "p:"  # state-cache key prefix of pseudo-queries (queries are q:, documents d:)
-REST_PREFIX = "r:"  # state-cache key prefix of documents without their pseudo-query sentence
 POSITIVES = ("document", "rest")
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")

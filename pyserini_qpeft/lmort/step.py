@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..training.config import TrainConfig
 from ..training.data import NEGATIVE_POLICIES, TrainingExample
-from .cache import StateCache, encode_cached
-from .pseudo import POSITIVES, PSEUDO_PREFIX, REST_PREFIX
+from .cache import DOC_KEY, PSEUDO_KEY, QUERY_KEY, REST_KEY, StateCache, encode_cached
+from .pseudo import POSITIVES
 
 if TYPE_CHECKING:
     import torch
@@ -150,15 +150,15 @@ class LMORTStep:
         targets = []
         for e in batch:
             targets.append(len(docs))
-            docs.append(f"d:{rng.choice(e.positives)}")
+            docs.append(f"{DOC_KEY}{rng.choice(e.positives)}")
             pool_negs = list(e.negatives[:self.train_config.negative_depth])
             if pool_negs and self.train_config.hard_negatives:
-                docs.extend(f"d:{d}" for d in
+                docs.extend(f"{DOC_KEY}{d}" for d in
                             rng.sample(pool_negs, min(self.train_config.hard_negatives, len(pool_negs))))
         pseudo = []
         if self._pseudo_active():
             pseudo = rng.sample(self.pseudo_ids, min(self.train_config.pseudo_queries, len(self.pseudo_ids)))
-        prefix = REST_PREFIX if self.train_config.pseudo_positive == "rest" else "d:"
+        prefix = REST_KEY if self.train_config.pseudo_positive == "rest" else DOC_KEY
         for docid in pseudo:
             targets.append(len(docs))
             docs.append(f"{prefix}{docid}")
@@ -170,10 +170,10 @@ class LMORTStep:
         relevant = [e.positives for e in batch] + [(docid,) for docid in pseudo]
         for row, positives in enumerate(relevant):
             for pos in positives:
-                for key in (f"d:{pos}", f"{REST_PREFIX}{pos}"):
+                for key in (f"{DOC_KEY}{pos}", f"{REST_KEY}{pos}"):
                     if key in where and where[key] != int(target_idx[row]):
                         invalid[row, where[key]] = True
-        q = self._embed([f"q:{e.qid}" for e in batch] + [f"{PSEUDO_PREFIX}{d}" for d in pseudo])
+        q = self._embed([f"{QUERY_KEY}{e.qid}" for e in batch] + [f"{PSEUDO_KEY}{d}" for d in pseudo])
         d = self._embed(unique)
         loss = info_nce(q, d, target_idx, invalid, self.config.temperature)
         return loss, {"loss": float(loss.detach())}
@@ -197,8 +197,8 @@ class LMORTStep:
 
         was_training = self.tuner.training
         self.tuner.eval()
-        docs = encode_cached(self.tuner, self.cache, [f"d:{d}" for d in self.dev_pool])
-        queries = encode_cached(self.tuner, self.cache, [f"q:{e.qid}" for e in dev])
+        docs = encode_cached(self.tuner, self.cache, [f"{DOC_KEY}{d}" for d in self.dev_pool])
+        queries = encode_cached(self.tuner, self.cache, [f"{QUERY_KEY}{e.qid}" for e in dev])
         self.tuner.train(was_training)
         top = torch.topk(queries @ docs.T, k=min(DEV_DEPTH, len(self.dev_pool)), dim=1)
         return Run({e.qid: [Hit(self.dev_pool[i], float(s)) for s, i in zip(scores, idx)]

@@ -34,8 +34,8 @@ from ..artifacts import atomic_write, dump_json
 from ..errors import InputError
 from ..training.data import BuildStats, TrainingExample, load_training_data, split_dev
 from ..training.state import read_trainer_state
-from .cache import StateCache, state_key
-from .pseudo import PSEUDO_PREFIX, REST_PREFIX, PseudoPair, pseudo_pairs
+from .cache import DOC_KEY, PSEUDO_KEY, QUERY_KEY, REST_KEY, StateCache, state_key
+from .pseudo import PseudoPair, pseudo_pairs
 from .step import LMORTStep, LMORTTrainConfig
 from .tuner import LMORTConfig, LMORTTuner, check_layers
 
@@ -122,11 +122,11 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
     doc_ids = sorted({d for e in examples for d in (*e.positives, *e.negatives[:depth])} | whole)
     # Dev queries are ranked against their own positives and hard negatives (a small, hard pool).
     dev_pool = sorted({d for e in dev_set for d in (*e.positives, *e.negatives[:depth])})
-    texts = {f"q:{e.qid}": e.query for e in examples}
-    texts.update({f"d:{d}": corpus[d] for d in doc_ids})
-    texts.update({f"{PSEUDO_PREFIX}{d}": pair.query for d, pair in pseudo.items()})
+    texts = {f"{QUERY_KEY}{e.qid}": e.query for e in examples}
+    texts.update({f"{DOC_KEY}{d}": corpus[d] for d in doc_ids})
+    texts.update({f"{PSEUDO_KEY}{d}": pair.query for d, pair in pseudo.items()})
     if train.pseudo_positive == "rest":
-        texts.update({f"{REST_PREFIX}{d}": pair.rest for d, pair in pseudo.items()})
+        texts.update({f"{REST_KEY}{d}": pair.rest for d, pair in pseudo.items()})
     cache = StateCache(cache_dir or output / "state-cache", state_key(lm, config.layers, config.max_length))
     t0 = time.time()
     cache.build(lm, texts, config.layers, config.max_length, batch_size=train.cache_batch_size, progress=progress,

@@ -208,11 +208,11 @@ class LMORTEncoder(DenseEncoder):
         the LM runs only for documents not stored yet (they are added, keyed ``d:<docid>`` as training keys them);
         the tuner then reads the stored (bf16) states, exactly as training and its dev evaluation do. Vectors differ
         from a live encode (fp32 states) by that rounding. Queries are always encoded live."""
-        from ..lmort.cache import StateCache, state_key
+        from ..lmort.cache import DOC_KEY, StateCache, state_key
 
         config = self.model.config
         cache = StateCache(folder, state_key(self.model.lm, config.layers, config.max_length))
-        texts = {f"d:{d.docid}": d.contents() for d in docs}
+        texts = {f"{DOC_KEY}{d.docid}": d.contents() for d in docs}
         cache.build(self.model.lm, texts, config.layers, config.max_length, batch_size=batch_size, progress=progress)
         self._states, self._state_keys = cache, {text: key for key, text in texts.items()}
 
