@@ -502,3 +502,33 @@ def test_demo_picks_its_profile_by_the_precision_probe_and_every_demo_condition_
     assert train[train.index("--dtype") + 1] == "bf16" and "--query-proj" in train
     assert train[len(train) - 1 - train[::-1].index("--lr") + 1] == "1e-2"
     assert planner.command("bm25")[-4:] == ["--sample-queries", "100", "--sample-seed", "0"]
+
+
+def test_report_splits_the_test_queries_by_what_training_saw(tmp_path):
+    """With the training qrels, the report gives each condition's nDCG@10 on the test queries whose relevant document
+    is also relevant to a training query (seen) and on the rest (unseen), in the markdown and in the JSON rows."""
+    from pyserini_qpeft.repro.report import write_report
+
+    def run_file(name, lines):
+        path = tmp_path / f"{name}.trec"
+        path.write_text("".join(f"{q} Q0 {d} {rank} {10 - rank} x\n" for q, d, rank in lines))
+        return path
+
+    qrels = {"t1": {"d1": 1}, "t2": {"d2": 1}, "t3": {"d3": 1}}
+    train = {"a": {"d1": 1}, "b": {"d9": 1}}  # t1 is seen, t2 and t3 are not
+    base = run_file("base", [("t1", "d7", 1), ("t1", "d1", 2), ("t2", "d2", 1), ("t3", "d3", 1)])
+    tuned = run_file("tuned", [("t1", "d1", 1), ("t2", "d8", 1), ("t3", "d3", 1)])
+    rows = [{"condition": "bm25", "first_stage": "bm25", "reranker": "none", "run": str(base), "ndcg@10": 0.876},
+            {"condition": "tuned", "first_stage": "bm25", "reranker": "x", "run": str(tuned), "ndcg@10": 0.667},
+            {"condition": "missing", "first_stage": "bm25", "reranker": "x", "run": str(tmp_path / "no.trec"),
+             "ndcg@10": None}]
+    text = write_report(rows, ["ndcg@10"], "toy", qrels, tmp_path / "repro-toy", "bm25", base, seen_qrels=train)
+    assert "seen (1 queries with a relevant document that is also relevant to a training query) / unseen (the other 2)" \
+        in text
+    assert "- bm25: 0.6309 / 1.0000" in text and "- tuned: 1.0000 / 0.5000" in text and "- missing" not in text
+    assert "- tuned: 1 / 1 / 1" in text  # wins / losses against bm25 as before
+    saved = json.loads((tmp_path / "repro-toy.json").read_text())
+    assert saved[1]["ndcg@10_seen"] == 1.0 and saved[1]["ndcg@10_unseen"] == 0.5
+    assert "ndcg@10_seen" not in saved[2]
+    no_split = write_report([dict(r) for r in rows], ["ndcg@10"], "toy", qrels, tmp_path / "plain", "bm25", base)
+    assert "seen (" not in no_split

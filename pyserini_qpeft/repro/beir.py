@@ -89,8 +89,10 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
     stem = Path(report_dir) / (f"repro-{ds.name}{matrix.profiles[profile].get('suffix', '')}"
                                f"{planner.variables['seed_suffix']}")
     base_cond = matrix.conditions.get(baseline)
+    # Seen / unseen by the dataset's own training qrels (a transferred checkpoint learnt another corpus).
+    seen = ds.qrels("train") if "train" in ds.splits() and not checkpoint_from else None
     table = write_report(rows, matrix.metrics, ds.name, qrels, stem, baseline,
-                         Path(planner.output(base_cond.run)) if base_cond else None, scope=scope)
+                         Path(planner.output(base_cond.run)) if base_cond else None, scope=scope, seen_qrels=seen)
     if as_json:
         out(json.dumps(rows, indent=2))
     else:

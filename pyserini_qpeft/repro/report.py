@@ -1,4 +1,5 @@
-"""Readable outputs of a reproduction: markdown table, PNG bar chart, per-query wins/losses."""
+"""Readable outputs of a reproduction: markdown table, PNG bar chart, per-query wins/losses, and the score of the
+queries whose relevant documents training saw apart from the rest."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,22 +20,37 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], da
     return "\n".join(lines) + "\n"
 
 
-def wins_losses(baseline_run: Path, rows: Sequence[Mapping[str, Any]], qrels, metric: str = "ndcg@10"
-                ) -> dict[str, dict[str, int]]:
-    """Per condition: how many test queries improved / were hurt / tied against the baseline run."""
-    from ..evaluation import evaluate_per_query, per_query_comparison
+def per_query_scores(rows: Sequence[Mapping[str, Any]], qrels, metric: str = "ndcg@10"
+                     ) -> dict[str, dict[str, dict[str, float]]]:
+    """Condition -> ``evaluate_per_query`` of its run (conditions whose run file exists)."""
+    from ..evaluation import evaluate_per_query
     from ..types import read_run
 
-    base = evaluate_per_query(read_run(baseline_run), qrels, [metric])
-    out = {}
-    for row in rows:
-        path = Path(row["run"])
-        if not path.is_file() or path == baseline_run:
-            continue
-        other = evaluate_per_query(read_run(path), qrels, [metric])
-        cmp = per_query_comparison(base, other, metric)
-        out[row["condition"]] = {k: len(v) for k, v in cmp.items()}
-    return out
+    return {row["condition"]: evaluate_per_query(read_run(row["run"]), qrels, [metric])
+            for row in rows if Path(row["run"]).is_file()}
+
+
+def wins_losses(base: Mapping[str, Mapping[str, float]], per_query: Mapping[str, Mapping[str, Mapping[str, float]]],
+                metric: str = "ndcg@10") -> dict[str, dict[str, int]]:
+    """Per condition: how many test queries improved / were hurt / tied against ``base``'s per-query values."""
+    from ..evaluation import per_query_comparison
+
+    return {name: {k: len(v) for k, v in per_query_comparison(base, other, metric).items()}
+            for name, other in per_query.items()}
+
+
+def seen_unseen(per_query: Mapping[str, Mapping[str, Mapping[str, float]]], qrels, seen_qrels,
+                metric: str = "ndcg@10") -> tuple[dict[str, int], dict[str, dict[str, float | None]]]:
+    """The test queries split as ``evaluate --seen-qrels`` splits them (``seen``: a relevant document is also
+    relevant to a query of ``seen_qrels``, the training split; ``unseen``: the rest): the group sizes, and per
+    condition the mean ``metric`` of each group (None for an empty group)."""
+    from ..evaluation import mean_metrics, split_by_seen_documents
+
+    groups = split_by_seen_documents(qrels, seen_qrels)
+    sizes = {g: len(q) for g, q in groups.items()}
+    means = {name: {g: mean_metrics(values, [metric], q)[metric] if q else None for g, q in groups.items()}
+             for name, values in per_query.items()}
+    return sizes, means
 
 
 def bar_chart(rows: Sequence[Mapping[str, Any]], metric: str, dataset: str, path: Path,
@@ -77,21 +93,40 @@ def write_text(text: str, path: Path) -> None:
 
 def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: str,
                  qrels: Mapping[str, Mapping[str, int]], stem: Path, baseline: str,
-                 baseline_run: Path | None = None, scope: str = "test") -> str:
-    """Write ``<stem>.md`` (table + per-query wins/losses against ``baseline``), ``<stem>.json`` and ``<stem>.png``;
-    returns the markdown. Rows get a ``vs_<baseline>`` entry when ``baseline_run`` exists. ``scope`` names the
-    queries evaluated (``test``, or the sample)."""
+                 baseline_run: Path | None = None, scope: str = "test",
+                 seen_qrels: Mapping[str, Mapping[str, int]] | None = None) -> str:
+    """Write ``<stem>.md`` (table + per-query wins/losses against ``baseline``, + nDCG@10 of the queries whose
+    relevant documents are relevant in ``seen_qrels`` and of the rest), ``<stem>.json`` and ``<stem>.png``; returns
+    the markdown. Rows get a ``vs_<baseline>`` entry when ``baseline_run`` exists and ``ndcg@10_seen`` /
+    ``ndcg@10_unseen`` with ``seen_qrels`` (the dataset's training qrels: what a trained row may have learnt).
+    ``scope`` names the queries evaluated (``test``, or the sample)."""
     from .runner import write_json
 
     table = markdown_table(rows, metrics, dataset, scope=scope)
+    per_query = per_query_scores(rows, qrels)
     if baseline_run is not None and baseline_run.is_file():
-        wl = wins_losses(baseline_run, rows, qrels)
+        from ..evaluation import evaluate_per_query
+        from ..types import read_run
+
+        base = evaluate_per_query(read_run(baseline_run), qrels, ["ndcg@10"])
+        others = {r["condition"]: per_query[r["condition"]] for r in rows
+                  if r["condition"] in per_query and Path(r["run"]) != baseline_run}
+        wl = wins_losses(base, others)
         if wl:
             table += f"\nPer-query nDCG@10 against `{baseline}` (improved / hurt / tied):\n\n"
             table += "\n".join(f"- {name}: {v['improved']} / {v['hurt']} / {v['tied']}" for name, v in wl.items())
             table += "\n"
             for row in rows:
                 row["vs_" + baseline] = wl.get(row["condition"])
+    if seen_qrels and per_query:
+        sizes, means = seen_unseen(per_query, qrels, seen_qrels)
+        table += (f"\nnDCG@10 seen ({sizes['seen']} queries with a relevant document that is also relevant to a "
+                  f"training query) / unseen (the other {sizes['unseen']}):\n\n")
+        table += "\n".join(f"- {name}: " + " / ".join("n/a" if v is None else f"{v:.4f}" for v in m.values())
+                            for name, m in means.items()) + "\n"
+        for row in rows:
+            for group, value in means.get(row["condition"], {}).items():
+                row[f"ndcg@10_{group}"] = value
     def path(ext: str) -> Path:  # not with_suffix: a stem like "repro-x.seed+1" has no suffix to replace
         return stem.with_name(stem.name + ext)
 
