@@ -142,8 +142,9 @@ class LMORTStep:
 
     def step(self, batch: Sequence[TrainingExample], rng: random.Random) -> tuple["torch.Tensor", dict[str, float]]:
         """Per query: a sampled positive + ``hard_negatives`` sampled run negatives, then ``pseudo_queries`` pseudo
-        pairs (distinct documents; in the first ``pseudo_epochs`` epochs when set); every query scores all the batch's distinct texts ``[B + P, M]``, other
-        positives of the same query (and a positive's other form, ``d:`` or ``r:``, of the same document) masked out."""
+        pairs (distinct documents; only in the first ``pseudo_epochs`` epochs when set); every query scores all the
+        batch's distinct texts ``[B + P, M]``, other positives of the same query (and a positive's other form, ``d:``
+        or ``r:``, of the same document) masked out."""
         import torch
 
         docs: list[str] = []  # state-cache keys
