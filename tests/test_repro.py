@@ -523,8 +523,8 @@ def test_report_splits_the_test_queries_by_what_training_saw(tmp_path):
             {"condition": "missing", "first_stage": "bm25", "reranker": "x", "run": str(tmp_path / "no.trec"),
              "ndcg@10": None}]
     text = write_report(rows, ["ndcg@10"], "toy", qrels, tmp_path / "repro-toy", "bm25", base, seen_qrels=train)
-    assert "seen (1 queries with a relevant document that is also relevant to a training query) / unseen (the other 2)" \
-        in text
+    heading = "seen (1 queries with a relevant document that is also relevant to a training query) / unseen (the other 2)"
+    assert heading in text
     assert "- bm25: 0.6309 / 1.0000" in text and "- tuned: 1.0000 / 0.5000" in text and "- missing" not in text
     assert "- tuned: 1 / 1 / 1" in text  # wins / losses against bm25 as before
     saved = json.loads((tmp_path / "repro-toy.json").read_text())
