@@ -105,13 +105,12 @@ def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: st
     table = markdown_table(rows, metrics, dataset, scope=scope)
     per_query = per_query_scores(rows, qrels)
     if baseline_run is not None and baseline_run.is_file():
-        from ..evaluation import evaluate_per_query
-        from ..types import read_run
-
-        base = evaluate_per_query(read_run(baseline_run), qrels, ["ndcg@10"])
-        others = {r["condition"]: per_query[r["condition"]] for r in rows
-                  if r["condition"] in per_query and Path(r["run"]) != baseline_run}
-        wl = wins_losses(base, others)
+        own = [r["condition"] for r in rows if r["condition"] in per_query and Path(r["run"]) == baseline_run]
+        if own:  # the baseline is a reported row: its run is evaluated already
+            base = per_query[own[0]]
+        else:
+            base = per_query_scores([{"condition": baseline, "run": baseline_run}], qrels)[baseline]
+        wl = wins_losses(base, {name: values for name, values in per_query.items() if name not in own})
         if wl:
             table += f"\nPer-query nDCG@10 against `{baseline}` (improved / hurt / tied):\n\n"
             table += "\n".join(f"- {name}: {v['improved']} / {v['hurt']} / {v['tied']}" for name, v in wl.items())
