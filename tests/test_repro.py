@@ -159,7 +159,7 @@ def test_profile_values_name_datasets_lmort_state_cache():
     encode, train_encode = xfer.command("lmort-index"), xfer.command("lmort-train-index")
     assert encode[encode.index("--state-cache") + 1] == "checkpoints/lmort-states.beir-arguana"
     assert train_encode[train_encode.index("--state-cache") + 1] == "checkpoints/lmort-states.beir-scifact"
-    assert "--state-cache" not in Planner(matrix, "scifact", profile="full").command("lmort-index")
+    assert "--state-cache" not in Planner(matrix, "scifact", profile="full-lmort-hn1").command("lmort-index")
 
 
 def test_repeated_yaml_key_is_refused(tmp_path):
@@ -219,8 +219,11 @@ def test_lmort_states_give_one_shared_state_cache_per_dataset():
     assert train[train.index("--cache-dir") + 1] == "checkpoints/lmort-states-l256.beir-scifact"
     encode = shared.command("lmort-index")
     assert encode[encode.index("--state-cache") + 1] == "checkpoints/lmort-states-l256.beir-arguana"
-    own = Planner(matrix, "scifact", "full")
-    assert "--cache-dir" not in own.command("ckpt-lmort") and "--state-cache" not in own.command("lmort-index")
+    full = Planner(matrix, "scifact", "full")
+    assert full.command("ckpt-lmort")[full.command("ckpt-lmort").index("--cache-dir") + 1] == (
+        "checkpoints/lmort-states.beir-scifact")
+    live = Planner(matrix, "scifact", "full-lmort-hn1")
+    assert "--cache-dir" not in live.command("ckpt-lmort") and "--state-cache" not in live.command("lmort-index")
 
 
 def fake_runner(calls: list[list[str]]):
@@ -396,14 +399,17 @@ def test_a_profile_can_give_one_variant_flags_the_others_refuse():
 
 
 def test_an_lmort_ablation_profile_adds_its_knob_after_the_inherited_budget():
-    """lmort_flags reach `train lmort` only, after the base's lmort_budget; unset, the training is the base's."""
+    """lmort_flags reach `train lmort` only, after the base's lmort_budget (the last --hard-negatives wins, so an
+    ablation recorded with 1 pins it over full's 3); unset, the training is the base's."""
     matrix = Matrix.load()
     base = Planner(matrix, "scifact", "full").command("ckpt-lmort")
     drop = Planner(matrix, "scifact", "full-lmort-drop3").command("ckpt-lmort")
     budget = matrix.profiles["full"]["lmort_budget"].split()
+    assert budget[budget.index("--hard-negatives") + 1] == "3"
     at = drop.index(budget[0])
-    assert drop[at:at + len(budget) + 2] == [*budget, "--dropout", "0.3"]
-    assert "--dropout" not in base and len(drop) == len(base) + 4  # the knob and the state-cache flag
+    knob = ["--hard-negatives", "1", "--dropout", "0.3"]
+    assert drop[at:at + len(budget) + len(knob)] == [*budget, *knob]
+    assert "--dropout" not in base and len(drop) == len(base) + len(knob)
     for name in matrix.artifacts:
         if name != "ckpt-lmort":
             assert "--dropout" not in Planner(matrix, "scifact", "full-lmort-drop3").command(name), name
