@@ -103,8 +103,10 @@ def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: st
     from .runner import write_json
 
     table = markdown_table(rows, metrics, dataset, scope=scope)
-    per_query = per_query_scores(rows, qrels)
-    if baseline_run is not None and baseline_run.is_file():
+    has_baseline = baseline_run is not None and baseline_run.is_file()
+    # every run is read and evaluated per query once, and only when the wins/losses or the seen/unseen split use it
+    per_query = per_query_scores(rows, qrels) if has_baseline or seen_qrels else {}
+    if has_baseline:
         own = [r["condition"] for r in rows if r["condition"] in per_query and Path(r["run"]) == baseline_run]
         if own:  # the baseline is a reported row: its run is evaluated already
             base = per_query[own[0]]
