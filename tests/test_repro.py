@@ -415,6 +415,17 @@ def test_an_lmort_ablation_profile_adds_its_knob_after_the_inherited_budget():
             assert "--dropout" not in Planner(matrix, "scifact", "full-lmort-drop3").command(name), name
 
 
+def test_train_lmort_defaults_are_the_full_profiles_recipe():
+    """A bare `train lmort` trains what `full` records (epochs, hard negatives, their depth): the budget's flags
+    only restate the library defaults, so a user without the matrix gets the dev-selected recipe."""
+    from pyserini_qpeft.cli.lmort import train
+
+    budget = Matrix.load().profiles["full"]["lmort_budget"].split()
+    flags = dict(zip(budget[::2], budget[1::2]))
+    params = {p.opts[0]: p.default for p in train.params if p.opts}
+    assert flags and {flag: str(params[flag]) for flag in flags} == flags
+
+
 def test_seed_offset_trains_other_seeds_on_the_same_dev_queries():
     """--seed-offset K: trained conditions get their base seed + K and `.seed+K` names; Q-PEFT keeps the seed-0
     dev carve (so its interpolation dev queries are still held out); untrained artifacts are shared."""
