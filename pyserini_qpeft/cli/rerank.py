@@ -16,14 +16,23 @@ from .options import OutputPath, quiet_option, reranker_options, scale_out_optio
 @click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output TREC run (written atomically).")
 @click.option("--output-jsonl", type=OutputPath(dir_okay=False), default=None,
               help="Also write the result as rank_llm Result JSONL (candidates reordered, with the new scores).")
+@click.option("--also-rerank", "also", type=(str, str, OutputPath(dir_okay=False)), multiple=True,
+              metavar="NAME CHECKPOINT OUTPUT",
+              help="Also rerank the same hits with reranker NAME (CHECKPOINT, or - for none) into OUTPUT, in the "
+                   "same pass: query-likelihood rerankers with --reranker's model and passage prompt share each "
+                   "document's prefix forward (most of the cost), and every output is byte-identical to its own "
+                   "rerank. Repeatable.")
 @scale_out_options("Score only this share of the work", "OUTPUT.shard-K-of-N")
 @reranker_options
 @quiet_option
-def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_jsonl, shard_id, shard_num, merge_shards,
-           engine, workers, ray_address, gpus_per_worker, reranker, reranker_checkpoint, rerank_depth, interpolate,
-           max_passage_tokens, prompt, rerank_batch_size, model, device, dtype, quiet) -> None:
+def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_jsonl, also, shard_id, shard_num,
+           merge_shards, engine, workers, ray_address, gpus_per_worker, reranker, reranker_checkpoint, rerank_depth,
+           interpolate, max_passage_tokens, prompt, rerank_batch_size, model, device, dtype, quiet) -> None:
     """Rerank the top --rerank-depth hits of RUN; hits below keep their order. Interrupted jobs resume."""
     shard = scale_out_shard(shard_id, shard_num, merge_shards, engine)
+    if also and (shard is not None or merge_shards or engine == "ray" or output_jsonl or interpolate is not None):
+        raise click.UsageError("--also-rerank writes plain reranked runs: it does not combine with shards, --engine "
+                               "ray, --output-jsonl or --interpolate (fuse each run afterwards)")
     if shard is not None and output_jsonl:
         raise click.UsageError("a shard writes no run: --output-jsonl belongs to the merge step")
     from ..rerank.base import DictDocStore
@@ -54,6 +63,16 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_js
         job = job_from_flags(queries, run, docs, rerank_depth, output, reranker, reranker_checkpoint, model, device,
                              dtype, max_passage_tokens, rerank_batch_size, prompt)
         merge_shards = len(rerank_on_ray(job, workers, address=ray_address, gpus_per_worker=gpus_per_worker))
+    if also:
+        from ..rerank.pipeline import rerank_and_write_together
+
+        others = [make_reranker(name, None if ckpt == "-" else ckpt, model, device, dtype, max_passage_tokens,
+                                rerank_batch_size, prompt, lm=getattr(model_reranker, "lm", None))
+                  for name, ckpt, _ in also]
+        rerank_and_write_together([model_reranker, *others], queries, run, docs, rerank_depth,
+                                  [output, *(out for _, _, out in also)], progress=not quiet)
+        click.echo("\n".join([str(output), *(str(out) for _, _, out in also)]))
+        return
     rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
                      interpolate=interpolate, shard=shard, merge_shards=merge_shards)
     if shard is not None:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..data import Document
 
 __all__ = ["DEFAULT_TEMPLATE", "HintModule", "PairBatch", "QueryLikelihoodScorer", "ScoreGroup", "ScorerConfig",
-           "passage_text"]
+           "passage_text", "score_batches_together"]
 
 logger = logging.getLogger(__name__)
 
@@ -250,51 +250,25 @@ class QueryLikelihoodScorer:
         groups ``g`` with ``g.index % n == k`` (whole document groups, round robin), so n shards together compute
         exactly the batches of one serial job.
         """
-        import torch
-        from tqdm.auto import tqdm
+        for _, group, chunk, scores in score_batches_together([self], queries, docs, [done], progress, doc_index,
+                                                              shard):
+            yield group, chunk, scores
 
-        plan = self._make_plan(queries, docs, doc_index)
-        groups = [g for g in plan.groups if shard is None or g.index % shard[1] == shard[0]]
-        todo = [(g, [c for c in g.batches if not (done and all(done(i) for i in c))]) for g in groups]
-        todo = [(g, chunks) for g, chunks in todo if chunks]
-        hm = self.hint_module
-        was_training = bool(getattr(hm, "training", False))
-        if hm is not None and hasattr(hm, "eval"):
-            hm.eval()
-        bar = tqdm(total=sum(len(c) for _, chunks in todo for c in chunks), unit="pair", disable=not progress,
-                   desc="scoring", dynamic_ncols=True)
-        device = self.lm.device
-        pending = None  # the previous batch: read back only after the next one is queued (GPU overlap)
-        try:
-            with torch.inference_mode():
-                for group, chunks in todo:
-                    local = {j: k for k, j in enumerate(group.docs)}
-                    dtok = [plan.doc_tokens[j] for j in group.docs]
-                    prefix_ids, prefix_mask = pad_rows([t.prefix for t in dtok], self.pad_id, left=True)
-                    prefix_ids, prefix_mask = prefix_ids.to(device), prefix_mask.to(device)
-                    cache = None
-                    if self.config.cache_prefixes:
-                        cache = self._group_cache([t.prefix for t in dtok], prefix_ids, prefix_mask)
-                    for chunk in chunks:
-                        slots = [local[plan.doc_of[i]] for i in chunk]
-                        batch = self._batch([dtok[s].prefix for s in slots], [dtok[s].passage for s in slots],
-                                            [plan.query_tokens[i] for i in chunk], first_rows(slots))
-                        if cache is not None:
-                            rows = torch.tensor(slots, dtype=torch.long, device=batch.query_ids.device)
-                            out = self._forward_suffix(batch, cache, rows, prefix_mask)
-                        else:
-                            out = self._forward_full(batch)
-                        # On a GPU the kernels above run asynchronously: collate the next batch while they run
-                        # and read scores back one batch late (on a CPU this changes nothing).
-                        if pending is not None:
-                            yield self._read_back(pending, bar)
-                        pending = (group, tuple(chunk), out)
-                if pending is not None:
-                    yield self._read_back(pending, bar)
-        finally:
-            bar.close()
-            if hm is not None and hasattr(hm, "train"):
-                hm.train(was_training)
+    def prefix_mismatch(self, other: "QueryLikelihoodScorer") -> str | None:
+        """Why ``other`` cannot reuse this scorer's document prefix caches and work plan (None: it can).
+
+        It can when both score with the same loaded LM, the same document prefix tokens and the same plan: every
+        :class:`ScorerConfig` field but the hint markers (which only change the suffix) is equal.
+        """
+        if other.lm is not self.lm:
+            return "they do not share one loaded LM"
+        mine, theirs = self.config.to_dict(), other.config.to_dict()
+        differ = [k for k in mine if k not in _SUFFIX_ONLY and mine[k] != theirs[k]]
+        if differ:
+            return ", ".join(f"{k} {mine[k]!r} vs {theirs[k]!r}" for k in differ)
+        if not self.config.cache_prefixes:
+            return "cache_prefixes is off"
+        return None
 
     def _group_cache(self, prefixes: Sequence[Sequence[int]], prefix_ids: "Tensor", prefix_mask: "Tensor"):
         """The KV cache of one group's ``[U, P]`` prefixes: from :attr:`prefix_memo` when it holds them, else run
@@ -309,13 +283,6 @@ class QueryLikelihoodScorer:
             memo.put(key, cache)
         return cache
 
-    @staticmethod
-    def _read_back(pending, bar) -> tuple[ScoreGroup, tuple[int, ...], list[float]]:
-        group, chunk, out = pending
-        scores = [float(s) for s in out.tolist()]
-        bar.update(len(chunk))
-        return group, chunk, scores
-
     def score(self, queries: Sequence[str], docs: Sequence["Document"], progress: bool = False,
               doc_index: Sequence[int] | None = None) -> list[float]:
         """Mean query log-likelihood of each pair (see :meth:`plan` for ``docs`` and ``doc_index``), in input
@@ -325,3 +292,91 @@ class QueryLikelihoodScorer:
             for i, s in zip(pairs, scores):
                 out[i] = s
         return out
+
+
+_SUFFIX_ONLY = frozenset({"hint_open", "hint_close"})
+"""ScorerConfig fields that only change the prompt after the document prefix."""
+
+
+def score_batches_together(scorers: Sequence[QueryLikelihoodScorer], queries: Sequence[str],
+                           docs: Sequence["Document"], done: Sequence[Callable[[int], bool] | None] | None = None,
+                           progress: bool = False, doc_index: Sequence[int] | None = None,
+                           shard: tuple[int, int] | None = None
+                           ) -> Iterator[tuple[int, ScoreGroup, tuple[int, ...], list[float]]]:
+    """Score the same pairs with several scorers that share each document group's prefix forward (e.g. UPR and
+    Q-PEFT rerankers of one run: the hints come after the document, so the prefix KV cache -- most of the cost --
+    is the same for all of them); yields ``(scorer index, group, pair indices, scores)`` per suffix batch.
+
+    Every scorer computes exactly the batches it would compute alone (:meth:`QueryLikelihoodScorer.score_batches`,
+    the one-scorer case of this function) on exactly the prefix cache it would compute alone, so its scores are
+    bit-identical to a separate run. ``done[k]`` skips scorer k's finished batches; a group is skipped when every
+    scorer has finished it. The scorers must pass :meth:`QueryLikelihoodScorer.prefix_mismatch` against the first
+    (ValueError otherwise).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    lead = scorers[0]
+    for other in scorers[1:]:
+        reason = lead.prefix_mismatch(other)
+        if reason:
+            raise ValueError(f"these scorers cannot share document prefixes: {reason}")
+    done = list(done) if done is not None else [None] * len(scorers)
+    if len(done) != len(scorers):
+        raise ValueError(f"got {len(done)} done callbacks for {len(scorers)} scorers")
+    plan = lead._make_plan(queries, docs, doc_index)
+    groups = [g for g in plan.groups if shard is None or g.index % shard[1] == shard[0]]
+    todo = []
+    for group in groups:
+        per_scorer = [[c for c in group.batches if not (d and all(d(i) for i in c))] for d in done]
+        if any(per_scorer):
+            todo.append((group, per_scorer))
+    modules = [s.hint_module for s in scorers]
+    was_training = [bool(getattr(hm, "training", False)) for hm in modules]
+    for hm in modules:
+        if hm is not None and hasattr(hm, "eval"):
+            hm.eval()
+    bar = tqdm(total=sum(len(c) for _, per in todo for chunks in per for c in chunks), unit="pair",
+               disable=not progress, desc="scoring", dynamic_ncols=True)
+    device = lead.lm.device
+    pending = None  # the previous batch: read back only after the next one is queued (GPU overlap)
+    try:
+        with torch.inference_mode():
+            for group, per_scorer in todo:
+                local = {j: k for k, j in enumerate(group.docs)}
+                dtok = [plan.doc_tokens[j] for j in group.docs]
+                prefix_ids, prefix_mask = pad_rows([t.prefix for t in dtok], lead.pad_id, left=True)
+                prefix_ids, prefix_mask = prefix_ids.to(device), prefix_mask.to(device)
+                cache = None
+                if lead.config.cache_prefixes:
+                    cache = lead._group_cache([t.prefix for t in dtok], prefix_ids, prefix_mask)
+                for which, chunks in enumerate(per_scorer):
+                    scorer = scorers[which]
+                    for chunk in chunks:
+                        slots = [local[plan.doc_of[i]] for i in chunk]
+                        batch = scorer._batch([dtok[s].prefix for s in slots], [dtok[s].passage for s in slots],
+                                              [plan.query_tokens[i] for i in chunk], first_rows(slots))
+                        if cache is not None:
+                            rows = torch.tensor(slots, dtype=torch.long, device=batch.query_ids.device)
+                            out = scorer._forward_suffix(batch, cache, rows, prefix_mask)
+                        else:
+                            out = scorer._forward_full(batch)
+                        # On a GPU the kernels above run asynchronously: collate the next batch while they run
+                        # and read scores back one batch late (on a CPU this changes nothing).
+                        if pending is not None:
+                            yield _read_back(pending, bar)
+                        pending = (which, group, tuple(chunk), out)
+            if pending is not None:
+                yield _read_back(pending, bar)
+    finally:
+        bar.close()
+        for hm, was in zip(modules, was_training):
+            if hm is not None and hasattr(hm, "train"):
+                hm.train(was)
+
+
+def _read_back(pending, bar) -> tuple[int, ScoreGroup, tuple[int, ...], list[float]]:
+    which, group, chunk, out = pending
+    scores = [float(s) for s in out.tolist()]
+    bar.update(len(chunk))
+    return which, group, chunk, scores

@@ -246,23 +246,103 @@ passes one that invokes its click group in this process; tests pass a recorder."
 
 
 def execute(planner: Planner, conditions: list[Condition], runner: CommandRunner, dry_run: bool = False,
-            echo: Callable[[str], None] = print) -> dict[str, float]:
-    """Make every missing artifact the conditions need with ``runner``; returns seconds spent per artifact run now."""
+            echo: Callable[[str], None] = print, share_prefixes: bool = True) -> dict[str, float]:
+    """Make every missing artifact the conditions need with ``runner``; returns seconds spent per artifact run now.
+
+    ``share_prefixes``: reranks of the same candidates with the same options (e.g. zero-shot UPR and a Q-PEFT
+    checkpoint on BM25's test top-20) run as one ``rerank ... --also-rerank`` command (:func:`rerank_partners`),
+    which computes each document's prefix once for all of them; the later reranks' other needs (e.g. a training)
+    run first. Every run is byte-identical to its own rerank, so only the order of the commands and the time change.
+    """
     wanted = [c.run for c in conditions if planner.available(c.run)]
+    order = planner.order(wanted)
     timings: dict[str, float] = {}
-    for name in planner.order(wanted):
-        cmd = planner.command(name)
-        if planner.is_done(name):
-            echo(f"# [{name}] exists: {planner.output(name)}")
-            continue
+    made: set[str] = set()
+
+    def make(name: str, cmd: list[str], label: str) -> None:
         echo(f"pyserini-qpeft {shlex.join(cmd)}")
         if dry_run:
-            continue
+            return
         start = time.time()
         runner(cmd)
         timings[name] = time.time() - start
-        echo(f"# [{name}] done in {timings[name]:.0f}s")
+        echo(f"# [{label}] done in {timings[name]:.0f}s")
+
+    for name in order:
+        if name in made:
+            continue
+        if planner.is_done(name):
+            echo(f"# [{name}] exists: {planner.output(name)}")
+            continue
+        partners = rerank_partners(planner, name, [n for n in order if n not in made]) if share_prefixes else []
+        for need in planner.order(partners):  # the partners' own needs first (never `name`: see rerank_partners)
+            if need not in partners and need not in made and not planner.is_done(need):
+                make(need, planner.command(need), need)
+                made.add(need)
+        cmd = planner.command(name)
+        for partner in partners:
+            other = planner.command(partner)
+            checkpoint = _option(other, "--reranker-checkpoint") or "-"
+            cmd += ["--also-rerank", _option(other, "--reranker"), checkpoint, _option(other, "--output")]
+        make(name, cmd, " + ".join([name, *partners]))
+        made.update([name, *partners])
     return timings
+
+
+SHARED_RERANK_OPTIONS = ("--reranker", "--reranker-checkpoint", "--output")
+"""The options in which reranks that can share one pass may differ (everything else must be equal)."""
+
+
+def _option(cmd: list[str], flag: str) -> str | None:
+    """The value of ``flag`` in ``cmd`` (the last one), None when absent."""
+    values = [cmd[i + 1] for i, arg in enumerate(cmd[:-1]) if arg == flag]
+    return values[-1] if values else None
+
+
+def _shareable_key(cmd: list[str]) -> tuple[str, ...] | None:
+    """A plain ``rerank`` command without the options of :data:`SHARED_RERANK_OPTIONS` (None: not shareable)."""
+    if not cmd or cmd[0] != "rerank" or any(a.startswith(("--interpolate", "--shard", "--merge-shards", "--engine",
+                                                          "--also-rerank", "--output-jsonl", "--requests"))
+                                            for a in cmd):
+        return None
+    rest: list[str] = []
+    skip = False
+    for arg in cmd[1:]:
+        if skip:
+            skip = False
+        elif arg in SHARED_RERANK_OPTIONS:
+            skip = True
+        else:
+            rest.append(arg)
+    return tuple(rest)
+
+
+def rerank_partners(planner: Planner, name: str, pending: list[str]) -> list[str]:
+    """The artifacts of ``pending`` (not made yet, in order) that can join ``name``'s rerank in one pass: missing
+    ``rerank`` commands equal to ``name``'s but for :data:`SHARED_RERANK_OPTIONS`, that do not need ``name`` or
+    each other (directly or not), so their other needs can be made first."""
+    key = _shareable_key(planner.command(name))
+    if key is None:
+        return []
+    closure: dict[str, set[str]] = {}
+
+    def needs(art: str) -> set[str]:
+        if art not in closure:
+            direct = planner.matrix.artifacts[art].needs
+            closure[art] = set(direct).union(*(needs(n) for n in direct)) if direct else set()
+        return closure[art]
+
+    partners: list[str] = []
+    for other in pending:
+        if other == name or planner.is_done(other) or not planner.available(other):
+            continue
+        if _shareable_key(planner.command(other)) != key:
+            continue
+        group = [name, *partners]
+        if any(g in needs(other) or other in needs(g) for g in group):
+            continue
+        partners.append(other)
+    return partners
 
 
 def evaluate_conditions(planner: Planner, conditions: list[Condition], qrels: Mapping[str, Mapping[str, int]],

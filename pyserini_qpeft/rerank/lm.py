@@ -124,41 +124,12 @@ class LMReranker(InProcessAPI):
         """
         if shard is not None and state_path is None:
             raise ValueError("a shard writes its scores to state_path")
-        check_depth(depth)
-        texts = query_texts(queries, run)
-        pairs = [(qid, hit.docid) for qid, hits in run.hits.items() for hit in hits[:depth]]
-        from ..lm.planner import dedupe
-
-        # The one deduplication of documents on this path: each is fetched once and its prefix run once.
-        distinct = dedupe([docid for _, docid in pairs])
-        distinct_docs = [docs.get(pairs[i][1]) for i in distinct.first]
-        pair_queries = [texts[qid] for qid, _ in pairs]
-        state = (_State(Path(state_path), self._fingerprint(pairs, texts, depth, distinct_docs)) if state_path
-                 else None)
-        scores: dict[tuple[str, str], float] = dict(state.scores) if state else {}
-        if scores:
-            logger.info("resuming from %s: %d pairs already scored", state_path, len(scores))
         if merge:
-            if state:
-                state.close()
+            check_depth(depth)
+            texts = query_texts(queries, run)
+            pairs, distinct, distinct_docs = _pairs(run, docs, depth)
             return self._merged(run, depth, pairs, merge, self._fingerprint(pairs, texts, depth, distinct_docs))
-        try:
-            for _, batch, values in self.scorer.score_batches(pair_queries, distinct_docs,
-                                                              done=lambda i: pairs[i] in scores, progress=progress,
-                                                              doc_index=distinct.slot, shard=shard):
-                records = [(pairs[i], v) for i, v in zip(batch, values)]
-                scores.update(records)
-                if state:
-                    state.append(records)
-        finally:
-            if state:
-                state.close()
-        if shard is not None:
-            return None
-        missing = [p for p in pairs if p not in scores]
-        if missing:  # a state file from the same job always covers whole batches; this is a bug if it happens
-            raise RuntimeError(f"{len(missing)} pairs were not scored, e.g. {missing[0]}")
-        return self._ranked(run, depth, scores)
+        return rerank_together([self], queries, run, docs, depth, progress, [state_path], shard=shard)[0]
 
     def _ranked(self, run: Run, depth: int, scores: Mapping[tuple[str, str], float]) -> Run:
         out = Run(tag=self.name)
@@ -182,6 +153,81 @@ class LMReranker(InProcessAPI):
             raise InputError(f"the shards scored {len(pairs) - len(missing)} of {len(pairs)} pairs (missing e.g. "
                              f"{missing[0]}): a shard has not finished; run it again (it resumes), then merge")
         return self._ranked(run, depth, scores)
+
+
+def _pairs(run: Run, docs: DocStore, depth: int):
+    """The reranked ``(qid, docid)`` pairs of ``run``, their distinct documents (:func:`~pyserini_qpeft.lm.planner.
+    dedupe`: the one deduplication of documents on this path, each fetched once and its prefix run once) and
+    those documents' text."""
+    from ..lm.planner import dedupe
+
+    pairs = [(qid, hit.docid) for qid, hits in run.hits.items() for hit in hits[:depth]]
+    distinct = dedupe([docid for _, docid in pairs])
+    return pairs, distinct, [docs.get(pairs[i][1]) for i in distinct.first]
+
+
+def rerank_together(rerankers: Sequence[LMReranker], queries: Sequence[Query], run: Run, docs: DocStore,
+                    depth: int = 100, progress: bool = True, state_paths: Sequence[Path | None] | None = None, *,
+                    shard: tuple[int, int] | None = None) -> list[Run | None]:
+    """Rerank the same run with several query-likelihood rerankers in one pass over the documents, each document
+    group's prefix forward shared (:func:`~pyserini_qpeft.lm.scoring.score_batches_together`; the rerankers must
+    share one loaded LM and the passage prompt, e.g. UPR and a Q-PEFT checkpoint trained with UPR's prompt).
+
+    Each reranker's run, resume state and scores are exactly those of ``reranker.rerank(...)`` alone (one state
+    file per reranker in ``state_paths``); the saving is the shared prefixes (on SmolLM2 with 256-token passages
+    a second reranker costs about a third of a first). ``shard`` as in :meth:`LMReranker.rerank`.
+    """
+    from ..lm.scoring import score_batches_together
+
+    state_paths = list(state_paths) if state_paths is not None else [None] * len(rerankers)
+    if len(state_paths) != len(rerankers):
+        raise ValueError(f"got {len(state_paths)} state paths for {len(rerankers)} rerankers")
+    if shard is not None and any(p is None for p in state_paths):
+        raise ValueError("a shard writes its scores to state_path")
+    reasons = [rerankers[0].scorer.prefix_mismatch(r.scorer) for r in rerankers[1:]]
+    if any(reasons):  # still correct, just not shared: one pass per reranker
+        logger.warning("the rerankers cannot share document prefixes (%s): reranking one after another",
+                       "; ".join(r for r in reasons if r))
+        return [rerank_together([r], queries, run, docs, depth, progress, [path], shard=shard)[0]
+                for r, path in zip(rerankers, state_paths)]
+    check_depth(depth)
+    texts = query_texts(queries, run)
+    pairs, distinct, distinct_docs = _pairs(run, docs, depth)
+    pair_queries = [texts[qid] for qid, _ in pairs]
+    states: list[_State | None] = []
+    try:
+        for reranker, path in zip(rerankers, state_paths):
+            states.append(_State(Path(path), reranker._fingerprint(pairs, texts, depth, distinct_docs))
+                          if path else None)
+        scores: list[dict[tuple[str, str], float]] = [dict(st.scores) if st else {} for st in states]
+        for reranker, path, known in zip(rerankers, state_paths, scores):
+            if known:
+                logger.info("resuming %s from %s: %d pairs already scored", reranker.name, path, len(known))
+        done = [(lambda i, known=known: pairs[i] in known) for known in scores]
+        if len(rerankers) == 1:  # the scorer's own method (the one-scorer case of score_batches_together)
+            batches = ((0, *b) for b in rerankers[0].scorer.score_batches(
+                pair_queries, distinct_docs, done[0], progress, distinct.slot, shard))
+        else:
+            batches = score_batches_together([r.scorer for r in rerankers], pair_queries, distinct_docs, done,
+                                             progress, distinct.slot, shard)
+        for which, _, batch, values in batches:
+            records = [(pairs[i], v) for i, v in zip(batch, values)]
+            scores[which].update(records)
+            if states[which]:
+                states[which].append(records)
+    finally:
+        for st in states:
+            if st:
+                st.close()
+    if shard is not None:
+        return [None] * len(rerankers)
+    out: list[Run | None] = []
+    for reranker, known in zip(rerankers, scores):
+        missing = [p for p in pairs if p not in known]
+        if missing:  # a state file from the same job always covers whole batches; this is a bug if it happens
+            raise RuntimeError(f"{len(missing)} pairs were not scored by {reranker.name}, e.g. {missing[0]}")
+        out.append(reranker._ranked(run, depth, known))
+    return out
 
 
 class _State:

@@ -32,9 +32,10 @@ def open_docstore(corpus: str | os.PathLike | None = None, index: str | os.PathL
 
 def make_reranker(name: str, checkpoint: str | os.PathLike | None, model: str, device: str, dtype: str,
                   max_passage_tokens: int | None = None, batch_size: int | None = None,
-                  prompt: str | None = None) -> Reranker:
+                  prompt: str | None = None, lm=None) -> Reranker:
     """Build the registered reranker ``name`` from flag values; the frozen LLM is loaded only if it needs one.
-    ``prompt``: a name from :data:`~pyserini_qpeft.lm.prompts.PROMPTS` (None: the checkpoint's or the default)."""
+    ``prompt``: a name from :data:`~pyserini_qpeft.lm.prompts.PROMPTS` (None: the checkpoint's or the default).
+    ``lm``: an already loaded ``FrozenLM`` to use instead of loading ``model`` (the same model, device and dtype)."""
     from ..lm.backbone import LMConfig
     from ..lm.prompts import prompt_fields
 
@@ -43,8 +44,8 @@ def make_reranker(name: str, checkpoint: str | os.PathLike | None, model: str, d
         overrides["max_passage_tokens"] = max_passage_tokens
     if batch_size is not None:
         overrides["batch_size"] = batch_size
-    return build_reranker(name, lm=LMConfig(model=model, device=device, dtype=dtype), checkpoint=checkpoint,
-                          scorer_overrides=overrides or None)
+    return build_reranker(name, lm=lm if lm is not None else LMConfig(model=model, device=device, dtype=dtype),
+                          checkpoint=checkpoint, scorer_overrides=overrides or None)
 
 
 def interpolation_alpha(reranker: Reranker, interpolate: float | str | None) -> float | None:
@@ -96,7 +97,7 @@ def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, doc
                         state_path=shard_state(output, *shard), shard=shard)
         return
     merged = [shard_state(output, k, merge_shards) for k in range(merge_shards)] if merge_shards else []
-    state = output.with_name(output.name + ".partial")
+    state = resume_state(output)
     if state.exists() and not merged:
         logger.warning("resuming from %s", state)
     if merged:
@@ -113,6 +114,36 @@ def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, doc
     for path in [state, *merged]:
         if path.exists():
             path.unlink()
+
+
+def resume_state(output: str | os.PathLike) -> Path:
+    """Where the rerank into ``output`` keeps its finished batches until the run is written: ``<output>.partial``."""
+    output = Path(output)
+    return output.with_name(output.name + ".partial")
+
+
+def rerank_and_write_together(rerankers: Sequence[Reranker], queries: Sequence[Query], run: Run, docs: DocStore,
+                              depth: int, outputs: Sequence[str | os.PathLike], progress: bool) -> None:
+    """:func:`rerank_and_write` of the same run with several query-likelihood rerankers (``rerankers[k]`` into
+    ``outputs[k]``), their document prefixes computed once (:func:`~pyserini_qpeft.rerank.lm.rerank_together`).
+    Each output is byte-identical to its own ``rerank_and_write`` and resumes from its own ``.partial`` state."""
+    from .lm import LMReranker, rerank_together
+
+    not_lm = [r.name for r in rerankers if not isinstance(r, LMReranker)]
+    if not_lm:
+        raise InputError(f"only query-likelihood rerankers (UPR, Q-PEFT, prompt tuning) can share a pass; not "
+                         f"{', '.join(not_lm)}")
+    if len(set(map(str, outputs))) != len(outputs):
+        raise InputError(f"each reranker needs its own output, got {', '.join(map(str, outputs))}")
+    states = [resume_state(o) for o in outputs]
+    for state in states:
+        if state.exists():
+            logger.warning("resuming from %s", state)
+    reranked = rerank_together(rerankers, queries, run, docs, depth, progress, states)
+    for reranker, result, output, state in zip(rerankers, reranked, outputs, states):
+        result.write(Path(output), tag=reranker.name.replace(" ", "-"))
+        if state.exists():
+            state.unlink()
 
 
 def check_topics_cover_run(queries: Sequence[Query], run: Run) -> None:

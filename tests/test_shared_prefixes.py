@@ -1,0 +1,143 @@
+"""Several query-likelihood rerankers of one run in one pass (`rerank --also-rerank`): each document group's prefix
+forward runs once for all of them, and every reranker's run is byte-identical to its own rerank, resumes included."""
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import TOY_CORPUS, TOY_QUERIES, write_beir
+from pyserini_qpeft.cli.main import cli
+from pyserini_qpeft.data import Document
+from pyserini_qpeft.lm.scoring import ScorerConfig
+from pyserini_qpeft.qpeft.module import QPeftConfig, build_module
+from pyserini_qpeft.rerank import DictDocStore, LMReranker, UPRReranker
+from pyserini_qpeft.rerank.lm import rerank_together
+from pyserini_qpeft.types import Hit, Query, Run
+
+DOCS = DictDocStore({d["_id"]: Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS})
+QUERIES = [Query(q["_id"], q["text"]) for q in TOY_QUERIES]
+DOCIDS = [d["_id"] for d in TOY_CORPUS]
+CONFIG = ScorerConfig(batch_size=2, prefix_batch_size=2)  # several groups, some with several suffix batches
+
+
+def first_stage() -> Run:
+    return Run({q.qid: [Hit(d, 10.0 - i) for i, d in enumerate(DOCIDS[k:] + DOCIDS[:k])]
+                for k, q in enumerate(QUERIES)}, tag="bm25")
+
+
+def rerankers(lm, config: ScorerConfig = CONFIG) -> list[LMReranker]:
+    """UPR, Q-PEFT-R and Q-PEFT-A (random modules: their scores differ from UPR's) on one loaded LM."""
+    return [UPRReranker(lm, config),
+            LMReranker(lm, config, build_module(lm, QPeftConfig(variant="retr", top_k=3)), name="qpeft-retr"),
+            LMReranker(lm, config, build_module(lm, QPeftConfig(variant="attn", seed=3)), name="qpeft-attn")]
+
+
+def count_prefix_forwards(monkeypatch, reranker: LMReranker) -> list[int]:
+    calls: list[int] = []
+    engine = reranker.scorer.engine
+    original = engine.prefix_cache
+
+    def counted(ids, mask):
+        calls.append(int(ids.shape[0]))
+        return original(ids, mask)
+
+    monkeypatch.setattr(engine, "prefix_cache", counted)
+    return calls
+
+
+def written(run: Run, path) -> bytes:
+    run.write(path)
+    return path.read_bytes()
+
+
+def test_one_pass_is_byte_identical_to_separate_reranks_and_runs_each_prefix_once(tiny_lm, tmp_path, monkeypatch):
+    alone = [written(r.rerank(QUERIES, first_stage(), DOCS, depth=5, progress=False), tmp_path / f"alone{k}")
+             for k, r in enumerate(rerankers(tiny_lm))]
+    assert len(set(alone)) == 3  # the three rerankers really rank differently
+
+    together = rerankers(tiny_lm)
+    calls = [count_prefix_forwards(monkeypatch, r) for r in together]
+    runs = rerank_together(together, QUERIES, first_stage(), DOCS, depth=5, progress=False)
+    assert [written(run, tmp_path / f"together{k}") for k, run in enumerate(runs)] == alone
+    plan = together[0].scorer.plan([q.text for q in QUERIES for _ in range(5)],
+                                   [DOCS.get(h.docid) for q in QUERIES for h in first_stage()[q.qid][:5]])
+    assert len(calls[0]) == len(plan) > 1 and sum(calls[0]) == len(DOCIDS)  # each document's prefix once ...
+    assert calls[1] == calls[2] == []  # ... and never again for the other two
+
+
+class Killed(Exception):
+    pass
+
+
+def test_interrupted_pass_resumes_every_reranker_byte_identically(tiny_lm, tmp_path, monkeypatch):
+    alone = [written(r.rerank(QUERIES, first_stage(), DOCS, depth=5, progress=False), tmp_path / f"alone{k}")
+             for k, r in enumerate(rerankers(tiny_lm))]
+    states = [tmp_path / f"state{k}.tsv" for k in range(3)]
+    broken = rerankers(tiny_lm)
+    engine = broken[2].scorer.engine
+    original, seen = engine.forward_suffix, []
+
+    def dies(*args, **kwargs):  # the third reranker's 4th suffix batch never finishes
+        seen.append(1)
+        if len(seen) == 4:
+            raise Killed()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "forward_suffix", dies)
+    with pytest.raises(Killed):
+        rerank_together(broken, QUERIES, first_stage(), DOCS, depth=5, progress=False, state_paths=states)
+    saved = [s.read_text().count("#done\n") for s in states]
+    # what each finished was kept (scores are read back one batch late, so the kill also loses batch 3)
+    assert saved[0] == saved[1] > saved[2] == 2
+
+    resumed = rerankers(tiny_lm)
+    runs = rerank_together(resumed, QUERIES, first_stage(), DOCS, depth=5, progress=False, state_paths=states)
+    assert [written(run, tmp_path / f"resumed{k}") for k, run in enumerate(runs)] == alone
+
+
+def test_rerankers_that_cannot_share_run_one_after_another(tiny_lm, tmp_path, caplog):
+    other = LMReranker(tiny_lm, ScorerConfig(batch_size=2, prefix_batch_size=2, max_passage_tokens=7),
+                       build_module(tiny_lm, QPeftConfig(variant="retr", top_k=3)), name="short")
+    upr = UPRReranker(tiny_lm, CONFIG)
+    assert upr.scorer.prefix_mismatch(other.scorer) == "max_passage_tokens 128 vs 7"
+    assert "loaded LM" in upr.scorer.prefix_mismatch(UPRReranker(copy.copy(tiny_lm), CONFIG).scorer)
+    alone = [written(r.rerank(QUERIES, first_stage(), DOCS, depth=4, progress=False), tmp_path / f"alone{k}")
+             for k, r in enumerate((upr, other))]
+    with caplog.at_level(logging.WARNING):
+        runs = rerank_together([upr, other], QUERIES, first_stage(), DOCS, depth=4, progress=False)
+    assert "cannot share document prefixes (max_passage_tokens 128 vs 7)" in caplog.text
+    assert [written(run, tmp_path / f"together{k}") for k, run in enumerate(runs)] == alone
+
+
+def test_cli_also_rerank_writes_each_run_as_its_own_rerank_would(tiny_lm, tiny_lm_path, tmp_path):
+    from pyserini_qpeft.qpeft.checkpoint import save_checkpoint
+
+    config = QPeftConfig(variant="retr", top_k=3)
+    ckpt = save_checkpoint(tmp_path / "ckpt", build_module(tiny_lm, config), config, tiny_lm, ScorerConfig())
+    root = write_beir(tmp_path / "toy")
+    run = tmp_path / "bm25.trec"
+    first_stage().write(run)
+    common = ["rerank", "--run", str(run), "--topics", str(root / "queries.jsonl"), "--corpus", str(root),
+              "--rerank-depth", "4", "--model", str(tiny_lm_path), "--device", "cpu", "--dtype", "fp32", "-q"]
+    for name, extra in (("upr", []), ("qpeft", ["--reranker-checkpoint", str(ckpt)])):
+        done = CliRunner().invoke(cli, [*common, "--reranker", name.replace("qpeft", "qpeft-retr"), *extra,
+                                        "--output", str(tmp_path / f"{name}.trec")])
+        assert done.exit_code == 0, done.output
+    both = CliRunner().invoke(cli, [*common, "--reranker", "upr", "--output", str(tmp_path / "a.trec"),
+                                    "--also-rerank", "qpeft-retr", str(ckpt), str(tmp_path / "b.trec")])
+    assert both.exit_code == 0, both.output
+    assert both.stdout.split() == [str(tmp_path / "a.trec"), str(tmp_path / "b.trec")]
+    assert (tmp_path / "a.trec").read_bytes() == (tmp_path / "upr.trec").read_bytes()
+    assert (tmp_path / "b.trec").read_bytes() == (tmp_path / "qpeft.trec").read_bytes()
+    assert not list(tmp_path.glob("*.partial"))
+
+    for extra in (["--interpolate", "0.5"], ["--shard-id", "0", "--shard-num", "2"]):
+        bad = CliRunner().invoke(cli, [*common, "--reranker", "upr", "--output", str(tmp_path / "c.trec"),
+                                       "--also-rerank", "upr", "-", str(tmp_path / "d.trec"), *extra])
+        assert bad.exit_code == 2 and "--also-rerank" in bad.output, bad.output
+    same = CliRunner().invoke(cli, [*common, "--reranker", "upr", "--output", str(tmp_path / "c.trec"),
+                                    "--also-rerank", "upr", "-", str(tmp_path / "c.trec")])
+    assert same.exit_code == 3 and "its own output" in same.output, same.output
