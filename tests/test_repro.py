@@ -549,3 +549,67 @@ def test_report_splits_the_test_queries_by_what_training_saw(tmp_path):
     assert "ndcg@10_seen" not in saved[2]
     no_split = write_report([dict(r) for r in rows], ["ndcg@10"], "toy", qrels, tmp_path / "plain", "bm25", base)
     assert "seen (" not in no_split
+
+
+SHARED_YAML = """
+metrics: [ndcg@10]
+artifacts:
+  bm25:
+    output: {root}/bm25.trec
+    command: search --bm25 --output {{output}}
+  upr:
+    output: {root}/upr.trec
+    needs: [bm25]
+    command: rerank --run {{bm25}} --reranker upr --rerank-depth 5 --output {{output}} --dtype bf16
+  ckpt:
+    output: {root}/ckpt
+    needs: [bm25]
+    command: train qpeft --output {{output}}
+  qpeft:
+    output: {root}/qpeft.trec
+    needs: [ckpt]
+    command: rerank --run {{bm25}} --reranker qpeft-attn --reranker-checkpoint {{ckpt}}/best --rerank-depth 5 --output {{output}} --dtype bf16
+  upr-fp32:
+    output: {root}/upr-fp32.trec
+    needs: [bm25]
+    command: rerank --run {{bm25}} --reranker upr --rerank-depth 5 --output {{output}} --dtype bf16 --dtype fp32
+  after-upr:
+    output: {root}/after.trec
+    needs: [upr]
+    command: rerank --run {{bm25}} --reranker upr-instruct --rerank-depth 5 --output {{output}} --dtype bf16
+conditions:
+  upr: {{first_stage: bm25, reranker: upr, run: upr}}
+  qpeft: {{first_stage: bm25, reranker: qpeft-attn, run: qpeft}}
+  upr-fp32: {{first_stage: bm25, reranker: upr, run: upr-fp32}}
+  after-upr: {{first_stage: bm25, reranker: upr-instruct, run: after-upr}}
+"""
+
+
+def test_reranks_of_the_same_candidates_run_as_one_shared_prefix_command(tmp_path):
+    path = tmp_path / "matrix.yaml"
+    path.write_text(SHARED_YAML.format(root=tmp_path))
+    matrix = Matrix.load(path)
+    planner = Planner(matrix, "toy", splits=("test", "train"))
+    conditions = list(matrix.conditions.values())
+    calls: list[list[str]] = []
+    execute(planner, conditions, runner=calls.append, echo=lambda s: None)
+    # the training the Q-PEFT rerank needs runs first, then one pass for both; a rerank with other options
+    # (the last --dtype wins) and one that needs the UPR run stay on their own
+    assert [c[:2] for c in calls] == [["search", "--bm25"], ["train", "qpeft"], ["rerank", "--run"],
+                                      ["rerank", "--run"], ["rerank", "--run"]]
+    joint = calls[2]
+    assert joint[joint.index("--reranker") + 1] == "upr"
+    assert joint[joint.index("--also-rerank"):] == ["--also-rerank", "qpeft-attn", f"{tmp_path}/ckpt/best",
+                                                    f"{tmp_path}/qpeft.trec"]
+    assert "--also-rerank" not in calls[3] + calls[4]
+    assert [c[c.index("--output") + 1] for c in calls[3:]] == [f"{tmp_path}/upr-fp32.trec", f"{tmp_path}/after.trec"]
+
+    apart: list[list[str]] = []
+    execute(planner, conditions, runner=apart.append, echo=lambda s: None, share_prefixes=False)
+    assert [c[0] for c in apart] == ["search", "rerank", "train", "rerank", "rerank", "rerank"]
+    assert not any("--also-rerank" in c for c in apart)
+    # a finished UPR run is not redone: the Q-PEFT rerank then runs alone
+    (tmp_path / "upr.trec").write_text("")
+    again: list[list[str]] = []
+    execute(planner, conditions[:2], runner=again.append, echo=lambda s: None)
+    assert [c[0] for c in again] == ["search", "train", "rerank"] and "--also-rerank" not in again[2]

@@ -29,12 +29,17 @@ def repro() -> None:
               help="Another matrix file (default: the packaged beir.yaml).")
 @click.option("--download", is_flag=True, help="Download the official BEIR zip if the dataset is not found locally.")
 @click.option("--report-dir", type=OutputPath(file_okay=False), default="runs", show_default=True)
-def beir(dataset, names, profile, seed_offset, checkpoint_from, dry_run, check, as_json, baseline, yaml_path, download, report_dir) -> None:
+@click.option("--share-prefixes/--no-share-prefixes", default=True, show_default=True,
+              help="Run reranks of the same candidates with the same options as one `rerank --also-rerank` pass "
+                   "(each document's prefix once; every run byte-identical to its own rerank); their other needs, "
+                   "e.g. a training, run first.")
+def beir(dataset, names, profile, seed_offset, checkpoint_from, dry_run, check, as_json, baseline, yaml_path, download,
+         report_dir, share_prefixes) -> None:
     """Make what is missing for the conditions, evaluate on the test split, report and optionally check."""
     from ..repro.beir import reproduce_beir
     from .main import run_in_process
 
     reproduce_beir(dataset, run_in_process, conditions=names, profile=profile, checkpoint_from=checkpoint_from,
                    dry_run=dry_run, check=check, as_json=as_json, baseline=baseline, yaml_path=yaml_path,
-                   download=download, report_dir=report_dir, seed_offset=seed_offset, out=click.echo,
-                   err=lambda text: click.echo(text, err=True))
+                   download=download, report_dir=report_dir, seed_offset=seed_offset, share_prefixes=share_prefixes,
+                   out=click.echo, err=lambda text: click.echo(text, err=True))

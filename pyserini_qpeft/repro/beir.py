@@ -24,7 +24,8 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
                    checkpoint_from: str | None = None, dry_run: bool = False, check: bool = False,
                    as_json: bool = False, baseline: str = "bm25", yaml_path: str | Path | None = None,
                    download: bool = False, report_dir: str | Path = "runs", seed_offset: int = 0,
-                   out: Callable[[str], None] = print, err: Callable[[str], None] = _stderr
+                   share_prefixes: bool = True, out: Callable[[str], None] = print,
+                   err: Callable[[str], None] = _stderr
                    ) -> list[dict[str, Any]] | None:
     """Run the reproduction matrix of ``yaml_path`` (default: the packaged ``beir.yaml``) on ``dataset``.
 
@@ -43,6 +44,7 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
         seed_offset: train the trained conditions with their base seeds + this (a row's second seed; its checkpoints
             and runs are named ``.seed+K``). Expected values are checked with the same tolerance, which is why a
             trained row's tolerance is its seed-to-seed spread.
+        share_prefixes: run reranks of the same candidates as one pass (:func:`~.runner.execute`).
         out, err: receive printed lines (stdout, stderr).
 
     Returns:
@@ -66,7 +68,8 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
     if skipped:
         err(f"# {ds.name} has no train split: skipping {', '.join(skipped)} "
             "(use --checkpoint-from DATASET for zero-shot transfer)")
-    execute(planner, chosen, runner, dry_run=dry_run, echo=out if dry_run else err)  # a dry run's result = commands
+    execute(planner, chosen, runner, dry_run=dry_run, echo=out if dry_run else err,  # a dry run's result = commands
+            share_prefixes=share_prefixes)
     if dry_run:
         return None
     from .report import write_report
