@@ -13,8 +13,7 @@ from pyserini_qpeft.cli.main import cli
 from pyserini_qpeft.data import Document
 from pyserini_qpeft.lm.scoring import ScorerConfig
 from pyserini_qpeft.qpeft.module import QPeftConfig, build_module
-from pyserini_qpeft.rerank import DictDocStore, LMReranker, UPRReranker
-from pyserini_qpeft.rerank.lm import rerank_together
+from pyserini_qpeft.rerank import DictDocStore, LMReranker, UPRReranker, rerank_together
 from pyserini_qpeft.types import Hit, Query, Run
 
 DOCS = DictDocStore({d["_id"]: Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS})
