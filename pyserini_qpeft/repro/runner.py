@@ -324,13 +324,9 @@ def rerank_partners(planner: Planner, name: str, pending: list[str]) -> list[str
     key = _shareable_key(planner.command(name))
     if key is None:
         return []
-    closure: dict[str, set[str]] = {}
 
-    def needs(art: str) -> set[str]:
-        if art not in closure:
-            direct = planner.matrix.artifacts[art].needs
-            closure[art] = set(direct).union(*(needs(n) for n in direct)) if direct else set()
-        return closure[art]
+    def needs(art: str) -> set[str]:  # everything ``art`` needs, directly or not
+        return set(planner.order([art])) - {art}
 
     partners: list[str] = []
     for other in pending:
