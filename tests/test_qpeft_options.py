@@ -151,3 +151,5 @@ def test_dev_seed_keeps_the_dev_queries_of_another_seed(tiny_lm_path, toy_beir, 
     assert w0 != (tmp_path / "s1" / "best" / "qpeft_model.safetensors").read_bytes()
     trained("p", "--prompt-tokens", "2")  # the flag reaches the saved module config
     assert json.loads((tmp_path / "p" / "best" / "qpeft_config.json").read_text())["qpeft_config"]["prompt_tokens"] == 2
+    linear = trained("lin", "--lr-schedule", "linear", "--warmup-steps", "0")  # the flag reaches the train config
+    assert linear["train_config"]["lr_schedule"] == "linear" and seed0["train_config"]["lr_schedule"] == "constant"

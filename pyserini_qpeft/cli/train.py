@@ -17,6 +17,7 @@ import click
 from ..errors import InputError
 from ..qpeft.config import ATTN_INITS, MLPS, PROMPT_INITS, TOKEN_FILTERS, VARIANTS, QPeftConfig
 from ..qpeft.step import DEV_POOLS, SELECTION_METRICS, QPeftTrainConfig
+from ..training.config import LR_SCHEDULES
 from ..training.data import NEGATIVE_POLICIES
 from ..rerank.flags import prompt_flag
 from .options import (OutputPath, click_option, dev_carve_option, field_default, lm_options, optimizer_options, quiet_option,
@@ -48,7 +49,9 @@ def _M(name: str):
               help="Output folder: epoch-N/ checkpoints, best/ (load this), trainer_state.json.")
 @optimizer_options(_Q, "Queries per step; each query's negatives are 1 hard + the others' positives.")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=_Q("warmup_steps"), show_default=True,
-              help="Linear LR warmup steps (then constant).")
+              help="Linear LR warmup steps (then --lr-schedule).")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=_Q("lr_schedule"), show_default=True,
+              help="After the warmup: constant, or linear decay to 0 at the last planned step.")
 @click.option("--margin", type=click.FloatRange(min=0), default=_Q("margin"), show_default=True,
               help="Hinge margin on the query NLL (nats per token).")
 @click.option("--negatives-per-query", type=click.IntRange(min=1), default=_Q("negatives_per_query"),
@@ -111,6 +114,7 @@ def _M(name: str):
 @lm_options
 @quiet_option
 def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_size, lr, weight_decay, warmup_steps,
+                lr_schedule,
                 margin, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
                 num_heads, attn_init, mlp, num_virtual_tokens, prompt_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, dev_pool, max_train_queries, max_steps,
                 max_passage_tokens, instruction, prompt, selection_metric, patience, seed, dev_carve, dev_seed, resume, dev_cache_gb, sweep_grid,
@@ -136,7 +140,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         quiet = quiet or not parallel.is_main
         tcfg = QPeftTrainConfig.build(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-            margin=margin, pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query,
+            lr_schedule=lr_schedule, margin=margin, pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query,
             hard_pool=hard_pool, in_batch=not no_in_batch,
             negative_policy=negative_policy, seed=seed, dev_seed=dev_seed, max_steps=max_steps, max_train_queries=max_train_queries,
             dev_depth=dev_depth, dev_pool=dev_pool, selection_metric=selection_metric, patience=patience,
