@@ -97,9 +97,7 @@ def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, doc
                         state_path=shard_state(output, *shard), shard=shard)
         return
     merged = [shard_state(output, k, merge_shards) for k in range(merge_shards)] if merge_shards else []
-    state = resume_state(output)
-    if state.exists() and not merged:
-        logger.warning("resuming from %s", state)
+    state = resume_state(output, announce=not merged)
     if merged:
         reranked = reranker.rerank(queries, run, docs, depth=depth, progress=progress, merge=merged)
     else:
@@ -110,16 +108,25 @@ def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, doc
 
         reranked = interpolate_rerank(run, reranked, alpha, depth)
         name = tag or f"{name}+interp{alpha:g}"
-    reranked.write(output, tag=name)
-    for path in [state, *merged]:
+    write_and_clean(reranked, output, name, [state, *merged])
+
+
+def resume_state(output: str | os.PathLike, announce: bool = False) -> Path:
+    """Where the rerank into ``output`` keeps its finished batches until the run is written: ``<output>.partial``
+    (``announce``: log a warning when it exists, i.e. the rerank resumes)."""
+    output = Path(output)
+    state = output.with_name(output.name + ".partial")
+    if announce and state.exists():
+        logger.warning("resuming from %s", state)
+    return state
+
+
+def write_and_clean(run: Run, output: str | os.PathLike, tag: str, leftovers: Sequence[Path]) -> None:
+    """Write ``run`` to ``output`` (atomically, see :meth:`Run.write`), then delete the resume/shard state files."""
+    run.write(Path(output), tag=tag)
+    for path in leftovers:
         if path.exists():
             path.unlink()
-
-
-def resume_state(output: str | os.PathLike) -> Path:
-    """Where the rerank into ``output`` keeps its finished batches until the run is written: ``<output>.partial``."""
-    output = Path(output)
-    return output.with_name(output.name + ".partial")
 
 
 def rerank_and_write_together(rerankers: Sequence[Reranker], queries: Sequence[Query], run: Run, docs: DocStore,
@@ -135,15 +142,10 @@ def rerank_and_write_together(rerankers: Sequence[Reranker], queries: Sequence[Q
                          f"{', '.join(not_lm)}")
     if len(set(map(str, outputs))) != len(outputs):
         raise InputError(f"each reranker needs its own output, got {', '.join(map(str, outputs))}")
-    states = [resume_state(o) for o in outputs]
-    for state in states:
-        if state.exists():
-            logger.warning("resuming from %s", state)
+    states = [resume_state(o, announce=True) for o in outputs]
     reranked = rerank_together(rerankers, queries, run, docs, depth, progress, states)
     for reranker, result, output, state in zip(rerankers, reranked, outputs, states):
-        result.write(Path(output), tag=reranker.name.replace(" ", "-"))
-        if state.exists():
-            state.unlink()
+        write_and_clean(result, output, reranker.name.replace(" ", "-"), [state])
 
 
 def check_topics_cover_run(queries: Sequence[Query], run: Run) -> None:
