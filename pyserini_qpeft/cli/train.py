@@ -98,6 +98,10 @@ def _M(name: str):
               show_default=True, help="Dev metric that picks best/.")
 @click.option("--patience", type=click.IntRange(min=1), default=_Q("patience"),
               help="Stop after this many epochs without a better dev metric (default: never).")
+@click.option("--eval-every", type=click.IntRange(min=1), default=_Q("eval_every"),
+              help="Also evaluate dev every N optimizer steps inside an epoch; best/ may then be a mid-epoch checkpoint "
+                   "(epoch-E-step-S/). The training is unchanged, only the selection sees more points (default: "
+                   "epoch ends only).")
 @click.option("--seed", type=int, default=_Q("seed"), show_default=True)
 @dev_carve_option
 @click.option("--dev-seed", type=int, default=None,
@@ -117,7 +121,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                 lr_schedule,
                 margin, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
                 num_heads, attn_init, mlp, num_virtual_tokens, prompt_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, dev_pool, max_train_queries, max_steps,
-                max_passage_tokens, instruction, prompt, selection_metric, patience, seed, dev_carve, dev_seed, resume, dev_cache_gb, sweep_grid,
+                max_passage_tokens, instruction, prompt, selection_metric, patience, eval_every, seed, dev_carve, dev_seed, resume, dev_cache_gb, sweep_grid,
                 model, device, dtype, quiet) -> None:
     """Train on (query, positive, BM25 hard negative) triples of --split; select by a dev set carved from it."""
     from ..data import BeirDataset
@@ -144,6 +148,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
             hard_pool=hard_pool, in_batch=not no_in_batch,
             negative_policy=negative_policy, seed=seed, dev_seed=dev_seed, max_steps=max_steps, max_train_queries=max_train_queries,
             dev_depth=dev_depth, dev_pool=dev_pool, selection_metric=selection_metric, patience=patience,
+            eval_every=eval_every,
             dev_size=dev_size if dev_size is not None else _Q("dev_size"), dev_carve=dev_carve)
         ds = BeirDataset.find(dataset)
         negatives_run_obj = read_run(negatives_run)
@@ -205,10 +210,10 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         interpolation = select_checkpoint_interpolation(lm, result.best_dir, variant, dev_ex, negatives_run_obj,
                                                         ds.qrels(split), corpus, tcfg.dev_depth, progress=not quiet)
         wall = time.time() - t0
-        best = next(h for h in result.history if h["epoch"] == result.best_epoch)
-        summary = {"best": str(result.best_dir), "best_epoch": result.best_epoch, "wall_seconds": round(wall, 1),
+        summary = {"best": str(result.best_dir), "best_epoch": result.best_epoch,
+                   **({"best_step": result.best_step} if tcfg.eval_every else {}), "wall_seconds": round(wall, 1),
                    "train_seconds": round(result.train_seconds, 1), "stopped_early": result.stopped_early,
-                   "dev": {k: round(best["dev"][k], 4) for k in ("ndcg@10", "mrr@10", "loss")},
+                   "dev": {k: round(result.best_dev[k], 4) for k in ("ndcg@10", "mrr@10", "loss")},
                    "dev_upr": {k: round(v, 4) for k, v in result.dev_baseline.items()
                                if k in ("ndcg@10", "mrr@10", "loss")},
                    "trainable_parameters": report["trainable"], "percent_of_lm": round(report["percent_of_lm"], 3),

@@ -142,8 +142,7 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
             **(extra_meta or {})}
     step = LMORTStep(lm, tuner, config, cache, train, dev_pool, meta, parallel, pseudo_ids=sorted(pseudo))
     result = fit(step, train_set, dev_set, train, output, resume=resume, progress=progress)
-    best = next(h for h in result.history if h["epoch"] == result.best_epoch)
-    summary = {"best_epoch": result.best_epoch, "best": str(result.best_dir), "best_dev": best["dev"],
+    summary = {"best_epoch": result.best_epoch, "best": str(result.best_dir), "best_dev": result.best_dev,
                "history": result.history, "stopped_early": result.stopped_early,
                "trainable_parameters": tuner.num_parameters(), "lm_parameters": lm.num_parameters(),
                "trainable_percent": round(share, 3), "cache_seconds": round(cache_seconds, 1),

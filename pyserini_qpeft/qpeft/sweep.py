@@ -82,12 +82,6 @@ def load_grid(path: str | Path, module_cls: type, train_cls: type) -> list[Sweep
     return points
 
 
-def best_dev(history: Sequence[Mapping[str, Any]], best_epoch: int) -> dict[str, float]:
-    """The dev metrics of the best epoch of a training history."""
-    record = next(h for h in history if h["epoch"] == best_epoch)
-    return {k: v for k, v in record["dev"].items() if isinstance(v, float)}
-
-
 def run_sweep(points: Sequence[SweepPoint], train_one: Callable[[SweepPoint, Path], Any], output: str | Path,
               metric: str, write: bool = True) -> dict[str, Any]:
     """Train every point with ``train_one(point, folder) -> TrainResult`` and publish the best one.
@@ -108,9 +102,9 @@ def run_sweep(points: Sequence[SweepPoint], train_one: Callable[[SweepPoint, Pat
         folder = output / SWEEP_DIR / point.name
         logger.info("sweep %d/%d: %s", point.index + 1, len(points), point.settings)
         result = train_one(point, folder)
-        dev = best_dev(result.history, result.best_epoch)
+        dev = {k: v for k, v in result.best_dev.items() if isinstance(v, float)}
         rows.append({"index": point.index, "name": point.name, "settings": point.settings, "folder": str(folder),
-                     "best_epoch": result.best_epoch, "dev": dev})
+                     "best_epoch": result.best_epoch, "best_step": result.best_step, "dev": dev})
     sign = -1.0 if metric == "loss" else 1.0
     best = max(rows, key=lambda r: (sign * r["dev"][metric], -r["index"]))
     summary = {"metric": metric, "best": best, "rows": rows}

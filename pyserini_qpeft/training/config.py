@@ -43,6 +43,9 @@ class TrainConfig:
         max_steps: stop after this many optimizer steps in total (None = no cap).
         max_train_queries: use at most this many training queries per epoch (a seeded sample; None = all).
         eval_at_start: evaluate the untrained model (and the method's zero-shot baseline) on dev first.
+        eval_every: also evaluate dev every this many optimizer steps inside an epoch (None = at epoch ends only);
+            ``best/`` may then be a mid-epoch checkpoint (``epoch-N-step-S/``). The training itself is unchanged:
+            only the selection sees more points.
     """
 
     epochs: int = 2
@@ -62,13 +65,14 @@ class TrainConfig:
     max_steps: int | None = None
     max_train_queries: int | None = None
     eval_at_start: bool = True
+    eval_every: int | None = None
 
     def __post_init__(self) -> None:
         from .data import DEV_CARVES, dev_count
 
         for name in ("epochs", "batch_size"):
             positive_int(name, getattr(self, name))
-        for name in ("patience", "max_steps", "max_train_queries"):
+        for name in ("patience", "max_steps", "max_train_queries", "eval_every"):
             if getattr(self, name) is not None:
                 positive_int(name, getattr(self, name), " or None")
         if not self.lr > 0:

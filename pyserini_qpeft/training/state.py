@@ -102,8 +102,8 @@ def load_optimizer(optimizer, folder: str | os.PathLike) -> None:
 
 
 def write_training_done(output_dir: str | os.PathLike, state: dict) -> None:
-    """Mark a training run finished (``training_done.json``: epochs run, best epoch and value, early stop)."""
-    summary = {k: state.get(k) for k in ("completed_epochs", "global_step", "best_epoch", "best_value")}
+    """Mark a training run finished (``training_done.json``: epochs run, best epoch, step and value, early stop)."""
+    summary = {k: state.get(k) for k in ("completed_epochs", "global_step", "best_epoch", "best_step", "best_value")}
     summary["stopped_early"] = bool(state.get("stopped_early"))
     with atomic_write(Path(output_dir) / DONE_NAME) as out:
         out.write(dump_json(summary))

@@ -97,6 +97,22 @@ class TrainResult:
     dev_baseline: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
     stopped_early: bool = False
+    best_step: int | None = None
+
+    @property
+    def best_dev(self) -> dict[str, Any]:
+        """The dev metrics of ``best/`` (:func:`best_dev`)."""
+        return best_dev(self.history, self.best_epoch, self.best_step)
+
+
+def best_dev(history: Sequence[Mapping[str, Any]], best_epoch: int, best_step: int | None = None) -> dict[str, Any]:
+    """The dev metrics of the selected checkpoint: the mid-epoch evaluation at global step ``best_step`` of epoch
+    ``best_epoch`` when there is one (``TrainConfig.eval_every``), else that epoch's end."""
+    record = next(h for h in history if h["epoch"] == best_epoch)
+    for check in record.get("dev_steps", []):
+        if check["global_step"] == best_step:
+            return check["dev"]
+    return record["dev"]
 
 
 def dev_metrics(run: "Run", dev: Sequence[TrainingExample], metrics: Sequence[str]) -> dict[str, float]:
@@ -154,7 +170,8 @@ def _check_sets(train: Sequence[TrainingExample], dev: Sequence[TrainingExample]
 
 def _start_state(step: TrainingStep, config: TrainConfig, dev: Sequence[TrainingExample], metrics: Sequence[str],
                  progress: bool, settings: Mapping[str, Any]) -> dict[str, Any]:
-    state = {"completed_epochs": 0, "global_step": 0, "history": [], "best_epoch": None, "best_value": None,
+    state = {"completed_epochs": 0, "global_step": 0, "history": [], "best_epoch": None, "best_step": None,
+             "best_value": None,
              "dev_baseline": {}, "dev_untrained": {}, "train_seconds": 0.0, "stopped_early": False,
              "selection_metric": selection_metric(config, dev), "step": step.identity, **settings}
     if config.eval_at_start and dev:
@@ -298,6 +315,8 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
         step.begin_epoch(epoch)
         step.train_mode(True)
         sums: dict[str, float] = {}
+        checks: list[dict[str, Any]] = []  # mid-epoch dev evaluations (config.eval_every)
+        best_mid: tuple[float, int, list[torch.Tensor]] | None = None  # (value, global step, weights)
         bar = tqdm(steps, desc=f"epoch {epoch}/{config.epochs}", unit="step", disable=not progress,
                    dynamic_ncols=True)
         for n, idx in enumerate(bar, start=1):
@@ -317,6 +336,15 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
             bar.set_postfix({k: f"{sums[k] / n:.4f}" for k in ("loss", "pair_acc") if k in sums})
+            if config.eval_every and dev_examples and selection != "train_loss" and n % config.eval_every == 0 \
+                    and n < len(steps):
+                step.train_mode(False)  # evaluation draws no random numbers: the training goes on unchanged
+                checks.append({"global_step": global_step, "dev": evaluate_step(step, dev_examples, metrics)})
+                step.train_mode(True)
+                logger.info("epoch %d, step %d: dev %s", epoch, global_step, _fmt(checks[-1]["dev"]))
+                value = _selection_value(selection, checks[-1])
+                if _better(selection, value, best_mid[0] if best_mid else None):
+                    best_mid = (value, global_step, [p.detach().clone() for p in params])
         bar.close()
         train_seconds = time.time() - t_epoch
         step.train_mode(False)
@@ -325,7 +353,8 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
         nsteps = max(1, len(steps))
         record = {"epoch": epoch, "steps": len(steps), "global_step": global_step,
                   "train": {k: v / nsteps for k, v in sums.items()}, "dev": dev,
-                  "train_seconds": train_seconds, "dev_seconds": time.time() - t_dev}
+                  "train_seconds": train_seconds, "dev_seconds": time.time() - t_dev,
+                  **({"dev_steps": checks} if checks else {})}
         logger.info("epoch %d: train %s | dev %s | %.0f s train, %.0f s dev", epoch, _fmt(record["train"]),
                     _fmt(dev), train_seconds, record["dev_seconds"])
         value = _selection_value(selection, record)
@@ -342,8 +371,20 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
         state["history"].append(record)
         state["completed_epochs"], state["global_step"] = epoch, global_step
         state["train_seconds"] = state.get("train_seconds", 0.0) + train_seconds
-        if improved:
-            state["best_epoch"], state["best_value"] = epoch, value
+        if best_mid is not None and _better(selection, best_mid[0], value) \
+                and _better(selection, best_mid[0], state["best_value"]):
+            mid_value, mid_step, weights = best_mid
+            mid_folder = output_dir / f"{folder.name}-step-{mid_step}"
+            mid_dev = best_dev([record], epoch, mid_step)
+            extra["training"] = {**extra["training"], "global_step": mid_step}
+            extra["dev_metrics"] = {k: v for k, v in mid_dev.items() if k not in ("queries", "pairs")}
+            if parallel.is_main:
+                with swapped_weights(params, weights):
+                    step.save(mid_folder, extra)
+                publish_best(mid_folder, output_dir)
+            state["best_epoch"], state["best_step"], state["best_value"] = epoch, mid_step, mid_value
+        elif improved:
+            state["best_epoch"], state["best_step"], state["best_value"] = epoch, global_step, value
             if parallel.is_main:
                 publish_best(folder, output_dir)
         if parallel.is_main:
@@ -356,7 +397,30 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
         write_training_done(output_dir, state)
     return TrainResult(output_dir=output_dir, best_dir=output_dir / "best", best_epoch=state["best_epoch"],
                        history=state["history"], dev_baseline=state["dev_baseline"],
-                       train_seconds=state["train_seconds"], stopped_early=bool(state.get("stopped_early")))
+                       train_seconds=state["train_seconds"], stopped_early=bool(state.get("stopped_early")),
+                       best_step=state.get("best_step"))
+
+
+class swapped_weights:
+    """``with swapped_weights(params, weights):`` the parameters hold ``weights`` (same shapes), then their own again."""
+
+    def __init__(self, params: Sequence["torch.nn.Parameter"], weights: Sequence["torch.Tensor"]) -> None:
+        self.params, self.weights = params, weights
+
+    def __enter__(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            self.saved = [p.detach().clone() for p in self.params]
+            for p, w in zip(self.params, self.weights):
+                p.copy_(w)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        with torch.no_grad():
+            for p, w in zip(self.params, self.saved):
+                p.copy_(w)
 
 
 def _fmt(metrics: Mapping[str, Any]) -> str:
