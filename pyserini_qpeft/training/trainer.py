@@ -402,7 +402,7 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
 
 
 class swapped_weights:
-    """``with swapped_weights(params, weights):`` the parameters hold ``weights`` (same shapes), then their own again."""
+    """``with swapped_weights(params, weights):`` the parameters hold ``weights`` (same shapes), then their own."""
 
     def __init__(self, params: Sequence["torch.nn.Parameter"], weights: Sequence["torch.Tensor"]) -> None:
         self.params, self.weights = params, weights

@@ -1,0 +1,56 @@
+#!/bin/bash
+# The dev-only check of `make demo`'s (profile demo-bf16) learning-rate schedule and of --eval-every, 2026-12-05,
+# 2-core AMD EPYC with avx512_bf16 (README, "What each change measured"). Run from a checkout where `make demo` ran
+# (it needs runs/bm25-flat.beir-scifact-train.trec); ~27 + ~14 + ~10 minutes on 2 cores.
+set -euo pipefail
+export PYSERINI_QPEFT_DATA=${PYSERINI_QPEFT_DATA:-../shared/data/beir}
+Q=.venv/bin/pyserini-qpeft
+DEMO="--variant retr --dataset scifact --split train --negatives runs/bm25-flat.beir-scifact-train.trec --epochs 1
+  --max-train-queries 200 --batch-size 4 --margin 1.0 --pointwise-weight 0.1 --dev-size 40 --dev-depth 10 --dev-seed 0
+  --seed 0 --dtype bf16 --max-passage-tokens 256 --token-filter content --query-proj --lr 1e-2"
+L=checkpoints/qpeft-retr.beir-scifact-demo-bf16-lrsched
+E=checkpoints/qpeft-retr.beir-scifact-demo-bf16-evalevery
+# 1. constant vs linear, seeds 0-2 (in-training dev on the demo's 40 dev queries)
+$Q train qpeft $DEMO --output $L --sweep docs/sweeps/demo-bf16-lr-schedule.yaml
+# 2. linear with a dev evaluation every 10 steps (the training is the same; only the selection sees more points)
+printf 'lr-schedule: [linear]\neval-every: [10]\nseed: [0, 1, 2]\n' > /tmp/demo-bf16-eval-every.yaml
+$Q train qpeft $DEMO --output $E --sweep /tmp/demo-bf16-eval-every.yaml
+# 3. a second held-out set: 80 training queries that are neither among the 40 dev queries nor among any seed's 200
+#    training queries (ordered by sha256("heldout:<qid>")), their BM25 top-20
+.venv/bin/python - <<'PY'
+import hashlib
+from pyserini_qpeft.data import BeirDataset
+from pyserini_qpeft.qpeft.step import QPeftTrainConfig
+from pyserini_qpeft.training.data import load_training_data, split_dev
+from pyserini_qpeft.training.trainer import epoch_order
+from pyserini_qpeft.types import read_run
+
+path = "runs/bm25-flat.beir-scifact-train.trec"
+examples, _, _ = load_training_data(BeirDataset.find("scifact"), "train", read_run(path), negative_depth=20,
+                                    candidate_depth=10)
+used: set[str] = set()
+for seed in (0, 1, 2):
+    cfg = QPeftTrainConfig.build(seed=seed, dev_seed=0, dev_size=40, max_train_queries=200, epochs=1, batch_size=4)
+    train, dev = split_dev(examples, cfg.dev_size, cfg.carve_seed, cfg.dev_carve)
+    used |= {train[i].qid for i in epoch_order(len(train), cfg, 1)} | {e.qid for e in dev}
+rest = sorted((e.qid for e in examples if e.qid not in used), key=lambda q: hashlib.sha256(f"heldout:{q}".encode()).hexdigest())
+keep = set(rest[:80])
+lines = [l for l in open(path) if l.split()[0] in keep and int(l.split()[3]) <= 20]
+open("runs/bm25-flat.beir-scifact-train-heldout80.trec", "w").writelines(lines)
+print(f"{len(rest)} unused training queries; 80 kept, {len(lines)} hits")
+PY
+# 4. UPR and every checkpoint (the six end-of-run ones, seed 1's step-30 pick) on those queries in one pass
+args=()
+for d in $L/sweep/0*; do args+=(--also-rerank qpeft-retr "$d/best" "runs/heldout80-lrsched-$(basename "$d" | cut -c1-2).trec"); done
+args+=(--also-rerank qpeft-retr "$E/sweep/01-seed=1_lr-schedule=linear_eval-every=10/best" runs/heldout80-ee-01-step30.trec)
+$Q rerank --run runs/bm25-flat.beir-scifact-train-heldout80.trec --topics beir-v1.0.0-scifact-train --corpus scifact \
+  --reranker upr --rerank-depth 20 --output runs/heldout80-upr.trec --dtype bf16 --max-passage-tokens 256 "${args[@]}"
+# 5. each alone and interpolated with BM25 at weight 0.5 (no selection), against the training qrels
+B=runs/bm25-flat.beir-scifact-train-heldout80.trec
+$Q evaluate --run $B --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10
+for f in runs/heldout80-*.trec; do
+  case "$f" in *.interp.trec) continue;; esac
+  $Q fuse --method rerank-interpolation --run $B --run "$f" --depth 20 --alpha 0.5 --output "${f%.trec}.interp.trec"
+  echo "$f: $($Q evaluate --run "$f" --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10 | tail -1)" \
+       "interpolated: $($Q evaluate --run "${f%.trec}.interp.trec" --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10 | tail -1)"
+done
