@@ -258,3 +258,24 @@ def test_device_accepts_cuda_index_and_refuses_the_rest():
 
     result = CliRunner().invoke(cli, ["rerank", "--device", "gpu", "--run", "x", "--topics", "t", "--output", "o"])
     assert result.exit_code == 2 and "cuda:N" in result.output
+
+
+def test_evaluate_compare_to_a_baseline_run(tmp_path, toy_beir):
+    """--compare-to: per metric the mean difference over the judged queries, improved / hurt / tied and the paired
+    randomization test's p; a run against itself is never significant."""
+    import json
+
+    run = tmp_path / "run.trec"
+    run.write_text("q3 Q0 d3 1 2.0 t\nq4 Q0 d4 1 3.0 t\nq2 Q0 d1 1 1.0 t\n")  # hit@1: q3 yes, q4 yes, q2 no
+    base = tmp_path / "base.trec"
+    base.write_text("q3 Q0 d1 1 2.0 t\nq4 Q0 d4 1 3.0 t\n")  # hit@1: q3 no, q4 yes, q2 missing (0)
+    args = ["evaluate", "--qrels", str(toy_beir / "qrels" / "test.tsv"), "--run", str(run), "-m", "hit@1"]
+    out = CliRunner().invoke(cli, args + ["--compare-to", str(base), "--json"])
+    assert out.exit_code == 0, out.output
+    # differences +1 (q3), 0, 0: every sign flip reaches |1/3|, so p = 1 -- one query cannot be significant
+    assert json.loads(out.output) == {"all": {"hit@1": round(2 / 3, 4)}, "compare_to": {
+        "run": str(base), "hit@1": {"delta": round(1 / 3, 4), "p": 1.0, "queries": 3, "trials": 10000,
+                                    "improved": 1, "hurt": 0, "tied": 2}}}
+    table = CliRunner().invoke(cli, args + ["--compare-to", str(run)]).output.splitlines()
+    assert table[-1] == ("hit@1         vs-baseline     +0.0000  improved 0 / hurt 0 / tied 3  p = 1.0000 "
+                         "(paired randomization, 10,000 sign flips)")

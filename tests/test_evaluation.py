@@ -12,8 +12,9 @@ import sys
 import pytest
 
 from pyserini_qpeft.errors import InputError
-from pyserini_qpeft.evaluation import (DEFAULT_METRICS, METRICS, evaluate, evaluate_per_query, parse_metric,
-                                       per_query_comparison, trec_eval_measure, trec_eval_name, trec_eval_order)
+from pyserini_qpeft.evaluation import (DEFAULT_METRICS, METRICS, evaluate, evaluate_per_query, paired_randomization_test,
+                                       parse_metric, per_query_comparison, trec_eval_measure, trec_eval_name,
+                                       trec_eval_order)
 from pyserini_qpeft.types import Hit, Run
 
 # q1: three docs tie at 1.0; trec_eval ranks ties by docid DESCENDING -> c (rel 0), b (rel 2), a (rel 1), d (unjudged)
@@ -128,6 +129,39 @@ def test_per_query_comparison():
     assert per_query_comparison(base, other, "ndcg@10") == {"improved": ["q2", "q4"], "hurt": ["q3"], "tied": ["q1"]}
     with pytest.raises(InputError):
         per_query_comparison(base, other, "map")
+
+
+def exact_sign_flip_p(diffs: list[float]) -> float:
+    """The exact two-sided p of the paired randomization test: all 2^n sign patterns."""
+    import itertools
+
+    observed = abs(sum(diffs) / len(diffs))
+    patterns = list(itertools.product((-1, 1), repeat=len(diffs)))
+    return sum(abs(sum(s * d for s, d in zip(signs, diffs))) / len(diffs) >= observed - 1e-12
+               for signs in patterns) / len(patterns)
+
+
+def test_paired_randomization_test_matches_the_exact_test_and_is_seeded():
+    diffs = [0.30, 0.25, -0.05, 0.10, 0.20, -0.10, 0.15, 0.05, 0.0, 0.12]
+    base = {f"q{i}": {"ndcg@10": 0.5} for i in range(len(diffs))}
+    other = {f"q{i}": {"ndcg@10": 0.5 + d} for i, d in enumerate(diffs)}
+    exact = exact_sign_flip_p(diffs)  # 48 / 1024 = 0.047
+    result = paired_randomization_test(base, other, "ndcg@10", trials=20_000)
+    assert result["queries"] == 10 and result["delta"] == pytest.approx(sum(diffs) / 10)
+    assert abs(result["p"] - exact) < 0.006, (result["p"], exact)  # Monte Carlo error ~0.0015 at this p
+    assert result == paired_randomization_test(base, other, "ndcg@10", trials=20_000)  # seeded
+    flipped = paired_randomization_test(other, base, "ndcg@10", trials=20_000)
+    assert flipped["p"] == result["p"] and flipped["delta"] == pytest.approx(-result["delta"])  # two-sided
+    mixed = [0.2, -0.15, 0.1, -0.05, 0.12]  # no clear winner: exact p = 18 / 32
+    base5 = {f"q{i}": {"ndcg@10": 0.5} for i in range(5)}
+    other5 = {f"q{i}": {"ndcg@10": 0.5 + d} for i, d in enumerate(mixed)}
+    assert abs(paired_randomization_test(base5, other5, "ndcg@10", trials=20_000)["p"] - exact_sign_flip_p(mixed)) < 0.01
+    assert paired_randomization_test(base, base, "ndcg@10")["p"] == 1.0  # identical runs: never significant
+    # a query missing from one side counts as 0 there: differences -0.4 and +0.4
+    one_sided = paired_randomization_test({"q1": {"ndcg@10": 0.4}}, {"q2": {"ndcg@10": 0.4}}, "ndcg@10")
+    assert one_sided["queries"] == 2 and one_sided["delta"] == 0.0 and one_sided["p"] == 1.0
+    with pytest.raises(InputError):
+        paired_randomization_test(base, other, "map")
 
 
 # --------------------------------------------------------------------------------------------------------------

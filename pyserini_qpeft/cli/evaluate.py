@@ -23,9 +23,14 @@ from .options import sample_options
 @click.option("--only-run-queries", is_flag=True,
               help="Evaluate only the judged queries the run contains (trec_eval without -c), e.g. a dev run "
                    "(`dev-split`) against its training split's qrels.")
+@click.option("--compare-to", "baseline_path", type=click.Path(), default=None,
+              help="Also compare RUN with this run (e.g. BM25's) on the same queries: per metric, the mean difference, "
+                   "queries improved / hurt / tied, and a two-sided paired randomization test's p (10,000 sign flips, "
+                   "seeded).")
 @sample_options
 def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool, per_query: bool,
-             seen_qrels: str | None, only_run_queries: bool, sample_queries: int | None, sample_seed: int) -> None:
+             seen_qrels: str | None, only_run_queries: bool, baseline_path: str | None, sample_queries: int | None,
+             sample_seed: int) -> None:
     """Evaluate RUN against QRELS (trec_eval -c semantics: judged queries missing from the run score 0); with
     --sample-queries, against the judged queries of that sample only (as `search --sample-queries` drew them)."""
     from ..data import load_qrels, sample_topics
@@ -49,6 +54,14 @@ def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool,
     per = every if per_query else None
     groups = split_by_seen_documents(judged, load_qrels(seen_qrels)) if seen_qrels else {}
     by_group = {g: mean_metrics(every, names, q) for g, q in groups.items() if q}
+    compared = {}
+    if baseline_path is not None:
+        from ..evaluation import paired_randomization_test, per_query_comparison
+
+        base = evaluate_per_query(read_run(baseline_path), judged, names)
+        for name in names:
+            counts = {k: len(v) for k, v in per_query_comparison(base, every, name).items()}
+            compared[name] = {**paired_randomization_test(base, every, name), **counts}
     if as_json:
         out = {name: round(value, 4) for name, value in scores.items()}
         if per is not None or groups:
@@ -57,6 +70,10 @@ def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool,
             out[g] = {**{name: round(value, 4) for name, value in values.items()}, "queries": len(groups[g])}
         if per is not None:
             out["per_query"] = {q: {m: round(v, 4) for m, v in vals.items()} for q, vals in per.items()}
+        if compared:
+            out = out if "all" in out else {"all": out}
+            out["compare_to"] = {"run": baseline_path, **{name: {k: round(v, 4) if isinstance(v, float) else v
+                                                                 for k, v in c.items()} for name, c in compared.items()}}
         click.echo(json.dumps(out, sort_keys=False))
         return
     if per is not None:
@@ -68,3 +85,6 @@ def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool,
     for g, values in by_group.items():
         for name, value in values.items():
             click.echo(f"{name:<14}{f'{g}({len(groups[g])})':<16}{value:.4f}")
+    for name, c in compared.items():
+        click.echo(f"{name:<14}{'vs-baseline':<16}{c['delta']:+.4f}  improved {c['improved']} / hurt {c['hurt']} / "
+                   f"tied {c['tied']}  p = {c['p']:.4f} (paired randomization, {c['trials']:,} sign flips)")

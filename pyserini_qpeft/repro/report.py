@@ -1,5 +1,5 @@
-"""Readable outputs of a reproduction: markdown table, PNG bar chart, per-query wins/losses, and the score of the
-queries whose relevant documents training saw apart from the rest."""
+"""Readable outputs of a reproduction: markdown table, PNG bar chart, per-query wins/losses with a paired
+significance test, and the score of the queries whose relevant documents training saw apart from the rest."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,12 +31,18 @@ def per_query_scores(rows: Sequence[Mapping[str, Any]], qrels, metric: str = "nd
 
 
 def wins_losses(base: Mapping[str, Mapping[str, float]], per_query: Mapping[str, Mapping[str, Mapping[str, float]]],
-                metric: str = "ndcg@10") -> dict[str, dict[str, int]]:
-    """Per condition: how many test queries improved / were hurt / tied against ``base``'s per-query values."""
-    from ..evaluation import per_query_comparison
+                metric: str = "ndcg@10") -> dict[str, dict[str, float]]:
+    """Per condition: how many test queries improved / were hurt / tied against ``base``'s per-query values, the
+    mean difference (``delta``) and the two-sided paired randomization test's ``p``
+    (:func:`~pyserini_qpeft.evaluation.paired_randomization_test`)."""
+    from ..evaluation import paired_randomization_test, per_query_comparison
 
-    return {name: {k: len(v) for k, v in per_query_comparison(base, other, metric).items()}
-            for name, other in per_query.items()}
+    out: dict[str, dict[str, float]] = {}
+    for name, other in per_query.items():
+        test = paired_randomization_test(base, other, metric)
+        out[name] = {**{k: len(v) for k, v in per_query_comparison(base, other, metric).items()},
+                     "delta": test["delta"], "p": test["p"]}
+    return out
 
 
 def seen_unseen(per_query: Mapping[str, Mapping[str, Mapping[str, float]]], qrels, seen_qrels,
@@ -100,6 +106,7 @@ def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: st
     the markdown. Rows get a ``vs_<baseline>`` entry when ``baseline_run`` exists and ``ndcg@10_seen`` /
     ``ndcg@10_unseen`` with ``seen_qrels`` (the dataset's training qrels: what a trained row may have learnt).
     ``scope`` names the queries evaluated (``test``, or the sample)."""
+    from ..evaluation import RANDOMIZATION_TRIALS
     from .runner import write_json
 
     table = markdown_table(rows, metrics, dataset, scope=scope)
@@ -114,8 +121,11 @@ def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: st
             base = per_query_scores([{"condition": baseline, "run": baseline_run}], qrels)[baseline]
         wl = wins_losses(base, {name: values for name, values in per_query.items() if name not in own})
         if wl:
-            table += f"\nPer-query nDCG@10 against `{baseline}` (improved / hurt / tied):\n\n"
-            table += "\n".join(f"- {name}: {v['improved']} / {v['hurt']} / {v['tied']}" for name, v in wl.items())
+            table += (f"\nPer-query nDCG@10 against `{baseline}` (improved / hurt / tied; the mean difference and a "
+                      f"two-sided paired randomization test's p, {RANDOMIZATION_TRIALS:,} sign flips, one test per row, "
+                      f"not corrected for the number of rows):\n\n")
+            table += "\n".join(f"- {name}: {v['improved']} / {v['hurt']} / {v['tied']}; {v['delta']:+.4f}, "
+                                f"p = {v['p']:.3f}" for name, v in wl.items())
             table += "\n"
             for row in rows:
                 row["vs_" + baseline] = wl.get(row["condition"])
