@@ -545,7 +545,7 @@ def test_report_splits_the_test_queries_by_what_training_saw(tmp_path):
     assert "- bm25: 0.6309 / 1.0000" in text and "- tuned: 1.0000 / 0.5000" in text and "- missing" not in text
     assert "- tuned: 1 / 1 / 1" in text  # wins / losses against bm25 as before
     # differences +0.3691 / -1 / 0: every sign flip reaches the observed |mean| 0.2103, so p = 1
-    assert "- tuned: 1 / 1 / 1; -0.2103, p = 1.000" in text and "randomization test" in text
+    assert "- tuned: 1 / 1 / 1; -0.2103, p = 1.0000" in text and "randomization test" in text
     saved = json.loads((tmp_path / "repro-toy.json").read_text())
     assert saved[1]["vs_bm25"]["p"] == 1.0 and round(saved[1]["vs_bm25"]["delta"], 4) == -0.2103
     assert saved[1]["ndcg@10_seen"] == 1.0 and saved[1]["ndcg@10_unseen"] == 0.5

@@ -125,7 +125,7 @@ def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: st
                       f"two-sided paired randomization test's p, {RANDOMIZATION_TRIALS:,} sign flips, one test per row, "
                       f"not corrected for the number of rows):\n\n")
             table += "\n".join(f"- {name}: {v['improved']} / {v['hurt']} / {v['tied']}; {v['delta']:+.4f}, "
-                                f"p = {v['p']:.3f}" for name, v in wl.items())
+                                f"p = {v['p']:.4f}" for name, v in wl.items())
             table += "\n"
             for row in rows:
                 row["vs_" + baseline] = wl.get(row["condition"])
