@@ -25,9 +25,10 @@ import logging
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
 
 from ..errors import InputError
 from .config import LOWER_IS_BETTER, TrainConfig
@@ -401,25 +402,20 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
                        best_step=state.get("best_step"))
 
 
-class swapped_weights:
-    """``with swapped_weights(params, weights):`` the parameters hold ``weights`` (same shapes), then their own."""
+@contextmanager
+def swapped_weights(params: Sequence["torch.nn.Parameter"], weights: Sequence["torch.Tensor"]) -> Iterator[None]:
+    """Inside the block the parameters hold ``weights`` (same shapes); afterwards their own values again."""
+    import torch
 
-    def __init__(self, params: Sequence["torch.nn.Parameter"], weights: Sequence["torch.Tensor"]) -> None:
-        self.params, self.weights = params, weights
-
-    def __enter__(self) -> None:
-        import torch
-
+    with torch.no_grad():
+        saved = [p.detach().clone() for p in params]
+        for p, w in zip(params, weights):
+            p.copy_(w)
+    try:
+        yield
+    finally:
         with torch.no_grad():
-            self.saved = [p.detach().clone() for p in self.params]
-            for p, w in zip(self.params, self.weights):
-                p.copy_(w)
-
-    def __exit__(self, *exc: object) -> None:
-        import torch
-
-        with torch.no_grad():
-            for p, w in zip(self.params, self.saved):
+            for p, w in zip(params, saved):
                 p.copy_(w)
 
 
