@@ -239,11 +239,22 @@ RANDOMIZATION_TRIALS = 10_000
 """Sign flips of :func:`paired_randomization_test` (Monte Carlo error of p: at most 0.005)."""
 
 
+def paired_differences(base: Mapping[str, Mapping[str, float]], other: Mapping[str, Mapping[str, float]],
+                       metric: str) -> dict[str, float]:
+    """qid -> ``other - base`` on one metric, over the queries of either :func:`evaluate_per_query` result, sorted by
+    qid; a query missing on one side counts as 0 there. InputError when a listed query lacks the metric."""
+    out: dict[str, float] = {}
+    for qid in sorted(set(base) | set(other)):
+        if qid in base and metric not in base[qid] or qid in other and metric not in other[qid]:
+            raise InputError(f"metric {metric!r} missing from the per-query results of query {qid}")
+        out[qid] = other.get(qid, {}).get(metric, 0.0) - base.get(qid, {}).get(metric, 0.0)
+    return out
+
+
 def paired_randomization_test(base: Mapping[str, Mapping[str, float]], other: Mapping[str, Mapping[str, float]],
                               metric: str, trials: int = RANDOMIZATION_TRIALS, seed: int = 0) -> dict[str, float]:
     """Two-sided paired randomization test (Smucker et al., CIKM 2007) of ``other`` against ``base`` on one metric,
-    from two :func:`evaluate_per_query` results over the same queries (a query missing on one side counts as 0
-    there, as in :func:`per_query_comparison`).
+    from two :func:`evaluate_per_query` results over the same queries (:func:`paired_differences`).
 
     Under the null hypothesis each query's difference is as likely negated; ``p`` = (1 + the number of ``trials``
     random sign flips whose |mean difference| reaches the observed one) / (1 + ``trials``), seeded, so the same
@@ -256,20 +267,25 @@ def paired_randomization_test(base: Mapping[str, Mapping[str, float]], other: Ma
 
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
-    qids = sorted(set(base) | set(other))
-    for qid in qids:
-        if qid in base and metric not in base[qid] or qid in other and metric not in other[qid]:
-            raise InputError(f"metric {metric!r} missing from the per-query results of query {qid}")
-    if not qids:
+    diffs = paired_differences(base, other, metric)
+    if not diffs:
         raise InputError("no queries to compare")
-    diff = np.array([other.get(q, {}).get(metric, 0.0) - base.get(q, {}).get(metric, 0.0) for q in qids])
+    diff = np.array(list(diffs.values()))
     observed = abs(diff.mean())
     rng = np.random.default_rng(seed)
     reached = 0
     for start in range(0, trials, 1000):
         signs = rng.choice(np.array([-1.0, 1.0]), size=(min(1000, trials - start), len(diff)))
         reached += int((np.abs(signs @ diff) / len(diff) >= observed - 1e-12).sum())
-    return {"delta": float(diff.mean()), "p": (1 + reached) / (1 + trials), "queries": len(qids), "trials": trials}
+    return {"delta": float(diff.mean()), "p": (1 + reached) / (1 + trials), "queries": len(diff), "trials": trials}
+
+
+def compare_per_query(base: Mapping[str, Mapping[str, float]], other: Mapping[str, Mapping[str, float]],
+                      metric: str) -> dict[str, float]:
+    """``other`` against ``base`` on one metric: the counts of :func:`per_query_comparison` (``improved`` / ``hurt``
+    / ``tied``) with :func:`paired_randomization_test`'s ``delta``, ``p``, ``queries`` and ``trials``."""
+    counts = {k: len(v) for k, v in per_query_comparison(base, other, metric).items()}
+    return {**paired_randomization_test(base, other, metric), **counts}
 
 
 def per_query_comparison(base: Mapping[str, Mapping[str, float]], other: Mapping[str, Mapping[str, float]],
@@ -281,11 +297,6 @@ def per_query_comparison(base: Mapping[str, Mapping[str, float]], other: Mapping
         as 0 there. Differences within ``tolerance`` are ties.
     """
     out: dict[str, list[str]] = {"improved": [], "hurt": [], "tied": []}
-    for qid in sorted(set(base) | set(other)):
-        a = base.get(qid, {}).get(metric, 0.0)
-        b = other.get(qid, {}).get(metric, 0.0)
-        if qid in base and metric not in base[qid] or qid in other and metric not in other[qid]:
-            raise InputError(f"metric {metric!r} missing from the per-query results of query {qid}")
-        key = "tied" if abs(b - a) <= tolerance else ("improved" if b > a else "hurt")
-        out[key].append(qid)
+    for qid, diff in paired_differences(base, other, metric).items():
+        out["tied" if abs(diff) <= tolerance else ("improved" if diff > 0 else "hurt")].append(qid)
     return out

@@ -56,12 +56,10 @@ def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool,
     by_group = {g: mean_metrics(every, names, q) for g, q in groups.items() if q}
     compared = {}
     if baseline_path is not None:
-        from ..evaluation import paired_randomization_test, per_query_comparison
+        from ..evaluation import compare_per_query
 
         base = evaluate_per_query(read_run(baseline_path), judged, names)
-        for name in names:
-            counts = {k: len(v) for k, v in per_query_comparison(base, every, name).items()}
-            compared[name] = {**paired_randomization_test(base, every, name), **counts}
+        compared = {name: compare_per_query(base, every, name) for name in names}
     if as_json:
         out = {name: round(value, 4) for name, value in scores.items()}
         if per is not None or groups:

@@ -32,17 +32,12 @@ def per_query_scores(rows: Sequence[Mapping[str, Any]], qrels, metric: str = "nd
 
 def wins_losses(base: Mapping[str, Mapping[str, float]], per_query: Mapping[str, Mapping[str, Mapping[str, float]]],
                 metric: str = "ndcg@10") -> dict[str, dict[str, float]]:
-    """Per condition: how many test queries improved / were hurt / tied against ``base``'s per-query values, the
-    mean difference (``delta``) and the two-sided paired randomization test's ``p``
-    (:func:`~pyserini_qpeft.evaluation.paired_randomization_test`)."""
-    from ..evaluation import paired_randomization_test, per_query_comparison
+    """Per condition, :func:`~pyserini_qpeft.evaluation.compare_per_query` against ``base``'s per-query values: how
+    many test queries improved / were hurt / tied, the mean difference (``delta``) and the two-sided paired
+    randomization test's ``p``."""
+    from ..evaluation import compare_per_query
 
-    out: dict[str, dict[str, float]] = {}
-    for name, other in per_query.items():
-        test = paired_randomization_test(base, other, metric)
-        out[name] = {**{k: len(v) for k, v in per_query_comparison(base, other, metric).items()},
-                     "delta": test["delta"], "p": test["p"]}
-    return out
+    return {name: compare_per_query(base, other, metric) for name, other in per_query.items()}
 
 
 def seen_unseen(per_query: Mapping[str, Mapping[str, Mapping[str, float]]], qrels, seen_qrels,

@@ -317,7 +317,7 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
         step.train_mode(True)
         sums: dict[str, float] = {}
         checks: list[dict[str, Any]] = []  # mid-epoch dev evaluations (config.eval_every)
-        best_mid: tuple[float, int, list[torch.Tensor]] | None = None  # (value, global step, weights)
+        best_mid: tuple[float, dict[str, Any], list[torch.Tensor]] | None = None  # (value, check, weights)
         bar = tqdm(steps, desc=f"epoch {epoch}/{config.epochs}", unit="step", disable=not progress,
                    dynamic_ncols=True)
         for n, idx in enumerate(bar, start=1):
@@ -337,15 +337,14 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
             bar.set_postfix({k: f"{sums[k] / n:.4f}" for k in ("loss", "pair_acc") if k in sums})
-            if config.eval_every and dev_examples and selection != "train_loss" and n % config.eval_every == 0 \
-                    and n < len(steps):
+            if config.eval_every and dev_examples and n % config.eval_every == 0 and n < len(steps):
                 step.train_mode(False)  # evaluation draws no random numbers: the training goes on unchanged
                 checks.append({"global_step": global_step, "dev": evaluate_step(step, dev_examples, metrics)})
                 step.train_mode(True)
                 logger.info("epoch %d, step %d: dev %s", epoch, global_step, _fmt(checks[-1]["dev"]))
                 value = _selection_value(selection, checks[-1])
                 if _better(selection, value, best_mid[0] if best_mid else None):
-                    best_mid = (value, global_step, [p.detach().clone() for p in params])
+                    best_mid = (value, checks[-1], [p.detach().clone() for p in params])
         bar.close()
         train_seconds = time.time() - t_epoch
         step.train_mode(False)
@@ -374,11 +373,11 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
         state["train_seconds"] = state.get("train_seconds", 0.0) + train_seconds
         if best_mid is not None and _better(selection, best_mid[0], value) \
                 and _better(selection, best_mid[0], state["best_value"]):
-            mid_value, mid_step, weights = best_mid
+            mid_value, check, weights = best_mid
+            mid_step = check["global_step"]
             mid_folder = output_dir / f"{folder.name}-step-{mid_step}"
-            mid_dev = best_dev([record], epoch, mid_step)
             extra["training"] = {**extra["training"], "global_step": mid_step}
-            extra["dev_metrics"] = {k: v for k, v in mid_dev.items() if k not in ("queries", "pairs")}
+            extra["dev_metrics"] = {k: v for k, v in check["dev"].items() if k not in ("queries", "pairs")}
             if parallel.is_main:
                 with swapped_weights(params, weights):
                     step.save(mid_folder, extra)
