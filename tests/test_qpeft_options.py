@@ -144,6 +144,11 @@ def test_dev_seed_keeps_the_dev_queries_of_another_seed(tiny_lm_path, toy_beir, 
         return json.loads((tmp_path / name / "best" / "qpeft_config.json").read_text())["training"]
 
     seed0, seed1 = trained("s0", "--seed", "0"), trained("s1", "--seed", "1", "--dev-seed", "0")
+    # the checkpoint names the command that ran, also in-process (pytest's sys.argv is not that command)
+    import shlex
+
+    ran = "pyserini-qpeft " + shlex.join([*common, "--seed", "0", "--output", str(tmp_path / "s0")])
+    assert seed0["command"] == ran and ran in (tmp_path / "s0" / "best" / "README.md").read_text()
     assert seed1["dev_qids"] == seed0["dev_qids"]
     assert seed1["train_config"]["seed"] == 1 and seed1["train_config"]["dev_seed"] == 0
     assert seed0["train_config"]["dev_seed"] is None

@@ -172,6 +172,24 @@ def test_repeated_yaml_key_is_refused(tmp_path):
         Matrix.load(path)
 
 
+def test_compare_to_must_name_another_condition(tmp_path):
+    from pyserini_qpeft.errors import InputError
+    from pyserini_qpeft.repro.runner import DEFAULT_YAML
+
+    path = write_yaml(tmp_path)
+    toy = path.read_text()
+    path.write_text(toy.replace("    run: trained\n", "    run: trained\n    compare_to: [bm25]\n"))
+    assert Matrix.load(path).conditions["needs-train"].compare_to == ("bm25",)
+    assert Matrix.load(path).conditions["bm25"].compare_to == ()
+    for bad in ("[nope]", "[needs-train]"):
+        path.write_text(toy.replace("    run: trained\n", f"    run: trained\n    compare_to: {bad}\n"))
+        with pytest.raises(InputError, match="compares to unknown condition"):
+            Matrix.load(path)
+    shipped = Matrix.load(DEFAULT_YAML).conditions
+    assert shipped["bm25+qpeft-retr+interp"].compare_to == ("bm25+upr+interp", "bm25+prompt-tuning+interp")
+    assert shipped["lmort"].compare_to == ("minilm",)
+
+
 def test_a_matrix_dtype_that_no_model_accepts_is_refused_at_load(tmp_path):
     from pyserini_qpeft.errors import InputError
 
@@ -551,7 +569,35 @@ def test_report_splits_the_test_queries_by_what_training_saw(tmp_path):
     assert saved[1]["ndcg@10_seen"] == 1.0 and saved[1]["ndcg@10_unseen"] == 0.5
     assert "ndcg@10_seen" not in saved[2]
     no_split = write_report([dict(r) for r in rows], ["ndcg@10"], "toy", qrels, tmp_path / "plain", "bm25", base)
-    assert "seen (" not in no_split
+    assert "seen (" not in no_split and "reference rows" not in no_split
+
+
+def test_report_tests_a_row_against_its_same_footing_references(tmp_path):
+    """``compare_to`` adds a paired comparison per listed row that is in the table (A's gain over B), in the
+    markdown and as ``compared_to`` in the JSON; a listed row without a run is skipped."""
+    from pyserini_qpeft.repro.report import write_report
+
+    def run_file(name, lines):
+        path = tmp_path / f"{name}.trec"
+        path.write_text("".join(f"{q} Q0 {d} {rank} {10 - rank} x\n" for q, d, rank in lines))
+        return path
+
+    qrels = {"t1": {"d1": 1}, "t2": {"d2": 1}}
+    base = run_file("base", [("t1", "d7", 1), ("t1", "d1", 2), ("t2", "d2", 1)])
+    upr = run_file("upr", [("t1", "d7", 1), ("t1", "d1", 2), ("t2", "d8", 1), ("t2", "d2", 2)])
+    tuned = run_file("tuned", [("t1", "d1", 1), ("t2", "d2", 1)])
+    rows = [{"condition": c, "first_stage": "bm25", "reranker": r, "run": str(p), "ndcg@10": 0.5}
+            for c, r, p in (("bm25", "none", base), ("upr", "upr", upr), ("tuned", "x", tuned),
+                            ("pt", "x", tmp_path / "absent.trec"))]
+    text = write_report(rows, ["ndcg@10"], "toy", qrels, tmp_path / "repro-toy", "bm25", base,
+                        compare_to={"tuned": ("upr", "pt"), "upr": ()})
+    # tuned - upr per query: 1 - 0.6309 twice -> both improved, mean +0.3691; 2 of the 4 sign patterns reach it
+    assert "- tuned vs upr: 2 / 0 / 0; +0.3691, p = 0.4" in text
+    assert "vs pt" not in text and "- upr vs" not in text
+    saved = json.loads((tmp_path / "repro-toy.json").read_text())
+    assert list(saved[2]["compared_to"]) == ["upr"] and saved[2]["compared_to"]["upr"]["improved"] == 2
+    assert abs(saved[2]["compared_to"]["upr"]["p"] - 0.5) < 0.03  # exact p = 0.5; 10,000 flips: sd 0.005
+    assert "compared_to" not in saved[1]
 
 
 SHARED_YAML = """

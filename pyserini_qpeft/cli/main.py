@@ -33,6 +33,15 @@ COMMANDS = {
 
 
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for a job stopped with Ctrl-C
+_ARGV = "pyserini_qpeft.argv"  # the root context's meta key (meta is shared by every nested context)
+
+
+def command_line() -> str:
+    """The ``pyserini-qpeft ...`` command now running, as a shell line: the arguments the group was given, also when
+    ``repro`` or the demo runs it in-process (where ``sys.argv`` is the outer command's)."""
+    ctx = click.get_current_context(silent=True)
+    argv = ctx.meta.get(_ARGV) if ctx is not None else None
+    return "pyserini-qpeft " + shlex.join(sys.argv[1:] if argv is None else argv)
 
 
 class LazyGroup(click.Group):
@@ -52,6 +61,11 @@ class LazyGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            ctx.meta[_ARGV] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from ..qpeft.step import DEV_POOLS, SELECTION_METRICS, QPeftTrainConfig
 from ..training.config import LR_SCHEDULES
 from ..training.data import NEGATIVE_POLICIES
 from ..rerank.flags import prompt_flag
+from .main import command_line
 from .options import (OutputPath, click_option, dev_carve_option, field_default, lm_options, optimizer_options, quiet_option,
                       scorer_option)
 
@@ -170,8 +169,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         if not quiet:
             click.echo(f"{variant}: {report['trainable']:,} trainable parameters = {report['percent_of_lm']:.2f} % of "
                        f"the LM's {report['lm']:,}; {len(train_ex)} train / {len(dev_ex)} dev queries", err=True)
-        command = "pyserini-qpeft " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        meta = {"training": {"command": command, "dataset": str(ds.path), "split": split, "negatives": negatives_run,
+        meta = {"training": {"command": command_line(), "dataset": str(ds.path), "split": split, "negatives": negatives_run,
                              "skipped": {"no_positive": stats.no_positive, "not_in_run": stats.not_in_run,
                                          "no_negative": stats.no_negative}}}
         t0 = time.time()

@@ -95,7 +95,8 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
     # Seen / unseen by the dataset's own training qrels (a transferred checkpoint learnt another corpus).
     seen = ds.qrels("train") if "train" in ds.splits() and not checkpoint_from else None
     table = write_report(rows, matrix.metrics, ds.name, qrels, stem, baseline,
-                         Path(planner.output(base_cond.run)) if base_cond else None, scope=scope, seen_qrels=seen)
+                         Path(planner.output(base_cond.run)) if base_cond else None, scope=scope, seen_qrels=seen,
+                         compare_to={c.name: c.compare_to for c in matrix.conditions.values()})
     if as_json:
         out(json.dumps(rows, indent=2))
     else:

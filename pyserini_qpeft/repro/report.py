@@ -40,6 +40,11 @@ def wins_losses(base: Mapping[str, Mapping[str, float]], per_query: Mapping[str,
     return {name: compare_per_query(base, other, metric) for name, other in per_query.items()}
 
 
+def _comparison(v: Mapping[str, float]) -> str:
+    """One :func:`~pyserini_qpeft.evaluation.compare_per_query` result as the report writes it."""
+    return f"{v['improved']} / {v['hurt']} / {v['tied']}; {v['delta']:+.4f}, p = {v['p']:.4f}"
+
+
 def seen_unseen(per_query: Mapping[str, Mapping[str, Mapping[str, float]]], qrels, seen_qrels,
                 metric: str = "ndcg@10") -> tuple[dict[str, int], dict[str, dict[str, float | None]]]:
     """The test queries split as ``evaluate --seen-qrels`` splits them (``seen``: a relevant document is also
@@ -95,11 +100,14 @@ def write_text(text: str, path: Path) -> None:
 def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: str,
                  qrels: Mapping[str, Mapping[str, int]], stem: Path, baseline: str,
                  baseline_run: Path | None = None, scope: str = "test",
-                 seen_qrels: Mapping[str, Mapping[str, int]] | None = None) -> str:
+                 seen_qrels: Mapping[str, Mapping[str, int]] | None = None,
+                 compare_to: Mapping[str, Sequence[str]] | None = None) -> str:
     """Write ``<stem>.md`` (table + per-query wins/losses against ``baseline``, + nDCG@10 of the queries whose
     relevant documents are relevant in ``seen_qrels`` and of the rest), ``<stem>.json`` and ``<stem>.png``; returns
     the markdown. Rows get a ``vs_<baseline>`` entry when ``baseline_run`` exists and ``ndcg@10_seen`` /
     ``ndcg@10_unseen`` with ``seen_qrels`` (the dataset's training qrels: what a trained row may have learnt).
+    ``compare_to``: condition -> the other conditions it is also tested against when both are in the table (e.g. a
+    trained reranker against zero-shot UPR on the same footing); rows get ``compared_to`` {other: result}.
     ``scope`` names the queries evaluated (``test``, or the sample)."""
     from ..evaluation import RANDOMIZATION_TRIALS
     from .runner import write_json
@@ -107,7 +115,7 @@ def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: st
     table = markdown_table(rows, metrics, dataset, scope=scope)
     has_baseline = baseline_run is not None and baseline_run.is_file()
     # every run is read and evaluated per query once, and only when the wins/losses or the seen/unseen split use it
-    per_query = per_query_scores(rows, qrels) if has_baseline or seen_qrels else {}
+    per_query = per_query_scores(rows, qrels) if has_baseline or seen_qrels or compare_to else {}
     if has_baseline:
         own = [r["condition"] for r in rows if r["condition"] in per_query and Path(r["run"]) == baseline_run]
         if own:  # the baseline is a reported row: its run is evaluated already
@@ -119,11 +127,21 @@ def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: st
             table += (f"\nPer-query nDCG@10 against `{baseline}` (improved / hurt / tied; the mean difference and a "
                       f"two-sided paired randomization test's p, {RANDOMIZATION_TRIALS:,} sign flips, one test per row, "
                       f"not corrected for the number of rows):\n\n")
-            table += "\n".join(f"- {name}: {v['improved']} / {v['hurt']} / {v['tied']}; {v['delta']:+.4f}, "
-                                f"p = {v['p']:.4f}" for name, v in wl.items())
-            table += "\n"
+            table += "\n".join(f"- {name}: {_comparison(v)}" for name, v in wl.items()) + "\n"
             for row in rows:
                 row["vs_" + baseline] = wl.get(row["condition"])
+    pairs = [(name, other) for name in per_query for other in (compare_to or {}).get(name, ()) if other in per_query]
+    if pairs:
+        from ..evaluation import compare_per_query
+
+        results = {pair: compare_per_query(per_query[pair[1]], per_query[pair[0]], "ndcg@10") for pair in pairs}
+        table += ("\nPer-query nDCG@10 against the same footing's reference rows (the same counts and test, "
+                  "`A vs B`: A's gain over B):\n\n")
+        table += "\n".join(f"- {name} vs {other}: {_comparison(v)}" for (name, other), v in results.items()) + "\n"
+        for row in rows:
+            mine = {other: v for (name, other), v in results.items() if name == row["condition"]}
+            if mine:
+                row["compared_to"] = mine
     if seen_qrels and per_query:
         sizes, means = seen_unseen(per_query, qrels, seen_qrels)
         table += (f"\nnDCG@10 seen ({sizes['seen']} queries with a relevant document that is also relevant to a "

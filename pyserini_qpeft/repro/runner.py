@@ -41,6 +41,7 @@ class Condition:
     checkpoint: str | None = None
     trained: bool = False
     expected: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    compare_to: tuple[str, ...] = ()  # conditions the report also tests this one against (besides the baseline)
 
 
 @dataclass
@@ -61,11 +62,15 @@ class Matrix:
                      for name, a in data["artifacts"].items()}
         conditions = {name: Condition(name=name, run=c["run"], first_stage=c["first_stage"], reranker=c["reranker"],
                                       checkpoint=c.get("checkpoint"), trained=bool(c.get("trained", False)),
-                                      expected=c.get("expected", {}) or {})
+                                      expected=c.get("expected", {}) or {},
+                                      compare_to=tuple(c.get("compare_to", ()) or ()))
                       for name, c in data["conditions"].items()}
         for cond in conditions.values():
             if cond.run not in artifacts:
                 raise InputError(f"condition {cond.name!r} names unknown artifact {cond.run!r}", str(path))
+            for other in cond.compare_to:
+                if other not in conditions or other == cond.name:
+                    raise InputError(f"condition {cond.name!r} compares to unknown condition {other!r}", str(path))
         for art in artifacts.values():
             for need in art.needs:
                 if need not in artifacts:
