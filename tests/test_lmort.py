@@ -233,6 +233,7 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
     assert not (tmp_path / "ckpt" / "lmort_config.json").exists()
     best_meta = read_lmort_meta(tmp_path / "ckpt")  # the output folder resolves to best/
     assert best_meta["training"]["epoch"] == state["best_epoch"] and best_meta["lm_model"] == str(tiny_lm_path)
+    assert best_meta["command"].startswith("pyserini-qpeft ")  # the group invoked directly: sys.argv's command
     assert best_meta["training"]["train_config"]["pseudo_queries"] == 1 and best_meta["pseudo_pairs"] == 5
     assert best_meta["training"]["train_config"]["pseudo_epochs"] == 1
     assert list((tmp_path / "ckpt" / "state-cache").glob("shard-*.safetensors"))

@@ -17,6 +17,7 @@ from ..lmort.pseudo import POSITIVES
 from ..lmort.step import LMORTTrainConfig
 from ..lmort.tuner import LMORTConfig
 from ..training.data import NEGATIVE_POLICIES
+from .main import command_line
 from .options import OutputPath, dev_carve_option, lm_options, optimizer_options, quiet_option
 
 logger = logging.getLogger(__name__)
@@ -183,7 +184,8 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
         start = time.time()
         summary = train_lmort(lm, examples, texts, config, train_config, out, cache_dir=cache_dir, resume=resume,
                               progress=not quiet,
-                              extra_meta={"lm_model": model, "dataset": str(data.path), "split": split,
+                              extra_meta={"command": command_line(), "lm_model": model, "dataset": str(data.path),
+                                          "split": split,
                                           "negatives": str(Path(negatives).resolve()) if negatives else None},
                               parallel=parallel, pseudo=pseudo)
         if not parallel.is_main:
