@@ -26,7 +26,8 @@ from .options import sample_options
 @click.option("--compare-to", "baseline_path", type=click.Path(), default=None,
               help="Also compare RUN with this run (e.g. BM25's) on the same queries: per metric, the mean difference, "
                    "queries improved / hurt / tied, and a two-sided paired randomization test's p (10,000 sign flips, "
-                   "seeded).")
+                   "seeded). The queries are RUN's (with --only-run-queries) or the qrels' (else); a query missing from "
+                   "this run scores 0 on its side.")
 @sample_options
 def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool, per_query: bool,
              seen_qrels: str | None, only_run_queries: bool, baseline_path: str | None, sample_queries: int | None,
