@@ -181,6 +181,8 @@ def test_compare_to_must_name_another_condition(tmp_path):
     path.write_text(toy.replace("    run: trained\n", "    run: trained\n    compare_to: [bm25]\n"))
     assert Matrix.load(path).conditions["needs-train"].compare_to == ("bm25",)
     assert Matrix.load(path).conditions["bm25"].compare_to == ()
+    path.write_text(toy.replace("    run: trained\n", "    run: trained\n    compare_to: bm25\n"))  # one name alone
+    assert Matrix.load(path).conditions["needs-train"].compare_to == ("bm25",)
     for bad in ("[nope]", "[needs-train]"):
         path.write_text(toy.replace("    run: trained\n", f"    run: trained\n    compare_to: {bad}\n"))
         with pytest.raises(InputError, match="compares to unknown condition"):

@@ -12,7 +12,7 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import CheckFailed, InputError
 
@@ -63,7 +63,7 @@ class Matrix:
         conditions = {name: Condition(name=name, run=c["run"], first_stage=c["first_stage"], reranker=c["reranker"],
                                       checkpoint=c.get("checkpoint"), trained=bool(c.get("trained", False)),
                                       expected=c.get("expected", {}) or {},
-                                      compare_to=tuple(c.get("compare_to", ()) or ()))
+                                      compare_to=_names(c.get("compare_to")))
                       for name, c in data["conditions"].items()}
         for cond in conditions.values():
             if cond.run not in artifacts:
@@ -85,6 +85,13 @@ class Matrix:
             raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", str(path))
         profiles = _resolve_profiles(data.get("profiles", {"full": {}}) or {}, str(path))
         return cls(artifacts, conditions, profiles, tuple(data["metrics"]), dict(seeds), dtype)
+
+
+def _names(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """A YAML list of names, or one name alone (``compare_to: bm25+upr``), as a tuple."""
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _resolve_profiles(raw: Mapping[str, Mapping[str, Any]], path: str) -> dict[str, dict[str, Any]]:
