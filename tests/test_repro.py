@@ -541,20 +541,22 @@ def test_demo_picks_its_profile_by_the_precision_probe_and_every_demo_condition_
     assert planner.command("bm25")[-4:] == ["--sample-queries", "100", "--sample-seed", "0"]
 
 
+def run_file(folder: Path, name: str, lines) -> Path:
+    """A TREC run ``folder/name.trec`` of (qid, docid, rank) lines, scores falling with rank."""
+    path = folder / f"{name}.trec"
+    path.write_text("".join(f"{q} Q0 {d} {rank} {10 - rank} x\n" for q, d, rank in lines))
+    return path
+
+
 def test_report_splits_the_test_queries_by_what_training_saw(tmp_path):
     """With the training qrels, the report gives each condition's nDCG@10 on the test queries whose relevant document
     is also relevant to a training query (seen) and on the rest (unseen), in the markdown and in the JSON rows."""
     from pyserini_qpeft.repro.report import write_report
 
-    def run_file(name, lines):
-        path = tmp_path / f"{name}.trec"
-        path.write_text("".join(f"{q} Q0 {d} {rank} {10 - rank} x\n" for q, d, rank in lines))
-        return path
-
     qrels = {"t1": {"d1": 1}, "t2": {"d2": 1}, "t3": {"d3": 1}}
     train = {"a": {"d1": 1}, "b": {"d9": 1}}  # t1 is seen, t2 and t3 are not
-    base = run_file("base", [("t1", "d7", 1), ("t1", "d1", 2), ("t2", "d2", 1), ("t3", "d3", 1)])
-    tuned = run_file("tuned", [("t1", "d1", 1), ("t2", "d8", 1), ("t3", "d3", 1)])
+    base = run_file(tmp_path, "base", [("t1", "d7", 1), ("t1", "d1", 2), ("t2", "d2", 1), ("t3", "d3", 1)])
+    tuned = run_file(tmp_path, "tuned", [("t1", "d1", 1), ("t2", "d8", 1), ("t3", "d3", 1)])
     rows = [{"condition": "bm25", "first_stage": "bm25", "reranker": "none", "run": str(base), "ndcg@10": 0.876},
             {"condition": "tuned", "first_stage": "bm25", "reranker": "x", "run": str(tuned), "ndcg@10": 0.667},
             {"condition": "missing", "first_stage": "bm25", "reranker": "x", "run": str(tmp_path / "no.trec"),
@@ -579,15 +581,10 @@ def test_report_tests_a_row_against_its_same_footing_references(tmp_path):
     markdown and as ``compared_to`` in the JSON; a listed row without a run is skipped."""
     from pyserini_qpeft.repro.report import write_report
 
-    def run_file(name, lines):
-        path = tmp_path / f"{name}.trec"
-        path.write_text("".join(f"{q} Q0 {d} {rank} {10 - rank} x\n" for q, d, rank in lines))
-        return path
-
     qrels = {"t1": {"d1": 1}, "t2": {"d2": 1}}
-    base = run_file("base", [("t1", "d7", 1), ("t1", "d1", 2), ("t2", "d2", 1)])
-    upr = run_file("upr", [("t1", "d7", 1), ("t1", "d1", 2), ("t2", "d8", 1), ("t2", "d2", 2)])
-    tuned = run_file("tuned", [("t1", "d1", 1), ("t2", "d2", 1)])
+    base = run_file(tmp_path, "base", [("t1", "d7", 1), ("t1", "d1", 2), ("t2", "d2", 1)])
+    upr = run_file(tmp_path, "upr", [("t1", "d7", 1), ("t1", "d1", 2), ("t2", "d8", 1), ("t2", "d2", 2)])
+    tuned = run_file(tmp_path, "tuned", [("t1", "d1", 1), ("t2", "d2", 1)])
     rows = [{"condition": c, "first_stage": "bm25", "reranker": r, "run": str(p), "ndcg@10": 0.5}
             for c, r, p in (("bm25", "none", base), ("upr", "upr", upr), ("tuned", "x", tuned),
                             ("pt", "x", tmp_path / "absent.trec"))]
