@@ -263,11 +263,15 @@ def paired_randomization_test(base: Mapping[str, Mapping[str, float]], other: Ma
     Returns:
         ``{"delta": mean(other - base), "p": ..., "queries": n, "trials": trials}``.
     """
+    return _sign_flip_test(paired_differences(base, other, metric), trials, seed)
+
+
+def _sign_flip_test(diffs: Mapping[str, float], trials: int, seed: int) -> dict[str, float]:
+    """:func:`paired_randomization_test` on the :func:`paired_differences` already computed."""
     import numpy as np
 
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
-    diffs = paired_differences(base, other, metric)
     if not diffs:
         raise InputError("no queries to compare")
     diff = np.array(list(diffs.values()))
@@ -284,8 +288,9 @@ def compare_per_query(base: Mapping[str, Mapping[str, float]], other: Mapping[st
                       metric: str) -> dict[str, float]:
     """``other`` against ``base`` on one metric: the counts of :func:`per_query_comparison` (``improved`` / ``hurt``
     / ``tied``) with :func:`paired_randomization_test`'s ``delta``, ``p``, ``queries`` and ``trials``."""
-    counts = {k: len(v) for k, v in per_query_comparison(base, other, metric).items()}
-    return {**paired_randomization_test(base, other, metric), **counts}
+    diffs = paired_differences(base, other, metric)  # aligned and validated once for the counts and the test
+    counts = {k: len(v) for k, v in _outcomes(diffs).items()}
+    return {**_sign_flip_test(diffs, RANDOMIZATION_TRIALS, 0), **counts}
 
 
 def per_query_comparison(base: Mapping[str, Mapping[str, float]], other: Mapping[str, Mapping[str, float]],
@@ -296,7 +301,12 @@ def per_query_comparison(base: Mapping[str, Mapping[str, float]], other: Mapping
         ``{"improved": [qids], "hurt": [qids], "tied": [qids]}``, each sorted; a query missing on one side counts
         as 0 there. Differences within ``tolerance`` are ties.
     """
+    return _outcomes(paired_differences(base, other, metric), tolerance)
+
+
+def _outcomes(diffs: Mapping[str, float], tolerance: float = 1e-9) -> dict[str, list[str]]:
+    """:func:`per_query_comparison` on the :func:`paired_differences` already computed."""
     out: dict[str, list[str]] = {"improved": [], "hurt": [], "tied": []}
-    for qid, diff in paired_differences(base, other, metric).items():
+    for qid, diff in diffs.items():
         out["tied" if abs(diff) <= tolerance else ("improved" if diff > 0 else "hurt")].append(qid)
     return out
