@@ -4,6 +4,7 @@
 # measured"). Run from a checkout where docs/experiments/demo-bf16-schedule.sh ran (it needs the three 200-query
 # constant-rate checkpoints and runs/bm25-flat.beir-scifact-train.trec); ~20 + ~12 minutes on 2 cores.
 set -euo pipefail
+source "$(dirname "$0")/heldout-eval.sh"
 export PYSERINI_QPEFT_DATA=${PYSERINI_QPEFT_DATA:-../shared/data/beir}
 Q=${Q:-.venv/bin/pyserini-qpeft}
 PY=${PY:-.venv/bin/python}
@@ -46,10 +47,4 @@ for s in 0 1 2; do args+=(--also-rerank qpeft-retr "$W/sweep/0$s-seed=$s/best" "
 $Q rerank --run $B --topics beir-v1.0.0-scifact-train --corpus scifact --reranker upr --rerank-depth 20 \
   --output runs/heldoutq400-upr.trec --dtype bf16 --max-passage-tokens 256 "${args[@]}"
 # 4. each alone and interpolated with BM25 at weight 0.5 (no selection), against the training qrels
-$Q evaluate --run $B --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10
-for f in runs/heldoutq400-*.trec; do
-  case "$f" in *.interp.trec) continue;; esac
-  $Q fuse --method rerank-interpolation --run $B --run "$f" --depth 20 --alpha 0.5 --output "${f%.trec}.interp.trec"
-  echo "$f: $($Q evaluate --run "$f" --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10 | tail -1)" \
-       "interpolated: $($Q evaluate --run "${f%.trec}.interp.trec" --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10 | tail -1)"
-done
+heldout_eval "$B" 'runs/heldoutq400-*.trec'

@@ -3,6 +3,7 @@
 # 2-core AMD EPYC with avx512_bf16 (README, "What each change measured"). Run from a checkout where `make demo` ran
 # (it needs runs/bm25-flat.beir-scifact-train.trec); ~27 + ~14 + ~10 minutes on 2 cores.
 set -euo pipefail
+source "$(dirname "$0")/heldout-eval.sh"
 export PYSERINI_QPEFT_DATA=${PYSERINI_QPEFT_DATA:-../shared/data/beir}
 Q=.venv/bin/pyserini-qpeft
 DEMO="--variant retr --dataset scifact --split train --negatives runs/bm25-flat.beir-scifact-train.trec --epochs 1
@@ -47,10 +48,4 @@ $Q rerank --run runs/bm25-flat.beir-scifact-train-heldout80.trec --topics beir-v
   --reranker upr --rerank-depth 20 --output runs/heldout80-upr.trec --dtype bf16 --max-passage-tokens 256 "${args[@]}"
 # 5. each alone and interpolated with BM25 at weight 0.5 (no selection), against the training qrels
 B=runs/bm25-flat.beir-scifact-train-heldout80.trec
-$Q evaluate --run $B --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10
-for f in runs/heldout80-*.trec; do
-  case "$f" in *.interp.trec) continue;; esac
-  $Q fuse --method rerank-interpolation --run $B --run "$f" --depth 20 --alpha 0.5 --output "${f%.trec}.interp.trec"
-  echo "$f: $($Q evaluate --run "$f" --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10 | tail -1)" \
-       "interpolated: $($Q evaluate --run "${f%.trec}.interp.trec" --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10 | tail -1)"
-done
+heldout_eval "$B" 'runs/heldout80-*.trec'
