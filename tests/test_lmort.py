@@ -592,3 +592,47 @@ def test_pseudo_pairs_join_each_step_and_zero_leaves_training_unchanged(tiny_lm,
     finally:
         step_module.info_nce = original
     assert seen == {"targets": [0, 1], "invalid": [[False, True], [True, False]]}  # texts d:d1, r:d1
+
+
+def test_cli_train_lr_schedule_and_eval_every_reach_the_training(tiny_lm_path, toy_beir, tmp_path, monkeypatch):
+    """`train lmort --lr-schedule` and `--eval-every` (as `train qpeft`'s): the schedule changes the weights and is
+    recorded in the checkpoint; eval-every measures dev inside each epoch and leaves the training unchanged."""
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+
+    from pyserini_qpeft.cli.lmort import lmort
+
+    from conftest import TOY_CORPUS, TOY_QUERIES
+
+    from pyserini_qpeft.types import Hit, Run
+
+    monkeypatch.chdir(tmp_path)
+    queries = [q["_id"] for q in TOY_QUERIES]  # every toy query a training query: 1 dev, 3 steps per epoch
+    rows = "".join(f"{q}\td{i}\t1\r\n" for i, q in enumerate(queries, start=1))
+    (toy_beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\r\n" + rows, newline="")
+    negatives = tmp_path / "neg.trec"
+    Run({q: [Hit(d["_id"], 6.0 - j) for j, d in enumerate(TOY_CORPUS)] for q in queries}).write(negatives)
+    args = ["train", "--dataset", str(toy_beir), "--negatives", str(negatives), "--layers", "1,2", "--batch-size", "1",
+            "--dim", "32", "--ffn-dim", "64", "--max-length", "32", "--dev-fraction", "0.25", "--epochs", "2",
+            "--lr", "1e-2", "--dropout", "0", "--model", str(tiny_lm_path), "--device", "cpu", "--dtype", "fp32",
+            "--quiet"]
+
+    def train(name, *extra):
+        res = CliRunner().invoke(lmort, [*args, "--output", name, *extra])
+        assert res.exit_code == 0, res.output
+        state = json.loads((tmp_path / name / "trainer_state.json").read_text())
+        return state, load_file(str(tmp_path / name / "epoch-2" / "lmort_model.safetensors"))
+
+    linear, linear_w = train("linear")
+    constant, constant_w = train("constant", "--lr-schedule", "constant")
+    every, every_w = train("every", "--eval-every", "1")
+    assert any(not torch.equal(linear_w[k], constant_w[k]) for k in linear_w)
+    assert read_lmort_meta(tmp_path / "constant")["training"]["train_config"]["lr_schedule"] == "constant"
+    assert read_lmort_meta(tmp_path / "linear")["training"]["train_config"]["lr_schedule"] == "linear"
+    assert all(torch.equal(linear_w[k], every_w[k]) for k in linear_w)
+    assert [h["train"] for h in every["history"]] == [h["train"] for h in linear["history"]]
+    steps = [h["steps"] for h in every["history"]]
+    checks = [c["global_step"] for h in every["history"] for c in h.get("dev_steps", [])]
+    assert steps[0] > 1 and checks == [s for e in range(2) for s in range(e * steps[0] + 1, (e + 1) * steps[0])]
+    assert all("dev_steps" not in h for h in linear["history"])
+    assert read_lmort_meta(tmp_path / "every")["training"]["train_config"]["eval_every"] == 1

@@ -18,7 +18,7 @@ from ..lmort.step import LMORTTrainConfig
 from ..lmort.tuner import LMORTConfig
 from ..training.data import NEGATIVE_POLICIES
 from .main import command_line
-from .options import OutputPath, dev_carve_option, lm_options, optimizer_options, quiet_option
+from .options import OutputPath, dev_carve_option, eval_every_option, lm_options, optimizer_options, quiet_option
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
               help="Output folder: best/ (what encode loads; lmort:OUTPUT finds it), epoch-N/, trainer_state.json.")
 @optimizer_options(_T, "Queries per step.")
 @click.option("--warmup-ratio", type=click.FloatRange(0, 1, max_open=True), default=_T("warmup_ratio"),
-              show_default=True, help="LR warmup share of all steps, then linear decay to 0.")
+              show_default=True, help="LR warmup share of all steps (then --lr-schedule).")
 @click.option("--hard-negatives", type=click.IntRange(min=0), default=_T("hard_negatives"), show_default=True,
               help="Per query per step.")
 @click.option("--negative-depth", type=click.IntRange(min=1), default=_T("negative_depth"), show_default=True,
@@ -113,6 +113,7 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
               help="Share of the training queries held out as dev (0 = none: best/ = lowest training loss).")
 @click.option("--patience", type=click.IntRange(min=1), default=_T("patience"),
               help="Stop after this many epochs without a better dev MRR@10 (default: never).")
+@eval_every_option(_T)
 @click.option("--num-blocks", type=click.IntRange(min=1), default=_tuner_default("num_blocks"), show_default=True)
 @click.option("--num-heads", type=click.IntRange(min=1), default=_tuner_default("num_heads"), show_default=True)
 @click.option("--dim", type=click.IntRange(min=0), default=_tuner_default("dim"), show_default=True,
@@ -136,9 +137,9 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in OUTPUT.")
 @lm_options
 @quiet_option
-def train(dataset, split, negatives, layers, analysis, output, epochs, batch_size, lr, weight_decay, warmup_ratio,
-          hard_negatives, negative_depth, negative_policy, pseudo_queries, pseudo_positive, pseudo_epochs,
-          dev_fraction, patience, num_blocks, num_heads, dim, ffn_dim, out_dim, pooling, temperature, dropout,
+def train(dataset, split, negatives, layers, analysis, output, epochs, batch_size, lr, weight_decay, lr_schedule,
+          warmup_ratio, hard_negatives, negative_depth, negative_policy, pseudo_queries, pseudo_positive, pseudo_epochs,
+          dev_fraction, patience, eval_every, num_blocks, num_heads, dim, ffn_dim, out_dim, pooling, temperature, dropout,
           max_length, cache_dir, seed, dev_seed, dev_carve, resume, model, device, dtype, quiet) -> None:
     """Train an LMORT tuner (InfoNCE, in-batch + BM25 hard negatives); the best epoch on dev lands in OUTPUT/best."""
     from ..data import BeirDataset
@@ -158,7 +159,8 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
         quiet = quiet or not parallel.is_main
         chosen = _parse_layers(layers)
         train_config = LMORTTrainConfig.build(
-            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule,
+            warmup_ratio=warmup_ratio, eval_every=eval_every,
             hard_negatives=hard_negatives, negative_depth=negative_depth, negative_policy=negative_policy,
             pseudo_queries=pseudo_queries, pseudo_positive=pseudo_positive,
             pseudo_epochs=pseudo_epochs, dev_size=dev_fraction, patience=patience,

@@ -143,6 +143,15 @@ def sample_options(func: F) -> F:
                              "when the topics are the judged queries (Pyserini's BEIR names). Default: all.")(func)
 
 
+def eval_every_option(default: Callable[[str], Any]) -> Callable[[F], F]:
+    """``--eval-every N`` of a training command (``TrainConfig.eval_every``; ``default`` as for
+    :func:`optimizer_options`)."""
+    return click.option("--eval-every", type=click.IntRange(min=1), default=default("eval_every"),
+                        help="Also evaluate dev every N optimizer steps inside an epoch; best/ may then be a mid-epoch "
+                             "checkpoint (epoch-E-step-S/). The training is unchanged, only the selection sees more "
+                             "points (default: epoch ends only).")
+
+
 def dev_carve_option(func: F) -> F:
     """--dev-carve random|unseen (``train qpeft``, ``train lmort``, ``dev-split``): which training queries may be
     dev queries (``training.data.DEV_CARVES``)."""
@@ -158,8 +167,9 @@ def dev_carve_option(func: F) -> F:
 
 
 def optimizer_options(default: Callable[[str], Any], batch_help: str) -> Callable[[F], F]:
-    """``--epochs``, ``--batch-size``, ``--lr``, ``--weight-decay`` of a training command; ``default(name)`` gives
-    each default (the method's ``TrainConfig`` subclass)."""
+    """``--epochs``, ``--batch-size``, ``--lr``, ``--weight-decay``, ``--lr-schedule`` of a training command;
+    ``default(name)`` gives each default (the method's ``TrainConfig`` subclass)."""
+    from ..training.config import LR_SCHEDULES
 
     def decorate(func: F) -> F:
         for option in reversed([
@@ -170,6 +180,9 @@ def optimizer_options(default: Callable[[str], Any], batch_help: str) -> Callabl
                          show_default=True),
             click.option("--weight-decay", type=click.FloatRange(min=0), default=default("weight_decay"),
                          show_default=True),
+            click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=default("lr_schedule"),
+                         show_default=True, help="After the warmup: constant, or linear decay to 0 at the last "
+                                                 "planned step."),
         ]):
             func = option(func)
         return func

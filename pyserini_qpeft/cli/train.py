@@ -15,11 +15,10 @@ import click
 from ..errors import InputError
 from ..qpeft.config import ATTN_INITS, MLPS, PROMPT_INITS, TOKEN_FILTERS, VARIANTS, QPeftConfig
 from ..qpeft.step import DEV_POOLS, SELECTION_METRICS, QPeftTrainConfig
-from ..training.config import LR_SCHEDULES
 from ..training.data import NEGATIVE_POLICIES
 from ..rerank.flags import prompt_flag
 from .main import command_line
-from .options import (OutputPath, click_option, dev_carve_option, field_default, lm_options, optimizer_options, quiet_option,
+from .options import (OutputPath, click_option, dev_carve_option, eval_every_option, field_default, lm_options, optimizer_options, quiet_option,
                       scorer_option)
 
 logger = logging.getLogger(__name__)
@@ -49,8 +48,6 @@ def _M(name: str):
 @optimizer_options(_Q, "Queries per step; each query's negatives are 1 hard + the others' positives.")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=_Q("warmup_steps"), show_default=True,
               help="Linear LR warmup steps (then --lr-schedule).")
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=_Q("lr_schedule"), show_default=True,
-              help="After the warmup: constant, or linear decay to 0 at the last planned step.")
 @click.option("--margin", type=click.FloatRange(min=0), default=_Q("margin"), show_default=True,
               help="Hinge margin on the query NLL (nats per token).")
 @click.option("--negatives-per-query", type=click.IntRange(min=1), default=_Q("negatives_per_query"),
@@ -97,10 +94,7 @@ def _M(name: str):
               show_default=True, help="Dev metric that picks best/.")
 @click.option("--patience", type=click.IntRange(min=1), default=_Q("patience"),
               help="Stop after this many epochs without a better dev metric (default: never).")
-@click.option("--eval-every", type=click.IntRange(min=1), default=_Q("eval_every"),
-              help="Also evaluate dev every N optimizer steps inside an epoch; best/ may then be a mid-epoch checkpoint "
-                   "(epoch-E-step-S/). The training is unchanged, only the selection sees more points (default: "
-                   "epoch ends only).")
+@eval_every_option(_Q)
 @click.option("--seed", type=int, default=_Q("seed"), show_default=True)
 @dev_carve_option
 @click.option("--dev-seed", type=int, default=None,
