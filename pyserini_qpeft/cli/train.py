@@ -18,8 +18,8 @@ from ..qpeft.step import DEV_POOLS, SELECTION_METRICS, QPeftTrainConfig
 from ..training.data import NEGATIVE_POLICIES
 from ..rerank.flags import prompt_flag
 from .main import command_line
-from .options import (OutputPath, click_option, dev_carve_option, eval_every_option, field_default, lm_options, optimizer_options, quiet_option,
-                      scorer_option)
+from .options import (OutputPath, click_option, dev_carve_option, eval_every_option, field_default, lm_options,
+                      optimizer_options, quiet_option, scorer_option)
 
 logger = logging.getLogger(__name__)
 
