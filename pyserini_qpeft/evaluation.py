@@ -237,6 +237,10 @@ def split_by_seen_documents(qrels: Qrels, seen: Qrels) -> dict[str, Qrels]:
 
 RANDOMIZATION_TRIALS = 10_000
 """Sign flips of :func:`paired_randomization_test` (Monte Carlo error of p: at most 0.005)."""
+RANDOMIZATION_SEED = 0
+"""Seed of those sign flips: the same inputs give the same p on any machine."""
+TIE_TOLERANCE = 1e-9
+"""Per-query differences within this are ties (:func:`per_query_comparison`)."""
 
 
 def paired_differences(base: Mapping[str, Mapping[str, float]], other: Mapping[str, Mapping[str, float]],
@@ -252,7 +256,8 @@ def paired_differences(base: Mapping[str, Mapping[str, float]], other: Mapping[s
 
 
 def paired_randomization_test(base: Mapping[str, Mapping[str, float]], other: Mapping[str, Mapping[str, float]],
-                              metric: str, trials: int = RANDOMIZATION_TRIALS, seed: int = 0) -> dict[str, float]:
+                              metric: str, trials: int = RANDOMIZATION_TRIALS,
+                              seed: int = RANDOMIZATION_SEED) -> dict[str, float]:
     """Two-sided paired randomization test (Smucker et al., CIKM 2007) of ``other`` against ``base`` on one metric,
     from two :func:`evaluate_per_query` results over the same queries (:func:`paired_differences`).
 
@@ -289,12 +294,12 @@ def compare_per_query(base: Mapping[str, Mapping[str, float]], other: Mapping[st
     """``other`` against ``base`` on one metric: the counts of :func:`per_query_comparison` (``improved`` / ``hurt``
     / ``tied``) with :func:`paired_randomization_test`'s ``delta``, ``p``, ``queries`` and ``trials``."""
     diffs = paired_differences(base, other, metric)  # aligned and validated once for the counts and the test
-    counts = {k: len(v) for k, v in _outcomes(diffs).items()}
-    return {**_sign_flip_test(diffs, RANDOMIZATION_TRIALS, 0), **counts}
+    counts = {k: len(v) for k, v in _outcomes(diffs, TIE_TOLERANCE).items()}
+    return {**_sign_flip_test(diffs, RANDOMIZATION_TRIALS, RANDOMIZATION_SEED), **counts}
 
 
 def per_query_comparison(base: Mapping[str, Mapping[str, float]], other: Mapping[str, Mapping[str, float]],
-                         metric: str, tolerance: float = 1e-9) -> dict[str, list[str]]:
+                         metric: str, tolerance: float = TIE_TOLERANCE) -> dict[str, list[str]]:
     """Win/tie/loss of ``other`` against ``base`` on one metric, from two :func:`evaluate_per_query` results.
 
     Returns:
@@ -304,7 +309,7 @@ def per_query_comparison(base: Mapping[str, Mapping[str, float]], other: Mapping
     return _outcomes(paired_differences(base, other, metric), tolerance)
 
 
-def _outcomes(diffs: Mapping[str, float], tolerance: float = 1e-9) -> dict[str, list[str]]:
+def _outcomes(diffs: Mapping[str, float], tolerance: float) -> dict[str, list[str]]:
     """:func:`per_query_comparison` on the :func:`paired_differences` already computed."""
     out: dict[str, list[str]] = {"improved": [], "hurt": [], "tied": []}
     for qid, diff in diffs.items():
