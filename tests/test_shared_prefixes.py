@@ -133,10 +133,27 @@ def test_cli_also_rerank_writes_each_run_as_its_own_rerank_would(tiny_lm, tiny_l
     assert (tmp_path / "b.trec").read_bytes() == (tmp_path / "qpeft.trec").read_bytes()
     assert not list(tmp_path.glob("*.partial"))
 
-    for extra in (["--interpolate", "0.5"], ["--shard-id", "0", "--shard-num", "2"]):
+    from pyserini_qpeft.cli.rerank import ALSO_RERANK_EXCLUDES
+    from pyserini_qpeft.repro.runner import _shareable_key
+
+    values = {"--shard-id": "0", "--shard-num": "2", "--merge-shards": "2", "--engine": "ray",
+              "--output-jsonl": str(tmp_path / "c.jsonl"), "--interpolate": "0.5"}
+    assert set(values) == set(ALSO_RERANK_EXCLUDES)
+    for flags in (["--interpolate"], ["--shard-id", "--shard-num"], ["--merge-shards"], ["--engine"],
+                  ["--output-jsonl"]):
+        extra = [a for flag in flags for a in (flag, values[flag])]
         bad = CliRunner().invoke(cli, [*common, "--reranker", "upr", "--output", str(tmp_path / "c.trec"),
                                        "--also-rerank", "upr", "-", str(tmp_path / "d.trec"), *extra])
         assert bad.exit_code == 2 and "--also-rerank" in bad.output, bad.output
+        assert all(flag in bad.output for flag in flags), bad.output
+        # repro shares no pass with such a command
+        assert _shareable_key([*common, "--reranker", "upr", "--output", "x.trec", *extra]) is None
+    assert _shareable_key([*common, "--reranker", "upr", "--output", "x.trec", "--engine", "local"]) is None
+    assert _shareable_key([*common, "--reranker", "upr", "--output", "x.trec"]) is not None
+    # --engine local is the default: allowed with --also-rerank
+    local = CliRunner().invoke(cli, [*common, "--reranker", "upr", "--output", str(tmp_path / "e.trec"), "--engine",
+                                     "local", "--also-rerank", "upr", "-", str(tmp_path / "f.trec")])
+    assert local.exit_code == 0, local.output
     same = CliRunner().invoke(cli, [*common, "--reranker", "upr", "--output", str(tmp_path / "c.trec"),
                                     "--also-rerank", "upr", "-", str(tmp_path / "c.trec")])
     assert same.exit_code == 3 and "its own output" in same.output, same.output

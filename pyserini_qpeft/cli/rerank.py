@@ -5,6 +5,16 @@ import click
 
 from .options import OutputPath, quiet_option, reranker_options, scale_out_options, scale_out_shard
 
+ALSO_RERANK_EXCLUDES = ("--shard-id", "--shard-num", "--merge-shards", "--engine", "--output-jsonl", "--interpolate")
+"""Options that ``--also-rerank`` refuses when given a value other than their default (it writes plain reranked
+runs in one local pass); ``repro`` shares no pass with a rerank command that carries any of them."""
+
+
+def _excluded_given(ctx: click.Context) -> list[str]:
+    """The :data:`ALSO_RERANK_EXCLUDES` options set away from their defaults in ``ctx``."""
+    return [opt for param in ctx.command.params for opt in param.opts
+            if opt in ALSO_RERANK_EXCLUDES and ctx.params.get(param.name) != param.default]
+
 
 @click.command("rerank")
 @click.option("--run", "run_path", type=click.Path(exists=True, dir_okay=False), help="TREC run to rerank.")
@@ -29,10 +39,11 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_js
            merge_shards, engine, workers, ray_address, gpus_per_worker, reranker, reranker_checkpoint, rerank_depth,
            interpolate, max_passage_tokens, prompt, rerank_batch_size, model, device, dtype, quiet) -> None:
     """Rerank the top --rerank-depth hits of RUN; hits below keep their order. Interrupted jobs resume."""
+    excluded = _excluded_given(click.get_current_context()) if also else []
+    if excluded:
+        raise click.UsageError(f"--also-rerank writes plain reranked runs in one local pass: it does not combine "
+                               f"with {', '.join(excluded)} (fuse each run afterwards)")
     shard = scale_out_shard(shard_id, shard_num, merge_shards, engine)
-    if also and (shard is not None or merge_shards or engine == "ray" or output_jsonl or interpolate is not None):
-        raise click.UsageError("--also-rerank writes plain reranked runs: it does not combine with shards, --engine "
-                               "ray, --output-jsonl or --interpolate (fuse each run afterwards)")
     if shard is not None and output_jsonl:
         raise click.UsageError("a shard writes no run: --output-jsonl belongs to the merge step")
     from ..rerank.base import DictDocStore

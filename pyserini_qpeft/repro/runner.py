@@ -313,9 +313,10 @@ def _option(cmd: list[str], flag: str) -> str | None:
 
 def _shareable_key(cmd: list[str]) -> tuple[str, ...] | None:
     """A plain ``rerank`` command without the options of :data:`SHARED_RERANK_OPTIONS` (None: not shareable)."""
-    if not cmd or cmd[0] != "rerank" or any(a.startswith(("--interpolate", "--shard", "--merge-shards", "--engine",
-                                                          "--also-rerank", "--output-jsonl", "--requests"))
-                                            for a in cmd):
+    from ..cli.rerank import ALSO_RERANK_EXCLUDES
+
+    refused = (*ALSO_RERANK_EXCLUDES, "--also-rerank", "--requests")  # --requests: its own candidates and text
+    if not cmd or cmd[0] != "rerank" or any(a.split("=", 1)[0] in refused for a in cmd):
         return None
     rest: list[str] = []
     skip = False
