@@ -8,7 +8,8 @@ printed, re-runnable command and finished steps are reused.
 Which profile (``--profile auto``, the default) depends on the CPU, decided by ``--dtype auto``'s matmul probe
 (:mod:`pyserini_qpeft.lm.precision`): where bf16 is fast (AMX Xeons, avx512_bf16 EPYCs) the recorded recipe fits
 20 minutes on 2 cores (``demo-bf16``: 256-token passages, Q-PEFT-R); elsewhere only a cut-down one does
-(``demo``: fp32, 64-token passages, Q-PEFT-A), and its table shows no reranker beating BM25 (README).
+(``demo``: fp32, 64-token passages, Q-PEFT-A), and its table shows no reranker beating BM25 (docs/results.md,
+"The main job").
 """
 from __future__ import annotations
 

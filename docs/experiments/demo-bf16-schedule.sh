@@ -1,6 +1,6 @@
 #!/bin/bash
 # The dev-only check of `make demo`'s (profile demo-bf16) learning-rate schedule and of --eval-every, 2026-12-05,
-# 2-core AMD EPYC with avx512_bf16 (README, "What each change measured"). Run from a checkout where `make demo` ran
+# 2-core AMD EPYC with avx512_bf16 (docs/results.md, "What each change measured"). Run from a checkout where `make demo` ran
 # (it needs runs/bm25-flat.beir-scifact-train.trec); ~27 + ~14 + ~10 minutes on 2 cores.
 set -euo pipefail
 source "$(dirname "$0")/heldout-eval.sh"

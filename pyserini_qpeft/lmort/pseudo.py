@@ -1,8 +1,8 @@
 """Pseudo-queries for LMORT training: one sentence of each corpus document, paired with that document.
 
 Labelled training queries cover a fraction of a corpus (SciFact: 728 queries, about 800 of 5,183 documents), and a
-tuner trained only on them learns which documents those queries like (README "Dense retrieval": test queries whose
-relevant documents were seen in training score far above the rest). Pairs built from the corpus itself (an
+tuner trained only on them learns which documents those queries like (docs/results.md, "Dense retrieval": test
+queries whose relevant documents were seen in training score far above the rest). Pairs built from the corpus itself (an
 inverse-cloze-style task: a sentence of a document's abstract as the query, the whole document as its positive;
 beyond the LMORT paper) make every document a positive somewhere. They use no queries or judgements, only the
 corpus a retriever indexes anyway.
