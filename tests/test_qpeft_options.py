@@ -158,3 +158,9 @@ def test_dev_seed_keeps_the_dev_queries_of_another_seed(tiny_lm_path, toy_beir, 
     assert json.loads((tmp_path / "p" / "best" / "qpeft_config.json").read_text())["qpeft_config"]["prompt_tokens"] == 2
     linear = trained("lin", "--lr-schedule", "linear", "--warmup-steps", "0")  # the flag reaches the train config
     assert linear["train_config"]["lr_schedule"] == "linear" and seed0["train_config"]["lr_schedule"] == "constant"
+    listwise = trained("lw", "--seed", "0", "--loss", "listwise", "--temperature", "0.5")
+    assert (listwise["train_config"]["loss"], listwise["train_config"]["temperature"]) == ("listwise", 0.5)
+    assert seed0["train_config"]["loss"] == "hinge"
+    assert (tmp_path / "lw" / "best" / "qpeft_model.safetensors").read_bytes() != w0  # same seed, other loss
+    state = json.loads((tmp_path / "lw" / "trainer_state.json").read_text())
+    assert "listwise" in state["history"][0]["train"] and "hinge" not in state["history"][0]["train"]

@@ -156,6 +156,43 @@ def test_loss_formula():
         qpeft_loss(pos, neg[:1], 0.1)
 
 
+def test_listwise_loss_is_softmax_cross_entropy_over_each_querys_negatives():
+    from pyserini_qpeft.qpeft.loss import qpeft_listwise_loss
+
+    nll_pos = torch.tensor([1.0, 2.0, 0.5], requires_grad=True)
+    nll_neg = torch.tensor([[3.0, 1.5, 9.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    mask = torch.tensor([[True, True, False], [True, False, False], [False, False, False]])
+    loss, stats = qpeft_listwise_loss(nll_pos, nll_neg, mask, temperature=0.5, pointwise_weight=0.1)
+    ce = [torch.nn.functional.cross_entropy(torch.tensor([[-1.0, -3.0, -1.5]]) / 0.5, torch.tensor([0])),
+          torch.nn.functional.cross_entropy(torch.tensor([[-2.0, -1.0]]) / 0.5, torch.tensor([0])),
+          torch.tensor(0.0)]  # a query without negatives: its positive alone, CE 0
+    want = sum(c + 0.1 * p for c, p in zip(ce, [1.0, 2.0, 0.5])) / 3
+    assert loss.item() == pytest.approx(want.item(), rel=1e-6)
+    assert stats["listwise"] == pytest.approx(sum(c.item() for c in ce) / 3, rel=1e-6)
+    assert stats["pair_acc"] == pytest.approx(2 / 3)  # real pairs only: 1 < 3 and 1 < 1.5 win, 2 < 1 does not
+    loss.backward()
+    assert nll_neg.grad[mask].abs().min() > 0 and not nll_neg.grad[~mask].any()  # padding gets no gradient
+    with pytest.raises(ValueError):
+        qpeft_listwise_loss(nll_pos, nll_neg[:2], mask[:2])
+    with pytest.raises(ValueError):
+        qpeft_listwise_loss(nll_pos, nll_neg, mask, temperature=0.0)
+    with pytest.raises(ValueError, match="loss"):
+        QPeftTrainConfig(loss="softmax")
+
+
+def test_listwise_view_groups_each_querys_negatives_of_the_step():
+    from pyserini_qpeft.qpeft.step import Pair, _listwise_view
+
+    rows = [(0, "p0"), (0, "h0"), (0, "p1"), (1, "p1"), (1, "h1")]
+    where = {r: k for k, r in enumerate(rows)}
+    pairs = [Pair(0, "p0", "h0", "hard"), Pair(0, "p0", "p1", "in_batch"), Pair(1, "p1", "h1", "hard")]
+    nll = torch.tensor([10.0, 11.0, 12.0, 13.0, 14.0])
+    pos, neg, mask = _listwise_view(nll, pairs, where)
+    assert pos.tolist() == [10.0, 13.0]
+    assert mask.tolist() == [[True, True], [True, False]]
+    assert neg[mask].tolist() == [11.0, 12.0, 14.0]
+
+
 def reference_rank_metrics(scores, relevant, k=10):
     """The loop's own metric code before dev metrics moved to evaluation.py (ties by docid ascending)."""
     import math
@@ -199,6 +236,11 @@ def test_dev_pool_run_ranks_only_the_first_stage_candidates_and_its_loss_skips_u
     assert qpeft_dev_loss(run, [ex, missed], margin=1.0, pointwise_weight=0.5) == pytest.approx(
         max(0.0, 1.0 - 1.5 + 1.0) + 0.5 * 1.0)
     assert qpeft_dev_loss(Run({"a": [Hit("n1", -2.0)]}), [ex], margin=1.0) == 0.0
+    # listwise: the scored positive against every scored run negative (query b: p2 vs n3)
+    import math
+
+    assert qpeft_dev_loss(run, [ex, missed], margin=1.0, pointwise_weight=0.5, loss="listwise",
+                          temperature=0.5) == pytest.approx(math.log(1 + math.exp((-1.5 + 1.0) / 0.5)) + 0.5 * 1.0)
     with pytest.raises(ValueError, match="dev_pool"):
         QPeftTrainConfig(dev_pool="all")
 

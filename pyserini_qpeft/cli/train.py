@@ -14,7 +14,7 @@ import click
 
 from ..errors import InputError
 from ..qpeft.config import ATTN_INITS, MLPS, PROMPT_INITS, TOKEN_FILTERS, VARIANTS, QPeftConfig
-from ..qpeft.step import DEV_POOLS, SELECTION_METRICS, QPeftTrainConfig
+from ..qpeft.step import DEV_POOLS, LOSSES, SELECTION_METRICS, QPeftTrainConfig
 from ..training.data import NEGATIVE_POLICIES
 from ..rerank.flags import prompt_flag
 from .main import command_line
@@ -48,8 +48,13 @@ def _M(name: str):
 @optimizer_options(_Q, "Queries per step; each query's negatives are 1 hard + the others' positives.")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=_Q("warmup_steps"), show_default=True,
               help="Linear LR warmup steps (then --lr-schedule).")
+@click.option("--loss", "loss_name", type=click.Choice(LOSSES), default=_Q("loss"), show_default=True,
+              help="hinge: the papers' pairwise hinge; listwise (beyond the papers): per query, softmax "
+                   "cross-entropy of the positive against all its negatives of the step. Both add the pointwise term.")
 @click.option("--margin", type=click.FloatRange(min=0), default=_Q("margin"), show_default=True,
-              help="Hinge margin on the query NLL (nats per token).")
+              help="Hinge margin on the query NLL (nats per token; --loss hinge).")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=_Q("temperature"),
+              show_default=True, help="--loss listwise: logits = -NLL / temperature.")
 @click.option("--negatives-per-query", type=click.IntRange(min=1), default=_Q("negatives_per_query"),
               show_default=True)
 @click.option("--hard-pool", type=click.IntRange(min=1), default=_Q("hard_pool"), show_default=True,
@@ -112,7 +117,7 @@ def _M(name: str):
 @quiet_option
 def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_size, lr, weight_decay, warmup_steps,
                 lr_schedule,
-                margin, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
+                loss_name, margin, temperature, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
                 num_heads, attn_init, mlp, num_virtual_tokens, prompt_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, dev_pool, max_train_queries, max_steps,
                 max_passage_tokens, instruction, prompt, selection_metric, patience, eval_every, seed, dev_carve, dev_seed, resume, dev_cache_gb, sweep_grid,
                 model, device, dtype, quiet) -> None:
@@ -137,7 +142,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         quiet = quiet or not parallel.is_main
         tcfg = QPeftTrainConfig.build(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-            lr_schedule=lr_schedule, margin=margin, pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query,
+            lr_schedule=lr_schedule, loss=loss_name, margin=margin, temperature=temperature,
+            pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query,
             hard_pool=hard_pool, in_batch=not no_in_batch,
             negative_policy=negative_policy, seed=seed, dev_seed=dev_seed, max_steps=max_steps, max_train_queries=max_train_queries,
             dev_depth=dev_depth, dev_pool=dev_pool, selection_metric=selection_metric, patience=patience,

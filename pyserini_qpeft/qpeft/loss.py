@@ -1,7 +1,10 @@
-"""The Q-PEFT loss: pairwise hinge on query NLL plus a pointwise NLL term on the positive (weighted 1:1).
+"""The Q-PEFT losses on query NLL (``NLL = -mean log P(q_t | ...)``, the negated scorer output).
 
-``L = mean_pairs [ relu(NLL(q|d+) - NLL(q|d-) + margin) + NLL(q|d+) ]`` with ``NLL = -mean log P(q_t | ...)``
-(the negated scorer output).
+- ``hinge`` (the papers'): pairwise hinge plus a pointwise NLL term on the positive (weighted 1:1 in the paper),
+  ``L = mean_pairs [ relu(NLL(q|d+) - NLL(q|d-) + margin) + w NLL(q|d+) ]``.
+- ``listwise`` (beyond the papers): per query, softmax cross-entropy of its positive against every negative it is
+  compared with in the step (hard and in-batch), on logits ``-NLL / temperature``, plus the same pointwise term,
+  ``L = mean_queries [ -log softmax(-NLL / T)[d+] + w NLL(q|d+) ]``.
 """
 from __future__ import annotations
 
@@ -42,23 +45,66 @@ def qpeft_loss(nll_pos: "Tensor", nll_neg: "Tensor", margin: float, pointwise_we
     return loss, stats
 
 
-def qpeft_dev_loss(run: "Run", dev: Sequence["TrainingExample"], margin: float, pointwise_weight: float = 1.0
-                   ) -> float:
+def qpeft_listwise_loss(nll_pos: "Tensor", nll_neg: "Tensor", mask: "Tensor", temperature: float = 1.0,
+                        pointwise_weight: float = 1.0) -> tuple["Tensor", dict[str, float]]:
+    """Listwise loss over G queries, each with one positive and up to M negatives.
+
+    Args:
+        nll_pos: ``[G]`` NLL of each query given its positive.
+        nll_neg: ``[G, M]`` NLL given its negatives (padding anywhere ``mask`` is False).
+        mask: ``[G, M]`` bool, True for real negatives (a query without any counts its positive alone: CE 0).
+        temperature: logits are ``-NLL / temperature``.
+        pointwise_weight: weight of the pointwise NLL(q|d+) term.
+
+    Returns:
+        ``(loss scalar, {"loss", "listwise", "nll_pos", "pair_acc"})``; pair_acc over the real (positive,
+        negative) pairs, as :func:`qpeft_loss` counts it.
+    """
+    import torch
+
+    if (nll_pos.dim() != 1 or nll_pos.numel() == 0 or nll_neg.dim() != 2 or nll_neg.shape[0] != nll_pos.shape[0]
+            or mask.shape != nll_neg.shape):
+        raise ValueError(f"expected [G], [G, M] and a [G, M] mask, got {tuple(nll_pos.shape)}, "
+                         f"{tuple(nll_neg.shape)} and {tuple(mask.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    neg_logits = (-nll_neg / temperature).masked_fill(~mask, float("-inf"))
+    logits = torch.cat([(-nll_pos / temperature).unsqueeze(1), neg_logits], dim=1)  # [G, 1 + M]
+    listwise = torch.logsumexp(logits, dim=1) - logits[:, 0]
+    loss = (listwise + pointwise_weight * nll_pos).mean()
+    real = mask.detach()
+    wins = (nll_pos.detach().unsqueeze(1) < nll_neg.detach()) & real
+    stats = {"loss": float(loss.detach()), "listwise": float(listwise.detach().mean()),
+             "nll_pos": float(nll_pos.detach().mean()),
+             "pair_acc": float(wins.sum() / real.sum()) if bool(real.any()) else 0.0}
+    return loss, stats
+
+
+def qpeft_dev_loss(run: "Run", dev: Sequence["TrainingExample"], margin: float, pointwise_weight: float = 1.0,
+                   loss: str = "hinge", temperature: float = 1.0) -> float:
     """The training loss on dev, from the dev run's scores (mean log-probabilities), so no extra forward passes.
 
-    Per query: its first positive that was scored against its top-ranked run negative that was scored (none: hinge
-    0), with the formula of :func:`qpeft_loss`; the mean over the queries with a scored positive (0.0 if none: a
-    dev pool of run documents only may miss every positive).
+    Per query: its first positive that was scored, against (``hinge``) its top-ranked run negative that was scored
+    (none: hinge 0) or (``listwise``) every run negative that was scored, with the formula of :func:`qpeft_loss` /
+    :func:`qpeft_listwise_loss`; the mean over the queries with a scored positive (0.0 if none: a dev pool of run
+    documents only may miss every positive).
     """
+    import math
+
     total, counted = 0.0, 0
     for ex in dev:
         scores = {h.docid: h.score for h in run[ex.qid]}
         pos = next((d for d in ex.positives if d in scores), None)
         if pos is None:
             continue
-        neg = next((d for d in ex.negatives if d in scores), None)
         nll_pos = -scores[pos]
-        hinge = max(0.0, nll_pos + scores[neg] + margin) if neg is not None else 0.0
-        total += hinge + pointwise_weight * nll_pos
+        if loss == "listwise":
+            logits = [scores[pos] / temperature] + [scores[d] / temperature for d in ex.negatives if d in scores]
+            top = max(logits)
+            term = top + math.log(sum(math.exp(x - top) for x in logits)) - logits[0]
+        else:
+            neg = next((d for d in ex.negatives if d in scores), None)
+            term = max(0.0, nll_pos + scores[neg] + margin) if neg is not None else 0.0
+        total += term + pointwise_weight * nll_pos
         counted += 1
     return total / counted if counted else 0.0

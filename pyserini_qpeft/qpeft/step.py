@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ..errors import InputError, ModelError
 from ..training.config import TrainConfig
 from ..training.data import TrainingExample
-from .loss import qpeft_dev_loss, qpeft_loss
+from .loss import qpeft_dev_loss, qpeft_listwise_loss, qpeft_loss
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +34,8 @@ SELECTION_METRICS = ("ndcg@10", "mrr@10", "loss")
 # recorded measure: it also rewards lifting positives the first stage never retrieved); "run" = the run's top
 # dev_depth only, the footing of a test rerank at that depth.
 DEV_POOLS = ("positives+run", "run")
+# The training loss (qpeft.loss): the papers' pairwise hinge, or a per-query softmax over the step's negatives.
+LOSSES = ("hinge", "listwise")
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,9 @@ class QPeftTrainConfig(TrainConfig):
     defaults are Q-PEFT's: 2 epochs, batch 8, lr 1e-3 with 10 warmup steps then constant, seed 0).
 
     Args:
-        margin: hinge margin on NLL (nats per query token).
+        loss: ``LOSSES``: ``hinge`` (the papers') or ``listwise`` (beyond them; see :mod:`.loss`).
+        margin: hinge margin on NLL (nats per query token; ``hinge`` only).
+        temperature: the listwise softmax's logits are ``-NLL / temperature`` (``listwise`` only).
         pointwise_weight: weight of the pointwise NLL(q|d+) term (1.0 = the paper).
         negatives_per_query: hard negatives per query and step.
         hard_pool: hard negatives are sampled from this many top-ranked run negatives.
@@ -52,7 +56,9 @@ class QPeftTrainConfig(TrainConfig):
         negative_policy: which run documents are negatives (``training.data.NEGATIVE_POLICIES``).
     """
 
+    loss: str = "hinge"
     margin: float = 0.2
+    temperature: float = 1.0
     pointwise_weight: float = 1.0
     negatives_per_query: int = 1
     hard_pool: int = 10
@@ -70,6 +76,10 @@ class QPeftTrainConfig(TrainConfig):
         for name in ("margin", "pointwise_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
         if self.dev_pool not in DEV_POOLS:
             raise ValueError(f"dev_pool must be one of {DEV_POOLS}, got {self.dev_pool!r}")
         if self.selection_metric not in SELECTION_METRICS:
@@ -118,6 +128,22 @@ def sample_step(batch: Sequence[TrainingExample], rng: random.Random, negatives_
                     rows[(i, other)] = None
                     pairs.append(Pair(i, pos, other, "in_batch"))
     return list(rows), pairs
+
+
+def _listwise_view(nll: "torch.Tensor", pairs: Sequence[Pair], where: Mapping[tuple[int, str], int]
+                   ) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """``nll [rows]`` regrouped per (query, positive) of ``pairs``: ``([G] positive NLL, [G, M] negative NLL padded
+    with the positive's, [G, M] mask of real negatives)``, groups in first-seen order, negatives in pair order."""
+    import torch
+
+    groups: dict[tuple[int, str], list[int]] = {}
+    for p in pairs:
+        groups.setdefault((p.query_index, p.positive), []).append(where[(p.query_index, p.negative)])
+    pos_rows = [where[key] for key in groups]
+    width = max(len(negs) for negs in groups.values())
+    neg_rows = [negs + [where[key]] * (width - len(negs)) for key, negs in groups.items()]
+    mask = torch.tensor([[k < len(negs) for k in range(width)] for negs in groups.values()], device=nll.device)
+    return nll[pos_rows], nll[torch.tensor(neg_rows, device=nll.device)], mask
 
 
 def dev_candidates(example: TrainingExample, depth: int, pool: str = "positives+run") -> list[str]:
@@ -174,7 +200,8 @@ class QPeftStep:
     def step(self, batch: Sequence[TrainingExample], rng: random.Random
              ) -> tuple["torch.Tensor", dict[str, float]] | None:
         """Loss over the batch's pairs: NLL ``[rows]`` from one scorer forward (this rank's slice of the rows,
-        gathered over ranks), indexed to ``[P]`` per side."""
+        gathered over ranks), indexed to ``[P]`` per side (hinge) or to ``[G]`` positives and ``[G, M]`` negatives
+        per (query, positive) (listwise)."""
         import torch
 
         cfg = self.config
@@ -189,6 +216,8 @@ class QPeftStep:
             local = torch.zeros(0, device=self.lm.device)
         nll = self.parallel.gather_rows(local, len(rows))
         where = {row: k for k, row in enumerate(rows)}
+        if cfg.loss == "listwise":
+            return qpeft_listwise_loss(*_listwise_view(nll, pairs, where), cfg.temperature, cfg.pointwise_weight)
         pos = nll[[where[(p.query_index, p.positive)] for p in pairs]]
         neg = nll[[where[(p.query_index, p.negative)] for p in pairs]]
         return qpeft_loss(pos, neg, cfg.margin, cfg.pointwise_weight)
@@ -221,7 +250,8 @@ class QPeftStep:
 
     def dev_extra(self, dev: Sequence[TrainingExample], run: "Run") -> dict[str, float]:
         """Dev loss (``qpeft_dev_loss``) and the number of scored pairs."""
-        return {"loss": qpeft_dev_loss(run, dev, self.config.margin, self.config.pointwise_weight),
+        return {"loss": qpeft_dev_loss(run, dev, self.config.margin, self.config.pointwise_weight,
+                                       self.config.loss, self.config.temperature),
                 "pairs": sum(len(run[ex.qid]) for ex in dev)}
 
     def save(self, folder: Path, extra: dict[str, Any]) -> None:
