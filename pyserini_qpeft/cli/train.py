@@ -116,12 +116,11 @@ def _M(name: str):
 @lm_options
 @quiet_option
 def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_size, lr, weight_decay, warmup_steps,
-                lr_schedule,
-                loss_name, margin, temperature, negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k,
-                token_filter, query_proj,
-                num_heads, attn_init, mlp, num_virtual_tokens, prompt_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, dev_pool, max_train_queries, max_steps,
-                max_passage_tokens, instruction, prompt, selection_metric, patience, eval_every, seed, dev_carve, dev_seed, resume, dev_cache_gb, sweep_grid,
-                model, device, dtype, quiet) -> None:
+                lr_schedule, loss_name, margin, temperature, negatives_per_query, hard_pool, negative_policy,
+                no_in_batch, top_k, token_filter, query_proj, num_heads, attn_init, mlp, num_virtual_tokens,
+                prompt_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, dev_pool, max_train_queries,
+                max_steps, max_passage_tokens, instruction, prompt, selection_metric, patience, eval_every, seed,
+                dev_carve, dev_seed, resume, dev_cache_gb, sweep_grid, model, device, dtype, quiet) -> None:
     """Train on (query, positive, BM25 hard negative) triples of --split; select by a dev set carved from it."""
     from ..data import BeirDataset
     from ..lm.backbone import FrozenLM, LMConfig
