@@ -133,7 +133,7 @@ def test_cli_also_rerank_writes_each_run_as_its_own_rerank_would(tiny_lm, tiny_l
     assert (tmp_path / "b.trec").read_bytes() == (tmp_path / "qpeft.trec").read_bytes()
     assert not list(tmp_path.glob("*.partial"))
 
-    from pyserini_qpeft.cli.rerank import ALSO_RERANK_EXCLUDES
+    from pyserini_qpeft.rerank.flags import ALSO_RERANK_EXCLUDES
     from pyserini_qpeft.repro.runner import _shareable_key
 
     values = {"--shard-id": "0", "--shard-num": "2", "--merge-shards": "2", "--engine": "ray",

@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import click
 
+from ..rerank.flags import ALSO_RERANK_EXCLUDES
 from .options import OutputPath, quiet_option, reranker_options, scale_out_options, scale_out_shard
-
-ALSO_RERANK_EXCLUDES = ("--shard-id", "--shard-num", "--merge-shards", "--engine", "--output-jsonl", "--interpolate")
-"""Options that ``--also-rerank`` refuses when given a value other than their default (it writes plain reranked
-runs in one local pass); ``repro`` shares no pass with a rerank command that carries any of them."""
 
 
 def _excluded_given(ctx: click.Context) -> list[str]:

@@ -313,7 +313,7 @@ def _option(cmd: list[str], flag: str) -> str | None:
 
 def _shareable_key(cmd: list[str]) -> tuple[str, ...] | None:
     """A plain ``rerank`` command without the options of :data:`SHARED_RERANK_OPTIONS` (None: not shareable)."""
-    from ..cli.rerank import ALSO_RERANK_EXCLUDES
+    from ..rerank.flags import ALSO_RERANK_EXCLUDES
 
     refused = (*ALSO_RERANK_EXCLUDES, "--also-rerank", "--requests")  # --requests: its own candidates and text
     if not cmd or cmd[0] != "rerank" or any(a.split("=", 1)[0] in refused for a in cmd):

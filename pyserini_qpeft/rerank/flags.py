@@ -14,6 +14,10 @@ from typing import Any, Callable, Iterable, Protocol
 
 DEFAULT_DEPTH = 100
 
+ALSO_RERANK_EXCLUDES = ("--shard-id", "--shard-num", "--merge-shards", "--engine", "--output-jsonl", "--interpolate")
+"""Options that ``rerank --also-rerank`` refuses when given a value other than their default (it writes plain
+reranked runs in one local pass); ``repro`` shares no pass with a rerank command that carries any of them."""
+
 
 @dataclass(frozen=True)
 class Flag:
