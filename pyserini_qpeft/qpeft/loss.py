@@ -72,11 +72,10 @@ def qpeft_listwise_loss(nll_pos: "Tensor", nll_neg: "Tensor", mask: "Tensor", te
     logits = torch.cat([(-nll_pos / temperature).unsqueeze(1), neg_logits], dim=1)  # [G, 1 + M]
     listwise = torch.logsumexp(logits, dim=1) - logits[:, 0]
     loss = (listwise + pointwise_weight * nll_pos).mean()
-    real = mask.detach()
-    wins = (nll_pos.detach().unsqueeze(1) < nll_neg.detach()) & real
+    wins = (nll_pos.detach().unsqueeze(1) < nll_neg.detach()) & mask
     stats = {"loss": float(loss.detach()), "listwise": float(listwise.detach().mean()),
              "nll_pos": float(nll_pos.detach().mean()),
-             "pair_acc": float(wins.sum() / real.sum()) if bool(real.any()) else 0.0}
+             "pair_acc": float(wins.sum() / mask.sum()) if bool(mask.any()) else 0.0}
     return loss, stats
 
 

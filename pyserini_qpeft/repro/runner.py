@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import CheckFailed, InputError
+from ..rerank.flags import ALSO_RERANK_EXCLUDES
 
 logger = logging.getLogger(__name__)
 
@@ -305,6 +306,10 @@ SHARED_RERANK_OPTIONS = ("--reranker", "--reranker-checkpoint", "--output")
 """The options in which reranks that can share one pass may differ (everything else must be equal)."""
 
 
+UNSHAREABLE_RERANK_OPTIONS = (*ALSO_RERANK_EXCLUDES, "--also-rerank", "--requests")
+"""A rerank command with any of these never joins a shared pass (``--requests``: its own candidates and text)."""
+
+
 def _option(cmd: list[str], flag: str) -> str | None:
     """The value of ``flag`` in ``cmd`` (the last one), None when absent."""
     values = [cmd[i + 1] for i, arg in enumerate(cmd[:-1]) if arg == flag]
@@ -313,10 +318,7 @@ def _option(cmd: list[str], flag: str) -> str | None:
 
 def _shareable_key(cmd: list[str]) -> tuple[str, ...] | None:
     """A plain ``rerank`` command without the options of :data:`SHARED_RERANK_OPTIONS` (None: not shareable)."""
-    from ..rerank.flags import ALSO_RERANK_EXCLUDES
-
-    refused = (*ALSO_RERANK_EXCLUDES, "--also-rerank", "--requests")  # --requests: its own candidates and text
-    if not cmd or cmd[0] != "rerank" or any(a.split("=", 1)[0] in refused for a in cmd):
+    if not cmd or cmd[0] != "rerank" or any(a.split("=", 1)[0] in UNSHAREABLE_RERANK_OPTIONS for a in cmd):
         return None
     rest: list[str] = []
     skip = False
