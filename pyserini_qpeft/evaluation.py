@@ -223,6 +223,24 @@ def mean_metrics(per_query: Mapping[str, Mapping[str, float]], metrics: str | It
     return {name: math.fsum(values[name] for values in rows) / len(rows) for name in _metric_list(metrics)}
 
 
+def average_per_query(results: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
+    """qid -> metric -> mean over several :func:`evaluate_per_query` results of the same queries and metrics (e.g.
+    one system's runs over training seeds: the seed-averaged system that :func:`paired_randomization_test` can then
+    compare query by query). InputError when the results cover different queries or metrics."""
+    if not results:
+        raise InputError("no per-query results to average")
+    first = results[0]
+    for other in results[1:]:
+        if set(other) != set(first):
+            raise InputError(f"the runs to average cover different queries ({len(first)} vs {len(other)})")
+    out: dict[str, dict[str, float]] = {}
+    for qid, values in first.items():
+        if any(set(r[qid]) != set(values) for r in results[1:]):
+            raise InputError(f"the runs to average have different metrics for query {qid}")
+        out[qid] = {name: math.fsum(r[qid][name] for r in results) / len(results) for name in values}
+    return out
+
+
 def split_by_seen_documents(qrels: Qrels, seen: Qrels) -> dict[str, Qrels]:
     """``qrels`` in two groups: ``"seen"`` = queries with a relevant document that is also relevant to some query
     of ``seen`` (e.g. the training split a model learnt from), ``"unseen"`` = the rest; relevance >= 1. A query's

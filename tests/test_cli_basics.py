@@ -279,3 +279,27 @@ def test_evaluate_compare_to_a_baseline_run(tmp_path, toy_beir):
     table = CliRunner().invoke(cli, args + ["--compare-to", str(run)]).output.splitlines()
     assert table[-1] == ("hit@1         vs-baseline     +0.0000  improved 0 / hurt 0 / tied 3  p = 1.0000 "
                          "(paired randomization, 10,000 sign flips)")
+
+
+def test_evaluate_averages_repeated_runs_per_query(tmp_path, toy_beir):
+    """--run / --compare-to repeated (one system over seeds): each query's value is the runs' mean, the reported mean
+    is the mean of the runs' means, and the comparison is between the two seed-averaged systems, query by query."""
+    import json
+
+    seed0 = tmp_path / "s0.trec"
+    seed0.write_text("q3 Q0 d3 1 2.0 t\nq4 Q0 d4 1 3.0 t\nq2 Q0 d1 1 1.0 t\n")  # hit@1: q3 1, q4 1, q2 0
+    seed1 = tmp_path / "s1.trec"
+    seed1.write_text("q3 Q0 d1 1 2.0 t\nq4 Q0 d4 1 3.0 t\nq2 Q0 d1 1 1.0 t\n")  # hit@1: q3 0, q4 1, q2 0
+    base = tmp_path / "base.trec"
+    base.write_text("q3 Q0 d1 1 2.0 t\nq4 Q0 d4 1 3.0 t\n")  # hit@1: q3 0, q4 1, q2 missing (0)
+    args = ["evaluate", "--qrels", str(toy_beir / "qrels" / "test.tsv"), "-m", "hit@1", "--json"]
+    out = CliRunner().invoke(cli, args + ["--run", str(seed0), "--run", str(seed1), "--per-query",
+                                          "--compare-to", str(base), "--compare-to", str(base)])
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    assert got["all"] == {"hit@1": 0.5} and got["averaged_over"] == [str(seed0), str(seed1)]
+    assert {q: v["hit@1"] for q, v in got["per_query"].items()} == {"q2": 0.0, "q3": 0.5, "q4": 1.0}
+    assert got["compare_to"] == {"runs": [str(base), str(base)], "hit@1": {
+        "delta": round(0.5 / 3, 4), "p": 1.0, "queries": 3, "trials": 10000, "improved": 1, "hurt": 0, "tied": 2}}
+    single = [json.loads(CliRunner().invoke(cli, args + ["--run", str(s)]).output)["hit@1"] for s in (seed0, seed1)]
+    assert got["all"]["hit@1"] == round(sum(single) / 2, 4)

@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from pyserini_qpeft.errors import InputError
-from pyserini_qpeft.evaluation import (DEFAULT_METRICS, METRICS, evaluate, evaluate_per_query, paired_randomization_test,
-                                       parse_metric, per_query_comparison, trec_eval_measure, trec_eval_name,
-                                       trec_eval_order)
+from pyserini_qpeft.evaluation import (DEFAULT_METRICS, METRICS, average_per_query, evaluate, evaluate_per_query,
+                                       paired_randomization_test, parse_metric, per_query_comparison,
+                                       trec_eval_measure, trec_eval_name, trec_eval_order)
 from pyserini_qpeft.types import Hit, Run
 
 # q1: three docs tie at 1.0; trec_eval ranks ties by docid DESCENDING -> c (rel 0), b (rel 2), a (rel 1), d (unjudged)
@@ -129,6 +129,22 @@ def test_per_query_comparison():
     assert per_query_comparison(base, other, "ndcg@10") == {"improved": ["q2", "q4"], "hurt": ["q3"], "tied": ["q1"]}
     with pytest.raises(InputError):
         per_query_comparison(base, other, "map")
+
+
+def test_average_per_query_is_the_seed_averaged_system():
+    """Each query's value is the mean over the runs, so the overall mean is the mean of the runs' means."""
+    one = {"q1": {"ndcg@10": 0.5, "map": 0.1}, "q2": {"ndcg@10": 0.2, "map": 0.3}}
+    two = {"q1": {"ndcg@10": 0.1, "map": 0.4}, "q2": {"ndcg@10": 0.2, "map": 0.0}}
+    avg = average_per_query([one, two])
+    assert avg == {"q1": {"ndcg@10": pytest.approx(0.3), "map": pytest.approx(0.25)},
+                   "q2": {"ndcg@10": pytest.approx(0.2), "map": pytest.approx(0.15)}}
+    assert average_per_query([one]) == one and average_per_query([one]) is not one
+    with pytest.raises(InputError, match="different queries"):
+        average_per_query([one, {"q1": one["q1"]}])
+    with pytest.raises(InputError, match="different metrics"):
+        average_per_query([one, {"q1": {"ndcg@10": 0.1}, "q2": two["q2"]}])
+    with pytest.raises(InputError, match="no per-query"):
+        average_per_query([])
 
 
 def exact_sign_flip_p(diffs: list[float]) -> float:

@@ -10,7 +10,9 @@ from .options import sample_options
 
 @click.command("evaluate")
 @click.option("--qrels", required=True, help="Pyserini-style name (beir-v1.0.0-scifact-test), TREC or BEIR qrels file.")
-@click.option("--run", "run_path", required=True, type=click.Path(), help="TREC run file.")
+@click.option("--run", "run_paths", required=True, multiple=True, type=click.Path(),
+              help="TREC run file. Repeat it for one system's runs over training seeds: every per-query value (and "
+                   "so every mean and --compare-to's test) is then the average over them, the seed-averaged system.")
 @click.option("-m", "--metric", "metrics", multiple=True,
               help="ndcg@10, recall@100, recall@1000, mrr@10, map, hit@10, recall@10, precision@k ... (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: metric -> value.")
@@ -23,56 +25,62 @@ from .options import sample_options
 @click.option("--only-run-queries", is_flag=True,
               help="Evaluate only the judged queries the run contains (trec_eval without -c), e.g. a dev run "
                    "(`dev-split`) against its training split's qrels.")
-@click.option("--compare-to", "baseline_path", type=click.Path(), default=None,
+@click.option("--compare-to", "baseline_paths", multiple=True, type=click.Path(),
               help="Also compare RUN with this run (e.g. BM25's) on the same queries: per metric, the mean difference, "
                    "queries improved / hurt / tied, and a two-sided paired randomization test's p (10,000 sign flips, "
                    "seeded). The queries are RUN's (with --only-run-queries) or the qrels' (else); a query missing from "
-                   "this run scores 0 on its side.")
+                   "this run scores 0 on its side. Repeatable as --run is: the baseline's seed average.")
 @sample_options
-def evaluate(qrels: str, run_path: str, metrics: tuple[str, ...], as_json: bool, per_query: bool,
-             seen_qrels: str | None, only_run_queries: bool, baseline_path: str | None, sample_queries: int | None,
-             sample_seed: int) -> None:
+def evaluate(qrels: str, run_paths: tuple[str, ...], metrics: tuple[str, ...], as_json: bool, per_query: bool,
+             seen_qrels: str | None, only_run_queries: bool, baseline_paths: tuple[str, ...],
+             sample_queries: int | None, sample_seed: int) -> None:
     """Evaluate RUN against QRELS (trec_eval -c semantics: judged queries missing from the run score 0); with
-    --sample-queries, against the judged queries of that sample only (as `search --sample-queries` drew them)."""
+    --sample-queries, against the judged queries of that sample only (as `search --sample-queries` drew them).
+    Several --run: their per-query average (one system over seeds), likewise for --compare-to."""
     from ..data import load_qrels, sample_topics
-    from ..evaluation import DEFAULT_METRICS, evaluate_per_query, mean_metrics, split_by_seen_documents
+    from ..evaluation import (DEFAULT_METRICS, average_per_query, evaluate_per_query, mean_metrics,
+                              split_by_seen_documents)
     from ..types import Query, read_run
 
     judged = load_qrels(qrels)
     if sample_queries is not None:
         kept = {q.qid for q in sample_topics([Query(qid, "") for qid in judged], sample_queries, sample_seed)}
         judged = {qid: rels for qid, rels in judged.items() if qid in kept}
-    run = read_run(run_path)
-    if only_run_queries:
-        judged = {qid: rels for qid, rels in judged.items() if qid in run}
+    runs = [read_run(path) for path in run_paths]
+    if only_run_queries:  # the judged queries any of the runs contains
+        judged = {qid: rels for qid, rels in judged.items() if any(qid in run for run in runs)}
         if not judged:
             from ..errors import InputError
 
-            raise InputError(f"none of the run's {len(run.qids())} queries is judged in {qrels}", run_path)
+            raise InputError(f"none of the run's {len(runs[0].qids())} queries is judged in {qrels}", run_paths[0])
     names = tuple(metrics) or DEFAULT_METRICS
-    every = evaluate_per_query(run, judged, names)  # once; the means of all queries and of each group come from it
+    # once; the means of all queries and of each group come from it
+    every = average_per_query([evaluate_per_query(run, judged, names) for run in runs])
     scores = mean_metrics(every, names)
     per = every if per_query else None
     groups = split_by_seen_documents(judged, load_qrels(seen_qrels)) if seen_qrels else {}
     by_group = {g: mean_metrics(every, names, q) for g, q in groups.items() if q}
     compared = {}
-    if baseline_path is not None:
+    if baseline_paths:
         from ..evaluation import compare_per_query
 
-        base = evaluate_per_query(read_run(baseline_path), judged, names)
+        base = average_per_query([evaluate_per_query(read_run(path), judged, names) for path in baseline_paths])
         compared = {name: compare_per_query(base, every, name) for name in names}
     if as_json:
         out = {name: round(value, 4) for name, value in scores.items()}
-        if per is not None or groups:
+        if per is not None or groups or len(run_paths) > 1:
             out = {"all": out}
+        if len(run_paths) > 1:
+            out["averaged_over"] = list(run_paths)
         for g, values in by_group.items():
             out[g] = {**{name: round(value, 4) for name, value in values.items()}, "queries": len(groups[g])}
         if per is not None:
             out["per_query"] = {q: {m: round(v, 4) for m, v in vals.items()} for q, vals in per.items()}
         if compared:
             out = out if "all" in out else {"all": out}
-            out["compare_to"] = {"run": baseline_path, **{name: {k: round(v, 4) if isinstance(v, float) else v
-                                                                 for k, v in c.items()} for name, c in compared.items()}}
+            which = {"run": baseline_paths[0]} if len(baseline_paths) == 1 else {"runs": list(baseline_paths)}
+            out["compare_to"] = {**which, **{name: {k: round(v, 4) if isinstance(v, float) else v for k, v in c.items()}
+                                             for name, c in compared.items()}}
         click.echo(json.dumps(out, sort_keys=False))
         return
     if per is not None:
