@@ -303,3 +303,7 @@ def test_evaluate_averages_repeated_runs_per_query(tmp_path, toy_beir):
         "delta": round(0.5 / 3, 4), "p": 1.0, "queries": 3, "trials": 10000, "improved": 1, "hurt": 0, "tied": 2}}
     single = [json.loads(CliRunner().invoke(cli, args + ["--run", str(s)]).output)["hit@1"] for s in (seed0, seed1)]
     assert got["all"]["hit@1"] == round(sum(single) / 2, 4)
+    unjudged = tmp_path / "q1.trec"
+    unjudged.write_text("q1 Q0 d1 1 1.0 t\n")  # q1 is a training query: not judged in the test qrels
+    out = CliRunner().invoke(cli, args + ["--run", str(unjudged), "--run", str(unjudged), "--only-run-queries"])
+    assert out.exit_code == 3 and "none of the runs' 1 queries is judged" in out.output

@@ -52,7 +52,9 @@ def evaluate(qrels: str, run_paths: tuple[str, ...], metrics: tuple[str, ...], a
         if not judged:
             from ..errors import InputError
 
-            raise InputError(f"none of the run's {len(runs[0].qids())} queries is judged in {qrels}", run_paths[0])
+            listed = len({qid for run in runs for qid in run.qids()})
+            whose = "the runs'" if len(runs) > 1 else "the run's"
+            raise InputError(f"none of {whose} {listed} queries is judged in {qrels}", ", ".join(run_paths))
     names = tuple(metrics) or DEFAULT_METRICS
     # once; the means of all queries and of each group come from it
     every = average_per_query([evaluate_per_query(run, judged, names) for run in runs])
