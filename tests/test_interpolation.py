@@ -266,3 +266,74 @@ def test_dev_split_from_a_checkpoint(toy_beir, tmp_path):
     both = CliRunner().invoke(cli, base + ["--checkpoint", str(best), "--dev-size", "1", "--output", str(tmp_path / "b.trec")])
     assert both.exit_code == 2
     assert not any((tmp_path / f).exists() for f in ("m.trec", "n.trec", "b.trec"))
+
+
+def test_average_reranks_means_normalised_scores_over_the_depth():
+    """Several reranks of the same hits as one reranker: the mean of each one's per-query z-scores over the first
+    stage's top depth; below it the first-stage order stays."""
+    from pyserini_qpeft.search.fusion import average_reranks
+
+    other = _run({"q": {"a": 100.0, "b": 0.0, "c": 50.0, "d": 7.0, "e": 9.0}})
+    avg = average_reranks(FIRST, [LM, other], depth=3)
+    # LM over a, b, c: -3.0, -1.1, -1.0 -> z = (-1.4056, 0.5623, 0.8433); other: 100, 0, 50 -> z = (1.2247, -1.2247, 0)
+    lm_z = {"a": -3.0, "b": -1.1, "c": -1.0}
+    mean = sum(lm_z.values()) / 3
+    std = (sum((v - mean) ** 2 for v in lm_z.values()) / 3) ** 0.5
+    expected = {d: ((lm_z[d] - mean) / std + z) / 2 for d, z in (("a", 1.5 ** 0.5), ("b", -(1.5 ** 0.5)), ("c", 0.0))}
+    got = {h.docid: h.score for h in avg["q"][:3]}
+    assert got == pytest.approx(expected)
+    assert _order(avg) == ["c", "a", "b", "d", "e"]  # c: 0.42, a: -0.09, b: -0.33; d, e below in BM25 order
+    # one rerank: its own order; the mean of a rerank with itself: the same scores
+    assert _order(average_reranks(FIRST, [LM], depth=3)) == _order(interpolate_rerank(FIRST, LM, 0.0, depth=3))
+    assert average_reranks(FIRST, [LM, LM], depth=3).to_dict() == average_reranks(FIRST, [LM], depth=3).to_dict()
+    with pytest.raises(ValueError, match="no reranker score"):
+        average_reranks(FIRST, [LM, _run({"q": {"a": 1.0, "b": 0.5}})], depth=3)
+    with pytest.raises(ValueError, match="at least one"):
+        average_reranks(FIRST, [], depth=3)
+
+
+def test_fuse_and_select_interpolation_average_several_reranks(tmp_path):
+    """`fuse --method rerank-interpolation` with several reranks interpolates their average; `select-interpolation`
+    with --reranked repeated selects the weight for that average, and names a rerank that misses a score."""
+    import json
+
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.main import cli
+    from pyserini_qpeft.search.fusion import average_reranks
+    from pyserini_qpeft.types import read_run
+
+    other = _run({"q": {"a": 100.0, "b": 0.0, "c": 50.0, "d": 7.0, "e": 9.0}})
+    for name, run in (("first", FIRST), ("lm", LM), ("other", other)):
+        run.write(tmp_path / f"{name}.trec")
+    (tmp_path / "qrels.tsv").write_text("q 0 b 1\n")
+    runs = ["--run", str(tmp_path / "first.trec"), "--run", str(tmp_path / "lm.trec"), "--run",
+            str(tmp_path / "other.trec")]
+    runner = CliRunner()
+    out = runner.invoke(cli, ["fuse", "--method", "rerank-interpolation", *runs, "--depth", "3", "--alpha", "0.3",
+                              "--output", str(tmp_path / "fused.trec")])
+    assert out.exit_code == 0, out.output
+    expected = interpolate_rerank(FIRST, average_reranks(FIRST, [LM, other], depth=3), 0.3, depth=3)
+    assert [(h.docid, round(h.score, 4)) for h in read_run(tmp_path / "fused.trec")["q"]] == \
+        [(h.docid, round(h.score, 4)) for h in expected["q"]]
+
+    out = runner.invoke(cli, ["select-interpolation", "--first-stage", str(tmp_path / "first.trec"), "--reranked",
+                              str(tmp_path / "lm.trec"), "--reranked", str(tmp_path / "other.trec"), "--qrels",
+                              str(tmp_path / "qrels.tsv"), "--depth", "3", "--output", str(tmp_path / "alpha.json")])
+    assert out.exit_code == 0, out.output
+    record = json.loads((tmp_path / "alpha.json").read_text())
+    alpha, table = select_alpha(FIRST, average_reranks(FIRST, [LM, other], depth=3), QRELS, depth=3)
+    assert record["alpha"] == alpha and record["table"] == {f"{a:.2f}": round(v, 6) for a, v in table.items()}
+    assert record["reranked"] == [str(tmp_path / "lm.trec"), str(tmp_path / "other.trec")]
+
+    _run({"q": {"a": 1.0, "b": 0.5}}).write(tmp_path / "short.trec")
+    for command in (["fuse", "--method", "rerank-interpolation", *runs, "--run", str(tmp_path / "short.trec"),
+                     "--depth", "3", "--output", str(tmp_path / "f2.trec")],
+                    ["select-interpolation", "--first-stage", str(tmp_path / "first.trec"), "--reranked",
+                     str(tmp_path / "lm.trec"), "--reranked", str(tmp_path / "short.trec"), "--qrels",
+                     str(tmp_path / "qrels.tsv"), "--depth", "3", "--output", str(tmp_path / "a2.json")]):
+        bad = runner.invoke(cli, command)
+        assert bad.exit_code == 3 and "short.trec" in bad.output and "no reranker score" in bad.output, bad.output
+    assert not (tmp_path / "f2.trec").exists() and not (tmp_path / "a2.json").exists()
+    refused = runner.invoke(cli, ["fuse", "--method", "interpolation", *runs, "--output", str(tmp_path / "f3.trec")])
+    assert refused.exit_code == 2 and "exactly two" in refused.output

@@ -9,7 +9,8 @@ import click
 
 from .options import OutputPath
 
-from ..search.fusion import NORMALIZATIONS, interpolate, interpolate_rerank, rrf
+from ..search.fusion import (NORMALIZATIONS, average_reranks, check_rerank_covers, interpolate, interpolate_rerank,
+                             rrf)
 
 METHODS = ("rrf", "interpolation", "rerank-interpolation")
 
@@ -64,7 +65,8 @@ def _resolve_weight(alpha: float | dict, method: str, normalization: str | None,
 @click.command("fuse")
 @click.option("--run", "runs", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
               help="Input runs (repeat). interpolation: exactly two, sparse first; rerank-interpolation: the "
-                   "first-stage run, then its rerank.")
+                   "first-stage run, then its rerank, or several reranks of it (e.g. training seeds), averaged "
+                   "as one reranker (mean of their normalised scores) before the interpolation.")
 @click.option("--method", type=click.Choice(METHODS), default="rrf", show_default=True,
               help="rerank-interpolation: a*norm(first stage) + (1-a)*norm(reranker) over the reranked --depth, "
                    "hits below keep their first-stage order (what `rerank --interpolate` writes).")
@@ -88,8 +90,10 @@ def fuse(runs, method, rrf_k, alpha, normalization, depth, output) -> None:
     if method == "rrf":
         fused = rrf(loaded, k=rrf_k, depth=depth or _default(rrf, "depth"))
     else:
-        if len(loaded) != 2:
+        if method == "interpolation" and len(loaded) != 2:
             raise click.UsageError(f"--method {method} takes exactly two --run")
+        if len(loaded) < 2:
+            raise click.UsageError(f"--method {method} takes the first-stage run and at least one rerank of it")
         if method == "interpolation":
             weight, norm = _resolve_weight(alpha, method, normalization, _default(interpolate, "normalization"))
             fused = interpolate(loaded[0], loaded[1], alpha=weight, normalization=norm,
@@ -99,11 +103,14 @@ def fuse(runs, method, rrf_k, alpha, normalization, depth, output) -> None:
                 raise click.UsageError("--method rerank-interpolation needs --depth (the rerank depth)")
             weight, norm = _resolve_weight(alpha, method, normalization,
                                            _default(interpolate_rerank, "normalization"))
-            try:
-                fused = interpolate_rerank(loaded[0], loaded[1], weight, depth, norm)
-            except ValueError as exc:
-                from ..errors import InputError
+            for path, rerank in zip(runs[1:], loaded[1:]):
+                try:
+                    check_rerank_covers(loaded[0], rerank, depth)
+                except ValueError as exc:
+                    from ..errors import InputError
 
-                raise InputError(str(exc), runs[1]) from None
+                    raise InputError(str(exc), path) from None
+            reranked = loaded[1] if len(loaded) == 2 else average_reranks(loaded[0], loaded[1:], depth, norm)
+            fused = interpolate_rerank(loaded[0], reranked, weight, depth, norm)
     fused.write(output, tag=f"hybrid-{method}")
     click.echo(output)

@@ -64,9 +64,12 @@ def dev_split(dataset, split, negatives_run, dev_size, seed, dev_carve, checkpoi
 @click.option("--first-stage", required=True, type=click.Path(exists=True, dir_okay=False),
               help="First-stage (for a hybrid: sparse) run of the dev queries (`dev-split`); its queries are the "
                    "ones that count.")
-@click.option("--reranked", "--dense", "reranked", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="The reranker's run of the same dev queries (`rerank --run <first stage> ...`); with --method "
-                   "interpolation the dense run (it may hold more queries: only the first stage's count).")
+@click.option("--reranked", "--dense", "reranked", required=True, multiple=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="The reranker's run of the same dev queries (`rerank --run <first stage> ...`); repeated: several "
+                   "reranks averaged as one reranker, as `fuse --method rerank-interpolation` with several reranks. "
+                   "With --method interpolation the dense run, once (it may hold more queries: only the first "
+                   "stage's count).")
 @click.option("--method", type=click.Choice(FUSION_METHODS), default="rerank-interpolation", show_default=True,
               help="The fusion the weight is for (as `fuse --method`): a rerank of the first stage's top --depth, "
                    "or a hybrid of two full runs.")
@@ -82,26 +85,37 @@ def select_interpolation(first_stage, reranked, method, qrels, depth, metric, no
     """Pick the first-stage weight in 0, 0.05, ..., 1 that maximises METRIC on the dev queries (ties: nearest 0.5)."""
     from ..artifacts import atomic_write
     from ..data import load_qrels
-    from ..search.fusion import interpolate, select_alpha, selection_record
-    from ..types import read_run
+    from ..errors import InputError
+    from ..search.fusion import average_reranks, check_rerank_covers, interpolate, select_alpha, selection_record
+    from ..types import Run, read_run
     from .fuse import _default
 
     if depth is None:
         if method == "rerank-interpolation":
             raise click.UsageError("--method rerank-interpolation needs --depth (the rerank depth)")
         depth = _default(interpolate, "depth")
-    first, rr = read_run(first_stage), read_run(reranked)
+    if method == "interpolation" and len(reranked) != 1:
+        raise click.UsageError("--method interpolation takes one --dense run")
+    first, reranks = read_run(first_stage), [read_run(path) for path in reranked]
     judged = load_qrels(qrels)
     try:
+        if len(reranks) == 1:
+            rr = reranks[0]
+        else:
+            dev_first = Run({q: first[q] for q in first.qids() if q in judged}, tag=first.tag)
+            for path, rerank in zip(reranked, reranks):
+                try:
+                    check_rerank_covers(dev_first, rerank, depth)
+                except ValueError as exc:
+                    raise InputError(str(exc), path) from None
+            rr = average_reranks(dev_first, reranks, depth, normalization)
         alpha, table = select_alpha(first, rr, judged, depth, normalization=normalization, metric=metric,
                                     method=method)
     except ValueError as exc:
-        from ..errors import InputError
-
         raise InputError(str(exc)) from None
     record = selection_record(alpha, table, metric, depth, normalization,
                               sum(1 for q in first.qids() if q in judged), method=method, first_stage=first_stage,
-                              reranked=reranked, qrels=qrels)
+                              reranked=reranked[0] if len(reranked) == 1 else list(reranked), qrels=qrels)
     with atomic_write(output) as out:
         out.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
     alone = "reranker_alone" if method == "rerank-interpolation" else "dense_alone"

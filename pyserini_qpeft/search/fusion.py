@@ -115,14 +115,50 @@ def interpolate_rerank(first_stage: Run, reranked: Run, alpha: float, depth: int
     for qid in first_stage.qids():
         hits = first_stage[qid]
         top = hits[:depth]
-        lm_scores = {h.docid: h.score for h in reranked[qid]} if qid in reranked else {}
-        missing = [h.docid for h in top if h.docid not in lm_scores]
-        if missing:
-            raise ValueError(f"query {qid}: document {missing[0]} of the first stage's top {depth} has no reranker "
-                             f"score (was the rerank depth smaller?)")
         first = _normalize({h.docid: h.score for h in top}, normalization)
-        lm = _normalize({h.docid: lm_scores[h.docid] for h in top}, normalization)
+        lm = _normalize(_reranker_scores(qid, top, reranked, depth), normalization)
         scores = {d: alpha * first[d] + (1.0 - alpha) * lm[d] for d in first}
+        fused.set(qid, merge_reranked(hits, scores, depth))
+    return fused
+
+
+def _reranker_scores(qid: str, top: Sequence[Hit], reranked: Run, depth: int) -> dict[str, float]:
+    """``{docid: reranker score}`` of the first stage's ``top`` hits of ``qid``; ValueError when one is missing."""
+    scores = {h.docid: h.score for h in reranked[qid]} if qid in reranked else {}
+    missing = [h.docid for h in top if h.docid not in scores]
+    if missing:
+        raise ValueError(f"query {qid}: document {missing[0]} of the first stage's top {depth} has no reranker "
+                         f"score (was the rerank depth smaller?)")
+    return {h.docid: scores[h.docid] for h in top}
+
+
+def check_rerank_covers(first_stage: Run, reranked: Run, depth: int) -> None:
+    """ValueError unless ``reranked`` scores every document of each query's first-stage top ``depth``."""
+    for qid in first_stage.qids():
+        _reranker_scores(qid, first_stage[qid][:depth], reranked, depth)
+
+
+def average_reranks(first_stage: Run, reranks: Sequence[Run], depth: int, normalization: str = "zscore",
+                    tag: str = "ensemble") -> Run:
+    """Several reranks of the same first stage as one (e.g. a reranker's training seeds; beyond the papers): a
+    document's score is the mean over ``reranks`` of its per-query normalised score among the first stage's top
+    ``depth``; hits below ``depth`` keep their first-stage order under them (as :func:`interpolate_rerank`).
+
+    Averaging normalised scores rather than raw log-likelihoods keeps one reranker whose scores spread wider from
+    outvoting the others. ``interpolate_rerank(first_stage, average_reranks(...), alpha, depth)`` interpolates the
+    ensemble with the first stage (``fuse --method rerank-interpolation`` with several reranks).
+    """
+    from ..rerank import merge_reranked
+
+    _check_interpolation(0.0, normalization, depth)
+    if not reranks:
+        raise ValueError("average_reranks needs at least one rerank")
+    fused = Run(tag=tag)
+    for qid in first_stage.qids():
+        hits = first_stage[qid]
+        top = hits[:depth]
+        each = [_normalize(_reranker_scores(qid, top, run, depth), normalization) for run in reranks]
+        scores = {h.docid: statistics.fmean(scores[h.docid] for scores in each) for h in top}
         fused.set(qid, merge_reranked(hits, scores, depth))
     return fused
 
@@ -178,7 +214,7 @@ def _only(run: Run, qids: Sequence[str]) -> Run:
 
 
 def selection_record(alpha: float, table: dict[float, float], metric: str, depth: int, normalization: str,
-                     queries: int, method: str = "rerank-interpolation", **sources: str) -> dict:
+                     queries: int, method: str = "rerank-interpolation", **sources: str | list[str]) -> dict:
     """The JSON record of a dev selection (what ``--interpolate FILE`` and ``fuse --alpha FILE`` read)."""
     return {"format": SELECTION_FORMAT, "alpha": alpha, "method": method, "metric": metric, "depth": depth,
             "normalization": normalization, "dev_queries": queries,
