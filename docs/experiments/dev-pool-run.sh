@@ -64,7 +64,7 @@ for s in .seed+1 .seed+2; do
     --alpha runs/interp-prompt-tuning-devpoolrun.beir-scifact-train-dev80-d20-p256-bf16-all-r1e2$s.json \
     --output runs/bm25-flat+prompt-tuning-devpoolrun+interp.$E$s.trec
   for i in "" +interp; do
-    echo "prompt tuning$i seed$s, epoch 1 (run pool) vs epoch 2 (kept):" \
+    echo "prompt tuning$i, seed ${s#.seed+}: epoch 1 (run pool) vs epoch 2 (kept):" \
       "$($Q evaluate --run runs/bm25-flat+prompt-tuning-devpoolrun$i.$E$s.trec --qrels beir-v1.0.0-scifact-test -m ndcg@10 | tail -1)" \
       "$($Q evaluate --run runs/bm25-flat+prompt-tuning$i.$E$s.trec --qrels beir-v1.0.0-scifact-test -m ndcg@10 | tail -1)"
   done
