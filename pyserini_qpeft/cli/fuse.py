@@ -1,5 +1,5 @@
 """`pyserini-qpeft fuse`: hybrid fusion of TREC runs (RRF or score interpolation, Pyserini's hybrid style), and the
-first-stage interpolation of a rerank without running the LM again."""
+first-stage interpolation of a rerank (or of several reranks of it, averaged) without running the LM again."""
 from __future__ import annotations
 
 import inspect

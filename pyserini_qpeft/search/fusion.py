@@ -1,7 +1,8 @@
-"""Fusing runs: reciprocal rank fusion and sparse/dense score interpolation (Pyserini's hybrid style).
+"""Fusing runs: reciprocal rank fusion and sparse/dense score interpolation (Pyserini's hybrid style); a rerank's
+interpolation with its first stage, and several reranks of one first stage averaged as one.
 
-Both are deterministic: inputs are read in rank order (``(-score, docid)``), outputs ranked the same way, queries
-kept in order of first appearance across the inputs. Neither mutates its inputs.
+All are deterministic: inputs are read in rank order (``(-score, docid)``), outputs ranked the same way, queries
+kept in order of first appearance across the inputs. None mutates its inputs.
 """
 from __future__ import annotations
 
