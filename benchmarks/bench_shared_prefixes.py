@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,7 +59,8 @@ def main(argv=None) -> None:
                            for spec in args.checkpoint]
     pairs = sum(min(len(run[q]), args.depth) for q in run.qids())
     rerankers[0].rerank(queries, Run({q: run[q][:2] for q in run.qids()[:2]}), docs, depth=2, progress=False)  # warm-up
-    names = [r.name if [x.name for x in rerankers].count(r.name) == 1 else f"{r.name}#{k}"
+    counts = Counter(r.name for r in rerankers)
+    names = [r.name if counts[r.name] == 1 else f"{r.name}#{k}"
              for k, r in enumerate(rerankers)]  # e.g. three seeds of one reranker: qpeft-retr#0, #1, #2
     alone, seconds = [], {}
     for name, reranker in zip(names, rerankers):
@@ -75,8 +77,7 @@ def main(argv=None) -> None:
     t_alone = sum(seconds.values())
     report = {"run": args.run, "queries": len(run.qids()), "depth": args.depth, "pairs_per_reranker": pairs,
               "model": first.lm.model_id, "dtype": str(first.lm.dtype), "config": first.config.to_dict(),
-              "rerankers": names, "checkpoints": [args.reranker.partition("=")[2] or None,
-                                                  *(spec.split("=", 1)[1] for spec in args.checkpoint)],
+              "rerankers": names, "checkpoints": [path or None, *(spec.split("=", 1)[1] for spec in args.checkpoint)],
               "alone_seconds": seconds, "alone_total_seconds": t_alone,
               "together_seconds": t_together, "speedup": t_alone / t_together, "identical_scores": True}
     for name, value in seconds.items():

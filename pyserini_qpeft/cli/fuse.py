@@ -3,7 +3,7 @@ first-stage interpolation of a rerank (or of several reranks of it, averaged) wi
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -11,6 +11,9 @@ from .options import OutputPath
 
 from ..search.fusion import (NORMALIZATIONS, average_reranks, check_rerank_covers, interpolate, interpolate_rerank,
                              rrf)
+
+if TYPE_CHECKING:
+    from ..types import Run
 
 METHODS = ("rrf", "interpolation", "rerank-interpolation")
 
@@ -62,6 +65,20 @@ def _resolve_weight(alpha: float | dict, method: str, normalization: str | None,
     return float(alpha["alpha"]), chosen
 
 
+def average_named_reranks(first_stage: Run, reranks: list[Run], paths: tuple[str, ...], depth: int,
+                          normalization: str) -> Run:
+    """:func:`~pyserini_qpeft.search.fusion.average_reranks`, after checking that every rerank scores the first
+    stage's top ``depth`` (InputError naming the file that does not); `fuse` and `select-interpolation` share it."""
+    from ..errors import InputError
+
+    for path, rerank in zip(paths, reranks):
+        try:
+            check_rerank_covers(first_stage, rerank, depth)
+        except ValueError as exc:
+            raise InputError(str(exc), path) from None
+    return average_reranks(first_stage, reranks, depth, normalization)
+
+
 @click.command("fuse")
 @click.option("--run", "runs", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
               help="Input runs (repeat). interpolation: exactly two, sparse first; rerank-interpolation: the "
@@ -103,14 +120,15 @@ def fuse(runs, method, rrf_k, alpha, normalization, depth, output) -> None:
                 raise click.UsageError("--method rerank-interpolation needs --depth (the rerank depth)")
             weight, norm = _resolve_weight(alpha, method, normalization,
                                            _default(interpolate_rerank, "normalization"))
-            for path, rerank in zip(runs[1:], loaded[1:]):
-                try:
-                    check_rerank_covers(loaded[0], rerank, depth)
-                except ValueError as exc:
-                    from ..errors import InputError
+            if len(loaded) > 2:
+                reranked = average_named_reranks(loaded[0], loaded[1:], runs[1:], depth, norm)
+            else:
+                reranked = loaded[1]
+            try:
+                fused = interpolate_rerank(loaded[0], reranked, weight, depth, norm)
+            except ValueError as exc:
+                from ..errors import InputError
 
-                    raise InputError(str(exc), path) from None
-            reranked = loaded[1] if len(loaded) == 2 else average_reranks(loaded[0], loaded[1:], depth, norm)
-            fused = interpolate_rerank(loaded[0], reranked, weight, depth, norm)
+                raise InputError(str(exc), runs[1]) from None
     fused.write(output, tag=f"hybrid-{method}")
     click.echo(output)

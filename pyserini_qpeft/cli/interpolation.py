@@ -86,9 +86,9 @@ def select_interpolation(first_stage, reranked, method, qrels, depth, metric, no
     from ..artifacts import atomic_write
     from ..data import load_qrels
     from ..errors import InputError
-    from ..search.fusion import average_reranks, check_rerank_covers, interpolate, select_alpha, selection_record
+    from ..search.fusion import interpolate, select_alpha, selection_record
     from ..types import Run, read_run
-    from .fuse import _default
+    from .fuse import _default, average_named_reranks
 
     if depth is None:
         if method == "rerank-interpolation":
@@ -101,14 +101,9 @@ def select_interpolation(first_stage, reranked, method, qrels, depth, metric, no
     try:
         if len(reranks) == 1:
             rr = reranks[0]
-        else:
+        else:  # averaged over the judged (dev) queries, the only ones select_alpha counts
             dev_first = Run({q: first[q] for q in first.qids() if q in judged}, tag=first.tag)
-            for path, rerank in zip(reranked, reranks):
-                try:
-                    check_rerank_covers(dev_first, rerank, depth)
-                except ValueError as exc:
-                    raise InputError(str(exc), path) from None
-            rr = average_reranks(dev_first, reranks, depth, normalization)
+            rr = average_named_reranks(dev_first, reranks, reranked, depth, normalization)
         alpha, table = select_alpha(first, rr, judged, depth, normalization=normalization, metric=metric,
                                     method=method)
     except ValueError as exc:
