@@ -636,3 +636,87 @@ def test_cli_train_lr_schedule_and_eval_every_reach_the_training(tiny_lm_path, t
     assert steps[0] > 1 and checks == [s for e in range(2) for s in range(e * steps[0] + 1, (e + 1) * steps[0])]
     assert all("dev_steps" not in h for h in linear["history"])
     assert read_lmort_meta(tmp_path / "every")["training"]["train_config"]["eval_every"] == 1
+
+
+def _saved_tuner(lm, folder, seed, lm_model=None, **kw):
+    config = LMORTConfig(align_layer=kw.pop("align_layer", 1), unif_layer=2, dim=32, num_heads=4, ffn_dim=64,
+                         dropout=0.0, **kw)
+    torch.manual_seed(seed)
+    tuner = LMORTTuner(config, lm.hidden_size)
+    save_lmort(folder, tuner, config, lm.identity(), extra={"lm_model": lm_model} if lm_model else None)
+    return folder
+
+
+def test_ensemble_scores_are_the_mean_of_its_members(tiny_lm, tmp_path):
+    """An ensemble vector is its members' vectors concatenated, each times 1/sqrt(n): unit-norm, and the inner
+    product of two texts is the mean of the members' inner products."""
+    from pyserini_qpeft.lmort.cache import StateCache, encode_cached, state_key
+    from pyserini_qpeft.lmort.ensemble import load_lmort_ensemble
+
+    paths = [_saved_tuner(tiny_lm, tmp_path / f"m{s}", seed=s) for s in range(3)]
+    members = [load_lmort(p, tiny_lm).encode_batch(TEXTS) for p in paths]
+    ensemble = load_lmort_ensemble(paths, tiny_lm)
+    vecs = ensemble.encode_batch(TEXTS)
+    assert ensemble.dim == 96 and vecs.shape == (len(TEXTS), 96)
+    torch.testing.assert_close(vecs, torch.cat(members, dim=1) / math.sqrt(3))
+    torch.testing.assert_close(vecs.norm(dim=-1), torch.ones(len(TEXTS)))
+    mean_of_members = sum(m @ m.T for m in members) / 3
+    torch.testing.assert_close(vecs @ vecs.T, mean_of_members)
+    assert not torch.allclose(members[0] @ members[0].T, mean_of_members)  # the members do differ
+    # the stored-state path (encode --state-cache, training's dev) gives the same concatenation
+    cache = StateCache(tmp_path / "states", state_key(tiny_lm, ensemble.config.layers, ensemble.config.max_length))
+    cache.build(tiny_lm, {f"d:{i}": t for i, t in enumerate(TEXTS)}, ensemble.config.layers,
+                ensemble.config.max_length, progress=False)
+    keys = [f"d:{i}" for i in range(len(TEXTS))]
+    cached = [encode_cached(load_lmort(p, tiny_lm).tuner, cache, keys) for p in paths]
+    torch.testing.assert_close(encode_cached(ensemble.tuner, cache, keys), torch.cat(cached, dim=1) / math.sqrt(3))
+
+
+def test_ensemble_refuses_members_that_cannot_share_a_pass(tiny_lm, tmp_path):
+    from pyserini_qpeft.lmort.ensemble import load_lmort_ensemble
+
+    a = _saved_tuner(tiny_lm, tmp_path / "a", seed=0)
+    with pytest.raises(ModelError, match="at least two"):
+        load_lmort_ensemble([a], tiny_lm)
+    other_layer = _saved_tuner(tiny_lm, tmp_path / "b", seed=1, align_layer=0)
+    with pytest.raises(ModelError, match="layers / max_length / normalize"):
+        load_lmort_ensemble([a, other_layer], tiny_lm)
+    other_budget = _saved_tuner(tiny_lm, tmp_path / "c", seed=1, max_length=16)
+    with pytest.raises(ModelError, match="differ from"):
+        load_lmort_ensemble([a, other_budget], tiny_lm)
+
+
+def test_ensemble_index_and_its_query_encoder(tiny_lm, tiny_lm_path, toy_beir, tmp_path, monkeypatch):
+    """`encode --encoder lmort:A,B`: one index whose scores are the mean of A's and B's; its meta names both
+    members, and searching it rebuilds the same ensemble for the queries."""
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.encode import encode
+    from pyserini_qpeft.errors import InputError
+    from pyserini_qpeft.search.encoders import build_encoder, dense_search, read_index_meta
+    from pyserini_qpeft.types import Query
+
+    monkeypatch.chdir(tmp_path)
+    for s in (0, 1):
+        _saved_tuner(tiny_lm, tmp_path / f"m{s}", seed=s, lm_model=str(tiny_lm_path))
+    runner = CliRunner()
+    device = ["--device", "cpu", "--dtype", "fp32", "--quiet"]
+    for spec, out in (("lmort:m0", "i0"), ("lmort:m1", "i1"), ("lmort:m0,m1", "ens")):
+        res = runner.invoke(encode, ["--encoder", spec, "--dataset", str(toy_beir), "--output", out, *device])
+        assert res.exit_code == 0, res.output
+    meta = read_index_meta(tmp_path / "ens")
+    assert meta["dim"] == 64 and meta["checkpoint"] == str((tmp_path / "m0").resolve())
+    assert [m["checkpoint"] for m in meta["ensemble"]] == [str((tmp_path / f"m{s}").resolve()) for s in (0, 1)]
+    assert "ensemble" not in read_index_meta(tmp_path / "i0")
+    queries = [Query("q1", "does smoking cause cancer"), Query("q2", "heart health")]
+    runs = {name: dense_search(tmp_path / name, queries, k=6, progress=False, device="cpu", dtype="fp32")
+            for name in ("i0", "i1", "ens")}
+    for q in ("q1", "q2"):
+        scores = {name: {h.docid: h.score for h in run[q]} for name, run in runs.items()}
+        assert set(scores["ens"]) == set(scores["i0"]) == {f"d{k}" for k in range(1, 7)}
+        for docid, score in scores["ens"].items():
+            assert score == pytest.approx((scores["i0"][docid] + scores["i1"][docid]) / 2, abs=1e-5)
+    with pytest.raises(InputError, match="empty checkpoint"):
+        build_encoder("lmort:m0,", lm=tiny_lm)
+    _saved_tuner(tiny_lm, tmp_path / "m,2", seed=2)  # a folder named with a comma is one checkpoint
+    assert [c.resolve() for c in build_encoder("lmort:m,2", lm=tiny_lm).checkpoints] == [(tmp_path / "m,2").resolve()]

@@ -12,7 +12,7 @@ from .options import OutputPath, quiet_option
 @click.option("--index", "index_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="A FAISS index made by `encode`: its query encoder (from meta.json) is used.")
 @click.option("--encoder", "spec", default=None, help="Or an explicit encoder: minilm[:PATH] | frozen-lm[:LAYER] | "
-              "lmort:CHECKPOINT (must be the one the index was encoded with).")
+              "lmort:CHECKPOINT[,CHECKPOINT...] (must be the one the index was encoded with).")
 @click.option("--topics", required=True, help="Pyserini-style topics name, TSV, BEIR queries.jsonl or CAR outlines.")
 @click.option("--output", required=True, type=OutputPath(file_okay=False), help="Folder for embedding.pkl + meta.json.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)

@@ -192,17 +192,22 @@ def check_layers(config: LMORTConfig, lm: "FrozenLM") -> None:
 
 
 class LMORTModel:
-    """A frozen LM and a trained tuner: texts -> embeddings ``[N, out_dim]``."""
+    """A frozen LM and a trained tuner: texts -> embeddings ``[N, out_dim]``.
 
-    def __init__(self, lm: "FrozenLM", tuner, config: LMORTConfig):
+    ``dim``: the tuner's output size when it is not ``config``'s (an :func:`~.ensemble.load_lmort_ensemble`'s
+    concatenation of several tuners over the same layers).
+    """
+
+    def __init__(self, lm: "FrozenLM", tuner, config: LMORTConfig, dim: int | None = None):
         check_layers(config, lm)
         self.lm, self.tuner, self.config = lm, tuner, config
+        self._dim = dim
         self.tuner.to(lm.device)
         self.tuner.eval()
 
     @property
     def dim(self) -> int:
-        return self.config.embedding_dim(self.lm.hidden_size)
+        return self._dim or self.config.embedding_dim(self.lm.hidden_size)
 
     def encode_batch(self, texts: Sequence[str]) -> "torch.Tensor":
         """``texts`` -> ``[B, out_dim]`` fp32 (one LM pass up to the deeper layer, then the tuner)."""

