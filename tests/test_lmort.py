@@ -707,6 +707,7 @@ def test_ensemble_index_and_its_query_encoder(tiny_lm, tiny_lm_path, toy_beir, t
     meta = read_index_meta(tmp_path / "ens")
     assert meta["dim"] == 64 and meta["checkpoint"] == str((tmp_path / "m0").resolve())
     assert [m["checkpoint"] for m in meta["ensemble"]] == [str((tmp_path / f"m{s}").resolve()) for s in (0, 1)]
+    assert [m["lmort"] for m in meta["ensemble"]] == [read_lmort_meta(tmp_path / f"m{s}")["config"] for s in (0, 1)]
     assert "ensemble" not in read_index_meta(tmp_path / "i0")
     queries = [Query("q1", "does smoking cause cancer"), Query("q2", "heart health")]
     runs = {name: dense_search(tmp_path / name, queries, k=6, progress=False, device="cpu", dtype="fp32")

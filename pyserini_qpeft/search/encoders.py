@@ -240,8 +240,9 @@ class LMORTEncoder(DenseEncoder):
                 "checkpoint": str(self.checkpoint.resolve()), "checkpoint_sha256": _sha256(self.checkpoint / WEIGHTS_NAME),
                 "lmort": self.model.config.to_dict()}
         if len(self.checkpoints) > 1:  # an ensemble: every member, in order (the first also under the keys above)
-            meta["ensemble"] = [{"checkpoint": str(c.resolve()), "checkpoint_sha256": _sha256(c / WEIGHTS_NAME)}
-                                for c in self.checkpoints]
+            meta["ensemble"] = [{"checkpoint": str(c.resolve()), "checkpoint_sha256": _sha256(c / WEIGHTS_NAME),
+                                 "lmort": member.config.to_dict()}
+                                for c, member in zip(self.checkpoints, self.model.tuner.members)]
         if self._states is not None:  # the documents came from stored states (queries are encoded live)
             meta["doc_states"] = {"cache": str(self._states.folder.resolve()), "dtype": self._states.store_dtype()}
         return meta
