@@ -9,9 +9,8 @@
 #   bash docs/experiments/lmort-ensemble.sh 13 14 15   # dev carve of seed 13 (member 13 is `full`'s seed-13 run)
 #   bash docs/experiments/lmort-ensemble.sh 16 17 18   # dev carve of seed 16
 # Rule fixed before any run: both ensembles are reported whatever they score; the only selection is the hybrid's
-# BM25 weight, on the dev queries no member trained on. Run from a checkout with runs/bm25-flat.beir-scifact-*.trec
-# and runs/lmort-layers.beir-scifact (repro beir --profile full); ~11 min of training per member on 2 cores over
-# `full`'s state cache, ~2 min per index from it.
+# BM25 weight, on the dev queries no member trained on. Makes what it needs (BM25 runs, MiniLM, the layer analysis,
+# the state cache `full` shares: ~30 min once); then ~12 min of training per member on 2 cores, ~2 min per index.
 set -euo pipefail
 export PYSERINI_QPEFT_DATA=${PYSERINI_QPEFT_DATA:-../shared/data/beir}
 Q=${Q:-.venv/bin/pyserini-qpeft}
@@ -23,7 +22,11 @@ CK=checkpoints/lmort-ens.beir-scifact IX=indexes/faiss-lmort-ens.beir-scifact R=
 STATES=checkpoints/lmort-states.beir-scifact
 BM25_TEST=runs/bm25-flat.beir-scifact-test.trec BM25_TRAIN=runs/bm25-flat.beir-scifact-train.trec
 DEVBM25=runs/bm25-flat.beir-scifact-train-lmortdev-ens.dev$D.trec
-$Q repro beir --dataset scifact --profile full --condition bm25 --condition minilm --condition lmort-analysis
+$Q repro beir --dataset scifact --profile full --condition bm25 --condition minilm  # also builds the Lucene index
+[ -f $BM25_TRAIN ] || $Q search --bm25 --index indexes/lucene-beir-scifact-flat --topics beir-v1.0.0-scifact-train \
+  --output $BM25_TRAIN --hits 1000 --remove-query
+[ -f runs/lmort-layers.beir-scifact/layer_report.json ] || \
+  $Q lmort analyze --dataset scifact --split train --output runs/lmort-layers.beir-scifact --dtype fp32
 members=()
 for S in "${SEEDS[@]}"; do
   [ -f $CK/dev$D-seed$S/training_done.json ] || \
