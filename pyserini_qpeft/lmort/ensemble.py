@@ -37,9 +37,6 @@ def _build_ensemble_class():
         def forward(self, unif_states, align_states, attention_mask):
             return torch.cat([m(unif_states, align_states, attention_mask) for m in self.members], dim=-1) * self.scale
 
-        def num_parameters(self) -> int:
-            return sum(p.numel() for p in self.parameters())
-
     return EnsembleTuner
 
 

@@ -199,7 +199,6 @@ class LMORTEncoder(DenseEncoder):
         self.model = model
         self.checkpoints = ([Path(checkpoint)] if isinstance(checkpoint, (str, os.PathLike)) else
                             [Path(c) for c in checkpoint])
-        self.checkpoint = self.checkpoints[0]
         self.lm_model = lm_model
         self.normalize = model.config.normalize
         self.dim = model.dim
@@ -235,14 +234,14 @@ class LMORTEncoder(DenseEncoder):
     def meta(self):
         from ..lmort.tuner import WEIGHTS_NAME
 
+        hashes = [_sha256(c / WEIGHTS_NAME) for c in self.checkpoints]  # each weights file read once
         meta = {**super().meta(), "model": self.model.lm.identity(), "lm_model": self.lm_model,
                 "lm_dtype": _dtype_name(self.model.lm.dtype), "lm_precision": getattr(self.model.lm, "precision", None),
-                "checkpoint": str(self.checkpoint.resolve()), "checkpoint_sha256": _sha256(self.checkpoint / WEIGHTS_NAME),
+                "checkpoint": str(self.checkpoints[0].resolve()), "checkpoint_sha256": hashes[0],
                 "lmort": self.model.config.to_dict()}
         if len(self.checkpoints) > 1:  # an ensemble: every member, in order (the first also under the keys above)
-            meta["ensemble"] = [{"checkpoint": str(c.resolve()), "checkpoint_sha256": _sha256(c / WEIGHTS_NAME),
-                                 "lmort": member.config.to_dict()}
-                                for c, member in zip(self.checkpoints, self.model.tuner.members)]
+            meta["ensemble"] = [{"checkpoint": str(c.resolve()), "checkpoint_sha256": h, "lmort": member.config.to_dict()}
+                                for c, h, member in zip(self.checkpoints, hashes, self.model.tuner.members)]
         if self._states is not None:  # the documents came from stored states (queries are encoded live)
             meta["doc_states"] = {"cache": str(self._states.folder.resolve()), "dtype": self._states.store_dtype()}
         return meta
