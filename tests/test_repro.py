@@ -371,6 +371,43 @@ def test_lmort_hybrid_weight_is_selected_on_lmorts_own_dev_queries():
     assert xfer.output("lmort-train-index") == "indexes/faiss-lmort-auto.beir-scifact"
 
 
+def test_lmort_ensemble_members_share_the_first_members_dev_carve_and_one_index():
+    """lmort-ens3: ckpt-lmort plus two tuners trained by the same command on the next two seeds with ckpt-lmort's dev
+    carve (--dev-seed); --seed-offset 3 gives three new members (no member shared with offset 0); one encode makes the
+    index of all three; the hybrid's weight is selected on ckpt-lmort's dev queries and read by the test fusion."""
+    matrix = Matrix.load()
+    members = {}
+    for offset, seeds in ((0, ("13", "14", "15")), (3, ("16", "17", "18"))):
+        planner = Planner(matrix, "scifact", profile="full", seed_offset=offset)
+        first = planner.command("ckpt-lmort")
+        assert first[first.index("--seed") + 1] == seeds[0] and "--dev-seed" not in first
+        names = ("ckpt-lmort", "ckpt-lmort-member2", "ckpt-lmort-member3")
+        for name, seed in zip(names[1:], seeds[1:]):
+            train = planner.command(name)
+            # the same command as ckpt-lmort's but for the seed, the dev carve and the output
+            differs = {"--seed": seed, "--dev-seed": seeds[0], "--output": planner.output(name)}
+            assert {k: train[train.index(k) + 1] for k in differs} == differs
+            stripped = [a for i, a in enumerate(train) if a not in differs and train[i - 1] not in differs]
+            assert stripped == [a for i, a in enumerate(first) if a not in differs and first[i - 1] not in differs]
+        members[offset] = [planner.output(n) for n in names]
+        encode = planner.command("lmort-ens-index")
+        assert encode[encode.index("--encoder") + 1] == "lmort:" + ",".join(members[offset])
+        assert encode[encode.index("--state-cache") + 1] == "checkpoints/lmort-states.beir-scifact"
+        select = planner.command("lmort-ens-hybrid-alpha")
+        assert select[select.index("--first-stage") + 1] == planner.output("lmort-dev-bm25")
+        assert select[select.index("--dense") + 1] == planner.output("lmort-ens-train")
+        assert "-test" not in " ".join(select + planner.command("lmort-ens-train"))
+        fuse = planner.command("hybrid-interp-bm25-lmort-ens")
+        assert fuse[fuse.index("--alpha") + 1] == planner.output("lmort-ens-hybrid-alpha")
+        assert fuse[fuse.index("--run", fuse.index("--run") + 1) + 1] == planner.output("lmort-ens")
+    assert not set(members[0]) & set(members[3])
+    # zero-shot transfer: the SciFact members encode the other corpus into a .from-scifact index
+    xfer = Planner(matrix, "arguana", profile="full", train_dataset="scifact", splits=("test",))
+    assert xfer.output("lmort-ens-index") == "indexes/faiss-lmort-ens3.beir-arguana.from-scifact"
+    assert xfer.command("lmort-ens-index")[xfer.command("lmort-ens-index").index("--encoder") + 1] == (
+        "lmort:" + ",".join(members[0]))
+
+
 def test_transfer_check_judges_untransferred_runs_by_their_own_expectation():
     """With --checkpoint-from, BM25 and zero-shot UPR are the same runs as without it (no `{xfer}` in their names),
     so they are checked against `<dataset>@<profile>`; runs that depend on the other dataset against `.from-X`."""
@@ -430,9 +467,10 @@ def test_an_lmort_ablation_profile_adds_its_knob_after_the_inherited_budget():
     knob = ["--hard-negatives", "1", "--dropout", "0.3"]
     assert drop[at:at + len(budget) + len(knob)] == [*budget, *knob]
     assert "--dropout" not in base and len(drop) == len(base) + len(knob)
+    trainings = ("ckpt-lmort", "ckpt-lmort-member2", "ckpt-lmort-member3")  # the seed ensemble's members too
     for name in matrix.artifacts:
-        if name != "ckpt-lmort":
-            assert "--dropout" not in Planner(matrix, "scifact", "full-lmort-drop3").command(name), name
+        command = Planner(matrix, "scifact", "full-lmort-drop3").command(name)
+        assert ("--dropout" in command) == (name in trainings), name
 
 
 def test_train_lmort_defaults_are_the_full_profiles_recipe():
