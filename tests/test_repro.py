@@ -109,6 +109,22 @@ def test_packaged_matrix_is_consistent(tmp_path):
             assert planner.command(name)[0] in COMMANDS  # every artifact is made by a real sub-command
 
 
+def test_every_condition_has_a_recorded_scifact_expectation_for_profile_full():
+    """Issue 12: "the `full` profile has recorded expected values for every row" -- a new condition must come with
+    its measured SciFact numbers (its own `scifact@full` or a profile-independent `scifact`), so `repro --check` judges
+    it; and the LMORT ensemble's whole expected range stays above MiniLM and BM25 (the claim its row carries)."""
+    from pyserini_qpeft.repro.runner import expected_for
+
+    matrix = Matrix.load()
+    missing = [name for name, cond in matrix.conditions.items()
+               if "ndcg@10" not in expected_for(cond, "scifact", "full")]
+    assert missing == []
+    ensemble = expected_for(matrix.conditions["lmort-ens3"], "scifact", "full")
+    for baseline in ("minilm", "bm25"):
+        base = expected_for(matrix.conditions[baseline], "scifact", "full")["ndcg@10"]
+        assert ensemble["ndcg@10"] - ensemble["tolerance"] > base
+
+
 @pytest.mark.jvm
 def test_repro_end_to_end_check_and_exit_code(tmp_path, toy_beir, monkeypatch):
     from pyserini_qpeft.cli.main import cli
