@@ -7,6 +7,7 @@ their cosines when every member L2-normalises, and the ensemble vector is then u
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import TYPE_CHECKING, Sequence
@@ -17,9 +18,7 @@ if TYPE_CHECKING:
     from ..lm.backbone import FrozenLM
     from .tuner import LMORTModel
 
-_ENSEMBLE_CLASS = None
-
-
+@functools.lru_cache(maxsize=1)
 def _build_ensemble_class():
     import torch
     from torch import nn
@@ -42,10 +41,7 @@ def _build_ensemble_class():
 
 def EnsembleTuner(tuners):  # noqa: N802  (a lazily built nn.Module class, as LMORTTuner)
     """Build an ``EnsembleTuner`` module over ``tuners`` (the class is created on first use)."""
-    global _ENSEMBLE_CLASS
-    if _ENSEMBLE_CLASS is None:
-        _ENSEMBLE_CLASS = _build_ensemble_class()
-    return _ENSEMBLE_CLASS(tuners)
+    return _build_ensemble_class()(tuners)
 
 
 def load_lmort_ensemble(paths: Sequence[str | os.PathLike], lm: "FrozenLM") -> "LMORTModel":

@@ -8,6 +8,7 @@ the token states of the *alignment* layer, then mean-pools to one vector. Layer 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import asdict, dataclass, fields
@@ -106,6 +107,7 @@ class LMORTConfig:
         return cls(**data)
 
 
+@functools.lru_cache(maxsize=1)
 def _build_tuner_class():
     import torch
     from torch import nn
@@ -170,15 +172,9 @@ def _build_tuner_class():
     return LMORTTuner
 
 
-_TUNER_CLASS = None
-
-
 def LMORTTuner(config: LMORTConfig, hidden_size: int):  # noqa: N802  (a lazily built nn.Module class)
     """Build an :class:`LMORTTuner` module (the class is created on first use so importing this module stays cheap)."""
-    global _TUNER_CLASS
-    if _TUNER_CLASS is None:
-        _TUNER_CLASS = _build_tuner_class()
-    return _TUNER_CLASS(config, hidden_size)
+    return _build_tuner_class()(config, hidden_size)
 
 
 def check_layers(config: LMORTConfig, lm: "FrozenLM") -> None:
