@@ -391,6 +391,10 @@ def test_lmort_ensemble_members_share_the_first_members_dev_carve_and_one_index(
     """lmort-ens3: ckpt-lmort plus two tuners trained by the same command on the next two seeds with ckpt-lmort's dev
     carve (--dev-seed); --seed-offset 3 gives three new members (no member shared with offset 0); one encode makes the
     index of all three; the hybrid's weight is selected on ckpt-lmort's dev queries and read by the test fusion."""
+    def strip(command: list[str], options) -> list[str]:
+        """``command`` without ``options`` and their values."""
+        return [a for i, a in enumerate(command) if a not in options and not (i and command[i - 1] in options)]
+
     matrix = Matrix.load()
     members = {}
     for offset, seeds in ((0, ("13", "14", "15")), (3, ("16", "17", "18"))):
@@ -403,8 +407,7 @@ def test_lmort_ensemble_members_share_the_first_members_dev_carve_and_one_index(
             # the same command as ckpt-lmort's but for the seed, the dev carve and the output
             differs = {"--seed": seed, "--dev-seed": seeds[0], "--output": planner.output(name)}
             assert {k: train[train.index(k) + 1] for k in differs} == differs
-            stripped = [a for i, a in enumerate(train) if a not in differs and train[i - 1] not in differs]
-            assert stripped == [a for i, a in enumerate(first) if a not in differs and first[i - 1] not in differs]
+            assert strip(train, differs) == strip(first, differs)
         members[offset] = [planner.output(n) for n in names]
         encode = planner.command("lmort-ens-index")
         assert encode[encode.index("--encoder") + 1] == "lmort:" + ",".join(members[offset])
