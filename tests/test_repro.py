@@ -238,6 +238,48 @@ def test_a_profile_states_only_what_it_changes_from_its_base(tmp_path):
         Matrix.load(path)
 
 
+def test_an_artifact_with_a_base_runs_its_bases_command_with_its_options_set(tmp_path):
+    """``base: OTHER`` copies OTHER's command, needs, done and split; ``options`` replace a flag's value in place or
+    insert the flag after the previous option (the first at the end). Refused: a base but no output of its own, an
+    unknown base, a cycle, options without a base, a flag without a value or repeated in the command."""
+    from pyserini_qpeft.errors import InputError
+
+    path = write_yaml(tmp_path)
+    toy = path.read_text()
+    twin = ("  trained-2:\n    base: trained\n    output: {out}\n    options:\n{opts}")
+
+    def load(opts: str, out: str = "x/ckpt2", extra: str = ""):
+        path.write_text(toy.replace("conditions:", twin.format(out=out, opts=opts) + extra + "conditions:"))
+        return Matrix.load(path)
+
+    matrix = load('      --dataset: other\n      --seed: "{train_dataset}"\n      --lr: "1"\n')
+    art, base = matrix.artifacts["trained-2"], matrix.artifacts["trained"]
+    assert (art.needs, art.requires_split, art.output) == (base.needs, base.requires_split, "x/ckpt2")
+    assert art.command == "train qpeft --dataset other --seed {train_dataset} --lr 1"
+    assert Planner(matrix, "toy").command("trained-2")[-4:] == ["--seed", "toy", "--lr", "1"]
+    appended = load("      --epochs: 2\n").artifacts["trained-2"].command
+    assert appended == "train qpeft --dataset {train_dataset} --epochs 2"
+    # a base that is itself derived
+    third = "  trained-3:\n    base: trained-2\n    output: x/ckpt3\n    options: {--lr: '2'}\n"
+    assert load("      --lr: '1'\n", extra=third).artifacts["trained-3"].command.endswith("--lr 2")
+    refused = (
+        ("must name its own output", "  b:\n    base: trained\n    options: {--lr: '1'}\n"),
+        ("unknown base 'nope'", "  b:\n    base: nope\n    output: y\n"),
+        ("cycle: b -> c -> b", "  b:\n    base: c\n    output: y\n  c:\n    base: b\n    output: z\n"),
+        ("options without a base", "  b:\n    output: y\n    command: a\n    options: {--b: c}\n"),
+        ("--quiet has no value", "  b:\n    base: bm25\n    output: y\n    options: {--quiet: 'yes'}\n"),
+        ("one word each", "  b:\n    base: trained\n    output: y\n    options: {--lr: a b}\n"),
+        ("one word each", "  b:\n    base: trained\n    output: y\n    options: {lr: '1'}\n"),
+        ("--hits appears more than once", "  b:\n    base: bm25\n    output: y\n    options: {--hits: '5'}\n"))
+    for message, artifacts in refused:
+        text = toy.replace("conditions:", artifacts + "conditions:")
+        if "more than once" in message:
+            text = text.replace("--output {output} --hits 10", "--hits 1 --output {output} --hits 10")
+        path.write_text(text)
+        with pytest.raises(InputError, match=message):
+            Matrix.load(path)
+
+
 def test_packaged_profiles_name_an_existing_base_and_keep_every_variable():
     """Every packaged profile resolves to the variables the commands need (the root profile sets them all)."""
     matrix = Matrix.load()

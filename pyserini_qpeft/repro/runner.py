@@ -57,10 +57,7 @@ class Matrix:
     @classmethod
     def load(cls, path: str | Path = DEFAULT_YAML) -> "Matrix":
         data = _load_yaml_strict(path)
-        artifacts = {name: Artifact(name=name, output=a["output"], command=" ".join(a["command"].split()),
-                                    needs=tuple(a.get("needs", ())), requires_split=a.get("requires_split"),
-                                    done=a.get("done"))
-                     for name, a in data["artifacts"].items()}
+        artifacts = _resolve_artifacts(data["artifacts"], str(path))
         conditions = {name: Condition(name=name, run=c["run"], first_stage=c["first_stage"], reranker=c["reranker"],
                                       checkpoint=c.get("checkpoint"), trained=bool(c.get("trained", False)),
                                       expected=c.get("expected", {}) or {},
@@ -93,6 +90,68 @@ def _names(value: str | Sequence[str] | None) -> tuple[str, ...]:
     if not value:
         return ()
     return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _resolve_artifacts(raw: Mapping[str, Mapping[str, Any]], path: str) -> dict[str, Artifact]:
+    """Artifacts with ``base: OTHER`` resolved: OTHER's (resolved) command, needs, done and requires_split, the
+    artifact's own keys on top (its ``output`` is required: two artifacts never share a path), then its ``options``
+    (``{--flag: value}``) set in the command: a flag the command has gets the new value in place, a flag it lacks is
+    inserted right after the option before it in ``options`` (at the end for the first). So another training of one
+    recipe (e.g. on another seed) states only what differs and cannot drift from the first."""
+    resolved: dict[str, dict[str, Any]] = {}
+
+    def resolve(name: str, chain: tuple[str, ...]) -> dict[str, Any]:
+        if name in resolved:
+            return resolved[name]
+        if name in chain:
+            raise InputError(f"artifact base cycle: {' -> '.join(chain + (name,))}", path)
+        own = dict(raw[name] or {})
+        base = own.pop("base", None)
+        options = own.pop("options", None) or {}
+        if base is None:
+            if options:
+                raise InputError(f"artifact {name!r} sets options without a base command", path)
+            merged = own
+        else:
+            if base not in raw:
+                raise InputError(f"artifact {name!r} has unknown base {base!r}", path)
+            if "output" not in own:
+                raise InputError(f"artifact {name!r} must name its own output (its base {base!r} has one)", path)
+            merged = {**resolve(base, chain + (name,)), **own}
+        command = " ".join(str(merged.get("command", "")).split())
+        if not command or "output" not in merged:
+            raise InputError(f"artifact {name!r} needs an output and a command", path)
+        resolved[name] = {**merged, "command": _set_options(command, options, f"artifact {name!r}", path)}
+        return resolved[name]
+
+    for name in raw:
+        resolve(name, ())
+    return {name: Artifact(name=name, output=a["output"], command=a["command"], needs=tuple(a.get("needs", ())),
+                           requires_split=a.get("requires_split"), done=a.get("done"))
+            for name, a in resolved.items()}
+
+
+def _set_options(command: str, options: Mapping[str, Any], where: str, path: str) -> str:
+    """``command`` (a template, one space between words) with each ``--flag: value`` of ``options`` set: replaced in
+    place when the flag is there once, else inserted after the previous option of ``options`` (first: at the end)."""
+    words = command.split(" ")
+    insert_at = len(words)
+    for flag, value in options.items():
+        value = str(value)
+        if not str(flag).startswith("--") or not value or value.split() != [value]:
+            raise InputError(f"{where}: options must map --flags to one word each, got {flag!r}: {value!r}", path)
+        if words.count(flag) > 1:
+            raise InputError(f"{where}: {flag} appears more than once in the base command", path)
+        if flag in words:
+            at = words.index(flag) + 1
+            if at == len(words) or words[at].startswith("--"):
+                raise InputError(f"{where}: {flag} has no value in the base command", path)
+            words[at] = value
+            insert_at = at + 1
+        else:
+            words[insert_at:insert_at] = [flag, value]
+            insert_at += 2
+    return " ".join(words)
 
 
 def _resolve_profiles(raw: Mapping[str, Mapping[str, Any]], path: str) -> dict[str, dict[str, Any]]:
