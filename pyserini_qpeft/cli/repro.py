@@ -17,8 +17,8 @@ def repro() -> None:
 @click.option("--profile", default="full", show_default=True,
               help="beir.yaml profile: full (top-20), top5, deep (top-100), gpu (top-100, big budget, fp32), demo.")
 @click.option("--seed-offset", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Train the trained conditions with their base seeds + K (a row's second seed: 1); their "
-                   "checkpoints and runs are named .seed+K.")
+              help="Train the trained conditions with their base seeds + K (a row's second seed: 1; 3 for the "
+                   "LMORT ensemble, so no member is shared); their checkpoints and runs are named .seed+K.")
 @click.option("--checkpoint-from", default=None,
               help="Use checkpoints trained on this dataset (zero-shot transfer), e.g. --checkpoint-from scifact.")
 @click.option("--dry-run", is_flag=True, help="Print the commands without running anything.")
