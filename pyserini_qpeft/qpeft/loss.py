@@ -84,26 +84,32 @@ def qpeft_dev_loss(run: "Run", dev: Sequence["TrainingExample"], margin: float, 
     """The training loss on dev, from the dev run's scores (mean log-probabilities), so no extra forward passes.
 
     Per query: its first positive that was scored, against (``hinge``) its top-ranked run negative that was scored
-    (none: hinge 0) or (``listwise``) every run negative that was scored, with the formula of :func:`qpeft_loss` /
-    :func:`qpeft_listwise_loss`; the mean over the queries with a scored positive (0.0 if none: a dev pool of run
-    documents only may miss every positive).
+    (none: hinge 0) or (``listwise``) every run negative that was scored, through :func:`qpeft_loss` /
+    :func:`qpeft_listwise_loss` themselves (in float64); the mean over the queries with a scored positive (0.0 if
+    none: a dev pool of run documents only may miss every positive).
     """
-    import math
+    import torch
 
-    total, counted = 0.0, 0
+    pos_scores: list[float] = []
+    neg_scores: list[list[float]] = []
     for ex in dev:
         scores = {h.docid: h.score for h in run[ex.qid]}
         pos = next((d for d in ex.positives if d in scores), None)
         if pos is None:
             continue
-        nll_pos = -scores[pos]
-        if loss == "listwise":
-            logits = [scores[pos] / temperature] + [scores[d] / temperature for d in ex.negatives if d in scores]
-            top = max(logits)
-            term = top + math.log(sum(math.exp(x - top) for x in logits)) - logits[0]
-        else:
-            neg = next((d for d in ex.negatives if d in scores), None)
-            term = max(0.0, nll_pos + scores[neg] + margin) if neg is not None else 0.0
-        total += term + pointwise_weight * nll_pos
-        counted += 1
-    return total / counted if counted else 0.0
+        pos_scores.append(scores[pos])
+        negs = [scores[d] for d in ex.negatives if d in scores]
+        neg_scores.append(negs if loss == "listwise" else negs[:1])
+    if not pos_scores:
+        return 0.0
+    nll_pos = -torch.tensor(pos_scores, dtype=torch.float64)
+    width = max(1, max(len(n) for n in neg_scores))
+    # a query without a scored negative: an infinitely unlikely one (hinge 0) / masked out (listwise CE 0)
+    nll_neg = torch.tensor([[-x for x in n] + [float("inf")] * (width - len(n)) for n in neg_scores],
+                           dtype=torch.float64)
+    if loss == "listwise":
+        mask = torch.tensor([[True] * len(n) + [False] * (width - len(n)) for n in neg_scores])
+        value, _ = qpeft_listwise_loss(nll_pos, nll_neg, mask, temperature, pointwise_weight)
+    else:
+        value, _ = qpeft_loss(nll_pos, nll_neg[:, 0], margin, pointwise_weight)
+    return float(value)
