@@ -93,42 +93,25 @@ def _names(value: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _resolve_artifacts(raw: Mapping[str, Mapping[str, Any]], path: str) -> dict[str, Artifact]:
-    """Artifacts with ``base: OTHER`` resolved: OTHER's (resolved) command, needs, done and requires_split, the
-    artifact's own keys on top (its ``output`` is required: two artifacts never share a path), then its ``options``
-    (``{--flag: value}``) set in the command: a flag the command has gets the new value in place, a flag it lacks is
-    inserted right after the option before it in ``options`` (at the end for the first). So another training of one
+    """Artifacts with ``base: OTHER`` resolved (:func:`_resolve_bases`): OTHER's command, needs, done and
+    requires_split, the artifact's own keys on top (its ``output`` is required: two artifacts never share a path),
+    then its ``options`` (``{--flag: value}``) set in the command (:func:`_set_options`). So another training of one
     recipe (e.g. on another seed) states only what differs and cannot drift from the first."""
-    resolved: dict[str, dict[str, Any]] = {}
-
-    def resolve(name: str, chain: tuple[str, ...]) -> dict[str, Any]:
-        if name in resolved:
-            return resolved[name]
-        if name in chain:
-            raise InputError(f"artifact base cycle: {' -> '.join(chain + (name,))}", path)
-        own = dict(raw[name] or {})
-        base = own.pop("base", None)
+    def finish(name: str, own: dict[str, Any], inherited: dict[str, Any] | None) -> dict[str, Any]:
         options = own.pop("options", None) or {}
-        if base is None:
-            if options:
-                raise InputError(f"artifact {name!r} sets options without a base command", path)
-            merged = own
-        else:
-            if base not in raw:
-                raise InputError(f"artifact {name!r} has unknown base {base!r}", path)
-            if "output" not in own:
-                raise InputError(f"artifact {name!r} must name its own output (its base {base!r} has one)", path)
-            merged = {**resolve(base, chain + (name,)), **own}
+        if inherited is None and options:
+            raise InputError(f"artifact {name!r} sets options without a base command", path)
+        if inherited is not None and "output" not in own:
+            raise InputError(f"artifact {name!r} must name its own output (its base has one)", path)
+        merged = {**(inherited or {}), **own}
         command = " ".join(str(merged.get("command", "")).split())
         if not command or "output" not in merged:
             raise InputError(f"artifact {name!r} needs an output and a command", path)
-        resolved[name] = {**merged, "command": _set_options(command, options, f"artifact {name!r}", path)}
-        return resolved[name]
+        return {**merged, "command": _set_options(command, options, f"artifact {name!r}", path)}
 
-    for name in raw:
-        resolve(name, ())
     return {name: Artifact(name=name, output=a["output"], command=a["command"], needs=tuple(a.get("needs", ())),
                            requires_split=a.get("requires_split"), done=a.get("done"))
-            for name, a in resolved.items()}
+            for name, a in _resolve_bases(raw, "artifact", path, finish).items()}
 
 
 def _set_options(command: str, options: Mapping[str, Any], where: str, path: str) -> str:
@@ -155,20 +138,32 @@ def _set_options(command: str, options: Mapping[str, Any], where: str, path: str
 
 
 def _resolve_profiles(raw: Mapping[str, Mapping[str, Any]], path: str) -> dict[str, dict[str, Any]]:
-    """Profiles with ``base: OTHER`` resolved: OTHER's (resolved) values, then the profile's own on top, so that a
-    profile states only what it changes. An unknown base or a cycle is refused."""
+    """Profiles with ``base: OTHER`` resolved (:func:`_resolve_bases`), so that a profile states only what it
+    changes."""
+    return _resolve_bases(raw, "profile", path)
+
+
+Finish = Callable[[str, dict[str, Any], dict[str, Any] | None], dict[str, Any]]
+
+
+def _resolve_bases(raw: Mapping[str, Mapping[str, Any]], what: str, path: str, finish: Finish | None = None
+                   ) -> dict[str, dict[str, Any]]:
+    """Entries with ``base: OTHER`` resolved: OTHER's (resolved) values, then the entry's own on top, or what
+    ``finish(name, own values, OTHER's resolved values or None)`` makes of them. An unknown base or a cycle is
+    refused."""
     resolved: dict[str, dict[str, Any]] = {}
 
     def resolve(name: str, chain: tuple[str, ...]) -> dict[str, Any]:
         if name in resolved:
             return resolved[name]
         if name in chain:
-            raise InputError(f"profile base cycle: {' -> '.join(chain + (name,))}", path)
+            raise InputError(f"{what} base cycle: {' -> '.join(chain + (name,))}", path)
         own = dict(raw[name] or {})
         base = own.pop("base", None)
         if base is not None and base not in raw:
-            raise InputError(f"profile {name!r} has unknown base {base!r}", path)
-        resolved[name] = {**(resolve(base, chain + (name,)) if base is not None else {}), **own}
+            raise InputError(f"{what} {name!r} has unknown base {base!r}", path)
+        inherited = resolve(base, chain + (name,)) if base is not None else None
+        resolved[name] = finish(name, own, inherited) if finish else {**(inherited or {}), **own}
         return resolved[name]
 
     for name in raw:
