@@ -19,7 +19,8 @@ On a GPU (``--device cuda``) the matmul peaks are measured on that GPU (8192^3, 
 the GPU-sized batches of :func:`pyserini_qpeft.lm.memory.fit_to_device` unless --batch-size is given, and the
 fraction of peak is against the bf16 (or fp32) peak measured in the same run. With fp32 among --dtypes, every
 other dtype also reports its score differences and top-10 overlap against ours[fp32] (the precision guard, also
-with --skip-naive).
+with --skip-naive). ``--dtypes fp32,int8,int8-body`` asks whether dynamic int8 quantization would speed up a CPU without
+fast bf16 (its FLOPs are counted as fp32's).
 
 Usage:  python benchmarks/bench_scoring.py --queries 8 --depth 100 [--model smollm2] [--data DIR]
         python benchmarks/bench_scoring.py --sample-docs 120 --depth 100   (the full rerank's document sharing)
@@ -52,7 +53,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="ours: pairs per suffix batch (default: config)")
     parser.add_argument("--prefix-batch-size", type=int, default=None, help="ours: documents per prefix batch")
     parser.add_argument("--dtypes", default="auto,fp32",
-                        help="ours: comma-separated dtypes to time (auto = FrozenLM's choice for this machine)")
+                        help="ours: comma-separated dtypes to time (auto = FrozenLM's choice for this machine; int8 = "
+                             "fp32 with every Linear layer, the LM head included, dynamically quantized to int8 by "
+                             "torch.ao's quantize_dynamic, int8-body = the same without the LM head: measurements on "
+                             "CPU, not dtypes the package offers)")
     parser.add_argument("--skip-naive", action="store_true", help="only time ours")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--json", help="also write the numbers to this JSON file")
@@ -181,13 +185,18 @@ def main(argv=None) -> None:
         report["gpu"] = torch.cuda.get_device_name(torch.device(device))
     results = {}
     for dtype in args.dtypes.split(","):
-        lm = FrozenLM.load(LMConfig(model=args.model, device=device, dtype=dtype))
-        scorer = QueryLikelihoodScorer(lm, config if args.batch_size else fit_to_device(lm, config))
-        if report["model"] is None:
+        quantized = dtype in ("int8", "int8-body")
+        lm = FrozenLM.load(LMConfig(model=args.model, device=device, dtype="fp32" if quantized else dtype))
+        if report["model"] is None:  # counted before any quantization (a quantized Linear has no parameters)
             emb = lm.model.get_input_embeddings().weight
             n_body = sum(p.numel() for n, p in lm.model.named_parameters() if p.data_ptr() != emb.data_ptr()
                          and "lm_head" not in n)
             head_flops = 2 * emb.shape[0] * emb.shape[1]
+        if quantized:  # before the scorer takes its reference to the LM head
+            target = lm.model if dtype == "int8" else lm.model.get_decoder()
+            torch.ao.quantization.quantize_dynamic(target, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        scorer = QueryLikelihoodScorer(lm, config if args.batch_size else fit_to_device(lm, config))
+        if report["model"] is None:
             prompt_tokens = sum(len(scorer.prompt_ids(q, d)) for q, d in zip(queries, docs))
             report.update(model=lm.model_id, body_params=n_body, prompt_tokens=prompt_tokens)
         scorer.score(queries[:4], docs[:4])  # warm-up
@@ -197,7 +206,8 @@ def main(argv=None) -> None:
         work = ours_work(scorer, queries, docs)
         flops = 2 * n_body * work["body_tokens"] + head_flops * work["head_positions"]
         kind = "bf16" if lm.dtype == torch.bfloat16 else "fp32"
-        report["ours"][dtype] = {"dtype": str(lm.dtype), "batch_size": scorer.config.batch_size,
+        report["ours"][dtype] = {"dtype": f"qint8 ({dtype})" if quantized else str(lm.dtype),
+                                 "batch_size": scorer.config.batch_size,
                                  "prefix_batch_size": scorer.config.prefix_batch_size,
                                  "seconds": t_ours, "pairs_per_s": len(queries) / t_ours,
                                  "tokens_per_s": prompt_tokens / t_ours, **work, "gflops": flops / t_ours / 1e9,
