@@ -6,7 +6,9 @@
 # and with the three-seed ensemble. Reads the three members `repro beir --dataset scifact --profile full --condition
 # lmort-ens3` trains (seeds 13 / 14 / 15 on dev carve 13); run that first. Per system: test run, run of the training
 # queries, a BM25 hybrid weighted on the shared dev queries (as repro's hybrid-interp conditions), then `evaluate`
-# with paired tests. The dev grid JSON's weight 0 is the system alone on the dev queries.
+# with paired tests. The dev grid JSON's weight 0 is the system alone on the dev queries. Follow-up rule, also fixed
+# before any result: if every seed's snapshot ensemble is above its best epoch on the dev queries alone, the nine
+# tuners (epochs 6-8 of the three members) run once as one index next to the seed ensemble (it was, and they did).
 set -euo pipefail
 export PYSERINI_QPEFT_DATA=${PYSERINI_QPEFT_DATA:-../shared/data/beir}
 Q=${Q:-.venv/bin/pyserini-qpeft}
@@ -23,6 +25,8 @@ systems=()
 for s in 13 14 15; do
   systems+=("seed$s-best=lmort:${M[$s]}" "seed$s-ep678=lmort:${M[$s]}/epoch-6,${M[$s]}/epoch-7,${M[$s]}/epoch-8")
 done
+nine=$(for s in 13 14 15; do for e in 6 7 8; do printf '%s,' "${M[$s]}/epoch-$e"; done; done)
+systems+=("seeds-ep678=lmort:${nine%,}")
 for sys in "${systems[@]}"; do
   name=${sys%%=*}; spec=${sys#*=}
   [ -f $IX/$name/meta.json ] || $Q encode --encoder "$spec" --dataset scifact --output $IX/$name --dtype fp32 \
@@ -36,10 +40,14 @@ for sys in "${systems[@]}"; do
   [ -f $R-hybrid-test.$name.trec ] || $Q fuse --run $BM25_TEST --run $R-test.$name.trec --method interpolation \
     --alpha $R-dev-alpha.$name.json --output $R-hybrid-test.$name.trec
 done
+dev() {  # a system's dev nDCG@10 alone (the grid's weight 0) and hybrid at its selected weight
+  $PY -c 'import json, sys; d = json.load(open(sys.argv[1])); t, a = d["table"], d["alpha"]
+print("alone %.4f, hybrid %.4f at a = %s" % (t["0.00"], t["%.2f" % a], a))' "$R-dev-alpha.$1.json"
+}
 for s in 13 14 15; do
   for kind in best ep678; do
     name=seed$s-$kind
-    echo "# $name (dev: $($PY -c "import json; d = json.load(open('$R-dev-alpha.$name.json')); print(d)"))"
+    echo "# $name: test alone (nDCG@10, R@100), then its BM25 hybrid; dev: $(dev $name)"
     $Q evaluate --run $R-test.$name.trec --qrels beir-v1.0.0-scifact-test -m ndcg@10 -m recall@100
     $Q evaluate --run $R-hybrid-test.$name.trec --qrels beir-v1.0.0-scifact-test -m ndcg@10
   done
@@ -52,3 +60,8 @@ done
 echo "# the seed ensemble (repro's lmort-ens3) vs the three snapshot ensembles averaged query by query"
 $Q evaluate --run runs/lmort-ens3.beir-scifact-test.trec --qrels beir-v1.0.0-scifact-test -m ndcg@10 \
   --compare-to $R-test.seed13-ep678.trec --compare-to $R-test.seed14-ep678.trec --compare-to $R-test.seed15-ep678.trec
+echo "# nine tuners (three trainings x epochs 6-8) vs the seed ensemble, alone and hybrid; dev: $(dev seeds-ep678)"
+$Q evaluate --run $R-test.seeds-ep678.trec --qrels beir-v1.0.0-scifact-test -m ndcg@10 -m recall@100 \
+  --compare-to runs/lmort-ens3.beir-scifact-test.trec
+$Q evaluate --run $R-hybrid-test.seeds-ep678.trec --qrels beir-v1.0.0-scifact-test -m ndcg@10 \
+  --compare-to runs/hybrid-interp-dev-bm25-lmort-ens3.beir-scifact-test.trec
