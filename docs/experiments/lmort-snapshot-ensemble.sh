@@ -36,7 +36,8 @@ for sys in "${systems[@]}"; do
       --output $R-$split.$name.trec --hits 1000 --remove-query
   done
   [ -f $R-dev-alpha.$name.json ] || $Q select-interpolation --method interpolation --normalization zscore \
-    --first-stage $DEVBM25 --dense $R-train.$name.trec --qrels beir-v1.0.0-scifact-train --output $R-dev-alpha.$name.json
+    --first-stage $DEVBM25 --dense $R-train.$name.trec --qrels beir-v1.0.0-scifact-train \
+    --output $R-dev-alpha.$name.json
   [ -f $R-hybrid-test.$name.trec ] || $Q fuse --run $BM25_TEST --run $R-test.$name.trec --method interpolation \
     --alpha $R-dev-alpha.$name.json --output $R-hybrid-test.$name.trec
 done
