@@ -1,0 +1,67 @@
+#!/bin/bash
+# The dev-only check of `make demo`'s fp32 profile (`demo`: 64-token passages, 64 training queries, one epoch) with
+# demo-bf16's trained reranker and recipe (Q-PEFT-R: content-token selection, trainable query side, lr 1e-2) instead
+# of Q-PEFT-A at lr 1e-3, which the profile has trained since before that recipe was found. 2-core Intel Xeon with
+# avx512_bf16 but no AMX (fp32), 2026-12-06 (docs/results.md, "What each change measured"). Run from a checkout where
+# `make demo` ran (it needs runs/bm25-flat.beir-scifact-train.trec); ~35 minutes on 2 cores, nothing else on them.
+#
+# Rule, fixed before any run: `demo` switches to Q-PEFT-R only if, over seeds 0-2, its mean nDCG@10 on the held-out
+# training queries below, interpolated with BM25 at weight 0.5 (the demo's headline row; no selection), is above
+# Q-PEFT-A's, and its mean training time here is at most 1.15x Q-PEFT-A's (the AVX2 EPYC ran `demo` in 18:52 of its
+# 20 minutes, so the profile cannot afford a slower training). No test query is touched.
+set -euo pipefail
+source "$(dirname "$0")/heldout-eval.sh"
+export PYSERINI_QPEFT_DATA=${PYSERINI_QPEFT_DATA:-../shared/data/beir}
+Q=.venv/bin/pyserini-qpeft
+DEMO="--dataset scifact --split train --negatives runs/bm25-flat.beir-scifact-train.trec --epochs 1
+  --max-train-queries 64 --batch-size 4 --margin 1.0 --pointwise-weight 0.1 --dev-size 16 --dev-depth 3 --dev-seed 0
+  --dtype fp32 --max-passage-tokens 64"
+ATTN="--variant attn --lr 1e-3"
+RETR="--variant retr --token-filter content --query-proj --lr 1e-2"
+# 1. three seeds of each, one after the other (their wall times are the cost measure)
+for seed in 0 1 2; do
+  for v in attn retr; do
+    flags=$ATTN; [ $v = retr ] && flags=$RETR
+    start=$(date +%s)
+    $Q train qpeft $DEMO $flags --seed $seed --output checkpoints/qpeft-$v.beir-scifact-demofp32-s$seed -q
+    echo "train $v seed $seed: $(( $(date +%s) - start )) s"
+  done
+done
+# 2. held-out queries: 80 training queries that are neither among the 16 dev queries nor among any seed's 64 training
+#    queries (ordered by sha256("heldout:<qid>")), their BM25 top-20
+.venv/bin/python - <<'PY'
+import hashlib
+from pyserini_qpeft.data import BeirDataset
+from pyserini_qpeft.qpeft.step import QPeftTrainConfig
+from pyserini_qpeft.training.data import load_training_data, split_dev
+from pyserini_qpeft.training.trainer import epoch_order
+from pyserini_qpeft.types import read_run
+
+path = "runs/bm25-flat.beir-scifact-train.trec"
+examples, _, _ = load_training_data(BeirDataset.find("scifact"), "train", read_run(path), negative_depth=10,
+                                    candidate_depth=3)
+used: set[str] = set()
+for seed in (0, 1, 2):
+    cfg = QPeftTrainConfig.build(seed=seed, dev_seed=0, dev_size=16, max_train_queries=64, epochs=1, batch_size=4)
+    train, dev = split_dev(examples, cfg.dev_size, cfg.carve_seed, cfg.dev_carve)
+    used |= {train[i].qid for i in epoch_order(len(train), cfg, 1)} | {e.qid for e in dev}
+rest = sorted((e.qid for e in examples if e.qid not in used), key=lambda q: hashlib.sha256(f"heldout:{q}".encode()).hexdigest())
+keep = set(rest[:80])
+lines = [l for l in open(path) if l.split()[0] in keep and int(l.split()[3]) <= 20]
+open("runs/bm25-flat.beir-scifact-train-heldout80-demofp32.trec", "w").writelines(lines)
+print(f"{len(rest)} unused training queries; 80 kept, {len(lines)} hits")
+PY
+# 3. UPR and the six checkpoints on those queries in one pass (64-token passages, fp32, as the demo reranks)
+args=()
+for seed in 0 1 2; do
+  for v in attn retr; do
+    args+=(--also-rerank qpeft-$v checkpoints/qpeft-$v.beir-scifact-demofp32-s$seed/best runs/heldout80fp32-$v-s$seed.trec)
+  done
+done
+start=$(date +%s)
+$Q rerank --run runs/bm25-flat.beir-scifact-train-heldout80-demofp32.trec --topics beir-v1.0.0-scifact-train \
+  --corpus scifact --reranker upr --rerank-depth 20 --output runs/heldout80fp32-upr.trec --dtype fp32 \
+  --max-passage-tokens 64 "${args[@]}"
+echo "rerank: $(( $(date +%s) - start )) s"
+# 4. each alone and interpolated with BM25 at weight 0.5 (no selection), against the training qrels
+heldout_eval runs/bm25-flat.beir-scifact-train-heldout80-demofp32.trec 'runs/heldout80fp32-*.trec'
