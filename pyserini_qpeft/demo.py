@@ -7,19 +7,19 @@ printed, re-runnable command and finished steps are reused.
 
 Which profile (``--profile auto``, the default) depends on the CPU, decided by ``--dtype auto``'s matmul probe
 (:mod:`pyserini_qpeft.lm.precision`): where bf16 is fast (AMX Xeons, avx512_bf16 EPYCs) the recorded recipe fits
-20 minutes on 2 cores (``demo-bf16``: 256-token passages, Q-PEFT-R); elsewhere only a cut-down one does
-(``demo``: fp32, 64-token passages, Q-PEFT-A), and its table shows no reranker beating BM25 (docs/results.md,
-"The main job").
+20 minutes on 2 cores (``demo-bf16``: 256-token passages, 200 training queries); elsewhere only a cut-down one
+does (``demo``: fp32, 64-token passages, 64 training queries). Both train Q-PEFT-R with the same recipe
+(docs/results.md, "The main job").
 """
 from __future__ import annotations
 
 import sys
 import time
 
-DEMO_RERANKER = {"demo-bf16": "qpeft-retr", "demo": "qpeft-attn"}
-"""The trained reranker each demo profile shows next to BM25 and zero-shot UPR."""
-DEMO_CONDITIONS = {profile: ("bm25", "bm25+upr", "bm25+upr+interp", f"bm25+{name}", f"bm25+{name}+interp")
-                   for profile, name in DEMO_RERANKER.items()}
+DEMO_RERANKER = "qpeft-retr"
+"""The trained reranker the demo shows next to BM25 and zero-shot UPR (either profile)."""
+DEMO_CONDITIONS = {profile: ("bm25", "bm25+upr", "bm25+upr+interp", f"bm25+{DEMO_RERANKER}",
+                             f"bm25+{DEMO_RERANKER}+interp") for profile in ("demo-bf16", "demo")}
 
 
 def choose_profile(dtype: str) -> str:

@@ -632,12 +632,18 @@ def test_demo_picks_its_profile_by_the_precision_probe_and_every_demo_condition_
         assert profile in matrix.profiles
         for name in conditions:
             assert name in matrix.conditions, (profile, name)
-    # the bf16 demo runs the recorded recipe (bf16, 256 tokens, Q-PEFT-R's selection at lr 1e-2) on 100 test queries
-    planner = Planner(matrix, "scifact", profile="demo-bf16")
-    train = planner.command("ckpt-qpeft-retr")
-    assert train[train.index("--dtype") + 1] == "bf16" and "--query-proj" in train
-    assert train[len(train) - 1 - train[::-1].index("--lr") + 1] == "1e-2"
-    assert planner.command("bm25")[-4:] == ["--sample-queries", "100", "--sample-seed", "0"]
+    # the bf16 demo runs the recorded recipe (bf16, 256 tokens, Q-PEFT-R's selection at lr 1e-2) on 100 test queries;
+    # the fp32 one the same module recipe in fp32 at 64 tokens on 50
+    for profile, dtype, tokens, sample in (("demo-bf16", "bf16", "256", "100"), ("demo", "fp32", "64", "50")):
+        planner = Planner(matrix, "scifact", profile=profile)
+        train = planner.command("ckpt-qpeft-retr")
+        assert train[train.index("--dtype") + 1] == dtype and "--query-proj" in train, profile
+        assert train[train.index("--max-passage-tokens") + 1] == tokens and "--token-filter" in train, profile
+        assert train[len(train) - 1 - train[::-1].index("--lr") + 1] == "1e-2", profile
+        assert planner.command("bm25")[-4:] == ["--sample-queries", sample, "--sample-seed", "0"], profile
+    # the fp32 demo's Q-PEFT-A (not in the demo's table any more) keeps its recorded lr
+    train = Planner(matrix, "scifact", profile="demo").command("ckpt-qpeft-attn")
+    assert train[len(train) - 1 - train[::-1].index("--lr") + 1] == "1e-3"
 
 
 def run_file(folder: Path, name: str, lines) -> Path:
