@@ -19,26 +19,7 @@ $Q train qpeft $DEMO --max-train-queries 400 --output $W --sweep /tmp/demo-bf16-
 # 2. a held-out set no checkpoint compared here trained on: the training queries that are neither among the 40 dev
 #    queries, nor among the 200 of seeds 0-2, nor among the 400 of seeds 0-2 (the 400 of a seed contain its 200);
 #    93 of the 809 remain
-$PY - <<'PY'
-from pyserini_qpeft.data import BeirDataset
-from pyserini_qpeft.qpeft.step import QPeftTrainConfig
-from pyserini_qpeft.training.data import load_training_data, split_dev
-from pyserini_qpeft.training.trainer import epoch_order
-from pyserini_qpeft.types import read_run
-
-path = "runs/bm25-flat.beir-scifact-train.trec"
-examples, _, _ = load_training_data(BeirDataset.find("scifact"), "train", read_run(path), negative_depth=20,
-                                    candidate_depth=10)
-used: set[str] = set()
-for seed, n in ((0, 400), (1, 400), (2, 400)):
-    cfg = QPeftTrainConfig.build(seed=seed, dev_seed=0, dev_size=40, max_train_queries=n, epochs=1, batch_size=4)
-    train, dev = split_dev(examples, cfg.dev_size, cfg.carve_seed, cfg.dev_carve)
-    used |= {train[i].qid for i in epoch_order(len(train), cfg, 1)} | {e.qid for e in dev}
-keep = {e.qid for e in examples if e.qid not in used}
-lines = [l for l in open(path) if l.split()[0] in keep and int(l.split()[3]) <= 20]
-open("runs/bm25-flat.beir-scifact-train-heldout-q400.trec", "w").writelines(lines)
-print(f"{len(keep)} held-out training queries, {len(lines)} hits")
-PY
+heldout_run runs/bm25-flat.beir-scifact-train-heldout-q400.trec 40 10 400 all
 # 3. UPR, the three 200-query checkpoints and the three 400-query ones on those queries' BM25 top-20, in one pass
 B=runs/bm25-flat.beir-scifact-train-heldout-q400.trec
 args=()

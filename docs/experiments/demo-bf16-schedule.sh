@@ -18,28 +18,7 @@ printf 'lr-schedule: [linear]\neval-every: [10]\nseed: [0, 1, 2]\n' > /tmp/demo-
 $Q train qpeft $DEMO --output $E --sweep /tmp/demo-bf16-eval-every.yaml
 # 3. a second held-out set: 80 training queries that are neither among the 40 dev queries nor among any seed's 200
 #    training queries (ordered by sha256("heldout:<qid>")), their BM25 top-20
-.venv/bin/python - <<'PY'
-import hashlib
-from pyserini_qpeft.data import BeirDataset
-from pyserini_qpeft.qpeft.step import QPeftTrainConfig
-from pyserini_qpeft.training.data import load_training_data, split_dev
-from pyserini_qpeft.training.trainer import epoch_order
-from pyserini_qpeft.types import read_run
-
-path = "runs/bm25-flat.beir-scifact-train.trec"
-examples, _, _ = load_training_data(BeirDataset.find("scifact"), "train", read_run(path), negative_depth=20,
-                                    candidate_depth=10)
-used: set[str] = set()
-for seed in (0, 1, 2):
-    cfg = QPeftTrainConfig.build(seed=seed, dev_seed=0, dev_size=40, max_train_queries=200, epochs=1, batch_size=4)
-    train, dev = split_dev(examples, cfg.dev_size, cfg.carve_seed, cfg.dev_carve)
-    used |= {train[i].qid for i in epoch_order(len(train), cfg, 1)} | {e.qid for e in dev}
-rest = sorted((e.qid for e in examples if e.qid not in used), key=lambda q: hashlib.sha256(f"heldout:{q}".encode()).hexdigest())
-keep = set(rest[:80])
-lines = [l for l in open(path) if l.split()[0] in keep and int(l.split()[3]) <= 20]
-open("runs/bm25-flat.beir-scifact-train-heldout80.trec", "w").writelines(lines)
-print(f"{len(rest)} unused training queries; 80 kept, {len(lines)} hits")
-PY
+heldout_run runs/bm25-flat.beir-scifact-train-heldout80.trec 40 10 200 80
 # 4. UPR and every checkpoint (the six end-of-run ones, seed 1's step-30 pick) on those queries in one pass
 args=()
 for d in $L/sweep/0*; do args+=(--also-rerank qpeft-retr "$d/best" "runs/heldout80-lrsched-$(basename "$d" | cut -c1-2).trec"); done
