@@ -21,6 +21,13 @@ DEMO_RERANKER = "qpeft-retr"
 DEMO_CONDITIONS = {profile: ("bm25", "bm25+upr", "bm25+upr+interp", f"bm25+{DEMO_RERANKER}",
                              f"bm25+{DEMO_RERANKER}+interp") for profile in ("demo-bf16", "demo")}
 
+DEMO_PROFILES = {
+    "demo-bf16": "bf16, 256-token passages, Q-PEFT-R trained for 1 epoch on 200 queries, 100 sampled test queries",
+    "demo": "fp32, 64-token passages, Q-PEFT-R trained for 1 epoch on 64 queries, 50 sampled test queries: what fits "
+            "20 minutes on 2 cores without fast bf16, a budget at which no recorded run of the trained row beat BM25",
+}
+"""What each demo profile runs, printed before it starts (the recorded tables: docs/results.md, "The main job")."""
+
 
 def choose_profile(dtype: str) -> str:
     """``demo-bf16`` when the CPU probe picks bf16, else ``demo``."""
@@ -46,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         choice = auto_cpu_dtype()
         profile = choose_profile(choice.dtype)
         print(f"# {choice.describe()} -> profile {profile}", flush=True)
+    print(f"# profile {profile}: {DEMO_PROFILES[profile]} (recorded tables: docs/results.md, \"The main job\")",
+          flush=True)
     cmd = ["repro", "beir", "--dataset", args.dataset, "--profile", profile, "--download"]
     for name in DEMO_CONDITIONS[profile]:
         cmd += ["--condition", name]

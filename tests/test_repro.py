@@ -624,9 +624,10 @@ def test_packaged_demo_profile_samples_fifty_test_queries_and_bad_sizes_are_refu
 
 
 def test_demo_picks_its_profile_by_the_precision_probe_and_every_demo_condition_exists():
-    from pyserini_qpeft.demo import DEMO_CONDITIONS, choose_profile
+    from pyserini_qpeft.demo import DEMO_CONDITIONS, DEMO_PROFILES, choose_profile
 
     assert choose_profile("bf16") == "demo-bf16" and choose_profile("fp32") == "demo"
+    assert set(DEMO_PROFILES) == set(DEMO_CONDITIONS)
     matrix = Matrix.load()
     for profile, conditions in DEMO_CONDITIONS.items():
         assert profile in matrix.profiles
@@ -645,6 +646,24 @@ def test_demo_picks_its_profile_by_the_precision_probe_and_every_demo_condition_
     train = Planner(matrix, "scifact", profile="demo").command("ckpt-qpeft-attn")
     assert train[len(train) - 1 - train[::-1].index("--lr") + 1] == "1e-3"
 
+
+
+def test_the_demo_says_what_its_profile_runs_and_runs_repro_on_its_conditions(monkeypatch, capsys):
+    from pyserini_qpeft import demo
+    from pyserini_qpeft.cli.main import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "main", lambda args, **kwargs: calls.append(args) or 0)
+    for profile in ("demo", "demo-bf16"):
+        with pytest.raises(SystemExit) as exit_info:
+            demo.main(["--profile", profile])
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        assert f"# profile {profile}: {demo.DEMO_PROFILES[profile]}" in out
+        cmd = calls.pop()
+        assert cmd[:5] == ["repro", "beir", "--dataset", "scifact", "--profile"] and cmd[5] == profile
+        assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--condition"] == list(demo.DEMO_CONDITIONS[profile])
+        assert "pyserini-qpeft " + " ".join(cmd) in out
 
 def run_file(folder: Path, name: str, lines) -> Path:
     """A TREC run ``folder/name.trec`` of (qid, docid, rank) lines, scores falling with rank."""
