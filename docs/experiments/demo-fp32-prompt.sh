@@ -4,24 +4,14 @@
 # measurement: nothing is selected by it). Prompt tuning with its recorded recipe (lr 1e-3, the baseline beside every
 # Q-PEFT row). 2-core Intel Xeon with avx512_bf16 but no AMX, 2026-12-06. Run after demo-fp32-retr.sh in the same
 # checkout (it reuses that script's held-out run and Q-PEFT-R reranks); ~12 minutes on 2 cores.
-set -euo pipefail
-source "$(dirname "$0")/heldout-eval.sh"
-export PYSERINI_QPEFT_DATA=${PYSERINI_QPEFT_DATA:-../shared/data/beir}
-Q=.venv/bin/pyserini-qpeft
-DEMO="--dataset scifact --split train --negatives runs/bm25-flat.beir-scifact-train.trec --epochs 1
-  --max-train-queries 64 --batch-size 4 --margin 1.0 --pointwise-weight 0.1 --dev-size 16 --dev-depth 3 --dev-seed 0
-  --dtype fp32 --max-passage-tokens 64"
-B=runs/bm25-flat.beir-scifact-train-heldout80-demofp32.trec
+source "$(dirname "$0")/demo-fp32-common.sh"
 args=()
 for seed in 0 1 2; do
-  start=$(date +%s)
-  $Q train qpeft $DEMO --variant prompt --lr 1e-3 --seed $seed --output checkpoints/qpeft-prompt.beir-scifact-demofp32-s$seed -q
-  echo "train prompt seed $seed: $(( $(date +%s) - start )) s"
+  train_demo prompt $seed --variant prompt --lr 1e-3
   args+=(--also-rerank prompt-tuning checkpoints/qpeft-prompt.beir-scifact-demofp32-s$seed/best runs/heldout80fp32-prompt-s$seed.trec)
 done
 # UPR again as the pass's lead reranker: its run must equal demo-fp32-retr.sh's byte for byte
-$Q rerank --run $B --topics beir-v1.0.0-scifact-train --corpus scifact --reranker upr --rerank-depth 20 \
-  --output runs/heldout80fp32pt-upr.trec --dtype fp32 --max-passage-tokens 64 "${args[@]}"
+rerank_heldout runs/heldout80fp32pt-upr.trec "${args[@]}"
 cmp runs/heldout80fp32pt-upr.trec runs/heldout80fp32-upr.trec && echo "UPR run identical to demo-fp32-retr.sh's"
 heldout_eval $B 'runs/heldout80fp32-prompt-*.trec'
 # Q-PEFT-R minus prompt tuning, seed by seed and seed-averaged, alone and interpolated (paired randomization test)

@@ -9,27 +9,19 @@
 # training queries below, interpolated with BM25 at weight 0.5 (the demo's headline row; no selection), is above
 # Q-PEFT-A's, and its mean training time here is at most 1.15x Q-PEFT-A's (the AVX2 EPYC ran `demo` in 18:52 of its
 # 20 minutes, so the profile cannot afford a slower training). No test query is touched.
-set -euo pipefail
-source "$(dirname "$0")/heldout-eval.sh"
-export PYSERINI_QPEFT_DATA=${PYSERINI_QPEFT_DATA:-../shared/data/beir}
-Q=.venv/bin/pyserini-qpeft
-DEMO="--dataset scifact --split train --negatives runs/bm25-flat.beir-scifact-train.trec --epochs 1
-  --max-train-queries 64 --batch-size 4 --margin 1.0 --pointwise-weight 0.1 --dev-size 16 --dev-depth 3 --dev-seed 0
-  --dtype fp32 --max-passage-tokens 64"
+source "$(dirname "$0")/demo-fp32-common.sh"
 ATTN="--variant attn --lr 1e-3"
 RETR="--variant retr --token-filter content --query-proj --lr 1e-2"
 # 1. three seeds of each, one after the other (their wall times are the cost measure)
 for seed in 0 1 2; do
   for v in attn retr; do
     flags=$ATTN; [ $v = retr ] && flags=$RETR
-    start=$(date +%s)
-    $Q train qpeft $DEMO $flags --seed $seed --output checkpoints/qpeft-$v.beir-scifact-demofp32-s$seed -q
-    echo "train $v seed $seed: $(( $(date +%s) - start )) s"
+    train_demo $v $seed $flags
   done
 done
 # 2. held-out queries: 80 training queries that are neither among the 16 dev queries nor among any seed's 64 training
 #    queries (ordered by sha256("heldout:<qid>")), their BM25 top-20
-heldout_run runs/bm25-flat.beir-scifact-train-heldout80-demofp32.trec 16 3 64 80
+heldout_run $B 16 3 64 80
 # 3. UPR and the six checkpoints on those queries in one pass (64-token passages, fp32, as the demo reranks)
 args=()
 for seed in 0 1 2; do
@@ -38,9 +30,7 @@ for seed in 0 1 2; do
   done
 done
 start=$(date +%s)
-$Q rerank --run runs/bm25-flat.beir-scifact-train-heldout80-demofp32.trec --topics beir-v1.0.0-scifact-train \
-  --corpus scifact --reranker upr --rerank-depth 20 --output runs/heldout80fp32-upr.trec --dtype fp32 \
-  --max-passage-tokens 64 "${args[@]}"
+rerank_heldout runs/heldout80fp32-upr.trec "${args[@]}"
 echo "rerank: $(( $(date +%s) - start )) s"
 # 4. each alone and interpolated with BM25 at weight 0.5 (no selection), against the training qrels
-heldout_eval runs/bm25-flat.beir-scifact-train-heldout80-demofp32.trec 'runs/heldout80fp32-*.trec'
+heldout_eval $B 'runs/heldout80fp32-*.trec'
