@@ -16,17 +16,17 @@ from __future__ import annotations
 import sys
 import time
 
-DEMO_RERANKER = "qpeft-retr"
-"""The trained reranker the demo shows next to BM25 and zero-shot UPR (either profile)."""
-DEMO_CONDITIONS = {profile: ("bm25", "bm25+upr", "bm25+upr+interp", f"bm25+{DEMO_RERANKER}",
-                             f"bm25+{DEMO_RERANKER}+interp") for profile in ("demo-bf16", "demo")}
-
 DEMO_PROFILES = {
     "demo-bf16": "bf16, 256-token passages, Q-PEFT-R trained for 1 epoch on 200 queries, 100 sampled test queries",
     "demo": "fp32, 64-token passages, Q-PEFT-R trained for 1 epoch on 64 queries, 50 sampled test queries: what fits "
             "20 minutes on 2 cores without fast bf16, a budget at which no recorded run of the trained row beat BM25",
 }
-"""What each demo profile runs, printed before it starts (the recorded tables: docs/results.md, "The main job")."""
+"""The demo's beir.yaml profiles and what each runs, printed before it starts (the recorded tables: docs/results.md,
+"The main job")."""
+DEMO_RERANKER = "qpeft-retr"
+"""The trained reranker the demo shows next to BM25 and zero-shot UPR (either profile)."""
+DEMO_CONDITIONS = {profile: ("bm25", "bm25+upr", "bm25+upr+interp", f"bm25+{DEMO_RERANKER}",
+                             f"bm25+{DEMO_RERANKER}+interp") for profile in DEMO_PROFILES}
 
 
 def choose_profile(dtype: str) -> str:
