@@ -16,17 +16,34 @@ from __future__ import annotations
 import sys
 import time
 
-DEMO_PROFILES = {
-    "demo-bf16": "bf16, 256-token passages, Q-PEFT-R trained for 1 epoch on 200 queries, 100 sampled test queries",
-    "demo": "fp32, 64-token passages, Q-PEFT-R trained for 1 epoch on 64 queries, 50 sampled test queries: what fits "
-            "20 minutes on 2 cores without fast bf16, a budget at which no recorded run of the trained row beat BM25",
-}
-"""The demo's beir.yaml profiles and what each runs, printed before it starts (the recorded tables: docs/results.md,
-"The main job")."""
 DEMO_RERANKER = "qpeft-retr"
 """The trained reranker the demo shows next to BM25 and zero-shot UPR (either profile)."""
+DEMO_PROFILES = {
+    "demo-bf16": "",
+    "demo": "what fits 20 minutes on 2 cores without fast bf16, a budget at which no recorded run of the trained row "
+            "beat BM25",
+}
+"""The demo's beir.yaml profiles, each with what :func:`describe` cannot read from its commands (the recorded tables:
+docs/results.md, "The main job")."""
 DEMO_CONDITIONS = {profile: ("bm25", "bm25+upr", "bm25+upr+interp", f"bm25+{DEMO_RERANKER}",
                              f"bm25+{DEMO_RERANKER}+interp") for profile in DEMO_PROFILES}
+RERANKER_NAMES = {"qpeft-retr": "Q-PEFT-R", "qpeft-attn": "Q-PEFT-A", "prompt-tuning": "prompt tuning"}
+
+
+def describe(profile: str, dataset: str = "scifact") -> str:
+    """What the demo's ``profile`` runs, read from the training and search commands `repro beir` issues for it, e.g.
+    ``fp32, 64-token passages, Q-PEFT-R trained for 1 epoch on 64 queries, 50 sampled test queries``, followed by
+    the profile's note in :data:`DEMO_PROFILES`."""
+    from .repro.runner import Matrix, Planner, option_value
+
+    planner = Planner(Matrix.load(), dataset, profile=profile)
+    train = planner.command(f"ckpt-{DEMO_RERANKER}")
+    epochs = option_value(train, "--epochs")
+    text = (f"{option_value(train, '--dtype')}, {option_value(train, '--max-passage-tokens')}-token passages, "
+            f"{RERANKER_NAMES[DEMO_RERANKER]} trained for {epochs} epoch{'' if epochs == '1' else 's'} on "
+            f"{option_value(train, '--max-train-queries')} queries, "
+            + (f"{planner.test_queries} sampled test queries" if planner.test_queries else "every test query"))
+    return f"{text}: {DEMO_PROFILES[profile]}" if DEMO_PROFILES[profile] else text
 
 
 def choose_profile(dtype: str) -> str:
@@ -53,8 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         choice = auto_cpu_dtype()
         profile = choose_profile(choice.dtype)
         print(f"# {choice.describe()} -> profile {profile}", flush=True)
-    print(f"# profile {profile}: {DEMO_PROFILES[profile]} (recorded tables: docs/results.md, \"The main job\")",
-          flush=True)
+    print(f"# profile {profile}: {describe(profile, args.dataset)} "
+          f"(recorded tables: docs/results.md, \"The main job\")", flush=True)
     cmd = ["repro", "beir", "--dataset", args.dataset, "--profile", profile, "--download"]
     for name in DEMO_CONDITIONS[profile]:
         cmd += ["--condition", name]

@@ -625,7 +625,7 @@ def test_packaged_demo_profile_samples_fifty_test_queries_and_bad_sizes_are_refu
 
 def test_demo_picks_its_profile_by_the_precision_probe_and_every_demo_condition_exists():
     from pyserini_qpeft.demo import DEMO_CONDITIONS, choose_profile
-    from pyserini_qpeft.repro.runner import _option
+    from pyserini_qpeft.repro.runner import option_value
 
     assert choose_profile("bf16") == "demo-bf16" and choose_profile("fp32") == "demo"
     matrix = Matrix.load()
@@ -638,19 +638,25 @@ def test_demo_picks_its_profile_by_the_precision_probe_and_every_demo_condition_
     for profile, dtype, tokens, sample in (("demo-bf16", "bf16", "256", "100"), ("demo", "fp32", "64", "50")):
         planner = Planner(matrix, "scifact", profile=profile)
         train = planner.command("ckpt-qpeft-retr")
-        assert _option(train, "--dtype") == dtype and "--query-proj" in train, profile
-        assert _option(train, "--max-passage-tokens") == tokens and "--token-filter" in train, profile
-        assert _option(train, "--lr") == "1e-2", profile  # the last --lr: retr_flags' over the budget's
+        assert option_value(train, "--dtype") == dtype and "--query-proj" in train, profile
+        assert option_value(train, "--max-passage-tokens") == tokens and "--token-filter" in train, profile
+        assert option_value(train, "--lr") == "1e-2", profile  # the last --lr: retr_flags' over the budget's
         assert planner.command("bm25")[-4:] == ["--sample-queries", sample, "--sample-seed", "0"], profile
     # the fp32 demo's Q-PEFT-A (not in the demo's table any more) keeps its recorded lr
     train = Planner(matrix, "scifact", profile="demo").command("ckpt-qpeft-attn")
-    assert _option(train, "--lr") == "1e-3"
+    assert option_value(train, "--lr") == "1e-3"
 
 
 
 def test_the_demo_says_what_its_profile_runs_and_runs_repro_on_its_conditions(monkeypatch, capsys):
     from pyserini_qpeft import demo
     from pyserini_qpeft.cli.main import cli
+
+    # read from the commands repro issues, so a profile change shows here
+    assert demo.describe("demo-bf16") == ("bf16, 256-token passages, Q-PEFT-R trained for 1 epoch on 200 queries, "
+                                          "100 sampled test queries")
+    assert demo.describe("demo") == ("fp32, 64-token passages, Q-PEFT-R trained for 1 epoch on 64 queries, 50 sampled "
+                                     f"test queries: {demo.DEMO_PROFILES['demo']}")
 
     calls = []
     monkeypatch.setattr(cli, "main", lambda args, **kwargs: calls.append(args) or 0)
@@ -659,7 +665,7 @@ def test_the_demo_says_what_its_profile_runs_and_runs_repro_on_its_conditions(mo
             demo.main(["--profile", profile])
         assert exit_info.value.code == 0
         out = capsys.readouterr().out
-        assert f"# profile {profile}: {demo.DEMO_PROFILES[profile]}" in out
+        assert f"# profile {profile}: {demo.describe(profile)} (recorded tables" in out
         cmd = calls.pop()
         assert cmd[:5] == ["repro", "beir", "--dataset", "scifact", "--profile"] and cmd[5] == profile
         assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--condition"] == list(demo.DEMO_CONDITIONS[profile])

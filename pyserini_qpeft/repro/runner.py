@@ -349,8 +349,8 @@ def execute(planner: Planner, conditions: list[Condition], runner: CommandRunner
         cmd = planner.command(name)
         for partner in partners:
             other = planner.command(partner)
-            checkpoint = _option(other, "--reranker-checkpoint") or "-"
-            cmd += ["--also-rerank", _option(other, "--reranker"), checkpoint, _option(other, "--output")]
+            checkpoint = option_value(other, "--reranker-checkpoint") or "-"
+            cmd += ["--also-rerank", option_value(other, "--reranker"), checkpoint, option_value(other, "--output")]
         make(name, cmd, " + ".join([name, *partners]))
         made.update([name, *partners])
     return timings
@@ -364,7 +364,7 @@ UNSHAREABLE_RERANK_OPTIONS = (*ALSO_RERANK_EXCLUDES, "--also-rerank", "--request
 """A rerank command with any of these never joins a shared pass (``--requests``: its own candidates and text)."""
 
 
-def _option(cmd: list[str], flag: str) -> str | None:
+def option_value(cmd: list[str], flag: str) -> str | None:
     """The value of ``flag`` in ``cmd`` (the last one), None when absent."""
     values = [cmd[i + 1] for i, arg in enumerate(cmd[:-1]) if arg == flag]
     return values[-1] if values else None
