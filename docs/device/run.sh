@@ -58,6 +58,8 @@ step() {  # LOGNAME COMMAND-LINE (as `repro beir --dry-run` prints it)
   [ $rc = 0 ] || { echo "$name" >> logs/failed.txt; tail -3 "logs/$name.log"; }
 }
 out_of() { grep -oE -- '--output [^ ]+' <<< "$1" | awk '{print $2}'; }
+# a rerank's outputs: its --output and each --also-rerank NAME CHECKPOINT OUTPUT's (repro shares a pass among them)
+outputs_of() { out_of "$1"; grep -oE -- '--also-rerank [^ ]+ [^ ]+ [^ ]+' <<< "$1" | awk '{print $4}'; }
 pids=()
 while IFS= read -r cmd; do
   step "train-$(basename "$(out_of "$cmd")")" "$cmd" & pids+=($!)
@@ -73,7 +75,9 @@ wait
 ckpts=$(grep '^pyserini-qpeft train qpeft ' $COMMANDS | while IFS= read -r c; do
   o=$(out_of "$c"); for f in "$o/best" "$o/trainer_state.json" "$o/training_done.json"; do [ -e "$f" ] && echo "$f"; done
 done)
-reruns=$(grep '^pyserini-qpeft rerank ' $COMMANDS | while IFS= read -r c; do o=$(out_of "$c"); [ -f "$o" ] && echo "$o"; done)
+reruns=$(grep '^pyserini-qpeft rerank ' $COMMANDS | while IFS= read -r c; do
+  for o in $(outputs_of "$c"); do [ -f "$o" ] && echo "$o"; done
+done)
 if [ -n "$ckpts" ]; then  # one tarball, or one per training where that is over the 16 MiB a returned file may have
   tar czf "$OUT/checkpoints.tgz" $ckpts
   if [ "$(stat -c %s "$OUT/checkpoints.tgz")" -gt $(( 16 * 1048576 )) ]; then
