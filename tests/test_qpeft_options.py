@@ -164,3 +164,10 @@ def test_dev_seed_keeps_the_dev_queries_of_another_seed(tiny_lm_path, toy_beir, 
     assert (tmp_path / "lw" / "best" / "qpeft_model.safetensors").read_bytes() != w0  # same seed, other loss
     state = json.loads((tmp_path / "lw" / "trainer_state.json").read_text())
     assert "listwise" in state["history"][0]["train"] and "hinge" not in state["history"][0]["train"]
+    fused = trained("fs", "--seed", "0", "--first-stage-weight", "5", "--first-stage-depth", "3")  # beyond the papers
+    assert (fused["train_config"]["first_stage_weight"], fused["train_config"]["first_stage_depth"]) == (5.0, 3)
+    assert seed0["train_config"]["first_stage_weight"] == 0.0
+    assert (tmp_path / "fs" / "best" / "qpeft_model.safetensors").read_bytes() != w0  # same seed, fused hinge
+    out = CliRunner().invoke(cli, [*common, "--loss", "listwise", "--first-stage-weight", "1",
+                                   "--output", str(tmp_path / "bad")])
+    assert out.exit_code != 0 and "hinge" in out.output

@@ -156,6 +156,37 @@ def test_loss_formula():
         qpeft_loss(pos, neg[:1], 0.1)
 
 
+def test_hinge_on_fused_scores_drops_pairs_the_first_stage_already_separates():
+    pos, neg = torch.tensor([2.0, 2.0]), torch.tensor([2.5, 1.0])
+    # pair 1: the first stage prefers the positive by 1 nat: relu(2 - 2.5 + 0.2 - 1) = 0; pair 2: 2 - 1 + 0.2 = 1.2
+    loss, stats = qpeft_loss(pos, neg, margin=0.2, pointwise_weight=0.1, prior=torch.tensor([1.0, 0.0]))
+    assert stats["hinge"] == pytest.approx(0.6) and loss.item() == pytest.approx(0.6 + 0.1 * 2.0)
+    assert stats["pair_acc"] == 0.5 and stats["nll_pos"] == pytest.approx(2.0)  # the LM's, not the fused scores'
+    assert qpeft_loss(pos, neg, 0.2, 0.1, prior=torch.zeros(2))[0].item() == qpeft_loss(pos, neg, 0.2, 0.1)[0].item()
+    with pytest.raises(ValueError):
+        qpeft_loss(pos, neg, 0.2, prior=torch.zeros(3))
+
+
+def test_first_stage_zscores_standardise_over_the_rerank_depth_and_floor_unretrieved_documents():
+    from pyserini_qpeft.qpeft.first_stage import first_stage_zscores
+    from pyserini_qpeft.qpeft.step import QPeftTrainConfig
+    from pyserini_qpeft.types import Hit, Run
+
+    run = Run({"q": [Hit("a", 10.0), Hit("b", 8.0), Hit("c", 6.0), Hit("d", 1.0)],
+               "flat": [Hit("x", 3.0), Hit("y", 3.0)]})
+    scores = first_stage_zscores(run, depth=3)
+    std = (8 / 3) ** 0.5  # the top 3: mean 8, population std
+    q = scores["q"]
+    assert (q("a"), q("b"), q("c")) == pytest.approx((2 / std, 0.0, -2 / std))
+    assert q("d") == pytest.approx(-7 / std)  # below the depth: same standardisation
+    assert q("never-retrieved") == q("d")  # at most the last hit's score
+    assert scores["flat"]("x") == scores["flat"]("z") == 0.0
+    with pytest.raises(ValueError):
+        first_stage_zscores(run, depth=0)
+    with pytest.raises(InputError, match="hinge"):
+        QPeftTrainConfig.build(first_stage_weight=0.3, loss="listwise")
+
+
 def test_listwise_loss_is_softmax_cross_entropy_over_each_querys_negatives():
     from pyserini_qpeft.qpeft.loss import qpeft_listwise_loss
 

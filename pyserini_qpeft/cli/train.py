@@ -55,6 +55,12 @@ def _M(name: str):
               help="Hinge margin on the query NLL (nats per token; --loss hinge).")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=_Q("temperature"),
               show_default=True, help="--loss listwise: logits = -NLL / temperature.")
+@click.option("--first-stage-weight", type=click.FloatRange(min=0), default=_Q("first_stage_weight"),
+              show_default=True,
+              help="Beyond the papers (--loss hinge): the hinge compares -NLL + W * z(--negatives' score), as the "
+                   "reranker is interpolated with its first stage; 0 = the LM's score alone.")
+@click.option("--first-stage-depth", type=click.IntRange(min=1), default=_Q("first_stage_depth"), show_default=True,
+              help="--first-stage-weight: z-scores over each query's top N hits (the rerank depth).")
 @click.option("--negatives-per-query", type=click.IntRange(min=1), default=_Q("negatives_per_query"),
               show_default=True)
 @click.option("--hard-pool", type=click.IntRange(min=1), default=_Q("hard_pool"), show_default=True,
@@ -116,8 +122,9 @@ def _M(name: str):
 @lm_options
 @quiet_option
 def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_size, lr, weight_decay, warmup_steps,
-                lr_schedule, loss_name, margin, temperature, negatives_per_query, hard_pool, negative_policy,
-                no_in_batch, top_k, token_filter, query_proj, num_heads, attn_init, mlp, num_virtual_tokens,
+                lr_schedule, loss_name, margin, temperature, first_stage_weight, first_stage_depth,
+                negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
+                num_heads, attn_init, mlp, num_virtual_tokens,
                 prompt_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, dev_pool, max_train_queries,
                 max_steps, max_passage_tokens, instruction, prompt, selection_metric, patience, eval_every, seed,
                 dev_carve, dev_seed, resume, dev_cache_gb, sweep_grid, model, device, dtype, quiet) -> None:
@@ -127,6 +134,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     from ..lm.memo import PrefixMemo
     from ..lm.prompts import prompt_fields
     from ..lm.scoring import ScorerConfig
+    from ..qpeft.first_stage import first_stage_zscores
     from ..qpeft.module import build_module, parameter_report
     from ..qpeft.interpolation import select_checkpoint_interpolation
     from ..qpeft.step import train_qpeft as run_training
@@ -143,6 +151,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         tcfg = QPeftTrainConfig.build(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
             lr_schedule=lr_schedule, loss=loss_name, margin=margin, temperature=temperature,
+            first_stage_weight=first_stage_weight, first_stage_depth=first_stage_depth,
             pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query,
             hard_pool=hard_pool, in_batch=not no_in_batch,
             negative_policy=negative_policy, seed=seed, dev_seed=dev_seed, max_steps=max_steps, max_train_queries=max_train_queries,
@@ -157,6 +166,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         if not quiet:
             click.echo(stats.summary(), err=True)
         train_ex, dev_ex = split_dev(examples, tcfg.dev_size, tcfg.carve_seed, tcfg.dev_carve)
+        first_stage = first_stage_zscores(negatives_run_obj, tcfg.first_stage_depth) if first_stage_weight else None
         qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads, num_virtual_tokens=num_virtual_tokens,
                            prompt_init=prompt_init, seed=seed, attn_init=attn_init, mlp=mlp, token_filter=token_filter,
                            query_proj=query_proj, prompt_tokens=prompt_tokens)
@@ -182,7 +192,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                 return run_training(lm, build_module(lm, q), q, scfg, train_ex, dev_ex, corpus, tc, folder,
                                     resume=(folder / "trainer_state.json").is_file(), progress=not quiet,
                                     metadata={**meta, "sweep": point.settings}, parallel=parallel,
-                                    prefix_memo=memo)
+                                    prefix_memo=memo, first_stage=first_stage_zscores(
+                                        negatives_run_obj, tc.first_stage_depth) if tc.first_stage_weight else None)
 
             try:
                 points = load_grid(sweep_grid, QPeftConfig, QPeftTrainConfig)
@@ -202,7 +213,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                                   indent=2))
             return
         result = run_training(lm, module, qcfg, scfg, train_ex, dev_ex, corpus, tcfg, output, resume=resume,
-                              progress=not quiet, metadata=meta, parallel=parallel, prefix_memo=memo)
+                              progress=not quiet, metadata=meta, parallel=parallel, prefix_memo=memo,
+                              first_stage=first_stage)
         if not parallel.is_main:  # rank 0 selects the interpolation weight (a dev rerank) and reports
             return
         interpolation = select_checkpoint_interpolation(lm, result.best_dir, variant, dev_ex, negatives_run_obj,

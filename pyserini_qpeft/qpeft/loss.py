@@ -1,7 +1,8 @@
 """The Q-PEFT losses on query NLL (``NLL = -mean log P(q_t | ...)``, the negated scorer output).
 
 - ``hinge`` (the papers'): pairwise hinge plus a pointwise NLL term on the positive (weighted 1:1 in the paper),
-  ``L = mean_pairs [ relu(NLL(q|d+) - NLL(q|d-) + margin) + w NLL(q|d+) ]``.
+  ``L = mean_pairs [ relu(NLL(q|d+) - NLL(q|d-) + margin) + w NLL(q|d+) ]``; optionally on scores fused with the
+  first stage's (``prior``, beyond the papers: :mod:`.first_stage`).
 - ``listwise`` (beyond the papers): per query, softmax cross-entropy of its positive against every negative it is
   compared with in the step (hard and in-batch), on logits ``-NLL / temperature``, plus the same pointwise term,
   ``L = mean_queries [ -log softmax(-NLL / T)[d+] + w NLL(q|d+) ]``.
@@ -17,14 +18,17 @@ if TYPE_CHECKING:
     from ..types import Run
 
 
-def qpeft_loss(nll_pos: "Tensor", nll_neg: "Tensor", margin: float, pointwise_weight: float = 1.0
-               ) -> tuple["Tensor", dict[str, float]]:
+def qpeft_loss(nll_pos: "Tensor", nll_neg: "Tensor", margin: float, pointwise_weight: float = 1.0,
+               prior: "Tensor | None" = None) -> tuple["Tensor", dict[str, float]]:
     """Loss over P pairs.
 
     Args:
         nll_pos, nll_neg: ``[P]`` NLL of the query given the pair's positive / negative document.
         margin: hinge margin (in nats per query token).
         pointwise_weight: weight of the pointwise term (1.0 = the paper's 1:1).
+        prior: ``[P]`` how far a fixed score the LM's is added to (the first stage's, :mod:`.first_stage`) already
+            prefers the positive, in nats: the hinge compares the fused scores,
+            ``relu(NLL(q|d+) - NLL(q|d-) + margin - prior)``; the pointwise term and ``pair_acc`` stay the LM's.
 
     Returns:
         ``(loss scalar, {"loss", "hinge", "nll_pos", "pair_acc"})``; pair_acc = share of pairs with
@@ -37,7 +41,10 @@ def qpeft_loss(nll_pos: "Tensor", nll_neg: "Tensor", margin: float, pointwise_we
                          f"{tuple(nll_neg.shape)}")
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    hinge = torch.relu(nll_pos - nll_neg + margin)
+    if prior is not None and prior.shape != nll_pos.shape:
+        raise ValueError(f"expected a [P] prior like the NLLs, got {tuple(prior.shape)}")
+    gap = nll_pos - nll_neg if prior is None else nll_pos - nll_neg - prior
+    hinge = torch.relu(gap + margin)
     loss = (hinge + pointwise_weight * nll_pos).mean()
     stats = {"loss": float(loss.detach()), "hinge": float(hinge.detach().mean()),
              "nll_pos": float(nll_pos.detach().mean()),

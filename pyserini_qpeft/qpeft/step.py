@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..training.parallel import DataParallel
     from ..training.trainer import TrainResult
     from ..types import Run
+    from .first_stage import FirstStageScores
     from .module import QPeftConfig
 
 DEV_METRICS = ("ndcg@10", "mrr@10")
@@ -54,6 +55,10 @@ class QPeftTrainConfig(TrainConfig):
         dev_depth: dev reranking candidates = each dev query's top ``dev_depth`` run documents (+ its positives).
         dev_pool: ``DEV_POOLS``: whether the dev ranking adds each query's positives to its run candidates.
         negative_policy: which run documents are negatives (``training.data.NEGATIVE_POLICIES``).
+        first_stage_weight: ``lambda`` >= 0 (beyond the papers; ``hinge`` only): the hinge compares
+            ``-NLL + lambda * z(first stage)`` (nats per first-stage z unit; :mod:`.first_stage`), 0 = the LM's alone.
+        first_stage_depth: the first-stage z-scores are standardised over each query's top this many hits (the
+            rerank depth the reranker will be interpolated at).
     """
 
     loss: str = "hinge"
@@ -66,18 +71,22 @@ class QPeftTrainConfig(TrainConfig):
     dev_depth: int = 20
     dev_pool: str = "positives+run"
     negative_policy: str = "non-relevant"
+    first_stage_weight: float = 0.0
+    first_stage_depth: int = 20
 
     def __post_init__(self) -> None:
         super().__post_init__()
         from ..training.config import positive_int
 
-        for name in ("negatives_per_query", "hard_pool", "dev_depth"):
+        for name in ("negatives_per_query", "hard_pool", "dev_depth", "first_stage_depth"):
             positive_int(name, getattr(self, name))
-        for name in ("margin", "pointwise_weight"):
+        for name in ("margin", "pointwise_weight", "first_stage_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.first_stage_weight and self.loss != "hinge":
+            raise ValueError("first_stage_weight needs the hinge loss")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
         if self.dev_pool not in DEV_POOLS:
@@ -168,19 +177,25 @@ class QPeftStep:
         parallel: data-parallel place: this rank scores its slice of each batch's rows and of the dev pairs.
         prefix_memo: keeps the dev pairs' prefix KV caches between dev evaluations (they do not depend on the
             module); None = a memo of a quarter of the free memory (``PrefixMemo(0)``: none).
+        first_stage: qid -> the training queries' first-stage z-scores (:func:`.first_stage.first_stage_zscores`);
+            needed when ``config.first_stage_weight`` > 0.
     """
 
     dev_metrics = DEV_METRICS
 
     def __init__(self, lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_config: "ScorerConfig",
                  corpus: Mapping[str, Any], config: QPeftTrainConfig, parallel: "DataParallel | None" = None,
-                 prefix_memo: "PrefixMemo | None" = None):
+                 prefix_memo: "PrefixMemo | None" = None,
+                 first_stage: "Mapping[str, FirstStageScores] | None" = None):
         from ..lm.memo import PrefixMemo
         from ..lm.scoring import QueryLikelihoodScorer
         from ..training.parallel import SINGLE
 
         self.lm, self.module, self.qpeft_config, self.scorer_config = lm, module, qpeft_config, scorer_config
         self.corpus, self.config, self.parallel = corpus, config, parallel or SINGLE
+        if config.first_stage_weight and first_stage is None:
+            raise ValueError("first_stage_weight > 0 needs the first stage's scores")
+        self.first_stage = first_stage
         self.identity = {"qpeft_config": qpeft_config.to_dict()}
         params = [p for p in module.parameters() if p.requires_grad]
         lm_params = {id(p) for p in lm.model.parameters()}
@@ -220,7 +235,12 @@ class QPeftStep:
             return qpeft_listwise_loss(*_listwise_view(nll, pairs, where), cfg.temperature, cfg.pointwise_weight)
         pos = nll[[where[(p.query_index, p.positive)] for p in pairs]]
         neg = nll[[where[(p.query_index, p.negative)] for p in pairs]]
-        return qpeft_loss(pos, neg, cfg.margin, cfg.pointwise_weight)
+        prior = None
+        if cfg.first_stage_weight:
+            z = [self.first_stage[batch[p.query_index].qid] for p in pairs]
+            prior = torch.tensor([cfg.first_stage_weight * (s(p.positive) - s(p.negative)) for s, p in zip(z, pairs)],
+                                 dtype=nll.dtype, device=nll.device)
+        return qpeft_loss(pos, neg, cfg.margin, cfg.pointwise_weight, prior)
 
     def _rank(self, scorer, dev: Sequence[TrainingExample], progress: bool) -> "Run":
         from ..types import Hit, Run
@@ -275,7 +295,8 @@ def train_qpeft(lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_conf
                 train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
                 corpus: Mapping[str, Any], config: QPeftTrainConfig, output_dir: str | os.PathLike,
                 resume: bool = False, progress: bool = True, metadata: dict[str, Any] | None = None,
-                parallel: "DataParallel | None" = None, prefix_memo: "PrefixMemo | None" = None) -> "TrainResult":
+                parallel: "DataParallel | None" = None, prefix_memo: "PrefixMemo | None" = None,
+                first_stage: "Mapping[str, FirstStageScores] | None" = None) -> "TrainResult":
     """Train ``module`` (in place) with the shared loop; ``output_dir/best`` is what reranking loads.
 
     Args:
@@ -291,11 +312,12 @@ def train_qpeft(lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_conf
         parallel: data-parallel place (``training.parallel``); default one process.
         prefix_memo: dev prefix caches kept between dev evaluations (see :class:`QPeftStep`); pass one memo to
             several trainings of the same LM and dev pairs (a sweep) to share it.
+        first_stage: the training queries' first-stage z-scores, for ``config.first_stage_weight`` > 0.
     """
     from ..training.trainer import fit
 
     if not dev_examples:
         raise InputError("no dev examples: checkpoint selection needs a dev set carved from the training queries")
-    step = QPeftStep(lm, module, qpeft_config, scorer_config, corpus, config, parallel, prefix_memo)
+    step = QPeftStep(lm, module, qpeft_config, scorer_config, corpus, config, parallel, prefix_memo, first_stage)
     return fit(step, train_examples, dev_examples, config, output_dir, resume=resume, progress=progress,
                metadata=metadata)
