@@ -8,7 +8,6 @@ more than the margin stops contributing and training concentrates on what BM25 g
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -35,6 +34,8 @@ class FirstStageScores:
 def first_stage_zscores(run: Run, depth: int) -> dict[str, FirstStageScores]:
     """:class:`FirstStageScores` for every query of ``run`` (hits in rank order); all zero where the top ``depth``
     scores do not vary."""
+    from ..search.fusion import zscore_params
+
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
     out = {}
@@ -42,9 +43,7 @@ def first_stage_zscores(run: Run, depth: int) -> dict[str, FirstStageScores]:
         hits = run[qid]
         if not hits:
             continue
-        top = [h.score for h in hits[:depth]]
-        mean = statistics.fmean(top)
-        std = statistics.pstdev(top) if len(top) > 1 else 0.0
+        mean, std = zscore_params([h.score for h in hits[:depth]])
         z = {h.docid: (h.score - mean) / std if std > 0 else 0.0 for h in hits}
         out[qid] = FirstStageScores(z, z[hits[-1].docid])
     return out

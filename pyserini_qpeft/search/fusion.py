@@ -45,6 +45,11 @@ def rrf(runs: Sequence[Run], k: int = 60, depth: int = 1000, tag: str = "rrf") -
     return fused
 
 
+def zscore_params(values: Sequence[float]) -> tuple[float, float]:
+    """``(mean, population std)`` of ``values`` (std 0 for a single value): what ``zscore`` standardises by."""
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
 def _normalize(scores: dict[str, float], method: str) -> dict[str, float]:
     if method == "none" or not scores:
         return dict(scores)
@@ -54,8 +59,7 @@ def _normalize(scores: dict[str, float], method: str) -> dict[str, float]:
         if hi == lo:  # one hit, or all tied: every document is equally the best
             return {d: 1.0 for d in scores}
         return {d: (s - lo) / (hi - lo) for d, s in scores.items()}
-    mean = statistics.fmean(values)
-    std = statistics.pstdev(values) if len(values) > 1 else 0.0
+    mean, std = zscore_params(values)
     if std == 0:
         return {d: 0.0 for d in scores}
     return {d: (s - mean) / std for d, s in scores.items()}
