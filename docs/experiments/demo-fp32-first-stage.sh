@@ -24,17 +24,7 @@ for seed in 0 1 2; do
     args+=(--also-rerank qpeft-retr checkpoints/qpeft-$v.beir-scifact-demofp32-s$seed/best runs/heldout80q200-$v-s$seed.trec)
   done
 done
-start=$(date +%s)
-rerank_heldout runs/heldout80q200-upr.trec "${args[@]}"
-echo "rerank: $(( $(date +%s) - start )) s"
+timed_rerank runs/heldout80q200-upr.trec "${args[@]}"
 heldout_eval $B 'runs/heldout80q200-*.trec'
 # treatment minus control, seed by seed and seed-averaged (paired randomization test), alone and interpolated
-for suffix in .trec .interp.trec; do
-  for seed in 0 1 2; do
-    $Q evaluate --run runs/heldout80q200-retr-m02-fs03-s$seed$suffix --compare-to runs/heldout80q200-retr-m02-s$seed$suffix \
-      --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10 | tail -2
-  done
-  $Q evaluate --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10 \
-    $(for s in 0 1 2; do echo --run runs/heldout80q200-retr-m02-fs03-s$s$suffix; done) \
-    $(for s in 0 1 2; do echo --compare-to runs/heldout80q200-retr-m02-s$s$suffix; done) | tail -2
-done
+compare_seeds heldout80q200-retr-m02-fs03 heldout80q200-retr-m02

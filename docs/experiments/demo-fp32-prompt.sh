@@ -15,12 +15,4 @@ rerank_heldout runs/heldout80fp32pt-upr.trec "${args[@]}"
 cmp runs/heldout80fp32pt-upr.trec runs/heldout80fp32-upr.trec && echo "UPR run identical to demo-fp32-retr.sh's"
 heldout_eval $B 'runs/heldout80fp32-prompt-*.trec'
 # Q-PEFT-R minus prompt tuning, seed by seed and seed-averaged, alone and interpolated (paired randomization test)
-for suffix in .trec .interp.trec; do
-  for seed in 0 1 2; do
-    $Q evaluate --run runs/heldout80fp32-retr-s$seed$suffix --compare-to runs/heldout80fp32-prompt-s$seed$suffix \
-      --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10 | tail -2
-  done
-  $Q evaluate --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10 \
-    $(for s in 0 1 2; do echo --run runs/heldout80fp32-retr-s$s$suffix; done) \
-    $(for s in 0 1 2; do echo --compare-to runs/heldout80fp32-prompt-s$s$suffix; done) | tail -2
-done
+compare_seeds heldout80fp32-retr heldout80fp32-prompt

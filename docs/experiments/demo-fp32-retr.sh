@@ -29,8 +29,6 @@ for seed in 0 1 2; do
     args+=(--also-rerank qpeft-$v checkpoints/qpeft-$v.beir-scifact-demofp32-s$seed/best runs/heldout80fp32-$v-s$seed.trec)
   done
 done
-start=$(date +%s)
-rerank_heldout runs/heldout80fp32-upr.trec "${args[@]}"
-echo "rerank: $(( $(date +%s) - start )) s"
+timed_rerank runs/heldout80fp32-upr.trec "${args[@]}"
 # 4. each alone and interpolated with BM25 at weight 0.5 (no selection), against the training qrels
 heldout_eval $B 'runs/heldout80fp32-*.trec'
