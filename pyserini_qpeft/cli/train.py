@@ -134,7 +134,6 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     from ..lm.memo import PrefixMemo
     from ..lm.prompts import prompt_fields
     from ..lm.scoring import ScorerConfig
-    from ..qpeft.first_stage import first_stage_zscores
     from ..qpeft.module import build_module, parameter_report
     from ..qpeft.interpolation import select_checkpoint_interpolation
     from ..qpeft.step import train_qpeft as run_training
@@ -166,7 +165,6 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         if not quiet:
             click.echo(stats.summary(), err=True)
         train_ex, dev_ex = split_dev(examples, tcfg.dev_size, tcfg.carve_seed, tcfg.dev_carve)
-        first_stage = first_stage_zscores(negatives_run_obj, tcfg.first_stage_depth) if first_stage_weight else None
         qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads, num_virtual_tokens=num_virtual_tokens,
                            prompt_init=prompt_init, seed=seed, attn_init=attn_init, mlp=mlp, token_filter=token_filter,
                            query_proj=query_proj, prompt_tokens=prompt_tokens)
@@ -192,8 +190,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                 return run_training(lm, build_module(lm, q), q, scfg, train_ex, dev_ex, corpus, tc, folder,
                                     resume=(folder / "trainer_state.json").is_file(), progress=not quiet,
                                     metadata={**meta, "sweep": point.settings}, parallel=parallel,
-                                    prefix_memo=memo, first_stage=first_stage_zscores(
-                                        negatives_run_obj, tc.first_stage_depth) if tc.first_stage_weight else None)
+                                    prefix_memo=memo, first_stage=negatives_run_obj)
 
             try:
                 points = load_grid(sweep_grid, QPeftConfig, QPeftTrainConfig)
@@ -214,7 +211,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
             return
         result = run_training(lm, module, qcfg, scfg, train_ex, dev_ex, corpus, tcfg, output, resume=resume,
                               progress=not quiet, metadata=meta, parallel=parallel, prefix_memo=memo,
-                              first_stage=first_stage)
+                              first_stage=negatives_run_obj)
         if not parallel.is_main:  # rank 0 selects the interpolation weight (a dev rerank) and reports
             return
         interpolation = select_checkpoint_interpolation(lm, result.best_dir, variant, dev_ex, negatives_run_obj,

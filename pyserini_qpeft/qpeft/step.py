@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from ..training.parallel import DataParallel
     from ..training.trainer import TrainResult
     from ..types import Run
-    from .first_stage import FirstStageScores
     from .module import QPeftConfig
 
 DEV_METRICS = ("ndcg@10", "mrr@10")
@@ -177,8 +176,8 @@ class QPeftStep:
         parallel: data-parallel place: this rank scores its slice of each batch's rows and of the dev pairs.
         prefix_memo: keeps the dev pairs' prefix KV caches between dev evaluations (they do not depend on the
             module); None = a memo of a quarter of the free memory (``PrefixMemo(0)``: none).
-        first_stage: qid -> the training queries' first-stage z-scores (:func:`.first_stage.first_stage_zscores`);
-            needed when ``config.first_stage_weight`` > 0.
+        first_stage: the training queries' first-stage run (the negatives run); with ``config.first_stage_weight``
+            > 0 its z-scores (:func:`.first_stage.first_stage_zscores` at ``config.first_stage_depth``) enter the hinge.
     """
 
     dev_metrics = DEV_METRICS
@@ -186,16 +185,20 @@ class QPeftStep:
     def __init__(self, lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_config: "ScorerConfig",
                  corpus: Mapping[str, Any], config: QPeftTrainConfig, parallel: "DataParallel | None" = None,
                  prefix_memo: "PrefixMemo | None" = None,
-                 first_stage: "Mapping[str, FirstStageScores] | None" = None):
+                 first_stage: "Run | None" = None):
         from ..lm.memo import PrefixMemo
         from ..lm.scoring import QueryLikelihoodScorer
         from ..training.parallel import SINGLE
 
         self.lm, self.module, self.qpeft_config, self.scorer_config = lm, module, qpeft_config, scorer_config
         self.corpus, self.config, self.parallel = corpus, config, parallel or SINGLE
-        if config.first_stage_weight and first_stage is None:
-            raise ValueError("first_stage_weight > 0 needs the first stage's scores")
-        self.first_stage = first_stage
+        self.first_stage = None
+        if config.first_stage_weight:
+            if first_stage is None:
+                raise ValueError("first_stage_weight > 0 needs the first-stage run")
+            from .first_stage import first_stage_zscores
+
+            self.first_stage = first_stage_zscores(first_stage, config.first_stage_depth)
         self.identity = {"qpeft_config": qpeft_config.to_dict()}
         params = [p for p in module.parameters() if p.requires_grad]
         lm_params = {id(p) for p in lm.model.parameters()}
@@ -296,7 +299,7 @@ def train_qpeft(lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_conf
                 corpus: Mapping[str, Any], config: QPeftTrainConfig, output_dir: str | os.PathLike,
                 resume: bool = False, progress: bool = True, metadata: dict[str, Any] | None = None,
                 parallel: "DataParallel | None" = None, prefix_memo: "PrefixMemo | None" = None,
-                first_stage: "Mapping[str, FirstStageScores] | None" = None) -> "TrainResult":
+                first_stage: "Run | None" = None) -> "TrainResult":
     """Train ``module`` (in place) with the shared loop; ``output_dir/best`` is what reranking loads.
 
     Args:
@@ -312,7 +315,8 @@ def train_qpeft(lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_conf
         parallel: data-parallel place (``training.parallel``); default one process.
         prefix_memo: dev prefix caches kept between dev evaluations (see :class:`QPeftStep`); pass one memo to
             several trainings of the same LM and dev pairs (a sweep) to share it.
-        first_stage: the training queries' first-stage z-scores, for ``config.first_stage_weight`` > 0.
+        first_stage: the training queries' first-stage run, for ``config.first_stage_weight`` > 0 (see
+            :class:`QPeftStep`).
     """
     from ..training.trainer import fit
 
