@@ -16,8 +16,8 @@ from __future__ import annotations
 import sys
 import time
 
-DEMO_RERANKER = "qpeft-retr"
-"""The trained reranker the demo shows next to BM25 and zero-shot UPR (either profile)."""
+DEMO_RERANKER, DEMO_RERANKER_LABEL = "qpeft-retr", "Q-PEFT-R"
+"""The trained reranker the demo shows next to BM25 and zero-shot UPR (either profile), and its name in print."""
 DEMO_PROFILES = {
     "demo-bf16": "",
     "demo": "what fits 20 minutes on 2 cores without fast bf16, a budget at which no recorded run of the trained row "
@@ -27,7 +27,6 @@ DEMO_PROFILES = {
 docs/results.md, "The main job")."""
 DEMO_CONDITIONS = {profile: ("bm25", "bm25+upr", "bm25+upr+interp", f"bm25+{DEMO_RERANKER}",
                              f"bm25+{DEMO_RERANKER}+interp") for profile in DEMO_PROFILES}
-RERANKER_NAMES = {"qpeft-retr": "Q-PEFT-R", "qpeft-attn": "Q-PEFT-A", "prompt-tuning": "prompt tuning"}
 
 
 def describe(profile: str, dataset: str = "scifact") -> str:
@@ -40,7 +39,7 @@ def describe(profile: str, dataset: str = "scifact") -> str:
     train = planner.command(f"ckpt-{DEMO_RERANKER}")
     epochs = option_value(train, "--epochs")
     text = (f"{option_value(train, '--dtype')}, {option_value(train, '--max-passage-tokens')}-token passages, "
-            f"{RERANKER_NAMES[DEMO_RERANKER]} trained for {epochs} epoch{'' if epochs == '1' else 's'} on "
+            f"{DEMO_RERANKER_LABEL} trained for {epochs} epoch{'' if epochs == '1' else 's'} on "
             f"{option_value(train, '--max-train-queries')} queries, "
             + (f"{planner.test_queries} sampled test queries" if planner.test_queries else "every test query"))
     return f"{text}: {DEMO_PROFILES[profile]}" if DEMO_PROFILES[profile] else text

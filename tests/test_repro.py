@@ -647,7 +647,6 @@ def test_demo_picks_its_profile_by_the_precision_probe_and_every_demo_condition_
     assert option_value(train, "--lr") == "1e-3"
 
 
-
 def test_the_demo_says_what_its_profile_runs_and_runs_repro_on_its_conditions(monkeypatch, capsys):
     from pyserini_qpeft import demo
     from pyserini_qpeft.cli.main import cli
@@ -670,6 +669,7 @@ def test_the_demo_says_what_its_profile_runs_and_runs_repro_on_its_conditions(mo
         assert cmd[:5] == ["repro", "beir", "--dataset", "scifact", "--profile"] and cmd[5] == profile
         assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--condition"] == list(demo.DEMO_CONDITIONS[profile])
         assert "pyserini-qpeft " + " ".join(cmd) in out
+
 
 def run_file(folder: Path, name: str, lines) -> Path:
     """A TREC run ``folder/name.trec`` of (qid, docid, rank) lines, scores falling with rank."""
