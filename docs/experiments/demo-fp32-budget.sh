@@ -7,7 +7,6 @@
 # 2-core Intel Xeon with avx512_bf16 but no AMX, fp32, 2026-12-06. Run after demo-fp32-retr.sh and demo-fp32-prompt.sh
 # in the same checkout (it reuses their held-out run and reranks); ~5 minutes on 2 cores.
 source "$(dirname "$0")/demo-fp32-common.sh"
-ndcg() { $Q evaluate --run "$1" --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10 | tail -1 | awk '{print $3}'; }
 # 1. zero-shot UPR with 128-token passages (the only new LM work)
 [ -f runs/heldout80fp32-upr-p128.trec ] || rerank_heldout runs/heldout80fp32-upr-p128.trec --max-passage-tokens 128
 # 2. each run alone / interpolated at 0.5 at depth 20 and at depth 10 (the rerank cut to BM25's top-10: the scores of

@@ -1,5 +1,5 @@
-# Sourced by the fp32-demo held-out experiments (demo-fp32-retr.sh, demo-fp32-prompt.sh): the `demo` profile's
-# training budget and reranking footing, and the held-out queries they are measured on.
+# Sourced by the fp32-demo held-out experiments (demo-fp32-{retr,prompt,budget,docprior,first-stage}.sh): the `demo`
+# profile's training budget and reranking footing, and the held-out queries they are measured on.
 #   train_demo NAME SEED FLAGS...  trains checkpoints/qpeft-NAME.beir-scifact-demofp32-sSEED with the demo's budget
 #                                  plus FLAGS and prints its wall time
 #   rerank_heldout OUTPUT ARGS...  reranks the held-out queries' BM25 top-20 with UPR into OUTPUT as the demo does

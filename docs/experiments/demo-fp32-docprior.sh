@@ -45,7 +45,6 @@ with open(out, "w") as f:
         f.writelines(f"{qid} Q0 {d} {i + 1} {s:.6f} prior\n" for i, (s, d) in enumerate(sorted(scored, reverse=True)))
 PY
 }
-ndcg() { $Q evaluate --run "$1" --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10 | tail -1 | awk '{print $3}'; }
 for f in runs/heldout80fp32-upr.trec runs/heldout80fp32-retr-s{0,1,2}.trec; do
   for lam in 0 0.25 0.5 0.75 1.0; do
     prior "$f" $lam /tmp/prior.trec

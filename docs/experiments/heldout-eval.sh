@@ -7,6 +7,9 @@
 #   heldout_eval FIRST_STAGE_RUN 'runs/PREFIX-*.trec'
 # prints the first stage's nDCG@10, then each reranked run's alone and interpolated with the first stage at weight
 # 0.5 (no selection; the interpolated run is written next to it as *.interp.trec), against SciFact's training qrels.
+#   ndcg RUN
+# prints RUN's nDCG@10 on its own queries against SciFact's training qrels (the number alone).
+ndcg() { $Q evaluate --run "$1" --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10 | tail -1 | awk '{print $3}'; }
 heldout_eval() {
   local base=$1 pattern=$2 f
   $Q evaluate --run "$base" --qrels beir-v1.0.0-scifact-train --only-run-queries -m ndcg@10
