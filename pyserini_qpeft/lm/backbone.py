@@ -7,6 +7,7 @@ Any Hugging Face causal LM name or local path works as well.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -18,6 +19,8 @@ from ..errors import ModelError
 
 if TYPE_CHECKING:
     import torch
+
+    from .head import LogitHead
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +228,20 @@ class FrozenLM:
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def body(self):
+        """The model without its LM head (``get_decoder()``, else ``base_model``): final hidden states ``[B, T, H]``."""
+        model = self.model
+        return model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+
+    @functools.cached_property
+    def logit_head(self) -> "LogitHead":
+        """``[N, H]`` final hidden states -> ``[N, V]`` float32 logits as the model's own forward computes them
+        (soft-capping or logit scaling included), checked once against that forward (see :mod:`.head`)."""
+        from .head import LogitHead
+
+        return LogitHead.verified(self)
 
     def embed(self, input_ids: "torch.Tensor") -> "torch.Tensor":
         """Input embeddings: ``[B, T]`` ids -> ``[B, T, H]`` in the LM's dtype."""

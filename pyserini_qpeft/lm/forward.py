@@ -102,14 +102,8 @@ class QueryLikelihoodForward:
         self.lm = lm
         self.pieces = suffix
         self.hint_module = hint_module
-        model = lm.model
-        self.body = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
-        self.head = model.get_output_embeddings()
-        if self.head is None:
-            from ..errors import ModelError
-
-            raise ModelError(f"{lm.model_id}: model has no output embeddings (LM head); not a causal LM")
-        self.softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+        self.body = lm.body
+        self.head = lm.logit_head
 
     def suffix(self, batch: PairBatch) -> tuple["Tensor", "Tensor", int]:
         """Suffix embeddings ``[B, S, H]``, mask ``[B, S]`` and the suffix index predicting the first query token.
@@ -162,9 +156,7 @@ class QueryLikelihoodForward:
         q = batch.query_ids.shape[1]
         states = hidden[:, start:start + q]  # position start + j predicts query token j
         keep = batch.query_mask.bool()
-        logits = self.head(states[keep]).float()  # [n real query tokens, V]
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
+        logits = self.head(states[keep])  # [n real query tokens, V] float32
         logp = torch.log_softmax(logits, dim=-1).gather(-1, batch.query_ids[keep].unsqueeze(-1)).squeeze(-1)
         total = torch.zeros(keep.shape, dtype=logp.dtype, device=logp.device)
         total[keep] = logp

@@ -70,7 +70,7 @@ def layer_token_states(lm: "FrozenLM", input_ids: "torch.Tensor", attention_mask
         raise ValueError(f"layers must be in [0, {n}], got {list(layers)}")
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    body = lm.model.get_decoder() if hasattr(lm.model, "get_decoder") else lm.model
+    body = lm.body
     with torch.no_grad():
         if wanted[-1] == n:  # the last layer carries the final norm: a full forward is needed anyway
             out = body(**kwargs, output_hidden_states=True)

@@ -1,0 +1,98 @@
+"""Other Hugging Face causal LM families than Llama: the scorer's fast path (prefix cache, left padding, logits at
+query positions only) equals the model's own full forward, hints and LMORT's early-stopping layer states work, and
+an LM head whose post-processing is unknown is refused instead of scored wrongly."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pyserini_qpeft.errors import ModelError
+from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+from pyserini_qpeft.lm.scoring import QueryLikelihoodScorer, ScorerConfig
+from pyserini_qpeft.lmort.states import layer_token_states, tokenize
+from pyserini_qpeft.qpeft.module import QPeftConfig, build_module
+from test_scoring import PAIRS, reference_score
+
+H = 32
+SMALL = dict(num_hidden_layers=2, num_attention_heads=4)
+LLAMA_LIKE = dict(hidden_size=H, intermediate_size=2 * H, num_key_value_heads=2, **SMALL)
+# family -> (config class name, its tiny arguments). Post-processing of the logits is set so that it bites:
+# gemma2 soft-caps at 0.3 (random tiny logits are ~0.1-1), cohere scales by 0.25, granite divides by 4.
+FAMILIES = {
+    "gpt2": ("GPT2Config", dict(n_embd=H, n_layer=2, n_head=4, n_positions=256)),
+    "gpt_bigcode": ("GPTBigCodeConfig", dict(n_embd=H, n_layer=2, n_head=4, n_positions=256)),
+    "qwen2": ("Qwen2Config", LLAMA_LIKE),
+    "qwen3": ("Qwen3Config", dict(LLAMA_LIKE, head_dim=8)),
+    "mistral": ("MistralConfig", LLAMA_LIKE),
+    "olmo2": ("Olmo2Config", LLAMA_LIKE),
+    "stablelm": ("StableLmConfig", LLAMA_LIKE),
+    "phi3": ("Phi3Config", LLAMA_LIKE),
+    "falcon": ("FalconConfig", dict(hidden_size=H, **SMALL)),
+    "gemma": ("GemmaConfig", dict(LLAMA_LIKE, head_dim=8)),
+    "gemma3": ("Gemma3TextConfig", dict(LLAMA_LIKE, head_dim=8, final_logit_softcapping=0.3)),
+    "gpt_neox": ("GPTNeoXConfig", dict(hidden_size=H, intermediate_size=2 * H, **SMALL)),
+    "opt": ("OPTConfig", dict(hidden_size=H, ffn_dim=2 * H, word_embed_proj_dim=H, max_position_embeddings=256,
+                              **SMALL)),
+    "phi": ("PhiConfig", dict(hidden_size=H, intermediate_size=2 * H, **SMALL)),
+    "bloom": ("BloomConfig", dict(hidden_size=H, n_layer=2, n_head=4)),
+    "gemma2": ("Gemma2Config", dict(LLAMA_LIKE, head_dim=8, final_logit_softcapping=0.3)),
+    "cohere": ("CohereConfig", dict(LLAMA_LIKE, logit_scale=0.25)),
+    "granite": ("GraniteConfig", dict(LLAMA_LIKE, logits_scaling=4.0, embedding_multiplier=3.0)),
+}
+
+
+def tiny_family(root, tokenizer_path, family: str) -> FrozenLM:
+    """A tiny random model of ``family`` with the shared tiny tokenizer, saved and loaded like any HF folder."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    name, kwargs = FAMILIES[family]
+    if not hasattr(transformers, name):  # setup.py allows older releases than some families
+        pytest.skip(f"transformers {transformers.__version__} has no {name}")
+    config = getattr(transformers, name)(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **kwargs)
+    torch.manual_seed(0)
+    folder = root / family
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return FrozenLM.load(LMConfig(model=str(folder), device="cpu", dtype="fp32"))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_scores_hints_and_layer_states(family, tiny_lm_path, tmp_path):
+    lm = tiny_family(tmp_path, tiny_lm_path, family)
+    queries, docs = (list(x) for x in zip(*PAIRS))
+    want = [reference_score(lm, q, d) for q, d in PAIRS]
+    assert max(want) - min(want) > 0.01  # the pairs are told apart: a wrong score would show
+    for config in (ScorerConfig(batch_size=3, prefix_batch_size=2), ScorerConfig(batch_size=4, cache_prefixes=False)):
+        got = QueryLikelihoodScorer(lm, config).score(queries, docs)
+        assert max(abs(a - b) for a, b in zip(got, want)) < 1e-5, config
+
+    torch.manual_seed(0)
+    module = build_module(lm, QPeftConfig(variant="retr", top_k=4))
+    with_hints = []
+    for cached in (True, False):
+        module.zero_grad()
+        scorer = QueryLikelihoodScorer(lm, ScorerConfig(cache_prefixes=cached), hint_module=module)
+        scores = scorer.forward(scorer.encode(queries[:6], docs[:6]))
+        (-scores.mean()).backward()
+        assert all(p.grad is not None for p in module.parameters() if p.requires_grad)
+        with_hints.append(scores.detach())
+    assert (with_hints[0] - with_hints[1]).abs().max().item() < 1e-5
+
+    batch = tokenize(lm, ["the cat sat on the mat", "aspirin"], 16, "left")
+    early = layer_token_states(lm, batch["input_ids"], batch["attention_mask"], [0, 1])
+    full = layer_token_states(lm, batch["input_ids"], batch["attention_mask"], [0, 1, lm.num_layers])
+    real = batch["attention_mask"].bool()
+    for layer in (0, 1):
+        assert torch.equal(early[layer][real], full[layer][real]), layer
+
+
+def test_unknown_logit_post_processing_is_refused(tiny_lm_path, tmp_path):
+    lm = tiny_family(tmp_path, tiny_lm_path, "cohere")
+    assert lm.logit_head.scale == 0.25
+    lm = tiny_family(tmp_path / "again", tiny_lm_path, "cohere")
+    lm.model.config.logit_scale = 1.0  # the model still scales by 0.25: a post-processing the config does not name
+    with pytest.raises(ModelError, match="post-processes its logits"):
+        QueryLikelihoodScorer(lm).score(["what causes lung cancer"], [PAIRS[0][1]])
