@@ -16,26 +16,27 @@ from test_scoring import PAIRS, reference_score
 H = 32
 SMALL = dict(num_hidden_layers=2, num_attention_heads=4)
 LLAMA_LIKE = dict(hidden_size=H, intermediate_size=2 * H, num_key_value_heads=2, **SMALL)
-# family -> (config class name, its tiny arguments). Post-processing of the logits is set so that it bites:
-# gemma2 soft-caps at 0.3 (random tiny logits are ~0.1-1), cohere scales by 0.25, granite divides by 4.
+# family -> (config class name, its tiny arguments), set so that what differs from Llama bites: the logits'
+# post-processing (gemma2/3 soft-cap at 0.3, random tiny logits being ~0.1-1; cohere scales by 0.25, granite divides
+# by 4) and sliding-window attention (mistral, qwen2, gemma2/3: a window of 8 tokens, shorter than every prompt).
 FAMILIES = {
     "gpt2": ("GPT2Config", dict(n_embd=H, n_layer=2, n_head=4, n_positions=256)),
     "gpt_bigcode": ("GPTBigCodeConfig", dict(n_embd=H, n_layer=2, n_head=4, n_positions=256)),
-    "qwen2": ("Qwen2Config", LLAMA_LIKE),
+    "qwen2": ("Qwen2Config", dict(LLAMA_LIKE, use_sliding_window=True, sliding_window=8, max_window_layers=0)),
     "qwen3": ("Qwen3Config", dict(LLAMA_LIKE, head_dim=8)),
-    "mistral": ("MistralConfig", LLAMA_LIKE),
+    "mistral": ("MistralConfig", dict(LLAMA_LIKE, sliding_window=8)),
     "olmo2": ("Olmo2Config", LLAMA_LIKE),
     "stablelm": ("StableLmConfig", LLAMA_LIKE),
     "phi3": ("Phi3Config", LLAMA_LIKE),
     "falcon": ("FalconConfig", dict(hidden_size=H, **SMALL)),
     "gemma": ("GemmaConfig", dict(LLAMA_LIKE, head_dim=8)),
-    "gemma3": ("Gemma3TextConfig", dict(LLAMA_LIKE, head_dim=8, final_logit_softcapping=0.3)),
+    "gemma3": ("Gemma3TextConfig", dict(LLAMA_LIKE, head_dim=8, sliding_window=8, final_logit_softcapping=0.3)),
     "gpt_neox": ("GPTNeoXConfig", dict(hidden_size=H, intermediate_size=2 * H, **SMALL)),
     "opt": ("OPTConfig", dict(hidden_size=H, ffn_dim=2 * H, word_embed_proj_dim=H, max_position_embeddings=256,
                               **SMALL)),
     "phi": ("PhiConfig", dict(hidden_size=H, intermediate_size=2 * H, **SMALL)),
     "bloom": ("BloomConfig", dict(hidden_size=H, n_layer=2, n_head=4)),
-    "gemma2": ("Gemma2Config", dict(LLAMA_LIKE, head_dim=8, final_logit_softcapping=0.3)),
+    "gemma2": ("Gemma2Config", dict(LLAMA_LIKE, head_dim=8, sliding_window=8, final_logit_softcapping=0.3)),
     "cohere": ("CohereConfig", dict(LLAMA_LIKE, logit_scale=0.25)),
     "granite": ("GraniteConfig", dict(LLAMA_LIKE, logits_scaling=4.0, embedding_multiplier=3.0)),
 }

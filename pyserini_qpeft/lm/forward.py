@@ -163,10 +163,15 @@ class QueryLikelihoodForward:
         return total.sum(1) / keep.sum(1).clamp(min=1)
 
     def prefix_cache(self, prefix_ids: "Tensor", prefix_mask: "Tensor"):
-        """Run the body over ``[U, P]`` left padded prefixes; returns their KV cache (a ``DynamicCache``)."""
+        """Run the body over ``[U, P]`` left padded prefixes; returns their KV cache (a ``DynamicCache``).
+
+        Every layer keeps all ``P`` positions, sliding-window layers included: a cache built from the model's
+        config crops those to the window, and a suffix run on a cropped cache the scorer re-slices (``select_cache``)
+        no longer sees the window the model's own forward sees (scores differed once prompts outgrew the window:
+        Gemma 2/3, Mistral, Qwen2 with ``use_sliding_window``; ``tests/test_architectures.py``)."""
         from transformers import DynamicCache
 
-        cache = DynamicCache(config=self.lm.model.config)
+        cache = DynamicCache()
         out = self.body(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=positions(prefix_mask),
                         use_cache=True, **{self._cache_arg: cache})
         returned = getattr(out, "cache", None)
@@ -183,16 +188,16 @@ class QueryLikelihoodForward:
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
-        data = [(layer.keys.index_select(0, rows), layer.values.index_select(0, rows)) for layer in cache.layers]
-        new = DynamicCache(config=self.lm.model.config)
-        if len(new.layers) == len(data) and all(type(layer) is DynamicLayer for layer in new.layers):
-            # Adopt the selected tensors as they are (the ddp_cache_data route concatenates them onto an empty
-            # tensor: one more copy of the whole cache per batch).
-            for layer, (keys, values) in zip(new.layers, data):
-                layer.lazy_initialization(keys, values)
-                layer.keys, layer.values = keys, values
-            return new
-        return DynamicCache(ddp_cache_data=data, config=self.lm.model.config)
+        new = DynamicCache()
+        for old in cache.layers:
+            # Adopt the selected tensors as they are (DynamicCache(ddp_cache_data=...) would concatenate them onto
+            # an empty tensor: one more copy of the whole cache per batch).
+            keys, values = old.keys.index_select(0, rows), old.values.index_select(0, rows)
+            layer = DynamicLayer()
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys, values
+            new.layers.append(layer)
+        return new
 
     def forward_suffix(self, batch: PairBatch, cache, rows: "Tensor", prefix_mask: "Tensor") -> "Tensor":
         """Scores ``[B]`` of ``batch`` on top of a prefix cache of U rows; pair b uses cache row ``rows[b]``;
