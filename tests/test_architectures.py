@@ -1,6 +1,7 @@
 """Other Hugging Face causal LM families than Llama: the scorer's fast path (prefix cache, left padding, logits at
-query positions only) equals the model's own full forward, hints and LMORT's early-stopping layer states work, and
-an LM head whose post-processing is unknown is refused instead of scored wrongly."""
+query positions only) equals the model's own full forward, hints and LMORT's early-stopping layer states work, GPU
+batch sizing reads the real KV cache size, and an LM head whose post-processing is unknown is refused instead of
+scored wrongly."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from pyserini_qpeft.errors import ModelError
 from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+from pyserini_qpeft.lm.memory import ModelShape
 from pyserini_qpeft.lm.scoring import QueryLikelihoodScorer, ScorerConfig
 from pyserini_qpeft.lmort.states import layer_token_states, tokenize
 from pyserini_qpeft.qpeft.module import QPeftConfig, build_module
@@ -42,7 +44,7 @@ FAMILIES = {
 }
 
 
-def tiny_family(root, tokenizer_path, family: str) -> FrozenLM:
+def tiny_family(root, tokenizer_path, family: str, dtype: str = "fp32") -> FrozenLM:
     """A tiny random model of ``family`` with the shared tiny tokenizer, saved and loaded like any HF folder."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -55,9 +57,10 @@ def tiny_family(root, tokenizer_path, family: str) -> FrozenLM:
                                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **kwargs)
     torch.manual_seed(0)
     folder = root / family
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return FrozenLM.load(LMConfig(model=str(folder), device="cpu", dtype="fp32"))
+    if not folder.exists():
+        AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+        tok.save_pretrained(folder)
+    return FrozenLM.load(LMConfig(model=str(folder), device="cpu", dtype=dtype))
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -81,6 +84,16 @@ def test_family_scores_hints_and_layer_states(family, tiny_lm_path, tmp_path):
         assert all(p.grad is not None for p in module.parameters() if p.requires_grad)
         with_hints.append(scores.detach())
     assert (with_hints[0] - with_hints[1]).abs().max().item() < 1e-5
+
+    # GPU batch sizing (lm/memory.py) reads the KV cache's size from the config: it must match the cache built
+    shape = ModelShape.of(lm)
+    ids = torch.arange(5, 38).reshape(3, 11)
+    cache = QueryLikelihoodScorer(lm).engine.prefix_cache(ids, torch.ones_like(ids))
+    per_token = sum(layer.keys.numel() + layer.values.numel() for layer in cache.layers) / ids.numel()
+    assert per_token == 2 * shape.layers * shape.kv_heads * shape.head_dim
+
+    # bf16 rounds the logits before or after the post-processing: the head check must still accept the model
+    assert tiny_family(tmp_path, tiny_lm_path, family, dtype="bf16").logit_head.scale == lm.logit_head.scale
 
     batch = tokenize(lm, ["the cat sat on the mat", "aspirin"], 16, "left")
     early = layer_token_states(lm, batch["input_ids"], batch["attention_mask"], [0, 1])
