@@ -55,6 +55,27 @@ def test_scores_equal_reference(tiny_lm, config):
     assert len(set(round(x, 4) for x in got)) > 5  # scores differ between pairs: not a constant
 
 
+def test_special_token_text_in_documents_and_queries_stays_text(tiny_lm):
+    """A document or query that spells a special token ("</s>") is scored as text: no control token reaches the
+    prompt from it; template pieces keep theirs."""
+    tok = tiny_lm.tokenizer
+    eos = tok.eos_token
+    doc = Document("x", "Aspirin", f"aspirin {eos} reduces the risk of heart attack")
+    query = f"does aspirin {eos} help the heart"
+    scorer = QueryLikelihoodScorer(tiny_lm)
+    ids = scorer.prompt_ids(query, doc)
+    assert tok.eos_token_id not in ids and ids == reference_ids(tiny_lm, query, doc)
+    assert len(ids) > len(scorer.prompt_ids(query.replace(eos, ""), Document("x", "Aspirin", doc.text.replace(eos, ""))))
+    assert abs(scorer.score([query], [doc])[0] - reference_score(tiny_lm, query, doc)) < 1e-5
+    for config in (ScorerConfig(instruction=f"Read this.{eos}"),  # in the prompt head
+                   ScorerConfig(template="Passage: {passage}" + eos + ". Please write a question based on this passage.")):
+        ids = QueryLikelihoodScorer(tiny_lm, config).prompt_ids(query, doc)
+        assert ids.count(tok.eos_token_id) == 1, config  # the template's, not the document's or the query's
+    from pyserini_qpeft.lmort.states import tokenize  # LMORT and every length count use the LM's tokenizer as well
+
+    assert tok.eos_token_id not in tokenize(tiny_lm, [doc.text, query], 32)["input_ids"].tolist()[0]
+
+
 def test_empty_title_has_no_stray_space(tiny_lm):
     scorer = QueryLikelihoodScorer(tiny_lm)
     doc = Document("x", "", "exercise improves heart health")

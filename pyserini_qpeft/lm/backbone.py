@@ -166,7 +166,8 @@ class FrozenLM:
     Attributes:
         model: the ``transformers`` causal LM, in eval mode, ``requires_grad=False`` everywhere.
         precision: how ``dtype`` was chosen (``--dtype`` flag or the CPU probe's measured ratio), for metadata.
-        tokenizer: its tokenizer with an explicit pad token; ``padding_side`` is set per call by users.
+        tokenizer: its tokenizer with an explicit pad token, splitting special-token text in its input as text
+            (``split_special_tokens``); ``padding_side`` is set per call by users.
         model_id: a stable name of the base model, recorded in checkpoints.
         device, dtype: where and in which precision the LM runs.
     """
@@ -187,6 +188,9 @@ class FrozenLM:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         if tokenizer.pad_token_id is None:
             raise ModelError(f"{model_id}: tokenizer has no pad, eos or unk token to pad with")
+        # Corpus and query text is text: "<|endoftext|>" or "</s>" inside a document must not become a control
+        # token (LMORT's tokenization and every length count rely on this; prompts also ask for it explicitly).
+        tokenizer.split_special_tokens = True
 
     @classmethod
     def load(cls, config: LMConfig | None = None) -> "FrozenLM":

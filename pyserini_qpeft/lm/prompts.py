@@ -138,6 +138,8 @@ class PromptBuilder:
         self.head_ids = tuple(self.ids(head))
         self.tail = after
         self.tail_ids = tuple(self.ids(after))
+        # a template tail holding special-token text cannot be tokenized together with a passage (see doc_tokens)
+        self._tail_joins = self.ids(after, literal=True) == list(self.tail_ids)
         question, lead = split_lead(config.question_prefix)
         self.query_lead = lead or " "
         self.suffix = SuffixPieces(question=tuple(self.ids(question)),
@@ -150,11 +152,15 @@ class PromptBuilder:
     def question_ids(self) -> tuple[int, ...]:
         return self.suffix.question
 
-    def ids(self, text: str) -> list[int]:
-        """Token ids of ``text`` without special tokens (``[]`` for an empty string)."""
+    def ids(self, text: str, literal: bool = False) -> list[int]:
+        """Token ids of ``text`` without added special tokens (``[]`` for an empty string).
+
+        ``literal``: for passages and queries: text that spells a special token (``<|endoftext|>``, ``</s>``) is
+        tokenized as text, so a document cannot put control tokens into the prompt. Template pieces (instruction,
+        template, question prefix, hint markers) keep special-token text as the tokens it names."""
         if not text:
             return []
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=literal)["input_ids"])
 
     def doc_tokens(self, doc: "Document") -> PromptTokens:
         """Prefix and passage token ids of ``doc`` (memoised per :func:`document_key`)."""
@@ -163,12 +169,12 @@ class PromptBuilder:
         if hit is None:
             text = passage_text(doc)
             lead_text = self.passage_lead + text if text else ""
-            full = self.ids(lead_text)
+            full = self.ids(lead_text, literal=True)
             budget = self.config.max_passage_tokens
             passage = truncate(full, budget)
-            if len(full) <= budget:
+            if len(full) <= budget and self._tail_joins:
                 # Untruncated: tokenize passage and template tail together, as the joined prompt text would be.
-                body = tuple(self.ids(lead_text + self.tail))
+                body = tuple(self.ids(lead_text + self.tail, literal=True))
             else:
                 body = passage + self.tail_ids
             hit = PromptTokens(prefix=self.bos + self.head_ids + body, passage=passage)
@@ -184,7 +190,7 @@ class PromptBuilder:
             text = query.strip()
             if not text:
                 raise ValueError("query text is empty")
-            hit = truncate(self.ids(self.query_lead + text), self.config.max_query_tokens)
+            hit = truncate(self.ids(self.query_lead + text, literal=True), self.config.max_query_tokens)
             if len(self._query_memo) > _MEMO_LIMIT:
                 self._query_memo.clear()
             self._query_memo[query] = hit
