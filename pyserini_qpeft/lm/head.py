@@ -68,12 +68,12 @@ class LogitHead:
             raise ModelError(f"{name or type(model).__name__}: model has no output embeddings (LM head); "
                              f"not a causal LM")
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        scale = 1.0
-        for name, apply in (("logit_scale", lambda s, v: s * v), ("lm_head_multiplier", lambda s, v: s * v),
-                            ("logits_scaling", lambda s, v: s / v)):
-            value = getattr(config, name, None)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value not in (0, 1):
-                scale = apply(scale, float(value))
+
+        def factor(attr: str) -> float:
+            value = getattr(config, attr, None)
+            return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value else 1.0
+
+        scale = factor("logit_scale") * factor("lm_head_multiplier") / factor("logits_scaling")
         return cls(projection, scale, getattr(config, "final_logit_softcapping", None))
 
     @classmethod
