@@ -35,6 +35,22 @@ def test_truncated_forward_matches_full_hidden_states(tiny_lm):
     assert [(len(b._forward_hooks), len(b._forward_pre_hooks)) for b in blocks] == hooks_before
 
 
+def test_long_texts_keep_their_beginning_whatever_the_tokenizer_says(tiny_lm_path, tmp_path):
+    """A tokenizer saved with truncation_side="left" (some chat models') still cuts LMORT's texts at the end."""
+    import shutil
+
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+
+    folder = tmp_path / "left"
+    shutil.copytree(tiny_lm_path, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "truncation_side": "left"}))
+    lm = FrozenLM.load(LMConfig(model=str(folder), device="cpu", dtype="fp32"))
+    text = "smoking causes lung cancer in the park"
+    full = lm.tokenizer(text)["input_ids"]
+    assert len(full) > 4 and tokenize(lm, [text], 4)["input_ids"][0].tolist() == full[:4]
+
+
 def test_truncated_forward_stops_early(tiny_lm):
     calls = []
     handle = tiny_lm.model.model.layers[1].register_forward_hook(lambda *a: calls.append(1))

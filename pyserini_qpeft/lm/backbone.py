@@ -167,7 +167,7 @@ class FrozenLM:
         model: the ``transformers`` causal LM, in eval mode, ``requires_grad=False`` everywhere.
         precision: how ``dtype`` was chosen (``--dtype`` flag or the CPU probe's measured ratio), for metadata.
         tokenizer: its tokenizer with an explicit pad token, splitting special-token text in its input as text
-            (``split_special_tokens``); ``padding_side`` is set per call by users.
+            (``split_special_tokens``) and truncating on the right; ``padding_side`` is set per call by users.
         model_id: a stable name of the base model, recorded in checkpoints.
         device, dtype: where and in which precision the LM runs.
     """
@@ -191,6 +191,8 @@ class FrozenLM:
         # Corpus and query text is text: "<|endoftext|>" or "</s>" inside a document must not become a control
         # token (LMORT's tokenization and every length count rely on this; prompts also ask for it explicitly).
         tokenizer.split_special_tokens = True
+        # A long text keeps its beginning, as the scorer's passage budget does (some chat tokenizers truncate left).
+        tokenizer.truncation_side = "right"
 
     @classmethod
     def load(cls, config: LMConfig | None = None) -> "FrozenLM":
