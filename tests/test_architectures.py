@@ -33,6 +33,12 @@ FAMILIES = {
     "falcon": ("FalconConfig", dict(hidden_size=H, **SMALL)),
     "gemma": ("GemmaConfig", dict(LLAMA_LIKE, head_dim=8)),
     "gemma3": ("Gemma3TextConfig", dict(LLAMA_LIKE, head_dim=8, sliding_window=8, final_logit_softcapping=0.3)),
+    # Gemma 3 4B+ checkpoints load as Gemma3ForConditionalGeneration (a text model inside a multimodal one)
+    "gemma3-multimodal": ("Gemma3Config", dict(
+        text_config=dict(LLAMA_LIKE, head_dim=8, sliding_window=8),
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=28, patch_size=14),
+        mm_tokens_per_image=4, image_token_index=5, boi_token_index=6, eoi_token_index=7)),
     "gpt_neox": ("GPTNeoXConfig", dict(hidden_size=H, intermediate_size=2 * H, **SMALL)),
     "opt": ("OPTConfig", dict(hidden_size=H, ffn_dim=2 * H, word_embed_proj_dim=H, max_position_embeddings=256,
                               **SMALL)),
@@ -53,8 +59,11 @@ def tiny_family(root, tokenizer_path, family: str, dtype: str = "fp32") -> Froze
     name, kwargs = FAMILIES[family]
     if not hasattr(transformers, name):  # setup.py allows older releases than some families
         pytest.skip(f"transformers {transformers.__version__} has no {name}")
-    config = getattr(transformers, name)(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **kwargs)
+    tokens = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                  pad_token_id=tok.pad_token_id)
+    if "text_config" in kwargs:  # a multimodal config: the tokens belong to its text model
+        kwargs, tokens = dict(kwargs, text_config={**kwargs["text_config"], **tokens}), {}
+    config = getattr(transformers, name)(**tokens, **kwargs)
     torch.manual_seed(0)
     folder = root / family
     if not folder.exists():

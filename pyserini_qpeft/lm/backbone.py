@@ -221,12 +221,19 @@ class FrozenLM:
         return cls(model, tokenizer, model_id=model_id, device=device, dtype=dtype, precision=precision)
 
     @property
+    def text_config(self):
+        """The language model's config (``get_text_config()``: a multimodal checkpoint's text part, e.g. Gemma 3
+        4B+ loads as ``Gemma3ForConditionalGeneration`` whose top-level config has no ``hidden_size``)."""
+        config = self.model.config
+        return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+    @property
     def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
+        return int(self.text_config.hidden_size)
 
     @property
     def num_layers(self) -> int:
-        return int(self.model.config.num_hidden_layers)
+        return int(self.text_config.num_hidden_layers)
 
     @property
     def vocab_size(self) -> int:

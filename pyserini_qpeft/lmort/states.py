@@ -23,17 +23,19 @@ class _StopForward(Exception):
     """Raised from a forward hook once the deepest wanted layer has run."""
 
 
-def decoder_blocks(model) -> Sequence:
-    """The ModuleList of decoder blocks of a causal LM (Llama/Qwen/Mistral/GPT-2/GPT-J/NeoX layouts)."""
-    for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
-        obj = model
-        try:
-            for name in path.split("."):
-                obj = getattr(obj, name)
-        except AttributeError:
-            continue
-        return obj
-    raise ModelError(f"cannot find the decoder blocks of {type(model).__name__}")
+def decoder_blocks(body) -> Sequence:
+    """The ModuleList of decoder blocks of a causal LM's body (:attr:`FrozenLM.body`): ``layers`` (Llama-style
+    models, GPT-NeoX, a multimodal model's language model), ``h`` (GPT-2, Falcon, Bloom) or ``decoder.layers``
+    (OPT)."""
+    from torch import nn
+
+    for path in ("layers", "h", "decoder.layers"):
+        obj = body
+        for name in path.split("."):
+            obj = getattr(obj, name, None)
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise ModelError(f"cannot find the decoder blocks of {type(body).__name__}")
 
 
 def tokenize(lm: "FrozenLM", texts: Sequence[str], max_length: int, padding_side: str = "right") -> dict:
@@ -75,7 +77,7 @@ def layer_token_states(lm: "FrozenLM", input_ids: "torch.Tensor", attention_mask
         if wanted[-1] == n:  # the last layer carries the final norm: a full forward is needed anyway
             out = body(**kwargs, output_hidden_states=True)
             return {layer: out.hidden_states[layer] for layer in wanted}
-        blocks = decoder_blocks(lm.model)
+        blocks = decoder_blocks(body)
         captured: dict[int, torch.Tensor] = {}
         deepest = wanted[-1]
         handles = []
