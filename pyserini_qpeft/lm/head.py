@@ -61,13 +61,12 @@ class LogitHead:
         return ", ".join(parts) or "plain projection"
 
     @classmethod
-    def from_config(cls, model, name: str | None = None) -> "LogitHead":
-        """The head of ``model`` (a Hugging Face causal LM) with the post-processing its config names."""
-        projection = model.get_output_embeddings()
+    def from_config(cls, lm: "FrozenLM") -> "LogitHead":
+        """The head of ``lm``'s model with the post-processing its (text) config names."""
+        projection = lm.model.get_output_embeddings()
         if projection is None:
-            raise ModelError(f"{name or type(model).__name__}: model has no output embeddings (LM head); "
-                             f"not a causal LM")
-        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+            raise ModelError(f"{lm.model_id}: model has no output embeddings (LM head); not a causal LM")
+        config = lm.text_config
 
         def factor(attr: str) -> float:
             value = getattr(config, attr, None)
@@ -86,7 +85,7 @@ class LogitHead:
         """
         import torch
 
-        head = cls.from_config(lm.model, lm.model_id)
+        head = cls.from_config(lm)
         vocab = lm.vocab_size
         ids = (torch.arange(CHECK_TOKENS, device=lm.device) % max(vocab - 1, 1) + 1).unsqueeze(0)
         mask = torch.ones_like(ids)

@@ -48,7 +48,7 @@ class ModelShape:
 
     @classmethod
     def of(cls, lm: "FrozenLM") -> "ModelShape":
-        cfg = lm.model.config.get_text_config()
+        cfg = lm.text_config
         heads = int(cfg.num_attention_heads)
         head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
         itemsize = next(lm.model.parameters()).element_size()
