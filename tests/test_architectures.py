@@ -33,6 +33,8 @@ FAMILIES = {
     "falcon": ("FalconConfig", dict(hidden_size=H, **SMALL)),
     "gemma": ("GemmaConfig", dict(LLAMA_LIKE, head_dim=8)),
     "gemma3": ("Gemma3TextConfig", dict(LLAMA_LIKE, head_dim=8, sliding_window=8, final_logit_softcapping=0.3)),
+    "gemma4": ("Gemma4TextConfig", dict(LLAMA_LIKE, head_dim=8, sliding_window=8, hidden_size_per_layer_input=0,
+                                        num_kv_shared_layers=0)),
     # Gemma 3 4B+ checkpoints load as Gemma3ForConditionalGeneration (a text model inside a multimodal one)
     "gemma3-multimodal": ("Gemma3Config", dict(
         text_config=dict(LLAMA_LIKE, head_dim=8, sliding_window=8),
@@ -50,13 +52,15 @@ FAMILIES = {
 }
 
 
-def tiny_family(root, tokenizer_path, family: str, dtype: str = "fp32") -> FrozenLM:
-    """A tiny random model of ``family`` with the shared tiny tokenizer, saved and loaded like any HF folder."""
+def tiny_family(root, tokenizer_path, family: str, dtype: str = "fp32",
+                spec: tuple[str, dict] | None = None) -> FrozenLM:
+    """A tiny random model of ``family`` (or of ``spec``: config class name, arguments) with the shared tiny tokenizer,
+    saved and loaded like any HF folder."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
-    name, kwargs = FAMILIES[family]
+    name, kwargs = spec or FAMILIES[family]
     if not hasattr(transformers, name):  # setup.py allows older releases than some families
         pytest.skip(f"transformers {transformers.__version__} has no {name}")
     tokens = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
@@ -119,3 +123,19 @@ def test_unknown_logit_post_processing_is_refused(tiny_lm_path, tmp_path):
     lm.model.config.logit_scale = 1.0  # the model still scales by 0.25: a post-processing the config does not name
     with pytest.raises(ModelError, match="post-processes its logits"):
         QueryLikelihoodScorer(lm).score(["what causes lung cancer"], [PAIRS[0][1]])
+
+
+@pytest.mark.parametrize("family", ["Gemma3nTextConfig", "Gemma4TextConfig"])
+def test_per_layer_input_models_score_but_take_no_hints(family, tiny_lm_path, tmp_path):
+    """Gemma 3n / small Gemma 4 also embed each token id once per layer. Plain query likelihood (UPR) scores them as
+    their own forward does, LMORT's layer states work, and a hint module (no token id to look up) is refused."""
+    lm = tiny_family(tmp_path, tiny_lm_path, family, spec=(family, dict(
+        LLAMA_LIKE, head_dim=8, hidden_size_per_layer_input=8, num_kv_shared_layers=0, vocab_size_per_layer_input=512)))
+    queries, docs = (list(x) for x in zip(*PAIRS))
+    want = [reference_score(lm, q, d) for q, d in PAIRS]
+    got = QueryLikelihoodScorer(lm, ScorerConfig(batch_size=3, prefix_batch_size=2)).score(queries, docs)
+    assert max(want) - min(want) > 0.01 and max(abs(a - b) for a, b in zip(got, want)) < 1e-5
+    with pytest.raises(ModelError, match="per-layer inputs"):
+        QueryLikelihoodScorer(lm, hint_module=build_module(lm, QPeftConfig(variant="retr", top_k=4)))
+    batch = tokenize(lm, ["the cat sat on the mat"], 16)
+    assert layer_token_states(lm, batch["input_ids"], batch["attention_mask"], [1])[1].shape[-1] == H

@@ -99,6 +99,13 @@ class QueryLikelihoodForward:
     """
 
     def __init__(self, lm: "FrozenLM", suffix: "SuffixPieces", hint_module: "HintModule | None" = None):
+        if hint_module is not None and getattr(lm.text_config, "hidden_size_per_layer_input", None):
+            from ..errors import ModelError
+
+            raise ModelError(
+                f"{lm.model_id}: {type(lm.model).__name__} feeds every layer a second embedding looked up by token id "
+                f"(per-layer inputs, as Gemma 3n and the small Gemma 4 do), and hint vectors have no token id: Q-PEFT "
+                f"and prompt tuning cannot run on it (zero-shot UPR and LMORT can)")
         self.lm = lm
         self.pieces = suffix
         self.hint_module = hint_module

@@ -50,11 +50,18 @@ class ModelShape:
     def of(cls, lm: "FrozenLM") -> "ModelShape":
         cfg = lm.text_config
         heads = int(cfg.num_attention_heads)
-        head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+        kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+        per_layer = getattr(cfg, "per_layer_config", None)
+        if per_layer is not None:  # layers of different shapes (Gemma 4): the head size that gives their total KV
+            values = sum(int(getattr(layer, "num_key_value_heads", None) or kv_heads)
+                         * int(getattr(layer, "head_dim", None) or cfg.hidden_size // heads) for layer in per_layer)
+            head_dim = -(-values // (int(cfg.num_hidden_layers) * kv_heads))
+        else:
+            head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
         itemsize = next(lm.model.parameters()).element_size()
-        return cls(layers=int(cfg.num_hidden_layers), kv_heads=int(getattr(cfg, "num_key_value_heads", None) or heads),
-                   head_dim=head_dim, hidden=int(cfg.hidden_size),
-                   intermediate=int(getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)), vocab=lm.vocab_size,
+        intermediate = getattr(cfg, "intermediate_size", None) or 4 * cfg.hidden_size
+        return cls(layers=int(cfg.num_hidden_layers), kv_heads=kv_heads,
+                   head_dim=head_dim, hidden=int(cfg.hidden_size), intermediate=int(intermediate), vocab=lm.vocab_size,
                    bytes_per_value=itemsize, model_bytes=lm.num_parameters() * itemsize)
 
 
