@@ -139,3 +139,52 @@ def test_per_layer_input_models_score_but_take_no_hints(family, tiny_lm_path, tm
         QueryLikelihoodScorer(lm, hint_module=build_module(lm, QPeftConfig(variant="retr", top_k=4)))
     batch = tokenize(lm, ["the cat sat on the mat"], 16)
     assert layer_token_states(lm, batch["input_ids"], batch["attention_mask"], [1])[1].shape[-1] == H
+
+
+def sentencepiece_style_lm(root, kind: str) -> FrozenLM:
+    """A tiny Llama with a SentencePiece-style tokenizer: words carry a leading "▁", newlines stand alone, byte
+    fallback; ``llama2`` = transformers' legacy Llama 2 / Mistral v0.1 pipeline (``Prepend("▁")`` normalizer, no
+    pre-tokenizer), ``metaspace`` = the current one (``Metaspace``, prepended to the first section only)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from conftest import TOY_TEXTS
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    # trained within words and with newlines alone, as SentencePiece pieces are
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", behavior="isolated"),
+                                                 pre_tokenizers.Split(Regex("▁[^▁\n]*|[^▁\n]+"), behavior="isolated")])
+    specials = ["<unk>", "<s>", "</s>", "<pad>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tok.train_from_iterator(TOY_TEXTS * 5 + ["Passage: Please write a question based on this passage.\nQuestion:\n"] * 3,
+                            trainer=trainers.BpeTrainer(vocab_size=700, special_tokens=specials, show_progress=False))
+    if kind == "llama2":
+        tok.pre_tokenizer = None
+    else:
+        tok.normalizer = None
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>")
+    torch.manual_seed(0)
+    folder = root / kind
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(fast), **LLAMA_LIKE)).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return FrozenLM.load(LMConfig(model=str(folder), device="cpu", dtype="fp32"))
+
+
+@pytest.mark.parametrize("kind", ["llama2", "metaspace"])
+def test_sentencepiece_style_tokenizers_score_the_joined_prompt(kind, tmp_path):
+    """Such tokenizers mark the start of every string as a word start: tokenized piece by piece, the prompt had a
+    "▁" the joined text does not have before "Question:" and before the query. The scorer's pieces now equal the
+    joined prompt's tokens, and its scores the full forward's."""
+    from test_scoring import reference_ids
+
+    lm = sentencepiece_style_lm(tmp_path, kind)
+    for config in (ScorerConfig(), ScorerConfig(instruction="Read the passage.")):
+        scorer = QueryLikelihoodScorer(lm, config)
+        assert all(scorer.prompt_ids(q, d) == reference_ids(lm, q, d, config) for q, d in PAIRS), config
+    queries, docs = (list(x) for x in zip(*PAIRS))
+    got = QueryLikelihoodScorer(lm).score(queries, docs)
+    assert max(abs(a - b) for a, b in zip(got, [reference_score(lm, q, d) for q, d in PAIRS])) < 1e-5

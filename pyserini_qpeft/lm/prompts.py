@@ -18,6 +18,7 @@ byte-level BPE), so it is tokenized with the passage and with the query.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -52,6 +53,8 @@ def prompt_name(config: "ScorerConfig") -> str | None:
 
 # Memo tables are cleared when they grow past this many entries (bounded memory on huge reranks).
 _MEMO_LIMIT = 200_000
+# what PromptBuilder.follow tokenizes a piece behind (then drops): text that ends a line, as in a prompt
+_ANCHOR = "\n"
 
 
 @dataclass(frozen=True)
@@ -137,14 +140,14 @@ class PromptBuilder:
         head, self.passage_lead = split_lead(before)
         self.head_ids = tuple(self.ids(head))
         self.tail = after
-        self.tail_ids = tuple(self.ids(after))
+        self.tail_ids = tuple(self.follow(after))
         # a template tail holding special-token text cannot be tokenized together with a passage (see doc_tokens)
-        self._tail_joins = self.ids(after, literal=True) == list(self.tail_ids)
+        self._tail_joins = self.follow(after, literal=True) == list(self.tail_ids)
         question, lead = split_lead(config.question_prefix)
         self.query_lead = lead or " "
-        self.suffix = SuffixPieces(question=tuple(self.ids(question)),
-                                   hint_open=tuple(self.ids(config.hint_open)) if hints else (),
-                                   hint_close=tuple(self.ids(config.hint_close)) if hints else ())
+        self.suffix = SuffixPieces(question=tuple(self.follow(question)),
+                                   hint_open=tuple(self.follow(config.hint_open)) if hints else (),
+                                   hint_close=tuple(self.follow(config.hint_close)) if hints else ())
         self._doc_memo: dict[tuple[str, str, str], PromptTokens] = {}
         self._query_memo: dict[str, tuple[int, ...]] = {}
 
@@ -162,6 +165,27 @@ class PromptBuilder:
             return []
         return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=literal)["input_ids"])
 
+    def follow(self, text: str, literal: bool = False) -> list[int]:
+        """Token ids of ``text`` as it tokenizes after other text, for every piece but the prompt's first.
+
+        SentencePiece-style tokenizers (Llama 2, Mistral, Gemma: a ``Metaspace`` pre-tokenizer or a ``Prepend("▁")``
+        normalizer) mark the start of every string they are given as a word start, so a piece tokenized on its own
+        would carry a space the joined prompt does not have (``▁Question`` for ``\nQuestion``, an extra ``▁`` before
+        the query). ``text`` is tokenized behind a newline and the newline's tokens are dropped; where that does not
+        split cleanly (the newline merges with ``text``), the piece is tokenized on its own, as byte-level BPE
+        tokenizers (GPT-2, SmolLM2, Llama 3, Qwen) do in any case."""
+        if not text:
+            return []
+        anchor = self._anchor_ids
+        both = self.ids(_ANCHOR + text, literal)
+        if both[:len(anchor)] == anchor:
+            return both[len(anchor):]
+        return self.ids(text, literal)
+
+    @functools.cached_property
+    def _anchor_ids(self) -> list[int]:
+        return self.ids(_ANCHOR)
+
     def doc_tokens(self, doc: "Document") -> PromptTokens:
         """Prefix and passage token ids of ``doc`` (memoised per :func:`document_key`)."""
         key = document_key(doc)
@@ -169,12 +193,12 @@ class PromptBuilder:
         if hit is None:
             text = passage_text(doc)
             lead_text = self.passage_lead + text if text else ""
-            full = self.ids(lead_text, literal=True)
+            full = self.follow(lead_text, literal=True)
             budget = self.config.max_passage_tokens
             passage = truncate(full, budget)
             if len(full) <= budget and self._tail_joins:
                 # Untruncated: tokenize passage and template tail together, as the joined prompt text would be.
-                body = tuple(self.ids(lead_text + self.tail, literal=True))
+                body = tuple(self.follow(lead_text + self.tail, literal=True))
             else:
                 body = passage + self.tail_ids
             hit = PromptTokens(prefix=self.bos + self.head_ids + body, passage=passage)
@@ -190,7 +214,7 @@ class PromptBuilder:
             text = query.strip()
             if not text:
                 raise ValueError("query text is empty")
-            hit = truncate(self.ids(self.query_lead + text, literal=True), self.config.max_query_tokens)
+            hit = truncate(self.follow(self.query_lead + text, literal=True), self.config.max_query_tokens)
             if len(self._query_memo) > _MEMO_LIMIT:
                 self._query_memo.clear()
             self._query_memo[query] = hit
