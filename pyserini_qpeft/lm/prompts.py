@@ -18,7 +18,6 @@ byte-level BPE), so it is tokenized with the passage and with the query.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -140,6 +139,7 @@ class PromptBuilder:
         head, self.passage_lead = split_lead(before)
         self.head_ids = tuple(self.ids(head))
         self.tail = after
+        self._anchor_ids = self.ids(_ANCHOR)  # what follow() drops
         self.tail_ids = tuple(self.follow(after))
         # a template tail holding special-token text cannot be tokenized together with a passage (see doc_tokens)
         self._tail_joins = self.follow(after, literal=True) == list(self.tail_ids)
@@ -181,10 +181,6 @@ class PromptBuilder:
         if both[:len(anchor)] == anchor:
             return both[len(anchor):]
         return self.ids(text, literal)
-
-    @functools.cached_property
-    def _anchor_ids(self) -> list[int]:
-        return self.ids(_ANCHOR)
 
     def doc_tokens(self, doc: "Document") -> PromptTokens:
         """Prefix and passage token ids of ``doc`` (memoised per :func:`document_key`)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 from ..errors import ModelError
+from ..lm.forward import positions
 
 if TYPE_CHECKING:
     import torch
@@ -70,8 +71,8 @@ def layer_token_states(lm: "FrozenLM", input_ids: "torch.Tensor", attention_mask
     wanted = sorted(set(int(x) for x in layers))
     if not wanted or wanted[0] < 0 or wanted[-1] > n:
         raise ValueError(f"layers must be in [0, {n}], got {list(layers)}")
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
+                  use_cache=False)
     body = lm.body
     with torch.no_grad():
         if wanted[-1] == n:  # the last layer carries the final norm: a full forward is needed anyway
