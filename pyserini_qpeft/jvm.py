@@ -186,3 +186,9 @@ def start_jvm() -> Path:
     system.setOut(system.err)  # anything Java prints is a log line, never part of our result
     _started = True
     return home
+
+
+def java_message(exc: Exception) -> str:
+    """The first line of a Java exception's message (pyjnius appends the whole stack trace)."""
+    text = str(getattr(exc, "innermessage", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

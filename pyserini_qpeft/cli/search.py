@@ -17,7 +17,8 @@ def _bm25(name: str) -> Any:
 @click.command("search")
 @click.option("--bm25", "mode", flag_value="bm25", default=True, help="BM25 over a Lucene index (default).")
 @click.option("--dense", "mode", flag_value="dense", help="Dense search over a FAISS index made by `encode`.")
-@click.option("--index", "index_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--index", "index_dir", required=True, help="Lucene (--bm25) or FAISS (--dense) index folder; for --bm25 "
+              "also a Pyserini prebuilt index name (msmarco-v1-passage), downloaded once into $PYSERINI_CACHE.")
 @click.option("--topics", required=True, help="Pyserini-style topics name, TSV, BEIR queries.jsonl or CAR outlines.")
 @click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output TREC run (written atomically).")
 @sample_options

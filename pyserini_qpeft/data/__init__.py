@@ -5,6 +5,7 @@ This package only re-exports; the code lives in focused modules:
 * :mod:`.beir`: BEIR dataset folders, the search path for dataset names (``$PYSERINI_QPEFT_DATA``), safe download.
 * :mod:`.formats`: JSONL, BEIR queries, TREC/BEIR qrels and TSV topics parsing; TREC qrels writing.
 * :mod:`.names`: Pyserini names (``beir-v1.0.0-scifact-test``) and the one "file path or Pyserini name" resolver.
+* :mod:`.pyserini_names`: Pyserini's other topic and qrels names (``dl19-passage``), read through Anserini.
 * :mod:`.corpus`: :class:`Document` and the one corpus opener (:func:`iter_documents`, :func:`open_corpus`).
 * :mod:`.car`: TREC CAR paragraph and outline CBOR files.
 

@@ -2,6 +2,8 @@
 
 Pyserini's names for BEIR topics and qrels (``beir-v1.0.0-<dataset>-<split>``) resolve against the data search
 path (:func:`~pyserini_qpeft.data.beir.data_search_path`), so they work offline whenever the dataset is present.
+Every other Pyserini name (``dl19-passage``, ``msmarco-passage-dev-subset``, ...) is read as Pyserini reads it
+(:mod:`.pyserini_names`: Anserini's cache, downloaded on first use).
 :func:`resolve_source` is the one resolver; :func:`load_topics`, :func:`load_qrels` and
 :func:`qrels_file_for_trec_eval` read what it finds.
 """
@@ -44,13 +46,15 @@ class Source:
     Attributes:
         spec: the spec as given.
         file: the file, when ``spec`` names one.
-        dataset, split: the BEIR dataset and split, when ``spec`` is a Pyserini name.
+        dataset, split: the BEIR dataset and split, when ``spec`` is a Pyserini BEIR name.
+        pyserini: True when ``spec`` is one of Pyserini's other names (:mod:`.pyserini_names`).
     """
 
     spec: str
     file: Path | None = None
     dataset: BeirDataset | None = None
     split: str | None = None
+    pyserini: bool = False
 
     @property
     def where(self) -> str:
@@ -58,31 +62,41 @@ class Source:
         return str(self.file) if self.file is not None else self.spec
 
     def qrels_path(self) -> Path:
-        """The qrels file: the file itself, or the dataset's ``qrels/<split>.tsv``."""
+        """The qrels file: the file itself, Pyserini's TREC qrels file, or the dataset's ``qrels/<split>.tsv``."""
         if self.file is not None:
             return self.file
+        if self.pyserini:
+            from .pyserini_names import pyserini_qrels_file
+
+            return pyserini_qrels_file(self.spec)
         return self.dataset.qrels_path(self.split)
 
 
 def resolve_source(spec: str | os.PathLike, what: str, download: bool = False) -> Source:
-    """Resolve a file path or a Pyserini BEIR name (the one resolver of the package).
+    """Resolve a file path or a Pyserini name (the one resolver of the package).
 
     Args:
-        spec: an existing file, or ``beir-v1.0.0-<dataset>-<split>`` (found on the data search path).
-        what: ``topics`` or ``qrels``, for the error message.
-        download: allow downloading the BEIR dataset a Pyserini name refers to.
+        spec: an existing file, ``beir-v1.0.0-<dataset>-<split>`` (found on the data search path), or another
+            Pyserini ``what`` name (``dl19-passage``; Anserini's cache, downloaded on first use).
+        what: ``topics`` or ``qrels``.
+        download: allow downloading the BEIR dataset a Pyserini BEIR name refers to.
 
     Raises:
         InputError: neither an existing file nor a Pyserini name, or the named dataset cannot be found.
     """
+    from .pyserini_names import EXAMPLES, is_name
+
     text = os.fspath(spec)
     path = Path(text).expanduser()
     if path.is_file():
         return Source(text, file=path)
     parsed = parse_pyserini_name(text)
     if parsed is None:
-        raise InputError(f"{what} {text!r}: no such file, and not a Pyserini BEIR name like "
-                         f"'beir-v1.0.0-<dataset>-<split>' (split: {', '.join(SPLITS)})")
+        if is_name(text, what):
+            return Source(text, pyserini=True)
+        raise InputError(f"{what} {text!r}: no such file, and not a Pyserini {what} name: BEIR's "
+                         f"'beir-v1.0.0-<dataset>-<split>' (split: {', '.join(SPLITS)}) or another of Pyserini's "
+                         f"(e.g. {EXAMPLES})")
     dataset, split = parsed
     return Source(text, dataset=BeirDataset(find_dataset(dataset, download=download)), split=split)
 
@@ -100,7 +114,11 @@ def load_topics(spec: str | os.PathLike, download: bool = False) -> list[Query]:
     """
     source = resolve_source(spec, "topics", download)
     path = source.file
-    if path is None:
+    if source.pyserini:
+        from .pyserini_names import load_pyserini_topics
+
+        topics = load_pyserini_topics(source.spec)
+    elif path is None:
         topics = source.dataset.topics(source.split)
     elif is_car_outlines(path):
         topics = read_car_outlines(path)
@@ -149,6 +167,8 @@ def qrels_file_for_trec_eval(spec: str | os.PathLike, download: bool = False) ->
     cache entry) and reconverted when the source is newer.
     """
     source = resolve_source(spec, "qrels", download)
+    if source.pyserini:
+        return source.qrels_path()  # Anserini's file is TREC qrels already
     if source.file is not None:
         if source.file.suffix != ".gz" and is_trec_qrels(source.file):
             return source.file

@@ -16,16 +16,19 @@ logger = logging.getLogger(__name__)
 
 
 def open_docstore(corpus: str | os.PathLike | None = None, index: str | os.PathLike | None = None) -> DocStore:
-    """Document text for reranking: a corpus file/dataset (preferred) or a Lucene index's stored raw JSON."""
+    """Document text for reranking: a corpus file/dataset (preferred) or a Lucene index's stored raw JSON (a folder
+    or a Pyserini prebuilt index name)."""
     if corpus:
         from ..data import open_corpus
 
         return DictDocStore(open_corpus(corpus))
     if index:
         from ..search import LuceneDocStore, is_lucene_index
+        from ..search.prebuilt import resolve_lucene_index
 
-        if is_lucene_index(index):
-            return LuceneDocStore(index)
+        path = resolve_lucene_index(index, for_text=True)  # a folder, or a Pyserini prebuilt index name
+        if is_lucene_index(path):
+            return LuceneDocStore(path)
         raise InputError("no document text: this index stores none; pass --corpus (JSONL, CBOR or dataset)", index)
     raise InputError("reranking needs document text: pass --corpus or a Lucene --index")
 

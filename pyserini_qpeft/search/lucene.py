@@ -16,6 +16,7 @@ from typing import Sequence
 
 from ..artifacts import MetaSpec, check_replaceable, read_meta, staging_dir, temp_prefix, write_meta
 from ..errors import InputError
+from ..jvm import java_message
 from ..types import Hit, Query, Run
 
 logger = logging.getLogger(__name__)
@@ -171,8 +172,13 @@ class _Searcher:
 
 
 def _searcher(index_dir: str | os.PathLike) -> _Searcher:
+    """Anserini's searcher over a Lucene index folder or a Pyserini prebuilt index name (:mod:`.prebuilt`)."""
+    from .prebuilt import resolve_lucene_index
+
+    index_dir = resolve_lucene_index(index_dir)
     if not is_lucene_index(index_dir):
-        raise InputError("not a Lucene index (build one with `pyserini-qpeft index`)", str(index_dir))
+        raise InputError("not a Lucene index (build one with `pyserini-qpeft index`) nor a Pyserini prebuilt index "
+                         "name (e.g. msmarco-v1-passage)", str(index_dir))
     from ..jvm import start_jvm
 
     start_jvm()
@@ -181,14 +187,8 @@ def _searcher(index_dir: str | os.PathLike) -> _Searcher:
     try:
         return _Searcher(index_dir)
     except JavaException as exc:
-        raise InputError(f"damaged Lucene index, Lucene cannot open it ({_java_message(exc)}); rebuild it with "
+        raise InputError(f"damaged Lucene index, Lucene cannot open it ({java_message(exc)}); rebuild it with "
                          "`pyserini-qpeft index --force`", str(index_dir)) from None
-
-
-def _java_message(exc: Exception) -> str:
-    """The first line of a Java exception's message (pyjnius appends the whole stack trace)."""
-    text = str(getattr(exc, "innermessage", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 MAX_CLAUSES = 1024  # Lucene's IndexSearcher.maxClauseCount: a BM25 query is one clause per distinct term
@@ -231,7 +231,7 @@ def bm25_search(index_dir: str | os.PathLike, queries: Sequence[Query], config: 
                                      f"terms; Lucene's BM25 takes at most {MAX_CLAUSES} (maxClauseCount); shorten "
                                      "it") from None
                 raise InputError(f"Lucene failed on queries {batch[0].qid}..{batch[-1].qid}: "
-                                 f"{_java_message(exc)}") from None
+                                 f"{java_message(exc)}") from None
             for query in batch:
                 hits = [Hit(h.docid, round(float(h.score), 6)) for h in results[query.qid]]
                 if config.remove_query:
@@ -243,11 +243,14 @@ def bm25_search(index_dir: str | os.PathLike, queries: Sequence[Query], config: 
 
 
 class LuceneDocStore:
-    """Documents from a Lucene index's stored raw JSON (``-storeRaw``)."""
+    """Documents from a Lucene index's stored raw JSON (``-storeRaw``): a folder, a Pyserini prebuilt index name, or
+    a prebuilt FAISS index's name (its texts' Lucene index, :func:`.prebuilt.resolve_lucene_index`)."""
 
     def __init__(self, index_dir: str | os.PathLike):
-        self.index_dir = Path(index_dir)
-        self._searcher = _searcher(index_dir)
+        from .prebuilt import resolve_lucene_index
+
+        self.index_dir = resolve_lucene_index(index_dir, for_text=True)
+        self._searcher = _searcher(self.index_dir)
 
     def get(self, docid: str):
         from ..data import Document

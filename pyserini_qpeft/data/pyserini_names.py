@@ -1,0 +1,96 @@
+"""Pyserini's topic and qrels names beyond BEIR (``dl19-passage``, ``msmarco-passage-dev-subset``, ``robust04``, ...),
+read as Pyserini reads them.
+
+Pyserini maps each name to an Anserini resource; Anserini reads ``~/.cache/pyserini/topics-and-qrels/<file>`` and
+downloads the file from ``castorini/anserini-tools`` the first time (so the first use needs the network, later ones
+do not). BEIR names (``beir-v1.0.0-<dataset>-<split>``) never come here: :mod:`.names` finds them on the data search
+path, offline. Everything here starts the JVM, so :mod:`.names` asks only about specs that are neither a file nor a
+BEIR name and do not look like a file path.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import InputError
+from ..types import Query
+
+# What Pyserini's DefaultQueryIterator searches with (``topics[qid]['title']``), for every non-KILT topic set.
+TOPIC_FIELD = "title"
+# Suffixes that mark a spec as a file path the user meant, not a name (names may contain dots: 'dl19-passage.unicoil').
+FILE_SUFFIXES = (".tsv", ".txt", ".jsonl", ".json", ".gz", ".cbor", ".trec", ".xml", ".csv", ".qrels")
+EXAMPLES = "'dl19-passage', 'dl20', 'msmarco-passage-dev-subset', 'robust04'"
+CACHE_HINT = "~/.cache/pyserini/topics-and-qrels"
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether ``spec`` names a file (a separator, or a file suffix) rather than a Pyserini name."""
+    return os.sep in spec or "/" in spec or spec.lower().endswith(FILE_SUFFIXES)
+
+
+def _mapping(what: str) -> dict:
+    """Pyserini's name -> Anserini resource table for ``what`` (``topics`` or ``qrels``); starts the JVM."""
+    from ..jvm import start_jvm
+
+    start_jvm()
+    try:
+        from pyserini.search import _base
+    except Exception as exc:  # e.g. a Pyserini release that fetches lists from the network at import time
+        raise InputError(f"Pyserini {what} names (e.g. {EXAMPLES}) need Pyserini's name table, which could not be "
+                         f"loaded ({type(exc).__name__}: {exc}); pass a file instead") from None
+    return _base.topics_mapping if what == "topics" else _base.qrels_mapping
+
+
+def is_name(spec: str, what: str) -> bool:
+    """Whether Pyserini knows ``spec`` as a ``what`` (``topics`` or ``qrels``) name."""
+    return not looks_like_path(spec) and spec in _mapping(what)
+
+
+def _fetch(what: str, name: str, call):
+    """``call()`` (a Pyserini fetch that may download through Anserini), a failed download as an InputError."""
+    from jnius import JavaException
+
+    from ..jvm import java_message
+
+    try:
+        return call()
+    except (JavaException, OSError, ValueError) as exc:
+        raise InputError(f"Anserini could not read or download the {what} {name!r} ({java_message(exc)}); it "
+                         f"downloads them once into {CACHE_HINT} (is the network reachable?), or pass a file "
+                         "instead") from None
+
+
+def load_pyserini_topics(name: str) -> list[Query]:
+    """The topics Pyserini's searchers use for ``name``: each topic's ``title``, in Pyserini's order (numeric
+    when every id is a number).
+
+    Raises:
+        InputError: unknown name, a failed download, or a topic without a ``title`` field.
+    """
+    if not is_name(name, "topics"):
+        raise InputError(f"topics {name!r}: not a Pyserini topics name (e.g. {EXAMPLES})")
+    from pyserini.search import get_topics
+
+    topics = _fetch("topics", name, lambda: get_topics(name))
+    out = []
+    for qid in sorted(topics) if all(isinstance(q, int) for q in topics) else list(topics):
+        fields = topics[qid]
+        text = fields.get(TOPIC_FIELD)
+        if text is None:
+            raise InputError(f"topic {qid} of {name!r} has no {TOPIC_FIELD!r} field (it has "
+                             f"{', '.join(sorted(fields)) or 'none'}); pass a topics file instead", name)
+        out.append(Query(str(qid), str(text)))
+    return out
+
+
+def pyserini_qrels_file(name: str) -> Path:
+    """The TREC qrels file Pyserini evaluates ``name`` with (Anserini's cached copy, downloaded on first use).
+
+    Raises:
+        InputError: unknown name or a failed download.
+    """
+    if not is_name(name, "qrels"):
+        raise InputError(f"qrels {name!r}: not a Pyserini qrels name (e.g. {EXAMPLES})")
+    from pyserini.search import get_qrels_file
+
+    return Path(_fetch("qrels", name, lambda: get_qrels_file(name)))

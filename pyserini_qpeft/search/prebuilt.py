@@ -1,0 +1,80 @@
+"""Pyserini's prebuilt Lucene indexes by name (``msmarco-v1-passage``, ``beir-v1.0.0-scifact.flat``, ...).
+
+An ``--index`` that is not a folder but one of Pyserini's prebuilt inverted-index names is fetched exactly as
+Pyserini fetches it (``pyserini.util.download_prebuilt_index``): downloaded and unpacked once into
+``$PYSERINI_CACHE/indexes/<file>.<md5>`` (default ``~/.cache/pyserini``), found there afterwards. Only inverted
+(BM25) indexes are searched here; for document text a prebuilt FAISS index's name stands for the Lucene index that
+Pyserini lists as holding its texts. Pyserini's download messages go to standard error (stdout carries results).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+
+# Pyserini's prebuilt tables (pyserini.prebuilt_index_info) that are not inverted BM25 indexes, by what they hold
+OTHER_KINDS = {"IMPACT_INDEX_INFO": "learned-sparse (impact)", "LUCENE_HNSW_INDEX_INFO": "dense HNSW",
+               "LUCENE_FLAT_INDEX_INFO": "dense flat", "FAISS_INDEX_INFO": "FAISS"}
+
+
+def _info():
+    """``pyserini.prebuilt_index_info`` (its tables are built from Anserini's classes: starts the JVM)."""
+    from ..jvm import start_jvm
+
+    start_jvm()
+    try:
+        from pyserini import prebuilt_index_info
+    except Exception as exc:  # e.g. a Pyserini release that fetches its lists from the network at import time
+        raise InputError(f"Pyserini's prebuilt-index list could not be loaded ({type(exc).__name__}: {exc}); pass "
+                         "an index folder instead") from None
+    return prebuilt_index_info
+
+
+def _looks_like_path(spec: str) -> bool:
+    return os.sep in spec or "/" in spec or spec.startswith(("~", "."))
+
+
+def resolve_lucene_index(spec: str | os.PathLike, for_text: bool = False) -> Path:
+    """The Lucene index folder ``spec`` stands for: ``spec`` itself when it exists (or looks like a path), else
+    Pyserini's prebuilt inverted index of that name, downloaded on first use.
+
+    Args:
+        spec: an index folder or a Pyserini prebuilt index name.
+        for_text: the index is wanted for its stored document text: a prebuilt FAISS name then means the Lucene
+            index Pyserini lists as its texts (``"texts"`` in its entry).
+
+    Raises:
+        InputError: a prebuilt name of another kind (impact, HNSW, FAISS without texts), or a failed download.
+    """
+    text = os.fspath(spec)
+    path = Path(text).expanduser()
+    if path.exists() or _looks_like_path(text):
+        return path
+    info = _info()
+    name = text
+    if for_text and text in info.FAISS_INDEX_INFO and info.FAISS_INDEX_INFO[text].get("texts"):
+        name = info.FAISS_INDEX_INFO[text]["texts"]
+    if name not in info.TF_INDEX_INFO:
+        for table, kind in OTHER_KINDS.items():
+            if name in getattr(info, table, {}):
+                raise InputError(f"{name!r} is one of Pyserini's prebuilt {kind} indexes; this command needs a BM25 "
+                                 "(inverted) index: search it with Pyserini's own `python -m pyserini_qpeft.search "
+                                 "lucene|faiss` flags instead, or give a folder")
+        return path  # neither a folder nor a name: the caller says "not a Lucene index"
+    from pyserini.util import download_prebuilt_index
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # Pyserini prints its progress to stdout
+            return Path(download_prebuilt_index(name))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"could not download Pyserini's prebuilt index {name!r} into "
+                         f"{_cache_home()}/indexes ({exc}); is the network reachable?") from None
+
+
+def _cache_home() -> str:
+    from pyserini.util import get_cache_home
+
+    return get_cache_home()

@@ -1,0 +1,140 @@
+"""Pyserini's names beyond BEIR: topics and qrels (``dl19-passage``) read through Anserini's cache, prebuilt Lucene
+indexes (``beir-v1.0.0-scifact.flat``) through Pyserini's. Nothing here touches the network or the user's caches:
+Anserini's cache is redirected with ``-Duser.home`` in a child process, Pyserini's with ``$PYSERINI_CACHE``."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write_beir
+from pyserini_qpeft.errors import InputError
+
+pytestmark = pytest.mark.jvm
+
+# Fake copies of two files Anserini would download: ids out of numeric order, a query id that is not in the qrels
+DL19_TOPICS = "1048585\tlung cancer smoking\n156493\taspirin heart\n19335\tmitosis cells\n"
+DL19_QRELS = "156493 0 d2 3\n156493 0 d5 1\n1048585 0 d1 2\n1048585 0 d6 0\n"
+
+
+@pytest.fixture(scope="module")
+def toy_index(tmp_path_factory):
+    from pyserini_qpeft.search import build_index
+
+    root = write_beir(tmp_path_factory.mktemp("data") / "toy")
+    return build_index(root, tmp_path_factory.mktemp("idx") / "lucene-toy")
+
+
+def anserini_home(tmp_path: Path) -> dict:
+    """A child's environment whose Anserini cache (user.home/.cache/pyserini/topics-and-qrels) holds DL19's files."""
+    cache = tmp_path / "home" / ".cache" / "pyserini" / "topics-and-qrels"
+    cache.mkdir(parents=True)
+    (cache / "topics.dl19-passage.txt").write_text(DL19_TOPICS)
+    (cache / "qrels.dl19-passage.txt").write_text(DL19_QRELS)
+    options = f"{os.environ.get('JAVA_TOOL_OPTIONS', '')} -Duser.home={tmp_path / 'home'}".strip()
+    return dict(os.environ, JAVA_TOOL_OPTIONS=options, PYSERINI_CACHE=str(tmp_path / "pyserini-cache"))
+
+
+def test_topics_and_qrels_by_pyserini_name_in_search_evaluate_and_the_compat_rerank(toy_index, tiny_lm_path,
+                                                                                   tmp_path):
+    """The canonical non-BEIR Pyserini command: `--topics dl19-passage`, first stage + LLM rerank, then evaluate
+    against `--qrels dl19-passage`. Until 2026-12-06 the compat rerank stopped after Pyserini's own BM25 ("topics
+    'dl19-passage': no such file") and `search`/`evaluate` refused the names."""
+    env = anserini_home(tmp_path)
+    run = tmp_path / "bm25.trec"
+    cli = [sys.executable, "-m", "pyserini_qpeft"]
+    proc = subprocess.run(cli + ["search", "--index", str(toy_index), "--topics", "dl19-passage", "--output", str(run),
+                                 "--hits", "3", "-q"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    qids = list(dict.fromkeys(line.split()[0] for line in run.read_text().splitlines()))
+    assert qids == ["19335", "156493", "1048585"]  # Pyserini's order: numeric
+    top = {line.split()[0]: line.split()[2] for line in run.read_text().splitlines() if line.split()[3] == "1"}
+    assert top == {"1048585": "d1", "156493": "d2", "19335": "d3"}  # each title was searched
+    proc = subprocess.run(cli + ["evaluate", "--qrels", "dl19-passage", "--run", str(run), "-m", "ndcg@10", "--json"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["ndcg@10"] > 0.5  # stdout holds only the JSON
+    reranked = tmp_path / "upr.trec"
+    proc = subprocess.run([sys.executable, "-m", "pyserini_qpeft.search", "lucene", "--index", str(toy_index),
+                           "--topics", "dl19-passage", "--output", str(reranked), "--bm25", "--hits", "3",
+                           "--reranker", "upr", "--rerank-depth", "3", "--reranker-model", str(tiny_lm_path),
+                           "--reranker-device", "cpu", "--reranker-dtype", "fp32"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pairs = {tuple(line.split()[:3:2]) for line in reranked.read_text().splitlines()}
+    assert pairs == {tuple(line.split()[:3:2]) for line in run.read_text().splitlines()}  # the same BM25 hits, reranked
+    assert reranked.read_text().split()[5] == "upr"
+
+
+def test_unknown_names_and_missing_files_say_what_is_accepted():
+    from pyserini_qpeft.data import load_qrels, load_topics
+
+    with pytest.raises(InputError, match=r"not a Pyserini topics name.*dl19-passage"):
+        load_topics("dl19-passages")
+    with pytest.raises(InputError, match=r"qrels 'no-such-qrels': no such file.*msmarco-passage-dev-subset"):
+        load_qrels("no-such-qrels")
+    with pytest.raises(InputError, match=r"topics 'missing/topics.tsv': no such file"):
+        load_topics("missing/topics.tsv")
+
+
+def test_a_failed_anserini_download_is_an_input_error(monkeypatch):
+    """No network: Anserini's IOException becomes an InputError naming the topics and what to do (not a traceback)."""
+    import jnius
+    import pyserini.search
+
+    from pyserini_qpeft.data import load_topics
+    from pyserini_qpeft.data.pyserini_names import is_name
+
+    assert is_name("dl19-passage", "topics")
+
+    def offline(name):
+        raise jnius.JavaException("JVM exception occurred: java.io.IOException: Error downloading topics from "
+                                  "https://raw.githubusercontent.com/x/topics.dl19-passage.txt\n\tat io.anserini...")
+
+    monkeypatch.setattr(pyserini.search, "get_topics", offline)
+    with pytest.raises(InputError, match=r"could not read or download the topics 'dl19-passage' \(JVM exception "
+                                         r"occurred: java.io.IOException: Error downloading.*txt\).*network"):
+        load_topics("dl19-passage")
+
+
+def prebuilt_folder(cache: Path, name: str) -> Path:
+    """Where Pyserini keeps the prebuilt index ``name`` under ``$PYSERINI_CACHE`` (pyserini.util's layout)."""
+    from pyserini.prebuilt_index_info import TF_INDEX_INFO
+
+    entry = TF_INDEX_INFO[name]
+    stem = re.sub(r".tar.gz.*$", "", entry.get("filename") or entry["urls"][0].split("/")[-1])
+    return cache / "indexes" / f"{stem}.{entry['md5']}"
+
+
+def test_prebuilt_index_names_search_and_give_document_text(toy_index, tmp_path, monkeypatch, capsys):
+    """`--index beir-v1.0.0-scifact.flat` is Pyserini's prebuilt index from its cache (a copy of the toy index put
+    where Pyserini would have unpacked it); a prebuilt FAISS name gives its texts' index for reranking; other kinds
+    are refused by name. Pyserini's "already exists" message does not reach stdout."""
+    import shutil
+
+    from pyserini_qpeft.rerank.pipeline import open_docstore
+    from pyserini_qpeft.search import BM25Config, bm25_search
+    from pyserini_qpeft.search.prebuilt import resolve_lucene_index
+    from pyserini_qpeft.types import Query
+
+    monkeypatch.setenv("PYSERINI_CACHE", str(tmp_path / "cache"))
+    folder = prebuilt_folder(tmp_path / "cache", "beir-v1.0.0-scifact.flat")
+    shutil.copytree(toy_index, folder)
+    queries = [Query("q1", "what causes lung cancer"), Query("q2", "does aspirin help the heart")]
+    by_name = bm25_search("beir-v1.0.0-scifact.flat", queries, BM25Config(hits=4), progress=False)
+    by_folder = bm25_search(toy_index, queries, BM25Config(hits=4), progress=False)
+    assert by_name.hits == by_folder.hits and by_name["q1"][0].docid == "d1"
+    assert resolve_lucene_index("beir-v1.0.0-scifact.flat") == folder
+    docs = open_docstore(index="beir-v1.0.0-scifact.contriever")  # a FAISS index: its texts are scifact.flat's
+    assert docs.get("d2").title == "Aspirin"
+    assert capsys.readouterr().out == ""
+    with pytest.raises(InputError, match="prebuilt learned-sparse \\(impact\\) indexes"):
+        resolve_lucene_index("beir-v1.0.0-scifact.splade-pp-ed")
+    with pytest.raises(InputError, match="not a Lucene index .* nor a Pyserini prebuilt index name"):
+        bm25_search("no-such-index", queries, progress=False)
+    assert resolve_lucene_index(toy_index) == toy_index  # folders are never looked up
