@@ -6,7 +6,8 @@ Conventions copied from trec_eval, because published BEIR numbers come from it:
   rank column of a run file plays no part.
 * ``-c``: the mean is over every query id in the qrels, including queries without any relevant document (they
   score 0) and queries missing from the run (they score 0). Run queries absent from the qrels are ignored.
-* A document is relevant when its judgment is >= 1. nDCG uses the judgment as gain (graded), discount
+* A document is relevant when its judgment is >= 1, or >= ``relevance_level`` (trec_eval ``-l``; TREC DL's
+  passage MAP and recall use ``-l 2``). nDCG ignores the level: it uses the judgment as gain (graded), discount
   ``log2(rank + 1)``, and the ideal ranking built from the qrels' positive judgments.
 
 Metric names are ``name@k`` (any k >= 1) or a bare name:
@@ -147,46 +148,50 @@ def _dcg(gains: Iterable[int]) -> float:
     return total
 
 
-def _score(metric: Metric, rels: list[int], judged: Mapping[str, int]) -> float:
-    """One query's value; ``rels`` holds the judgment of each ranked doc (-1 when unjudged)."""
+def _score(metric: Metric, rels: list[int], judged: Mapping[str, int], level: int = 1) -> float:
+    """One query's value; ``rels`` holds the judgment of each ranked doc (-1 when unjudged); a document is relevant
+    when its judgment is >= ``level`` (nDCG's graded gains ignore it, as trec_eval's do)."""
     k = metric.k
     top = rels[:k] if k else rels
-    num_rel = sum(1 for r in judged.values() if r >= 1)
+    num_rel = sum(1 for r in judged.values() if r >= level)
     if metric.kind == "ndcg":
         ideal = _dcg(sorted((r for r in judged.values() if r > 0), reverse=True)[:k] if k else
                      sorted((r for r in judged.values() if r > 0), reverse=True))
         return _dcg(top) / ideal if ideal > 0 else 0.0
     if metric.kind == "recall":
-        return sum(1 for r in top if r >= 1) / num_rel if num_rel else 0.0
+        return sum(1 for r in top if r >= level) / num_rel if num_rel else 0.0
     if metric.kind == "precision":
-        return sum(1 for r in top if r >= 1) / k
+        return sum(1 for r in top if r >= level) / k
     if metric.kind == "hit":
-        return 1.0 if any(r >= 1 for r in top) else 0.0
+        return 1.0 if any(r >= level for r in top) else 0.0
     if metric.kind == "mrr":
-        return next((1.0 / rank for rank, r in enumerate(top, start=1) if r >= 1), 0.0)
+        return next((1.0 / rank for rank, r in enumerate(top, start=1) if r >= level), 0.0)
     if metric.kind == "map":
         if not num_rel:
             return 0.0
         found, total = 0, 0.0
         for rank, r in enumerate(top, start=1):
-            if r >= 1:
+            if r >= level:
                 found += 1
                 total += found / rank
         return total / num_rel
     raise AssertionError(metric)  # parse_metric admits no other kind
 
 
-def evaluate_per_query(run: RunLike, qrels: Qrels, metrics: str | Iterable[str] = DEFAULT_METRICS
-                       ) -> dict[str, dict[str, float]]:
+def evaluate_per_query(run: RunLike, qrels: Qrels, metrics: str | Iterable[str] = DEFAULT_METRICS,
+                       relevance_level: int = 1) -> dict[str, dict[str, float]]:
     """qid -> metric name -> value for every query in ``qrels`` (0 for queries missing from the run).
 
     The mean of each column is :func:`evaluate`'s value. Run queries without judgments are left out.
+    ``relevance_level``: the lowest judgment that counts as relevant (trec_eval ``-l``; not used by nDCG).
 
     Raises:
         InputError: unknown metric, empty qrels, or a docid listed twice for one query.
     """
     names = _metric_list(metrics)
     parsed = [parse_metric(n) for n in names]
+    if relevance_level < 1:
+        raise InputError(f"relevance level must be >= 1, got {relevance_level}")
     if not qrels:
         raise InputError("qrels are empty: nothing to evaluate against")
     scored = _scored_docs(run)
@@ -201,19 +206,22 @@ def evaluate_per_query(run: RunLike, qrels: Qrels, metrics: str | Iterable[str] 
             dup = next(d for i, d in enumerate(ranked) if d in ranked[:i])
             raise InputError(f"docid {dup} appears twice in the run for query {qid}")
         rels = [judged.get(docid, -1) for docid in ranked]
-        result[qid] = {name: _score(m, rels, judged) for name, m in zip(names, parsed)}
+        result[qid] = {name: _score(m, rels, judged, relevance_level) for name, m in zip(names, parsed)}
     return result
 
 
-def evaluate(run: RunLike, qrels: Qrels, metrics: str | Iterable[str] = DEFAULT_METRICS) -> dict[str, float]:
-    """Metric name -> mean over all qrels queries, equal to ``trec_eval -c`` (see the module docstring).
+def evaluate(run: RunLike, qrels: Qrels, metrics: str | Iterable[str] = DEFAULT_METRICS,
+             relevance_level: int = 1) -> dict[str, float]:
+    """Metric name -> mean over all qrels queries, equal to ``trec_eval -c [-l relevance_level]`` (see the module
+    docstring).
 
     Args:
         run: a :class:`Run`, qid -> [Hit], or qid -> {docid: score} (BEIR ``results``).
-        qrels: qid -> docid -> relevance (graded; >= 1 is relevant).
+        qrels: qid -> docid -> relevance (graded; >= ``relevance_level`` is relevant).
         metrics: names like ``'ndcg@10'`` (a list, or one comma-separated string).
+        relevance_level: trec_eval's ``-l`` (TREC DL passage MAP / recall: 2); nDCG does not use it.
     """
-    return mean_metrics(evaluate_per_query(run, qrels, metrics), metrics)
+    return mean_metrics(evaluate_per_query(run, qrels, metrics, relevance_level), metrics)
 
 
 def mean_metrics(per_query: Mapping[str, Mapping[str, float]], metrics: str | Iterable[str],

@@ -318,8 +318,9 @@ def test_resolve_source_file_or_name(toy_beir, tmp_path, monkeypatch):
     by_name = resolve_source("beir-v1.0.0-toy-train", "qrels")
     assert by_name.file is None and by_name.split == "train" and by_name.dataset.path == toy_beir
     assert by_name.qrels_path() == toy_beir / "qrels" / "train.tsv" and by_name.where == "beir-v1.0.0-toy-train"
-    with pytest.raises(InputError, match=r"topics 'nope': no such file, and not a Pyserini BEIR name"):
-        resolve_source("nope", "topics")
+    with pytest.raises(InputError, match=r"topics 'nope.tsv': no such file, and not a Pyserini topics name: "
+                                         r"BEIR's 'beir-v1.0.0-<dataset>-<split>'"):
+        resolve_source("nope.tsv", "topics")  # a file name: Pyserini's other names (test_pyserini_names) not asked
     with pytest.raises(InputError, match="BEIR dataset 'absent' not found"):
         resolve_source("beir-v1.0.0-absent-test", "qrels")
 

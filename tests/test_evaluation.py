@@ -238,8 +238,13 @@ def test_equals_pyserini_trec_eval(tmp_path, monkeypatch):
     write_trec_qrels(qrels, qrels_file)
     Run.from_dict(run).write(run_file)
     metrics = list(DEFAULT_METRICS) + ["ndcg@3", "precision@5", "hit@1", "map@5", "mrr@3", "ndcg"]
-    ours = evaluate(Run.read(run_file), qrels, metrics)
-    ours_q = evaluate_per_query(Run.read(run_file), qrels, metrics)
+    for level in (1, 2):  # trec_eval -l 2: only judgments >= 2 are relevant (TREC DL passage MAP / recall)
+        _check_against_trec_eval(qrels, run_file, qrels_file, metrics, level, env)
+
+
+def _check_against_trec_eval(qrels, run_file, qrels_file, metrics, level, env):
+    ours = evaluate(Run.read(run_file), qrels, metrics, relevance_level=level)
+    ours_q = evaluate_per_query(Run.read(run_file), qrels, metrics, relevance_level=level)
 
     # trec_eval keeps the first -m of a measure, so cutoffs are merged; -M applies to a whole call
     calls: dict[tuple[str, ...], dict[str, list[str]]] = collections.defaultdict(lambda: collections.defaultdict(list))
@@ -249,7 +254,7 @@ def test_equals_pyserini_trec_eval(tmp_path, monkeypatch):
         calls[tuple(args[:-2])][base].append(cutoff)
     checked = 0
     for prefix, measures in calls.items():
-        args = ["-c", "-q", *prefix]
+        args = ["-c", "-q", "-l", str(level), *prefix]
         for base, cutoffs in measures.items():
             args += ["-m", base + ("." + ",".join(cutoffs) if any(cutoffs) else "")]
         theirs = _trec_eval(args + [str(qrels_file), str(run_file)], env)
@@ -257,9 +262,10 @@ def test_equals_pyserini_trec_eval(tmp_path, monkeypatch):
             if tuple(trec_eval_name(metric)[:-2]) != prefix:
                 continue
             label = trec_eval_measure(metric)
-            assert abs(ours[metric] - theirs[(label, "all")]) <= 5e-5 + 1e-12, (metric, ours[metric], theirs)
+            assert abs(ours[metric] - theirs[(label, "all")]) <= 5e-5 + 1e-12, (level, metric, ours[metric], theirs)
             for (name, qid), value in theirs.items():  # -q lists the queries present in the run
                 if name == label and qid != "all":
-                    assert abs(ours_q[qid][metric] - value) <= 5e-5 + 1e-12, (metric, qid, ours_q[qid][metric], value)
+                    assert abs(ours_q[qid][metric] - value) <= 5e-5 + 1e-12, (level, metric, qid, ours_q[qid][metric],
+                                                                                value)
                     checked += 1
     assert checked >= 4 * len(metrics)

@@ -15,6 +15,9 @@ from .options import sample_options
                    "so every mean and --compare-to's test) is then the average over them, the seed-averaged system.")
 @click.option("-m", "--metric", "metrics", multiple=True,
               help="ndcg@10, recall@100, recall@1000, mrr@10, map, hit@10, recall@10, precision@k ... (repeatable).")
+@click.option("-l", "--relevance-level", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Lowest judgment that counts as relevant, as trec_eval's -l (TREC DL passage: Pyserini reports MAP "
+                   "and recall with -l 2); nDCG uses the graded judgments whatever the level.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: metric -> value.")
 @click.option("--per-query", is_flag=True, help="Also print per-query values.")
 @click.option("--seen-qrels", default=None,
@@ -31,8 +34,8 @@ from .options import sample_options
                    "seeded). The queries are RUN's (with --only-run-queries) or the qrels' (else); a query missing from "
                    "this run scores 0 on its side. Repeatable as --run is: the baseline's seed average.")
 @sample_options
-def evaluate(qrels: str, run_paths: tuple[str, ...], metrics: tuple[str, ...], as_json: bool, per_query: bool,
-             seen_qrels: str | None, only_run_queries: bool, baseline_paths: tuple[str, ...],
+def evaluate(qrels: str, run_paths: tuple[str, ...], metrics: tuple[str, ...], relevance_level: int, as_json: bool,
+             per_query: bool, seen_qrels: str | None, only_run_queries: bool, baseline_paths: tuple[str, ...],
              sample_queries: int | None, sample_seed: int) -> None:
     """Evaluate RUN against QRELS (trec_eval -c semantics: judged queries missing from the run score 0); with
     --sample-queries, against the judged queries of that sample only (as `search --sample-queries` drew them).
@@ -57,7 +60,7 @@ def evaluate(qrels: str, run_paths: tuple[str, ...], metrics: tuple[str, ...], a
             raise InputError(f"none of {whose} {listed} queries is judged in {qrels}", ", ".join(run_paths))
     names = tuple(metrics) or DEFAULT_METRICS
     # once; the means of all queries and of each group come from it
-    every = average_per_query([evaluate_per_query(run, judged, names) for run in runs])
+    every = average_per_query([evaluate_per_query(run, judged, names, relevance_level) for run in runs])
     scores = mean_metrics(every, names)
     per = every if per_query else None
     groups = split_by_seen_documents(judged, load_qrels(seen_qrels)) if seen_qrels else {}
@@ -66,7 +69,8 @@ def evaluate(qrels: str, run_paths: tuple[str, ...], metrics: tuple[str, ...], a
     if baseline_paths:
         from ..evaluation import compare_per_query
 
-        base = average_per_query([evaluate_per_query(read_run(path), judged, names) for path in baseline_paths])
+        base = average_per_query([evaluate_per_query(read_run(path), judged, names, relevance_level)
+                                  for path in baseline_paths])
         compared = {name: compare_per_query(base, every, name) for name in names}
     if as_json:
         out = {name: round(value, 4) for name, value in scores.items()}
