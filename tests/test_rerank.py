@@ -263,3 +263,23 @@ def test_cli_rerank_writes_the_library_run(tiny_lm, tiny_lm_path, toy_beir, tmp_
                                  (["--reranker", "nope"], "'nope' is not one of 'identity'", 2)):
         bad = CliRunner().invoke(cli, args[:-1] + extra + ["--output", str(tmp_path / "bad.trec")])
         assert bad.exit_code == code and message in bad.output, bad.output
+
+
+def test_a_corpus_docstore_keeps_only_the_documents_the_rerank_reads(toy_beir, tmp_path):
+    """`rerank --corpus` on a big JSONL (MS MARCO: 8.8 M passages) holds the run's top-depth documents, not the file;
+    every line is still read, so a repeated docid is still refused, and an absent one names the corpus."""
+    import json
+
+    from pyserini_qpeft.rerank.pipeline import open_docstore, run_docids
+
+    run = Run({"q1": [Hit("d1", 3.0), Hit("d2", 2.0), Hit("d3", 1.0)], "q2": [Hit("d2", 2.0), Hit("d6", 1.0)]})
+    assert run_docids(run, 1) == {"d1", "d2"} and run_docids(run) == {"d1", "d2", "d3", "d6"}
+    docs = open_docstore(corpus=toy_beir, needed=run_docids(run, 1))
+    assert len(docs) == 2 and docs.get("d2").title == "Aspirin"
+    with pytest.raises(InputError, match=r"corpus.jsonl: unknown docid 'd3' \(not in the corpus\)"):
+        docs.get("d3")
+    assert len(open_docstore(corpus=toy_beir)) == len(TOY_CORPUS)
+    repeated = tmp_path / "repeated.jsonl"
+    repeated.write_text("".join(json.dumps(d) + "\n" for d in [*TOY_CORPUS, TOY_CORPUS[-1]]))
+    with pytest.raises(InputError, match="docid d6 appears twice"):
+        open_docstore(corpus=repeated, needed={"d1"})

@@ -44,7 +44,8 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_js
     if shard is not None and output_jsonl:
         raise click.UsageError("a shard writes no run: --output-jsonl belongs to the merge step")
     from ..rerank.base import DictDocStore
-    from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write, shard_state
+    from ..rerank.pipeline import (check_topics_cover_run, make_reranker, open_docstore, rerank_and_write, run_docids,
+                                   shard_state)
     from ..rerank.requests import read_requests, results_from_run, write_results
     from ..types import read_run
 
@@ -62,7 +63,9 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_js
         run = read_run(run_path)
         queries = load_topics(topics)
         check_topics_cover_run(queries, run)
-        docs = open_docstore(corpus=corpus, index=index_dir)
+        # a corpus file: only the documents the rerank reads (all hits' for --output-jsonl) stay in memory
+        docs = open_docstore(corpus=corpus, index=index_dir,
+                             needed=run_docids(run, None if output_jsonl else rerank_depth))
     model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
                                    rerank_batch_size, prompt)
     if engine == "ray":

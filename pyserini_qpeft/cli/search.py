@@ -57,11 +57,11 @@ def search(mode, index_dir, topics, output, sample_queries, sample_seed, hits, r
     if reranker == "identity":
         run.write(output, tag=run_tag or mode)
     else:
-        from ..rerank.pipeline import make_reranker, open_docstore, rerank_and_write
+        from ..rerank.pipeline import make_reranker, open_docstore, rerank_and_write, run_docids
 
         if mode == "dense" and not corpus:
             raise InputError("dense search + reranker needs --corpus for document text")
-        docs = open_docstore(corpus=corpus, index=index_dir)
+        docs = open_docstore(corpus=corpus, index=index_dir, needed=run_docids(run, rerank_depth))
         model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
                                        rerank_batch_size, prompt)
         rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,

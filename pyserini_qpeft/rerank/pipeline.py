@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 from ..errors import InputError
 from ..types import Query, Run
@@ -15,13 +15,28 @@ from .registry import build_reranker
 logger = logging.getLogger(__name__)
 
 
-def open_docstore(corpus: str | os.PathLike | None = None, index: str | os.PathLike | None = None) -> DocStore:
-    """Document text for reranking: a corpus file/dataset (preferred) or a Lucene index's stored raw JSON (a folder
-    or a Pyserini prebuilt index name)."""
-    if corpus:
-        from ..data import open_corpus
+def run_docids(run: Run, depth: int | None = None) -> set[str]:
+    """The docids of every query's top ``depth`` hits (all hits when None): the documents a rerank reads."""
+    return {hit.docid for qid in run.qids() for hit in run[qid][:depth]}
 
-        return DictDocStore(open_corpus(corpus))
+
+def open_docstore(corpus: str | os.PathLike | None = None, index: str | os.PathLike | None = None,
+                  needed: Collection[str] | None = None) -> DocStore:
+    """Document text for reranking: a corpus file/dataset (preferred) or a Lucene index's stored raw JSON (a folder
+    or a Pyserini prebuilt index name).
+
+    ``needed``: with a corpus, only these documents are kept in memory (:func:`run_docids` of the run to rerank: a
+    few thousand of MS MARCO's 8.8 M passages); the whole file is still read, so a repeated docid is still refused.
+    """
+    if corpus:
+        from ..data import iter_documents, unique_documents
+
+        source, docs = iter_documents(corpus)
+        docs = unique_documents(docs, source)
+        if needed is not None:
+            needed = set(needed)
+            docs = (doc for doc in docs if doc.docid in needed)
+        return DictDocStore({doc.docid: doc for doc in docs}, str(source))
     if index:
         from ..search import LuceneDocStore, is_lucene_index
         from ..search.prebuilt import resolve_lucene_index

@@ -204,14 +204,15 @@ def write_run_as(run, path: str | Path, output_format: str, args: argparse.Names
 def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Path, work: Path) -> None:
     """Rerank the first stage; the result goes to ``--output`` in ``--output-format`` (resumable through
     ``<output>.partial`` as every rerank)."""
-    from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write
+    from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write, run_docids
     from ..data import load_topics
     from ..types import read_run
 
     queries = load_topics(_local_topics(args.topics, work))
     first = read_run(first_stage)
     check_topics_cover_run(queries, first)
-    docs = open_docstore(corpus=ours.corpus, index=None if ours.corpus else args.index)
+    docs = open_docstore(corpus=ours.corpus, index=None if ours.corpus else args.index,
+                         needed=run_docids(first, ours.rerank_depth))
     reranker = make_reranker(ours.reranker, ours.reranker_checkpoint, ours.reranker_model, ours.reranker_device,
                              ours.reranker_dtype, ours.max_passage_tokens, prompt=ours.prompt)
     output = Path(args.output)
