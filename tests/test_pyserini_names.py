@@ -138,3 +138,24 @@ def test_prebuilt_index_names_search_and_give_document_text(toy_index, tmp_path,
     with pytest.raises(InputError, match="not a Lucene index .* nor a Pyserini prebuilt index name"):
         bm25_search("no-such-index", queries, progress=False)
     assert resolve_lucene_index(toy_index) == toy_index  # folders are never looked up
+
+
+def test_trec_format_topic_files_are_read_by_anserinis_reader(tmp_path):
+    """Robust04-style topics (``<top>`` blocks, named .txt as Anserini names them) give each title as the query,
+    as Pyserini's searchers use them; until 2026-12-06 they failed as a TSV file without tabs."""
+    from pyserini_qpeft.data import load_topics
+
+    path = tmp_path / "topics.robust04.txt"
+    path.write_text("<top>\n<num> Number: 302\n<title> Poliomyelitis and Post-Polio\n\n<desc> Description:\nIs the "
+                    "disease of Poliomyelitis (polio) under control in the world?\n\n<narr> Narrative:\nRelevant "
+                    "documents should contain data or outbreaks.\n</top>\n\n<top>\n<num> Number: 301\n<title> "
+                    "International Organized Crime\n\n<desc> Description:\nIdentify organizations that participate "
+                    "in international criminal activity.\n\n<narr> Narrative:\nA relevant document must name them."
+                    "\n</top>\n")
+    topics = load_topics(path)
+    assert [(q.qid, q.text) for q in topics] == [("301", "International Organized Crime"),
+                                                 ("302", "Poliomyelitis and Post-Polio")]
+    empty = tmp_path / "empty.trec"
+    empty.write_text("<top>\n</top>\n")
+    with pytest.raises(InputError, match=r"empty.trec: .*TrecTopicReader could not read it .*<top> <num> Number"):
+        load_topics(empty)

@@ -22,6 +22,8 @@ from ..types import Query
 from .beir import BeirDataset, find_dataset
 from .car import is_car_outlines, read_car_outlines
 from .formats import is_trec_qrels, read_qrels_file, read_queries_jsonl, read_topics_tsv, write_trec_qrels
+from .pyserini_names import (EXAMPLES, is_name, is_trec_topics, load_pyserini_topics, pyserini_qrels_file,
+                             read_trec_topics)
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +68,6 @@ class Source:
         if self.file is not None:
             return self.file
         if self.pyserini:
-            from .pyserini_names import pyserini_qrels_file
-
             return pyserini_qrels_file(self.spec)
         return self.dataset.qrels_path(self.split)
 
@@ -84,8 +84,6 @@ def resolve_source(spec: str | os.PathLike, what: str, download: bool = False) -
     Raises:
         InputError: neither an existing file nor a Pyserini name, or the named dataset cannot be found.
     """
-    from .pyserini_names import EXAMPLES, is_name
-
     text = os.fspath(spec)
     path = Path(text).expanduser()
     if path.is_file():
@@ -102,11 +100,12 @@ def resolve_source(spec: str | os.PathLike, what: str, download: bool = False) -
 
 
 def load_topics(spec: str | os.PathLike, download: bool = False) -> list[Query]:
-    """Queries from a Pyserini BEIR name or a file.
+    """Queries from a Pyserini name or a file.
 
     Args:
-        spec: ``beir-v1.0.0-<dataset>-<split>`` (resolved on the data search path), or a file: ``.tsv``
-            (``qid<TAB>text``), BEIR ``queries.jsonl``, or a TREC CAR outlines ``.cbor``.
+        spec: ``beir-v1.0.0-<dataset>-<split>`` (resolved on the data search path), another Pyserini topics name
+            (``dl19-passage``), or a file: ``.tsv`` (``qid<TAB>text``), BEIR ``queries.jsonl``, a TREC-format
+            topics file (``<top>`` blocks; the title is the query), or a TREC CAR outlines ``.cbor``.
         download: allow downloading the BEIR dataset a Pyserini name refers to.
 
     Raises:
@@ -115,8 +114,6 @@ def load_topics(spec: str | os.PathLike, download: bool = False) -> list[Query]:
     source = resolve_source(spec, "topics", download)
     path = source.file
     if source.pyserini:
-        from .pyserini_names import load_pyserini_topics
-
         topics = load_pyserini_topics(source.spec)
     elif path is None:
         topics = source.dataset.topics(source.split)
@@ -124,6 +121,8 @@ def load_topics(spec: str | os.PathLike, download: bool = False) -> list[Query]:
         topics = read_car_outlines(path)
     elif path.name.lower().endswith((".jsonl", ".jsonl.gz", ".json")):
         topics = [Query(q, t) for q, t in read_queries_jsonl(path).items()]
+    elif is_trec_topics(path):
+        topics = read_trec_topics(path)
     else:
         topics = read_topics_tsv(path)
     if not topics:

@@ -1,5 +1,5 @@
 """Pyserini's topic and qrels names beyond BEIR (``dl19-passage``, ``msmarco-passage-dev-subset``, ``robust04``, ...),
-read as Pyserini reads them.
+and TREC-format topic files, read as Pyserini reads them (through Anserini's topic readers).
 
 Pyserini maps each name to an Anserini resource; Anserini reads ``~/.cache/pyserini/topics-and-qrels/<file>`` and
 downloads the file from ``castorini/anserini-tools`` the first time (so the first use needs the network, later ones
@@ -71,16 +71,52 @@ def load_pyserini_topics(name: str) -> list[Query]:
         raise InputError(f"topics {name!r}: not a Pyserini topics name (e.g. {EXAMPLES})")
     from pyserini.search import get_topics
 
-    topics = _fetch("topics", name, lambda: get_topics(name))
+    return _queries(_fetch("topics", name, lambda: get_topics(name)), name)
+
+
+def _queries(topics: dict, where: str) -> list[Query]:
+    """Pyserini's ``{qid: {field: text}}`` as queries: each topic's ``title``, numeric order when every id is one."""
     out = []
     for qid in sorted(topics) if all(isinstance(q, int) for q in topics) else list(topics):
         fields = topics[qid]
         text = fields.get(TOPIC_FIELD)
         if text is None:
-            raise InputError(f"topic {qid} of {name!r} has no {TOPIC_FIELD!r} field (it has "
-                             f"{', '.join(sorted(fields)) or 'none'}); pass a topics file instead", name)
-        out.append(Query(str(qid), str(text)))
+            raise InputError(f"topic {qid} has no {TOPIC_FIELD!r} field (it has {', '.join(sorted(fields)) or 'none'});"
+                             " pass a TSV topics file instead", where)
+        out.append(Query(str(qid), str(text).strip()))
     return out
+
+
+def is_trec_topics(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a TREC-format topics file (``<top> <num> ... <title> ...``, e.g. Robust04's, whatever its
+    extension): its first non-blank line starts with ``<top>``."""
+    from ..textio import first_line
+
+    return first_line(path).lstrip().lower().startswith("<top>")
+
+
+def read_trec_topics(path: str | os.PathLike) -> list[Query]:
+    """Topics of a TREC-format file, read by Anserini's ``TrecTopicReader`` as Pyserini reads ``.trec`` topics
+    (each topic's title is the query). Starts the JVM."""
+    from ..jvm import start_jvm
+
+    start_jvm()
+    from pyserini.search import get_topics_with_reader
+
+    from jnius import JavaException
+
+    from ..jvm import java_message
+
+    where = str(path)
+    expected = "a TREC topics file holds <top> <num> Number: N <title> TEXT ... </top> blocks"
+    try:
+        topics = get_topics_with_reader("io.anserini.search.topicreader.TrecTopicReader", where)
+    except (JavaException, ValueError) as exc:
+        raise InputError(f"Anserini's TrecTopicReader could not read it ({java_message(exc)}); {expected}",
+                         where) from None
+    if not topics:
+        raise InputError(f"no topics found; {expected}", where)
+    return _queries(topics, where)
 
 
 def pyserini_qrels_file(name: str) -> Path:
