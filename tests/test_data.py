@@ -343,6 +343,17 @@ def test_one_corpus_opener(toy_beir, tmp_path, monkeypatch):
     dup.write_text('{"id": "a", "contents": "x"}\n{"id": "a", "contents": "y"}\n')
     with pytest.raises(InputError, match="docid a appears twice"):
         open_corpus(dup)
+    # MS MARCO's collection.tsv shape: docid<TAB>text (a tab inside the text stays text), gzipped too
+    tsv = tmp_path / "collection.tsv"
+    tsv.write_text("0\tThe presence of communication\tamid scientific minds\n\n7\tManhattan Project\r\n")
+    assert [(d.docid, d.title, d.text) for d in open_corpus(tsv).values()] == [
+        ("0", "", "The presence of communication\tamid scientific minds"), ("7", "", "Manhattan Project")]
+    (tmp_path / "collection.tsv.gz").write_bytes(gzip.compress(tsv.read_bytes()))
+    assert open_corpus(tmp_path / "collection.tsv.gz") == open_corpus(tsv)
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("0\tfine\nno tab here\n")
+    with pytest.raises(InputError, match=r"bad.tsv:2: expected 'docid<TAB>text'"):
+        open_corpus(bad)
 
 
 def test_every_old_name_is_still_exported():

@@ -14,7 +14,8 @@ from .options import OutputPath, quiet_option, scale_out_options, scale_out_shar
               help="minilm[:PATH] | frozen-lm[:LAYER] | lmort:CHECKPOINT[,CHECKPOINT...] (several: a seed "
               "ensemble over one LM pass, the mean of their inner products)")
 @click.option("--dataset", help="BEIR dataset name (on $PYSERINI_QPEFT_DATA) or folder.")
-@click.option("--corpus", "corpus_path", type=click.Path(exists=True), help="BEIR/Pyserini JSONL or TREC CAR paragraph CBOR.")
+@click.option("--corpus", "corpus_path", type=click.Path(exists=True),
+              help="BEIR/Pyserini JSONL, docid<TAB>text TSV (MS MARCO's collection.tsv) or TREC CAR paragraph CBOR.")
 @click.option("--output", required=True, type=OutputPath(file_okay=False), help="Index folder (written atomically).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--max-length", type=click.IntRange(min=4), default=None,

@@ -14,7 +14,8 @@ def default_index_dir(name: str) -> Path:
 
 @click.command("index")
 @click.option("--dataset", help="BEIR dataset name (found on $PYSERINI_QPEFT_DATA) or folder.")
-@click.option("--corpus", "corpus_path", type=click.Path(exists=True), help="BEIR/Pyserini JSONL or TREC CAR paragraph CBOR.")
+@click.option("--corpus", "corpus_path", type=click.Path(exists=True),
+              help="BEIR/Pyserini JSONL, docid<TAB>text TSV (MS MARCO's collection.tsv) or TREC CAR paragraph CBOR.")
 @click.option("--index", "index_dir", type=OutputPath(file_okay=False), help="Output folder (default indexes/lucene-beir-<name>-flat).")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--force", is_flag=True, help="Rebuild even if the index exists.")

@@ -1,8 +1,8 @@
 """Documents and the one corpus opener.
 
 :func:`iter_documents` / :func:`open_corpus` accept every corpus the package reads: a BEIR folder or dataset
-name (found on the data search path), a BEIR or Pyserini JSONL file (``.gz`` too), or a TREC CAR paragraph
-``.cbor`` file. :func:`corpus_dict` is the one duplicate-docid policy.
+name (found on the data search path), a BEIR or Pyserini JSONL file (``.gz`` too), a ``docid<TAB>text`` TSV file
+(MS MARCO's ``collection.tsv``), or a TREC CAR paragraph ``.cbor`` file. :func:`corpus_dict` is the one duplicate-docid policy.
 """
 from __future__ import annotations
 
@@ -52,6 +52,34 @@ def _corpus_records(path: Path) -> Iterator[Document]:
         yield Document(docid, str(title), str(text))
 
 
+def read_corpus_tsv(path: str | os.PathLike) -> Iterator[Document]:
+    """Documents of a ``docid<TAB>text`` file, as MS MARCO's passage ``collection.tsv`` is (``.gz`` too); blank
+    lines are skipped, a line without a tab or with an empty docid is an InputError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", str(path))
+    return _tsv_records(path)
+
+
+def _tsv_records(path: Path) -> Iterator[Document]:
+    from ..textio import iter_lines
+
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        docid, tab, text = line.partition("\t")
+        if not tab:
+            raise InputError("expected 'docid<TAB>text' (a TSV corpus), found no tab", str(path), lineno)
+        if not docid.strip():
+            raise InputError("empty docid", str(path), lineno)
+        yield Document(docid.strip(), "", text)
+
+
+def is_tsv_corpus(path: Path) -> bool:
+    """Whether ``path`` is named as a TSV corpus (``.tsv`` / ``.tsv.gz``)."""
+    return path.name.lower().endswith((".tsv", ".tsv.gz"))
+
+
 def unique_documents(docs: Iterable[Document], source: str | os.PathLike) -> Iterator[Document]:
     """``docs`` unchanged, but a docid seen twice is an :class:`InputError` naming ``source`` and both positions.
 
@@ -79,14 +107,17 @@ def corpus_dict(docs: Iterable[Document], source: str | os.PathLike, progress: b
 
 def iter_documents(spec: str | os.PathLike) -> tuple[Path, Iterator[Document]]:
     """The one corpus opener: ``(source path, document stream)`` for a BEIR folder or dataset name (on the
-    search path), a BEIR/Pyserini JSONL file (``.gz`` too), or a TREC CAR paragraph ``.cbor`` file."""
+    search path), a BEIR/Pyserini JSONL file (``.gz`` too), a ``docid<TAB>text`` ``.tsv`` file (MS MARCO's
+    ``collection.tsv``; ``.gz`` too), or a TREC CAR paragraph ``.cbor`` file."""
     # beir and car build on Document and the readers above, so they are imported here, not at the top.
     from .beir import BeirDataset, find_dataset
     from .car import read_car_paragraphs
 
     path = Path(spec)
     if path.is_file():
-        return path, (read_car_paragraphs(path) if path.suffix == ".cbor" else read_corpus_jsonl(path))
+        if path.suffix == ".cbor":
+            return path, read_car_paragraphs(path)
+        return path, (read_corpus_tsv(path) if is_tsv_corpus(path) else read_corpus_jsonl(path))
     dataset = BeirDataset(path if path.is_dir() else find_dataset(spec))
     return dataset.corpus_path, dataset.iter_corpus()
 

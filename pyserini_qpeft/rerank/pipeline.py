@@ -44,7 +44,7 @@ def open_docstore(corpus: str | os.PathLike | None = None, index: str | os.PathL
         path = resolve_lucene_index(index, for_text=True)  # a folder, or a Pyserini prebuilt index name
         if is_lucene_index(path):
             return LuceneDocStore(path)
-        raise InputError("no document text: this index stores none; pass --corpus (JSONL, CBOR or dataset)", index)
+        raise InputError("no document text: this index stores none; pass --corpus (JSONL, TSV, CBOR or dataset)", index)
     raise InputError("reranking needs document text: pass --corpus or a Lucene --index")
 
 

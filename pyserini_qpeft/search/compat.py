@@ -31,7 +31,8 @@ def add_reranker_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pyserini_qpeft reranking")
     add_argparse_flags(group, [shared["--reranker"], shared["--reranker-checkpoint"], shared["--rerank-depth"],
                                shared["--interpolate"]])
-    group.add_argument("--corpus", default=None, help="Document text (JSONL/CBOR/BEIR dataset); default: the index's raw text.")
+    group.add_argument("--corpus", default=None,
+                       help="Document text (JSONL/TSV/CBOR/BEIR dataset); default: the index's raw text.")
     add_argparse_flags(group, [*lm_flags("reranker-"), shared["--max-passage-tokens"], shared["--prompt"]])
 
 
