@@ -35,10 +35,11 @@ def _mapping(what: str) -> dict:
     start_jvm()
     try:
         from pyserini.search import _base
-    except Exception as exc:  # e.g. a Pyserini release that fetches lists from the network at import time
+
+        return getattr(_base, "topics_mapping" if what == "topics" else "qrels_mapping")
+    except Exception as exc:  # a Pyserini release that fetches lists at import time, or keeps them elsewhere
         raise InputError(f"Pyserini {what} names (e.g. {EXAMPLES}) need Pyserini's name table, which could not be "
                          f"loaded ({type(exc).__name__}: {exc}); pass a file instead") from None
-    return _base.topics_mapping if what == "topics" else _base.qrels_mapping
 
 
 def is_name(spec: str, what: str) -> bool:
