@@ -2,7 +2,8 @@
 
 :func:`iter_documents` / :func:`open_corpus` accept every corpus the package reads: a BEIR folder or dataset
 name (found on the data search path), a BEIR or Pyserini JSONL file (``.gz`` too), a ``docid<TAB>text`` TSV file
-(MS MARCO's ``collection.tsv``), or a TREC CAR paragraph ``.cbor`` file. :func:`corpus_dict` is the one duplicate-docid policy.
+(MS MARCO's ``collection.tsv``), or a TREC CAR paragraph ``.cbor`` file. :func:`corpus_dict` is the one
+duplicate-docid policy.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Collection, Iterable, Iterator
 
 from ..errors import InputError
 from .formats import iter_jsonl, record_id
@@ -96,13 +97,18 @@ def unique_documents(docs: Iterable[Document], source: str | os.PathLike) -> Ite
 
 
 def corpus_dict(docs: Iterable[Document], source: str | os.PathLike, progress: bool = False,
-                desc: str = "corpus") -> dict[str, Document]:
-    """docid -> Document from a stream, duplicates refused (:func:`unique_documents`)."""
+                desc: str = "corpus", keep: Collection[str] | None = None) -> dict[str, Document]:
+    """docid -> Document from a stream, duplicates refused (:func:`unique_documents`); with ``keep``, only those
+    docids are held (every document is still read, so a duplicate anywhere is still refused)."""
     if progress:
         from tqdm.auto import tqdm
 
         docs = tqdm(docs, desc=desc, unit="doc")
-    return {doc.docid: doc for doc in unique_documents(docs, source)}
+    docs = unique_documents(docs, source)
+    if keep is not None:
+        keep = set(keep)
+        docs = (doc for doc in docs if doc.docid in keep)
+    return {doc.docid: doc for doc in docs}
 
 
 def iter_documents(spec: str | os.PathLike) -> tuple[Path, Iterator[Document]]:
@@ -122,7 +128,9 @@ def iter_documents(spec: str | os.PathLike) -> tuple[Path, Iterator[Document]]:
     return dataset.corpus_path, dataset.iter_corpus()
 
 
-def open_corpus(spec: str | os.PathLike, progress: bool = False) -> dict[str, Document]:
-    """docid -> Document for any corpus :func:`iter_documents` accepts; duplicate docids are refused."""
+def open_corpus(spec: str | os.PathLike, progress: bool = False,
+                keep: Collection[str] | None = None) -> dict[str, Document]:
+    """docid -> Document for any corpus :func:`iter_documents` accepts (only ``keep``'s when given); duplicate
+    docids are refused."""
     source, docs = iter_documents(spec)
-    return corpus_dict(docs, source, progress)
+    return corpus_dict(docs, source, progress, keep=keep)

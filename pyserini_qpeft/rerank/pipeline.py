@@ -29,14 +29,10 @@ def open_docstore(corpus: str | os.PathLike | None = None, index: str | os.PathL
     few thousand of MS MARCO's 8.8 M passages); the whole file is still read, so a repeated docid is still refused.
     """
     if corpus:
-        from ..data import iter_documents, unique_documents
+        from ..data import corpus_dict, iter_documents
 
         source, docs = iter_documents(corpus)
-        docs = unique_documents(docs, source)
-        if needed is not None:
-            needed = set(needed)
-            docs = (doc for doc in docs if doc.docid in needed)
-        return DictDocStore({doc.docid: doc for doc in docs}, str(source))
+        return DictDocStore(corpus_dict(docs, source, keep=needed), str(source))
     if index:
         from ..search import LuceneDocStore, is_lucene_index
         from ..search.prebuilt import resolve_lucene_index
@@ -44,7 +40,8 @@ def open_docstore(corpus: str | os.PathLike | None = None, index: str | os.PathL
         path = resolve_lucene_index(index, for_text=True)  # a folder, or a Pyserini prebuilt index name
         if is_lucene_index(path):
             return LuceneDocStore(path)
-        raise InputError("no document text: this index stores none; pass --corpus (JSONL, TSV, CBOR or dataset)", index)
+        raise InputError("no document text: this index stores none; pass --corpus (JSONL, TSV, CBOR or dataset)",
+                         index)
     raise InputError("reranking needs document text: pass --corpus or a Lucene --index")
 
 
