@@ -119,8 +119,13 @@ def write_run(run: Run, path: str | os.PathLike, tag: str | None = None, depth: 
             out.writelines(format_run_lines(qid, hits[:depth] if depth else hits, tag))
 
 
+MSMARCO_TAG = "msmarco"
+
+
 def read_run(path: str | os.PathLike) -> Run:
-    """Read a TREC run file (6 whitespace-separated columns). Errors name file and line."""
+    """Read a TREC run file (6 whitespace-separated columns), or an MS MARCO run (``qid<TAB>docid<TAB>rank``, as
+    Pyserini's ``--output-format msmarco`` writes it; score = -rank, tag ``msmarco``), told apart by the first line.
+    Errors name file and line."""
     from .textio import iter_lines
 
     path = Path(path)
@@ -129,18 +134,31 @@ def read_run(path: str | os.PathLike) -> Run:
     hits: dict[str, list[Hit]] = {}
     seen: set[tuple[str, str]] = set()
     tag = None
+    msmarco = None  # decided by the first line
     for lineno, line in iter_lines(path):
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 6:
-            raise InputError(f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}", str(path), lineno)
-        qid, _, docid, rank, score, tag = parts
+        if msmarco is None:
+            msmarco = len(parts) == 3 and line.count("\t") == 2
+        if msmarco:
+            if len(parts) != 3 or line.count("\t") != 2:
+                raise InputError(f"expected MS MARCO's 3 tab-separated columns 'qid docid rank' (as line 1), got "
+                                 f"{len(parts)}", str(path), lineno)
+            (qid, docid, rank), tag = parts, MSMARCO_TAG
+            score = f"-{rank}"
+        elif len(parts) != 6:
+            raise InputError(f"expected 6 columns 'qid Q0 docid rank score tag' (or MS MARCO's 'qid<TAB>docid<TAB>"
+                             f"rank' throughout), got {len(parts)}", str(path), lineno)
+        else:
+            qid, _, docid, rank, score, tag = parts
         try:
             value = float(score)
-            int(rank)
+            position = int(rank)
         except ValueError:
             raise InputError(f"non-numeric rank or score: {rank!r} {score!r}", str(path), lineno) from None
+        if msmarco and position < 1:
+            raise InputError(f"rank {position} (an MS MARCO run ranks from 1)", str(path), lineno)
         if math.isnan(value):
             raise InputError("score is NaN", str(path), lineno)
         if (qid, docid) in seen:

@@ -38,6 +38,28 @@ def test_malformed_run_lines_name_file_and_line(tmp_path, line, needle):
     assert err.value.exit_code == 3
 
 
+def test_msmarco_runs_read_by_rank(tmp_path):
+    """Pyserini's --output-format msmarco (qid<TAB>docid<TAB>rank) reads as a run ranked by rank; a TREC line in it,
+    or an MS MARCO line in a TREC run, names file and line."""
+    path = tmp_path / "run.msmarco.tsv"
+    path.write_text("1048585\t7187158\t1\n1048585\t7187157\t2\n2\t9\t2\n2\t8\t1\n")
+    run = read_run(path)
+    assert [h.docid for h in run["1048585"]] == ["7187158", "7187157"] and [h.docid for h in run["2"]] == ["8", "9"]
+    assert run.tag == "msmarco" and run["2"][0].score == -1.0
+    mixed = tmp_path / "mixed.tsv"
+    mixed.write_text("1\t7\t1\n1 Q0 8 2 1.0 t\n")
+    with pytest.raises(InputError, match=r"mixed.tsv:2: expected MS MARCO's 3 tab-separated columns"):
+        read_run(mixed)
+    trec = tmp_path / "trec.txt"
+    trec.write_text("1 Q0 7 1 2.0 t\n1\t8\t2\n")
+    with pytest.raises(InputError, match=r"trec.txt:2: expected 6 columns"):
+        read_run(trec)
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("1\t7\t0\n")
+    with pytest.raises(InputError, match=r"bad.tsv:1: rank 0 \(an MS MARCO run ranks from 1\)"):
+        read_run(bad)
+
+
 def test_duplicate_docid_and_empty_and_missing(tmp_path):
     dup = tmp_path / "dup.trec"
     dup.write_text("q Q0 d 1 2.0 t\nq Q0 d 2 1.0 t\n")
