@@ -130,11 +130,14 @@ def test_prebuilt_index_names_search_and_give_document_text(toy_index, tmp_path,
     by_folder = bm25_search(toy_index, queries, BM25Config(hits=4), progress=False)
     assert by_name.hits == by_folder.hits and by_name["q1"][0].docid == "d1"
     assert resolve_lucene_index("beir-v1.0.0-scifact.flat") == folder
-    docs = open_docstore(index="beir-v1.0.0-scifact.contriever")  # a FAISS index: its texts are scifact.flat's
-    assert docs.get("d2").title == "Aspirin"
+    for other in ("beir-v1.0.0-scifact.contriever", "beir-v1.0.0-scifact.splade-pp-ed"):  # FAISS, impact
+        docs = open_docstore(index=other)  # their texts are scifact.flat's
+        assert docs.get("d2").title == "Aspirin"
     assert capsys.readouterr().out == ""
     with pytest.raises(InputError, match="prebuilt learned-sparse \\(impact\\) indexes"):
         resolve_lucene_index("beir-v1.0.0-scifact.splade-pp-ed")
+    with pytest.raises(InputError, match="two fields.*use beir-v1.0.0-scifact.flat"):
+        bm25_search("beir-v1.0.0-scifact.multifield", queries, progress=False)
     with pytest.raises(InputError, match="not a Lucene index .* nor a Pyserini prebuilt index name"):
         bm25_search("no-such-index", queries, progress=False)
     assert resolve_lucene_index(toy_index) == toy_index  # folders are never looked up

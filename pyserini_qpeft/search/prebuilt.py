@@ -2,9 +2,10 @@
 
 An ``--index`` that is not a folder but one of Pyserini's prebuilt inverted-index names is fetched exactly as
 Pyserini fetches it (``pyserini.util.download_prebuilt_index``): downloaded and unpacked once into
-``$PYSERINI_CACHE/indexes/<file>.<md5>`` (default ``~/.cache/pyserini``), found there afterwards. Only inverted
-(BM25) indexes are searched here; for document text a prebuilt FAISS index's name stands for the Lucene index that
-Pyserini lists as holding its texts. Pyserini's download messages go to standard error (stdout carries results).
+``$PYSERINI_CACHE/indexes/<file>.<md5>`` (default ``~/.cache/pyserini``), found there afterwards. Only single-field
+inverted (BM25) indexes are searched here; for document text any prebuilt name stands for the Lucene index that
+Pyserini lists as holding its texts (a FAISS or impact index's corpus index, the full index behind a ``-slim``
+one). Pyserini's download messages go to standard error (stdout carries results).
 """
 from __future__ import annotations
 
@@ -37,33 +38,51 @@ def _looks_like_path(spec: str) -> bool:
     return os.sep in spec or "/" in spec or spec.startswith(("~", "."))
 
 
+def _entry(info, name: str) -> tuple[str, dict] | None:
+    """(table, entry) of Pyserini's prebuilt index ``name`` in any of its tables, else None."""
+    for table in ("TF_INDEX_INFO", *OTHER_KINDS):
+        entry = getattr(info, table, {}).get(name)
+        if entry is not None:
+            return table, entry
+    return None
+
+
 def resolve_lucene_index(spec: str | os.PathLike, for_text: bool = False) -> Path:
     """The Lucene index folder ``spec`` stands for: ``spec`` itself when it exists (or looks like a path), else
     Pyserini's prebuilt inverted index of that name, downloaded on first use.
 
     Args:
         spec: an index folder or a Pyserini prebuilt index name.
-        for_text: the index is wanted for its stored document text: a prebuilt FAISS name then means the Lucene
-            index Pyserini lists as its texts (``"texts"`` in its entry).
+        for_text: the index is wanted for its stored document text: a prebuilt name then means the Lucene index
+            Pyserini lists as holding its texts (``"texts"`` in its entry: a FAISS, HNSW or impact index's corpus
+            index, the full index behind a ``-slim`` one).
 
     Raises:
-        InputError: a prebuilt name of another kind (impact, HNSW, FAISS without texts), or a failed download.
+        InputError: a prebuilt name of another kind (impact, HNSW, FAISS without texts) or a multi-field index
+            (searched here as one field, it would score differently from Pyserini), or a failed download.
     """
     text = os.fspath(spec)
     path = Path(text).expanduser()
     if path.exists() or _looks_like_path(text):
         return path
     info = _info()
-    name = text
-    if for_text and text in info.FAISS_INDEX_INFO and info.FAISS_INDEX_INFO[text].get("texts"):
-        name = info.FAISS_INDEX_INFO[text]["texts"]
-    if name not in info.TF_INDEX_INFO:
-        for table, kind in OTHER_KINDS.items():
-            if name in getattr(info, table, {}):
-                raise InputError(f"{name!r} is one of Pyserini's prebuilt {kind} indexes; this command needs a BM25 "
-                                 "(inverted) index: search it with Pyserini's own `python -m pyserini_qpeft.search "
-                                 "lucene|faiss` flags instead, or give a folder")
+    found = _entry(info, text)
+    if found is None:
         return path  # neither a folder nor a name: the caller says "not a Lucene index"
+    name = text
+    if for_text and found[1].get("texts"):
+        name = found[1]["texts"]
+        found = _entry(info, name) or found
+    table = found[0]
+    if table != "TF_INDEX_INFO":
+        raise InputError(f"{name!r} is one of Pyserini's prebuilt {OTHER_KINDS[table]} indexes; this command needs a "
+                         "BM25 (inverted) index: search it with Pyserini's own `python -m pyserini_qpeft.search "
+                         "lucene|faiss` flags instead, or give a folder" + ("" if not for_text else
+                                                                           ", or pass --corpus for the text"))
+    if name.endswith(".multifield") and not for_text:
+        raise InputError(f"{name!r} indexes title and text as two fields, which Pyserini searches with --fields; this "
+                         f"BM25 searches one: use {name[:-len('.multifield')]}.flat, or `python -m "
+                         "pyserini_qpeft.search lucene --fields contents=1.0 title=1.0`")
     from pyserini.util import download_prebuilt_index
 
     try:
