@@ -3,6 +3,7 @@ indexes (``beir-v1.0.0-scifact.flat``) through Pyserini's. Nothing here touches 
 Anserini's cache is redirected with ``-Duser.home`` in a child process, Pyserini's with ``$PYSERINI_CACHE``."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -20,6 +21,9 @@ pytestmark = pytest.mark.jvm
 # Fake copies of two files Anserini would download: ids out of numeric order, a query id that is not in the qrels
 DL19_TOPICS = "1048585\tlung cancer smoking\n156493\taspirin heart\n19335\tmitosis cells\n"
 DL19_QRELS = "156493 0 d2 3\n156493 0 d5 1\n1048585 0 d1 2\n1048585 0 d6 0\n"
+# Anserini's copies of BEIR SciFact's test topics and qrels (two queries), for a machine without the BEIR dataset
+SCIFACT_TOPICS = "1\twhat causes lung cancer\n13\tdoes aspirin help the heart\n"
+SCIFACT_QRELS = "1 0 d1 1\n13 0 d2 1\n"
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +40,12 @@ def anserini_home(tmp_path: Path) -> dict:
     cache.mkdir(parents=True)
     (cache / "topics.dl19-passage.txt").write_text(DL19_TOPICS)
     (cache / "qrels.dl19-passage.txt").write_text(DL19_QRELS)
+    (cache / "topics.beir-v1.0.0-scifact.test.tsv.gz").write_bytes(gzip.compress(SCIFACT_TOPICS.encode()))
+    (cache / "qrels.beir-v1.0.0-scifact.test.txt").write_text(SCIFACT_QRELS)
     options = f"{os.environ.get('JAVA_TOOL_OPTIONS', '')} -Duser.home={tmp_path / 'home'}".strip()
-    return dict(os.environ, JAVA_TOOL_OPTIONS=options, PYSERINI_CACHE=str(tmp_path / "pyserini-cache"))
+    (tmp_path / "no-datasets").mkdir()
+    return dict(os.environ, JAVA_TOOL_OPTIONS=options, PYSERINI_CACHE=str(tmp_path / "pyserini-cache"),
+                PYSERINI_QPEFT_DATA=str(tmp_path / "no-datasets"), PYSERINI_QPEFT_CACHE=str(tmp_path / "qpeft-cache"))
 
 
 def test_topics_and_qrels_by_pyserini_name_in_search_evaluate_and_the_compat_rerank(toy_index, tiny_lm_path,
@@ -59,6 +67,16 @@ def test_topics_and_qrels_by_pyserini_name_in_search_evaluate_and_the_compat_rer
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["ndcg@10"] > 0.5  # stdout holds only the JSON
+    beir = tmp_path / "beir.trec"  # a BEIR name whose dataset is not on the search path: Pyserini's copy
+    proc = subprocess.run(cli + ["search", "--index", str(toy_index), "--topics", "beir-v1.0.0-scifact-test",
+                                 "--output", str(beir), "--hits", "2", "-q"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [line.split()[:3] for line in beir.read_text().splitlines() if line.split()[3] == "1"] == [
+        ["1", "Q0", "d1"], ["13", "Q0", "d2"]]
+    proc = subprocess.run(cli + ["evaluate", "--qrels", "beir-v1.0.0-scifact-test", "--run", str(beir), "-m",
+                                 "hit@1", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and json.loads(proc.stdout) == {"hit@1": 1.0}, proc.stderr[-2000:]
     reranked = tmp_path / "upr.trec"
     proc = subprocess.run([sys.executable, "-m", "pyserini_qpeft.search", "lucene", "--index", str(toy_index),
                            "--topics", "dl19-passage", "--output", str(reranked), "--bm25", "--hits", "3",

@@ -2,8 +2,9 @@
 
 Pyserini's names for BEIR topics and qrels (``beir-v1.0.0-<dataset>-<split>``) resolve against the data search
 path (:func:`~pyserini_qpeft.data.beir.data_search_path`), so they work offline whenever the dataset is present.
-Every other Pyserini name (``dl19-passage``, ``msmarco-passage-dev-subset``, ...) is read as Pyserini reads it
-(:mod:`.pyserini_names`: Anserini's cache, downloaded on first use).
+Every other Pyserini name (``dl19-passage``, ``msmarco-passage-dev-subset``, ...), and a BEIR name whose dataset
+is not on the search path, is read as Pyserini reads it (:mod:`.pyserini_names`: Anserini's cache, downloaded on
+first use).
 :func:`resolve_source` is the one resolver; :func:`load_topics`, :func:`load_qrels` and
 :func:`qrels_file_for_trec_eval` read what it finds.
 """
@@ -16,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, QPeftError
 from ..lm.backbone import cache_dir
 from ..types import Query
 from .beir import BeirDataset, find_dataset
@@ -96,7 +97,24 @@ def resolve_source(spec: str | os.PathLike, what: str, download: bool = False) -
                          f"'beir-v1.0.0-<dataset>-<split>' (split: {', '.join(SPLITS)}) or another of Pyserini's "
                          f"(e.g. {EXAMPLES})")
     dataset, split = parsed
-    return Source(text, dataset=BeirDataset(find_dataset(dataset, download=download)), split=split)
+    try:
+        return Source(text, dataset=BeirDataset(find_dataset(dataset, download=download)), split=split)
+    except InputError:
+        # not on the search path: Pyserini's own copy of these topics/qrels (Anserini's cache, a small download)
+        # serves a search over a prebuilt index, as in Pyserini; the dataset's error stands when that fails too
+        if not download and _anserini_has(text, what):
+            logger.info("BEIR dataset %s not on the data search path: %s %s read through Anserini", dataset, what,
+                        text)
+            return Source(text, pyserini=True)
+        raise
+
+
+def _anserini_has(name: str, what: str) -> bool:
+    """Whether Pyserini names ``name`` (False when its name table cannot be loaded)."""
+    try:
+        return is_name(name, what)
+    except QPeftError:  # no name table, no Java: the dataset's own error is the one to show
+        return False
 
 
 def load_topics(spec: str | os.PathLike, download: bool = False) -> list[Query]:
