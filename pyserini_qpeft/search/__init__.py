@@ -1,5 +1,6 @@
-"""First-stage search: ``lucene`` (BM25; the only module importing Pyserini's Lucene side, lazily), ``dense``
-(FAISS index folders and exact search), ``encoders`` (texts -> vectors), ``fusion`` (hybrid runs).
+"""First-stage search: ``lucene`` (BM25; the only module importing Pyserini's Lucene side, lazily), ``prebuilt``
+(Pyserini's prebuilt index names), ``dense`` (FAISS index folders and exact search), ``encoders`` (texts -> vectors),
+``fusion`` (hybrid runs).
 
 ``python -m pyserini_qpeft.search lucene|faiss <Pyserini's own flags> --reranker NAME ...`` runs Pyserini's
 search with its own argument definitions, then reranks (see :mod:`pyserini_qpeft.search.compat`).

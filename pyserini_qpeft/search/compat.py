@@ -4,8 +4,9 @@ Every Pyserini flag parses exactly as in ``python -m pyserini.search.lucene`` / 
 because the parser is built from Pyserini's own argument definitions and the first stage is Pyserini's own
 ``__main__`` (run with ``runpy``). Our additions are only the ``--reranker*`` / ``--rerank-depth`` /
 ``--corpus`` flags; the first-stage run is then reranked and written to ``--output``.
-Topics given as a local Pyserini-style name (``beir-v1.0.0-scifact-test``) or a BEIR ``queries.jsonl`` are
-resolved through our data search path first, so nothing is downloaded.
+Topics our data layer reads (a BEIR name found on the data search path, a BEIR ``queries.jsonl``, a TREC topics file,
+Pyserini's other names through Anserini's cache: :func:`pyserini_qpeft.data.load_topics`) reach Pyserini as a TSV
+copy, so the first stage and the rerank search the same query texts.
 """
 from __future__ import annotations
 
