@@ -38,7 +38,7 @@ def format_explanation(info: dict) -> str:
 @click.option("--docid", help="Document id, looked up in --dataset / --corpus.")
 @click.option("--dataset", help="BEIR dataset name or folder holding --docid.")
 @click.option("--corpus", "corpus_path", type=click.Path(exists=True, dir_okay=False),
-              help="Corpus JSONL holding --docid.")
+              help="Corpus (JSONL, TSV or CAR CBOR) holding --docid.")
 @click.option("--doc-text", help="Explain this document text instead of a --docid.")
 @click.option("--doc-title", default="", help="Title for --doc-text.")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows per table.")
@@ -62,7 +62,7 @@ def explain(checkpoint, query, docid, dataset, corpus_path, doc_text, doc_title,
         if bool(dataset) == bool(corpus_path):
             raise click.UsageError("--docid needs exactly one of --dataset and --corpus")
         source = dataset or corpus_path
-        doc = open_corpus(source).get(docid)
+        doc = open_corpus(source, keep={docid}).get(docid)  # one document held, whatever the corpus size
         if doc is None:
             raise InputError(f"unknown docid {docid!r}", source)
     lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
