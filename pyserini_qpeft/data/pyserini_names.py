@@ -3,9 +3,9 @@ and TREC-format topic files, read as Pyserini reads them (through Anserini's top
 
 Pyserini maps each name to an Anserini resource; Anserini reads ``~/.cache/pyserini/topics-and-qrels/<file>`` and
 downloads the file from ``castorini/anserini-tools`` the first time (so the first use needs the network, later ones
-do not). BEIR names (``beir-v1.0.0-<dataset>-<split>``) never come here: :mod:`.names` finds them on the data search
-path, offline. Everything here starts the JVM, so :mod:`.names` asks only about specs that are neither a file nor a
-BEIR name and do not look like a file path.
+do not). A BEIR name (``beir-v1.0.0-<dataset>-<split>``) comes here only when :mod:`.names` does not find its
+dataset on the data search path (where it is read offline). Everything here starts the JVM, so :mod:`.names` asks
+only about specs that are not a file and do not look like a file path.
 """
 from __future__ import annotations
 
@@ -99,14 +99,11 @@ def is_trec_topics(path: str | os.PathLike) -> bool:
 def read_trec_topics(path: str | os.PathLike) -> list[Query]:
     """Topics of a TREC-format file, read by Anserini's ``TrecTopicReader`` as Pyserini reads ``.trec`` topics
     (each topic's title is the query). Starts the JVM."""
-    from ..jvm import start_jvm
+    from ..jvm import java_message, start_jvm
 
     start_jvm()
-    from pyserini.search import get_topics_with_reader
-
     from jnius import JavaException
-
-    from ..jvm import java_message
+    from pyserini.search import get_topics_with_reader
 
     where = str(path)
     expected = "a TREC topics file holds <top> <num> Number: N <title> TEXT ... </top> blocks"

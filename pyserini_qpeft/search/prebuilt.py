@@ -75,10 +75,10 @@ def resolve_lucene_index(spec: str | os.PathLike, for_text: bool = False) -> Pat
         found = _entry(info, name) or found
     table = found[0]
     if table != "TF_INDEX_INFO":
+        instead = ("pass --corpus for the document text" if for_text else "search it with Pyserini's own flags "
+                   "through `python -m pyserini_qpeft.search lucene|faiss`, or give a folder")
         raise InputError(f"{name!r} is one of Pyserini's prebuilt {OTHER_KINDS[table]} indexes; this command needs a "
-                         "BM25 (inverted) index: search it with Pyserini's own `python -m pyserini_qpeft.search "
-                         "lucene|faiss` flags instead, or give a folder" + ("" if not for_text else
-                                                                           ", or pass --corpus for the text"))
+                         f"BM25 (inverted) index: {instead}")
     if name.endswith(".multifield") and not for_text:
         raise InputError(f"{name!r} indexes title and text as two fields, which Pyserini searches with --fields; this "
                          f"BM25 searches one: use {name[:-len('.multifield')]}.flat, or `python -m "
