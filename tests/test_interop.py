@@ -109,3 +109,21 @@ def test_in_process_api_rank_score_and_pyserini_hits(tiny_lm):
         reranker.rerank_hits("q", faiss_hits)
     assert [h.docid for h in reranker.rerank_hits("q", faiss_hits, docs={d: DOCS[d]["text"] for d in DOCS})]
     assert [r["corpus_id"] for r in IdentityReranker().rank("q", ["a", "b", "c"])] == [0, 1, 2]
+
+
+def test_results_jsonl_of_a_corpus_rerank_carry_every_hits_text(toy_beir, tiny_lm_path, tmp_path):
+    """--corpus keeps only the documents a rerank reads, except with --output-jsonl, whose records carry the text
+    of every hit, the ones below --rerank-depth too."""
+    from pyserini_qpeft.cli.main import cli
+
+    run = tmp_path / "bm25.trec"
+    run.write_text("q1 Q0 d1 1 3.0 bm25\nq1 Q0 d2 2 2.0 bm25\nq1 Q0 d3 3 1.0 bm25\n")
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("q1\twhat causes lung cancer\n")
+    result = CliRunner().invoke(cli, ["rerank", "--run", str(run), "--topics", str(topics), "--corpus",
+                                      str(toy_beir), "--reranker", "upr", "--rerank-depth", "1", "--output",
+                                      str(tmp_path / "upr.trec"), "--output-jsonl", str(tmp_path / "upr.jsonl"),
+                                      "--model", str(tiny_lm_path), "--device", "cpu", "--dtype", "fp32", "-q"])
+    assert result.exit_code == 0, result.output
+    [record] = [json.loads(line) for line in (tmp_path / "upr.jsonl").read_text().splitlines()]
+    assert [c["doc"]["title"] for c in record["candidates"]] == ["Lung cancer", "Aspirin", "Mitosis"]
