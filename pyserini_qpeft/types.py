@@ -73,19 +73,27 @@ class Run:
     def from_dict(cls, results: Mapping[str, Mapping[str, float]], tag: str = "pyserini_qpeft") -> "Run":
         return cls({qid: [Hit(d, float(s)) for d, s in docs.items()] for qid, docs in results.items()}, tag=tag)
 
-    def write(self, path: str | os.PathLike, tag: str | None = None, depth: int | None = None) -> None:
-        """Write a TREC run file atomically (``qid Q0 docid rank score tag``)."""
-        write_run(self, path, tag=tag, depth=depth)
+    def write(self, path: str | os.PathLike, tag: str | None = None, depth: int | None = None,
+              output_format: str = "trec") -> None:
+        """Write the run atomically: TREC (``qid Q0 docid rank score tag``) or MS MARCO (``qid<TAB>docid<TAB>rank``)."""
+        write_run(self, path, tag=tag, depth=depth, output_format=output_format)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "Run":
         return read_run(path)
 
 
-def format_run_lines(qid: str, hits: Iterable[Hit], tag: str) -> Iterator[str]:
-    """TREC lines for one query's hits (already ranked)."""
+# Run file formats written (and read back) here, by Pyserini's --output-format names
+OUTPUT_FORMATS = ("trec", "msmarco")
+
+
+def format_run_lines(qid: str, hits: Iterable[Hit], tag: str, output_format: str = "trec") -> Iterator[str]:
+    """One query's hits (already ranked) as TREC lines, or as MS MARCO's ``qid<TAB>docid<TAB>rank``."""
     for rank, hit in enumerate(hits, start=1):
-        yield f"{qid} Q0 {hit.docid} {rank} {hit.score:.6f} {tag}\n"
+        if output_format == "msmarco":
+            yield f"{qid}\t{hit.docid}\t{rank}\n"
+        else:
+            yield f"{qid} Q0 {hit.docid} {rank} {hit.score:.6f} {tag}\n"
 
 
 def _is_word(text: str) -> bool:
@@ -109,14 +117,18 @@ def check_writable_run(run: Run, tag: str) -> None:
                                  "(a model or checkpoint produced non-finite scores)")
 
 
-def write_run(run: Run, path: str | os.PathLike, tag: str | None = None, depth: int | None = None) -> None:
-    """Write ``run`` to ``path`` atomically; queries in insertion order, hits in rank order. Everything written
-    reads back with :func:`read_run` (:func:`check_writable_run` refuses the rest, and nothing is written)."""
+def write_run(run: Run, path: str | os.PathLike, tag: str | None = None, depth: int | None = None,
+              output_format: str = "trec") -> None:
+    """Write ``run`` to ``path`` atomically in ``output_format`` (:data:`OUTPUT_FORMATS`; MS MARCO's keeps ranks, not
+    scores); queries in insertion order, hits in rank order. Everything written reads back with :func:`read_run`
+    (:func:`check_writable_run` refuses the rest, and nothing is written)."""
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
     tag = tag or run.tag
     check_writable_run(run, tag)
     with atomic_write(path) as out:
         for qid, hits in run.hits.items():
-            out.writelines(format_run_lines(qid, hits[:depth] if depth else hits, tag))
+            out.writelines(format_run_lines(qid, hits[:depth] if depth else hits, tag, output_format))
 
 
 MSMARCO_TAG = "msmarco"

@@ -127,3 +127,25 @@ def test_results_jsonl_of_a_corpus_rerank_carry_every_hits_text(toy_beir, tiny_l
     assert result.exit_code == 0, result.output
     [record] = [json.loads(line) for line in (tmp_path / "upr.jsonl").read_text().splitlines()]
     assert [c["doc"]["title"] for c in record["candidates"]] == ["Lung cancer", "Aspirin", "Mitosis"]
+
+
+def test_rerank_writes_msmarco_runs_in_the_trec_runs_order(toy_beir, tiny_lm_path, tmp_path):
+    """--output-format msmarco (Pyserini's flag) writes qid<TAB>docid<TAB>rank in the order the TREC run ranks;
+    with --output-jsonl, which carries scores, it is refused (exit 2) before any work."""
+    from pyserini_qpeft.cli.main import cli
+
+    run = tmp_path / "bm25.trec"
+    run.write_text("q1 Q0 d1 1 3.0 bm25\nq1 Q0 d2 2 2.0 bm25\nq1 Q0 d3 3 1.0 bm25\nq1 Q0 d4 4 0.5 bm25\n")
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("q1\twhat causes lung cancer\n")
+    args = ["rerank", "--run", str(run), "--topics", str(topics), "--corpus", str(toy_beir), "--reranker", "upr",
+            "--rerank-depth", "3", "--model", str(tiny_lm_path), "--device", "cpu", "--dtype", "fp32", "-q"]
+    trec = CliRunner().invoke(cli, [*args, "--output", str(tmp_path / "upr.trec")])
+    msmarco = CliRunner().invoke(cli, [*args, "--output", str(tmp_path / "upr.tsv"), "--output-format", "msmarco"])
+    assert trec.exit_code == 0 and msmarco.exit_code == 0, trec.output + msmarco.output
+    rows = [line.split("\t") for line in (tmp_path / "upr.tsv").read_text().splitlines()]
+    assert [r[1] for r in rows] == [h.docid for h in read_run(tmp_path / "upr.trec")["q1"]]
+    assert [r[2] for r in rows] == ["1", "2", "3", "4"] and rows[3][1] == "d4"  # below depth: kept, in its place
+    refused = CliRunner().invoke(cli, [*args, "--output", str(tmp_path / "x.tsv"), "--output-format", "msmarco",
+                                       "--output-jsonl", str(tmp_path / "x.jsonl")])
+    assert refused.exit_code == 2 and "--output-jsonl carries the new scores" in refused.output

@@ -119,6 +119,10 @@ def test_cli_search_remove_query_and_empty_topics(toy_index, tmp_path):
     lines = out.read_text().splitlines()
     assert not [l for l in lines if l.split()[0] == "d1" and l.split()[2] == "d1"]
     assert lines[0].split()[5] == "bm25"
+    tsv = tmp_path / "run.tsv"  # Pyserini's --output-format msmarco: the same ranking, ranks only
+    result = CliRunner().invoke(cli, args[:7] + [str(tsv)] + args[8:] + ["--remove-query", "--output-format", "msmarco"])
+    assert result.exit_code == 0, result.output
+    assert tsv.read_text().splitlines() == [f"{l.split()[0]}\t{l.split()[2]}\t{l.split()[3]}" for l in lines]
     empty = tmp_path / "empty.tsv"
     empty.write_text("")
     out2 = tmp_path / "run2.trec"

@@ -60,6 +60,16 @@ def test_msmarco_runs_read_by_rank(tmp_path):
         read_run(bad)
 
 
+def test_msmarco_output_reads_back_in_the_same_order(tmp_path):
+    run = Run({"7": [Hit("b", 2.0), Hit("a", 2.0), Hit("c", 5.0)], "3": [Hit("x", -1.0)]})
+    run.write(tmp_path / "run.tsv", output_format="msmarco", depth=2)
+    assert (tmp_path / "run.tsv").read_text() == "7\tc\t1\n7\ta\t2\n3\tx\t1\n"  # ties by docid, as TREC
+    back = read_run(tmp_path / "run.tsv")
+    assert {q: [h.docid for h in back[q]] for q in back} == {"7": ["c", "a"], "3": ["x"]}
+    with pytest.raises(ValueError, match="output_format"):
+        run.write(tmp_path / "run.kilt", output_format="kilt")
+
+
 def test_duplicate_docid_and_empty_and_missing(tmp_path):
     dup = tmp_path / "dup.trec"
     dup.write_text("q Q0 d 1 2.0 t\nq Q0 d 2 1.0 t\n")

@@ -132,6 +132,15 @@ def quiet_option(func: F) -> F:
     return click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(func)
 
 
+def output_format_option(func: F) -> F:
+    """--output-format trec|msmarco (Pyserini's flag; ``search`` and ``rerank``): the written run's format."""
+    from ..types import OUTPUT_FORMATS
+
+    return click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default="trec", show_default=True,
+                        help="Run format, as Pyserini's flag: TREC, or MS MARCO's qid<TAB>docid<TAB>rank (ranks "
+                             "only; read back by rerank, evaluate and fuse).")(func)
+
+
 def sample_options(func: F) -> F:
     """--sample-queries N / --sample-seed S (``search`` and ``evaluate``): only the N queries with the smallest
     sha256("S:qid") (:func:`~pyserini_qpeft.data.sample_topics`), the same sample on every machine."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from ..rerank.flags import ALSO_RERANK_EXCLUDES
-from .options import OutputPath, quiet_option, reranker_options, scale_out_options, scale_out_shard
+from .options import (OutputPath, output_format_option, quiet_option, reranker_options, scale_out_options,
+                      scale_out_shard)
 
 
 def _excluded_given(ctx: click.Context) -> list[str]:
@@ -22,7 +23,8 @@ def _excluded_given(ctx: click.Context) -> list[str]:
               "text source).")
 @click.option("--requests", "requests_path", type=click.Path(exists=True, dir_okay=False),
               help="Instead of --run/--topics/--corpus: rank_llm Request JSONL (query + candidates with their text).")
-@click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output TREC run (written atomically).")
+@click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output run (written atomically).")
+@output_format_option
 @click.option("--output-jsonl", type=OutputPath(dir_okay=False), default=None,
               help="Also write the result as rank_llm Result JSONL (candidates reordered, with the new scores).")
 @click.option("--also-rerank", "also", type=(str, str, OutputPath(dir_okay=False)), multiple=True,
@@ -34,7 +36,8 @@ def _excluded_given(ctx: click.Context) -> list[str]:
 @scale_out_options("Score only this share of the work", "OUTPUT.shard-K-of-N")
 @reranker_options
 @quiet_option
-def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_jsonl, also, shard_id, shard_num,
+def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_format, output_jsonl, also, shard_id,
+           shard_num,
            merge_shards, engine, workers, ray_address, gpus_per_worker, reranker, reranker_checkpoint, rerank_depth,
            interpolate, max_passage_tokens, prompt, rerank_batch_size, model, device, dtype, quiet) -> None:
     """Rerank the top --rerank-depth hits of RUN; hits below keep their order. Interrupted jobs resume."""
@@ -45,6 +48,9 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_js
     shard = scale_out_shard(shard_id, shard_num, merge_shards, engine)
     if shard is not None and output_jsonl:
         raise click.UsageError("a shard writes no run: --output-jsonl belongs to the merge step")
+    if output_jsonl and output_format != "trec":
+        raise click.UsageError("--output-jsonl carries the new scores, which an MS MARCO run does not keep: drop "
+                               "--output-format msmarco (or convert the TREC run afterwards)")
     from ..rerank.base import DictDocStore
     from ..rerank.pipeline import (check_topics_cover_run, make_reranker, open_docstore, rerank_and_write, run_docids,
                                    shard_state)
@@ -83,11 +89,12 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_js
                                 rerank_batch_size, prompt, lm=getattr(model_reranker, "lm", None))
                   for name, ckpt, _ in also]
         rerank_and_write_together([model_reranker, *others], queries, run, docs, rerank_depth,
-                                  [output, *(out for _, _, out in also)], progress=not quiet)
+                                  [output, *(out for _, _, out in also)], progress=not quiet,
+                                  output_format=output_format)
         click.echo("\n".join([str(output), *(str(out) for _, _, out in also)]))
         return
     rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
-                     interpolate=interpolate, shard=shard, merge_shards=merge_shards)
+                     interpolate=interpolate, shard=shard, merge_shards=merge_shards, output_format=output_format)
     if shard is not None:
         click.echo(str(shard_state(output, *shard)))
         return

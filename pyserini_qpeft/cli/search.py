@@ -6,7 +6,8 @@ from typing import Any
 import click
 
 from ..search.lucene import BM25Config
-from .options import OutputPath, field_default, quiet_option, reranker_options, run_tag_word, sample_options
+from .options import (OutputPath, field_default, output_format_option, quiet_option, reranker_options, run_tag_word,
+                      sample_options)
 
 
 def _bm25(name: str) -> Any:
@@ -20,7 +21,8 @@ def _bm25(name: str) -> Any:
 @click.option("--index", "index_dir", required=True, help="Lucene (--bm25) or FAISS (--dense) index folder; for --bm25 "
               "also a Pyserini prebuilt index name (msmarco-v1-passage), downloaded once into $PYSERINI_CACHE.")
 @click.option("--topics", required=True, help="Pyserini-style topics name, TSV, BEIR queries.jsonl or CAR outlines.")
-@click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output TREC run (written atomically).")
+@click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output run (written atomically).")
+@output_format_option
 @sample_options
 @click.option("--hits", type=click.IntRange(min=1), default=_bm25("hits"), show_default=True)
 @click.option("--remove-query", is_flag=True, help="Drop hits whose docid equals the query id (BEIR convention).")
@@ -33,10 +35,11 @@ def _bm25(name: str) -> Any:
               "the pipeline.")
 @reranker_options
 @quiet_option
-def search(mode, index_dir, topics, output, sample_queries, sample_seed, hits, remove_query, k1, b, threads,
-           batch_size, corpus, run_tag, reranker, reranker_checkpoint, rerank_depth, interpolate, max_passage_tokens,
-           prompt, rerank_batch_size, model, device, dtype, quiet) -> None:
-    """Search TOPICS and write a TREC run; with --reranker, rerank the top --rerank-depth hits in the same step."""
+def search(mode, index_dir, topics, output, output_format, sample_queries, sample_seed, hits, remove_query, k1, b,
+           threads, batch_size, corpus, run_tag, reranker, reranker_checkpoint, rerank_depth, interpolate,
+           max_passage_tokens, prompt, rerank_batch_size, model, device, dtype, quiet) -> None:
+    """Search TOPICS and write a run (TREC or MS MARCO); with --reranker, rerank the top --rerank-depth hits in the
+    same step."""
     from ..data import load_topics, sample_topics
     from ..errors import InputError
 
@@ -55,7 +58,7 @@ def search(mode, index_dir, topics, output, sample_queries, sample_seed, hits, r
         run = dense_search(index_dir, queries, k=hits, progress=not quiet, device=device, dtype=dtype,
                            remove_query=remove_query)
     if reranker == "identity":
-        run.write(output, tag=run_tag or mode)
+        run.write(output, tag=run_tag or mode, output_format=output_format)
     else:
         from ..rerank.pipeline import make_reranker, open_docstore, rerank_and_write, run_docids
 
@@ -65,5 +68,5 @@ def search(mode, index_dir, topics, output, sample_queries, sample_seed, hits, r
         model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
                                        rerank_batch_size, prompt)
         rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
-                         tag=run_tag or f"{mode}+{reranker}", interpolate=interpolate)
+                         tag=run_tag or f"{mode}+{reranker}", interpolate=interpolate, output_format=output_format)
     click.echo(output)

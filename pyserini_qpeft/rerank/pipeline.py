@@ -88,8 +88,9 @@ def shard_state(output: str | os.PathLike, shard_id: int, shard_num: int) -> Pat
 def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, docs: DocStore, depth: int,
                      output: str | os.PathLike, progress: bool, tag: str | None = None,
                      interpolate: float | str | None = None, shard: tuple[int, int] | None = None,
-                     merge_shards: int | None = None) -> None:
-    """Rerank and write the run atomically; a ``<output>.partial`` state file makes an interrupted job resume.
+                     merge_shards: int | None = None, output_format: str = "trec") -> None:
+    """Rerank and write the run atomically (in ``output_format``: ``trec`` or ``msmarco``); a ``<output>.partial``
+    state file makes an interrupted job resume.
 
     With ``interpolate`` (a first-stage weight or ``auto``, see :func:`interpolation_alpha`), the written scores
     fuse the first stage's and the reranker's over the reranked depth (:func:`~pyserini_qpeft.search.fusion.
@@ -123,7 +124,7 @@ def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, doc
 
         reranked = interpolate_rerank(run, reranked, alpha, depth)
         name = tag or f"{name}+interp{alpha:g}"
-    write_and_clean(reranked, output, name, [state, *merged])
+    write_and_clean(reranked, output, name, [state, *merged], output_format)
 
 
 def resume_state(output: str | os.PathLike, announce: bool = False) -> Path:
@@ -136,16 +137,19 @@ def resume_state(output: str | os.PathLike, announce: bool = False) -> Path:
     return state
 
 
-def write_and_clean(run: Run, output: str | os.PathLike, tag: str, leftovers: Sequence[Path]) -> None:
-    """Write ``run`` to ``output`` (atomically, see :meth:`Run.write`), then delete the resume/shard state files."""
-    run.write(Path(output), tag=tag)
+def write_and_clean(run: Run, output: str | os.PathLike, tag: str, leftovers: Sequence[Path],
+                    output_format: str = "trec") -> None:
+    """Write ``run`` to ``output`` (atomically, in ``output_format``, see :meth:`Run.write`), then delete the
+    resume/shard state files."""
+    run.write(Path(output), tag=tag, output_format=output_format)
     for path in leftovers:
         if path.exists():
             path.unlink()
 
 
 def rerank_and_write_together(rerankers: Sequence[Reranker], queries: Sequence[Query], run: Run, docs: DocStore,
-                              depth: int, outputs: Sequence[str | os.PathLike], progress: bool) -> None:
+                              depth: int, outputs: Sequence[str | os.PathLike], progress: bool,
+                              output_format: str = "trec") -> None:
     """:func:`rerank_and_write` of the same run with several query-likelihood rerankers (``rerankers[k]`` into
     ``outputs[k]``), their document prefixes computed once (:func:`~pyserini_qpeft.rerank.lm.rerank_together`).
     Each output is byte-identical to its own ``rerank_and_write`` and resumes from its own ``.partial`` state."""
@@ -160,7 +164,7 @@ def rerank_and_write_together(rerankers: Sequence[Reranker], queries: Sequence[Q
     states = [resume_state(o, announce=True) for o in outputs]
     reranked = rerank_together(rerankers, queries, run, docs, depth, progress, states)
     for reranker, result, output, state in zip(rerankers, reranked, outputs, states):
-        write_and_clean(result, output, reranker.name.replace(" ", "-"), [state])
+        write_and_clean(result, output, reranker.name.replace(" ", "-"), [state], output_format)
 
 
 def check_topics_cover_run(queries: Sequence[Query], run: Run) -> None:

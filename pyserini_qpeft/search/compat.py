@@ -181,15 +181,8 @@ def _dense_first_stage(args: argparse.Namespace, topics: str, output: Path, outp
 def write_run_as(run, path: str | Path, output_format: str, args: argparse.Namespace, tag: str | None = None) -> None:
     """Write ``run`` in Pyserini's ``--output-format``: ``trec`` (ours), ``msmarco`` (``qid<TAB>docid<TAB>rank``) or
     ``kilt`` (Pyserini's KiltWriter, which needs Pyserini's KILT topics); atomically."""
-    from ..artifacts import atomic_write
-
-    if output_format == "trec":
-        run.write(path, tag=tag)
-        return
-    if output_format == "msmarco":
-        with atomic_write(path) as out:
-            for qid, hits in run.hits.items():
-                out.writelines(f"{qid}\t{hit.docid}\t{rank}\n" for rank, hit in enumerate(hits, start=1))
+    if output_format in ("trec", "msmarco"):
+        run.write(path, tag=tag, output_format=output_format)
         return
     from pyserini.output_writer import OutputFormat, get_output_writer
     from pyserini.query_iterator import TopicsFormat, get_query_iterator
