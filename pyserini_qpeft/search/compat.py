@@ -181,7 +181,9 @@ def _dense_first_stage(args: argparse.Namespace, topics: str, output: Path, outp
 def write_run_as(run, path: str | Path, output_format: str, args: argparse.Namespace, tag: str | None = None) -> None:
     """Write ``run`` in Pyserini's ``--output-format``: ``trec`` (ours), ``msmarco`` (``qid<TAB>docid<TAB>rank``) or
     ``kilt`` (Pyserini's KiltWriter, which needs Pyserini's KILT topics); atomically."""
-    if output_format in ("trec", "msmarco"):
+    from ..types import OUTPUT_FORMATS
+
+    if output_format in OUTPUT_FORMATS:
         run.write(path, tag=tag, output_format=output_format)
         return
     from pyserini.output_writer import OutputFormat, get_output_writer
@@ -201,7 +203,7 @@ def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Pat
     ``<output>.partial`` as every rerank)."""
     from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write, run_docids
     from ..data import load_topics
-    from ..types import read_run
+    from ..types import OUTPUT_FORMATS, read_run
 
     queries = load_topics(_local_topics(args.topics, work))
     first = read_run(first_stage)
@@ -211,14 +213,16 @@ def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Pat
     reranker = make_reranker(ours.reranker, ours.reranker_checkpoint, ours.reranker_model, ours.reranker_device,
                              ours.reranker_dtype, ours.max_passage_tokens, prompt=ours.prompt)
     output = Path(args.output)
-    trec = output if args.output_format == "trec" else work / "reranked.trec"
-    state_home = output if args.output_format == "trec" else output.with_name(output.name + ".trec")
-    rerank_and_write(reranker, queries, first, docs, ours.rerank_depth, trec if trec == output else state_home,
-                     progress=True, interpolate=ours.interpolate)
-    if trec != output:
-        reranked = read_run(state_home)
-        write_run_as(reranked, output, args.output_format, args, tag=reranked.tag)
-        state_home.unlink()
+    if args.output_format in OUTPUT_FORMATS:  # trec, msmarco: written by the rerank itself
+        rerank_and_write(reranker, queries, first, docs, ours.rerank_depth, output, progress=True,
+                         interpolate=ours.interpolate, output_format=args.output_format)
+        return
+    state_home = output.with_name(output.name + ".trec")  # kilt: a TREC run first, then Pyserini's writer
+    rerank_and_write(reranker, queries, first, docs, ours.rerank_depth, state_home, progress=True,
+                     interpolate=ours.interpolate)
+    reranked = read_run(state_home)
+    write_run_as(reranked, output, args.output_format, args, tag=reranked.tag)
+    state_home.unlink()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
