@@ -37,9 +37,9 @@ def _excluded_given(ctx: click.Context) -> list[str]:
 @reranker_options
 @quiet_option
 def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_format, output_jsonl, also, shard_id,
-           shard_num,
-           merge_shards, engine, workers, ray_address, gpus_per_worker, reranker, reranker_checkpoint, rerank_depth,
-           interpolate, max_passage_tokens, prompt, rerank_batch_size, model, device, dtype, quiet) -> None:
+           shard_num, merge_shards, engine, workers, ray_address, gpus_per_worker, reranker, reranker_checkpoint,
+           rerank_depth, interpolate, max_passage_tokens, prompt, rerank_batch_size, model, device, dtype,
+           quiet) -> None:
     """Rerank the top --rerank-depth hits of RUN; hits below keep their order. Interrupted jobs resume."""
     excluded = _excluded_given(click.get_current_context()) if also else []
     if excluded:
