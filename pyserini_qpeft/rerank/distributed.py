@@ -176,6 +176,8 @@ def job_from_flags(queries: Sequence[Query], run: Run, docs: Any, depth: int, ou
                    max_passage_tokens: int | None, batch_size: int | None,
                    prompt: str | None = None) -> RerankJob:
     """A :class:`RerankJob` with the text of every document the shards will score (fetched here, once)."""
-    needed = sorted({hit.docid for hits in run.hits.values() for hit in hits[:depth]})
+    from .pipeline import run_docids
+
+    needed = sorted(run_docids(run, depth))
     return RerankJob(list(queries), run, {d: docs.get(d) for d in needed}, depth, str(Path(output)), reranker,
                      checkpoint, model, device, dtype, max_passage_tokens, batch_size, prompt)
