@@ -153,7 +153,7 @@ def run(mode: str, argv: Sequence[str]) -> int:
         else:
             _run_pyserini(mode, pyserini_argv)
         if reranking:
-            _rerank(peek, ours, first_stage, work)
+            _rerank(peek, ours, first_stage, topics)
     return 0
 
 
@@ -198,14 +198,14 @@ def write_run_as(run, path: str | Path, output_format: str, args: argparse.Names
     os.replace(tmp, path)
 
 
-def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Path, work: Path) -> None:
+def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Path, topics: str) -> None:
     """Rerank the first stage; the result goes to ``--output`` in ``--output-format`` (resumable through
     ``<output>.partial`` as every rerank)."""
     from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write, run_docids
     from ..data import load_topics
     from ..types import OUTPUT_FORMATS, read_run
 
-    queries = load_topics(_local_topics(args.topics, work))
+    queries = load_topics(topics)  # the topics the first stage searched (run()'s one _local_topics copy)
     first = read_run(first_stage)
     check_topics_cover_run(queries, first)
     docs = open_docstore(corpus=ours.corpus, index=None if ours.corpus else args.index,
