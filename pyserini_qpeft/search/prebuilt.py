@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..data.pyserini_names import looks_like_path
 from ..errors import InputError
 
 # Pyserini's prebuilt tables (pyserini.prebuilt_index_info) that are not inverted BM25 indexes, by what they hold
@@ -32,10 +33,6 @@ def _info():
         raise InputError(f"Pyserini's prebuilt-index list could not be loaded ({type(exc).__name__}: {exc}); pass "
                          "an index folder instead") from None
     return prebuilt_index_info
-
-
-def _looks_like_path(spec: str) -> bool:
-    return os.sep in spec or "/" in spec or spec.startswith(("~", "."))
 
 
 def _entry(info, name: str) -> tuple[str, dict] | None:
@@ -63,7 +60,7 @@ def resolve_lucene_index(spec: str | os.PathLike, for_text: bool = False) -> Pat
     """
     text = os.fspath(spec)
     path = Path(text).expanduser()
-    if path.exists() or _looks_like_path(text):
+    if path.exists() or looks_like_path(text):
         return path
     info = _info()
     found = _entry(info, text)
