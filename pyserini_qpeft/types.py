@@ -158,18 +158,18 @@ def read_run(path: str | os.PathLike) -> Run:
                 raise InputError(f"expected MS MARCO's 3 tab-separated columns 'qid docid rank' (as line 1), got "
                                  f"{len(parts)}", str(path), lineno)
             (qid, docid, rank), tag = parts, MSMARCO_TAG
-            score = f"-{rank}"
+            score = None  # ranked by rank: the score is -rank
         elif len(parts) != 6:
             raise InputError(f"expected 6 columns 'qid Q0 docid rank score tag' (or MS MARCO's 'qid<TAB>docid<TAB>"
                              f"rank' throughout), got {len(parts)}", str(path), lineno)
         else:
             qid, _, docid, rank, score, tag = parts
         try:
-            value = float(score)
             position = int(rank)
+            value = -float(position) if score is None else float(score)
         except ValueError:
             raise InputError(f"non-numeric rank or score: {rank!r} {score!r}", str(path), lineno) from None
-        if msmarco and position < 1:
+        if score is None and position < 1:
             raise InputError(f"rank {position} (an MS MARCO run ranks from 1)", str(path), lineno)
         if math.isnan(value):
             raise InputError("score is NaN", str(path), lineno)
