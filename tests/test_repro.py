@@ -627,7 +627,8 @@ def test_demo_picks_its_profile_by_the_precision_probe_and_every_demo_condition_
     from pyserini_qpeft.demo import DEMO_CONDITIONS, choose_profile
     from pyserini_qpeft.repro.runner import option_value
 
-    assert choose_profile("bf16") == "demo-bf16" and choose_profile("fp32") == "demo"
+    fast = lambda dtype, tokens: 1000.0  # noqa: E731 (any profile fits)
+    assert choose_profile(True, fast).profile == "demo-bf16" and choose_profile(False, fast).profile == "demo"
     matrix = Matrix.load()
     for profile, conditions in DEMO_CONDITIONS.items():
         assert profile in matrix.profiles
@@ -645,6 +646,73 @@ def test_demo_picks_its_profile_by_the_precision_probe_and_every_demo_condition_
     # the fp32 demo's Q-PEFT-A (not in the demo's table any more) keeps its recorded lr
     train = Planner(matrix, "scifact", profile="demo").command("ckpt-qpeft-attn")
     assert option_value(train, "--lr") == "1e-3"
+
+
+def test_the_demo_chooses_by_the_lms_measured_speed_what_fits_its_minutes():
+    from pyserini_qpeft.demo import DEMO_MINUTES, DEMO_WORK, ProfileChoice, choose_profile, footing
+
+    assert footing("demo-bf16") == ("bf16", 256) and footing("demo") == ("fp32", 64)
+    asked = []
+
+    def rates(**per_dtype):
+        def rate(dtype, tokens):
+            asked.append((dtype, tokens))
+            return per_dtype[dtype]
+        return rate
+
+    def rate_for(profile, minutes):  # the rate at which `profile` is estimated at exactly `minutes`
+        work = DEMO_WORK[profile]
+        return work.pairs / (minutes * 60 - work.fixed_seconds)
+
+    # a fast bf16 CPU that is fast enough: the recorded recipe, the fp32 footing never timed
+    choice = choose_profile(True, rates(bf16=rate_for("demo-bf16", DEMO_MINUTES - 1)))
+    assert choice.profile == "demo-bf16" and asked == [("bf16", 256)] and not choice.over_budget
+    assert choice.estimates["demo-bf16"] == pytest.approx(DEMO_MINUTES - 1)
+    assert "-> profile demo-bf16" in choice.describe() and "256-token passages" in choice.describe()
+    # a fast bf16 CPU that is slow (the EPYC that took 24 min): the cut-down profile, both estimates said
+    asked.clear()
+    choice = choose_profile(True, rates(bf16=rate_for("demo-bf16", 24), fp32=rate_for("demo", 9)))
+    assert choice.profile == "demo" and asked == [("bf16", 256), ("fp32", 64)]
+    assert choice.estimates == pytest.approx({"demo-bf16": 24, "demo": 9})
+    assert "demo-bf16 ~24 min" in choice.describe() and choice.describe().endswith("-> profile demo")
+    # nothing fits: the quicker, and the line says it will run over
+    choice = choose_profile(True, rates(bf16=rate_for("demo-bf16", 30), fp32=rate_for("demo", 25)))
+    assert choice.profile == "demo" and choice.over_budget and "expect it to run over" in choice.describe()
+    choice = choose_profile(True, rates(bf16=rate_for("demo-bf16", 30), fp32=rate_for("demo", 40)))
+    assert choice.profile == "demo-bf16" and choice.over_budget
+    # no fast bf16: only the fp32 profile is a candidate (timed for the estimate it prints)
+    asked.clear()
+    choice = choose_profile(False, rates(fp32=rate_for("demo", 9)))
+    assert choice.profile == "demo" and asked == [("fp32", 64)]
+    # a profile whose training finished here is kept without timing anything (a second `make demo` only prints),
+    # even when the estimate would now choose the other one
+    asked.clear()
+    choice = choose_profile(True, rates(bf16=rate_for("demo-bf16", 30), fp32=rate_for("demo", 9)),
+                            finished=lambda profile: profile == "demo-bf16")
+    assert choice == ProfileChoice("demo-bf16", {}, {}, reused=True) and asked == []
+    assert "already finished here" in choice.describe() and not choice.over_budget
+    assert choose_profile(False, rates(fp32=1.0), finished=lambda profile: profile == "demo-bf16").profile == "demo"
+
+
+def test_the_demo_in_auto_mode_prints_the_probe_and_the_estimates_then_runs_the_chosen_profile(monkeypatch, capsys):
+    from pyserini_qpeft import demo
+    from pyserini_qpeft.cli.main import cli
+    from pyserini_qpeft.lm import precision
+
+    probe = precision.PrecisionChoice("AMD EPYC", "2.x", 99.0, 223.0, "bf16")
+    monkeypatch.setattr(precision, "auto_cpu_dtype", lambda: probe)
+    slow = {"bf16": demo.DEMO_WORK["demo-bf16"].pairs / (24 * 60 - demo.DEMO_WORK["demo-bf16"].fixed_seconds),
+            "fp32": demo.DEMO_WORK["demo"].pairs / (9 * 60 - demo.DEMO_WORK["demo"].fixed_seconds)}
+    monkeypatch.setattr(demo, "measure_rate", lambda dtype, tokens: slow[dtype])
+    monkeypatch.setattr(demo, "training_finished", lambda profile, dataset="scifact": False)
+    calls = []
+    monkeypatch.setattr(cli, "main", lambda args, **kwargs: calls.append(args) or 0)
+    with pytest.raises(SystemExit):
+        demo.main([])
+    out = capsys.readouterr().out
+    assert f"# {probe.describe()}\n" in out
+    assert "# estimated: demo-bf16 ~24 min" in out and "demo ~9 min" in out and "-> profile demo\n" in out
+    assert calls[0][5] == "demo"
 
 
 def test_the_demo_says_what_its_profile_runs_and_runs_repro_on_its_conditions(monkeypatch, capsys):

@@ -324,3 +324,15 @@ def test_prefix_memo_keeps_scores_bit_identical_and_skips_repeated_prefix_forwar
     assert len(small) == 0 and small.bytes == 0
     with pytest.raises(ValueError):
         PrefixMemo(-1)
+
+
+def test_scoring_rate_times_fresh_prefixes_of_the_asked_length(tiny_lm):
+    from pyserini_qpeft.lm.throughput import scoring_rate, synthetic_passage
+
+    scorer = QueryLikelihoodScorer(tiny_lm, ScorerConfig(max_passage_tokens=24))
+    passages = [scorer.doc_tokens(Document(f"d{i}", "", synthetic_passage(i, 48))).passage for i in range(6)]
+    assert all(len(p) == 24 for p in passages) and len(set(passages)) == 6  # cut to the budget, each one distinct
+    assert scoring_rate(tiny_lm, 24, pairs=3, rounds=2, warmup=1) > 0
+    for bad in ({"pairs": 0}, {"rounds": 0}, {"warmup": -1}):
+        with pytest.raises(ValueError, match="pairs and rounds must be >= 1"):
+            scoring_rate(tiny_lm, 24, **bad)
