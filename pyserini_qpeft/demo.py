@@ -103,7 +103,7 @@ class ProfileChoice:
 
     def describe(self) -> str:
         if self.reused:
-            return f"profile {self.profile}: its training already finished here (reused)"
+            return f"reusing profile {self.profile}: its training already finished in this folder"
         parts = []
         for name, minutes in self.estimates.items():
             dtype, tokens = footing(name)

@@ -690,7 +690,7 @@ def test_the_demo_chooses_by_the_lms_measured_speed_what_fits_its_minutes():
     choice = choose_profile(True, rates(bf16=rate_for("demo-bf16", 30), fp32=rate_for("demo", 9)),
                             finished=lambda profile: profile == "demo-bf16")
     assert choice == ProfileChoice("demo-bf16", {}, {}, reused=True) and asked == []
-    assert "already finished here" in choice.describe() and not choice.over_budget
+    assert "already finished in this folder" in choice.describe() and not choice.over_budget
     assert choose_profile(False, rates(fp32=1.0), finished=lambda profile: profile == "demo-bf16").profile == "demo"
 
 
