@@ -53,8 +53,8 @@ def describe(profile: str, dataset: str = "scifact") -> str:
 
 BUDGET_MINUTES, INSTALL_MINUTES = 20.0, 3.0
 DEMO_MINUTES = BUDGET_MINUTES - INSTALL_MINUTES
-"""What the demo itself may take: `make demo` has 20 minutes on 2 cores, install included (a fresh venv took 1.9
-min with pip's cache warm and 2.8 min with it cold)."""
+"""What the demo itself may take: `make demo` has 20 minutes on 2 cores, install included (a fresh venv's install
+took 1.5-1.9 min on the calibration EPYC, 2.8 min once elsewhere with pip's cache cold)."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,8 @@ def choose_profile(fast_bf16: bool, rate: Callable[[str, int], float],
 
 
 def measure_rate(dtype: str, passage_tokens: int) -> float:
-    """This machine's fresh-prefix pairs/s for the packaged LM (on the device the demo will use) at ``dtype`` and ``passage_tokens``."""
+    """This machine's fresh-prefix pairs/s for the packaged LM (on the device the demo will use) at ``dtype`` and
+    ``passage_tokens``."""
     from .lm.backbone import FrozenLM, LMConfig
     from .lm.throughput import scoring_rate
 

@@ -1,8 +1,8 @@
 """How fast this machine runs the frozen LM on a query-likelihood workload: fresh-prefix pairs per second.
 
-The matmul probe of :mod:`.precision` says which precision is faster; it does not say how long a job takes: its
-GFLOP/s do not map across CPUs (a 2-core Intel Xeon probing 86 fp32 GFLOP/s ran ``make demo`` in 6.5 min, an AVX2
-EPYC probing more took 18.9 min). :func:`scoring_rate` times the real scorer on the real LM instead: synthetic
+The matmul probe of :mod:`.precision` says which precision is faster; it does not size a job: two 2-core
+avx512_bf16 EPYCs that probed 806 and 223 bf16 GFLOP/s (3.6x apart) ran the same bf16 demo in 13 and 24 min (1.9x
+apart). :func:`scoring_rate` times the real scorer on the real LM instead: synthetic
 documents of exactly ``passage_tokens`` tokens, each with its own query, so every pair pays a prefix forward (the
 cost that dominates reranking and training alike). It takes a few seconds (5-12 s for SmolLM2 at 256
 tokens in bf16 on 2 cores).
