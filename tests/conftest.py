@@ -47,6 +47,32 @@ def tiny_lm_path(tmp_path_factory) -> Path:
     return build_tiny_lm(tmp_path_factory.mktemp("tiny-llama"))
 
 
+def build_remote_code_lm(base: Path, path: Path) -> Path:
+    """``base`` (a tiny Llama folder) copied to ``path`` as a model that needs its own code: its config maps
+    AutoConfig / AutoModelForCausalLM to classes in files beside it (``auto_map``, as such Hub repositories do), and
+    those classes are Llama's under another model type, so its scores must equal ``base``'s."""
+    import json
+    import shutil
+
+    shutil.copytree(base, path)
+    (path / "configuration_tinyremote.py").write_text(
+        "from transformers import LlamaConfig\n\n\nclass TinyRemoteConfig(LlamaConfig):\n    model_type = 'tinyremote'\n")
+    (path / "modeling_tinyremote.py").write_text(
+        "from transformers import LlamaForCausalLM\n\nfrom .configuration_tinyremote import TinyRemoteConfig\n\n\n"
+        "class TinyRemoteForCausalLM(LlamaForCausalLM):\n    config_class = TinyRemoteConfig\n")
+    config = json.loads((path / "config.json").read_text())
+    config.update(model_type="tinyremote", architectures=["TinyRemoteForCausalLM"],
+                  auto_map={"AutoConfig": "configuration_tinyremote.TinyRemoteConfig",
+                            "AutoModelForCausalLM": "modeling_tinyremote.TinyRemoteForCausalLM"})
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def remote_code_lm_path(tiny_lm_path, tmp_path_factory) -> Path:
+    return build_remote_code_lm(tiny_lm_path, tmp_path_factory.mktemp("remote") / "tiny-remote")
+
+
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_lm_path):
     """A FrozenLM around the tiny random Llama, fp32 on CPU (exact comparisons)."""

@@ -188,3 +188,57 @@ def test_sentencepiece_style_tokenizers_score_the_joined_prompt(kind, tmp_path):
     queries, docs = (list(x) for x in zip(*PAIRS))
     got = QueryLikelihoodScorer(lm).score(queries, docs)
     assert max(abs(a - b) for a, b in zip(got, [reference_score(lm, q, d) for q, d in PAIRS])) < 1e-5
+
+
+def test_a_model_that_ships_its_own_code_loads_only_when_allowed_and_scores_as_its_weights(
+        tiny_lm, tiny_lm_path, remote_code_lm_path, toy_beir, tmp_path, monkeypatch):
+    """`--trust-remote-code` (transformers' trust_remote_code): off by default, with an error that names the flag;
+    on, the model's own classes load (here Llama's under another model type: the scores must equal the Llama's), for
+    the library (LMConfig, or the environment variable the flag sets) and for the CLI."""
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.main import cli
+    from pyserini_qpeft.lm.backbone import TRUST_REMOTE_CODE_ENV
+
+    monkeypatch.setenv(TRUST_REMOTE_CODE_ENV, "")  # restored after the test: the CLI flag below sets it
+    with pytest.raises(ModelError, match="runs code shipped with the model.*--trust-remote-code"):
+        FrozenLM.load(LMConfig(model=str(remote_code_lm_path), device="cpu", dtype="fp32"))
+    assert LMConfig().trust_remote_code is False
+    remote = FrozenLM.load(LMConfig(model=str(remote_code_lm_path), device="cpu", dtype="fp32", trust_remote_code=True))
+    assert type(remote.model).__name__ == "TinyRemoteForCausalLM"
+    queries, docs = [q for q, _ in PAIRS], [d for _, d in PAIRS]
+    assert (QueryLikelihoodScorer(remote, ScorerConfig()).score(queries, docs)
+            == QueryLikelihoodScorer(tiny_lm, ScorerConfig()).score(queries, docs))
+    monkeypatch.setenv(TRUST_REMOTE_CODE_ENV, "1")
+    assert LMConfig().trust_remote_code is True
+    monkeypatch.setenv(TRUST_REMOTE_CODE_ENV, "")
+
+    run = tmp_path / "bm25.trec"
+    run.write_text("".join(f"{q} Q0 {d} {r} {10 - r} bm25\n" for q in ("q1", "q2") for r, d in
+                           enumerate(("d1", "d2", "d3", "d4"), start=1)))
+
+    def rerank(model, output, *extra):
+        return CliRunner().invoke(cli, ["rerank", "--run", str(run), "--topics", str(toy_beir / "queries.jsonl"),
+                                        "--corpus", str(toy_beir / "corpus.jsonl"), "--output", str(output),
+                                        "--reranker", "upr", "--model", str(model), "--device", "cpu", "--dtype",
+                                        "fp32", "--rerank-depth", "4", "-q", *extra])
+
+    refused = rerank(remote_code_lm_path, tmp_path / "refused.trec")
+    assert refused.exit_code == 6 and "--trust-remote-code" in refused.output, refused.output
+    assert not (tmp_path / "refused.trec").exists()
+    assert rerank(tiny_lm_path, tmp_path / "llama.trec").exit_code == 0
+    allowed = rerank(remote_code_lm_path, tmp_path / "remote.trec", "--trust-remote-code")
+    assert allowed.exit_code == 0, allowed.output
+    assert (tmp_path / "remote.trec").read_bytes() == (tmp_path / "llama.trec").read_bytes()
+    monkeypatch.setenv(TRUST_REMOTE_CODE_ENV, "")
+
+    def encode(output, *extra):  # the dense side (frozen-lm / LMORT encoders) follows the same switch
+        return CliRunner().invoke(cli, ["encode", "--encoder", "frozen-lm:1", "--corpus", str(toy_beir / "corpus.jsonl"),
+                                        "--output", str(output), "--model", str(remote_code_lm_path), "--device",
+                                        "cpu", "--dtype", "fp32", "--max-length", "16", "-q", *extra])
+
+    refused = encode(tmp_path / "refused-index")
+    assert refused.exit_code == 6 and "--trust-remote-code" in refused.output, refused.output
+    allowed = encode(tmp_path / "index", "--trust-remote-code")
+    assert allowed.exit_code == 0 and (tmp_path / "index" / "meta.json").is_file(), allowed.output
+

@@ -90,6 +90,23 @@ def test_output_format_msmarco_after_a_reranker(indexes, tmp_path, mode):
     assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*.trec"))
 
 
+def test_reranker_trust_remote_code_lets_a_model_with_its_own_code_rerank(indexes, remote_code_lm_path, tmp_path):
+    """`--reranker-trust-remote-code` (prefixed like our other LM flags): without it such a model is refused with a
+    message that names it; with it the model reranks, here exactly as the Llama whose weights it holds."""
+    def rerank(model, out, *extra):
+        return compat("lucene", "--index", str(indexes["lucene"]), "--topics", str(indexes["topics"]), "--output",
+                      str(out), "--hits", "4", "--bm25", "--reranker", "upr", "--rerank-depth", "3",
+                      "--reranker-model", str(model), "--reranker-device", "cpu", "--reranker-dtype", "fp32", *extra,
+                      env={"PYSERINI_QPEFT_TRUST_REMOTE_CODE": ""})
+
+    refused = rerank(remote_code_lm_path, tmp_path / "refused.trec")
+    assert refused.returncode == 6 and "--reranker-trust-remote-code" in refused.stderr, refused.stderr[-2000:]
+    assert rerank(indexes["lm"], tmp_path / "llama.trec").returncode == 0
+    allowed = rerank(remote_code_lm_path, tmp_path / "remote.trec", "--reranker-trust-remote-code")
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert (tmp_path / "remote.trec").read_text() == (tmp_path / "llama.trec").read_text()
+
+
 def test_remove_query_gives_the_same_hit_count_on_bm25_and_dense(indexes, tmp_path):
     from click.testing import CliRunner
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import OutputPath, quiet_option, scale_out_options, scale_out_shard
+from .options import OutputPath, quiet_option, scale_out_options, scale_out_shard, trust_remote_code_option
 
 
 @click.command("encode")
@@ -25,6 +25,7 @@ from .options import OutputPath, quiet_option, scale_out_options, scale_out_shar
               help="Frozen LLM for frozen-lm (default smollm2); for lmort, overrides the checkpoint's base model.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32", "fp16"]), default="auto", show_default=True)
+@trust_remote_code_option
 @click.option("--state-cache", type=click.Path(file_okay=False), default=None,
               help="lmort only: encode documents from the frozen LM's layer states stored in this folder (the "
                    "`train lmort --cache-dir` of a checkpoint with the same layers); the LM runs only for documents "

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .options import OutputPath, quiet_option
+from .options import OutputPath, quiet_option, trust_remote_code_option
 
 
 @click.command("encode-queries")
@@ -20,6 +20,7 @@ from .options import OutputPath, quiet_option
               "checkpoint's base model.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32", "fp16"]), default="auto", show_default=True)
+@trust_remote_code_option
 @quiet_option
 def encode_queries(index_dir, spec, topics, output, batch_size, model, device, dtype, quiet) -> None:
     """Write OUTPUT/embedding.pkl so that stock Pyserini searches our index:

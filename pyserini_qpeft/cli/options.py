@@ -87,11 +87,27 @@ def dtype_option(func: F) -> F:
     return click_option(_flag(lm_flags(), "--dtype"))(func)
 
 
+def _allow_remote_code(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        from ..lm.backbone import TRUST_REMOTE_CODE_ENV
+
+        os.environ[TRUST_REMOTE_CODE_ENV] = "1"
+
+
+def trust_remote_code_option(func: F) -> F:
+    """``--trust-remote-code``: let every model this command loads (and its Ray workers) run the code it ships
+    (transformers' ``trust_remote_code``; sets ``$PYSERINI_QPEFT_TRUST_REMOTE_CODE``). Not passed to the command."""
+    return click.option("--trust-remote-code", is_flag=True, expose_value=False, is_eager=True,
+                        callback=_allow_remote_code,
+                        help="Allow models whose config maps to code shipped with them (transformers' "
+                             "trust_remote_code). Off by default: only run code you trust.")(func)
+
+
 def lm_options(func: F) -> F:
-    """--model/--device/--dtype for commands that load the frozen LLM."""
+    """--model/--device/--dtype (and --trust-remote-code) for commands that load the frozen LLM."""
     for flag in reversed(lm_flags()):
         func = click_option(flag)(func)
-    return func
+    return trust_remote_code_option(func)
 
 
 def reranker_options(func: F) -> F:

