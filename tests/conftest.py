@@ -58,11 +58,13 @@ def build_remote_code_lm(base: Path, path: Path) -> Path:
     (path / "configuration_tinyremote.py").write_text(
         "from transformers import LlamaConfig\n\n\nclass TinyRemoteConfig(LlamaConfig):\n    model_type = 'tinyremote'\n")
     (path / "modeling_tinyremote.py").write_text(
-        "from transformers import LlamaForCausalLM\n\nfrom .configuration_tinyremote import TinyRemoteConfig\n\n\n"
-        "class TinyRemoteForCausalLM(LlamaForCausalLM):\n    config_class = TinyRemoteConfig\n")
+        "from transformers import LlamaForCausalLM, LlamaModel\n\nfrom .configuration_tinyremote import TinyRemoteConfig\n\n\n"
+        "class TinyRemoteForCausalLM(LlamaForCausalLM):\n    config_class = TinyRemoteConfig\n\n\n"
+        "class TinyRemoteModel(LlamaModel):\n    config_class = TinyRemoteConfig\n")
     config = json.loads((path / "config.json").read_text())
     config.update(model_type="tinyremote", architectures=["TinyRemoteForCausalLM"],
                   auto_map={"AutoConfig": "configuration_tinyremote.TinyRemoteConfig",
+                            "AutoModel": "modeling_tinyremote.TinyRemoteModel",
                             "AutoModelForCausalLM": "modeling_tinyremote.TinyRemoteForCausalLM"})
     (path / "config.json").write_text(json.dumps(config))
     return path

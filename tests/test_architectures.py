@@ -211,7 +211,12 @@ def test_a_model_that_ships_its_own_code_loads_only_when_allowed_and_scores_as_i
             == QueryLikelihoodScorer(tiny_lm, ScorerConfig()).score(queries, docs))
     monkeypatch.setenv(TRUST_REMOTE_CODE_ENV, "1")
     assert LMConfig().trust_remote_code is True
+    from pyserini_qpeft.search.encoders import MiniLMEncoder  # `minilm:PATH` sentence encoders follow the switch
+
+    assert type(MiniLMEncoder(remote_code_lm_path).model).__name__ == "TinyRemoteModel"
     monkeypatch.setenv(TRUST_REMOTE_CODE_ENV, "")
+    with pytest.raises(ModelError, match="runs code shipped with the model"):
+        MiniLMEncoder(remote_code_lm_path)
 
     run = tmp_path / "bm25.trec"
     run.write_text("".join(f"{q} Q0 {d} {r} {10 - r} bm25\n" for q in ("q1", "q2") for r, d in
