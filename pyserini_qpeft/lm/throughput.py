@@ -4,7 +4,7 @@ The matmul probe of :mod:`.precision` says which precision is faster; it does no
 avx512_bf16 EPYCs that probed 806 and 223 bf16 GFLOP/s (3.6x apart) ran the same bf16 demo in 13 and 24 min (1.9x
 apart). :func:`scoring_rate` times the real scorer on the real LM instead: synthetic
 documents of exactly ``passage_tokens`` tokens, each with its own query, so every pair pays a prefix forward (the
-cost that dominates reranking and training alike). It takes a few seconds (5-12 s for SmolLM2 at 256
+cost that dominates reranking and training alike). It takes a few seconds (4-8 s for SmolLM2 at 256
 tokens in bf16 on 2 cores).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ def synthetic_passage(index: int, words: int) -> str:
     return f"Document {index}. " + " ".join(_WORDS[(index * 7 + 3 * k + k * k) % len(_WORDS)] for k in range(words))
 
 
-def scoring_rate(lm: "FrozenLM", passage_tokens: int, pairs: int = 8, rounds: int = 2, warmup: int = 4) -> float:
+def scoring_rate(lm: "FrozenLM", passage_tokens: int, pairs: int = 8, rounds: int = 3, warmup: int = 4) -> float:
     """Pairs per second of :class:`~.scoring.QueryLikelihoodScorer` on ``lm`` (its device and dtype) when every
     pair has its own ``passage_tokens``-token passage: ``warmup`` pairs first (not timed), then ``rounds`` rounds of
     ``pairs`` new pairs; the fastest round counts (a busy moment slows one round, not the machine)."""
