@@ -119,7 +119,9 @@ def launch(args: list[str], processes: int, cwd: Path, module: bool = True) -> s
         command = [accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
                    "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0", *target]
     proc = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    # all of stderr: a rank that dies (seen once on a 2-core EPYC, 2026-12-06: SIGABRT "terminate called without an
+    # active exception") prints what it was doing long before the launcher's summary at the end
+    assert proc.returncode == 0, proc.stderr
     return proc
 
 
