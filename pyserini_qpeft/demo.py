@@ -35,16 +35,36 @@ DEMO_CONDITIONS = {profile: ("bm25", "bm25+upr", "bm25+upr+interp", f"bm25+{DEMO
                              f"bm25+{DEMO_RERANKER}+interp") for profile in DEMO_PROFILES}
 
 
+def _planner(profile: str, dataset: str):
+    """The `repro beir` planner of the demo's ``profile`` (the commands it issues, what is done)."""
+    from .repro.runner import Matrix, Planner
+
+    return Planner(Matrix.load(), dataset, profile=profile)
+
+
+def _footing_of(train: list[str]) -> tuple[str, int]:
+    """``(dtype, passage tokens)`` of a training command."""
+    from .repro.runner import option_value
+
+    return str(option_value(train, "--dtype")), int(option_value(train, "--max-passage-tokens") or 0)
+
+
+def footing(profile: str, dataset: str = "scifact") -> tuple[str, int]:
+    """``(dtype, passage tokens)`` the profile's training and reranks run at (read from its training command)."""
+    return _footing_of(_planner(profile, dataset).command(f"ckpt-{DEMO_RERANKER}"))
+
+
 def describe(profile: str, dataset: str = "scifact") -> str:
     """What the demo's ``profile`` runs, read from the training and search commands `repro beir` issues for it, e.g.
     ``fp32, 64-token passages, Q-PEFT-R trained for 1 epoch on 64 queries, 50 sampled test queries``, followed by
     the profile's note in :data:`DEMO_PROFILES`."""
-    from .repro.runner import Matrix, Planner, option_value
+    from .repro.runner import option_value
 
-    planner = Planner(Matrix.load(), dataset, profile=profile)
+    planner = _planner(profile, dataset)
     train = planner.command(f"ckpt-{DEMO_RERANKER}")
     epochs = option_value(train, "--epochs")
-    text = (f"{option_value(train, '--dtype')}, {option_value(train, '--max-passage-tokens')}-token passages, "
+    dtype, tokens = _footing_of(train)
+    text = (f"{dtype}, {tokens}-token passages, "
             f"{DEMO_RERANKER_LABEL} trained for {epochs} epoch{'' if epochs == '1' else 's'} on "
             f"{option_value(train, '--max-train-queries')} queries, "
             + (f"{planner.test_queries} sampled test queries" if planner.test_queries else "every test query"))
@@ -77,14 +97,6 @@ DEMO_WORK = {"demo-bf16": DemoWork(pairs=5000, fixed_seconds=60), "demo": DemoWo
 :func:`~pyserini_qpeft.lm.throughput.scoring_rate` at the profile's footing: demo-bf16 (1,464 s - 60 s) x 3.56
 pairs/s (bf16, 256 tokens), demo (464 s - 60 s) x 6.34 pairs/s (fp32, 64 tokens). The estimate assumes the rest
 scales with the LM's speed, as it does where the LM is the cost; demo-bf16 is chosen from 5.2 pairs/s up."""
-
-
-def footing(profile: str, dataset: str = "scifact") -> tuple[str, int]:
-    """``(dtype, passage tokens)`` the profile's training and reranks run at (read from its training command)."""
-    from .repro.runner import Matrix, Planner, option_value
-
-    train = Planner(Matrix.load(), dataset, profile=profile).command(f"ckpt-{DEMO_RERANKER}")
-    return str(option_value(train, "--dtype")), int(option_value(train, "--max-passage-tokens") or 0)
 
 
 @dataclass(frozen=True)
@@ -145,9 +157,7 @@ def measure_rate(dtype: str, passage_tokens: int) -> float:
 
 def training_finished(profile: str, dataset: str = "scifact") -> bool:
     """Whether the profile's trained checkpoint exists in this folder (what a second ``make demo`` reuses)."""
-    from .repro.runner import Matrix, Planner
-
-    return Planner(Matrix.load(), dataset, profile=profile).is_done(f"ckpt-{DEMO_RERANKER}")
+    return _planner(profile, dataset).is_done(f"ckpt-{DEMO_RERANKER}")
 
 
 def main(argv: list[str] | None = None) -> None:
