@@ -89,9 +89,9 @@ def dtype_option(func: F) -> F:
 
 def _allow_remote_code(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
-        from ..lm.backbone import TRUST_REMOTE_CODE_ENV
+        from ..lm.backbone import allow_remote_code
 
-        os.environ[TRUST_REMOTE_CODE_ENV] = "1"
+        allow_remote_code()
 
 
 def trust_remote_code_option(func: F) -> F:

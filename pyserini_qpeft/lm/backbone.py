@@ -39,6 +39,12 @@ def trust_remote_code_default() -> bool:
     return os.environ.get(TRUST_REMOTE_CODE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
+def allow_remote_code() -> None:
+    """What ``--trust-remote-code`` does: every model loaded afterwards by this process and the processes it starts
+    may run its own code (sets ``$PYSERINI_QPEFT_TRUST_REMOTE_CODE``, which :func:`trust_remote_code_default` reads)."""
+    os.environ[TRUST_REMOTE_CODE_ENV] = "1"
+
+
 def remote_code_refused(model: str, exc: BaseException) -> ModelError | None:
     """The error for a model that needs its own code when that was not allowed (None for any other failure)."""
     if "trust_remote_code" not in str(exc):

@@ -145,10 +145,10 @@ def run_shards_on_ray(kind: str, job: Any, workers: int, address: str | None, cp
         from ..lm.backbone import TRUST_REMOTE_CODE_ENV
 
         # workers load the model with the driver's --trust-remote-code (a remote cluster does not share our env)
-        carried = {k: os.environ[k] for k in (TRUST_REMOTE_CODE_ENV,) if k in os.environ}
+        trust = os.environ.get(TRUST_REMOTE_CODE_ENV)
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  num_cpus=None if address else (os.cpu_count() or 1),
-                 runtime_env={"env_vars": carried} if carried else None)
+                 runtime_env={"env_vars": {TRUST_REMOTE_CODE_ENV: trust}} if trust is not None else None)
         started = True
     try:
         import torch

@@ -128,9 +128,9 @@ def run(mode: str, argv: Sequence[str]) -> int:
     start_jvm()  # Pyserini's search modules need the JVM at import time
     ours, rest = ours_parser().parse_known_args(list(argv))
     if ours.reranker_trust_remote_code:
-        from ..lm.backbone import TRUST_REMOTE_CODE_ENV
+        from ..lm.backbone import allow_remote_code
 
-        os.environ[TRUST_REMOTE_CODE_ENV] = "1"
+        allow_remote_code()
     if "-h" in rest or "--help" in rest:
         help_parser = argparse.ArgumentParser(prog=f"python -m pyserini_qpeft.search {mode}", add_help=False,
                                               description="Pyserini's own flags (below), plus these:")
