@@ -440,6 +440,39 @@ def test_cli_train_then_explain_and_rerank(tiny_lm_path, tmp_path, toy_beir):
     assert reranked.read_text().split()[5] == f"qpeft-retr+interp{summary['interpolation_alpha']:g}"
 
 
+def test_cli_train_without_selecting_an_interpolation_weight(tiny_lm_path, tmp_path, toy_beir):
+    """--no-select-interpolation skips the dev rerank after training (repro selects its own weights): the same
+    module, no carried weight, and `rerank --interpolate auto` with it says what to give instead."""
+    from pyserini_qpeft.cli.main import cli
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run.trec"
+    full_run().write(run)
+    common = ["train", "qpeft", "--variant", "retr", "--dataset", str(toy_beir), "--negatives", str(run), "--epochs",
+              "1", "--batch-size", "2", "--dev-size", "1", "--top-k", "3", "--model", str(tiny_lm_path), "--device",
+              "cpu", "--dtype", "fp32", "--quiet"]
+    summaries = {}
+    for name, flags in (("with", []), ("without", ["--no-select-interpolation"])):
+        result = CliRunner().invoke(cli, [*common, "--output", str(tmp_path / name), *flags])
+        assert result.exit_code == 0, result.output
+        summaries[name] = json.loads(result.output[result.output.index("{"):])
+    assert summaries["without"]["interpolation_alpha"] is None and summaries["with"]["interpolation_alpha"] is not None
+    meta = json.loads((tmp_path / "without" / "best" / "qpeft_config.json").read_text())
+    assert "interpolation" not in meta
+    weights = [{f"{f.name}:{k}": v for f in sorted((tmp_path / name / "best").glob("*.safetensors"))
+                for k, v in load_file(str(f)).items()} for name in ("with", "without")]
+    assert weights[0] and weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+    result = CliRunner().invoke(cli, ["rerank", "--run", str(run), "--topics", str(toy_beir / "queries.jsonl"),
+                                      "--corpus", str(toy_beir), "--reranker", "qpeft-retr", "--reranker-checkpoint",
+                                      str(tmp_path / "without"), "--interpolate", "auto", "--rerank-depth", "3",
+                                      "--output", str(tmp_path / "auto.trec"), "--model", str(tiny_lm_path),
+                                      "--device", "cpu", "--dtype", "fp32", "-q"])
+    assert result.exit_code == 3 and "--no-select-interpolation" in result.output
+    assert "select-interpolation" in result.output and not (tmp_path / "auto.trec").exists()
+
+
 def test_cli_user_mistakes_exit_3(tmp_path, toy_beir):
     from pyserini_qpeft.cli.train import train as train_group
 

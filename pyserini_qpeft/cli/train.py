@@ -116,6 +116,10 @@ def _M(name: str):
               help="Memory for the dev pairs' prompt-prefix caches, kept between dev evaluations (and sweep points) so "
                    "that only the first evaluation runs the passages through the LM; scores are unchanged "
                    "(default: a quarter of the free memory; 0 = off).")
+@click.option("--select-interpolation/--no-select-interpolation", default=True, show_default=True,
+              help="After training, rerank the dev queries' first-stage top --dev-depth with best/ and store the "
+                   "first-stage interpolation weight they select in the checkpoint (what `rerank --interpolate auto` "
+                   "uses). `repro` turns it off where it selects its weights on its own dev reranks (make demo).")
 @click.option("--sweep", "sweep_grid", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML grid (setting -> list of values): train every combination into OUTPUT/sweep/, copy the one "
                    "with the best dev metric to OUTPUT/best/, write OUTPUT/sweep.{json,md}. Resumes.")
@@ -127,7 +131,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                 num_heads, attn_init, mlp, num_virtual_tokens,
                 prompt_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, dev_pool, max_train_queries,
                 max_steps, max_passage_tokens, instruction, prompt, selection_metric, patience, eval_every, seed,
-                dev_carve, dev_seed, resume, dev_cache_gb, sweep_grid, model, device, dtype, quiet) -> None:
+                dev_carve, dev_seed, resume, dev_cache_gb, select_interpolation, sweep_grid, model, device, dtype,
+                quiet) -> None:
     """Train on (query, positive, BM25 hard negative) triples of --split; select by a dev set carved from it."""
     from ..data import BeirDataset
     from ..lm.backbone import FrozenLM, LMConfig
@@ -181,6 +186,14 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                              "skipped": {"no_positive": stats.no_positive, "not_in_run": stats.not_in_run,
                                          "no_negative": stats.no_negative}}}
         t0 = time.time()
+
+        def carried_weight(best: Path) -> float | None:
+            """``best``'s dev-selected interpolation weight, stored in it (None with --no-select-interpolation)."""
+            if not select_interpolation:
+                return None
+            return select_checkpoint_interpolation(lm, best, variant, dev_ex, negatives_run_obj, ds.qrels(split),
+                                                   corpus, tcfg.dev_depth, progress=not quiet)["alpha"]
+
         if sweep_grid:
             from ..qpeft.sweep import load_grid, run_sweep
 
@@ -200,11 +213,9 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
             parallel.barrier()
             if not parallel.is_main:
                 return
-            interpolation = select_checkpoint_interpolation(lm, Path(output) / "best", variant, dev_ex,
-                                                            negatives_run_obj, ds.qrels(split), corpus,
-                                                            tcfg.dev_depth, progress=not quiet)
+            alpha = carried_weight(Path(output) / "best")
             click.echo(json.dumps({"best": str(Path(output) / "best"), "settings": swept["best"]["settings"],
-                                   "interpolation_alpha": interpolation["alpha"],
+                                   "interpolation_alpha": alpha,
                                    "dev": swept["best"]["dev"], "combinations": len(points),
                                    "wall_seconds": round(time.time() - t0, 1), "table": str(Path(output) / "sweep.md")},
                                   indent=2))
@@ -214,8 +225,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                               first_stage=negatives_run_obj)
         if not parallel.is_main:  # rank 0 selects the interpolation weight (a dev rerank) and reports
             return
-        interpolation = select_checkpoint_interpolation(lm, result.best_dir, variant, dev_ex, negatives_run_obj,
-                                                        ds.qrels(split), corpus, tcfg.dev_depth, progress=not quiet)
+        alpha = carried_weight(result.best_dir)
         wall = time.time() - t0
         summary = {"best": str(result.best_dir), "best_epoch": result.best_epoch,
                    **({"best_step": result.best_step} if tcfg.eval_every else {}), "wall_seconds": round(wall, 1),
@@ -224,7 +234,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                    "dev_upr": {k: round(v, 4) for k, v in result.dev_baseline.items()
                                if k in ("ndcg@10", "mrr@10", "loss")},
                    "trainable_parameters": report["trainable"], "percent_of_lm": round(report["percent_of_lm"], 3),
-                   "interpolation_alpha": interpolation["alpha"]}
+                   "interpolation_alpha": alpha}
         click.echo(json.dumps(summary, indent=2))
 
 

@@ -73,8 +73,9 @@ def interpolation_alpha(reranker: Reranker, interpolate: float | str | None) -> 
         return float(interpolate)
     carried = getattr(reranker, "interpolation", None)
     if not carried or carried.get("alpha") is None:
-        raise InputError(f"--interpolate auto: reranker {reranker.name!r} carries no interpolation weight; "
-                         f"give one (e.g. --interpolate 0.4)")
+        raise InputError(f"--interpolate auto: reranker {reranker.name!r} carries no interpolation weight (a "
+                         f"checkpoint trained with --no-select-interpolation carries none); give one (e.g. "
+                         f"--interpolate 0.4) or a file from `pyserini-qpeft select-interpolation`")
     logger.info("interpolation weight %.2f (%s)", carried["alpha"], carried.get("source", "reranker"))
     return float(carried["alpha"])
 
