@@ -1,7 +1,8 @@
 #!/bin/bash
 # Does a query-biased passage (the sentences that share the query's words) help the fp32 demo's 64-token budget?
 # A dev-only measurement on demo-fp32-retr.sh's 80 held-out training queries (nothing on test): zero-shot UPR at the
-# demo's footing (BM25 top-20, 64-token passages, fp32) with three ways to fill the 64 tokens (passage-window.py),
+# demo's footing (BM25 top-20, 64-token passages, fp32) with the demo's way and three others to fill the 64 tokens
+# (passage-window.py: first, best, window, tail),
 # each alone and interpolated with BM25 at weight 0.5. Run from a checkout where `make demo` ran; ~30 min on 2 cores
 # (four reranks of 1,600 pairs: 6.5-7 min each on a 2-core AVX2 EPYC, 2026-12-07).
 #
