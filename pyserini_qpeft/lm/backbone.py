@@ -45,10 +45,11 @@ def allow_remote_code() -> None:
     os.environ[TRUST_REMOTE_CODE_ENV] = "1"
 
 
-def remote_code_refused(model: str, exc: BaseException) -> ModelError | None:
-    """The error for a model that needs its own code when that was not allowed (None for any other failure)."""
-    if "trust_remote_code" not in str(exc):
-        return None
+def load_failure(what: str, model: str, exc: BaseException, trusted: bool) -> ModelError:
+    """The error for a model that failed to load: for one that needs its own code when that was not allowed, how to
+    allow it; otherwise ``cannot load {what} {model!r}: {exc}``."""
+    if trusted or "trust_remote_code" not in str(exc):
+        return ModelError(f"cannot load {what} {model!r}: {exc}")
     return ModelError(f"{model!r} runs code shipped with the model (its config's auto_map), which is off by default: "
                       f"if you trust that code, pass --trust-remote-code (`python -m pyserini_qpeft.search`: "
                       f"--reranker-trust-remote-code; Python: LMConfig(trust_remote_code=True); anywhere: "
@@ -241,8 +242,7 @@ class FrozenLM:
                 tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust)
         except (OSError, ValueError) as exc:
-            refused = None if trust else remote_code_refused(config.model, exc)
-            raise (refused or ModelError(f"cannot load causal LM {config.model!r}: {exc}")) from exc
+            raise load_failure("causal LM", config.model, exc, trust) from exc
         model.to(device)
         logger.info("loaded %s on %s in %s", model_id, device, dtype)
         return cls(model, tokenizer, model_id=model_id, device=device, dtype=dtype, precision=precision)

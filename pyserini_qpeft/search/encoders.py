@@ -111,7 +111,7 @@ class MiniLMEncoder(DenseEncoder):
                  dtype: str = "fp32"):
         from transformers import AutoModel, AutoTokenizer
 
-        from ..lm.backbone import remote_code_refused, resolve_precision, trust_remote_code_default
+        from ..lm.backbone import load_failure, resolve_precision, trust_remote_code_default
 
         self.path = str(path or minilm_path())
         self.model_id = MINILM_ID if path is None else str(path)
@@ -129,8 +129,7 @@ class MiniLMEncoder(DenseEncoder):
                 self.model = AutoModel.from_pretrained(self.path, dtype=torch_dtype,
                                                        trust_remote_code=trust).to(device).eval()
         except (OSError, ValueError) as exc:
-            refused = None if trust else remote_code_refused(self.path, exc)
-            raise (refused or ModelError(f"cannot load sentence encoder {self.path!r}: {exc}")) from exc
+            raise load_failure("sentence encoder", self.path, exc, trust) from exc
         self.dim = int(self.model.config.hidden_size)
 
     def _lengths(self, texts):
