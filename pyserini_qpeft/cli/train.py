@@ -223,7 +223,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         result = run_training(lm, module, qcfg, scfg, train_ex, dev_ex, corpus, tcfg, output, resume=resume,
                               progress=not quiet, metadata=meta, parallel=parallel, prefix_memo=memo,
                               first_stage=negatives_run_obj)
-        if not parallel.is_main:  # rank 0 selects the interpolation weight (a dev rerank) and reports
+        if not parallel.is_main:  # rank 0 selects the interpolation weight (unless told not to) and reports
             return
         alpha = carried_weight(result.best_dir)
         wall = time.time() - t0
