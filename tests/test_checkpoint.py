@@ -149,3 +149,19 @@ def test_training_folder_resolves_to_best(tiny_lm, tmp_path):
     save_checkpoint(tmp_path / "run" / "best", build_module(tiny_lm, config), config, tiny_lm, SCORER)
     _, cfg, _, _ = load_checkpoint(tmp_path / "run", tiny_lm)
     assert cfg.top_k == 2
+
+
+def test_checkpoint_keeps_its_hint_passage_and_reads_older_ones_without_it(tiny_lm, tmp_path):
+    """`train qpeft --hint-passage-tokens` is stored with the module; a checkpoint saved before the field existed
+    loads with the default (the hint module reads the LM's passage)."""
+    config = QPeftConfig(variant="retr", top_k=5)
+    wide = ScorerConfig(batch_size=4, max_passage_tokens=8, hint_passage_tokens=48)
+    module = perturbed(tiny_lm, config)
+    path = save_checkpoint(tmp_path / "ckpt", module, config, tiny_lm, wide)
+    loaded, _, scfg, _ = load_checkpoint(path, tiny_lm)
+    assert scfg == wide and scores(tiny_lm, loaded, scfg) == scores(tiny_lm, module, wide)
+    assert scores(tiny_lm, module, wide) != scores(tiny_lm, module, ScorerConfig(batch_size=4, max_passage_tokens=8))
+    data = json.loads((path / CONFIG_NAME).read_text())
+    del data["scorer_config"]["hint_passage_tokens"]
+    (path / CONFIG_NAME).write_text(json.dumps(data))
+    assert load_checkpoint(path, tiny_lm)[2] == ScorerConfig(batch_size=4, max_passage_tokens=8)

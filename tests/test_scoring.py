@@ -116,7 +116,8 @@ def test_empty_query_rejected(tiny_lm):
 
 
 @pytest.mark.parametrize("bad", [dict(template="no placeholder"), dict(batch_size=0), dict(max_query_tokens=-1),
-                                 dict(question_prefix="  ")])
+                                 dict(question_prefix="  "), dict(hint_passage_tokens=0),
+                                 dict(hint_passage_tokens=True)])
 def test_config_validation(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         ScorerConfig(**bad)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from conftest import TOY_CORPUS, TOY_QUERIES, write_beir
 from pyserini_qpeft.cli.main import cli
 from pyserini_qpeft.data import Document
-from pyserini_qpeft.lm.scoring import ScorerConfig
+from pyserini_qpeft.lm.scoring import ScorerConfig, passage_text
 from pyserini_qpeft.qpeft.module import QPeftConfig, build_module
 from pyserini_qpeft.rerank import DictDocStore, LMReranker, UPRReranker, rerank_together
 from pyserini_qpeft.types import Hit, Query, Run
@@ -157,3 +157,42 @@ def test_cli_also_rerank_writes_each_run_as_its_own_rerank_would(tiny_lm, tiny_l
     same = CliRunner().invoke(cli, [*common, "--reranker", "upr", "--output", str(tmp_path / "c.trec"),
                                     "--also-rerank", "upr", "-", str(tmp_path / "c.trec")])
     assert same.exit_code == 3 and "its own output" in same.output, same.output
+
+
+def test_a_hint_module_reading_more_of_the_passage_shares_the_lm_prefixes(tiny_lm, tmp_path, monkeypatch):
+    """`train qpeft --hint-passage-tokens`: the hint module reads more of each passage than the LM's prompt holds.
+    The prompt (so the shared prefix) stays the LM's, and the shared pass is byte-identical to its own rerank."""
+    short = ScorerConfig(batch_size=2, prefix_batch_size=2, max_passage_tokens=8)
+    wide = ScorerConfig(batch_size=2, prefix_batch_size=2, max_passage_tokens=8, hint_passage_tokens=64)
+    module = build_module(tiny_lm, QPeftConfig(variant="retr", top_k=3))
+
+    def pair(config: ScorerConfig) -> list[LMReranker]:
+        return [UPRReranker(tiny_lm, short), LMReranker(tiny_lm, config, copy.deepcopy(module), name="qpeft-retr")]
+
+    lead, reader = pair(wide)
+    docs = [DOCS.get(d) for d in DOCIDS]
+    full = [reader.scorer.prompts.follow(reader.scorer.prompts.passage_lead + passage_text(d), literal=True)
+            for d in docs]
+    assert any(len(f) > 8 for f in full)  # some passage is cut for the LM ...
+    for doc, ids in zip(docs, full):
+        assert reader.scorer.doc_tokens(doc).prefix == lead.scorer.doc_tokens(doc).prefix  # ... the same prompt
+        assert reader.scorer.doc_tokens(doc).passage == tuple(ids[:64])  # ... and the module reads all of it
+    alone = [written(r.rerank(QUERIES, first_stage(), DOCS, depth=5, progress=False), tmp_path / f"alone{k}")
+             for k, r in enumerate(pair(wide))]
+    cut = written(pair(short)[1].rerank(QUERIES, first_stage(), DOCS, depth=5, progress=False), tmp_path / "cut")
+    assert alone[1] != cut  # the text beyond the LM's passage changes the hints
+
+    together = pair(wide)
+    calls = [count_prefix_forwards(monkeypatch, r) for r in together]
+    runs = rerank_together(together, QUERIES, first_stage(), DOCS, depth=5, progress=False)
+    assert [written(run, tmp_path / f"together{k}") for k, run in enumerate(runs)] == alone
+    assert sum(calls[0]) == len(DOCIDS) and calls[1] == []
+
+
+def test_cli_train_refuses_a_hint_passage_for_the_prompt_variant(tmp_path):
+    (tmp_path / "run.trec").write_text("")
+    result = CliRunner().invoke(cli, ["train", "qpeft", "--variant", "prompt", "--dataset", "scifact",
+                                      "--negatives", str(tmp_path / "run.trec"), "--output", str(tmp_path / "out"),
+                                      "--hint-passage-tokens", "256"])
+    assert result.exit_code == 2 and "--hint-passage-tokens" in result.output and "read no passage" in result.output
+    assert not (tmp_path / "out").exists()

@@ -98,6 +98,10 @@ def _M(name: str):
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in total.")
 @scorer_option("max_passage_tokens", type=click.IntRange(min=8),
                help="Passage truncation budget in tokens, stored in the checkpoint (reranking uses the same).")
+@click.option("--hint-passage-tokens", type=click.IntRange(min=1), default=None,
+              help="The hint module reads the passage's first N tokens instead of the LM's --max-passage-tokens "
+                   "(beyond the papers: N larger lets it bring in text the LM's passage cut away; the prompt and "
+                   "its cost per pair are unchanged). Stored in the checkpoint.  [default: the LM's passage]")
 @click.option("--instruction", default="", help="Instruction text before the passage (default none, as UPR).")
 @click_option(prompt_flag("The prompt's wording (question: UPR's; claim: for fact-checking datasets such as "
                           "SciFact), stored in the checkpoint: reranking uses the same.", default="question"))
@@ -130,7 +134,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                 negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
                 num_heads, attn_init, mlp, num_virtual_tokens,
                 prompt_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, dev_pool, max_train_queries,
-                max_steps, max_passage_tokens, instruction, prompt, selection_metric, patience, eval_every, seed,
+                max_steps, max_passage_tokens, hint_passage_tokens, instruction, prompt, selection_metric, patience,
+                eval_every, seed,
                 dev_carve, dev_seed, resume, dev_cache_gb, select_interpolation, sweep_grid, model, device, dtype,
                 quiet) -> None:
     """Train on (query, positive, BM25 hard negative) triples of --split; select by a dev set carved from it."""
@@ -148,6 +153,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     from ..types import read_run
 
     check_split(split)
+    if hint_passage_tokens is not None and variant == "prompt":
+        raise click.BadParameter("the prompt variant's vectors read no passage", param_hint="--hint-passage-tokens")
     check_training_output(output)
     parallel = DataParallel.from_environment(device)
     with parallel.closing():  # every rank ends together (see training.parallel)
@@ -173,7 +180,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads, num_virtual_tokens=num_virtual_tokens,
                            prompt_init=prompt_init, seed=seed, attn_init=attn_init, mlp=mlp, token_filter=token_filter,
                            query_proj=query_proj, prompt_tokens=prompt_tokens)
-        scfg = ScorerConfig(instruction=instruction, max_passage_tokens=max_passage_tokens, **prompt_fields(prompt))
+        scfg = ScorerConfig(instruction=instruction, max_passage_tokens=max_passage_tokens,
+                            hint_passage_tokens=hint_passage_tokens, **prompt_fields(prompt))
         lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
         # one for every training of this command; ranks of a data-parallel run may share a device's memory
         memo = PrefixMemo.for_device(lm.device, dev_cache_gb, processes=parallel.world_size)

@@ -62,7 +62,8 @@ class PromptTokens:
 
     Attributes:
         prefix: BOS? + instruction + template with the truncated passage (the query-independent prompt).
-        passage: the truncated passage tokens only (what hint modules read).
+        passage: the passage tokens hint modules read: the LM's truncated passage, or the first
+            ``hint_passage_tokens`` when the config sets them.
     """
 
     prefix: tuple[int, ...]
@@ -197,7 +198,9 @@ class PromptBuilder:
                 body = tuple(self.follow(lead_text + self.tail, literal=True))
             else:
                 body = passage + self.tail_ids
-            hit = PromptTokens(prefix=self.bos + self.head_ids + body, passage=passage)
+            hint_budget = self.config.hint_passage_tokens
+            hint = passage if hint_budget is None else truncate(full, hint_budget)
+            hit = PromptTokens(prefix=self.bos + self.head_ids + body, passage=hint)
             if len(self._doc_memo) > _MEMO_LIMIT:
                 self._doc_memo.clear()
             self._doc_memo[key] = hit

@@ -55,6 +55,9 @@ class ScorerConfig:
             it from the query and is scored as part of the query tokens' first token.
         hint_open, hint_close: text around hint vectors (only used with a hint module).
         max_passage_tokens: passage ("title text") token budget; longer passages are cut to their first tokens.
+        hint_passage_tokens: the passage tokens a hint module reads (the first N; None: the passage the LM reads,
+            ``max_passage_tokens``). Larger than that, the module sees text the LM's passage cut away (beyond
+            the papers); the LM's prompt is the same either way.
         max_query_tokens: query token budget (longer queries are cut).
         batch_size: (query, document) pairs per suffix forward.
         prefix_batch_size: documents per prefix forward (a "group"; all pairs of a group share its KV cache).
@@ -70,6 +73,7 @@ class ScorerConfig:
     hint_open: str = "hints:"
     hint_close: str = "\n"
     max_passage_tokens: int = 128
+    hint_passage_tokens: int | None = None
     max_query_tokens: int = 64
     batch_size: int = 64
     prefix_batch_size: int = 32
@@ -85,6 +89,9 @@ class ScorerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        hint = self.hint_passage_tokens
+        if hint is not None and (not isinstance(hint, int) or isinstance(hint, bool) or hint < 1):
+            raise ValueError(f"hint_passage_tokens must be None or a positive integer, got {hint!r}")
         if self.add_bos not in (None, True, False):
             raise ValueError(f"add_bos must be None, True or False, got {self.add_bos!r}")
 
@@ -111,6 +118,7 @@ class _Plan:
 
     groups: list[ScoreGroup]
     doc_tokens: list[PromptTokens]  # per distinct document
+    docs: Sequence["Document"]  # the distinct documents
     doc_of: Sequence[int]  # pair -> distinct document
     query_tokens: list[tuple[int, ...]]  # per pair
 
@@ -225,7 +233,7 @@ class QueryLikelihoodScorer:
         dtok = [self.prompts.doc_tokens(d) for d in docs]
         groups = plan_groups(doc_of, [len(t.prefix) for t in dtok], [len(t) for t in qtok], self.config.batch_size,
                              self.config.prefix_batch_size)
-        return _Plan(groups, dtok, doc_of, qtok)
+        return _Plan(groups, dtok, docs, doc_of, qtok)
 
     def plan(self, queries: Sequence[str], docs: Sequence["Document"],
              doc_index: Sequence[int] | None = None) -> list[ScoreGroup]:
@@ -258,7 +266,8 @@ class QueryLikelihoodScorer:
         """Why ``other`` cannot reuse this scorer's document prefix caches and work plan (None: it can).
 
         It can when both score with the same loaded LM, the same document prefix tokens and the same plan: every
-        :class:`ScorerConfig` field but the hint markers (which only change the suffix) is equal.
+        :class:`ScorerConfig` field but the hint markers and the hint module's passage (which only change the
+        suffix) is equal.
         """
         if other.lm is not self.lm:
             return "they do not share one loaded LM"
@@ -294,8 +303,9 @@ class QueryLikelihoodScorer:
         return out
 
 
-_SUFFIX_ONLY = frozenset({"hint_open", "hint_close"})
-"""ScorerConfig fields that only change the prompt after the document prefix."""
+_SUFFIX_ONLY = frozenset({"hint_open", "hint_close", "hint_passage_tokens"})
+"""ScorerConfig fields that only change the prompt after the document prefix (the hint markers, and the passage
+the hints are made from)."""
 
 
 def score_batches_together(scorers: Sequence[QueryLikelihoodScorer], queries: Sequence[str],
@@ -352,9 +362,11 @@ def score_batches_together(scorers: Sequence[QueryLikelihoodScorer], queries: Se
                     cache = lead._group_cache([t.prefix for t in dtok], prefix_ids, prefix_mask)
                 for which, chunks in enumerate(per_scorer):
                     scorer = scorers[which]
+                    # each scorer's hint module reads its own passage budget (the prefixes are the lead's)
+                    own = dtok if scorer is lead else [scorer.prompts.doc_tokens(plan.docs[j]) for j in group.docs]
                     for chunk in chunks:
                         slots = [local[plan.doc_of[i]] for i in chunk]
-                        batch = scorer._batch([dtok[s].prefix for s in slots], [dtok[s].passage for s in slots],
+                        batch = scorer._batch([dtok[s].prefix for s in slots], [own[s].passage for s in slots],
                                               [plan.query_tokens[i] for i in chunk], first_rows(slots))
                         if cache is not None:
                             rows = torch.tensor(slots, dtype=torch.long, device=batch.query_ids.device)
