@@ -362,8 +362,11 @@ def score_batches_together(scorers: Sequence[QueryLikelihoodScorer], queries: Se
                     cache = lead._group_cache([t.prefix for t in dtok], prefix_ids, prefix_mask)
                 for which, chunks in enumerate(per_scorer):
                     scorer = scorers[which]
-                    # each scorer's hint module reads its own passage budget (the prefixes are the lead's)
-                    own = dtok if scorer is lead else [scorer.prompts.doc_tokens(plan.docs[j]) for j in group.docs]
+                    # a hint module reads its own passage budget (the prefixes are the lead's)
+                    own = dtok
+                    if (scorer.hint_module is not None
+                            and scorer.config.hint_passage_tokens != lead.config.hint_passage_tokens):
+                        own = [scorer.prompts.doc_tokens(plan.docs[j]) for j in group.docs]
                     for chunk in chunks:
                         slots = [local[plan.doc_of[i]] for i in chunk]
                         batch = scorer._batch([dtok[s].prefix for s in slots], [own[s].passage for s in slots],
