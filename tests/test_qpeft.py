@@ -7,6 +7,7 @@ import torch
 from conftest import TOY_CORPUS, TOY_QUERIES
 from pyserini_qpeft.data import Document
 from pyserini_qpeft.errors import InputError, ModelError
+from pyserini_qpeft.cli.explain import format_explanation
 from pyserini_qpeft.qpeft.explain import explain
 from pyserini_qpeft.qpeft.module import QPeftConfig, build_module, parameter_report, trainable_parameters
 from pyserini_qpeft.lm.scoring import QueryLikelihoodScorer, ScorerConfig
@@ -176,6 +177,21 @@ def test_explain(tiny_lm, variant):
     if variant == "retr":  # the query's own words in the passage are found first
         assert "lung" in "".join(t["token"] for t in info["tokens"]) or "causes" in "".join(
             t["token"] for t in info["tokens"])
+    if variant != "prompt":
+        assert info["passage_tokens"] == info["lm_passage_tokens"] == len(scorer.doc_tokens(DOCS["d1"]).passage)
+
+
+def test_explain_says_how_much_of_the_passage_the_module_read(tiny_lm):
+    """`train qpeft --hint-passage-tokens`: the module reads more of the passage than the LM's prompt holds."""
+    module = build_module(tiny_lm, QPeftConfig(variant="retr", top_k=3))
+    scorer = QueryLikelihoodScorer(tiny_lm, ScorerConfig(max_passage_tokens=4, hint_passage_tokens=64),
+                                   hint_module=module)
+    info = explain(tiny_lm, module, scorer, QUERIES["q1"], DOCS["d1"], top=3)
+    assert info["lm_passage_tokens"] == 4 < info["passage_tokens"]
+    base = QueryLikelihoodScorer(tiny_lm, ScorerConfig(max_passage_tokens=4)).score([QUERIES["q1"]], [DOCS["d1"]])[0]
+    assert info["score_without_hints"] == pytest.approx(base, abs=1e-5)
+    text = format_explanation(info)
+    assert f"the module read {info['passage_tokens']}, the LM's prompt holds 4" in text
 
 
 def test_registered_rerankers_check_variant(tiny_lm, tmp_path):

@@ -13,7 +13,11 @@ def format_explanation(info: dict) -> str:
     lines = [f"variant: {info['variant']}   docid: {info['docid']}",
              f"query: {info['query']}",
              f"score (mean query log-prob): {info['score']:.4f} with hints, "
-             f"{info['score_without_hints']:.4f} without (zero-shot UPR prompt)", ""]
+             f"{info['score_without_hints']:.4f} without (zero-shot UPR prompt)"]
+    if "passage_tokens" in info:
+        lines.append(f"passage tokens: the module read {info['passage_tokens']}, the LM's prompt holds "
+                     f"{info['lm_passage_tokens']}")
+    lines.append("")
     if "heads" in info:
         for h, rows in enumerate(info["heads"]):
             lines.append(f"head {h}: top attended passage tokens (attention averaged over query tokens)")

@@ -1,6 +1,7 @@
 """What a Q-PEFT module picks or attends to for one (query, document) pair (``pyserini-qpeft explain``)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,6 +30,8 @@ def explain(lm: "FrozenLM", module, scorer, query: str, doc, top: int = 10) -> d
         ``{"variant", "score", "score_without_hints", "tokens": [...]}`` for retr, with each selected token's
         decoded text and cosine similarity; for attn ``"heads": [[{"position", "token", "weight"}, ...], ...]``
         with attention averaged over the query tokens; for prompt the nearest vocabulary token of each hint.
+        retr and attn also give ``passage_tokens`` (how many the module read) and ``lm_passage_tokens`` (how many
+        the LM's prompt holds; fewer with ``ScorerConfig.hint_passage_tokens`` above the LM's budget).
     """
     from ..lm.scoring import QueryLikelihoodScorer
 
@@ -38,11 +41,14 @@ def explain(lm: "FrozenLM", module, scorer, query: str, doc, top: int = 10) -> d
     try:
         with torch.no_grad():
             score = float(scorer.forward(batch)[0])
-            baseline = QueryLikelihoodScorer(lm, scorer.config)
+            baseline = QueryLikelihoodScorer(lm, dataclasses.replace(scorer.config, hint_passage_tokens=None))
             score0 = float(baseline.forward(baseline.encode([query], [doc]))[0])
             out: dict[str, Any] = {"variant": module.config.variant, "query": query, "docid": doc.docid,
                                    "score": score, "score_without_hints": score0}
             qi, qm, pi, pm = batch.query_ids, batch.query_mask, batch.passage_ids, batch.passage_mask
+            if module.config.variant != "prompt":  # how much of the passage the module and the LM read
+                out["passage_tokens"] = int(pm[0].sum())
+                out["lm_passage_tokens"] = len(baseline.doc_tokens(doc).passage)
             tok = lm.tokenizer
             if module.config.variant == "retr":
                 _, mask, ids, sims = module.select_tokens(qi, qm, pi, pm)
