@@ -196,3 +196,16 @@ def test_cli_train_refuses_a_hint_passage_for_the_prompt_variant(tmp_path):
                                       "--hint-passage-tokens", "256"])
     assert result.exit_code == 2 and "--hint-passage-tokens" in result.output and "read no passage" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_train_qpeft_refuses_a_hint_passage_for_the_prompt_variant(tiny_lm, tmp_path):
+    """The same refusal through the Python API, before any step: a prompt-variant checkpoint would store a value
+    nothing reads."""
+    from pyserini_qpeft.qpeft.step import QPeftTrainConfig, train_qpeft
+
+    config = QPeftConfig(variant="prompt", num_virtual_tokens=2)
+    with pytest.raises(ValueError, match="read no passage"):
+        train_qpeft(tiny_lm, build_module(tiny_lm, config), config,
+                    ScorerConfig(max_passage_tokens=8, hint_passage_tokens=64), [], [object()], {},
+                    QPeftTrainConfig(epochs=1), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -322,6 +322,8 @@ def train_qpeft(lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_conf
 
     if not dev_examples:
         raise InputError("no dev examples: checkpoint selection needs a dev set carved from the training queries")
+    if qpeft_config.variant == "prompt" and scorer_config.hint_passage_tokens is not None:
+        raise ValueError("hint_passage_tokens is for a hint module; the prompt variant's vectors read no passage")
     step = QPeftStep(lm, module, qpeft_config, scorer_config, corpus, config, parallel, prefix_memo, first_stage)
     return fit(step, train_examples, dev_examples, config, output_dir, resume=resume, progress=progress,
                metadata=metadata)
