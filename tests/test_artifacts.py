@@ -282,3 +282,25 @@ def test_lucene_index_folder_permissions_and_meta(tmp_path):
     assert meta["type"] == "lucene-index" and meta["documents"] == 6
     assert (index / INDEX_META).read_text().endswith("}\n")
     assert leftovers(tmp_path / "indexes", {"lucene-toy"}) == []
+
+
+def test_an_existing_lucene_index_is_reused_only_for_its_own_corpus(tmp_path, caplog):
+    """`index` is idempotent for the corpus an index was built from; another corpus is refused (not silently
+    answered with the old index), and a recorded corpus that moved away is reused with a warning. No JVM runs."""
+    from pyserini_qpeft.artifacts import write_meta
+    from pyserini_qpeft.search.lucene import META, build_index
+
+    built, other = tmp_path / "built.jsonl", tmp_path / "other.jsonl"
+    for path in (built, other):
+        path.write_text('{"_id": "d1", "title": "", "text": "x"}\n')
+    index = tmp_path / "indexes" / "lucene-toy"
+    index.mkdir(parents=True)
+    write_meta(index, META, {"corpus": str(built.resolve()), "collection": "BeirFlatCollection", "documents": 1})
+    assert build_index(built, index) == index
+    with pytest.raises(InputError, match=r"built from .*built\.jsonl, not .*other\.jsonl: pass --force") as err:
+        build_index(other, index)
+    assert err.value.path == str(index)
+    built.unlink()
+    with caplog.at_level("WARNING", logger="pyserini_qpeft.search.lucene"):
+        assert build_index(other, index) == index
+    assert "no longer exists" in caplog.text

@@ -22,7 +22,8 @@ def default_index_dir(name: str) -> Path:
 @click.option("--download", is_flag=True, help="Download the official BEIR zip if the dataset is not found locally.")
 def index(dataset: str | None, corpus_path: str | None, index_dir: str | None, threads: int, force: bool,
           download: bool) -> None:
-    """Build a BEIR-flat Lucene index (title + text in one field, raw JSON stored). Idempotent."""
+    """Build a BEIR-flat Lucene index (title + text in one field, raw JSON stored). Idempotent: an index built
+    from the same corpus is reused; one built from another corpus is refused (exit 3) unless --force."""
     from ..data import find_dataset
     from ..search import build_index
 

@@ -101,7 +101,8 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
     """
     index_dir = Path(index_dir)
     if not force and (index_dir / INDEX_META).is_file():
-        read_meta(index_dir, META)  # ours and complete (else a named error): building is idempotent
+        meta = read_meta(index_dir, META)  # ours and complete (else a named error): building is idempotent
+        _check_same_corpus(index_dir, meta.get("corpus"), corpus)
         logger.info("index %s exists (use --force to rebuild)", index_dir)
         return index_dir
     check_replaceable(index_dir, META, force)  # never replaces a user's folder, a file or another tool's index
@@ -127,6 +128,19 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
             write_meta(tmp_index, META, meta)
     logger.info("indexed %d documents into %s in %.1fs", count, index_dir, time.time() - start)
     return index_dir
+
+
+def _check_same_corpus(index_dir: Path, recorded: str | None, corpus: str | os.PathLike) -> None:
+    """Reuse an existing index only for the corpus it was built from: another existing corpus is an InputError
+    (``--force`` rebuilds); a recorded corpus that no longer exists (the data moved) is reused with a warning."""
+    wanted = str(Path(corpus).resolve())
+    if recorded is None or recorded == wanted:
+        return
+    if Path(recorded).exists():
+        raise InputError(f"this index was built from {recorded}, not {wanted}: pass --force to rebuild it, or "
+                         f"choose another --index", str(index_dir))
+    logger.warning("index %s was built from %s, which no longer exists; reusing it for %s (--force rebuilds)",
+                   index_dir, recorded, wanted)
 
 
 def _count_docs(index_dir: Path) -> int:
