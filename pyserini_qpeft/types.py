@@ -96,20 +96,21 @@ def format_run_lines(qid: str, hits: Iterable[Hit], tag: str, output_format: str
             yield f"{qid} Q0 {hit.docid} {rank} {hit.score:.6f} {tag}\n"
 
 
-def _is_word(text: str) -> bool:
+def is_trec_word(text: str) -> bool:
+    """Whether ``text`` can be a TREC run column (a qid, docid or tag): non-empty, no whitespace."""
     return bool(text) and not any(c.isspace() for c in text)
 
 
 def check_writable_run(run: Run, tag: str) -> None:
     """Refuse what :func:`read_run` would refuse, before anything is written: a run tag, qid or docid that is
     empty or holds whitespace, a score that is NaN or infinite (e.g. from a checkpoint with broken weights)."""
-    if not _is_word(tag):
+    if not is_trec_word(tag):
         raise InputError(f"run tag must be one non-empty word, got {tag!r}")
     for qid, hits in run.hits.items():
-        if not _is_word(qid):
+        if not is_trec_word(qid):
             raise InputError(f"query id {qid!r} is empty or contains whitespace; a TREC run cannot hold it")
         for hit in hits:
-            if not _is_word(hit.docid):
+            if not is_trec_word(hit.docid):
                 raise InputError(f"docid {hit.docid!r} (query {qid}) is empty or contains whitespace; a TREC run "
                                  "cannot hold it")
             if not math.isfinite(hit.score):

@@ -128,3 +128,13 @@ def test_help_lists_ours_and_pyserinis_flags(indexes):
     proc = compat("lucene", "--help")
     assert proc.returncode == 0
     assert "--reranker" in proc.stdout and "--bm25" in proc.stdout and "--output-format" in proc.stdout
+
+
+def test_a_malformed_topics_file_is_refused_before_pyserini_runs(indexes, tmp_path):
+    topics = tmp_path / "bad.tsv"
+    topics.write_text("q1\twhat causes lung cancer\nq2\n")
+    out = tmp_path / "run.trec"
+    proc = compat("lucene", "--index", str(indexes["lucene"]), "--topics", str(topics), "--output", str(out),
+                  "--bm25", "--hits", "3")
+    assert proc.returncode == 3 and f"{topics}:2" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not out.exists()

@@ -419,3 +419,20 @@ def test_sample_topics_is_a_seeded_hash_sample_in_file_order():
             data.sample_topics(topics, bad)
     with pytest.raises(InputError, match="repeated query ids"):
         data.sample_topics(topics + topics[:1], 5)
+
+
+def test_the_compat_search_reads_a_topics_file_itself_and_refuses_what_a_run_cannot_hold(tmp_path):
+    """`python -m pyserini_qpeft.search`: a topics file is checked here (file and line named) instead of being
+    handed to Pyserini unchecked; only a name this package cannot resolve goes to Pyserini as given."""
+    from pyserini_qpeft.search.compat import _local_topics
+
+    cases = {"malformed.tsv": ("1\tfoo\n1107\n", r"malformed\.tsv:2"),
+             "twice.tsv": ("1\tfoo\n1\tbar\n", r"query id 1 appears twice"),
+             "space.jsonl": ('{"_id": "a b", "text": "vitamin d"}\n', r"query id 'a b' .* whitespace")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(InputError, match=message):
+            _local_topics(str(tmp_path / name), tmp_path)
+    (tmp_path / "good.tsv").write_text("1\tfoo   bar\n")
+    assert Path(_local_topics(str(tmp_path / "good.tsv"), tmp_path)).read_text() == "1\tfoo bar\n"
+    assert _local_topics("no-such-topics-name", tmp_path) == "no-such-topics-name"  # Pyserini reports it

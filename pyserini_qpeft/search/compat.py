@@ -100,14 +100,24 @@ def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
 
 
 def _local_topics(spec: str, workdir: Path) -> str:
-    """A TSV copy of topics our data layer can resolve locally (else ``spec`` unchanged, for Pyserini)."""
+    """A TSV copy of topics our data layer can resolve locally (else ``spec`` unchanged, for Pyserini).
+
+    A topics *file* is always read here, so a malformed line, a repeated query id or a query id that a TREC run
+    cannot hold (empty, whitespace) is an InputError naming the file before Pyserini runs; only a name this
+    package cannot resolve (e.g. a Pyserini topics name offline) goes to Pyserini as given."""
     from ..data import load_topics
     from ..errors import InputError
+    from ..types import is_trec_word
 
     try:
         queries = load_topics(spec)
     except InputError:
+        if Path(spec).expanduser().is_file():
+            raise
         return spec
+    bad = next((q.qid for q in queries if not is_trec_word(q.qid)), None)
+    if bad is not None:
+        raise InputError(f"query id {bad!r} is empty or contains whitespace; a TREC run cannot hold it", spec)
     path = workdir / "topics.tsv"
     with open(path, "w", encoding="utf-8") as out:
         for q in queries:
