@@ -178,6 +178,16 @@ def test_qrels_files(tmp_path):
     bad.write_text("")
     with pytest.raises(InputError, match="no relevance judgments"):
         load_qrels(str(bad))
+    # a TREC line that lost its relevance is not read as BEIR's qid<TAB>docid<TAB>rel (the first line sets the layout)
+    bad.write_text("808 0 36606083 1\n1107 0 20532591\n")
+    with pytest.raises(InputError, match=r"bad\.txt:2: expected .* got 3 columns \(a BEIR line is tab-separated\)"):
+        load_qrels(str(bad))
+    bad.write_text("808 0 36606083\n")
+    with pytest.raises(InputError, match=r"bad\.txt:1: .*got 3 columns"):
+        load_qrels(str(bad))
+    bad.write_text("q1\td1\t1\nq1\t0\td2\t1\n")
+    with pytest.raises(InputError, match=r"bad\.txt:2: 4 columns, but the file's first line has 3 \(BEIR\)"):
+        load_qrels(str(bad))
 
 
 def test_write_and_convert_qrels(tmp_path, toy_beir, monkeypatch):

@@ -80,31 +80,34 @@ def _parse_rel(value: str, path: Path, lineno: int) -> int:
 def read_qrels_file(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     """qid -> docid -> relevance from a TREC qrels file (``qid 0 docid rel``) or a BEIR qrels TSV
     (``query-id<TAB>corpus-id<TAB>score`` with a header line). CRLF line ends are fine; blank lines are skipped.
+    The first line fixes the layout for the whole file, so a TREC line that lost a column is not read as BEIR's.
 
     Raises:
-        InputError: a line with another number of columns or a non-integer relevance (names file and line).
+        InputError: a line with another layout than the first (a BEIR line needs its two tabs) or a non-integer
+            relevance (names file and line).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError("qrels file not found", str(path))
     qrels: dict[str, dict[str, int]] = {}
-    first = True
+    columns = 0  # 4 (TREC) or 3 (BEIR), set by the first line
+    expected = "expected 'qid 0 docid rel' (TREC) or 'qid<TAB>docid<TAB>rel' (BEIR)"
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
-        parts = line.split("\t") if line.count("\t") == 2 else line.split()
-        parts = [p.strip() for p in parts]
-        if len(parts) == 3:
-            qid, docid, rel = parts
-        elif len(parts) == 4:
-            qid, _, docid, rel = parts
-        else:
-            raise InputError(f"expected 'qid 0 docid rel' (TREC) or 'qid<TAB>docid<TAB>rel' (BEIR), "
-                             f"got {len(parts)} columns", str(path), lineno)
-        if first:
-            first = False
-            if len(parts) == 3 and not _INTEGER_OR_FLOAT_ZERO.fullmatch(rel):
+        beir = line.count("\t") == 2
+        parts = [p.strip() for p in (line.split("\t") if beir else line.split())]
+        if not (len(parts) == 4 or (len(parts) == 3 and beir)):
+            raise InputError(f"{expected}, got {len(parts)} columns"
+                             + (" (a BEIR line is tab-separated)" if len(parts) == 3 else ""), str(path), lineno)
+        if not columns:
+            columns = len(parts)
+            if columns == 3 and not _INTEGER_OR_FLOAT_ZERO.fullmatch(parts[2]):
                 continue  # BEIR header: query-id corpus-id score
+        elif len(parts) != columns:
+            raise InputError(f"{len(parts)} columns, but the file's first line has {columns} "
+                             f"({'TREC' if columns == 4 else 'BEIR'}); {expected}", str(path), lineno)
+        qid, docid, rel = parts if columns == 3 else (parts[0], parts[2], parts[3])
         if not qid or not docid:
             raise InputError("empty query or document id", str(path), lineno)
         qrels.setdefault(qid, {})[docid] = _parse_rel(rel, path, lineno)
