@@ -18,7 +18,7 @@ DENSE = _run({"q1": [("b", 0.9), ("d", 0.7), ("a", 0.5)], "q3": [("y", 0.4), ("z
 
 
 def test_rrf_hand_computed():
-    fused = rrf([SPARSE, DENSE], k=60)
+    fused = rrf([SPARSE, DENSE], rrf_k=60)
     scores = {h.docid: h.score for h in fused["q1"]}
     assert scores["a"] == pytest.approx(1 / 61 + 1 / 63)
     assert scores["b"] == pytest.approx(1 / 62 + 1 / 61)
@@ -30,7 +30,7 @@ def test_rrf_hand_computed():
 
 
 def test_rrf_depth_cuts_inputs_and_output():
-    fused = rrf([SPARSE, DENSE], k=0, depth=1)
+    fused = rrf([SPARSE, DENSE], rrf_k=0, depth=1)
     # only rank-1 docs count (a from sparse, b from dense) with 1/(0+1) each: a tie broken by docid
     assert [(h.docid, h.score) for h in fused["q1"]] == [("a", 1.0)]
 
@@ -88,4 +88,41 @@ def test_rrf_validates():
     with pytest.raises(ValueError):
         rrf([])
     with pytest.raises(ValueError):
-        rrf([SPARSE], k=-1)
+        rrf([SPARSE], rrf_k=-1)
+
+
+def test_fuse_rrf_reads_pyserinis_flags_and_writes_pyserinis_run(tmp_path):
+    """`fuse --runs A B --rrf.k 10 --depth 4 --k 3 --runtag T` = `python -m pyserini.fusion` with the same flags."""
+    import random
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.main import cli
+    from pyserini_qpeft.types import read_run
+
+    rng = random.Random(0)
+    paths = []
+    for name in ("a", "b"):
+        run = Run({q: [Hit(f"d{n}", rng.random()) for n in rng.sample(range(12), 6)] for q in ("q1", "q2")})
+        paths.append(tmp_path / f"{name}.trec")
+        run.write(paths[-1])
+    flags = ["--runs", *map(str, paths), "--method", "rrf", "--rrf.k", "10", "--depth", "4", "--k", "3",
+             "--runtag", "fused"]
+    ours = CliRunner().invoke(cli, ["fuse", *flags, "--output", str(tmp_path / "ours.trec")])
+    assert ours.exit_code == 0, ours.output
+    subprocess.run([sys.executable, "-m", "pyserini.fusion", *flags, "--output", str(tmp_path / "theirs.trec")],
+                   check=True, capture_output=True, timeout=300)
+
+    def lines(path):
+        return sorted(line.split() for line in path.read_text().splitlines())
+
+    theirs = lines(tmp_path / "theirs.trec")
+    assert len(theirs) == 6 and {row[5] for row in theirs} == {"fused"}
+    mine = lines(tmp_path / "ours.trec")
+    assert [row[:4] for row in mine] == [row[:4] for row in theirs]  # the same hits, ranks and tie order
+    assert [float(row[4]) for row in mine] == pytest.approx([float(row[4]) for row in theirs], abs=1e-6)
+    legacy = CliRunner().invoke(cli, ["fuse", "--run", str(paths[0]), "--run", str(paths[1]), "--runtag", "a b",
+                                      "--output", str(tmp_path / "x.trec")])
+    assert legacy.exit_code == 2 and "--runtag" in legacy.output

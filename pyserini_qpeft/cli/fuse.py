@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from ..types import Run
 
 METHODS = ("rrf", "interpolation", "rerank-interpolation")
+PYSERINI_K = 1000
+"""`python -m pyserini.fusion`'s default --k: hits written per query."""
 
 
 def _default(func: Callable[..., Any], name: str) -> Any:
@@ -79,16 +81,34 @@ def average_named_reranks(first_stage: Run, reranks: list[Run], paths: tuple[str
     return average_reranks(first_stage, reranks, depth, normalization)
 
 
-@click.command("fuse")
+class _FuseCommand(click.Command):
+    """Also reads Pyserini's ``--runs A B C`` (``python -m pyserini.fusion``) as ``--run A --run B --run C``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        taking = False
+        for arg in args:
+            if arg == "--runs":
+                taking = True
+            elif taking and not arg.startswith("-"):
+                out += ["--run", arg]
+            else:
+                taking = False
+                out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+@click.command("fuse", cls=_FuseCommand)
 @click.option("--run", "runs", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Input runs (repeat). interpolation: exactly two, sparse first; rerank-interpolation: the "
-                   "first-stage run, then its rerank, or several reranks of it (e.g. training seeds), averaged "
-                   "as one reranker (mean of their normalised scores) before the interpolation.")
+              help="Input runs (repeat, or Pyserini's --runs A B ...). interpolation: exactly two, sparse first; "
+                   "rerank-interpolation: the first-stage run, then its rerank, or several reranks of it (e.g. "
+                   "training seeds), averaged as one reranker (mean of their normalised scores) before the "
+                   "interpolation.")
 @click.option("--method", type=click.Choice(METHODS), default="rrf", show_default=True,
               help="rerank-interpolation: a*norm(first stage) + (1-a)*norm(reranker) over the reranked --depth, "
                    "hits below keep their first-stage order (what `rerank --interpolate` writes).")
-@click.option("--k", "rrf_k", type=click.IntRange(min=1), default=_default(rrf, "k"), show_default=True,
-              help="RRF constant.")
+@click.option("--rrf.k", "rrf_k", type=click.IntRange(min=0), default=_default(rrf, "rrf_k"), show_default=True,
+              help="RRF constant (Pyserini's --rrf.k).")
 @click.option("--alpha", type=_weight, default=_default(interpolate, "alpha"), show_default=True,
               help="interpolation: weight of the sparse / first-stage run, or a `select-interpolation` file (its "
                    "dev-selected weight and normalization; it must have been selected for this --method).")
@@ -96,16 +116,24 @@ def average_named_reranks(first_stage: Run, reranks: list[Run], paths: tuple[str
               help=f"Per-query score normalisation (default: {_default(interpolate, 'normalization')} for "
                    f"interpolation, {_default(interpolate_rerank, 'normalization')} for rerank-interpolation).")
 @click.option("--depth", type=click.IntRange(min=1), default=None,
-              help=f"Fused depth (default {_default(rrf, 'depth')}); rerank-interpolation: the reranked depth "
-                   f"(required).")
+              help=f"rrf, interpolation: pool depth, the hits of each run that count (Pyserini's --depth; default "
+                   f"{_default(rrf, 'depth')}); rerank-interpolation: the reranked depth (required).")
+@click.option("--k", "top_k", type=click.IntRange(min=1), default=None,
+              help="Hits written per query (Pyserini's --k; default 1000 for rrf and interpolation, every hit of the "
+                   "first stage for rerank-interpolation).")
+@click.option("--runtag", default=None, help="Run tag (default hybrid-<method>).")
 @click.option("--output", required=True, type=OutputPath(dir_okay=False))
-def fuse(runs, method, rrf_k, alpha, normalization, depth, output) -> None:
+def fuse(runs, method, rrf_k, alpha, normalization, depth, top_k, runtag, output) -> None:
     """Fuse runs into one run."""
     from ..types import read_run
 
+    from ..types import is_trec_word
+
+    if runtag is not None and not is_trec_word(runtag):
+        raise click.BadParameter(f"{runtag!r}: one word, no whitespace", param_hint="--runtag")
     loaded = [read_run(path) for path in runs]
     if method == "rrf":
-        fused = rrf(loaded, k=rrf_k, depth=depth or _default(rrf, "depth"))
+        fused = rrf(loaded, rrf_k=rrf_k, depth=depth or _default(rrf, "depth"), k=top_k or PYSERINI_K)
     else:
         if method == "interpolation" and len(loaded) != 2:
             raise click.UsageError(f"--method {method} takes exactly two --run")
@@ -114,7 +142,7 @@ def fuse(runs, method, rrf_k, alpha, normalization, depth, output) -> None:
         if method == "interpolation":
             weight, norm = _resolve_weight(alpha, method, normalization, _default(interpolate, "normalization"))
             fused = interpolate(loaded[0], loaded[1], alpha=weight, normalization=norm,
-                                depth=depth or _default(interpolate, "depth"))
+                                depth=depth or _default(interpolate, "depth"), k=top_k or PYSERINI_K)
         else:
             if depth is None:
                 raise click.UsageError("--method rerank-interpolation needs --depth (the rerank depth)")
@@ -130,5 +158,5 @@ def fuse(runs, method, rrf_k, alpha, normalization, depth, output) -> None:
                 from ..errors import InputError
 
                 raise InputError(str(exc), runs[1]) from None
-    fused.write(output, tag=f"hybrid-{method}")
+    fused.write(output, tag=runtag or f"hybrid-{method}", depth=top_k)
     click.echo(output)

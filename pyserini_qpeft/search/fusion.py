@@ -21,17 +21,17 @@ def _qids(runs: Sequence[Run]) -> list[str]:
     return list(dict.fromkeys(qid for run in runs for qid in run.qids()))
 
 
-def rrf(runs: Sequence[Run], k: int = 60, depth: int = 1000, tag: str = "rrf") -> Run:
-    """Reciprocal rank fusion: ``score(d) = sum_runs 1 / (k + rank_run(d))`` over each run's top ``depth``.
+def rrf(runs: Sequence[Run], rrf_k: int = 60, depth: int = 1000, tag: str = "rrf", *, k: int | None = None) -> Run:
+    """Reciprocal rank fusion: ``score(d) = sum_runs 1 / (rrf_k + rank_run(d))`` over each run's top ``depth``.
 
-    Ranks start at 1 (as in Cormack et al. and ``pyserini.fusion``); the fused run keeps the top ``depth``.
+    As ``pyserini.fusion.reciprocal_rank_fusion``: ranks start at 1, ties are broken by docid, the fused run keeps
+    the top ``k`` per query (None: ``depth``).
     """
     if not runs:
         raise ValueError("rrf needs at least one run")
-    if k < 0:
-        raise ValueError(f"rrf k must be >= 0, got {k}")
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
+    if rrf_k < 0:
+        raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
+    _check_depths(depth, k)
     fused = Run(tag=tag)
     for qid in _qids(runs):
         scores: dict[str, float] = {}
@@ -39,10 +39,17 @@ def rrf(runs: Sequence[Run], k: int = 60, depth: int = 1000, tag: str = "rrf") -
             if qid not in run:
                 continue
             for rank, hit in enumerate(run[qid][:depth], start=1):
-                scores[hit.docid] = scores.get(hit.docid, 0.0) + 1.0 / (k + rank)
+                scores[hit.docid] = scores.get(hit.docid, 0.0) + 1.0 / (rrf_k + rank)
         fused.set(qid, [Hit(d, s) for d, s in scores.items()])
-        fused.hits[qid] = fused.hits[qid][:depth]
+        fused.hits[qid] = fused.hits[qid][:k or depth]
     return fused
+
+
+def _check_depths(depth: int, k: int | None) -> None:
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    if k is not None and k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
 
 
 def zscore_params(values: Sequence[float]) -> tuple[float, float]:
@@ -75,13 +82,15 @@ def _check_interpolation(alpha: float, normalization: str, depth: int) -> None:
 
 
 def interpolate(sparse: Run, dense: Run, alpha: float = 0.5, normalization: str = "minmax", depth: int = 1000,
-                tag: str = "hybrid") -> Run:
-    """Hybrid score ``alpha * sparse + (1 - alpha) * dense`` per document, over each run's top ``depth``.
+                tag: str = "hybrid", *, k: int | None = None) -> Run:
+    """Hybrid score ``alpha * sparse + (1 - alpha) * dense`` per document, over each run's top ``depth``; the top
+    ``k`` per query are kept (None: ``depth``).
 
     Scores are first normalised per query and run (``minmax`` to [0, 1], ``zscore``, or ``none``). As in Pyserini's
     ``HybridSearcher``, a document missing from one run gets that run's minimum score for the query.
     """
     _check_interpolation(alpha, normalization, depth)
+    _check_depths(depth, k)
     fused = Run(tag=tag)
     for qid in _qids([sparse, dense]):
         s = _normalize({h.docid: h.score for h in sparse[qid][:depth]} if qid in sparse else {}, normalization)
@@ -90,7 +99,7 @@ def interpolate(sparse: Run, dense: Run, alpha: float = 0.5, normalization: str 
         d_min = min(d.values()) if d else 0.0
         docs = list(dict.fromkeys([*s, *d]))
         fused.set(qid, [Hit(doc, alpha * s.get(doc, s_min) + (1.0 - alpha) * d.get(doc, d_min)) for doc in docs])
-        fused.hits[qid] = fused.hits[qid][:depth]
+        fused.hits[qid] = fused.hits[qid][:k or depth]
     return fused
 
 
