@@ -209,3 +209,28 @@ def test_train_qpeft_refuses_a_hint_passage_for_the_prompt_variant(tiny_lm, tmp_
                     ScorerConfig(max_passage_tokens=8, hint_passage_tokens=64), [], [object()], {},
                     QPeftTrainConfig(epochs=1), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_reranks_and_explains_with_its_own_base_model_by_default(tiny_lm, tiny_lm_path, tmp_path):
+    """Without --model, `rerank` / `explain` load the LM the checkpoint was trained on (as `encode --encoder lmort:`
+    does), not the packaged default; an explicit --model still wins (another one: exit 6, tested elsewhere)."""
+    from pyserini_qpeft.qpeft.checkpoint import base_model_name, save_checkpoint
+
+    config = QPeftConfig(variant="retr", top_k=3)
+    ckpt = save_checkpoint(tmp_path / "ckpt", build_module(tiny_lm, config), config, tiny_lm, ScorerConfig())
+    assert base_model_name(ckpt) == str(tiny_lm_path) and base_model_name(tmp_path / "nothing") is None
+    root = write_beir(tmp_path / "toy")
+    run = tmp_path / "bm25.trec"
+    first_stage().write(run)
+    common = ["rerank", "--run", str(run), "--topics", str(root / "queries.jsonl"), "--corpus", str(root),
+              "--rerank-depth", "4", "--device", "cpu", "--dtype", "fp32", "-q", "--reranker", "qpeft-retr",
+              "--reranker-checkpoint", str(ckpt)]
+    implied = CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "implied.trec")])
+    assert implied.exit_code == 0, implied.output
+    given = CliRunner().invoke(cli, [*common, "--model", str(tiny_lm_path), "--output", str(tmp_path / "given.trec")])
+    assert given.exit_code == 0, given.output
+    assert (tmp_path / "implied.trec").read_bytes() == (tmp_path / "given.trec").read_bytes()
+    explained = CliRunner().invoke(cli, ["explain", "--reranker-checkpoint", str(ckpt), "--query", "lung cancer",
+                                         "--doc-text", "smoking causes lung cancer", "--device", "cpu", "--dtype",
+                                         "fp32", "--json"])
+    assert explained.exit_code == 0, explained.output

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .options import lm_options
+from .options import checkpoint_lm_options
 
 
 def format_explanation(info: dict) -> str:
@@ -47,12 +47,12 @@ def format_explanation(info: dict) -> str:
 @click.option("--doc-title", default="", help="Title for --doc-text.")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows per table.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@lm_options
+@checkpoint_lm_options
 def explain(checkpoint, query, docid, dataset, corpus_path, doc_text, doc_title, top, as_json, model, device,
             dtype) -> None:
     """Show what the hint module of CHECKPOINT picks from a document for a query."""
-    from ..lm.backbone import FrozenLM, LMConfig
-    from ..qpeft.checkpoint import load_checkpoint
+    from ..lm.backbone import DEFAULT_MODEL, FrozenLM, LMConfig
+    from ..qpeft.checkpoint import base_model_name, load_checkpoint
     from ..data import Document, open_corpus
     from ..errors import InputError
     from ..qpeft.explain import explain as explain_pair
@@ -69,6 +69,7 @@ def explain(checkpoint, query, docid, dataset, corpus_path, doc_text, doc_title,
         doc = open_corpus(source, keep={docid}).get(docid)  # one document held, whatever the corpus size
         if doc is None:
             raise InputError(f"unknown docid {docid!r}", source)
+    model = model or base_model_name(checkpoint) or DEFAULT_MODEL
     lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
     module, _, scorer_config, _ = load_checkpoint(checkpoint, lm)
     scorer = QueryLikelihoodScorer(lm, scorer_config, hint_module=module)

@@ -15,9 +15,9 @@ from ..rerank.flags import DEFAULT_DEPTH, Flag, field_default, lm_flags, rerank_
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["DEFAULT_DEPTH", "LazyChoice", "OutputPath", "click_option", "device_option", "dtype_option",
-           "field_default", "lm_options", "optimizer_options", "quiet_option", "reranker_options", "run_tag_word",
-           "scale_out_options", "scale_out_shard", "scorer_option", "variant_option"]
+__all__ = ["DEFAULT_DEPTH", "LazyChoice", "OutputPath", "checkpoint_lm_options", "click_option", "device_option",
+           "dtype_option", "field_default", "lm_options", "optimizer_options", "quiet_option", "reranker_options",
+           "run_tag_word", "scale_out_options", "scale_out_shard", "scorer_option", "variant_option"]
 
 
 class LazyChoice(click.Choice):
@@ -110,6 +110,13 @@ def lm_options(func: F) -> F:
     return trust_remote_code_option(func)
 
 
+def checkpoint_lm_options(func: F) -> F:
+    """:func:`lm_options` for commands that use a trained checkpoint: ``--model`` defaults to its base model."""
+    for flag in reversed(lm_flags(from_checkpoint=True)):
+        func = click_option(flag)(func)
+    return trust_remote_code_option(func)
+
+
 def reranker_options(func: F) -> F:
     """--reranker and friends (shared by `search` and `rerank`, and with ``python -m pyserini_qpeft.search``),
     plus :func:`lm_options`. An unknown reranker name is a usage error (exit code 2) before any work."""
@@ -118,7 +125,7 @@ def reranker_options(func: F) -> F:
                  "--prompt"):
         func = click_option(shared[name])(func)
     func = click_option(rerank_batch_flag())(func)
-    return lm_options(func)
+    return checkpoint_lm_options(func)
 
 
 def scorer_option(field: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:

@@ -32,6 +32,12 @@ DTYPES = ("auto", "bf16", "fp32", "fp16")
 TRUST_REMOTE_CODE_ENV = "PYSERINI_QPEFT_TRUST_REMOTE_CODE"
 
 
+def model_for_identity(model_id: str) -> str:
+    """The ``LMConfig.model`` that loads the LM an artifact recorded as ``model_id`` (``FrozenLM.identity()``):
+    the packaged default by its alias, any other model by the name or path it was loaded from."""
+    return DEFAULT_MODEL if model_id == SMOLLM2_ID else model_id
+
+
 def trust_remote_code_default() -> bool:
     """Whether models may run the code they ship (transformers' ``trust_remote_code``): whether
     ``$PYSERINI_QPEFT_TRUST_REMOTE_CODE`` is 1/true/yes. ``--trust-remote-code`` sets it for its process and the

@@ -142,6 +142,19 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return _read_meta(resolve_checkpoint(path), META)
 
 
+def base_model_name(path: str | os.PathLike) -> str | None:
+    """The ``--model`` that loads the LM the checkpoint at ``path`` was trained on (None: no readable Q-PEFT
+    checkpoint there; loading it then says why)."""
+    from ..errors import QPeftError
+    from ..lm.backbone import model_for_identity
+
+    try:
+        model_id = read_meta(path).get("base_model", {}).get("model_id")
+    except (QPeftError, OSError, AttributeError):
+        return None
+    return model_for_identity(model_id) if isinstance(model_id, str) and model_id else None
+
+
 def _scorer_config(data: dict) -> "ScorerConfig":
     from ..lm.scoring import ScorerConfig
 

@@ -31,7 +31,7 @@ class RerankJob:
     output: str
     reranker: str
     checkpoint: str | None
-    model: str
+    model: str | None
     device: str
     dtype: str
     max_passage_tokens: int | None
@@ -177,7 +177,7 @@ def run_shards_on_ray(kind: str, job: Any, workers: int, address: str | None, cp
 
 
 def job_from_flags(queries: Sequence[Query], run: Run, docs: Any, depth: int, output: str | os.PathLike,
-                   reranker: str, checkpoint: str | None, model: str, device: str, dtype: str,
+                   reranker: str, checkpoint: str | None, model: str | None, device: str, dtype: str,
                    max_passage_tokens: int | None, batch_size: int | None,
                    prompt: str | None = None) -> RerankJob:
     """A :class:`RerankJob` with the text of every document the shards will score (fetched here, once)."""

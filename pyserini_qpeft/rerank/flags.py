@@ -77,15 +77,19 @@ def interpolation_weight(text: str) -> float | str:
     return value
 
 
-def lm_flags(prefix: str = "") -> tuple[Flag, ...]:
-    """``--model``, ``--device``, ``--dtype`` (``prefix="reranker-"`` gives ``--reranker-model`` ...)."""
+def lm_flags(prefix: str = "", from_checkpoint: bool = False) -> tuple[Flag, ...]:
+    """``--model``, ``--device``, ``--dtype`` (``prefix="reranker-"`` gives ``--reranker-model`` ...).
+    ``from_checkpoint``: ``--model`` defaults to None, i.e. the base model of the command's checkpoint."""
     from ..lm.backbone import DTYPES, LMConfig, device_spec
 
     dest = prefix.replace("-", "_")
+    model_help = "Frozen causal LM: 'smollm2' (packaged SmolLM2-135M-Instruct) or any HF name/path."
+    if from_checkpoint:
+        model_help += (f" Default: the base model --reranker-checkpoint was trained on, else "
+                       f"{field_default(LMConfig, 'model')}.")
     return (
-        Flag(f"--{prefix}model", f"{dest}model",
-             "Frozen causal LM: 'smollm2' (packaged SmolLM2-135M-Instruct) or any HF name/path.",
-             default=field_default(LMConfig, "model")),
+        Flag(f"--{prefix}model", f"{dest}model", model_help,
+             default=None if from_checkpoint else field_default(LMConfig, "model")),
         Flag(f"--{prefix}device", f"{dest}device", "Device of the frozen LM: auto, cpu, cuda or cuda:N.",
              default=field_default(LMConfig, "device"), type=device_spec),
         Flag(f"--{prefix}dtype", f"{dest}dtype",

@@ -45,14 +45,19 @@ def open_docstore(corpus: str | os.PathLike | None = None, index: str | os.PathL
     raise InputError("reranking needs document text: pass --corpus or a Lucene --index")
 
 
-def make_reranker(name: str, checkpoint: str | os.PathLike | None, model: str, device: str, dtype: str,
+def make_reranker(name: str, checkpoint: str | os.PathLike | None, model: str | None, device: str, dtype: str,
                   max_passage_tokens: int | None = None, batch_size: int | None = None,
                   prompt: str | None = None, lm=None) -> Reranker:
     """Build the registered reranker ``name`` from flag values; the frozen LLM is loaded only if it needs one.
+    ``model``: None = the base model ``checkpoint`` was trained on, else the default LM.
     ``prompt``: a name from :data:`~pyserini_qpeft.lm.prompts.PROMPTS` (None: the checkpoint's or the default).
     ``lm``: an already loaded ``FrozenLM`` to use instead of loading ``model`` (the same model, device and dtype)."""
-    from ..lm.backbone import LMConfig
+    from ..lm.backbone import DEFAULT_MODEL, LMConfig
     from ..lm.prompts import prompt_fields
+    from ..qpeft.checkpoint import base_model_name
+
+    if model is None:
+        model = (base_model_name(checkpoint) if checkpoint else None) or DEFAULT_MODEL
 
     overrides: dict = prompt_fields(prompt) if prompt is not None else {}
     if max_passage_tokens is not None:

@@ -264,13 +264,6 @@ def _dtype_name(dtype) -> str:
     return _DTYPE_NAMES.get(str(dtype), "auto")
 
 
-def _lm_model_name(identity_model_id: str) -> str:
-    """The LMConfig.model that reproduces a recorded LM identity (the packaged default has an alias)."""
-    from ..lm.backbone import DEFAULT_MODEL, SMOLLM2_ID
-
-    return DEFAULT_MODEL if identity_model_id == SMOLLM2_ID else identity_model_id
-
-
 def build_encoder(spec: str, model: str | None = None, device: str = "auto", dtype: str = "auto",
                   max_length: int | None = None, pooling: str = "mean", lm: "FrozenLM | None" = None) -> DenseEncoder:
     """An encoder from a spec (``minilm[:PATH]``, ``frozen-lm[:LAYER]``, ``lmort:CHECKPOINT[,CHECKPOINT...]``).
@@ -280,7 +273,7 @@ def build_encoder(spec: str, model: str | None = None, device: str = "auto", dty
             checkpoint's own base model.
         lm: an already loaded LLM to reuse (must match an LMORT checkpoint's base model).
     """
-    from ..lm.backbone import FrozenLM, LMConfig, resolve_device
+    from ..lm.backbone import FrozenLM, LMConfig, model_for_identity, resolve_device
 
     kind, arg = parse_spec(spec)
     if kind == "minilm":
@@ -301,7 +294,7 @@ def build_encoder(spec: str, model: str | None = None, device: str = "auto", dty
         raise InputError(f"empty checkpoint in {spec!r}: expected lmort:CHECKPOINT[,CHECKPOINT...]")
     checkpoints = [resolve_lmort_checkpoint(p) for p in paths]
     meta = read_lmort_meta(checkpoints[0])
-    name = model or meta.get("lm_model") or _lm_model_name(meta["base_model"]["model_id"])
+    name = model or meta.get("lm_model") or model_for_identity(meta["base_model"]["model_id"])
     lm = lm or FrozenLM.load(LMConfig(model=name, device=device, dtype=dtype))
     if len(checkpoints) == 1:
         return LMORTEncoder(load_lmort(checkpoints[0], lm), checkpoints[0], lm_model=name)
@@ -334,7 +327,9 @@ def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm:
                              max_length=meta.get("max_length", 256), device=resolve_device(device),
                              dtype=dtype if dtype != "auto" else "fp32")  # indexes before lm_dtype was recorded
     if kind == "frozen-lm":
-        name = meta.get("lm_model") or _lm_model_name(meta["model"]["model_id"])
+        from ..lm.backbone import model_for_identity
+
+        name = meta.get("lm_model") or model_for_identity(meta["model"]["model_id"])
         encoder = build_encoder(f"frozen-lm:{meta['layer']}", model=name, device=device, dtype=dtype,
                                 max_length=meta.get("max_length"), pooling=meta.get("pooling", "mean"), lm=lm)
         check_base_model(meta["model"], encoder.lm, source, made="encoded with")
