@@ -142,6 +142,14 @@ def test_dev_split_select_and_fuse_cli(toy_beir, tmp_path):
     assert out.exit_code == 0, out.output
     record = json.loads((tmp_path / "alpha.json").read_text())
     assert record["format"] == "pyserini_qpeft.interpolation/1" and record["dev_queries"] == 1
+    assert "warning" not in out.output
+    with pytest.MonkeyPatch.context() as env:  # selecting on a test split by name is allowed, with a warning
+        env.setenv("PYSERINI_QPEFT_DATA", str(toy_beir.parent))
+        on_test = runner.invoke(cli, ["select-interpolation", "--first-stage", str(tmp_path / "dev.trec"),
+                                      "--reranked", str(tmp_path / "dev-rr.trec"), "--qrels",
+                                      f"beir-v1.0.0-{toy_beir.name}-test", "--depth", "3", "--output",
+                                      str(tmp_path / "alpha-test.json")])
+    assert f"warning: --qrels beir-v1.0.0-{toy_beir.name}-test selects the weight on test queries" in on_test.output
     assert len(record["table"]) == 21 and record["alpha"] in ALPHA_GRID
 
     out = runner.invoke(cli, ["fuse", "--method", "rerank-interpolation", "--run", str(tmp_path / "dev.trec"),

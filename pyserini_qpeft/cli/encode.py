@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import OutputPath, quiet_option, scale_out_options, scale_out_shard, trust_remote_code_option
+from .options import (OutputPath, device_option, quiet_option, scale_out_options, scale_out_shard,
+                      trust_remote_code_option)
 
 
 @click.command("encode")
@@ -23,7 +24,7 @@ from .options import OutputPath, quiet_option, scale_out_options, scale_out_shar
 @click.option("--pooling", type=click.Choice(["mean", "last"]), default="mean", show_default=True, help="frozen-lm only.")
 @click.option("--model", default=None,
               help="Frozen LLM for frozen-lm (default smollm2); for lmort, overrides the checkpoint's base model.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32", "fp16"]), default="auto", show_default=True)
 @trust_remote_code_option
 @click.option("--state-cache", type=click.Path(file_okay=False), default=None,

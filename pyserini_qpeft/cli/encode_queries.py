@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .options import OutputPath, quiet_option, trust_remote_code_option
+from .options import OutputPath, device_option, quiet_option, trust_remote_code_option
 
 
 @click.command("encode-queries")
@@ -18,7 +18,7 @@ from .options import OutputPath, quiet_option, trust_remote_code_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--model", default=None, help="Frozen LLM for frozen-lm (default smollm2); for lmort, overrides the "
               "checkpoint's base model.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32", "fp16"]), default="auto", show_default=True)
 @trust_remote_code_option
 @quiet_option

@@ -110,6 +110,7 @@ class _FuseCommand(click.Command):
 @click.option("--rrf.k", "rrf_k", type=click.IntRange(min=0), default=_default(rrf, "rrf_k"), show_default=True,
               help="RRF constant (Pyserini's --rrf.k).")
 @click.option("--alpha", type=_weight, default=_default(interpolate, "alpha"), show_default=True,
+              metavar="WEIGHT|FILE",
               help="interpolation: weight of the sparse / first-stage run, or a `select-interpolation` file (its "
                    "dev-selected weight and normalization; it must have been selected for this --method).")
 @click.option("--normalization", type=click.Choice(NORMALIZATIONS), default=None,

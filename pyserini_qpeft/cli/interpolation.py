@@ -84,9 +84,10 @@ def dev_split(dataset, split, negatives_run, dev_size, seed, dev_carve, checkpoi
 def select_interpolation(first_stage, reranked, method, qrels, depth, metric, normalization, output) -> None:
     """Pick the first-stage weight in 0, 0.05, ..., 1 that maximises METRIC on the dev queries (ties: nearest 0.5)."""
     from ..artifacts import atomic_write
-    from ..data import load_qrels
+    from ..data import load_qrels, parse_pyserini_name
     from ..errors import InputError
     from ..search.fusion import interpolate, select_alpha, selection_record
+    from ..training.data import FORBIDDEN_SPLITS
     from ..types import Run, read_run
     from .fuse import _default, average_named_reranks
 
@@ -98,6 +99,10 @@ def select_interpolation(first_stage, reranked, method, qrels, depth, metric, no
         raise click.UsageError("--method interpolation takes one --dense run")
     first, reranks = read_run(first_stage), [read_run(path) for path in reranked]
     judged = load_qrels(qrels)
+    named = parse_pyserini_name(str(qrels))
+    if named is not None and named[1] in FORBIDDEN_SPLITS:
+        click.echo(f"warning: --qrels {qrels} selects the weight on {named[1]} queries; report test numbers of a "
+                   f"weight chosen on dev queries carved from training (`dev-split`)", err=True)
     try:
         if len(reranks) == 1:
             rr = reranks[0]
