@@ -160,7 +160,7 @@ def run(mode: str, argv: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="pyserini_qpeft-") as work:
         work = Path(work)
         topics = _local_topics(peek.topics, work)
-        first_stage = work / "first-stage.trec" if reranking else Path(peek.output)
+        first_stage = work / "first-stage.trec"  # reranked, or moved into place at the end: --output is atomic
         pyserini_argv = _replace_flag(rest, "--topics", topics)
         pyserini_argv = _replace_flag(pyserini_argv, "--output", str(first_stage))
         if reranking:
@@ -171,7 +171,22 @@ def run(mode: str, argv: Sequence[str]) -> int:
             _run_pyserini(mode, pyserini_argv)
         if reranking:
             _rerank(peek, ours, first_stage, topics)
+        else:
+            _publish(first_stage, Path(peek.output))
     return 0
+
+
+def _publish(written: Path, output: Path) -> None:
+    """Copy Pyserini's finished run from the temporary folder to ``output`` atomically (a sibling temp file
+    renamed into place), so an interrupted search leaves no half-written run."""
+    import shutil
+
+    from ..artifacts import atomic_write
+
+    if not written.is_file():  # e.g. Pyserini wrote nothing for an empty topic set: as Pyserini, no file
+        return
+    with atomic_write(output, "wb", encoding=None) as out, open(written, "rb") as src:
+        shutil.copyfileobj(src, out)
 
 
 def _run_pyserini(mode: str, argv: Sequence[str]) -> None:
