@@ -139,7 +139,8 @@ def resume_state(output: str | os.PathLike, announce: bool = False) -> Path:
     output = Path(output)
     state = output.with_name(output.name + ".partial")
     if announce and state.exists():
-        logger.warning("resuming from %s", state)
+        logger.warning("found %s (an interrupted rerank into this output): resuming from it if it is this job's",
+                       state)
     return state
 
 
