@@ -260,7 +260,8 @@ def test_cli_rerank_writes_the_library_run(tiny_lm, tiny_lm_path, toy_beir, tmp_
     assert (tmp_path / "upr.trec").read_bytes() == (tmp_path / "expected.trec").read_bytes()
     assert not (tmp_path / "upr.trec.partial").exists()
     for extra, message, code in ((["--reranker-checkpoint", str(tmp_path)], "only for trained rerankers", 3),
-                                 (["--reranker", "nope"], "'nope' is not one of 'identity'", 2)):
+                                 (["--reranker", "nope"], "'nope' is not one of 'identity'", 2),
+                                 (["--index", str(tmp_path)], "--index and --corpus both give document text", 2)):
         bad = CliRunner().invoke(cli, args[:-1] + extra + ["--output", str(tmp_path / "bad.trec")])
         assert bad.exit_code == code and message in bad.output, bad.output
 

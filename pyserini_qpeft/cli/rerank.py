@@ -66,6 +66,8 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_fo
     else:
         if not run_path or not topics:
             raise click.UsageError("give --run and --topics (or --requests)")
+        if index_dir and corpus:
+            raise click.UsageError("--index and --corpus both give document text: pass one")
         from ..data import load_topics
 
         run = read_run(run_path)
