@@ -126,9 +126,7 @@ class _FuseCommand(click.Command):
 @click.option("--output", required=True, type=OutputPath(dir_okay=False))
 def fuse(runs, method, rrf_k, alpha, normalization, depth, top_k, runtag, output) -> None:
     """Fuse runs into one run."""
-    from ..types import read_run
-
-    from ..types import is_trec_word
+    from ..types import is_trec_word, read_run
 
     if runtag is not None and not is_trec_word(runtag):
         raise click.BadParameter(f"{runtag!r}: one word, no whitespace", param_hint="--runtag")

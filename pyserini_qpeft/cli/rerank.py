@@ -15,7 +15,8 @@ def _excluded_given(ctx: click.Context) -> list[str]:
 
 
 @click.command("rerank")
-@click.option("--run", "run_path", type=click.Path(exists=True, dir_okay=False), help="Run to rerank: TREC, or MS MARCO (qid<TAB>docid<TAB>rank).")
+@click.option("--run", "run_path", type=click.Path(exists=True, dir_okay=False),
+              help="Run to rerank: TREC, or MS MARCO (qid<TAB>docid<TAB>rank).")
 @click.option("--topics", help="Pyserini-style topics name, TSV (qid<TAB>text), BEIR queries.jsonl or CAR outlines.")
 @click.option("--index", "index_dir", help="Lucene index with stored raw documents (document text source): a folder "
               "or a Pyserini prebuilt index name.")

@@ -268,9 +268,8 @@ class _State:
             first = decode_line(handle.readline(), self.path, 1)
             if first != header:
                 raise InputError("rerank state file belongs to another job (different run, depth, model, prompt, "
-                                 "weights or document text); delete it to start over, or write to another --output (its state "
-                                 "is <output>.partial)",
-                                 str(self.path), 1)
+                                 "weights or document text); delete it to start over, or write to another "
+                                 "--output (its state is <output>.partial)", str(self.path), 1)
             pending: list[tuple[tuple[str, str], float]] = []
             for lineno, raw in enumerate(handle, start=2):
                 if not raw.endswith(b"\n"):

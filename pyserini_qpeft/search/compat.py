@@ -34,7 +34,8 @@ def add_reranker_args(parser: argparse.ArgumentParser) -> None:
                                shared["--interpolate"]])
     group.add_argument("--corpus", default=None,
                        help="Document text (JSONL/TSV/CBOR/BEIR dataset); default: the index's raw text.")
-    add_argparse_flags(group, [*lm_flags("reranker-", from_checkpoint=True), shared["--max-passage-tokens"], shared["--prompt"]])
+    add_argparse_flags(group, [*lm_flags("reranker-", from_checkpoint=True), shared["--max-passage-tokens"],
+                               shared["--prompt"]])
     group.add_argument("--reranker-trust-remote-code", action="store_true",
                        help="Allow our models (the reranker's LM, an LMORT query encoder) to run code shipped with "
                             "them (transformers' trust_remote_code). Off by default: only run code you trust.")
