@@ -316,7 +316,7 @@ def check_base_model(saved: Mapping[str, Any] | None, lm: "FrozenLM | Mapping[st
     raise ModelError(f"{source}: {made} base model {saved.get('model_id')!r}, but the loaded LM is "
                      f"{current.get('model_id')!r} (differs in {', '.join(differs)}: saved "
                      f"{ {k: saved.get(k) for k in differs} }, loaded { {k: current.get(k) for k in differs} }); "
-                     f"pass the matching --model")
+                     f"pass the matching --model (Python: LMConfig(model=...))")
 
 
 def check_finite_weights(state: Mapping[str, Any], source: str | os.PathLike) -> None:

@@ -212,8 +212,9 @@ def test_train_qpeft_refuses_a_hint_passage_for_the_prompt_variant(tiny_lm, tmp_
 
 
 def test_a_checkpoint_reranks_and_explains_with_its_own_base_model_by_default(tiny_lm, tiny_lm_path, tmp_path):
-    """Without --model, `rerank` / `explain` load the LM the checkpoint was trained on (as `encode --encoder lmort:`
-    does), not the packaged default; an explicit --model still wins (another one: exit 6, tested elsewhere)."""
+    """Without --model, `rerank` / `explain` (and `build_reranker` without ``lm``) load the LM the checkpoint was
+    trained on (as `encode --encoder lmort:` does), not the packaged default; an explicit --model still wins
+    (another one: exit 6, tested elsewhere)."""
     from pyserini_qpeft.qpeft.checkpoint import base_model_name, save_checkpoint
 
     config = QPeftConfig(variant="retr", top_k=3)
@@ -234,3 +235,6 @@ def test_a_checkpoint_reranks_and_explains_with_its_own_base_model_by_default(ti
                                          "--doc-text", "smoking causes lung cancer", "--device", "cpu", "--dtype",
                                          "fp32", "--json"])
     assert explained.exit_code == 0, explained.output
+    from pyserini_qpeft.rerank import build_reranker
+
+    assert build_reranker("qpeft-retr", checkpoint=ckpt).lm.model_id == str(tiny_lm_path)  # the Python API too

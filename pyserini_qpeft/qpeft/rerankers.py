@@ -31,7 +31,7 @@ def build_qpeft_reranker(name: str, lm: "FrozenLM | LMConfig | str | None" = Non
     Args:
         name: ``qpeft-retr``, ``qpeft-attn`` or ``prompt-tuning``.
         lm: a ``FrozenLM`` (or what :func:`~pyserini_qpeft.rerank.load_lm` accepts); must be the checkpoint's
-            base model.
+            base model. None: that base model, loaded with the default device and dtype.
         checkpoint: checkpoint folder (required).
         scorer_overrides: ScorerConfig fields to change (e.g. batch_size); the prompt is the checkpoint's (an
             override that words it otherwise is refused: the module never saw that prompt).
@@ -44,10 +44,10 @@ def build_qpeft_reranker(name: str, lm: "FrozenLM | LMConfig | str | None" = Non
         raise InputError(f"reranker {name!r} needs a trained module: pass --reranker-checkpoint PATH "
                          f"(see `pyserini-qpeft train qpeft`)")
     from ..rerank import LMReranker, load_lm
-    from .checkpoint import load_checkpoint
+    from .checkpoint import base_model_name, load_checkpoint
     from .module import check_variant
 
-    lm = load_lm(lm)
+    lm = load_lm(lm if lm is not None else base_model_name(checkpoint))
     module, qpeft_config, scorer_config, meta = load_checkpoint(checkpoint, lm)
     check_variant(NAME_TO_VARIANT[name], qpeft_config.variant, str(checkpoint))
     if scorer_overrides:
