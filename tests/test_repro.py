@@ -321,7 +321,7 @@ def fake_runner(calls: list[list[str]]):
 
 
 def test_reproduce_beir_runs_reports_and_checks_through_the_given_runner(tmp_path, toy_beir, monkeypatch):
-    from pyserini_qpeft.errors import CheckFailed
+    from pyserini_qpeft.errors import CheckFailed, InputError
     from pyserini_qpeft.repro.beir import reproduce_beir
 
     monkeypatch.setenv("PYSERINI_QPEFT_DATA", str(toy_beir.parent))
@@ -347,6 +347,21 @@ def test_reproduce_beir_runs_reports_and_checks_through_the_given_runner(tmp_pat
                        **common)
     assert failed.value.exit_code == 5 and len(calls) == 2
     assert len(out) == 1 and json.loads(out[0])[0]["ndcg@10"] == 1.0 and err[0].startswith("# [index] exists")
+
+    # a transfer's report is its own (never the in-domain one); a baseline or a source without train is refused
+    reproduce_beir("toy", fake_runner(calls), yaml_path=write_yaml(tmp_path, 1.0), checkpoint_from="toy", **common)
+    assert (report / "repro-toy-from-toy.md").is_file()
+    assert json.loads((report / "repro-toy.json").read_text()) == rows  # the in-domain report is untouched
+    with pytest.raises(InputError, match=r"unknown condition\(s\) \['nosuch'\]"):
+        reproduce_beir("toy", fake_runner(calls), yaml_path=write_yaml(tmp_path), dry_run=True, baseline="nosuch",
+                       **common)
+    import shutil
+
+    shutil.copytree(toy_beir, toy_beir.parent / "notrain")
+    (toy_beir.parent / "notrain" / "qrels" / "train.tsv").unlink()
+    with pytest.raises(InputError, match="--checkpoint-from notrain: it has no train split"):
+        reproduce_beir("toy", fake_runner(calls), yaml_path=write_yaml(tmp_path), dry_run=True,
+                       checkpoint_from="notrain", **common)
 
 
 def test_a_partial_rerun_keeps_finished_rows_in_the_report_and_checks_only_what_it_ran(tmp_path, toy_beir,

@@ -40,7 +40,7 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
         as_json: print the rows as JSON instead of the markdown table (progress always goes to ``err``).
         baseline: condition for per-query wins/losses.
         download: download the official BEIR zip when the dataset is not found locally.
-        report_dir: where ``repro-<dataset><suffix><seed suffix>.{md,json,png}`` go.
+        report_dir: where ``repro-<dataset>[-from-<checkpoint_from>]<suffix><seed suffix>.{md,json,png}`` go.
         seed_offset: train the trained conditions with their base seeds + this (a row's second seed; its checkpoints
             and runs are named ``.seed+K``). Expected values are checked with the same tolerance, which is why a
             trained row's tolerance is its seed-to-seed spread.
@@ -54,13 +54,20 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
     from ..data import BeirDataset, find_dataset
 
     matrix = Matrix.load(yaml_path or DEFAULT_YAML)
-    unknown = [n for n in conditions if n not in matrix.conditions]
+    unknown = [n for n in (*conditions, baseline) if n not in matrix.conditions]
     if unknown:
         raise InputError(f"unknown condition(s) {unknown}; choose from {', '.join(matrix.conditions)}")
     chosen = [matrix.conditions[n] for n in (conditions or matrix.conditions)]
     ds = BeirDataset(find_dataset(dataset, download=download))
     splits = tuple(ds.splits())
     if checkpoint_from:
+        try:
+            source = BeirDataset(find_dataset(checkpoint_from))
+        except InputError:
+            source = None  # not here (yet): its own steps say so, or download it
+        if source is not None and "train" not in source.splits():
+            raise InputError(f"--checkpoint-from {checkpoint_from}: it has no train split to train on "
+                             f"(splits: {', '.join(source.splits())})", str(source.path))
         splits = tuple(s for s in splits if s != "train") + ("train",)  # the checkpoint dataset has train
     planner = Planner(matrix, ds.name, profile=profile, train_dataset=checkpoint_from, splits=splits,
                       seed_offset=seed_offset)
@@ -89,7 +96,8 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
     reported = [c for c in matrix.conditions.values()
                 if c.name in asked or (planner.available(c.run) and Path(planner.output(c.run)).is_file())]
     rows = evaluate_conditions(planner, reported, qrels, matrix.metrics)
-    stem = Path(report_dir) / (f"repro-{ds.name}{matrix.profiles[profile].get('suffix', '')}"
+    transfer = f"-from-{checkpoint_from}" if checkpoint_from else ""  # never overwrites the in-domain report
+    stem = Path(report_dir) / (f"repro-{ds.name}{transfer}{matrix.profiles[profile].get('suffix', '')}"
                                f"{planner.variables['seed_suffix']}")
     base_cond = matrix.conditions.get(baseline)
     # Seen / unseen by the dataset's own training qrels (a transferred checkpoint learnt another corpus).
