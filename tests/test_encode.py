@@ -172,12 +172,10 @@ def test_stock_pyserini_faiss_cli_searches_our_index_with_our_encoded_queries(fr
                                       str(ours), "--hits", "1000", "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
     theirs = tmp_path / "theirs.trec"
-    stock = ("import runpy, sys; from pyserini_qpeft.jvm import start_jvm; start_jvm(); "
-             "sys.argv = ['pyserini.search.faiss'] + sys.argv[1:]; "
-             "runpy.run_module('pyserini.search.faiss', run_name='__main__', alter_sys=True)")
-    proc = subprocess.run([sys.executable, "-c", stock, "--index", str(index), "--topics", str(topics),
-                           "--encoded-queries", str(encoded), "--output", str(theirs), "--hits", "1000"],
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    # Pyserini's own CLI, on the JVM this package starts (`python -m pyserini_qpeft.jvm`, as the README says)
+    proc = subprocess.run([sys.executable, "-m", "pyserini_qpeft.jvm", "pyserini.search.faiss", "--index", str(index),
+                           "--topics", str(topics), "--encoded-queries", str(encoded), "--output", str(theirs),
+                           "--hits", "1000"], capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = read_run(ours), read_run(theirs)
     assert a.qids() == b.qids()

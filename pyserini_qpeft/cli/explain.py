@@ -58,6 +58,8 @@ def explain(checkpoint, query, docid, dataset, corpus_path, doc_text, doc_title,
     from ..qpeft.explain import explain as explain_pair
     from ..lm.scoring import QueryLikelihoodScorer
 
+    if not query.strip():
+        raise click.BadParameter("the query text is empty", param_hint="--query")
     if bool(doc_text) == bool(docid):
         raise click.UsageError("pass exactly one of --docid (with --dataset or --corpus) and --doc-text")
     if doc_text:
