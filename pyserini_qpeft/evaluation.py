@@ -50,7 +50,7 @@ _KINDS_WITH_OPTIONAL_K = ("ndcg", "mrr", "map")
 _KINDS_NEEDING_K = ("recall", "precision", "hit")
 _ALIASES = {"p": "precision", "r": "recall", "success": "hit", "recip_rank": "mrr", "ndcg_cut": "ndcg",
             "map_cut": "map"}
-_NAME = re.compile(r"^(?P<kind>[a-z_]+)(?:@(?P<k>\d+))?$")
+_NAME = re.compile(r"^(?P<kind>[a-z_]+)(?:[@.](?P<k>\d+))?$")  # ndcg@10, or trec_eval's ndcg_cut.10
 
 RunLike = Union[Run, Mapping[str, Sequence[Hit]], Mapping[str, Mapping[str, float]]]
 Qrels = Mapping[str, Mapping[str, int]]
@@ -77,7 +77,8 @@ class Metric:
 
 
 def parse_metric(name: str) -> Metric:
-    """``'ndcg@10'`` -> ``Metric('ndcg', 10)``. Case-insensitive; aliases ``p@k``, ``r@k``, ``success@k``.
+    """``'ndcg@10'`` -> ``Metric('ndcg', 10)``. Case-insensitive; aliases ``p@k``, ``r@k``, ``success@k``, and
+    trec_eval's spellings (``ndcg_cut.10``, ``P.5``, ``recall.100``, ``map_cut.10``, ``success.10``, ``recip_rank``).
 
     Raises:
         InputError: an unknown name or a bad cutoff (the message lists the accepted forms).
@@ -87,7 +88,8 @@ def parse_metric(name: str) -> Metric:
     kind = _ALIASES.get(kind, kind)
     if match is None or kind not in _KINDS_WITH_OPTIONAL_K + _KINDS_NEEDING_K:
         raise InputError(f"unknown metric {name!r}; use ndcg@k, recall@k, precision@k, hit@k, mrr@k, map@k, "
-                         "or ndcg, mrr, map")
+                         "or ndcg, mrr, map (or trec_eval's names: ndcg_cut.k, P.k, recall.k, map_cut.k, "
+                         "success.k, recip_rank)")
     return Metric(kind, int(match.group("k")) if match.group("k") else None)
 
 

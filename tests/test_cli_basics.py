@@ -70,6 +70,11 @@ def test_evaluate_json(tmp_path, toy_beir):
     values = json.loads(result.output)
     # q2 is judged but absent from the run: trec_eval -c counts it as 0.
     assert values == {"hit@10": round(2 / 3, 4), "mrr@10": round((1 + 0.5) / 3, 4)}
+    other = tmp_path / "other.trec"  # a run of queries the qrels do not judge (e.g. the training split's run)
+    other.write_text("q9 Q0 d1 1 1.0 t\n")
+    result = CliRunner().invoke(cli, ["evaluate", "--qrels", str(toy_beir / "qrels" / "test.tsv"), "--run", str(other),
+                                      "-m", "ndcg@10"])
+    assert result.exit_code == 0 and "warning: none of the 3 judged queries" in result.output, result.output
 
 
 def test_evaluate_seen_qrels_splits_queries_by_documents_relevant_in_other_qrels(tmp_path, toy_beir):

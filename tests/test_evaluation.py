@@ -95,7 +95,10 @@ def test_metric_names():
     assert parse_metric("P@5").name == "precision@5"
     assert parse_metric("success@10").name == "hit@10"
     assert parse_metric("map").name == "map"
-    for bad in ("foo@10", "recall", "ndcg@0", "ndcg@x", "hit"):
+    trec_eval = {"ndcg_cut.10": "ndcg@10", "P.5": "precision@5", "recall.100": "recall@100", "map_cut.10": "map@10",
+                 "success.10": "hit@10", "recip_rank": "mrr", "ndcg": "ndcg"}
+    assert {name: parse_metric(name).name for name in trec_eval} == trec_eval
+    for bad in ("foo@10", "recall", "ndcg@0", "ndcg@x", "hit", "ndcg_cut.", "P.x"):
         with pytest.raises(InputError):
             parse_metric(bad)
     assert set(DEFAULT_METRICS) <= METRICS

@@ -242,6 +242,8 @@ def test_selection_files_apply_only_to_their_fusion(tmp_path):
     legacy = {k: v for k, v in selection_record(0.4, {0.4: 1.0}, "ndcg@10", 3, "zscore", 1).items() if k != "method"}
     (tmp_path / "legacy.json").write_text(json.dumps(legacy))
     assert interpolation_weight(str(tmp_path / "legacy.json")) == 0.4
+    with pytest.raises(ValueError, match="neither a weight in \\[0, 1\\] nor an existing selection file"):
+        interpolation_weight(str(tmp_path / "missing.json"))  # not "could not convert string to float"
 
 
 def test_dev_split_from_a_checkpoint(toy_beir, tmp_path):

@@ -18,7 +18,10 @@ from .options import sample_options
 @click.option("-l", "--relevance-level", type=click.IntRange(min=1), default=1, show_default=True,
               help="Lowest judgment that counts as relevant, as trec_eval's -l (TREC DL passage: Pyserini reports MAP "
                    "and recall with -l 2); nDCG uses the graded judgments whatever the level.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: metric -> value.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: metric -> value; with --per-query, --seen-qrels, --compare-to or several "
+                   "--run, {\"all\": {metric: value}, ...} with \"per_query\", \"seen\"/\"unseen\", "
+                   "\"compare_to\", \"averaged_over\" beside it.")
 @click.option("--per-query", is_flag=True, help="Also print per-query values.")
 @click.option("--seen-qrels", default=None,
               help="Also evaluate two groups of queries: 'seen' (a relevant document is also relevant in these qrels, "
@@ -58,6 +61,10 @@ def evaluate(qrels: str, run_paths: tuple[str, ...], metrics: tuple[str, ...], r
             listed = len({qid for run in runs for qid in run.qids()})
             whose = "the runs'" if len(runs) > 1 else "the run's"
             raise InputError(f"none of {whose} {listed} queries is judged in {qrels}", ", ".join(run_paths))
+    overlap = sum(1 for qid in judged if any(qid in run for run in runs))
+    if judged and not overlap:  # every query scores 0: a run of other queries (another split, another sample)
+        click.echo(f"warning: none of the {len(judged)} judged queries of {qrels} is in the run; every one scores "
+                   f"0 (is it the other split's run, or another --sample-seed?)", err=True)
     names = tuple(metrics) or DEFAULT_METRICS
     # once; the means of all queries and of each group come from it
     every = average_per_query([evaluate_per_query(run, judged, names, relevance_level) for run in runs])

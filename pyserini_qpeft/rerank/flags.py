@@ -71,7 +71,11 @@ def interpolation_weight(text: str) -> float | str:
             raise ValueError(str(exc)) from None
         check_selection_method(record, "rerank-interpolation", text)
         return float(record["alpha"])
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a weight in [0, 1] nor an existing selection file (from "
+                         f"`pyserini-qpeft select-interpolation`)") from None
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"interpolation weight must be in [0, 1] or 'auto', got {text!r}")
     return value
