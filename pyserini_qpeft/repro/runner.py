@@ -325,8 +325,10 @@ def execute(planner: Planner, conditions: list[Condition], runner: CommandRunner
     order = planner.order(wanted)
     timings: dict[str, float] = {}
     made: set[str] = set()
+    outputs: set[str] = set()  # two artifacts may be one file (a dataset's index for test and for training)
 
     def make(name: str, cmd: list[str], label: str) -> None:
+        outputs.add(planner.output(name))
         echo(f"pyserini-qpeft {shlex.join(cmd)}")
         if dry_run:
             return
@@ -336,14 +338,15 @@ def execute(planner: Planner, conditions: list[Condition], runner: CommandRunner
         echo(f"# [{label}] done in {timings[name]:.0f}s")
 
     for name in order:
-        if name in made:
+        if name in made or planner.output(name) in outputs:
             continue
         if planner.is_done(name):
             echo(f"# [{name}] exists: {planner.output(name)}")
             continue
         partners = rerank_partners(planner, name, [n for n in order if n not in made]) if share_prefixes else []
         for need in planner.order(partners):  # the partners' own needs first (never `name`: see rerank_partners)
-            if need not in partners and need not in made and not planner.is_done(need):
+            if (need not in partners and need not in made and not planner.is_done(need)
+                    and planner.output(need) not in outputs):
                 make(need, planner.command(need), need)
                 made.add(need)
         cmd = planner.command(name)
