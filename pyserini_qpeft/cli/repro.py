@@ -24,7 +24,7 @@ def repro() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the commands without running anything.")
 @click.option("--check", is_flag=True, help="Exit 5 when a score leaves its expected tolerance.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
-@click.option("--baseline", default="bm25", show_default=True, help="Condition for per-query wins/losses.")
+@click.option("--baseline", default=None, help="Condition for per-query wins/losses (default bm25).")
 @click.option("--yaml", "yaml_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Another matrix file (default: the packaged beir.yaml).")
 @click.option("--download", is_flag=True, help="Download the official BEIR zip if the dataset is not found locally.")

@@ -22,7 +22,7 @@ def _stderr(text: str) -> None:
 
 def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[str] = (), profile: str = "full",
                    checkpoint_from: str | None = None, dry_run: bool = False, check: bool = False,
-                   as_json: bool = False, baseline: str = "bm25", yaml_path: str | Path | None = None,
+                   as_json: bool = False, baseline: str | None = None, yaml_path: str | Path | None = None,
                    download: bool = False, report_dir: str | Path = "runs", seed_offset: int = 0,
                    share_prefixes: bool = True, out: Callable[[str], None] = print,
                    err: Callable[[str], None] = _stderr
@@ -38,7 +38,8 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
         dry_run: print the commands, run and evaluate nothing (returns None).
         check: raise :class:`~pyserini_qpeft.errors.CheckFailed` (exit code 5) when a score leaves its tolerance.
         as_json: print the rows as JSON instead of the markdown table (progress always goes to ``err``).
-        baseline: condition for per-query wins/losses.
+        baseline: condition for per-query wins/losses (None: bm25, when the matrix has it; another name that is
+            not a condition is an InputError).
         download: download the official BEIR zip when the dataset is not found locally.
         report_dir: where ``repro-<dataset>[-from-<checkpoint_from>]<suffix><seed suffix>.{md,json,png}`` go.
         seed_offset: train the trained conditions with their base seeds + this (a row's second seed; its checkpoints
@@ -54,9 +55,10 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
     from ..data import BeirDataset, find_dataset
 
     matrix = Matrix.load(yaml_path or DEFAULT_YAML)
-    unknown = [n for n in (*conditions, baseline) if n not in matrix.conditions]
+    unknown = [n for n in (*conditions, *([baseline] if baseline else [])) if n not in matrix.conditions]
     if unknown:
         raise InputError(f"unknown condition(s) {unknown}; choose from {', '.join(matrix.conditions)}")
+    baseline = baseline or "bm25"  # the matrix's BM25 row when it has one (a custom matrix may not)
     chosen = [matrix.conditions[n] for n in (conditions or matrix.conditions)]
     ds = BeirDataset(find_dataset(dataset, download=download))
     splits = tuple(ds.splits())
