@@ -328,7 +328,8 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_at(global_step, total_steps)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if loss.requires_grad:  # a data-parallel rank whose share of a short last batch is empty has no graph
+                loss.backward()
             parallel.reduce_gradients(params)
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
