@@ -565,3 +565,18 @@ def test_eval_every_selects_among_mid_epoch_checkpoints_without_changing_the_tra
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     c = load_file(str(tmp_path / "every" / f"epoch-{result.best_epoch}-step-{best_step}" / "qpeft_model.safetensors"))
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_second_training_into_the_same_output_is_locked_out(tiny_lm, tmp_path):
+    """While one process trains into a folder (it holds the folder's flock), another is refused before it reads or
+    writes anything there; the lock file is gone after a training, and a refused first run leaves no folder."""
+    from pyserini_qpeft.training.trainer import LOCK_NAME, _training_lock
+
+    out = tmp_path / "out"
+    with _training_lock(out, True):
+        with pytest.raises(InputError, match="another process is training into this output"):
+            run_train(tiny_lm, "retr", out, epochs=1)
+        assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+    assert not out.exists()  # the lock made the folder, nothing else was written: removed again
+    run_train(tiny_lm, "retr", out, epochs=1)
+    assert (out / "trainer_state.json").is_file() and not (out / LOCK_NAME).exists()

@@ -233,11 +233,43 @@ def _check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mappin
                              f"another --output", str(where))
 
 
+LOCK_NAME = ".training.lock"
+
+
+@contextmanager
+def _training_lock(folder: Path, holder: bool) -> Iterator[None]:
+    """One training process per output folder: ``holder`` (rank 0 of a data-parallel run) holds an flock on
+    ``folder/.training.lock`` while it trains; a second process is refused (InputError, exit 3). The lock file is
+    removed at the end, and a folder this call created is removed again when nothing else was written into it."""
+    if not holder:
+        yield
+        return
+    import fcntl
+
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    handle = open(lock, "a")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise InputError("another process is training into this output right now; wait for it or choose another "
+                         "--output", str(folder)) from None
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        handle.close()
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
         config: TrainConfig, output_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
         metadata: Mapping[str, Any] | None = None) -> TrainResult:
     """Train ``step``'s parameters in place; write ``epoch-N/``, ``best/``, ``trainer_state.json`` and, at the end,
-    ``training_done.json``.
+    ``training_done.json``. A second process training into the same ``output_dir`` meanwhile is refused.
 
     Args:
         step: the method (see :class:`TrainingStep`).
@@ -252,6 +284,15 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
     Returns:
         A :class:`TrainResult`; ``best_dir`` is a loadable checkpoint.
     """
+    parallel: DataParallel = getattr(step, "parallel", None) or SINGLE
+    with _training_lock(Path(output_dir), parallel.is_main):
+        return _fit(step, train_examples, dev_examples, config, output_dir, resume, progress, metadata)
+
+
+def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
+         config: TrainConfig, output_dir: str | os.PathLike, resume: bool, progress: bool,
+         metadata: Mapping[str, Any] | None) -> TrainResult:
+    """:func:`fit`'s loop, inside its lock."""
     import torch
     from tqdm.auto import tqdm
 
