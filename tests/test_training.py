@@ -580,3 +580,30 @@ def test_a_second_training_into_the_same_output_is_locked_out(tiny_lm, tmp_path)
     assert not out.exists()  # the lock made the folder, nothing else was written: removed again
     run_train(tiny_lm, "retr", out, epochs=1)
     assert (out / "trainer_state.json").is_file() and not (out / LOCK_NAME).exists()
+
+
+def test_resume_refuses_another_prompt_passage_budget_or_training_data(tiny_lm, tmp_path):
+    """The module learns to serve one prompt on one set of (query, positive, hard negative) examples: --resume
+    with another --prompt / --max-passage-tokens / --instruction, or another --negatives run, is refused (exit 3)
+    instead of mixing two runs' epochs in one folder. Batch sizes may change."""
+    import dataclasses
+
+    examples = toy_examples()
+    config = QPeftConfig(variant="retr", top_k=4)
+    tcfg = QPeftTrainConfig(epochs=1, batch_size=3, hard_pool=1, dev_depth=6, eval_at_start=True)
+
+    def train(out, scorer, train_examples, epochs=1):
+        return train_qpeft(tiny_lm, build_module(tiny_lm, config), config, scorer, train_examples, examples[3:],
+                           CORPUS, dataclasses.replace(tcfg, epochs=epochs), out, resume=epochs > 1,
+                           progress=False)
+
+    base = ScorerConfig(max_passage_tokens=32)
+    train(tmp_path / "r", base, examples[:3])
+    for scorer in (ScorerConfig(max_passage_tokens=64), ScorerConfig(max_passage_tokens=32, instruction="hi")):
+        with pytest.raises(InputError, match="other model settings"):
+            train(tmp_path / "r", scorer, examples[:3], epochs=2)
+    other = [dataclasses.replace(ex, negatives=tuple(reversed(ex.negatives))) for ex in examples[:3]]
+    assert other != list(examples[:3])
+    with pytest.raises(InputError, match="other training data"):
+        train(tmp_path / "r", base, other, epochs=2)
+    train(tmp_path / "r", dataclasses.replace(base, batch_size=7), examples[:3], epochs=2)  # allowed

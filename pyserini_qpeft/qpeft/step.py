@@ -199,7 +199,10 @@ class QPeftStep:
             from .first_stage import first_stage_zscores
 
             self.first_stage = first_stage_zscores(first_stage, config.first_stage_depth)
-        self.identity = {"qpeft_config": qpeft_config.to_dict()}
+        # what --resume must find unchanged: the module and the prompt it learns to serve (not the batch sizes)
+        prompt = {k: v for k, v in scorer_config.to_dict().items()
+                  if k not in ("batch_size", "prefix_batch_size", "cache_prefixes")}
+        self.identity = {"qpeft_config": qpeft_config.to_dict(), "scorer_config": prompt}
         params = [p for p in module.parameters() if p.requires_grad]
         lm_params = {id(p) for p in lm.model.parameters()}
         if any(id(p) in lm_params for p in params):

@@ -205,6 +205,17 @@ def _recorded_settings(config: TrainConfig, train: Sequence[TrainingExample],
     return json.loads(json.dumps({"train_config": config.to_dict(), **example_meta(train, dev)}))
 
 
+def training_data_fingerprint(train: Sequence[TrainingExample]) -> str:
+    """sha256 of the training examples (query ids and texts, positives, hard negatives in order): a resumed run
+    must train on the data of the interrupted one (the same --negatives run, qrels and topics)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for ex in train:
+        digest.update(json.dumps([ex.qid, ex.query, list(ex.positives), list(ex.negatives)]).encode("utf-8"))
+    return digest.hexdigest()
+
+
 def _check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mapping[str, Any]) -> None:
     """Raise :class:`InputError` when the interrupted run held out other dev queries or trained with other settings
     than ``settings`` (fields outside :data:`RESUMABLE_SETTINGS`). The record is the trainer state's; a state written
@@ -222,6 +233,11 @@ def _check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mappin
         raise InputError(f"--resume with another dev split than the interrupted run (it held out {len(saved_dev)} "
                          f"dev queries, this one {len(settings['dev_qids'])} others): give the same --dev-size / "
                          f"--dev-seed / --dev-carve, or another --output", str(where))
+    saved_data = recorded.get("train_data")
+    if isinstance(saved_data, str) and saved_data != settings["train_data"]:
+        raise InputError("--resume with other training data than the interrupted run (other training queries, "
+                         "positives or hard negatives: another --negatives run?); give the same data, or another "
+                         "--output", str(where))
     saved = recorded.get("train_config")
     if isinstance(saved, dict):
         now = settings["train_config"]
@@ -305,9 +321,11 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
     if state is not None and not resume:
         raise InputError(f"{output_dir} already holds a training run; pass --resume to continue it or choose "
                          f"another --output", str(output_dir))
-    if state is not None and state.get("step", step.identity) != step.identity:
+    saved = state.get("step", step.identity) if state is not None else step.identity
+    # a key the saved run did not record yet (a state from before it existed) is not compared
+    if any(saved[key] != step.identity.get(key) for key in saved):
         raise InputError(f"--resume with other model settings than the run in {output_dir}: saved "
-                         f"{state.get('step')}, now {step.identity}", str(output_dir))
+                         f"{saved}, now {step.identity}", str(output_dir))
     if parallel.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
     selection = selection_metric(config, dev_examples)
@@ -316,7 +334,8 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total_steps = config.planned_steps(len(train_examples))
     train_meta = _recorded_settings(config, train_examples, dev_examples)
-    settings = {"train_config": train_meta["train_config"], "dev_qids": train_meta["dev_qids"]}
+    settings = {"train_config": train_meta["train_config"], "dev_qids": train_meta["dev_qids"],
+                "train_data": training_data_fingerprint(train_examples)}
     if parallel.active:
         train_meta["data_parallel"] = parallel.describe()
 
