@@ -607,3 +607,29 @@ def test_resume_refuses_another_prompt_passage_budget_or_training_data(tiny_lm, 
     with pytest.raises(InputError, match="other training data"):
         train(tmp_path / "r", base, other, epochs=2)
     train(tmp_path / "r", dataclasses.replace(base, batch_size=7), examples[:3], epochs=2)  # allowed
+
+
+def test_resume_extends_an_early_stopped_or_finished_run_and_unmarks_it_until_done(tiny_lm, tmp_path, monkeypatch):
+    """`--resume` may raise --patience: a run that stopped early goes on (its stop is judged with the new value);
+    a finished run extended with more epochs loses training_done.json until the extension finishes, so a killed
+    extension is not taken for a finished run (repro reuses trainings by that file)."""
+    import json
+
+    from pyserini_qpeft.qpeft.step import QPeftStep
+
+    out = tmp_path / "out"
+    run_train(tiny_lm, "retr", out, epochs=2)
+    state = json.loads((out / "trainer_state.json").read_text())
+    state["stopped_early"] = True  # as a --patience run that stopped after epoch 2 records it
+    (out / "trainer_state.json").write_text(json.dumps(state))
+    _, result = run_train(tiny_lm, "retr", out, epochs=3, resume=True)  # no --patience now: epoch 3 runs
+    assert [h["epoch"] for h in result.history][-1] == 3 and not result.stopped_early
+    assert json.loads((out / "training_done.json").read_text())["completed_epochs"] == 3
+
+    def killed(self, batch, rng):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(QPeftStep, "step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tiny_lm, "retr", out, epochs=4, resume=True)
+    assert not (out / "training_done.json").exists()

@@ -34,8 +34,8 @@ from ..errors import InputError
 from .config import LOWER_IS_BETTER, TrainConfig
 from .data import TrainingExample, checkpoint_training, dev_qrels, example_meta
 from .parallel import SINGLE, DataParallel
-from .state import (STATE_NAME, epoch_dir, load_optimizer, publish_best, read_trainer_state, save_optimizer,
-                    write_trainer_state, write_training_done)
+from .state import (DONE_NAME, STATE_NAME, epoch_dir, load_optimizer, publish_best, read_trainer_state,
+                    save_optimizer, write_trainer_state, write_training_done)
 
 if TYPE_CHECKING:
     import torch
@@ -359,13 +359,17 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
     for epoch in range(start_epoch, config.epochs + 1):
         if config.max_steps is not None and global_step >= config.max_steps:
             break
-        if state.get("stopped_early") or (config.patience is not None and state["best_epoch"] is not None
-                                          and state["completed_epochs"] - state["best_epoch"] >= config.patience):
+        # judged with this run's --patience (a resume may raise it: an early-stopped run then goes on)
+        if (config.patience is not None and state["best_epoch"] is not None
+                and state["completed_epochs"] - state["best_epoch"] >= config.patience):
             logger.info("early stop: no better %s for %d epochs", selection, config.patience)
             state["stopped_early"] = True
             if parallel.is_main:
                 write_trainer_state(output_dir, state)
             break
+        state["stopped_early"] = False
+        if parallel.is_main:  # a finished run trains on (--resume with more epochs): it is not finished until then
+            (output_dir / DONE_NAME).unlink(missing_ok=True)
         t_epoch = time.time()
         torch.manual_seed(config.seed * 1000 + epoch + parallel.rank * 1_000_003)  # dropout; rank 0 = one process
         rng = random.Random(f"{config.seed}-sample-{epoch}")
