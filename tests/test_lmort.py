@@ -310,6 +310,13 @@ def test_state_cache_reuse_and_key_check(tiny_lm, tmp_path, monkeypatch):
     assert set(again.entries) == set(texts)
     with pytest.raises(ModelError, match="state cache was built with"):
         StateCache(tmp_path / "c", {**key, "max_length": 64}).load()
+    # a stored id whose text changed is refused even when its token count did not (both cut at 32 tokens)
+    monkeypatch.undo()
+    StateCache(tmp_path / "c3", key).build(tiny_lm, {"t9": " ".join(["lung cancer risk"] * 40)}, (1, 2), 32,
+                                           progress=False)
+    with pytest.raises(ModelError, match="stored from another text than the one given for it now"):
+        StateCache(tmp_path / "c3", key).build(tiny_lm, {"t9": " ".join(["heart attack risk"] * 40), "t10": "x"},
+                                               (1, 2), 32, progress=False)
 
 
 def test_info_nce_masks_other_positives():

@@ -29,6 +29,13 @@ PSEUDO_KEY = "p:"  # a document's pseudo-query sentence (:mod:`.pseudo`), by doc
 REST_KEY = "r:"  # a document without its pseudo-query sentence, by docid
 
 
+def _digest(token_ids: Sequence[int]) -> str:
+    """sha1 of a text's token ids (what its cached states were computed from)."""
+    import hashlib
+
+    return hashlib.sha1(json.dumps(list(token_ids)).encode("ascii")).hexdigest()
+
+
 def state_key(lm: "FrozenLM", layers: Sequence[int], max_length: int) -> dict:
     """The key a cache of ``lm``'s states at ``layers`` (texts cut at ``max_length`` tokens) is built and checked
     under: training (``train lmort --cache-dir``) and encoding (``encode --state-cache``) share a cache through it."""
@@ -46,6 +53,7 @@ class StateCache:
         self.folder = Path(folder)
         self.key = key
         self.entries: dict[str, tuple[int, int]] = {}  # id -> (shard, position)
+        self.digests: dict[str, str] = {}  # id -> sha1 of the token ids its states were computed from
         self._shards: dict[int, dict] = {}
 
     def _index_path(self) -> Path:
@@ -59,13 +67,14 @@ class StateCache:
         if data.get("key") != self.key:
             raise ModelError(f"{self.folder}: state cache was built with {data.get('key')}, not {self.key}; "
                              "delete it or choose another --cache-dir")
+        self.digests = dict(data.get("tokens") or {})  # caches written before it recorded none: lengths only
         return data["shards"]
 
     def build(self, lm: "FrozenLM", texts: Mapping[str, str], layers: tuple[int, int], max_length: int,
               batch_size: int = 16, shard_size: int = 512, progress: bool = True,
               parallel: "DataParallel | None" = None) -> None:
         """Compute states for every id of ``texts`` not yet cached (resumable shard by shard); refuses (ModelError,
-        before computing anything) a stored id whose text now has another token count.
+        before computing anything) a stored id whose text now has other tokens (within ``max_length``).
 
         With ``parallel`` (data-parallel training), new shard ``k`` is computed by rank ``k % world_size`` (the same
         shards, batches and bits as one process) and rank 0 indexes them once all ranks are done.
@@ -84,11 +93,13 @@ class StateCache:
         done = {i for shard in shards for i in shard}
         todo = [i for i in texts if i not in done]
         ids = list(texts)
-        lengths = dict(zip(ids, (len(x) for x in lm.tokenizer([texts[i] for i in ids], truncation=True,
-                                                             max_length=max_length)["input_ids"]))) if ids else {}
+        tokens = lm.tokenizer([texts[i] for i in ids], truncation=True, max_length=max_length)["input_ids"] \
+            if ids else []
+        lengths = {i: len(t) for i, t in zip(ids, tokens)}
+        digests = {i: _digest(t) for i, t in zip(ids, tokens)}
         checked = len(todo) < len(ids)
         if checked:
-            self._check_lengths(lengths)  # loads the stored shards
+            self._check_texts(lengths, digests)  # loads the stored shards
         todo.sort(key=lambda i: (lengths[i], i))
         align_layer, unif_layer = layers
         # bf16 halves the cache of an fp32 LM; its range covers LLMs' huge activation outliers (fp16's may not).
@@ -120,29 +131,35 @@ class StateCache:
                 out.write(save(tensors))
             if not parallel.active:
                 shards.append(shard_ids)
+                self.digests.update((i, digests[i]) for i in shard_ids)
                 self._write_index(shards)
         bar.close()
         if parallel.active:
             parallel.barrier()
             if parallel.is_main and chunks:
+                self.digests.update((i, digests[i]) for chunk in chunks for i in chunk)
                 self._write_index(shards + chunks)
             parallel.barrier()
-        if chunks or not checked:  # nothing new since _check_lengths loaded the shards: no second read
+        if chunks or not checked:  # nothing new since _check_texts loaded the shards: no second read
             self.load()
 
-    def _check_lengths(self, lengths: Mapping[str, int]) -> None:
-        """Keys are ids (``q:<qid>``, ``d:<docid>``), so a folder filled from another dataset could answer for a
-        colliding id: every stored text asked for again must have as many tokens as the text given for it now."""
+    def _check_texts(self, lengths: Mapping[str, int], digests: Mapping[str, str]) -> None:
+        """Keys are ids (``q:<qid>``, ``d:<docid>``), so a folder filled from another dataset, or from an earlier
+        version of the corpus, could answer for an id: every stored text asked for again must have the tokens of the
+        text given for it now (their digest; a cache from before digests were kept: as many tokens)."""
         self.load()
         for i, length in lengths.items():
-            if i in self.entries and self.length(i) != length:
-                raise ModelError(f"{self.folder}: {i} is stored with {self.length(i)} tokens, but the text given for "
-                                 f"it has {length}: the folder holds another dataset's states (use one folder per "
-                                 "dataset)")
+            if i not in self.entries:
+                continue
+            stored = self.digests.get(i)
+            if (stored is not None and stored != digests[i]) or (stored is None and self.length(i) != length):
+                raise ModelError(f"{self.folder}: {i} is stored from another text than the one given for it now: the "
+                                 "folder holds another dataset's states or an earlier version of this corpus (delete "
+                                 "it, or use one folder per dataset)")
 
     def _write_index(self, shards: list[list[str]]) -> None:
         with atomic_write(self._index_path()) as out:
-            json.dump({"format": CACHE_FORMAT, "key": self.key, "shards": shards}, out)
+            json.dump({"format": CACHE_FORMAT, "key": self.key, "shards": shards, "tokens": self.digests}, out)
 
     def load(self) -> None:
         """Read the index and all shards into memory."""
