@@ -24,6 +24,13 @@ def test_grid_expansion_and_refusals(tmp_path):
         {"token_filter": "content", "margin": 1.0, "pointwise_weight": 0.1}]
     assert points[0].module == {"token_filter": "content"} and points[0].train == {"margin": 0.2, "pointwise_weight": 1.0}
     assert len({p.name for p in points}) == 4
+    from pyserini_qpeft.qpeft.sweep import check_selection
+
+    check_selection(points, "ndcg@10", grid)  # a ranking metric compares any points
+    with pytest.raises(InputError, match="cannot compare points with different margin, pointwise_weight"):
+        check_selection(points, "loss", grid)  # each point's dev loss is its own loss
+    check_selection([p for p in points if p.settings["margin"] == 0.2 and p.settings["pointwise_weight"] == 1.0],
+                    "loss", grid)
     for text, message in (("nope: [1]\n", "unknown sweep setting"), ("dev_size: [5, 10]\n", "cannot be swept"),
                           ("variant: [attn, retr]\n", "cannot be swept"), ("- 1\n", "mapping")):
         grid.write_text(text)

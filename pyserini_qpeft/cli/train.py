@@ -203,7 +203,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                                                    corpus, tcfg.dev_depth, progress=not quiet)["alpha"]
 
         if sweep_grid:
-            from ..qpeft.sweep import load_grid, run_sweep
+            from ..qpeft.sweep import check_selection, load_grid, run_sweep
 
             def train_one(point, folder):
                 q = QPeftConfig.from_dict({**qcfg.to_dict(), **point.module})
@@ -215,6 +215,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
 
             try:
                 points = load_grid(sweep_grid, QPeftConfig, QPeftTrainConfig)
+                check_selection(points, tcfg.selection_metric, sweep_grid)
                 swept = run_sweep(points, train_one, output, tcfg.selection_metric, write=parallel.is_main)
             except ValueError as exc:
                 raise InputError(f"bad sweep setting: {exc}", sweep_grid) from None

@@ -82,6 +82,21 @@ def load_grid(path: str | Path, module_cls: type, train_cls: type) -> list[Sweep
     return points
 
 
+LOSS_DEFINING = ("loss", "margin", "pointwise_weight", "temperature", "first_stage_weight")
+"""Settings that define the dev loss itself: points that differ in them cannot be compared by it."""
+
+
+def check_selection(points: Sequence[SweepPoint], metric: str, path: str | Path) -> None:
+    """Refuse (InputError) selecting by the dev ``loss`` among points whose loss is defined differently (another
+    margin, pointwise weight, loss or temperature): the smallest margin or weight would always win."""
+    if metric != "loss":
+        return
+    varied = [k for k in LOSS_DEFINING if len({repr(p.settings.get(k)) for p in points}) > 1]
+    if varied:
+        raise InputError(f"--selection-metric loss cannot compare points with different {', '.join(varied)} (each "
+                         f"point's dev loss is its own loss); select by a ranking metric such as ndcg@10", str(path))
+
+
 def run_sweep(points: Sequence[SweepPoint], train_one: Callable[[SweepPoint, Path], Any], output: str | Path,
               metric: str, write: bool = True) -> dict[str, Any]:
     """Train every point with ``train_one(point, folder) -> TrainResult`` and publish the best one.
