@@ -234,10 +234,17 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["layers"] == [report["align_layer"], report["unif_layer"]]
-    # a second run into the same folder must ask for --resume; with it, training continues to epoch 2
+    # a second run into the same folder must ask for --resume; with it, training continues to epoch 2 -- but not
+    # under the default linear schedule, whose learning rate follows the planned steps (that would restart its decay)
     res = runner.invoke(lmort, [*train_args, "--epochs", "2"])
     assert res.exit_code != 0
     res = runner.invoke(lmort, [*train_args, "--epochs", "2", "--resume"])
+    assert res.exit_code != 0 and "follows its planned steps" in str(res.exception), res.output  # exit 3 via main
+    state = json.loads((tmp_path / "ckpt" / "trainer_state.json").read_text())
+    state["train_config"].update(lr_schedule="constant", warmup_ratio=0.0)  # as a constant-schedule run records it
+    (tmp_path / "ckpt" / "trainer_state.json").write_text(json.dumps(state))
+    res = runner.invoke(lmort, [*train_args, "--epochs", "2", "--resume", "--lr-schedule", "constant",
+                                "--warmup-ratio", "0"])
     assert res.exit_code == 0, res.output
     state = json.loads((tmp_path / "ckpt" / "trainer_state.json").read_text())
     assert [h["epoch"] for h in state["history"]] == [1, 2] and state["best_epoch"] in (1, 2)

@@ -633,3 +633,16 @@ def test_resume_extends_an_early_stopped_or_finished_run_and_unmarks_it_until_do
     with pytest.raises(KeyboardInterrupt):
         run_train(tiny_lm, "retr", out, epochs=4, resume=True)
     assert not (out / "training_done.json").exists()
+
+
+def test_resume_refuses_a_new_max_steps_after_a_cut_inside_an_epoch(tiny_lm, tmp_path):
+    """A run cut by --max-steps inside an epoch would resume at the next epoch, not finish the cut one: a new
+    --max-steps is refused there (at an epoch's end it continues as a straight run would)."""
+    out = tmp_path / "cut"
+    run_train(tiny_lm, "retr", out, epochs=2, batch_size=1, max_steps=2)  # 3 steps per epoch: cut inside epoch 1
+    with pytest.raises(InputError, match="stopped at --max-steps 2 inside epoch 1"):
+        run_train(tiny_lm, "retr", out, epochs=2, batch_size=1, max_steps=4, resume=True)
+    edge = tmp_path / "edge"
+    run_train(tiny_lm, "retr", edge, epochs=2, batch_size=1, max_steps=3)  # exactly epoch 1
+    _, result = run_train(tiny_lm, "retr", edge, epochs=2, batch_size=1, max_steps=6, resume=True)
+    assert [h["global_step"] for h in result.history] == [3, 6]

@@ -241,6 +241,13 @@ def _check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mappin
     saved = recorded.get("train_config")
     if isinstance(saved, dict):
         now = settings["train_config"]
+        planned = [k for k in ("epochs", "max_steps") if k in saved and k in now and saved[k] != now[k]]
+        if planned and (saved.get("lr_schedule") == "linear" or saved.get("warmup_ratio")):
+            raise InputError(f"--resume with other {'/'.join('--' + k.replace('_', '-') for k in planned)}: this run's "
+                             f"learning rate follows its planned steps (--lr-schedule linear or --warmup-ratio), so the "
+                             f"resumed epochs would not continue its schedule; give the same values, or train anew "
+                             f"into another --output", str(where))
+
         changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {now[k]!r}" for k in sorted(saved)
                    if k in now and k not in RESUMABLE_SETTINGS and saved[k] != now[k]]
         if changed:
@@ -344,6 +351,12 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
     if state is not None and (last > 0 or _start_evaluated(state, config, dev_examples)):
         folder = epoch_dir(output_dir, last)
         _check_resumed_data(state, folder, settings)
+        cut = (state.get("train_config") or {}).get("max_steps")
+        if (last > 0 and cut is not None and cut != config.max_steps
+                and state["global_step"] < last * config.steps_per_epoch(len(train_examples))):
+            raise InputError(f"--resume with another --max-steps: the interrupted run stopped at --max-steps {cut} "
+                             f"inside epoch {last}, and a resumed run starts the next epoch, so it would not be the "
+                             f"run the new value gives; train anew into another --output", str(output_dir))
         if last > 0:
             step.load(folder)
             load_optimizer(optimizer, folder)
