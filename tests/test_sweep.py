@@ -65,3 +65,15 @@ def test_cli_sweep_publishes_the_dev_best(tiny_lm_path, tmp_path, toy_beir):
     again = CliRunner().invoke(train_group, args)  # resumes: nothing is trained again, the same winner
     assert again.exit_code == 0, again.output
     assert json.loads((out / "sweep.json").read_text())["best"]["index"] == best["index"]
+    # a plain training never writes into a sweep's folder (it would replace best/), nor a sweep into a training's
+    plain = [a for a in args if a not in ("--sweep", str(grid))]
+    refused = CliRunner().invoke(train_group, plain)
+    assert isinstance(refused.exception, InputError) and "holds a sweep" in str(refused.exception)
+    assert json.loads((out / "best" / "qpeft_config.json").read_text())["sweep"] == best["settings"]
+    single = tmp_path / "single"
+    ok = CliRunner().invoke(train_group, [*plain[:plain.index("--output") + 1], str(single),
+                                          *plain[plain.index("--output") + 2:]])
+    assert ok.exit_code == 0, ok.output
+    refused = CliRunner().invoke(train_group, [*args[:args.index("--output") + 1], str(single),
+                                               *args[args.index("--output") + 2:]])
+    assert isinstance(refused.exception, InputError) and "not a sweep" in str(refused.exception)

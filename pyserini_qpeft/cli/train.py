@@ -155,7 +155,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     check_split(split)
     if hint_passage_tokens is not None and variant == "prompt":
         raise click.BadParameter("the prompt variant's vectors read no passage", param_hint="--hint-passage-tokens")
-    check_training_output(output)
+    check_training_output(output, sweep=sweep_grid is not None)
     parallel = DataParallel.from_environment(device)
     with parallel.closing():  # every rank ends together (see training.parallel)
         quiet = quiet or not parallel.is_main

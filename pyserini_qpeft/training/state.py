@@ -34,16 +34,23 @@ def epoch_dir(output_dir: str | os.PathLike, epoch: int) -> Path:
 OWN_ENTRIES = ("state-cache",)
 
 
-def check_training_output(output_dir: str | os.PathLike) -> None:
+def check_training_output(output_dir: str | os.PathLike, sweep: bool = False) -> None:
     """Refuse to write a training run into a folder that is not empty and is not a training output of ours
     (InputError, exit code 3; nothing is touched). Ours: it holds ``trainer_state.json`` or ``sweep.json``, or only
-    :data:`OWN_ENTRIES` and hidden temporaries."""
+    :data:`OWN_ENTRIES` and hidden temporaries. A sweep (``sweep``) never writes into a plain training's folder,
+    nor a plain training into a sweep's: each would replace the other's ``best/``."""
     from ..errors import InputError
 
     folder = Path(output_dir)
     if not folder.is_dir():
         return
     names = [p.name for p in folder.iterdir()]
+    if sweep and STATE_NAME in names:
+        raise InputError("holds a training run, not a sweep; a sweep here would replace its best/ (choose another "
+                         "--output)", str(folder))
+    if not sweep and "sweep.json" in names:
+        raise InputError("holds a sweep (sweep.json); a training here would replace its best/ (resume the sweep "
+                         "with the same --sweep, or choose another --output)", str(folder))
     if STATE_NAME in names or "sweep.json" in names or all(n in OWN_ENTRIES or n.startswith(".") for n in names):
         return
     raise InputError("exists, is not empty and holds no training run of ours; refusing to write into it "
