@@ -77,3 +77,12 @@ def test_cli_sweep_publishes_the_dev_best(tiny_lm_path, tmp_path, toy_beir):
     refused = CliRunner().invoke(train_group, [*args[:args.index("--output") + 1], str(single),
                                                *args[args.index("--output") + 2:]])
     assert isinstance(refused.exception, InputError) and "not a sweep" in str(refused.exception)
+    # a point with its own seed holds out the base seed's dev queries, and records that carve (so it resumes)
+    grid.write_text("seed: [1]\n")
+    seeded = tmp_path / "seeded"
+    done = CliRunner().invoke(train_group, [*args[:args.index("--output") + 1], str(seeded),
+                                            *args[args.index("--output") + 2:]])
+    assert done.exit_code == 0, done.output
+    training = json.loads((seeded / "best" / "qpeft_config.json").read_text())["training"]
+    assert training["train_config"]["seed"] == 1 and training["train_config"]["dev_seed"] == 0
+    assert tuple(training["dev_qids"]) in dev_sets

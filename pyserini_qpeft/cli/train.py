@@ -207,7 +207,9 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
 
             def train_one(point, folder):
                 q = QPeftConfig.from_dict({**qcfg.to_dict(), **point.module})
-                tc = QPeftTrainConfig.build(**{**tcfg.__dict__, **point.train})
+                # every point holds out the carve of the base seed: a point with its own seed records that carve
+                pinned = {"dev_seed": tcfg.carve_seed} if "seed" in point.train and tcfg.dev_seed is None else {}
+                tc = QPeftTrainConfig.build(**{**tcfg.__dict__, **pinned, **point.train})
                 return run_training(lm, build_module(lm, q), q, scfg, train_ex, dev_ex, corpus, tc, folder,
                                     resume=(folder / "trainer_state.json").is_file(), progress=not quiet,
                                     metadata={**meta, "sweep": point.settings}, parallel=parallel,
