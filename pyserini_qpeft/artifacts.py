@@ -18,6 +18,7 @@ Nothing heavy is imported here (no torch, no faiss).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -347,6 +348,27 @@ def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
             if name == "pyserini_qpeft":  # a source checkout that is not installed
                 versions[name] = __version__
     return versions
+
+
+@functools.lru_cache(maxsize=1)
+def source_commit() -> str | None:
+    """The git commit of this package's source checkout (``-dirty`` appended when tracked files differ from it);
+    None for an installed wheel or without git. Recorded in trained checkpoints and their model cards."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def check_replaceable(target: str | os.PathLike, spec: MetaSpec, force: bool, flag: str = "--force") -> bool:

@@ -459,6 +459,11 @@ def test_cli_train_without_selecting_an_interpolation_weight(tiny_lm_path, tmp_p
     assert summaries["without"]["interpolation_alpha"] is None and summaries["with"]["interpolation_alpha"] is not None
     meta = json.loads((tmp_path / "without" / "best" / "qpeft_config.json").read_text())
     assert "interpolation" not in meta
+    card = (tmp_path / "without" / "best" / "README.md").read_text()  # the model card says what made the module
+    for said in (f"dataset: `{toy_beir}`, split `train`", f"hard negatives from: `{run}`", "seed 0 (dev carve seed 0)",
+                 "train qpeft --variant retr"):
+        assert said in card, (said, card)
+    assert meta["source_commit"] is None or meta["source_commit"] in card
     weights = [{f"{f.name}:{k}": v for f in sorted((tmp_path / name / "best").glob("*.safetensors"))
                 for k, v in load_file(str(f)).items()} for name in ("with", "without")]
     assert weights[0] and weights[0].keys() == weights[1].keys()

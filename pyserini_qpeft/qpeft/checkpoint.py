@@ -18,7 +18,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..artifacts import MetaSpec, check_base_model, check_finite_weights, resolve_best, staging_dir, write_meta
+from ..artifacts import (MetaSpec, check_base_model, check_finite_weights, resolve_best, source_commit, staging_dir,
+                         write_meta)
 from ..artifacts import library_versions as _library_versions
 from ..artifacts import read_meta as _read_meta
 from ..errors import ModelError
@@ -71,9 +72,21 @@ def _model_card(meta: dict) -> str:
              + (f" ({params['percent_of_lm']:.2f} % of the LM's {params['lm']:,})"
                 if "percent_of_lm" in params else ""),
              ""]
-    command = (meta.get("training") or {}).get("command")
+    training = meta.get("training") or {}
+    command = training.get("command")
     if command:
         lines += ["Training command:", "", "```", command, "```", ""]
+    train_config = training.get("train_config") or {}
+    data = [f"- dataset: `{training['dataset']}`, split `{training.get('split', '?')}`"
+            if training.get("dataset") else "",
+            f"- hard negatives from: `{training['negatives']}`" if training.get("negatives") else "",
+            f"- {training['train_queries']} training queries, {training.get('dev_queries', '?')} dev queries carved "
+            f"from them" if "train_queries" in training else "",
+            f"- seed {train_config['seed']} (dev carve seed {train_config.get('dev_seed') or train_config['seed']})"
+            if "seed" in train_config else "",
+            f"- code: pyserini_qpeft {meta.get('versions', {}).get('pyserini_qpeft', '?')}"
+            + (f", commit `{meta['source_commit']}`" if meta.get("source_commit") else "")]
+    lines += ["Data and provenance:", "", *[line for line in data if line], ""]
     if metrics:
         lines += ["Dev metrics (checkpoint selection; carved from the training queries):", ""]
         lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in sorted(metrics.items())]
@@ -117,6 +130,7 @@ def save_checkpoint(path: str | os.PathLike, module, config: "QPeftConfig", lm: 
         "base_model": lm.identity(),
         "lm_precision": getattr(lm, "precision", None),  # --dtype and, for auto on a CPU, the probe's ratio
         "versions": library_versions(),
+        "source_commit": source_commit(),
         "parameters": parameter_report(module, lm),
         "weights": {"file": WEIGHTS_NAME, "keys": sorted(state)},
     }
