@@ -435,6 +435,11 @@ def test_training_never_writes_into_a_users_folder(tmp_path, toy_beir, method):
                     "--model", "/nonexistent-model")
     assert result.exit_code == 3 and "holds no training run of ours" in result.output, result.output
     assert snapshot(folder) == before
+    repo = tmp_path / "my-repo"  # only hidden entries, but a user's (a git checkout): not ours either
+    (repo / ".git").mkdir(parents=True)
+    result = invoke("train", method, "--dataset", str(toy_beir), "--negatives", str(run), "--output", str(repo),
+                    "--model", "/nonexistent-model")
+    assert result.exit_code == 3 and "holds no training run of ours" in result.output, result.output
 
 
 def test_search_sample_queries_searches_only_the_sample(tmp_path, toy_beir, monkeypatch):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,19 @@ def epoch_dir(output_dir: str | os.PathLike, epoch: int) -> Path:
 
 # What a training output folder of ours may hold before its trainer_state.json exists (LMORT caches LM states first).
 OWN_ENTRIES = ("state-cache",)
+LOCK_NAME = ".training.lock"
+_TEMPORARY = re.compile(r"^\..+\.\d+\.")  # artifacts.temp_prefix: .NAME.PID.
+
+
+def _ours_hidden(name: str) -> bool:
+    """A hidden entry a training of ours leaves: its lock, or a killed writer's temporary (not e.g. ``.git``)."""
+    return name == LOCK_NAME or bool(_TEMPORARY.match(name))
 
 
 def check_training_output(output_dir: str | os.PathLike, sweep: bool = False) -> None:
     """Refuse to write a training run into a folder that is not empty and is not a training output of ours
     (InputError, exit code 3; nothing is touched). Ours: it holds ``trainer_state.json`` or ``sweep.json``, or only
-    :data:`OWN_ENTRIES` and hidden temporaries. A sweep (``sweep``) never writes into a plain training's folder,
+    :data:`OWN_ENTRIES`, a training lock and our hidden temporaries (not a user's ``.git``). A sweep (``sweep``) never writes into a plain training's folder,
     nor a plain training into a sweep's: each would replace the other's ``best/``."""
     from ..errors import InputError
 
@@ -51,7 +59,7 @@ def check_training_output(output_dir: str | os.PathLike, sweep: bool = False) ->
     if not sweep and "sweep.json" in names:
         raise InputError("holds a sweep (sweep.json); a training here would replace its best/ (resume the sweep "
                          "with the same --sweep, or choose another --output)", str(folder))
-    if STATE_NAME in names or "sweep.json" in names or all(n in OWN_ENTRIES or n.startswith(".") for n in names):
+    if STATE_NAME in names or "sweep.json" in names or all(n in OWN_ENTRIES or _ours_hidden(n) for n in names):
         return
     raise InputError("exists, is not empty and holds no training run of ours; refusing to write into it "
                      "(choose another --output)", str(folder))

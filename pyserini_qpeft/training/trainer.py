@@ -34,7 +34,7 @@ from ..errors import InputError
 from .config import LOWER_IS_BETTER, TrainConfig
 from .data import TrainingExample, checkpoint_training, dev_qrels, example_meta
 from .parallel import SINGLE, DataParallel
-from .state import (DONE_NAME, STATE_NAME, epoch_dir, load_optimizer, publish_best, read_trainer_state,
+from .state import (DONE_NAME, LOCK_NAME, STATE_NAME, epoch_dir, load_optimizer, publish_best, read_trainer_state,
                     save_optimizer, write_trainer_state, write_training_done)
 
 if TYPE_CHECKING:
@@ -254,9 +254,6 @@ def _check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mappin
             raise InputError(f"--resume with other training settings than the interrupted run: {', '.join(changed)}"
                              f" (only {', '.join(sorted(RESUMABLE_SETTINGS))} may change); give the same flags, or "
                              f"another --output", str(where))
-
-
-LOCK_NAME = ".training.lock"
 
 
 @contextmanager
