@@ -45,8 +45,9 @@ def _ours_hidden(name: str) -> bool:
 def check_training_output(output_dir: str | os.PathLike, sweep: bool = False) -> None:
     """Refuse to write a training run into a folder that is not empty and is not a training output of ours
     (InputError, exit code 3; nothing is touched). Ours: it holds ``trainer_state.json`` or ``sweep.json``, or only
-    :data:`OWN_ENTRIES`, a training lock and our hidden temporaries (not a user's ``.git``). A sweep (``sweep``) never writes into a plain training's folder,
-    nor a plain training into a sweep's: each would replace the other's ``best/``."""
+    :data:`OWN_ENTRIES`, a training lock and our hidden temporaries (not a user's ``.git``). A sweep (``sweep``)
+    never writes into a plain training's folder, nor a plain training into a sweep's: each would replace the other's
+    ``best/``."""
     from ..errors import InputError
 
     folder = Path(output_dir)

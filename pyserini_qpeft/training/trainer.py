@@ -247,7 +247,6 @@ def _check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mappin
                              f"learning rate follows its planned steps (--lr-schedule linear or --warmup-ratio), so the "
                              f"resumed epochs would not continue its schedule; give the same values, or train anew "
                              f"into another --output", str(where))
-
         changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {now[k]!r}" for k in sorted(saved)
                    if k in now and k not in RESUMABLE_SETTINGS and saved[k] != now[k]]
         if changed:
