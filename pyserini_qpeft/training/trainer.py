@@ -243,10 +243,10 @@ def _check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mappin
         now = settings["train_config"]
         planned = [k for k in ("epochs", "max_steps") if k in saved and k in now and saved[k] != now[k]]
         if planned and (saved.get("lr_schedule") == "linear" or saved.get("warmup_ratio")):
-            raise InputError(f"--resume with other {'/'.join('--' + k.replace('_', '-') for k in planned)}: this run's "
-                             f"learning rate follows its planned steps (--lr-schedule linear or --warmup-ratio), so the "
-                             f"resumed epochs would not continue its schedule; give the same values, or train anew "
-                             f"into another --output", str(where))
+            flags = "/".join("--" + k.replace("_", "-") for k in planned)
+            raise InputError(f"--resume with other {flags}: this run's learning rate follows its planned steps "
+                             f"(--lr-schedule linear or --warmup-ratio), so the resumed epochs would not continue its "
+                             f"schedule; give the same values, or train anew into another --output", str(where))
         changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {now[k]!r}" for k in sorted(saved)
                    if k in now and k not in RESUMABLE_SETTINGS and saved[k] != now[k]]
         if changed:
