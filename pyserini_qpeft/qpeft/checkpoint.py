@@ -80,8 +80,11 @@ def _model_card(meta: dict) -> str:
     data = [f"- dataset: `{training['dataset']}`, split `{training.get('split', '?')}`"
             if training.get("dataset") else "",
             f"- hard negatives from: `{training['negatives']}`" if training.get("negatives") else "",
-            f"- {training['train_queries']} training queries, {training.get('dev_queries', '?')} dev queries carved "
-            f"from them" if "train_queries" in training else "",
+            f"- {training['train_queries']} training queries"
+            + (f" (at most {train_config['max_train_queries']} used per epoch: --max-train-queries)"
+               if train_config.get("max_train_queries") else "")
+            + f", {training.get('dev_queries', '?')} dev queries carved from them"
+            if "train_queries" in training else "",
             f"- seed {train_config['seed']} (dev carve seed {train_config.get('dev_seed') or train_config['seed']})"
             if "seed" in train_config else "",
             f"- code: pyserini_qpeft {meta.get('versions', {}).get('pyserini_qpeft', '?')}"
