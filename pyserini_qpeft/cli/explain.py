@@ -51,8 +51,8 @@ def format_explanation(info: dict) -> str:
 def explain(checkpoint, query, docid, dataset, corpus_path, doc_text, doc_title, top, as_json, model, device,
             dtype) -> None:
     """Show what the hint module of CHECKPOINT picks from a document for a query."""
-    from ..lm.backbone import DEFAULT_MODEL, FrozenLM, LMConfig
-    from ..qpeft.checkpoint import base_model_name, load_checkpoint
+    from ..lm.backbone import FrozenLM, LMConfig
+    from ..qpeft.checkpoint import lm_model_for, load_checkpoint
     from ..data import Document, open_corpus
     from ..errors import InputError
     from ..qpeft.explain import explain as explain_pair
@@ -71,8 +71,7 @@ def explain(checkpoint, query, docid, dataset, corpus_path, doc_text, doc_title,
         doc = open_corpus(source, keep={docid}).get(docid)  # one document held, whatever the corpus size
         if doc is None:
             raise InputError(f"unknown docid {docid!r}", source)
-    model = model or base_model_name(checkpoint) or DEFAULT_MODEL
-    lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
+    lm = FrozenLM.load(LMConfig(model=lm_model_for(checkpoint, model), device=device, dtype=dtype))
     module, _, scorer_config, _ = load_checkpoint(checkpoint, lm)
     scorer = QueryLikelihoodScorer(lm, scorer_config, hint_module=module)
     info = explain_pair(lm, module, scorer, query, doc, top=top)

@@ -172,6 +172,14 @@ def base_model_name(path: str | os.PathLike) -> str | None:
     return model_for_identity(model_id) if isinstance(model_id, str) and model_id else None
 
 
+def lm_model_for(checkpoint: str | os.PathLike | None, model: str | None = None) -> str:
+    """The ``--model`` a command with ``checkpoint`` loads: ``model`` when given, else the checkpoint's base model,
+    else the packaged default."""
+    from ..lm.backbone import DEFAULT_MODEL
+
+    return model or (base_model_name(checkpoint) if checkpoint else None) or DEFAULT_MODEL
+
+
 def _scorer_config(data: dict) -> "ScorerConfig":
     from ..lm.scoring import ScorerConfig
 

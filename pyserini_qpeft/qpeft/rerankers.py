@@ -44,10 +44,10 @@ def build_qpeft_reranker(name: str, lm: "FrozenLM | LMConfig | str | None" = Non
         raise InputError(f"reranker {name!r} needs a trained module: pass --reranker-checkpoint PATH "
                          f"(see `pyserini-qpeft train qpeft`)")
     from ..rerank import LMReranker, load_lm
-    from .checkpoint import base_model_name, load_checkpoint
+    from .checkpoint import lm_model_for, load_checkpoint
     from .module import check_variant
 
-    lm = load_lm(lm if lm is not None else base_model_name(checkpoint))
+    lm = load_lm(lm if lm is not None else lm_model_for(checkpoint))
     module, qpeft_config, scorer_config, meta = load_checkpoint(checkpoint, lm)
     check_variant(NAME_TO_VARIANT[name], qpeft_config.variant, str(checkpoint))
     if scorer_overrides:

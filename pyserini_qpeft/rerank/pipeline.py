@@ -52,13 +52,11 @@ def make_reranker(name: str, checkpoint: str | os.PathLike | None, model: str | 
     ``model``: None = the base model ``checkpoint`` was trained on, else the default LM.
     ``prompt``: a name from :data:`~pyserini_qpeft.lm.prompts.PROMPTS` (None: the checkpoint's or the default).
     ``lm``: an already loaded ``FrozenLM`` to use instead of loading ``model`` (the same model, device and dtype)."""
-    from ..lm.backbone import DEFAULT_MODEL, LMConfig
+    from ..lm.backbone import LMConfig
     from ..lm.prompts import prompt_fields
-    from ..qpeft.checkpoint import base_model_name
+    from ..qpeft.checkpoint import lm_model_for
 
-    if model is None:
-        model = (base_model_name(checkpoint) if checkpoint else None) or DEFAULT_MODEL
-
+    model = lm_model_for(checkpoint, model)
     overrides: dict = prompt_fields(prompt) if prompt is not None else {}
     if max_passage_tokens is not None:
         overrides["max_passage_tokens"] = max_passage_tokens

@@ -72,13 +72,12 @@ def _normalize(scores: dict[str, float], method: str) -> dict[str, float]:
     return {d: (s - mean) / std for d, s in scores.items()}
 
 
-def _check_interpolation(alpha: float, normalization: str, depth: int) -> None:
+def _check_interpolation(alpha: float, normalization: str, depth: int, k: int | None = None) -> None:
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
+    _check_depths(depth, k)
 
 
 def interpolate(sparse: Run, dense: Run, alpha: float = 0.5, normalization: str = "minmax", depth: int = 1000,
@@ -89,8 +88,7 @@ def interpolate(sparse: Run, dense: Run, alpha: float = 0.5, normalization: str 
     Scores are first normalised per query and run (``minmax`` to [0, 1], ``zscore``, or ``none``). As in Pyserini's
     ``HybridSearcher``, a document missing from one run gets that run's minimum score for the query.
     """
-    _check_interpolation(alpha, normalization, depth)
-    _check_depths(depth, k)
+    _check_interpolation(alpha, normalization, depth, k)
     fused = Run(tag=tag)
     for qid in _qids([sparse, dense]):
         s = _normalize({h.docid: h.score for h in sparse[qid][:depth]} if qid in sparse else {}, normalization)

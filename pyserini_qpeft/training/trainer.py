@@ -216,9 +216,11 @@ def training_data_fingerprint(train: Sequence[TrainingExample]) -> str:
     return digest.hexdigest()
 
 
-def _check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mapping[str, Any]) -> None:
+def _check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mapping[str, Any],
+                        steps_per_epoch: int) -> None:
     """Raise :class:`InputError` when the interrupted run held out other dev queries or trained with other settings
-    than ``settings`` (fields outside :data:`RESUMABLE_SETTINGS`). The record is the trainer state's; a state written
+    than ``settings`` (fields outside :data:`RESUMABLE_SETTINGS`; and no new planned steps where the learning rate
+    follows them, nor a new --max-steps after a cut inside an epoch). The record is the trainer state's; a state written
     before it kept one falls back to the last epoch's checkpoint config (``folder``), when the step writes a known
     one. Fields the record lacks (added later) are not compared."""
     recorded: Mapping[str, Any] = state
@@ -247,6 +249,11 @@ def _check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mappin
             raise InputError(f"--resume with other {flags}: this run's learning rate follows its planned steps "
                              f"(--lr-schedule linear or --warmup-ratio), so the resumed epochs would not continue its "
                              f"schedule; give the same values, or train anew into another --output", str(where))
+        cut, last = saved.get("max_steps"), state.get("completed_epochs", 0)
+        if "max_steps" in planned and cut is not None and last > 0 and state["global_step"] < last * steps_per_epoch:
+            raise InputError(f"--resume with another --max-steps: the interrupted run stopped at --max-steps {cut} "
+                             f"inside epoch {last}, and a resumed run starts the next epoch, so it would not be the "
+                             f"run the new value gives; train anew into another --output", str(where))
         changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {now[k]!r}" for k in sorted(saved)
                    if k in now and k not in RESUMABLE_SETTINGS and saved[k] != now[k]]
         if changed:
@@ -346,13 +353,7 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
     last = state.get("completed_epochs", 0) if state is not None else 0
     if state is not None and (last > 0 or _start_evaluated(state, config, dev_examples)):
         folder = epoch_dir(output_dir, last)
-        _check_resumed_data(state, folder, settings)
-        cut = (state.get("train_config") or {}).get("max_steps")
-        if (last > 0 and cut is not None and cut != config.max_steps
-                and state["global_step"] < last * config.steps_per_epoch(len(train_examples))):
-            raise InputError(f"--resume with another --max-steps: the interrupted run stopped at --max-steps {cut} "
-                             f"inside epoch {last}, and a resumed run starts the next epoch, so it would not be the "
-                             f"run the new value gives; train anew into another --output", str(output_dir))
+        _check_resumed_data(state, folder, settings, config.steps_per_epoch(len(train_examples)))
         if last > 0:
             step.load(folder)
             load_optimizer(optimizer, folder)
