@@ -9,7 +9,8 @@ code  meaning
 1     unexpected internal error (a bug: please report it)
 2     usage error, before any work (raised by click): unknown or missing
       flag, bad option value (``--k1 -1``, unknown ``--reranker``), a path
-      given to an option that must exist (``--run``, ``--index``) missing
+      given to an option that must exist (``--run``, ``--index``) missing,
+      a name the matrix lacks (``repro --profile/--condition/--baseline``)
 3     bad input data: malformed run/qrels/topics/corpus line, undecodable
       bytes, duplicate docid, a file named by a value that is not found
       (topics, qrels, dataset), unknown docid, empty topics, an output
@@ -42,6 +43,13 @@ class InputError(QPeftError):
         super().__init__(where + message)
         self.path = path
         self.line = line
+
+
+class UsageError(InputError):
+    """An option value the command cannot use, found out before any work (e.g. a ``repro --profile`` that the
+    matrix lacks): exit 2, as click's own usage errors."""
+
+    exit_code = 2
 
 
 class JavaError(QPeftError):

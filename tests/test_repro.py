@@ -533,16 +533,19 @@ def test_a_profile_can_give_one_variant_flags_the_others_refuse():
 
 def test_an_lmort_ablation_profile_adds_its_knob_after_the_inherited_budget():
     """lmort_flags reach `train lmort` only, after the base's lmort_budget (the last --hard-negatives wins, so an
-    ablation recorded with 1 pins it over full's 3); unset, the training is the base's."""
+    ablation recorded with 1 pins it over full's 3: the command states it once, in the budget's place); unset, the
+    training is the base's."""
     matrix = Matrix.load()
     base = Planner(matrix, "scifact", "full").command("ckpt-lmort")
     drop = Planner(matrix, "scifact", "full-lmort-drop3").command("ckpt-lmort")
     budget = matrix.profiles["full"]["lmort_budget"].split()
     assert budget[budget.index("--hard-negatives") + 1] == "3"
     at = drop.index(budget[0])
-    knob = ["--hard-negatives", "1", "--dropout", "0.3"]
-    assert drop[at:at + len(budget) + len(knob)] == [*budget, *knob]
-    assert "--dropout" not in base and len(drop) == len(base) + len(knob)
+    pinned = [*budget]
+    pinned[budget.index("--hard-negatives") + 1] = "1"
+    assert drop[at:at + len(budget) + 2] == [*pinned, "--dropout", "0.3"]
+    assert drop.count("--hard-negatives") == 1
+    assert "--dropout" not in base and len(drop) == len(base) + 2
     trainings = ("ckpt-lmort", "ckpt-lmort-member2", "ckpt-lmort-member3")  # the seed ensemble's members too
     for name in matrix.artifacts:
         command = Planner(matrix, "scifact", "full-lmort-drop3").command(name)
@@ -874,3 +877,59 @@ def test_reranks_of_the_same_candidates_run_as_one_shared_prefix_command(tmp_pat
     again: list[list[str]] = []
     execute(planner, conditions[:2], runner=again.append, echo=lambda s: None)
     assert [c[0] for c in again] == ["search", "train", "rerank"] and "--also-rerank" not in again[2]
+
+
+def test_an_option_a_profile_sets_again_appears_once_with_its_last_value():
+    """`repro --dry-run` prints commands a user can copy: the demo's `--dtype fp32 ... --dtype bf16` (the precision
+    guard) and `--lr 1e-3 ... --lr 1e-2` (retr_flags over the budget) appear once, with the value click used;
+    repeatable options (fuse's --run, rerank's --also-rerank) keep every value."""
+    from pyserini_qpeft.repro.runner import REPEATABLE_OPTIONS, collapse_repeated_options
+
+    assert collapse_repeated_options(["rerank", "--dtype", "fp32", "--max-passage-tokens", "64", "--dtype", "bf16"]) \
+        == ["rerank", "--dtype", "bf16", "--max-passage-tokens", "64"]
+    assert collapse_repeated_options(["fuse", "--run", "a", "--run", "b", "--resume", "--resume"]) \
+        == ["fuse", "--run", "a", "--run", "b", "--resume", "--resume"]
+    matrix = Matrix.load()
+    for profile in matrix.profiles:
+        planner = Planner(matrix, "scifact", profile=profile)
+        for name in matrix.artifacts:
+            options = [a for a in planner.command(name) if a.startswith("--") and a not in REPEATABLE_OPTIONS]
+            assert len(options) == len(set(options)), (profile, name, planner.command(name))
+    demo = Planner(matrix, "scifact", profile="demo")
+    assert demo.command("upr-bf16")[demo.command("upr-bf16").index("--dtype") + 1] == "bf16"
+    retr = demo.command("ckpt-qpeft-retr")
+    assert retr[retr.index("--lr") + 1] == "1e-2"
+
+
+def test_the_repeatable_options_are_the_clis_multiple_options():
+    """REPEATABLE_OPTIONS (never collapsed) holds every option of the CLI that takes values more than once."""
+    import click
+
+    from pyserini_qpeft.cli.main import cli
+    from pyserini_qpeft.repro.runner import REPEATABLE_OPTIONS
+
+    ctx = click.Context(cli)
+
+    def commands(group):  # the CLI loads its commands lazily
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            yield from commands(command) if isinstance(command, click.Group) else [command]
+
+    multiple = {opt for command in commands(cli) for param in command.params
+                if isinstance(param, click.Option) and param.multiple for opt in param.opts}
+    assert multiple and multiple <= REPEATABLE_OPTIONS
+
+
+def test_a_profile_or_condition_the_matrix_lacks_is_a_usage_error(tmp_path, toy_beir, monkeypatch):
+    """`repro --profile/--condition/--baseline` naming nothing in the matrix: exit 2 (a bad option value, as
+    click's), before any work, with the names to choose from."""
+    from pyserini_qpeft.cli.main import cli
+
+    monkeypatch.setenv("PYSERINI_QPEFT_DATA", str(toy_beir.parent))
+    base = ["repro", "beir", "--dataset", "toy", "--dry-run", "--report-dir", str(tmp_path / "report")]
+    for extra, word in ((["--profile", "nosuch"], "unknown profile"), (["--condition", "nosuch"], "unknown condition"),
+                        (["--baseline", "nosuch"], "unknown condition")):
+        result = CliRunner().invoke(cli, base + extra)
+        assert result.exit_code == 2, result.output
+        assert word in result.output and "choose from" in result.output
+    assert not (tmp_path / "report").exists()

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..errors import InputError
+from ..errors import InputError, UsageError
 from .runner import DEFAULT_YAML, CommandRunner, Matrix, Planner, check_rows, evaluate_conditions, execute, \
     raise_on_failures
 
@@ -57,7 +57,7 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
     matrix = Matrix.load(yaml_path or DEFAULT_YAML)
     unknown = [n for n in (*conditions, *([baseline] if baseline else [])) if n not in matrix.conditions]
     if unknown:
-        raise InputError(f"unknown condition(s) {unknown}; choose from {', '.join(matrix.conditions)}")
+        raise UsageError(f"unknown condition(s) {unknown}; choose from {', '.join(matrix.conditions)}")
     baseline = baseline or "bm25"  # the matrix's BM25 row when it has one (a custom matrix may not)
     chosen = [matrix.conditions[n] for n in (conditions or matrix.conditions)]
     ds = BeirDataset(find_dataset(dataset, download=download))

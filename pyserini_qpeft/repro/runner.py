@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import CheckFailed, InputError
+from ..errors import CheckFailed, InputError, UsageError
 from ..rerank.flags import ALSO_RERANK_EXCLUDES
 
 logger = logging.getLogger(__name__)
@@ -216,6 +216,38 @@ def lmort_state_flags(states: str, dataset: str, train_dataset: str) -> dict[str
             "lmort_train_encode_flags": f"--state-cache {states}.beir-{train_dataset}"}
 
 
+REPEATABLE_OPTIONS = frozenset({"--run", "--compare-to", "-m", "--metric", "--reranked", "--dense", "--also-rerank",
+                                "--condition"})
+"""Options of the CLI that may be given more than once, each time adding a value (click's ``multiple=True``); a
+test checks this list against the CLI."""
+
+
+def collapse_repeated_options(args: Sequence[str]) -> list[str]:
+    """``args`` with each option given more than once with one value each (``--dtype fp32 ... --dtype bf16``)
+    written once, at its first place, with its last value: the command click runs, as a user would type it.
+    Options of :data:`REPEATABLE_OPTIONS`, flags without a value and ``--flag=value`` words are left as they are."""
+    args = list(args)
+
+    def value_at(i: int) -> str | None:  # the one value of the option at i, None when it has none or several
+        if i + 1 >= len(args) or args[i + 1].startswith("--"):
+            return None
+        if i + 2 < len(args) and not args[i + 2].startswith("--"):
+            return None
+        return args[i + 1]
+
+    places: dict[str, list[int]] = {}
+    for i, arg in enumerate(args):
+        if arg.startswith("--") and "=" not in arg and arg not in REPEATABLE_OPTIONS:
+            places.setdefault(arg, []).append(i)
+    drop: set[int] = set()
+    for flag, at in places.items():
+        if len(at) < 2 or any(value_at(i) is None for i in at):
+            continue
+        args[at[0] + 1] = args[at[-1] + 1]
+        drop.update(j for i in at[1:] for j in (i, i + 1))
+    return [arg for i, arg in enumerate(args) if i not in drop]
+
+
 class Planner:
     """Resolves artifact paths and commands for one dataset and profile."""
 
@@ -224,7 +256,7 @@ class Planner:
         """``seed_offset`` K trains every trained condition with its base seed + K (the matrix's ``seeds``) into
         checkpoints and runs named with ``.seed+K`` (nothing changes for K = 0)."""
         if profile not in matrix.profiles:
-            raise InputError(f"unknown profile {profile!r}; choose from {', '.join(matrix.profiles)}")
+            raise UsageError(f"unknown profile {profile!r}; choose from {', '.join(matrix.profiles)}")
         if seed_offset < 0:
             raise InputError(f"the seed offset must be >= 0, got {seed_offset}")
         self.matrix = matrix
@@ -277,8 +309,12 @@ class Planner:
         return self.variables["xfer"] if "{xfer}" in self.matrix.artifacts[name].output else ""
 
     def command(self, name: str) -> list[str]:
+        """Artifact ``name``'s command (arguments without the program name); an option that a profile's flags set
+        again (e.g. the budget's ``--lr 1e-3`` and ``retr_flags``' ``--lr 1e-2``) appears once, with the last
+        value, as click would read it (:func:`collapse_repeated_options`)."""
         art = self.matrix.artifacts[name]
-        return shlex.split(self._fmt(art.command.replace("{output}", self.matrix.artifacts[name].output)))
+        return collapse_repeated_options(
+            shlex.split(self._fmt(art.command.replace("{output}", self.matrix.artifacts[name].output))))
 
     def is_done(self, name: str) -> bool:
         art = self.matrix.artifacts[name]
