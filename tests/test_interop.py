@@ -110,6 +110,13 @@ def test_in_process_api_rank_score_and_pyserini_hits(tiny_lm):
     assert [h.docid for h in reranker.rerank_hits("q", faiss_hits, docs={d: DOCS[d]["text"] for d in DOCS})]
     assert [r["corpus_id"] for r in IdentityReranker().rank("q", ["a", "b", "c"])] == [0, 1, 2]
 
+    # one pair, not in a list: one float, as FlagEmbedding's compute_score and CrossEncoder.predict answer
+    assert reranker.score(("what causes lung cancer", texts[1])) == pytest.approx(scores[1], abs=1e-5)
+    assert reranker.score(["what causes lung cancer", texts[1]], batch_size=1) == pytest.approx(scores[1], abs=1e-5)
+    assert IdentityReranker().score(("q", "a")) == IdentityReranker().score([("q", "a")])[0]
+    with pytest.raises(TypeError, match="pair 1"):
+        reranker.score([("q", "a"), "not a pair"])
+
 
 def test_results_jsonl_of_a_corpus_rerank_carry_every_hits_text(toy_beir, tiny_lm_path, tmp_path):
     """--corpus keeps only the documents a rerank reads, except with --output-jsonl, whose records carry the text

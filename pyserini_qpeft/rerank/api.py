@@ -3,7 +3,7 @@
 * ``reranker.rank(query, documents, top_k=None)`` -> ``[{"corpus_id": i, "score": s, "text": ...}, ...]`` best
   first, as sentence-transformers' ``CrossEncoder.rank`` returns;
 * ``reranker.score(pairs, batch_size=None)`` -> one float per ``(query, document)`` pair, as FlagEmbedding's
-  ``compute_score``;
+  ``compute_score`` (one pair, not in a list: one float, as there and in ``CrossEncoder.predict``);
 * ``reranker.rerank_hits(query, hits, docs=None)`` -> the hits of a Pyserini ``LuceneSearcher`` / ``FaissSearcher``
   (anything with ``.docid`` and ``.score``) reranked, as :class:`~pyserini_qpeft.types.Hit` objects. Lucene hits
   carry their stored raw document; for FAISS hits pass ``docs`` (a ``{docid: text | Document}`` dict or a DocStore).
@@ -51,6 +51,17 @@ def as_document(docid: str, value: Any) -> "Document":
     raise InputError(f"document {docid!r}: expected a string, a Document or a mapping, got {type(value).__name__}")
 
 
+def as_pairs(pairs: Any) -> tuple[list[tuple[str, Any]], bool]:
+    """``score``'s argument as a list of ``(query, document)`` pairs, and whether it was one pair (``("q", "d")``,
+    answered with one float as FlagEmbedding's ``compute_score`` and ``CrossEncoder.predict`` do)."""
+    single = isinstance(pairs, (tuple, list)) and len(pairs) == 2 and isinstance(pairs[0], str)
+    pairs = [tuple(pairs)] if single else list(pairs)
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, str) or not isinstance(pair, Sequence) or len(pair) != 2 or not isinstance(pair[0], str):
+            raise TypeError(f"score() takes (query, document) pairs; pair {i} is {pair!r:.80}")
+    return pairs, single
+
+
 def _store(docs: Mapping[str, Any]) -> "DocStore":
     from .base import DictDocStore
 
@@ -87,8 +98,14 @@ class InProcessAPI:
             out.append(row)
         return out
 
-    def score(self, pairs: Sequence[tuple[str, Any]], batch_size: int | None = None) -> list[float]:
-        """The reranker's score of each ``(query, document)`` pair, in input order."""
+    def score(self, pairs: Sequence[tuple[str, Any]] | tuple[str, Any], batch_size: int | None = None
+              ) -> list[float] | float:
+        """The reranker's score of each ``(query, document)`` pair, in input order (one pair: one float)."""
+        pairs, single = as_pairs(pairs)
+        scores = self._score_pairs(pairs)
+        return scores[0] if single else scores
+
+    def _score_pairs(self, pairs: list[tuple[str, Any]]) -> list[float]:
         queries: dict[str, str] = {}
         run_hits: dict[str, list[Hit]] = {}
         docs: dict[str, Any] = {}

@@ -82,18 +82,22 @@ class LMReranker(InProcessAPI):
     def config(self) -> "ScorerConfig":
         return self.scorer.config
 
-    def score(self, pairs: Sequence[tuple[str, Any]], batch_size: int | None = None) -> list[float]:
+    def score(self, pairs: Sequence[tuple[str, Any]] | tuple[str, Any], batch_size: int | None = None
+              ) -> list[float] | float:
         """Mean query log-likelihood of each ``(query, document)`` pair (strings, Documents or mappings), straight
-        from the scorer; ``batch_size`` pairs per forward (default: the scorer's)."""
+        from the scorer; ``batch_size`` pairs per forward (default: the scorer's). One pair: one float."""
         from ..lm.scoring import QueryLikelihoodScorer
-        from .api import as_document
+        from .api import as_document, as_pairs
+
+        pairs, single = as_pairs(pairs)
 
         scorer = self.scorer
         if batch_size is not None:
             scorer = QueryLikelihoodScorer(self.lm, dataclasses.replace(self.config, batch_size=batch_size),
                                            hint_module=self.scorer.hint_module)
         docs = [as_document(f"d{i}", document) for i, (_, document) in enumerate(pairs)]
-        return scorer.score([query for query, _ in pairs], docs) if pairs else []
+        scores = scorer.score([query for query, _ in pairs], docs) if pairs else []
+        return scores[0] if single else scores
 
     def _fingerprint(self, pairs: Sequence[tuple[str, str]], texts: Mapping[str, str], depth: int,
                      documents: Sequence[Any] = ()) -> str:
