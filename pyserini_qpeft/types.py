@@ -135,6 +135,18 @@ def write_run(run: Run, path: str | os.PathLike, tag: str | None = None, depth: 
 MSMARCO_TAG = "msmarco"
 
 
+def run_line(path: str | os.PathLike, qid: str, docid: str) -> int | None:
+    """The line number of ``qid``'s hit ``docid`` in the run file ``path`` (TREC or MS MARCO), None when absent: an
+    error about one hit can name its line (a :class:`Run` keeps no line numbers)."""
+    from .textio import iter_lines
+
+    for lineno, line in iter_lines(path):
+        parts = line.split()
+        if len(parts) == 3 and parts[:2] == [qid, docid] or len(parts) == 6 and (parts[0], parts[2]) == (qid, docid):
+            return lineno
+    return None
+
+
 def read_run(path: str | os.PathLike) -> Run:
     """Read a TREC run file (6 whitespace-separated columns), or an MS MARCO run (``qid<TAB>docid<TAB>rank``, as
     Pyserini's ``--output-format msmarco`` writes it; score = -rank, tag ``msmarco``), told apart by the first line.

@@ -238,6 +238,24 @@ def test_cli_reports_bad_bytes_with_exit_3(tmp_path, toy_beir):
     assert result.exit_code == 3 and "run.trec:1: not UTF-8 text" in result.output
 
 
+def test_a_run_docid_the_corpus_lacks_names_the_run_line_before_any_model_loads(tmp_path, toy_beir):
+    """A run from another corpus: exit 3 naming the run file and line of the first unknown docid in the reranked
+    depth (the corpus alone said which docid, not where it came from); no model is loaded (an unknown --model would
+    fail with exit 6) and nothing is written."""
+    run = tmp_path / "run.trec"
+    run.write_text("q1 Q0 d1 1 3.0 t\nq1 Q0 d2 2 2.0 t\nq2 Q0 d3 1 3.0 t\nq2 Q0 x9 2 2.0 t\nq2 Q0 x8 3 1.0 t\n")
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("q1\tlung cancer\nq2\taspirin\n")
+    args = ["rerank", "--run", str(run), "--topics", str(topics), "--corpus", str(toy_beir), "--reranker", "upr",
+            "--model", str(tmp_path / "no-such-model"), "--output", str(tmp_path / "out.trec")]
+    result = invoke(*args, "--rerank-depth", "2")
+    assert result.exit_code == 3, result.output
+    assert "run.trec:4: docid 'x9' of query 'q2' is not in the corpus" in result.output
+    assert not (tmp_path / "out.trec").exists()
+    # below the reranked depth an unknown docid is not read, so it is no error here (the model is, exit 6)
+    assert invoke(*args, "--rerank-depth", "1").exit_code == 6
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 6. an output that cannot be written fails before the work
 

@@ -53,8 +53,8 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_fo
         raise click.UsageError("--output-jsonl carries the new scores, which an MS MARCO run does not keep: drop "
                                "--output-format msmarco (or convert the TREC run afterwards)")
     from ..rerank.base import DictDocStore
-    from ..rerank.pipeline import (check_topics_cover_run, make_reranker, open_docstore, rerank_and_write, run_docids,
-                                   shard_state)
+    from ..rerank.pipeline import (check_run_in_corpus, check_topics_cover_run, make_reranker, open_docstore,
+                                   rerank_and_write, run_docids, shard_state)
     from ..rerank.requests import read_requests, results_from_run, write_results
     from ..types import read_run
 
@@ -77,6 +77,7 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_fo
         # a corpus file: only the documents the rerank reads (all hits' for --output-jsonl) stay in memory
         docs = open_docstore(corpus=corpus, index=index_dir,
                              needed=run_docids(run, None if output_jsonl else rerank_depth))
+        check_run_in_corpus(run, docs, None if output_jsonl else rerank_depth, run_path)
     model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
                                    rerank_batch_size, prompt)
     if engine == "ray":

@@ -45,6 +45,21 @@ def open_docstore(corpus: str | os.PathLike | None = None, index: str | os.PathL
     raise InputError("reranking needs document text: pass --corpus or a Lucene --index")
 
 
+def check_run_in_corpus(run: Run, docs: DocStore, depth: int | None, run_path: str | os.PathLike) -> None:
+    """InputError naming the run file and line of the first hit in every query's top ``depth`` whose docid the
+    corpus lacks (run and corpus differ), before any model loads. Only an in-memory corpus (``--corpus``) is
+    checked here; a Lucene index refuses an unknown docid when it is read."""
+    from ..types import run_line
+
+    if not isinstance(docs, DictDocStore):
+        return
+    for qid in run.qids():
+        for hit in run[qid][:depth]:
+            if hit.docid not in docs.docs:
+                raise InputError(f"docid {hit.docid!r} of query {qid!r} is not in the corpus {docs.source}: run and "
+                                 f"corpus differ", str(run_path), run_line(run_path, qid, hit.docid))
+
+
 def make_reranker(name: str, checkpoint: str | os.PathLike | None, model: str | None, device: str, dtype: str,
                   max_passage_tokens: int | None = None, batch_size: int | None = None,
                   prompt: str | None = None, lm=None) -> Reranker:
