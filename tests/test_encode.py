@@ -182,3 +182,42 @@ def test_stock_pyserini_faiss_cli_searches_our_index_with_our_encoded_queries(fr
     for qid in a.qids():
         assert [h.docid for h in a[qid]] == [h.docid for h in b[qid]]
         assert [h.score for h in a[qid]] == pytest.approx([h.score for h in b[qid]], abs=2e-6)
+
+
+def test_dense_search_reranks_with_the_corpus_its_index_was_encoded_from(tiny_lm_path, toy_beir, tmp_path):
+    """`search --dense --reranker` without --corpus reads the corpus `encode` recorded in meta.json (the run equals
+    the one with --corpus given); a corpus that is gone, or an index that records none, is refused before the
+    search (exit 3, naming the index)."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.main import cli
+
+    corpus = tmp_path / "data" / "toy"
+    shutil.copytree(toy_beir, corpus)
+    index = tmp_path / "idx"
+    model = ["--model", str(tiny_lm_path), "--device", "cpu", "--dtype", "fp32"]
+    result = CliRunner().invoke(cli, ["encode", "--encoder", "frozen-lm:1", "--max-length", "32", "--corpus",
+                                      str(corpus), "--output", str(index), *model, "-q"])
+    assert result.exit_code == 0, result.output
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("".join(f"{q.qid}\t{q.text}\n" for q in QUERIES))
+
+    def search(output, *extra):
+        return CliRunner().invoke(cli, ["search", "--dense", "--index", str(index), "--topics", str(topics),
+                                        "--output", str(output), "--hits", "5", "--reranker", "upr",
+                                        "--rerank-depth", "3", *model, "-q", *extra])
+
+    recorded, given = search(tmp_path / "recorded.trec"), search(tmp_path / "given.trec", "--corpus", str(corpus))
+    assert recorded.exit_code == 0 and given.exit_code == 0, recorded.output + given.output
+    assert (tmp_path / "recorded.trec").read_bytes() == (tmp_path / "given.trec").read_bytes()
+    shutil.rmtree(corpus)
+    gone = search(tmp_path / "gone.trec")
+    assert gone.exit_code == 3 and "is gone: pass --corpus" in gone.output and str(index) in gone.output
+    assert not (tmp_path / "gone.trec").exists()
+    meta = json.loads((index / "meta.json").read_text())
+    del meta["corpus"]  # an index encoded through the Python API records no corpus
+    (index / "meta.json").write_text(json.dumps(meta))
+    none = search(tmp_path / "none.trec")
+    assert none.exit_code == 3 and "records no corpus: pass --corpus" in none.output

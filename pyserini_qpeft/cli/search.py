@@ -30,7 +30,8 @@ def _bm25(name: str) -> Any:
 @click.option("--b", type=click.FloatRange(0, 1), default=_bm25("b"), show_default=True, help="BM25 b.")
 @click.option("--threads", type=click.IntRange(min=1), default=_bm25("threads"), show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=_bm25("batch_size"), show_default=True, help="Queries per search batch.")
-@click.option("--corpus", help="Document text for reranking (default: the Lucene index's stored raw text).")
+@click.option("--corpus", help="Document text for reranking (default: the Lucene index's stored raw text; for a "
+                                "dense index, the corpus `encode` recorded in its meta.json).")
 @click.option("--run-tag", default=None, callback=run_tag_word, help="Run tag (6th column, one word); default names "
               "the pipeline.")
 @reranker_options
@@ -41,8 +42,11 @@ def search(mode, index_dir, topics, output, output_format, sample_queries, sampl
     """Search TOPICS and write a run (TREC or MS MARCO); with --reranker, rerank the top --rerank-depth hits in the
     same step."""
     from ..data import load_topics, sample_topics
-    from ..errors import InputError
 
+    if mode == "dense" and reranker != "identity" and not corpus:
+        from ..search.dense import index_corpus
+
+        corpus = index_corpus(index_dir)  # the corpus `encode` recorded (refused before the search when gone)
     queries = load_topics(topics)
     if sample_queries is not None:
         queries = sample_topics(queries, sample_queries, sample_seed)
@@ -62,8 +66,6 @@ def search(mode, index_dir, topics, output, output_format, sample_queries, sampl
     else:
         from ..rerank.pipeline import make_reranker, open_docstore, rerank_and_write, run_docids
 
-        if mode == "dense" and not corpus:
-            raise InputError("dense search + reranker needs --corpus for document text")
         docs = open_docstore(corpus=corpus, index=index_dir, needed=run_docids(run, rerank_depth))
         model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
                                        rerank_batch_size, prompt)

@@ -22,12 +22,18 @@ def run_docids(run: Run, depth: int | None = None) -> set[str]:
 
 def open_docstore(corpus: str | os.PathLike | None = None, index: str | os.PathLike | None = None,
                   needed: Collection[str] | None = None) -> DocStore:
-    """Document text for reranking: a corpus file/dataset (preferred) or a Lucene index's stored raw JSON (a folder
-    or a Pyserini prebuilt index name).
+    """Document text for reranking: a corpus file/dataset (preferred), a Lucene index's stored raw JSON (a folder
+    or a Pyserini prebuilt index name), or for a dense index of ``encode`` the corpus it records.
 
     ``needed``: with a corpus, only these documents are kept in memory (:func:`run_docids` of the run to rerank: a
     few thousand of MS MARCO's 8.8 M passages); the whole file is still read, so a repeated docid is still refused.
     """
+    if not corpus and index:
+        from ..search.dense import index_corpus, is_dense_index
+
+        if is_dense_index(index):
+            corpus = index_corpus(index)
+            logger.info("document text from %s (the corpus %s was encoded from)", corpus, index)
     if corpus:
         from ..data import corpus_dict, iter_documents
 

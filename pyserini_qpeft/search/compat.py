@@ -33,7 +33,8 @@ def add_reranker_args(parser: argparse.ArgumentParser) -> None:
     add_argparse_flags(group, [shared["--reranker"], shared["--reranker-checkpoint"], shared["--rerank-depth"],
                                shared["--interpolate"]])
     group.add_argument("--corpus", default=None,
-                       help="Document text (JSONL/TSV/CBOR/BEIR dataset); default: the index's raw text.")
+                       help="Document text (JSONL/TSV/CBOR/BEIR dataset); default: the Lucene index's raw text, or "
+                            "the corpus our FAISS index recorded when it was encoded.")
     add_argparse_flags(group, [*lm_flags("reranker-", from_checkpoint=True), shared["--max-passage-tokens"],
                                shared["--prompt"]])
     group.add_argument("--reranker-trust-remote-code", action="store_true",

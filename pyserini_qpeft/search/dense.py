@@ -69,6 +69,28 @@ def read_index_meta(index_dir: str | os.PathLike) -> dict:
     return read_meta(index_dir, META)
 
 
+def is_dense_index(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder holding this package's dense-index ``meta.json``."""
+    try:
+        read_index_meta(path)
+    except InputError:
+        return False
+    return True
+
+
+def index_corpus(index_dir: str | os.PathLike) -> str:
+    """The corpus a dense index was encoded from (``meta.json``'s ``corpus``, which ``encode`` records): the
+    document text for reranking its hits. InputError when it records none or that file is gone."""
+    corpus = read_index_meta(index_dir).get("corpus")
+    if not corpus:
+        raise InputError("a dense index holds no document text and this one records no corpus: pass --corpus",
+                         str(index_dir))
+    if not Path(corpus).exists():
+        raise InputError(f"a dense index holds no document text and the corpus it was encoded from ({corpus}) is "
+                         f"gone: pass --corpus", str(index_dir))
+    return str(corpus)
+
+
 def read_docids(index_dir: str | os.PathLike) -> list[str]:
     """The docids of a dense index, in vector order (InputError: missing file, blank or spaced docid)."""
     from ..textio import iter_lines
