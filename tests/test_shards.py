@@ -72,12 +72,18 @@ def test_sharded_encode_merges_to_the_serial_index_byte_for_byte(tiny_lm_path, t
     serial = CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "serial")])
     assert serial.exit_code == 0, serial.output
     out = tmp_path / "sharded"
+    counts = {}
     for k in (1, 0):
         done = CliRunner().invoke(cli, [*common, "--output", str(out), "--shard-id", str(k), "--shard-num", "3"])
         assert done.exit_code == 0, done.output
+        counts[k] = json.loads(done.stdout)["num_docs"]  # this shard's documents, not the corpus'
     early = CliRunner().invoke(cli, [*common, "--output", str(out), "--merge-shards", "3"])
     assert early.exit_code == 3 and "shard-2-of-3: shard folder not found" in early.output and not out.exists()
-    assert CliRunner().invoke(cli, [*common, "--output", str(out), "--shard-id", "2", "--shard-num", "3"]).exit_code == 0
+    last = CliRunner().invoke(cli, [*common, "--output", str(out), "--shard-id", "2", "--shard-num", "3"])
+    assert last.exit_code == 0, last.output
+    counts[2] = json.loads(last.stdout)["num_docs"]
+    # 46 documents in batches of 4: 12 batches, 4 per shard, the last batch (2 documents) in shard 2
+    assert counts == {0: 16, 1: 16, 2: 14} and json.loads(serial.stdout)["num_docs"] == 46
     merged = CliRunner().invoke(cli, [*common, "--output", str(out), "--merge-shards", "3"])
     assert merged.exit_code == 0, merged.output
     for name in ("index", "docid"):

@@ -67,10 +67,8 @@ def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, 
     meta = encode_corpus(encoder, docs, output, batch_size=batch_size, progress=not quiet, overwrite=overwrite,
                          extra_meta={"spec": spec, "corpus": str(Path(source).resolve())}, shard=shard,
                          merge_shards=merge_shards)
-    if meta is None:
-        from ..search.encoders import shard_folder
-
-        click.echo(json.dumps({"shard": str(shard_folder(output, *shard)), "num_docs": len(docs)}))
+    if shard:
+        click.echo(json.dumps(meta))  # {"shard": folder, "num_docs": the documents of this shard}
         return
     click.echo(json.dumps({"output": output, "num_docs": len(docs), "dim": meta["dim"],
                            "encode_seconds": meta["encode_seconds"]}))

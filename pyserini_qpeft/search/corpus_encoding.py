@@ -32,6 +32,13 @@ def batch_plan(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
+def _shard_batches(plan: list[list[int]], shard: tuple[int, int] | None, numbered: bool = False) -> list:
+    """The batches of ``plan`` that shard ``(k, n)`` encodes (``b % n == k``; all of them when None), in order;
+    ``numbered``: as ``(b, batch)`` pairs."""
+    mine = [(b, idx) for b, idx in enumerate(plan) if shard is None or b % shard[1] == shard[0]]
+    return mine if numbered else [idx for _, idx in mine]
+
+
 def _by_length(texts: Sequence[str], lengths: Sequence[int], batch_size: int,
                fn: Callable[[list[str]], "np.ndarray"], progress: bool, desc: str,
                state: Callable[[list[list[int]]], "EncodeState"] | None = None,
@@ -48,11 +55,10 @@ def _by_length(texts: Sequence[str], lengths: Sequence[int], batch_size: int,
     plan = batch_plan(lengths, batch_size)
     store = state(plan) if state else None
     out: np.ndarray | None = None
+    mine = dict(_shard_batches(plan, shard, numbered=True))
     try:
-        with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
-            for number, idx in enumerate(plan):
-                if shard is not None and number % shard[1] != shard[0]:
-                    continue
+        with tqdm(total=sum(map(len, mine.values())), desc=desc, unit="text", disable=not progress) as bar:
+            for number, idx in mine.items():
                 vecs = store.get(number) if store else None
                 if vecs is None:
                     vecs = np.asarray(fn([texts[i] for i in idx]), dtype=np.float32)
@@ -85,7 +91,7 @@ def encode_corpus(encoder: "DenseEncoder", docs: Iterable["Document"], output: s
     Interrupted jobs resume: finished batches are kept in ``<output>.partial/`` (see
     :mod:`~pyserini_qpeft.search.encode_state`) and the resumed index is byte-identical to an uninterrupted one.
     ``shard=(k, n)`` encodes the k-th round-robin share of the batches into :func:`shard_folder` (resumable) and
-    writes no index (returns None); ``merge_shards=n`` writes the index from the n finished shards, byte-identical
+    writes no index (returns ``{"shard": folder, "num_docs": documents in the share}``); ``merge_shards=n`` writes the index from the n finished shards, byte-identical
     to a serial encode, computing nothing.
     """
     from .encode_state import EncodeState, MergedStates, encode_fingerprint
@@ -98,9 +104,14 @@ def encode_corpus(encoder: "DenseEncoder", docs: Iterable["Document"], output: s
     fingerprint = encode_fingerprint(encoder.meta(), batch_size, [d.docid for d in docs], texts)
     if shard is not None:
         folder = shard_folder(output, *shard)
-        encoder.encode_documents(texts, batch_size=batch_size, progress=progress, shard=shard,
-                                 state=lambda plan: EncodeState(folder, fingerprint, [len(b) for b in plan]))
-        return None
+        plans: list[list[list[int]]] = []
+
+        def shard_state(plan: list[list[int]]) -> EncodeState:
+            plans.append(plan)
+            return EncodeState(folder, fingerprint, [len(b) for b in plan])
+
+        encoder.encode_documents(texts, batch_size=batch_size, progress=progress, shard=shard, state=shard_state)
+        return {"shard": str(folder), "num_docs": sum(len(b) for b in _shard_batches(plans[0], shard))}
     start = time.time()
     if merge_shards:
         folders = [shard_folder(output, k, merge_shards) for k in range(merge_shards)]
