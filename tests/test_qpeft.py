@@ -179,6 +179,12 @@ def test_explain(tiny_lm, variant):
             t["token"] for t in info["tokens"])
     if variant != "prompt":
         assert info["passage_tokens"] == info["lm_passage_tokens"] == len(scorer.doc_tokens(DOCS["d1"]).passage)
+    # retr's tokens are ranked by similarity; prompt's rows are its hint vectors in order, not a ranking
+    header = {"retr": "  rank   cosine  token", "prompt": "  hint   cosine  token", "attn": "  rank   pos   weight  token"}
+    assert header[variant] in format_explanation(info).splitlines()
+    if variant == "retr":
+        assert [t["similarity"] for t in info["tokens"]] == sorted((t["similarity"] for t in info["tokens"]),
+                                                                   reverse=True)
 
 
 def test_explain_says_how_much_of_the_passage_the_module_read(tiny_lm):

@@ -29,7 +29,9 @@ def format_explanation(info: dict) -> str:
         what = ("selected passage tokens (distinct), by max cosine similarity to a query token"
                 if info["variant"] == "retr" else "nearest vocabulary token of each (query-independent) hint vector")
         lines.append(what)
-        lines.append(f"  {'rank':>4}  {'cosine':>7}  token")
+        # retr: tokens ranked by similarity; prompt: one row per hint vector, in prompt order (not a ranking)
+        column = "rank" if info["variant"] == "retr" else "hint"
+        lines.append(f"  {column:>4}  {'cosine':>7}  token")
         lines += [f"  {r:>4}  {row['similarity']:>7.4f}  {row['token']!r}"
                   for r, row in enumerate(info["tokens"], start=1)]
     return "\n".join(lines).rstrip() + "\n"
