@@ -61,7 +61,8 @@ def test_cli_sweep_publishes_the_dev_best(tiny_lm_path, tmp_path, toy_beir):
     dev_sets = {tuple(json.loads((tmp_path / r["folder"] / "best" / "qpeft_config.json").read_text())
                       ["training"]["dev_qids"]) for r in summary["rows"]}
     assert len(dev_sets) == 1  # one dev set for every combination
-    assert "| * |" in (out / "sweep.md").read_text()
+    table = (out / "sweep.md").read_text()
+    assert "| * |" in table and "| --margin 0.1, --lr 0.001 |" in table  # settings as the flags that set them
     again = CliRunner().invoke(train_group, args)  # resumes: nothing is trained again, the same winner
     assert again.exit_code == 0, again.output
     assert json.loads((out / "sweep.json").read_text())["best"]["index"] == best["index"]

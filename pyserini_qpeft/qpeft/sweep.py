@@ -134,7 +134,8 @@ def run_sweep(points: Sequence[SweepPoint], train_one: Callable[[SweepPoint, Pat
 
 
 def sweep_table(summary: Mapping[str, Any]) -> str:
-    """Markdown table of a sweep: one row per combination, dev metrics at its best epoch, the winner marked."""
+    """Markdown table of a sweep: one row per combination (its settings spelled as `train qpeft` flags), dev
+    metrics at its best epoch, the winner marked."""
     rows = summary["rows"]
     metrics = sorted({m for r in rows for m in r["dev"]})
     lines = [f"Sweep selected on dev {summary['metric']} (best epoch of each combination); * = copied to best/",
@@ -142,7 +143,7 @@ def sweep_table(summary: Mapping[str, Any]) -> str:
              "|---|---|---:|" + "---:|" * len(metrics)]
     for r in rows:
         mark = "*" if r["index"] == summary["best"]["index"] else ""
-        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
+        settings = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in r["settings"].items())  # as flags
         lines.append(f"| {mark} | {settings} | {r['best_epoch']} | "
                      + " | ".join(f"{r['dev'].get(m, float('nan')):.4f}" for m in metrics) + " |")
     return "\n".join(lines) + "\n"
