@@ -260,6 +260,11 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
     assert best_meta["training"]["train_config"]["pseudo_queries"] == 1 and best_meta["pseudo_pairs"] == 5
     assert best_meta["training"]["train_config"]["pseudo_epochs"] == 1
     assert list((tmp_path / "ckpt" / "state-cache").glob("shard-*.safetensors"))
+    # a model card says what trained the tuner, as Q-PEFT's does
+    card = (tmp_path / "ckpt" / "best" / "README.md").read_text()
+    assert f"LMORT tuner over layers {report['align_layer']} (alignment)" in card and best_meta["command"] in card
+    assert f"- dataset: `{best_meta['dataset']}`, split `train`" in card and str(negatives.resolve()) in card
+    assert "- 2 training queries" in card and "- seed 13 (dev carve seed 13)" in card and "lmort:PATH" in card
 
     res = runner.invoke(encode, ["--encoder", "lmort:ckpt", "--dataset", str(toy_beir), "--output", "idx",
                                  "--device", "cpu", "--dtype", "fp32", "--quiet"])

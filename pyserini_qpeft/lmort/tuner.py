@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from ..artifacts import (MetaSpec, atomic_write, check_base_model, check_finite_weights, library_versions, read_meta,
-                         resolve_best, staging_dir, write_meta)
+from ..artifacts import (MetaSpec, atomic_write, check_base_model, check_finite_weights, library_versions, model_card,
+                         read_meta, resolve_best, source_commit, staging_dir, write_meta)
 from ..errors import ModelError
 from .states import POOLINGS, decoder_blocks, layer_token_states, pool, tokenize  # noqa: F401 (re-exported)
 
@@ -228,9 +228,26 @@ def _versions() -> dict:
     return library_versions()
 
 
+CARD_NAME = "README.md"
+
+
+def _model_card(meta: dict) -> str:
+    """The checkpoint's README.md: layers, base model, parameters, the command, data and code that trained it."""
+    config = meta["config"]
+    record = {**meta, **(meta.get("training") or {})}  # the command and data sit at the top, counts in training
+    return model_card(f"LMORT tuner over layers {config['align_layer']} (alignment) and {config['unif_layer']} "
+                      "(uniformity)", meta["base_model"].get("model_id", "?"), f"{meta['trainable_parameters']:,}",
+                      record, meta.get("versions", {}), meta.get("source_commit"), meta.get("dev_metrics") or {},
+                      "Encode a corpus with `pyserini-qpeft encode --encoder lmort:PATH --dataset DATASET --output "
+                      "INDEX`, search it with `pyserini-qpeft search --dense --index INDEX` (or Pyserini's "
+                      "FaissSearcher with `pyserini_qpeft.search.encoders.pyserini_query_encoder("
+                      "load_query_encoder(INDEX))`).")
+
+
 def save_lmort(path: str | os.PathLike, tuner, config: LMORTConfig, lm_identity: dict,
                extra: dict | None = None) -> Path:
-    """Save the tuner's weights (``lmort_model.safetensors``) and config (``lmort_config.json``) into ``path``.
+    """Save the tuner's weights (``lmort_model.safetensors``), config (``lmort_config.json``) and model card
+    (``README.md``: what trained it, :func:`_model_card`) into ``path``.
 
     Only the tuner's weights are saved, never the frozen LM's. A new folder (or one holding nothing but an
     older LMORT checkpoint) is built aside and swapped in whole (:func:`~pyserini_qpeft.artifacts.staging_dir`).
@@ -245,15 +262,19 @@ def save_lmort(path: str | os.PathLike, tuner, config: LMORTConfig, lm_identity:
     weights = save(state, metadata={"module_type": MODULE_TYPE})
     meta = {"module_type": MODULE_TYPE, "format_version": FORMAT_VERSION, "config": config.to_dict(),
             "base_model": dict(lm_identity), "hidden_size": int(tuner.hidden_size),
-            "trainable_parameters": int(tuner.num_parameters()), "versions": _versions(), **(extra or {})}
-    own = {CONFIG_NAME, WEIGHTS_NAME}
+            "trainable_parameters": int(tuner.num_parameters()), "versions": _versions(),
+            "source_commit": source_commit(), **(extra or {})}
+    own = {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
     if path.is_dir() and any(p.name not in own for p in path.iterdir()):
         with atomic_write(path / WEIGHTS_NAME, mode="wb") as out:
             out.write(weights)
+        with atomic_write(path / CARD_NAME) as out:
+            out.write(_model_card(meta))
         write_meta(path, META, meta)
         return path
     with staging_dir(path) as tmp:
         (tmp / WEIGHTS_NAME).write_bytes(weights)
+        (tmp / CARD_NAME).write_text(_model_card(meta), encoding="utf-8")
         write_meta(tmp, META, meta)
     return path
 

@@ -18,8 +18,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..artifacts import (MetaSpec, check_base_model, check_finite_weights, resolve_best, source_commit, staging_dir,
-                         write_meta)
+from ..artifacts import (MetaSpec, check_base_model, check_finite_weights, model_card, resolve_best, source_commit,
+                         staging_dir, write_meta)
 from ..artifacts import library_versions as _library_versions
 from ..artifacts import read_meta as _read_meta
 from ..errors import ModelError
@@ -65,38 +65,13 @@ def _assert_no_lm_weights(state: dict, lm: "FrozenLM") -> None:
 
 def _model_card(meta: dict) -> str:
     params = meta.get("parameters", {})
-    metrics = meta.get("dev_metrics") or {}
-    lines = [f"# Q-PEFT ({meta['variant']}) hint module", "",
-             f"Base model (frozen, not included): `{meta['base_model']['model_id']}`", "",
-             f"Trainable parameters: {params.get('trainable', '?'):,}"
-             + (f" ({params['percent_of_lm']:.2f} % of the LM's {params['lm']:,})"
-                if "percent_of_lm" in params else ""),
-             ""]
-    training = meta.get("training") or {}
-    command = training.get("command")
-    if command:
-        lines += ["Training command:", "", "```", command, "```", ""]
-    train_config = training.get("train_config") or {}
-    data = [f"- dataset: `{training['dataset']}`, split `{training.get('split', '?')}`"
-            if training.get("dataset") else "",
-            f"- hard negatives from: `{training['negatives']}`" if training.get("negatives") else "",
-            f"- {training['train_queries']} training queries"
-            + (f" (at most {train_config['max_train_queries']} used per epoch: --max-train-queries)"
-               if train_config.get("max_train_queries") else "")
-            + f", {training.get('dev_queries', '?')} dev queries carved from them"
-            if "train_queries" in training else "",
-            f"- seed {train_config['seed']} (dev carve seed {train_config.get('dev_seed') or train_config['seed']})"
-            if "seed" in train_config else "",
-            f"- code: pyserini_qpeft {meta.get('versions', {}).get('pyserini_qpeft', '?')}"
-            + (f", commit `{meta['source_commit']}`" if meta.get("source_commit") else "")]
-    lines += ["Data and provenance:", "", *[line for line in data if line], ""]
-    if metrics:
-        lines += ["Dev metrics (checkpoint selection; carved from the training queries):", ""]
-        lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in sorted(metrics.items())]
-        lines.append("")
-    lines += ["Load with `pyserini_qpeft.qpeft.checkpoint.load_checkpoint(path, lm)`; rerank with "
-              f"`pyserini-qpeft rerank --reranker {RERANKER_NAMES[meta['variant']]} --reranker-checkpoint PATH`.", ""]
-    return "\n".join(lines)
+    share = (f" ({params['percent_of_lm']:.2f} % of the LM's {params['lm']:,})" if "percent_of_lm" in params else "")
+    return model_card(f"Q-PEFT ({meta['variant']}) hint module", meta["base_model"]["model_id"],
+                      f"{params.get('trainable', '?'):,}{share}", meta.get("training") or {}, meta.get("versions", {}),
+                      meta.get("source_commit"), meta.get("dev_metrics") or {},
+                      "Load with `pyserini_qpeft.qpeft.checkpoint.load_checkpoint(path, lm)`; rerank with "
+                      f"`pyserini-qpeft rerank --reranker {RERANKER_NAMES[meta['variant']]} --reranker-checkpoint "
+                      "PATH`.")
 
 
 RERANKER_NAMES = {"retr": "qpeft-retr", "attn": "qpeft-attn", "prompt": "prompt-tuning"}
