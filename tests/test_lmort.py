@@ -756,3 +756,22 @@ def test_ensemble_index_and_its_query_encoder(tiny_lm, tiny_lm_path, toy_beir, t
         build_encoder("lmort:m0,", lm=tiny_lm)
     _saved_tuner(tiny_lm, tmp_path / "m,2", seed=2)  # a folder named with a comma is one checkpoint
     assert [c.resolve() for c in build_encoder("lmort:m,2", lm=tiny_lm).checkpoints] == [(tmp_path / "m,2").resolve()]
+
+
+def test_layers_from_an_analysis_pooled_another_way_are_used_with_a_warning(tiny_lm, tmp_path, caplog):
+    """--analysis from `lmort analyze --pooling mean` for a tuner that pools by `last`: its layers are taken (the
+    user's choice) and a warning says how to measure them as the tuner pools; the same pooling says nothing."""
+    import logging
+
+    from pyserini_qpeft.lmort.analysis import LayerReport, choose_layers
+
+    report = LayerReport(model=tiny_lm.identity(), pooling="mean", max_length=256, num_pairs=4,
+                         num_uniformity_texts=8, alignment=[0.5, 0.4, 0.3], uniformity=[-1.0, -2.0, -1.5],
+                         align_layer=2, unif_layer=1)
+    report.write_json(tmp_path / "layer_report.json")
+    with caplog.at_level(logging.WARNING, logger="pyserini_qpeft.lmort.analysis"):
+        same = choose_layers(tiny_lm, None, "train", tmp_path / "layer_report.json", "mean", 160, 0, tmp_path / "x")
+        assert not caplog.records
+        other = choose_layers(tiny_lm, None, "train", tmp_path / "layer_report.json", "last", 160, 0, tmp_path / "x")
+    assert same == other == (2, 1)
+    assert "mean-pooled states; this tuner pools by last" in caplog.text and "--pooling last" in caplog.text

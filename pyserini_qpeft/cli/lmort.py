@@ -86,7 +86,8 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
 @click.option("--negatives", type=click.Path(exists=True, dir_okay=False), default=None,
               help="First-stage TREC run on the training queries (BM25); its top unjudged docs are hard negatives.")
 @click.option("--layers", default="auto", show_default=True,
-              help="'auto' (from --analysis, or a fresh analysis on the training split) or 'ALIGN,UNIF'.")
+              help="'auto' (from --analysis, or a fresh analysis on the training split) or 'ALIGN,UNIF' (0 = the "
+                   "input embeddings, an ablation; one layer twice = a single-layer tuner).")
 @click.option("--analysis", type=click.Path(exists=True, dir_okay=False), default=None,
               help="layer_report.json from `lmort analyze` (used with --layers auto).")
 @click.option("--output", required=True, type=OutputPath(file_okay=False),

@@ -263,6 +263,10 @@ def choose_layers(lm: "FrozenLM", dataset: "BeirDataset", split: str, analysis: 
     if analysis:
         report = LayerReport.read_json(analysis)
         check_base_model(report.model, lm, analysis, made="analysed with")
+        if report.pooling != pooling:  # (another max length is the recorded recipe: analysis 256, tuner 160)
+            logger.warning("%s chose its layers from %s-pooled states; this tuner pools by %s (`lmort analyze "
+                           "--pooling %s` measures the layers as the tuner pools)", analysis, report.pooling, pooling,
+                           pooling)
     else:
         report = run_analysis(lm, dataset, split, pooling=pooling, max_length=max_length, seed=seed, output=output,
                               progress=progress)
