@@ -671,6 +671,12 @@ def test_cli_train_lr_schedule_and_eval_every_reach_the_training(tiny_lm_path, t
     assert steps[0] > 1 and checks == [s for e in range(2) for s in range(e * steps[0] + 1, (e + 1) * steps[0])]
     assert all("dev_steps" not in h for h in linear["history"])
     assert read_lmort_meta(tmp_path / "every")["training"]["train_config"]["eval_every"] == 1
+    # --max-steps (as train qpeft's): the run stops after that many optimizer steps, inside the first epoch here
+    res = CliRunner().invoke(lmort, [*args, "--output", "capped", "--max-steps", "2"])
+    assert res.exit_code == 0, res.output
+    capped = json.loads((tmp_path / "capped" / "trainer_state.json").read_text())
+    assert [h["global_step"] for h in capped["history"]] == [2] and steps[0] > 2
+    assert read_lmort_meta(tmp_path / "capped")["training"]["train_config"]["max_steps"] == 2
 
 
 def _saved_tuner(lm, folder, seed, lm_model=None, **kw):

@@ -112,6 +112,8 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
                    "(default: every epoch).")
 @click.option("--dev-fraction", type=click.FloatRange(0, 0.9), default=_T("dev_size"), show_default=True,
               help="Share of the training queries held out as dev (0 = none: best/ = lowest training loss).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None,
+              help="Stop after this many optimizer steps in total (the linear schedule then decays to 0 there).")
 @click.option("--patience", type=click.IntRange(min=1), default=_T("patience"),
               help="Stop after this many epochs without a better dev MRR@10 (default: never).")
 @eval_every_option(_T)
@@ -140,7 +142,7 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
 @quiet_option
 def train(dataset, split, negatives, layers, analysis, output, epochs, batch_size, lr, weight_decay, lr_schedule,
           warmup_ratio, hard_negatives, negative_depth, negative_policy, pseudo_queries, pseudo_positive,
-          pseudo_epochs, dev_fraction, patience, eval_every, num_blocks, num_heads, dim, ffn_dim, out_dim, pooling,
+          pseudo_epochs, dev_fraction, max_steps, patience, eval_every, num_blocks, num_heads, dim, ffn_dim, out_dim, pooling,
           temperature, dropout, max_length, cache_dir, seed, dev_seed, dev_carve, resume, model, device, dtype,
           quiet) -> None:
     """Train an LMORT tuner (InfoNCE, in-batch + BM25 hard negatives); the best epoch on dev lands in OUTPUT/best."""
@@ -165,7 +167,7 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
             warmup_ratio=warmup_ratio, eval_every=eval_every,
             hard_negatives=hard_negatives, negative_depth=negative_depth, negative_policy=negative_policy,
             pseudo_queries=pseudo_queries, pseudo_positive=pseudo_positive,
-            pseudo_epochs=pseudo_epochs, dev_size=dev_fraction, patience=patience,
+            pseudo_epochs=pseudo_epochs, dev_size=dev_fraction, max_steps=max_steps, patience=patience,
             seed=seed, dev_seed=dev_seed, dev_carve=dev_carve)
         data = BeirDataset.find(dataset)
         out = Path(output)
