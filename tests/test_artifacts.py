@@ -265,7 +265,8 @@ def test_lmort_folder_staged_or_updated_in_place(tiny_lm, tmp_path, umask):
     (run / "train_state.json").write_text("{}")
     save_lmort(run, tuner, config, tiny_lm.identity(), extra={"epoch": 1})
     save_lmort(run, tuner, config, tiny_lm.identity(), extra={"epoch": 2})
-    assert sorted(os.listdir(run)) == sorted(["train_state.json", CONFIG_NAME, "lmort_model.safetensors"])
+    assert sorted(os.listdir(run)) == sorted(["train_state.json", CONFIG_NAME, "lmort_model.safetensors", "README.md"])
+    assert sorted(os.listdir(fresh)) == sorted([CONFIG_NAME, "lmort_model.safetensors", "README.md"])  # + the card
     assert read_lmort_meta(run)["epoch"] == 2
     assert leftovers(tmp_path, {"fresh", "run"}) == []
 
