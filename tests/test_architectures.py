@@ -247,3 +247,44 @@ def test_a_model_that_ships_its_own_code_loads_only_when_allowed_and_scores_as_i
     allowed = encode(tmp_path / "index", "--trust-remote-code")
     assert allowed.exit_code == 0 and (tmp_path / "index" / "meta.json").is_file(), allowed.output
 
+
+
+def test_budgets_past_the_models_context_are_refused_before_any_work(tiny_lm_path, toy_beir, tmp_path):
+    """A model with 200 positions: a rerank whose longest prompt (passage + query budgets + template) cannot fit,
+    an encode or LMORT budget past it, and a hint module whose hints overflow it exit 2 naming the limit and how
+    much passage fits, before anything is written (a learned position table failed with an IndexError mid-run)."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.main import cli
+    from pyserini_qpeft.errors import UsageError
+
+    short = tmp_path / "short-context"
+    shutil.copytree(tiny_lm_path, short)
+    config = json.loads((short / "config.json").read_text())
+    config["max_position_embeddings"] = 200
+    (short / "config.json").write_text(json.dumps(config))
+    run, topics = tmp_path / "run.trec", tmp_path / "topics.tsv"
+    run.write_text("q1 Q0 d1 1 3.0 t\nq1 Q0 d2 2 2.0 t\n")
+    topics.write_text("q1\twhat causes lung cancer\n")
+    args = ["rerank", "--run", str(run), "--topics", str(topics), "--corpus", str(toy_beir), "--reranker", "upr",
+            "--model", str(short), "--device", "cpu", "--dtype", "fp32", "-q"]
+    result = CliRunner().invoke(cli, [*args, "--output", str(tmp_path / "out.trec")])  # 128 passage tokens
+    assert result.exit_code == 2, result.output
+    assert "more than the 200 positions the model has; lower --max-passage-tokens (at most" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.trec", "short-context", "topics.tsv", "toy"]
+    lm = FrozenLM.load(LMConfig(model=str(short), device="cpu", dtype="fp32"))
+    fits = int(result.output.split("(at most ")[1].split()[0])
+    small = ScorerConfig(max_passage_tokens=fits, max_query_tokens=64)
+    QueryLikelihoodScorer(lm, small)  # exactly fits
+    with pytest.raises(UsageError, match="template and hint tokens"):  # Q-PEFT-A adds a hint per query token
+        QueryLikelihoodScorer(lm, small, hint_module=build_module(lm, QPeftConfig(variant="attn")))
+    ok = CliRunner().invoke(cli, [*args, "--max-passage-tokens", str(fits), "--output", str(tmp_path / "ok.trec")])
+    assert ok.exit_code == 0, ok.output
+    encode = CliRunner().invoke(cli, ["encode", "--encoder", "frozen-lm:1", "--max-length", "201", "--corpus",
+                                      str(toy_beir), "--model", str(short), "--output", str(tmp_path / "idx"),
+                                      "--device", "cpu", "--dtype", "fp32", "-q"])
+    assert encode.exit_code == 2 and "--max-length = 201 tokens, more than the 200 positions" in encode.output
+    assert not (tmp_path / "idx").exists()

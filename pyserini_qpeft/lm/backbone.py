@@ -38,6 +38,19 @@ def model_for_identity(model_id: str) -> str:
     return DEFAULT_MODEL if model_id == SMOLLM2_ID else model_id
 
 
+CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_sequence_length")
+"""Config fields that name a model's context length, in the order they are read."""
+
+
+def context_length(config) -> int | None:
+    """The context length a Hugging Face model config declares (:data:`CONTEXT_FIELDS`), None when it names none."""
+    for name in CONTEXT_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 def trust_remote_code_default() -> bool:
     """Whether models may run the code they ship (transformers' ``trust_remote_code``): whether
     ``$PYSERINI_QPEFT_TRUST_REMOTE_CODE`` is 1/true/yes. ``--trust-remote-code`` sets it for its process and the
@@ -274,6 +287,22 @@ class FrozenLM:
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest token sequence the model declares (``max_position_embeddings``, GPT-2's ``n_positions``,
+        ...); None when its config names none. Learned position tables fail past it, rotary ones run untrained."""
+        return context_length(self.text_config)
+
+    def check_context(self, tokens: int, what: str, fix: str) -> None:
+        """UsageError (exit 2) when a sequence of ``tokens`` (``what``: how it adds up) cannot fit the model's
+        :attr:`max_positions`; ``fix`` says which flag to lower."""
+        limit = self.max_positions
+        if limit is not None and tokens > limit:
+            from ..errors import UsageError
+
+            raise UsageError(f"{self.model_id}: {what} = {tokens} tokens, more than the {limit} positions the model "
+                             f"has; {fix}")
 
     @property
     def body(self):

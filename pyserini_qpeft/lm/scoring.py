@@ -146,6 +146,27 @@ class QueryLikelihoodScorer:
         self.prefix_memo = prefix_memo
         self.prompts = PromptBuilder(lm.tokenizer, self.config, hints=hint_module is not None)
         self.engine = QueryLikelihoodForward(lm, self.prompts.suffix, hint_module)
+        self._check_context(hint_module)
+
+    def _check_context(self, hint_module: HintModule | None) -> None:
+        """Refuse budgets whose longest prompt (full passage and query budgets, every hint) exceeds the LM's
+        context, before any work: past it a learned position table fails mid-run and a rotary one runs untrained."""
+        check = getattr(self.lm, "check_context", None)
+        if check is None:
+            return
+        p, c = self.prompts, self.config
+        hints = 0
+        if hint_module is not None:
+            bound = getattr(hint_module, "max_hints", None)
+            hints = (len(p.suffix.hint_open) + len(p.suffix.hint_close)
+                     + (bound(c.max_query_tokens) if bound else 0))
+        fixed = len(p.bos) + len(p.head_ids) + len(p.tail_ids) + len(p.suffix.question) + hints
+        longest = fixed + c.max_passage_tokens + c.max_query_tokens
+        room = (self.lm.max_positions or 0) - fixed - c.max_query_tokens
+        check(longest, f"the longest prompt ({c.max_passage_tokens} passage + {c.max_query_tokens} query + "
+                       f"{fixed} template{' and hint' if hints else ''} tokens)",
+              f"lower --max-passage-tokens (at most {room} fit)" if room > 0 else "this model's context is too short "
+              "for the prompt")
 
     @property
     def hint_module(self) -> HintModule | None:

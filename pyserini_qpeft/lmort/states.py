@@ -43,6 +43,9 @@ def tokenize(lm: "FrozenLM", texts: Sequence[str], max_length: int, padding_side
     """Tokenize ``texts`` into ``input_ids``/``attention_mask`` ``[B, T]`` on the LM's device."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    check = getattr(lm, "check_context", None)
+    if check is not None:
+        check(max_length, "--max-length", "lower --max-length")
     tok = lm.tokenizer
     saved = tok.padding_side
     tok.padding_side = padding_side

@@ -203,6 +203,12 @@ class QPeftModule(nn.Module):
         hints = self.mlp(x) * mask.unsqueeze(-1).to(x.dtype)
         return hints.to(self.lm_dtype), mask
 
+    def max_hints(self, max_query_tokens: int) -> int:
+        """The most hint vectors :meth:`forward` gives one row (``N``) for queries of at most ``max_query_tokens``."""
+        variant = self.config.variant
+        shared = self.prompt.embedding.weight.shape[0] if (variant == "prompt" or self.config.prompt_tokens) else 0
+        return shared + {"retr": self.config.top_k, "attn": max_query_tokens}.get(variant, 0)
+
     def _prompt_vectors(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """The learned query-independent vectors for every row: ``([B, P, H]`` fp32, mask ``[B, P]`` of ones)."""
         n = self.prompt.embedding.weight.shape[0]

@@ -131,6 +131,14 @@ class MiniLMEncoder(DenseEncoder):
         except (OSError, ValueError) as exc:
             raise load_failure("sentence encoder", self.path, exc, trust) from exc
         self.dim = int(self.model.config.hidden_size)
+        from ..lm.backbone import context_length
+
+        limit = context_length(self.model.config)
+        if limit is not None and max_length > limit:
+            from ..errors import UsageError
+
+            raise UsageError(f"{self.model_id}: --max-length {max_length} is more than the {limit} positions the "
+                             f"model has; lower --max-length")
 
     def _lengths(self, texts):
         return [len(x) for x in self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]]
