@@ -165,3 +165,42 @@ def test_checkpoint_keeps_its_hint_passage_and_reads_older_ones_without_it(tiny_
     del data["scorer_config"]["hint_passage_tokens"]
     (path / CONFIG_NAME).write_text(json.dumps(data))
     assert load_checkpoint(path, tiny_lm)[2] == ScorerConfig(batch_size=4, max_passage_tokens=8)
+
+
+def test_a_base_model_is_known_by_its_folder_and_its_weights_not_by_how_its_path_was_typed(tiny_lm_path, tmp_path,
+                                                                                           monkeypatch):
+    """A local --model is recorded by its absolute path and a fingerprint of its weight files: the same folder typed
+    with a trailing slash or relative to another directory, and a moved copy of it, are the same base model; other
+    weights saved under the same path are refused (they were taken for the old model). An identity recorded before
+    fingerprints (a relative path) still matches its folder."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pyserini_qpeft.artifacts import check_base_model
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+
+    def load(model):
+        return FrozenLM.load(LMConfig(model=str(model), device="cpu", dtype="fp32"))
+
+    original = load(tiny_lm_path).identity()
+    assert original["model_id"] == str(tiny_lm_path.resolve()) and len(original["weights"]) == 16
+    monkeypatch.chdir(tiny_lm_path.parent)
+    for typed in (f"{tiny_lm_path}/", tiny_lm_path.name, f"./{tiny_lm_path.name}"):
+        assert load(typed).identity() == original, typed
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_lm_path, moved)
+    check_base_model(original, load(moved), "ckpt")  # the same weights, elsewhere
+    old_style = {k: v for k, v in original.items() if k != "weights"} | {"model_id": tiny_lm_path.name}
+    check_base_model(old_style, load(tiny_lm_path), "ckpt")  # recorded relative, by an older version
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(moved)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.01)
+    model.save_pretrained(moved)  # other weights under the same name
+    changed = load(moved)
+    assert changed.identity()["weights"] != original["weights"]
+    with pytest.raises(ModelError, match="weight files differ"):
+        check_base_model(original | {"model_id": str(moved.resolve())}, changed, "ckpt")

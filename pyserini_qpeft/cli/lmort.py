@@ -148,7 +148,7 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
     """Train an LMORT tuner (InfoNCE, in-batch + BM25 hard negatives); the best epoch on dev lands in OUTPUT/best."""
     from ..data import BeirDataset
     from ..errors import InputError
-    from ..lm.backbone import FrozenLM, LMConfig
+    from ..lm.backbone import FrozenLM, LMConfig, model_for_identity
     from ..lmort.analysis import choose_layers
     from ..lmort.train import lmort_training_data, train_lmort
     from ..training.data import check_split
@@ -190,7 +190,8 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
         start = time.time()
         summary = train_lmort(lm, examples, texts, config, train_config, out, cache_dir=cache_dir, resume=resume,
                               progress=not quiet,
-                              extra_meta={"command": command_line(), "lm_model": model, "dataset": str(data.path),
+                              extra_meta={"command": command_line(), "lm_model": model_for_identity(lm.model_id),
+                                          "dataset": str(data.path),
                                           "split": split,
                                           "negatives": str(Path(negatives).resolve()) if negatives else None},
                               parallel=parallel, pseudo=pseudo)

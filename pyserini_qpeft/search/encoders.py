@@ -293,7 +293,8 @@ def build_encoder(spec: str, model: str | None = None, device: str = "auto", dty
             raise InputError(f"frozen-lm layer must be an integer, got {arg!r}") from None
         name = model or "smollm2"
         lm = lm or FrozenLM.load(LMConfig(model=name, device=device, dtype=dtype))
-        return FrozenLMEncoder(lm, layer, pooling=pooling, max_length=max_length or 256, lm_model=name)
+        return FrozenLMEncoder(lm, layer, pooling=pooling, max_length=max_length or 256,
+                               lm_model=model_for_identity(lm.model_id))  # a local folder: its absolute path
     from ..lmort.tuner import load_lmort, read_lmort_meta, resolve_lmort_checkpoint
 
     # a folder whose own name has a comma is one checkpoint; otherwise a comma separates ensemble members
@@ -304,6 +305,7 @@ def build_encoder(spec: str, model: str | None = None, device: str = "auto", dty
     meta = read_lmort_meta(checkpoints[0])
     name = model or meta.get("lm_model") or model_for_identity(meta["base_model"]["model_id"])
     lm = lm or FrozenLM.load(LMConfig(model=name, device=device, dtype=dtype))
+    name = model_for_identity(lm.model_id)  # what the index records: a local folder by its absolute path
     if len(checkpoints) == 1:
         return LMORTEncoder(load_lmort(checkpoints[0], lm), checkpoints[0], lm_model=name)
     from ..lmort.ensemble import load_lmort_ensemble
