@@ -116,6 +116,12 @@ def test_in_process_api_rank_score_and_pyserini_hits(tiny_lm):
     assert IdentityReranker().score(("q", "a")) == IdentityReranker().score([("q", "a")])[0]
     with pytest.raises(TypeError, match="pair 1"):
         reranker.score([("q", "a"), "not a pair"])
+    assert reranker.compute_score([("what causes lung cancer", t) for t in texts]) == scores  # FlagEmbedding's name
+    assert reranker.rank("what causes lung cancer", texts, batch_size=1, return_documents=False) == [
+        {"corpus_id": r["corpus_id"], "score": pytest.approx(r["score"], abs=1e-5)} for r in ranked]
+    assert reranker.rank("what causes lung cancer", texts, top_k=0) == []
+    with pytest.raises(ValueError, match="top_k"):
+        reranker.rank("what causes lung cancer", texts, top_k=-1)  # not "all but the last"
 
 
 def test_results_jsonl_of_a_corpus_rerank_carry_every_hits_text(toy_beir, tiny_lm_path, tmp_path):

@@ -1,15 +1,19 @@
 """The in-process API every built-in reranker has, shaped like the rerankers people already call in Python.
 
-* ``reranker.rank(query, documents, top_k=None)`` -> ``[{"corpus_id": i, "score": s, "text": ...}, ...]`` best
-  first, as sentence-transformers' ``CrossEncoder.rank`` returns;
+* ``reranker.rank(query, documents, top_k=None, batch_size=None)`` -> ``[{"corpus_id": i, "score": s, "text": ...},
+  ...]`` best first, as sentence-transformers' ``CrossEncoder.rank`` returns (with the text unless
+  ``return_documents=False``);
 * ``reranker.score(pairs, batch_size=None)`` -> one float per ``(query, document)`` pair, as FlagEmbedding's
-  ``compute_score`` (one pair, not in a list: one float, as there and in ``CrossEncoder.predict``);
+  ``compute_score`` (one pair, not in a list: one float, as there and in ``CrossEncoder.predict``); also under that
+  name, ``reranker.compute_score(pairs)``;
 * ``reranker.rerank_hits(query, hits, docs=None)`` -> the hits of a Pyserini ``LuceneSearcher`` / ``FaissSearcher``
   (anything with ``.docid`` and ``.score``) reranked, as :class:`~pyserini_qpeft.types.Hit` objects. Lucene hits
   carry their stored raw document; for FAISS hits pass ``docs`` (a ``{docid: text | Document}`` dict or a DocStore).
 
 Example::
 
+    from pyserini_qpeft.jvm import start_jvm
+    start_jvm()                                            # Java 21 for Pyserini, before its first import
     from pyserini.search.lucene import LuceneSearcher
     from pyserini_qpeft.rerank import build_reranker
 
@@ -82,21 +86,28 @@ class InProcessAPI:
     ``rerank`` method (see the module docstring)."""
 
     def rank(self, query: str, documents: Sequence[Any], top_k: int | None = None,
-             return_documents: bool = True) -> list[dict[str, Any]]:
-        """Rank ``documents`` (strings, Documents or mappings) for ``query``; best first, ``top_k`` of them."""
+             return_documents: bool = True, batch_size: int | None = None) -> list[dict[str, Any]]:
+        """Rank ``documents`` (strings, Documents or mappings) for ``query``: ``[{"corpus_id", "score", "text"}]``
+        best first (ties: input order), ``top_k`` of them (None: all). Unlike ``CrossEncoder.rank``, the text is
+        included unless ``return_documents=False``. ``batch_size``: pairs per forward, as :meth:`score`'s."""
+        if top_k is not None and top_k < 0:
+            raise ValueError(f"top_k must be None or >= 0, got {top_k}")
         if not documents:
             return []
-        ids = [str(i) for i in range(len(documents))]
-        store = _store(dict(zip(ids, documents)))
-        first = Run({"q": [Hit(docid, 0.0) for docid in ids]})
-        ranked = self.rerank([Query("q", query)], first, store, depth=len(ids), progress=False)["q"]
+        scores = self.score([(query, document) for document in documents], batch_size=batch_size)
+        order = sorted(range(len(documents)), key=lambda i: (-scores[i], i))
         out = []
-        for hit in ranked[:top_k]:
-            row: dict[str, Any] = {"corpus_id": int(hit.docid), "score": hit.score}
+        for i in order[:top_k]:
+            row: dict[str, Any] = {"corpus_id": i, "score": scores[i]}
             if return_documents:
-                row["text"] = store.get(hit.docid).contents()
+                row["text"] = as_document(str(i), documents[i]).contents()
             out.append(row)
         return out
+
+    def compute_score(self, sentence_pairs: Sequence[tuple[str, Any]] | tuple[str, Any],
+                      batch_size: int | None = None) -> list[float] | float:
+        """:meth:`score` under FlagEmbedding's name (``FlagReranker.compute_score``)."""
+        return self.score(sentence_pairs, batch_size=batch_size)
 
     def score(self, pairs: Sequence[tuple[str, Any]] | tuple[str, Any], batch_size: int | None = None
               ) -> list[float] | float:
