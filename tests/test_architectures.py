@@ -125,6 +125,25 @@ def test_unknown_logit_post_processing_is_refused(tiny_lm_path, tmp_path):
         QueryLikelihoodScorer(lm).score(["what causes lung cancer"], [PAIRS[0][1]])
 
 
+def test_a_bidirectional_model_is_refused_as_not_causal(tiny_lm_path, tmp_path):
+    """A BERT LM head loads as a 'causal LM' but sees later tokens: refused for what it is (exit 6), not blamed on
+    an unknown logit post-processing."""
+    import shutil
+
+    from transformers import AutoTokenizer, BertConfig, BertLMHeadModel
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_path)
+    torch.manual_seed(0)
+    BertLMHeadModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=64, max_position_embeddings=256)).save_pretrained(tmp_path / "bert")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_lm_path / name).exists():
+            shutil.copy(tiny_lm_path / name, tmp_path / "bert" / name)
+    lm = FrozenLM.load(LMConfig(model=str(tmp_path / "bert"), device="cpu", dtype="fp32"))
+    with pytest.raises(ModelError, match="is not a causal LM"):
+        QueryLikelihoodScorer(lm).score(["what causes lung cancer"], [PAIRS[0][1]])
+
+
 @pytest.mark.parametrize("family", ["Gemma3nTextConfig", "Gemma4TextConfig"])
 def test_per_layer_input_models_score_but_take_no_hints(family, tiny_lm_path, tmp_path):
     """Gemma 3n / small Gemma 4 also embed each token id once per layer. Plain query likelihood (UPR) scores them as

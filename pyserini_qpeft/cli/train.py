@@ -189,7 +189,9 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         report = parameter_report(module, lm)
         if not quiet:
             click.echo(f"{variant}: {report['trainable']:,} trainable parameters = {report['percent_of_lm']:.2f} % of "
-                       f"the LM's {report['lm']:,}; {len(train_ex)} train / {len(dev_ex)} dev queries", err=True)
+                       f"the LM's {report['lm']:,}; {len(train_ex)} train / {len(dev_ex)} dev queries"
+                       + (f" (at most {max_train_queries} train queries per epoch: --max-train-queries)"
+                          if max_train_queries is not None and max_train_queries < len(train_ex) else ""), err=True)
         meta = {"training": {"command": command_line(), "dataset": str(ds.path), "split": split, "negatives": negatives_run,
                              "skipped": {"no_positive": stats.no_positive, "not_in_run": stats.not_in_run,
                                          "no_negative": stats.no_negative}}}

@@ -80,8 +80,9 @@ class LogitHead:
         """:meth:`from_config`, checked once against the model's own logits on ``CHECK_TOKENS`` tokens.
 
         Raises:
-            ModelError: the two differ by more than the precision allows (the model post-processes its logits
-                in a way this class does not know), or the model's forward cannot run on plain input ids.
+            ModelError: the model is not causal (a position's logits change with a later token: BERT-like), the
+                two differ by more than the precision allows (the model post-processes its logits in a way this
+                class does not know), or the model's forward cannot run on plain input ids.
         """
         import torch
 
@@ -89,15 +90,27 @@ class LogitHead:
         vocab = lm.vocab_size
         ids = (torch.arange(CHECK_TOKENS, device=lm.device) % max(vocab - 1, 1) + 1).unsqueeze(0)
         mask = torch.ones_like(ids)
+        later = ids.clone()
+        later[0, -1] = later[0, -1] % max(vocab - 1, 1) + 1  # another last token
         try:
             with torch.no_grad():
                 want = lm.model(input_ids=ids, attention_mask=mask).logits[0].float()
-                got = head(lm.body(input_ids=ids, attention_mask=mask).last_hidden_state[0])
+                changed = lm.model(input_ids=later, attention_mask=mask).logits[0].float()
         except Exception as exc:  # noqa: BLE001 -- any failure here means the model cannot be scored this way
             raise ModelError(f"{lm.model_id}: cannot check its LM head against its own forward: {exc}") from exc
-        err = (got - want).abs().max().item()
         # fp32: rounding only; bf16/fp16: the projection's output is rounded before or after the post-processing
         rel = 1e-4 if lm.dtype == torch.float32 else 2e-2
+        leak = (changed[:-1] - want[:-1]).abs().max().item()
+        if not leak <= rel * (1.0 + want.abs().max().item()):
+            raise ModelError(f"{lm.model_id}: {type(lm.model).__name__} is not a causal LM: its logits at a position "
+                             f"change (by up to {leak:.3g}) when a later token changes, so it cannot score a query's "
+                             f"likelihood (a bidirectional encoder such as BERT; pass a decoder-only causal LM)")
+        try:
+            with torch.no_grad():
+                got = head(lm.body(input_ids=ids, attention_mask=mask).last_hidden_state[0])
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"{lm.model_id}: cannot check its LM head against its own forward: {exc}") from exc
+        err = (got - want).abs().max().item()
         if not err <= rel * (1.0 + want.abs().max().item()):
             raise ModelError(
                 f"{lm.model_id}: logits from its final hidden states ({head.describe()}) differ from the model's own "
