@@ -10,7 +10,8 @@ code  meaning
 2     usage error, before any work (raised by click): unknown or missing
       flag, bad option value (``--k1 -1``, unknown ``--reranker``), a path
       given to an option that must exist (``--run``, ``--index``) missing,
-      a name the matrix lacks (``repro --profile/--condition/--baseline``)
+      a name the matrix lacks (``repro --profile/--condition/--baseline``),
+      a token budget past the model's context (``--max-passage-tokens``)
 3     bad input data: malformed run/qrels/topics/corpus line, undecodable
       bytes, duplicate docid, a file named by a value that is not found
       (topics, qrels, dataset), unknown docid, empty topics, an output
