@@ -75,6 +75,34 @@ def check_output_path(path: str | os.PathLike, folder: bool = False) -> None:
     os.unlink(probe)
 
 
+def refuse_output_over_inputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+    """InputError (exit 3, before any work) when an output path is also an input (writing it would replace the
+    input) or when two outputs are one file. Both map a flag to a path, a sequence of paths or None; an input value
+    that names no existing file or folder (a dataset or a Pyserini name) is not a path and is skipped."""
+    def paths(values: Mapping[str, Any]) -> list[tuple[str, Path]]:
+        found = []
+        for flag, value in values.items():
+            for item in (value if isinstance(value, (list, tuple)) else [value]):
+                if item is not None and str(item):
+                    found.append((flag, Path(os.fspath(item)).expanduser()))
+        return found
+
+    def same(a: Path, b: Path) -> bool:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.absolute() == b.absolute()
+
+    outs = paths(outputs)
+    for i, (flag, out) in enumerate(outs):
+        for other_flag, other in outs[i + 1:]:
+            if same(out, other):
+                raise InputError(f"{flag} and {other_flag} are the same file: one would replace the other", str(out))
+        for in_flag, path in paths(inputs):
+            if path.exists() and same(out, path):
+                raise InputError(f"{flag} is also the {in_flag} input: writing it would replace that input; choose "
+                                 f"another {flag}", str(out))
+
+
 def temp_prefix(target: str | os.PathLike) -> str:
     """Name prefix of this process's temporary siblings of ``target``: ``.NAME.PID.`` (see :func:`sweep_stale`)."""
     return f".{Path(target).name}.{os.getpid()}."

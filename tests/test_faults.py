@@ -333,6 +333,48 @@ def test_damaged_lucene_index_and_overlong_query_are_named(tmp_path, toy_beir):
     assert result.exit_code == 3 and "damaged Lucene index" in result.output and "index --force" in result.output
 
 
+@pytest.mark.parametrize("case", ["rerank-run", "rerank-corpus", "rerank-jsonl", "search-topics", "fuse-run",
+                                  "compat-topics"])
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path, toy_beir, monkeypatch, case):
+    """`--output` naming an input file (the run, topics, corpus) replaced that input with the new run (exit 0);
+    now: exit 3 before any work, naming both flags, every input byte-identical. Two outputs that are one file
+    likewise."""
+    import pyserini_qpeft.search as search_pkg
+
+    monkeypatch.setattr(search_pkg, "bm25_search", lambda *a, **k: pytest.fail("work started"))
+    run = tmp_path / "run.trec"
+    run.write_text("q1 Q0 d1 1 3.0 t\nq1 Q0 d2 2 2.0 t\n")
+    other = tmp_path / "other.trec"
+    other.write_text("q1 Q0 d2 1 3.0 t\n")
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("q1\twhat causes lung cancer\n")
+    corpus = toy_beir / "corpus.jsonl"
+    before = {p: p.read_bytes() for p in (run, other, topics, corpus)}
+    rerank = ["rerank", "--run", str(run), "--topics", str(topics), "--corpus", str(corpus), "--reranker", "upr",
+              "--model", str(tmp_path / "no-model")]
+    args, fragment = {
+        "rerank-run": ([*rerank, "--output", str(run)], "--output is also the --run input"),
+        "rerank-corpus": ([*rerank, "--output", str(corpus)], "--output is also the --corpus input"),
+        "rerank-jsonl": ([*rerank, "--output", str(tmp_path / "x.trec"), "--output-jsonl", str(tmp_path / "x.trec")],
+                         "--output and --output-jsonl are the same file"),
+        "search-topics": (["search", "--bm25", "--index", str(tmp_path), "--topics", str(topics), "--output",
+                           str(topics)], "--output is also the --topics input"),
+        "fuse-run": (["fuse", "--run", str(run), "--run", str(other), "--output", str(other)],
+                     "--output is also the --run input"),
+    }.get(case, (None, None))
+    if case == "compat-topics":
+        from pyserini_qpeft.search.compat import main
+
+        monkeypatch.setattr("pyserini_qpeft.jvm.start_jvm", lambda: None)
+        with pytest.raises(SystemExit) as exited:
+            main(["lucene", "--index", str(tmp_path), "--topics", str(topics), "--output", str(topics)])
+        assert exited.value.code == 3
+    else:
+        result = invoke(*args)
+        assert result.exit_code == 3 and fragment in result.output, result.output
+    assert {p: p.read_bytes() for p in before} == before
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 8. usage errors: exit 2 before any work; Ctrl-C: 130
 

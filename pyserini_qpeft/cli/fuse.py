@@ -126,7 +126,11 @@ class _FuseCommand(click.Command):
 @click.option("--output", required=True, type=OutputPath(dir_okay=False))
 def fuse(runs, method, rrf_k, alpha, normalization, depth, top_k, runtag, output) -> None:
     """Fuse runs into one run."""
+    from ..artifacts import refuse_output_over_inputs
     from ..types import is_trec_word, read_run
+
+    refuse_output_over_inputs({"--output": output}, {"--run": list(runs),
+                                                     "--alpha": alpha["path"] if isinstance(alpha, dict) else None})
 
     if runtag is not None and not is_trec_word(runtag):
         raise click.BadParameter(f"{runtag!r}: one word, no whitespace", param_hint="--runtag")

@@ -35,7 +35,10 @@ def _q(name: str):
 def dev_split(dataset, split, negatives_run, dev_size, seed, dev_carve, checkpoint, output, quiet) -> None:
     """Write the first-stage run of the dev queries that `train qpeft --dev-size N --seed S --dev-carve C` would
     carve (or that a trained --checkpoint held out)."""
+    from ..artifacts import refuse_output_over_inputs
     from ..data import BeirDataset
+
+    refuse_output_over_inputs({"--output": output}, {"--negatives": negatives_run})
     from ..training.data import checkpoint_dev_qids, check_split, dev_first_stage
     from ..types import Run, read_run
 
@@ -83,7 +86,10 @@ def dev_split(dataset, split, negatives_run, dev_size, seed, dev_carve, checkpoi
               help="JSON with the chosen weight (read by `rerank --interpolate FILE`, `fuse --alpha FILE`).")
 def select_interpolation(first_stage, reranked, method, qrels, depth, metric, normalization, output) -> None:
     """Pick the first-stage weight in 0, 0.05, ..., 1 that maximises METRIC on the dev queries (ties: nearest 0.5)."""
-    from ..artifacts import atomic_write
+    from ..artifacts import atomic_write, refuse_output_over_inputs
+
+    refuse_output_over_inputs({"--output": output}, {"--first-stage": first_stage, "--reranked": list(reranked),
+                                                     "--qrels": qrels})
     from ..data import load_qrels, parse_pyserini_name
     from ..errors import InputError
     from ..search.fusion import interpolate, select_alpha, selection_record

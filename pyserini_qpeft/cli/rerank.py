@@ -52,6 +52,12 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_fo
     if output_jsonl and output_format != "trec":
         raise click.UsageError("--output-jsonl carries the new scores, which an MS MARCO run does not keep: drop "
                                "--output-format msmarco (or convert the TREC run afterwards)")
+    from ..artifacts import refuse_output_over_inputs
+
+    refuse_output_over_inputs({"--output": output, "--output-jsonl": output_jsonl,
+                               "--also-rerank": [out for _, _, out in also]},
+                              {"--run": run_path, "--topics": topics, "--index": index_dir, "--corpus": corpus,
+                               "--requests": requests_path, "--reranker-checkpoint": reranker_checkpoint})
     from ..rerank.base import DictDocStore
     from ..rerank.pipeline import (check_run_in_corpus, check_topics_cover_run, make_reranker, open_docstore,
                                    rerank_and_write, run_docids, shard_state)

@@ -41,8 +41,10 @@ def search(mode, index_dir, topics, output, output_format, sample_queries, sampl
            max_passage_tokens, prompt, rerank_batch_size, model, device, dtype, quiet) -> None:
     """Search TOPICS and write a run (TREC or MS MARCO); with --reranker, rerank the top --rerank-depth hits in the
     same step."""
+    from ..artifacts import refuse_output_over_inputs
     from ..data import load_topics, sample_topics
 
+    refuse_output_over_inputs({"--output": output}, {"--topics": topics, "--index": index_dir, "--corpus": corpus})
     if mode == "dense" and reranker != "identity" and not corpus:
         from ..search.dense import index_corpus
 

@@ -11,6 +11,7 @@ copy, so the first stage and the rerank search the same query texts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import runpy
 import sys
@@ -156,6 +157,10 @@ def run(mode: str, argv: Sequence[str]) -> int:
         _check_dense_flags(rest)
     if not peek.output or not peek.topics or not peek.index:
         raise UsageError("--index, --topics and --output are required")
+    from ..artifacts import refuse_output_over_inputs
+
+    refuse_output_over_inputs({"--output": peek.output}, {"--topics": peek.topics, "--index": peek.index,
+                                                          "--corpus": ours.corpus})
     reranking = ours.reranker != "identity"
     if reranking and peek.output_format not in ("trec", "msmarco", "kilt"):
         raise UsageError(f"--output-format {peek.output_format!r}: expected trec, msmarco or kilt")
@@ -170,7 +175,10 @@ def run(mode: str, argv: Sequence[str]) -> int:
         if dense_ours:
             _dense_first_stage(peek, topics, first_stage, "trec" if reranking else peek.output_format)
         else:
-            _run_pyserini(mode, pyserini_argv)
+            # Pyserini prints its arguments (our temporary topics and run paths) on stdout: they go to stderr,
+            # with its progress, so stdout stays the command's own output
+            with contextlib.redirect_stdout(sys.stderr):
+                _run_pyserini(mode, pyserini_argv)
         if reranking:
             _rerank(peek, ours, first_stage, topics)
         else:
