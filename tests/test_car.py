@@ -85,3 +85,27 @@ def test_wrong_or_broken_files(tmp_path):
         list(read_car_paragraphs(junk))
     with pytest.raises(InputError, match="not found"):
         read_car_paragraphs(tmp_path / "missing.cbor")  # raised at the call, not at the first next()
+
+
+@pytest.mark.parametrize("header", [True, False])
+@pytest.mark.parametrize("cut", [1, 3, 5, 9])
+def test_a_truncated_file_is_refused_not_spun_on(tmp_path, header, cut):
+    """A CBOR file cut inside a record: exit-3 error naming the file (cbor's C decoder retried the empty read
+    forever at 100 % CPU). Run in a subprocess with a timeout, so a hang fails the test instead of the suite."""
+    import subprocess
+    import sys
+
+    whole = write_car(tmp_path / "whole.cbor", PARAGRAPHS, 2 if header else None).read_bytes()
+    cut_path = tmp_path / "cut.cbor"
+    cut_path.write_bytes(whole[:-cut - (1 if header else 0)])
+    outlines = write_car(tmp_path / "o.cbor", OUTLINES, 1 if header else None).read_bytes()
+    (tmp_path / "cut-outlines.cbor").write_bytes(outlines[:-cut - (1 if header else 0)])
+    code = ("import sys\nfrom pyserini_qpeft.data import read_car_paragraphs, read_car_outlines\n"
+            "from pyserini_qpeft.errors import InputError\n"
+            "for read, path in ((lambda p: list(read_car_paragraphs(p)), sys.argv[1]), (read_car_outlines, sys.argv[2])):\n"
+            "    try:\n        read(path)\n        print('read')\n"
+            "    except InputError as exc:\n        print('refused', exc)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(cut_path), str(tmp_path / "cut-outlines.cbor")],
+                          capture_output=True, text=True, timeout=60)
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("refused") and "TREC CAR" in line for line in lines), done
