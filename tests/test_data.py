@@ -188,6 +188,16 @@ def test_qrels_files(tmp_path):
     bad.write_text("q1\td1\t1\nq1\t0\td2\t1\n")
     with pytest.raises(InputError, match=r"bad\.txt:2: 4 columns, but the file's first line has 3 \(BEIR\)"):
         load_qrels(str(bad))
+    # one document judged twice: different relevance is refused (trec_eval refuses it), the same is counted once
+    bad.write_text("1 0 d1 1\n1 0 d2 1\n1 0 d1 0\n")
+    with pytest.raises(InputError, match=r"bad\.txt:3: query 1 judges document d1 twice, 1 and now 0"):
+        load_qrels(str(bad))
+    bad.write_text("1 0 d1 1\n1 0 d1 1\n")
+    assert load_qrels(str(bad)) == {"1": {"d1": 1}}
+    # a BEIR first line with a numeric but non-integer relevance is a judgment (refused), not a header (dropped)
+    bad.write_text("1\td1\t0.5\n1\td2\t1\n")
+    with pytest.raises(InputError, match=r"bad\.txt:1: relevance '0.5'"):
+        load_qrels(str(bad))
 
 
 def test_write_and_convert_qrels(tmp_path, toy_beir, monkeypatch):

@@ -21,7 +21,6 @@ from ..types import Query
 logger = logging.getLogger(__name__)
 
 _INTEGER = re.compile(r"[-+]?\d+")
-_INTEGER_OR_FLOAT_ZERO = re.compile(r"[-+]?\d+(\.0*)?")
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
@@ -83,14 +82,16 @@ def read_qrels_file(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     The first line fixes the layout for the whole file, so a TREC line that lost a column is not read as BEIR's.
 
     Raises:
-        InputError: a line with another layout than the first (a BEIR line needs its two tabs) or a non-integer
-            relevance (names file and line).
+        InputError: a line with another layout than the first (a BEIR line needs its two tabs), a non-integer
+            relevance, or a document judged twice with different relevance (names file and line); a repeat with
+            the same relevance is counted once, with a warning.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError("qrels file not found", str(path))
     qrels: dict[str, dict[str, int]] = {}
     columns = 0  # 4 (TREC) or 3 (BEIR), set by the first line
+    repeated = 0  # judgments that repeat an earlier one with the same relevance
     expected = "expected 'qid 0 docid rel' (TREC) or 'qid<TAB>docid<TAB>rel' (BEIR)"
     for lineno, line in iter_lines(path):
         if not line.strip():
@@ -102,16 +103,34 @@ def read_qrels_file(path: str | os.PathLike) -> dict[str, dict[str, int]]:
                              + (" (a BEIR line is tab-separated)" if len(parts) == 3 else ""), str(path), lineno)
         if not columns:
             columns = len(parts)
-            if columns == 3 and not _INTEGER_OR_FLOAT_ZERO.fullmatch(parts[2]):
-                continue  # BEIR header: query-id corpus-id score
+            if columns == 3 and not _is_number(parts[2]):
+                continue  # BEIR header: query-id corpus-id score (a number there is a judgment, checked below)
         elif len(parts) != columns:
             raise InputError(f"{len(parts)} columns, but the file's first line has {columns} "
                              f"({'TREC' if columns == 4 else 'BEIR'}); {expected}", str(path), lineno)
         qid, docid, rel = parts if columns == 3 else (parts[0], parts[2], parts[3])
         if not qid or not docid:
             raise InputError("empty query or document id", str(path), lineno)
-        qrels.setdefault(qid, {})[docid] = _parse_rel(rel, path, lineno)
+        judged = qrels.setdefault(qid, {})
+        value = _parse_rel(rel, path, lineno)
+        if docid in judged:
+            if judged[docid] != value:  # which one counts? trec_eval refuses any repeat
+                raise InputError(f"query {qid} judges document {docid} twice, {judged[docid]} and now {value}",
+                                 str(path), lineno)
+            repeated += 1
+        judged[docid] = value
+    if repeated:
+        logger.warning("%s: %d judgments repeat an earlier line with the same relevance (counted once)", path,
+                       repeated)
     return qrels
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def is_trec_qrels(path: Path) -> bool:
