@@ -180,3 +180,16 @@ def test_trec_format_topic_files_are_read_by_anserinis_reader(tmp_path):
     empty.write_text("<top>\n</top>\n")
     with pytest.raises(InputError, match=r"empty.trec: .*TrecTopicReader could not read it .*<top> <num> Number"):
         load_topics(empty)
+    # checked as every text file before Anserini reads it: a BOM is dropped (Anserini found no topic), a byte that
+    # is not UTF-8 and a repeated <num> name file and line (Anserini read U+FFFD and kept the last topic)
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("\ufeff".encode() + path.read_bytes())
+    assert load_topics(bom) == topics
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(path.read_bytes().replace(b"Crime", b"Crim\xe9"))
+    with pytest.raises(InputError, match=r"latin.txt:14: not UTF-8"):
+        load_topics(latin)
+    twice = tmp_path / "twice.txt"
+    twice.write_text(path.read_text().replace("Number: 301", "Number: 302"))
+    with pytest.raises(InputError, match=r"twice.txt:13: topic 302 appears twice \(first on line 2\)"):
+        load_topics(twice)

@@ -10,6 +10,8 @@ only about specs that are not a file and do not look like a file path.
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from pathlib import Path
 
 from ..errors import InputError
@@ -107,14 +109,45 @@ def read_trec_topics(path: str | os.PathLike) -> list[Query]:
 
     where = str(path)
     expected = "a TREC topics file holds <top> <num> Number: N <title> TEXT ... </top> blocks"
-    try:
-        topics = get_topics_with_reader("io.anserini.search.topicreader.TrecTopicReader", where)
-    except (JavaException, ValueError) as exc:
-        raise InputError(f"Anserini's TrecTopicReader could not read it ({java_message(exc)}); {expected}",
-                         where) from None
+    with tempfile.TemporaryDirectory(prefix="pyserini_qpeft-topics-") as work:
+        readable = _checked_trec_topics(Path(path), Path(work))
+        try:
+            topics = get_topics_with_reader("io.anserini.search.topicreader.TrecTopicReader", str(readable))
+        except (JavaException, ValueError) as exc:
+            raise InputError(f"Anserini's TrecTopicReader could not read it ({java_message(exc)}); {expected}",
+                             where) from None
     if not topics:
         raise InputError(f"no topics found; {expected}", where)
     return _queries(topics, where)
+
+
+_NUM = re.compile(r"<num>\s*(?:number:\s*)?(\S+)", re.IGNORECASE)
+
+
+def _checked_trec_topics(path: Path, work: Path) -> Path:
+    """``path`` checked as this package checks every text file before Anserini reads it: UTF-8 (a bad byte names
+    file and line; Anserini would read it as U+FFFD) and each ``<num>`` once (Anserini keeps the last of a repeated
+    one). A file starting with a UTF-8 BOM (Anserini then finds no topic) is handed over as a copy in ``work``
+    without it."""
+    from ..textio import BOM, iter_lines
+
+    seen: dict[str, int] = {}
+    lines = []
+    for lineno, line in iter_lines(path):  # drops line 1's BOM
+        lines.append(line)
+        found = _NUM.search(line)
+        if found:
+            number = found.group(1)
+            if number in seen:
+                raise InputError(f"topic {number} appears twice (first on line {seen[number]})", str(path), lineno)
+            seen[number] = lineno
+    with open(path, "rb") as handle:
+        starts_with_bom = handle.read(3) == BOM.encode("utf-8")
+    if starts_with_bom and not path.name.endswith(".gz"):
+        copy = work / path.name
+        copy.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return copy
+    return path
 
 
 def pyserini_qrels_file(name: str) -> Path:
