@@ -135,6 +135,18 @@ def write_run(run: Run, path: str | os.PathLike, tag: str | None = None, depth: 
 MSMARCO_TAG = "msmarco"
 
 
+def _rank(text: str) -> int:
+    """A run's rank column: an integer, also written as one (``1.0``, as some tools write it; trec_eval ignores the
+    column); ValueError otherwise."""
+    try:
+        return int(text)
+    except ValueError:
+        number = float(text)
+        if not number.is_integer():
+            raise ValueError(text) from None
+        return int(number)
+
+
 def run_line(path: str | os.PathLike, qid: str, docid: str) -> int | None:
     """The line number of ``qid``'s hit ``docid`` in the run file ``path`` (TREC or MS MARCO), None when absent: an
     error about one hit can name its line (a :class:`Run` keeps no line numbers)."""
@@ -178,7 +190,7 @@ def read_run(path: str | os.PathLike) -> Run:
         else:
             qid, _, docid, rank, score, tag = parts
         try:
-            position = int(rank)
+            position = _rank(rank)
             value = -float(position) if score is None else float(score)
         except ValueError:
             raise InputError(f"non-numeric rank or score: {rank!r} {score!r}", str(path), lineno) from None

@@ -26,6 +26,7 @@ def test_ties_break_by_docid_and_roundtrip(tmp_path):
 @pytest.mark.parametrize("line,needle", [
     ("q1 Q0 d1 1 1.0\n", "expected 6 columns"),
     ("q1 Q0 d1 one 1.0 t\n", "non-numeric"),
+    ("q1 Q0 d1 1.5 1.0 t\n", "non-numeric"),
     ("q1 Q0 d1 1 abc t\n", "non-numeric"),
     ("q1 Q0 d1 1 nan t\n", "NaN"),
 ])
@@ -36,6 +37,13 @@ def test_malformed_run_lines_name_file_and_line(tmp_path, line, needle):
         read_run(path)
     assert f"{path}:2:" in str(err.value) and needle in str(err.value)
     assert err.value.exit_code == 3
+
+
+def test_a_rank_written_as_a_float_is_read(tmp_path):
+    """Some tools write the rank column as 1.0, 2.0: trec_eval ignores the column; so do we, once it is whole."""
+    path = tmp_path / "floats.trec"
+    path.write_text("q1 Q0 d1 1.0 3.0 t\nq1 Q0 d2 2.0 2.0 t\n")
+    assert [h.docid for h in read_run(path)["q1"]] == ["d1", "d2"]
 
 
 def test_msmarco_runs_read_by_rank(tmp_path):
