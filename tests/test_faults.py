@@ -77,7 +77,7 @@ def test_index_refuses_to_replace_a_users_folder_or_file(tmp_path):
 @pytest.mark.jvm
 @pytest.mark.parametrize("lines, message", [
     (GOOD_LINES[:2] + ["{broken"] + GOOD_LINES[2:], "corpus.jsonl:3: malformed JSON"),
-    (GOOD_LINES + [GOOD_LINES[0]], "docid d1 appears twice (documents #1 and #7)"),
+    (GOOD_LINES + [GOOD_LINES[0]], "corpus.jsonl:7: docid d1 appears twice (first on line 1)"),
     (GOOD_LINES[:1] + ['{"title": "no id"}'], "corpus.jsonl:2: record has no '_id'"),
 ])
 def test_index_publishes_nothing_for_a_bad_corpus(tmp_path, lines, message):
@@ -95,8 +95,12 @@ def test_one_duplicate_policy_for_folders_files_and_encode(tmp_path, toy_beir):
         handle.write(GOOD_LINES[2] + "\n")
     dup_file = write_corpus(tmp_path / "dup.jsonl", GOOD_LINES + [GOOD_LINES[2]])
     for spec in (toy_beir, dup_file):
-        with pytest.raises(InputError, match="docid d3 appears twice"):
+        with pytest.raises(InputError, match=r":7: docid d3 appears twice \(first on line 3\)"):
             open_corpus(spec)
+    tsv = tmp_path / "dup.tsv"
+    tsv.write_text("a\tone\n\nb\ttwo\na\tthree\n")  # a blank line: line numbers, not document numbers
+    with pytest.raises(InputError, match=r"dup.tsv:4: docid a appears twice \(first on line 1\)"):
+        open_corpus(tsv)
     result = invoke("encode", "--encoder", "minilm", "--corpus", str(dup_file), "--output", str(tmp_path / "faiss"))
     assert result.exit_code == 3 and "docid d3 appears twice" in result.output
     assert not (tmp_path / "faiss").exists()

@@ -91,9 +91,28 @@ def unique_documents(docs: Iterable[Document], source: str | os.PathLike) -> Ite
     for position, doc in enumerate(docs, start=1):
         first = seen.setdefault(doc.docid, position)
         if first != position:
+            lines = _lines_of(Path(source), doc.docid)
+            if lines and len(lines) >= 2:
+                raise InputError(f"docid {doc.docid} appears twice (first on line {lines[0]}); every docid must be "
+                                 "unique", str(source), lines[1])
             raise InputError(f"docid {doc.docid} appears twice (documents #{first} and #{position}); every docid "
                              "must be unique", str(source))
         yield doc
+
+
+def _lines_of(path: Path, docid: str) -> list[int] | None:
+    """The line numbers of ``docid``'s records in a JSONL or TSV corpus file (read again: an error path only);
+    None for other sources (a CBOR file has no lines)."""
+    if not path.is_file() or path.suffix == ".cbor":
+        return None
+    try:
+        if is_tsv_corpus(path):
+            from ..textio import iter_lines
+
+            return [n for n, line in iter_lines(path) if line.partition("\t")[0].strip() == docid]
+        return [n for n, obj in iter_jsonl(path) if record_id(obj, path, n) == docid]
+    except InputError:
+        return None
 
 
 def corpus_dict(docs: Iterable[Document], source: str | os.PathLike, progress: bool = False,
