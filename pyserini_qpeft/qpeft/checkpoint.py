@@ -117,7 +117,9 @@ def save_checkpoint(path: str | os.PathLike, module, config: "QPeftConfig", lm: 
             raise ValueError(f"extra metadata may not override {key!r}")
         meta[key] = value
     with staging_dir(path) as tmp:
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"module_type": MODULE_TYPE, "variant": config.variant})
+        # one metadata key: safetensors writes several in a per-process random order (files differing in bytes for
+        # the same weights); the variant is in the JSON config
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"module_type": MODULE_TYPE})
         write_meta(tmp, META, meta)
         (tmp / "README.md").write_text(_model_card(meta), encoding="utf-8")
     logger.info("saved %s checkpoint (%d tensors) to %s", config.variant, len(state), path)
