@@ -221,3 +221,46 @@ def test_dense_search_reranks_with_the_corpus_its_index_was_encoded_from(tiny_lm
     (index / "meta.json").write_text(json.dumps(meta))
     none = search(tmp_path / "none.trec")
     assert none.exit_code == 3 and "records no corpus: pass --corpus" in none.output
+
+
+def test_a_dense_index_is_searched_with_its_model_moved_elsewhere(tiny_lm_path, toy_beir, tmp_path):
+    """An index records its encoder LM's folder; after the folder moved, `search --dense --query-encoder-model NEW`
+    loads it from there (the same weights: the same run), where the search failed; other weights are refused."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.main import cli
+
+    model = tmp_path / "lm"
+    shutil.copytree(tiny_lm_path, model)
+    index = tmp_path / "idx"
+    common = ["--device", "cpu", "--dtype", "fp32", "-q"]
+    done = CliRunner().invoke(cli, ["encode", "--encoder", "frozen-lm:1", "--max-length", "32", "--corpus",
+                                    str(toy_beir), "--model", str(model), "--output", str(index), *common])
+    assert done.exit_code == 0, done.output
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("".join(f"{q.qid}\t{q.text}\n" for q in QUERIES))
+
+    def search(name, *extra):
+        return CliRunner().invoke(cli, ["search", "--dense", "--index", str(index), "--topics", str(topics),
+                                        "--output", str(tmp_path / name), "--hits", "3", *common, *extra])
+
+    assert search("before.trec").exit_code == 0
+    moved = tmp_path / "elsewhere" / "lm"
+    moved.parent.mkdir()
+    shutil.move(str(model), str(moved))
+    assert search("lost.trec").exit_code == 6  # the recorded folder is gone
+    found = search("after.trec", "--query-encoder-model", str(moved))
+    assert found.exit_code == 0, found.output
+    assert (tmp_path / "after.trec").read_bytes() == (tmp_path / "before.trec").read_bytes()
+    other = tmp_path / "other-lm"
+    shutil.copytree(tiny_lm_path, other)
+    from conftest import build_tiny_lm
+
+    build_tiny_lm(other, seed=3)  # other weights
+    refused = search("other.trec", "--query-encoder-model", str(other))
+    assert refused.exit_code == 6 and "weight files differ" in refused.output
+    bm25 = CliRunner().invoke(cli, ["search", "--bm25", "--index", str(index), "--topics", str(topics), "--output",
+                                    str(tmp_path / "x.trec"), "--query-encoder-model", str(moved)])
+    assert bm25.exit_code == 2 and "--query-encoder-model is for --dense" in bm25.output

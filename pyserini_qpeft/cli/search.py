@@ -30,6 +30,9 @@ def _bm25(name: str) -> Any:
 @click.option("--b", type=click.FloatRange(0, 1), default=_bm25("b"), show_default=True, help="BM25 b.")
 @click.option("--threads", type=click.IntRange(min=1), default=_bm25("threads"), show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=_bm25("batch_size"), show_default=True, help="Queries per search batch.")
+@click.option("--query-encoder-model", default=None,
+              help="--dense: load the index's query encoder LM from here instead of the place `encode` recorded "
+                   "(e.g. a moved model folder; it must hold the same weights).")
 @click.option("--corpus", help="Document text for reranking (default: the Lucene index's stored raw text; for a "
                                 "dense index, the corpus `encode` recorded in its meta.json).")
 @click.option("--run-tag", default=None, callback=run_tag_word, help="Run tag (6th column, one word); default names "
@@ -37,14 +40,16 @@ def _bm25(name: str) -> Any:
 @reranker_options
 @quiet_option
 def search(mode, index_dir, topics, output, output_format, sample_queries, sample_seed, hits, remove_query, k1, b,
-           threads, batch_size, corpus, run_tag, reranker, reranker_checkpoint, rerank_depth, interpolate,
-           max_passage_tokens, prompt, rerank_batch_size, model, device, dtype, quiet) -> None:
+           threads, batch_size, query_encoder_model, corpus, run_tag, reranker, reranker_checkpoint, rerank_depth,
+           interpolate, max_passage_tokens, prompt, rerank_batch_size, model, device, dtype, quiet) -> None:
     """Search TOPICS and write a run (TREC or MS MARCO); with --reranker, rerank the top --rerank-depth hits in the
     same step."""
     from ..artifacts import refuse_output_over_inputs
     from ..data import load_topics, sample_topics
 
     refuse_output_over_inputs({"--output": output}, {"--topics": topics, "--index": index_dir, "--corpus": corpus})
+    if query_encoder_model and mode != "dense":
+        raise click.UsageError("--query-encoder-model is for --dense (BM25 has no query encoder)")
     if mode == "dense" and reranker != "identity" and not corpus:
         from ..search.dense import index_corpus
 
@@ -62,7 +67,7 @@ def search(mode, index_dir, topics, output, output_format, sample_queries, sampl
         from ..search.encoders import dense_search
 
         run = dense_search(index_dir, queries, k=hits, progress=not quiet, device=device, dtype=dtype,
-                           remove_query=remove_query)
+                           remove_query=remove_query, model=query_encoder_model)
     if reranker == "identity":
         run.write(output, tag=run_tag or mode, output_format=output_format)
     else:

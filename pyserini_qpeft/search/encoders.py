@@ -318,11 +318,13 @@ def build_encoder(spec: str, model: str | None = None, device: str = "auto", dty
 
 
 def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm: "FrozenLM | None" = None,
-                      source: str | os.PathLike = "dense index") -> DenseEncoder:
+                      source: str | os.PathLike = "dense index", model: str | None = None) -> DenseEncoder:
     """Rebuild the query encoder an index was built with (``dtype="auto"`` = the dtype the corpus was encoded in).
 
     Args:
         source: the index folder, named in errors.
+        model: where to load the frozen LM from instead of the place the index recorded (e.g. a moved model
+            folder); it must hold the same weights (checked as every artifact's base model).
 
     Raises:
         ModelError: the frozen LM loaded for a ``frozen-lm`` index is not the one that encoded the corpus.
@@ -339,15 +341,15 @@ def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm:
     if kind == "frozen-lm":
         from ..lm.backbone import model_for_identity
 
-        name = meta.get("lm_model") or model_for_identity(meta["model"]["model_id"])
+        name = model or meta.get("lm_model") or model_for_identity(meta["model"]["model_id"])
         encoder = build_encoder(f"frozen-lm:{meta['layer']}", model=name, device=device, dtype=dtype,
                                 max_length=meta.get("max_length"), pooling=meta.get("pooling", "mean"), lm=lm)
         check_base_model(meta["model"], encoder.lm, source, made="encoded with")
         return encoder
     if kind == "lmort":
         members = [m["checkpoint"] for m in meta["ensemble"]] if "ensemble" in meta else [meta["checkpoint"]]
-        return build_encoder(f"lmort:{','.join(members)}", model=meta.get("lm_model"), device=device, dtype=dtype,
-                             lm=lm)
+        return build_encoder(f"lmort:{','.join(members)}", model=model or meta.get("lm_model"), device=device,
+                             dtype=dtype, lm=lm)
     raise InputError(f"index meta names an unknown encoder {kind!r}")
 
 
