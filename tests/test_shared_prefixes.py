@@ -156,7 +156,7 @@ def test_cli_also_rerank_writes_each_run_as_its_own_rerank_would(tiny_lm, tiny_l
     assert local.exit_code == 0, local.output
     same = CliRunner().invoke(cli, [*common, "--reranker", "upr", "--output", str(tmp_path / "c.trec"),
                                     "--also-rerank", "upr", "-", str(tmp_path / "c.trec")])
-    assert same.exit_code == 3 and "its own output" in same.output, same.output
+    assert same.exit_code == 3 and "--output and --also-rerank are the same file" in same.output, same.output
 
 
 def test_a_hint_module_reading_more_of_the_passage_shares_the_lm_prefixes(tiny_lm, tmp_path, monkeypatch):
