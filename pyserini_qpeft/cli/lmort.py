@@ -142,8 +142,8 @@ def _parse_layers(value: str) -> tuple[int, int] | None:
 @quiet_option
 def train(dataset, split, negatives, layers, analysis, output, epochs, batch_size, lr, weight_decay, lr_schedule,
           warmup_ratio, hard_negatives, negative_depth, negative_policy, pseudo_queries, pseudo_positive,
-          pseudo_epochs, dev_fraction, max_steps, patience, eval_every, num_blocks, num_heads, dim, ffn_dim, out_dim, pooling,
-          temperature, dropout, max_length, cache_dir, seed, dev_seed, dev_carve, resume, model, device, dtype,
+          pseudo_epochs, dev_fraction, max_steps, patience, eval_every, num_blocks, num_heads, dim, ffn_dim, out_dim,
+          pooling, temperature, dropout, max_length, cache_dir, seed, dev_seed, dev_carve, resume, model, device, dtype,
           quiet) -> None:
     """Train an LMORT tuner (InfoNCE, in-batch + BM25 hard negatives); the best epoch on dev lands in OUTPUT/best."""
     from ..data import BeirDataset

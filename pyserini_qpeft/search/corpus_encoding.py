@@ -91,8 +91,8 @@ def encode_corpus(encoder: "DenseEncoder", docs: Iterable["Document"], output: s
     Interrupted jobs resume: finished batches are kept in ``<output>.partial/`` (see
     :mod:`~pyserini_qpeft.search.encode_state`) and the resumed index is byte-identical to an uninterrupted one.
     ``shard=(k, n)`` encodes the k-th round-robin share of the batches into :func:`shard_folder` (resumable) and
-    writes no index (returns ``{"shard": folder, "num_docs": documents in the share}``); ``merge_shards=n`` writes the index from the n finished shards, byte-identical
-    to a serial encode, computing nothing.
+    writes no index (returns ``{"shard": folder, "num_docs": documents in the share}``); ``merge_shards=n`` writes
+    the index from the n finished shards, byte-identical to a serial encode, computing nothing.
     """
     from .encode_state import EncodeState, MergedStates, encode_fingerprint
 
