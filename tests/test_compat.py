@@ -138,3 +138,30 @@ def test_a_malformed_topics_file_is_refused_before_pyserini_runs(indexes, tmp_pa
                   "--bm25", "--hits", "3")
     assert proc.returncode == 3 and f"{topics}:2" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_topics_read_as_pyserini_reads_them_and_the_device_reaches_our_faiss_index(indexes, tmp_path):
+    """With a reranker, the topics are read as Pyserini read them for the first stage: a numeric id with a leading
+    zero (Pyserini's 7 for "007") no longer fails as "no topic text", and Pyserini's .json topics reach Pyserini
+    (they were refused); `--device` reaches our FAISS index's query encoder (it was silently ignored)."""
+    import json
+
+    rerank = ["--bm25", "--hits", "4", "--reranker", "upr", "--rerank-depth", "3", "--reranker-model",
+              str(indexes["lm"]), "--reranker-device", "cpu", "--reranker-dtype", "fp32"]
+    zero = tmp_path / "zero.tsv"
+    zero.write_text("007\twhat causes lung cancer\n")
+    proc = compat("lucene", "--index", str(indexes["lucene"]), "--topics", str(zero), "--output",
+                  str(tmp_path / "zero.trec"), *rerank)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plain = compat("lucene", "--index", str(indexes["lucene"]), "--topics", str(zero), "--output",
+                   str(tmp_path / "plain.trec"), "--bm25", "--hits", "4")
+    assert read_run(tmp_path / "zero.trec").qids() == read_run(tmp_path / "plain.trec").qids() == ["7"]
+    topics_json = tmp_path / "topics.json"
+    topics_json.write_text(json.dumps({"q1": {"title": "what causes lung cancer"}}))
+    proc = compat("lucene", "--index", str(indexes["lucene"]), "--topics", str(topics_json), "--output",
+                  str(tmp_path / "json.trec"), *rerank)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_run(tmp_path / "json.trec").qids() == ["q1"]
+    proc = compat("faiss", "--index", str(indexes["ours"]), "--topics", str(indexes["topics"]), "--output",
+                  str(tmp_path / "gpu.trec"), "--device", "cuda:7")
+    assert proc.returncode == 6 and "cuda" in proc.stderr, proc.stderr[-2000:]

@@ -61,6 +61,8 @@ def _peek(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--topics-format", default="default")
     parser.add_argument("--hits", type=int, default=1000)
     parser.add_argument("--remove-query", action="store_true")
+    parser.add_argument("--device", default=None)  # faiss: where the query encoder runs
+    parser.add_argument("--batch-size", type=int, default=None)  # faiss: queries per encoder batch
     return parser.parse_known_args(list(argv))[0]
 
 
@@ -102,15 +104,19 @@ def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
     return out + [flag, value]
 
 
-def _local_topics(spec: str, workdir: Path) -> str:
+def _local_topics(spec: str, workdir: Path, topics_format: str = "default") -> str:
     """A TSV copy of topics our data layer can resolve locally (else ``spec`` unchanged, for Pyserini).
 
     A topics *file* is always read here, so a malformed line, a repeated query id or a query id that a TREC run
     cannot hold (empty, whitespace) is an InputError naming the file before Pyserini runs; only a name this
-    package cannot resolve (e.g. a Pyserini topics name offline) goes to Pyserini as given."""
+    package cannot resolve (e.g. a Pyserini topics name offline) goes to Pyserini as given, and so do the formats
+    only Pyserini reads: another ``--topics-format`` (KILT, M-BEIR) and Pyserini's ``.json`` topics."""
     from ..data import load_topics
     from ..errors import InputError
     from ..types import is_trec_word
+
+    if topics_format != "default" or spec.endswith(".json"):
+        return spec
 
     try:
         queries = load_topics(spec)
@@ -166,7 +172,7 @@ def run(mode: str, argv: Sequence[str]) -> int:
         raise UsageError(f"--output-format {peek.output_format!r}: expected trec, msmarco or kilt")
     with tempfile.TemporaryDirectory(prefix="pyserini_qpeft-") as work:
         work = Path(work)
-        topics = _local_topics(peek.topics, work)
+        topics = _local_topics(peek.topics, work, peek.topics_format)
         first_stage = work / "first-stage.trec"  # reranked, or moved into place at the end: --output is atomic
         pyserini_argv = _replace_flag(rest, "--topics", topics)
         pyserini_argv = _replace_flag(pyserini_argv, "--output", str(first_stage))
@@ -216,7 +222,8 @@ def _dense_first_stage(args: argparse.Namespace, topics: str, output: Path, outp
     from .encoders import dense_search
 
     queries = load_topics(topics)
-    result = dense_search(Path(args.index), queries, k=args.hits, remove_query=args.remove_query)
+    result = dense_search(Path(args.index), queries, k=args.hits, remove_query=args.remove_query,
+                          device=args.device or "auto", batch_size=args.batch_size or 32)
     write_run_as(result, output, output_format, args, tag="Faiss")
 
 
@@ -243,11 +250,14 @@ def write_run_as(run, path: str | Path, output_format: str, args: argparse.Names
 def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Path, topics: str) -> None:
     """Rerank the first stage; the result goes to ``--output`` in ``--output-format`` (resumable through
     ``<output>.partial`` as every rerank)."""
-    from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write, run_docids
-    from ..data import load_topics
-    from ..types import OUTPUT_FORMATS, read_run
+    from pyserini.query_iterator import TopicsFormat, get_query_iterator
 
-    queries = load_topics(topics)  # the topics the first stage searched (run()'s one _local_topics copy)
+    from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write, run_docids
+    from ..types import OUTPUT_FORMATS, Query, read_run
+
+    # the topics the first stage searched, read as Pyserini read them (its query ids: "007" becomes 7)
+    iterator = get_query_iterator(topics, TopicsFormat(args.topics_format))
+    queries = [Query(str(qid), str(text)) for qid, text in iterator]
     first = read_run(first_stage)
     check_topics_cover_run(queries, first)
     docs = open_docstore(corpus=ours.corpus, index=None if ours.corpus else args.index,
