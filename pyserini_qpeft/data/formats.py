@@ -148,16 +148,20 @@ def write_trec_qrels(qrels: Mapping[str, Mapping[str, int]], path: str | os.Path
 
 
 def read_topics_tsv(path: str | os.PathLike) -> list[Query]:
-    """Queries from a ``qid<TAB>text`` file (Pyserini's TSV topics)."""
+    """Queries from a ``qid<TAB>text`` file (Pyserini's TSV topics); further columns are ignored, as Anserini's TSV
+    topic readers ignore them (with a warning here)."""
     path = Path(path)
     topics: list[Query] = []
     seen: set[str] = set()
+    extra = 0  # lines with more than two columns
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
         if "\t" not in line:
             raise InputError("expected 'qid<TAB>query text', found no tab", str(path), lineno)
-        qid, text = line.split("\t", 1)
+        columns = line.split("\t")
+        qid, text = columns[0], columns[1]
+        extra += len(columns) > 2
         qid = qid.strip()
         if not qid:
             raise InputError("empty query id", str(path), lineno)
@@ -165,4 +169,7 @@ def read_topics_tsv(path: str | os.PathLike) -> list[Query]:
             raise InputError(f"query id {qid} appears twice", str(path), lineno)
         seen.add(qid)
         topics.append(Query(qid, text.strip()))
+    if extra:
+        logger.warning("%s: %d lines have more than two tab-separated columns; the query is the second column (as "
+                       "Pyserini reads TSV topics)", path, extra)
     return topics
