@@ -56,9 +56,11 @@ def test_interpolate_none_and_alpha_extremes():
     only_sparse = interpolate(SPARSE, DENSE, alpha=1.0, normalization="none")
     assert [h.docid for h in only_sparse["q1"]][:3] == ["a", "b", "c"]
     s = {h.docid: h.score for h in only_sparse["q1"]}
-    assert s["d"] == pytest.approx(6.0)  # missing from sparse -> sparse min (6.0)
+    assert s["d"] == pytest.approx(0.0)  # unnormalised: missing from sparse -> 0, as pyserini.fusion sums raw scores
     only_dense = interpolate(SPARSE, DENSE, alpha=0.0, normalization="none")
-    assert {h.docid: h.score for h in only_dense["q1"]}["c"] == pytest.approx(0.5)  # dense min
+    assert {h.docid: h.score for h in only_dense["q1"]}["c"] == pytest.approx(0.0)
+    normalised = interpolate(SPARSE, DENSE, alpha=1.0, normalization="minmax")
+    assert {h.docid: h.score for h in normalised["q1"]}["d"] == pytest.approx(0.0)  # min-max: the run's minimum
 
 
 def test_interpolate_zscore_hand_computed():
@@ -122,6 +124,16 @@ def test_fuse_rrf_reads_pyserinis_flags_and_writes_pyserinis_run(tmp_path):
     assert len(theirs) == 6 and {row[5] for row in theirs} == {"fused"}
     mine = lines(tmp_path / "ours.trec")
     assert [row[:4] for row in mine] == [row[:4] for row in theirs]  # the same hits, ranks and tie order
+    assert [float(row[4]) for row in mine] == pytest.approx([float(row[4]) for row in theirs], abs=1e-6)
+    # interpolation without normalisation: pyserini.fusion's weighted sum (a document missing from a run adds 0)
+    flags = ["--runs", *map(str, paths), "--method", "interpolation", "--alpha", "0.3", "--depth", "4", "--k", "5",
+             "--runtag", "fused"]
+    ours = CliRunner().invoke(cli, ["fuse", *flags, "--normalization", "none", "--output", str(tmp_path / "oi.trec")])
+    assert ours.exit_code == 0, ours.output
+    subprocess.run([sys.executable, "-m", "pyserini.fusion", *flags, "--output", str(tmp_path / "ti.trec")],
+                   check=True, capture_output=True, timeout=300)
+    theirs, mine = lines(tmp_path / "ti.trec"), lines(tmp_path / "oi.trec")
+    assert len(theirs) == 10 and [row[:4] for row in mine] == [row[:4] for row in theirs]
     assert [float(row[4]) for row in mine] == pytest.approx([float(row[4]) for row in theirs], abs=1e-6)
     legacy = CliRunner().invoke(cli, ["fuse", "--run", str(paths[0]), "--run", str(paths[1]), "--runtag", "a b",
                                       "--output", str(tmp_path / "x.trec")])

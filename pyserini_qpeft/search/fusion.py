@@ -86,15 +86,18 @@ def interpolate(sparse: Run, dense: Run, alpha: float = 0.5, normalization: str 
     ``k`` per query are kept (None: ``depth``).
 
     Scores are first normalised per query and run (``minmax`` to [0, 1], ``zscore``, or ``none``). As in Pyserini's
-    ``HybridSearcher``, a document missing from one run gets that run's minimum score for the query.
+    ``HybridSearcher``, a document missing from one normalised run gets that run's minimum score for the query;
+    with ``none`` it gets 0, so raw scores are summed as ``python -m pyserini.fusion --method interpolation`` sums
+    them.
     """
     _check_interpolation(alpha, normalization, depth, k)
     fused = Run(tag=tag)
     for qid in _qids([sparse, dense]):
         s = _normalize({h.docid: h.score for h in sparse[qid][:depth]} if qid in sparse else {}, normalization)
         d = _normalize({h.docid: h.score for h in dense[qid][:depth]} if qid in dense else {}, normalization)
-        s_min = min(s.values()) if s else 0.0
-        d_min = min(d.values()) if d else 0.0
+        raw = normalization == "none"  # pyserini.fusion's interpolation: a missing document scores 0
+        s_min = min(s.values()) if s and not raw else 0.0
+        d_min = min(d.values()) if d and not raw else 0.0
         docs = list(dict.fromkeys([*s, *d]))
         fused.set(qid, [Hit(doc, alpha * s.get(doc, s_min) + (1.0 - alpha) * d.get(doc, d_min)) for doc in docs])
         fused.hits[qid] = fused.hits[qid][:k or depth]
