@@ -165,3 +165,12 @@ def test_topics_read_as_pyserini_reads_them_and_the_device_reaches_our_faiss_ind
     proc = compat("faiss", "--index", str(indexes["ours"]), "--topics", str(indexes["topics"]), "--output",
                   str(tmp_path / "gpu.trec"), "--device", "cuda:7")
     assert proc.returncode == 6 and "cuda" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_an_abbreviated_flag_this_module_reads_is_refused(indexes, tmp_path):
+    """`--output-f msmarco` (Pyserini's parser takes abbreviations) was missed here, so a reranked run came out as
+    TREC: an abbreviation of a flag read here is a usage error naming the full flag."""
+    proc = compat("lucene", "--index", str(indexes["lucene"]), "--topics", str(indexes["topics"]), "--output",
+                  str(tmp_path / "run.tsv"), "--bm25", "--output-f", "msmarco")
+    assert proc.returncode == 2 and "--output-f: write Pyserini's flag in full (--output-format)" in proc.stderr
+    assert not (tmp_path / "run.tsv").exists()

@@ -51,8 +51,20 @@ def ours_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PEEKED = ("--index", "--topics", "--output", "--output-format", "--topics-format", "--hits", "--remove-query",
+          "--device", "--batch-size")
+"""The Pyserini flags this module reads itself (:func:`_peek`)."""
+
+
 def _peek(argv: Sequence[str]) -> argparse.Namespace:
-    """The Pyserini flags this module reads itself (everything is still parsed and validated by Pyserini)."""
+    """The Pyserini flags this module reads itself (everything is still parsed and validated by Pyserini). One of
+    them abbreviated (``--output-f``, which Pyserini's parser would accept) is a usage error: read here it would be
+    missed (a reranked run written as TREC where msmarco was asked for)."""
+    for token in argv:
+        flag = token.split("=", 1)[0]
+        if flag.startswith("--") and flag not in PEEKED and any(p.startswith(flag) for p in PEEKED):
+            full = ", ".join(p for p in PEEKED if p.startswith(flag))
+            raise UsageError(f"{flag}: write Pyserini's flag in full ({full})")
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--index")
     parser.add_argument("--topics")
