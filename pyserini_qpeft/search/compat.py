@@ -56,13 +56,29 @@ PEEKED = ("--index", "--topics", "--output", "--output-format", "--topics-format
 """The Pyserini flags this module reads itself (:func:`_peek`)."""
 
 
-def _peek(argv: Sequence[str]) -> argparse.Namespace:
+def _pyserini_flags(mode: str) -> frozenset[str]:
+    """Every ``--flag`` that ``pyserini.search.<mode>``'s parser defines, read from its source (the parser is built
+    in its ``__main__`` block, so it cannot be imported)."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("pyserini")  # the top package only: importing pyserini.search needs the JVM
+    source = Path(spec.origin).parent / "search" / mode / "__main__.py" if spec and spec.origin else None
+    if source is None or not source.is_file():
+        return frozenset()
+    return frozenset(re.findall(r"""['"](--[A-Za-z0-9][\w.-]*)['"]""", source.read_text(encoding="utf-8")))
+
+
+def _peek(argv: Sequence[str], mode: str = "lucene") -> argparse.Namespace:
     """The Pyserini flags this module reads itself (everything is still parsed and validated by Pyserini). One of
     them abbreviated (``--output-f``, which Pyserini's parser would accept) is a usage error: read here it would be
-    missed (a reranked run written as TREC where msmarco was asked for)."""
+    missed (a reranked run written as TREC where msmarco was asked for). Pyserini's own flags (``--b``) are not
+    abbreviations."""
+    known = _pyserini_flags(mode)
     for token in argv:
         flag = token.split("=", 1)[0]
-        if flag.startswith("--") and flag not in PEEKED and any(p.startswith(flag) for p in PEEKED):
+        if (flag.startswith("--") and flag not in PEEKED and flag not in known
+                and any(p.startswith(flag) for p in PEEKED)):
             full = ", ".join(p for p in PEEKED if p.startswith(flag))
             raise UsageError(f"{flag}: write Pyserini's flag in full ({full})")
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -169,7 +185,7 @@ def run(mode: str, argv: Sequence[str]) -> int:
         print(help_parser.format_help())
         _run_pyserini(mode, ["--help"])
         return 0
-    peek = _peek(rest)
+    peek = _peek(rest, mode)
     dense_ours = mode == "faiss" and peek.index is not None and (Path(peek.index) / "meta.json").is_file()
     if dense_ours:
         _check_dense_flags(rest)
