@@ -437,6 +437,14 @@ def test_rerank_state_from_another_corpus_is_refused_and_a_second_writer_is_lock
     other = dict(docs, d1=Document("d1", "Lung cancer", "a different text"))
     with pytest.raises(InputError, match="belongs to another job"):
         reranker.rerank(queries, run, DictDocStore(other), depth=4, progress=False, state_path=state)
+    # other LM weights under the same model path (the state would mix two models' scores)
+    import copy
+
+    swapped = copy.copy(tiny_lm)
+    swapped.weights = "0" * 16
+    with pytest.raises(InputError, match="belongs to another job"):
+        UPRReranker(swapped, ScorerConfig(batch_size=2, prefix_batch_size=1)).rerank(
+            queries, run, DictDocStore(docs), depth=4, progress=False, state_path=state)
 
     with open(state, "a") as holder:  # another process holds the state file
         fcntl.flock(holder.fileno(), fcntl.LOCK_EX)

@@ -104,6 +104,9 @@ class LMReranker(InProcessAPI):
         digest = hashlib.sha256()
         meta = {"reranker": self.name, "model": self.lm.model_id, "dtype": str(self.lm.dtype),
                 "config": self.scorer.config.to_dict(), "depth": depth}
+        weights = getattr(self.lm, "weights", None)
+        if weights:  # other weights under the same model path are another job (the packaged default has none)
+            meta["lm_weights"] = weights
         digest.update(json.dumps(meta, sort_keys=True).encode())
         hm = self.scorer.hint_module
         if hm is not None and hasattr(hm, "state_dict"):
@@ -271,9 +274,10 @@ class _State:
         with open(self.path, "rb") as handle:
             first = decode_line(handle.readline(), self.path, 1)
             if first != header:
-                raise InputError("rerank state file belongs to another job (different run, depth, model, prompt, "
-                                 "weights or document text); delete it to start over, or write to another "
-                                 "--output (its state is <output>.partial)", str(self.path), 1)
+                raise InputError("rerank state file belongs to another job (different run, depth, model or its "
+                                 "weights, prompt, module weights, document text, dtype or batch sizes, e.g. a "
+                                 "merge on another kind of device than the shards'); delete it to start over, or "
+                                 "write to another --output (its state is <output>.partial)", str(self.path), 1)
             pending: list[tuple[tuple[str, str], float]] = []
             for lineno, raw in enumerate(handle, start=2):
                 if not raw.endswith(b"\n"):
