@@ -147,3 +147,36 @@ def test_ray_encode_is_byte_identical_to_serial(tiny_lm_path, tmp_path):
     for name in ("index", "docid"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name
     assert not list(tmp_path.glob("ray.*"))
+
+
+def test_ray_cluster_problems_and_worker_input_errors_get_their_exit_codes(tiny_lm_path, tmp_path):
+    """Nothing at --ray-address: exit 3 at once (ray.init retried without end); --gpus-per-worker on a cluster
+    without GPUs: exit 3 (no actor could start: it waited forever); a package error inside a worker (its shard
+    state locked by another process): that error and its exit code, 3, not a Ray traceback and exit 1."""
+    import fcntl
+    import socket
+
+    import ray  # the [distributed] extra; `make test` installs it
+
+    common = rerank_job(tiny_lm_path, tmp_path, 5)
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "ray.trec"
+    nobody = CliRunner().invoke(cli, [*common, "--output", str(out), "--engine", "ray", "--workers", "2",
+                                      "--ray-address", f"127.0.0.1:{port}"])
+    assert nobody.exit_code == 3 and "no Ray cluster answers at --ray-address" in nobody.output, nobody.output
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    try:
+        gpus = CliRunner().invoke(cli, [*common, "--output", str(out), "--engine", "ray", "--workers", "2",
+                                        "--gpus-per-worker", "1"])
+        assert gpus.exit_code == 3 and "the Ray cluster has 0 GPUs" in gpus.output, gpus.output
+        shard = tmp_path / "ray.trec.shard-0-of-8"
+        with open(shard, "a") as holder:  # another process reranks into shard 0
+            fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+            locked = CliRunner().invoke(cli, [*common, "--output", str(out), "--engine", "ray", "--workers", "2"])
+        assert locked.exit_code == 3, locked.output
+        assert "another process is reranking into this output" in locked.output
+    finally:
+        ray.shutdown()
+    assert not out.exists()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..errors import InputError
 from ..types import Query, Run
 
 
@@ -128,9 +129,20 @@ class ShardWorker:
         self.model = self.build(self.job)  # the frozen LM, loaded once per actor
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """``{"shard": [k, ...]}`` -> ``{"shard": [...], "path": [shard file, ...]}``."""
-        shards = [int(k) for k in batch["shard"]]
-        return {"shard": shards, "path": [self.run(self.model, self.job, k, self.shard_num) for k in shards]}
+        """``{"shard": [k, ...]}`` -> ``{"shard": [...], "path": [shard file, ...], "error": [...], "message":
+        [...]}``: a package error (bad input, a locked shard) is returned as its class name and message, which the
+        driver raises again (Ray's wrapper keeps neither, so the exit code would be 1 under a Ray traceback)."""
+        from ..errors import QPeftError
+
+        out: dict[str, list] = {"shard": [], "path": [], "error": [], "message": []}
+        for k in (int(k) for k in batch["shard"]):
+            try:
+                path, error, message = self.run(self.model, self.job, k, self.shard_num), "", ""
+            except QPeftError as exc:
+                path, error, message = "", type(exc).__name__, str(exc)
+            for key, value in (("shard", k), ("path", path), ("error", error), ("message", message)):
+                out[key].append(value)
+        return out
 
 
 def run_shards_on_ray(kind: str, job: Any, workers: int, address: str | None, cpus_per_worker: float | None,
@@ -144,13 +156,22 @@ def run_shards_on_ray(kind: str, job: Any, workers: int, address: str | None, cp
     if not ray.is_initialized():
         from ..lm.backbone import TRUST_REMOTE_CODE_ENV
 
+        _check_reachable(address)
         # workers load the model with the driver's --trust-remote-code (a remote cluster does not share our env)
         trust = os.environ.get(TRUST_REMOTE_CODE_ENV)
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 num_cpus=None if address else (os.cpu_count() or 1),
-                 runtime_env={"env_vars": {TRUST_REMOTE_CODE_ENV: trust}} if trust is not None else None)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     num_cpus=None if address else (os.cpu_count() or 1),
+                     runtime_env={"env_vars": {TRUST_REMOTE_CODE_ENV: trust}} if trust is not None else None)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise InputError(f"cannot start or join the Ray cluster (--ray-address {address or 'none: local'}): "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         started = True
     try:
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        if gpus_per_worker and gpus < gpus_per_worker:
+            raise InputError(f"--gpus-per-worker {gpus_per_worker:g}, but the Ray cluster has {gpus:g} GPUs: no "
+                             f"worker could start (it would wait forever)")
         import torch
         from ray.data import DataContext
 
@@ -170,10 +191,56 @@ def run_shards_on_ray(kind: str, job: Any, workers: int, address: str | None, cp
                              num_gpus=gpus_per_worker)
                 .take_all())
         del job_ref
+        failed = next((row for row in sorted(rows, key=lambda row: row["shard"]) if row["error"]), None)
+        if failed is not None:
+            from .. import errors
+
+            cls = getattr(errors, failed["error"], None)
+            if not (isinstance(cls, type) and issubclass(cls, errors.QPeftError)):
+                cls = InputError
+            raise cls(failed["message"])  # the message already names file and line
         return [row["path"] for row in sorted(rows, key=lambda row: row["shard"])]
+    except Exception as exc:  # a worker's package error (bad input, a locked shard) surfaces as itself: its exit code
+        raise _package_error(exc) or exc
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """InputError at once when ``address`` names a ``host:port`` (or ``ray://host:port``) where nothing answers:
+    ``ray.init`` would retry without end."""
+    if not address or address == "auto":
+        return
+    import socket
+
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # not host:port: ray.init judges it
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return
+    except OSError as exc:
+        raise InputError(f"no Ray cluster answers at --ray-address {address} ({exc.strerror or exc}); start one "
+                         f"(`ray start --head`) or drop --ray-address for a local one") from None
+
+
+def _package_error(exc: BaseException) -> Exception | None:
+    """The package error (InputError, ModelError, ...) a Ray task failed with, found through Ray's wrappers
+    (``RayTaskError.cause``, ``__cause__``), else None."""
+    from ..errors import QPeftError
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, QPeftError):
+            return current
+        todo += [getattr(current, "cause", None), current.__cause__, current.__context__]
+    return None
 
 
 def job_from_flags(queries: Sequence[Query], run: Run, docs: Any, depth: int, output: str | os.PathLike,
