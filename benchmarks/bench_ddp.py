@@ -37,6 +37,11 @@ def main(argv=None) -> None:
     import torch
     from safetensors.torch import load_file
 
+    if not Path(args.negatives).is_file():
+        raise SystemExit(f"{args.negatives}: no first-stage run of the training queries; make it with `pyserini-qpeft "
+                         "search --bm25 --index indexes/lucene-beir-scifact-flat --topics beir-v1.0.0-scifact-train "
+                         "--output runs/bm25-flat.beir-scifact-train.trec --hits 1000 --remove-query` (or pass "
+                         "--negatives)")
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     train = ["-m", "pyserini_qpeft", "train", "qpeft", "--variant", args.variant, "--dataset", args.dataset,
              "--negatives", args.negatives, "--epochs", "1", "--max-steps", str(args.steps), "--batch-size",

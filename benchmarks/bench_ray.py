@@ -32,6 +32,11 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="smollm2")
     args = parser.parse_args(argv)
 
+    if not Path(args.run).is_file():
+        raise SystemExit(f"{args.run}: no first-stage run; make it with `pyserini-qpeft index --dataset scifact` and "
+                         "`pyserini-qpeft search --bm25 --index indexes/lucene-beir-scifact-flat --topics "
+                         "beir-v1.0.0-scifact-test --output runs/bm25-flat.beir-scifact-test.trec --hits 1000 "
+                         "--remove-query` (or pass --run)")
     lines = Path(args.run).read_text().splitlines()
     qids = list(dict.fromkeys(line.split()[0] for line in lines))[:args.queries]
     keep = [line for line in lines if line.split()[0] in set(qids) and int(line.split()[3]) <= args.depth]
