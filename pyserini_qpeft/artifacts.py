@@ -103,6 +103,22 @@ def refuse_output_over_inputs(outputs: Mapping[str, Any], inputs: Mapping[str, A
                                  f"another {flag}", str(out))
 
 
+def lock_exclusively(path: str | os.PathLike, busy: str, source: str | os.PathLike | None = None,
+                     encoding: str | None = None) -> IO:
+    """``path`` opened for appending and locked (``flock``, exclusive, released when the handle closes or the
+    process dies): one writer per output. InputError ``busy`` naming ``source`` (default ``path``) when another
+    process holds it."""
+    import fcntl
+
+    handle = open(path, "a", encoding=encoding)
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise InputError(busy, str(source if source is not None else path)) from None
+    return handle
+
+
 def temp_prefix(target: str | os.PathLike) -> str:
     """Name prefix of this process's temporary siblings of ``target``: ``.NAME.PID.`` (see :func:`sweep_stale`)."""
     return f".{Path(target).name}.{os.getpid()}."

@@ -200,8 +200,6 @@ def run_shards_on_ray(kind: str, job: Any, workers: int, address: str | None, cp
                 cls = InputError
             raise cls(failed["message"])  # the message already names file and line
         return [row["path"] for row in sorted(rows, key=lambda row: row["shard"])]
-    except Exception as exc:  # a worker's package error (bad input, a locked shard) surfaces as itself: its exit code
-        raise _package_error(exc) or exc
     finally:
         if started:
             ray.shutdown()
@@ -223,24 +221,6 @@ def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
     except OSError as exc:
         raise InputError(f"no Ray cluster answers at --ray-address {address} ({exc.strerror or exc}); start one "
                          f"(`ray start --head`) or drop --ray-address for a local one") from None
-
-
-def _package_error(exc: BaseException) -> Exception | None:
-    """The package error (InputError, ModelError, ...) a Ray task failed with, found through Ray's wrappers
-    (``RayTaskError.cause``, ``__cause__``), else None."""
-    from ..errors import QPeftError
-
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, QPeftError):
-            return current
-        todo += [getattr(current, "cause", None), current.__cause__, current.__context__]
-    return None
 
 
 def job_from_flags(queries: Sequence[Query], run: Run, docs: Any, depth: int, output: str | os.PathLike,

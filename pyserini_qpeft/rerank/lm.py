@@ -241,19 +241,16 @@ class _State:
     """Append-only record of finished scoring batches (see the module docstring)."""
 
     def __init__(self, path: Path, fingerprint: str):
-        import fcntl
+        from ..artifacts import lock_exclusively
 
         self.path = path
         self.scores: dict[tuple[str, str], float] = {}
         header = json.dumps({"format": STATE_FORMAT, "fingerprint": fingerprint}, sort_keys=True)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(path, "a", encoding="utf-8")
-        try:  # one writer per state file: a second job on the same output would redo and interleave the work
-            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.close()
-            raise InputError("another process is reranking into this output right now (its resume state is "
-                             "locked); wait for it to finish or choose another --output", str(path)) from None
+        # one writer per state file: a second job on the same output would redo and interleave the work
+        self.handle = lock_exclusively(path, "another process is reranking into this output right now (its resume "
+                                       "state is locked); wait for it to finish or choose another --output",
+                                       encoding="utf-8")
         try:
             if path.stat().st_size > 0:
                 self._read(header)

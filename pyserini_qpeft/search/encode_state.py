@@ -52,19 +52,14 @@ class EncodeState:
 
     def __init__(self, folder: str | os.PathLike, fingerprint: str, batch_sizes: Sequence[int],
                  flush_seconds: float | None = None):
-        import fcntl
+        from ..artifacts import lock_exclusively
 
         self.folder = Path(folder)
         self.batch_sizes = list(batch_sizes)
         self.flush_seconds = self.FLUSH_SECONDS if flush_seconds is None else flush_seconds
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.folder / "lock", "a")
-        try:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise InputError("another process is encoding into this output right now; wait for it or choose "
-                             "another --output", str(self.folder)) from None
+        self._lock = lock_exclusively(self.folder / "lock", "another process is encoding into this output right "
+                                      "now; wait for it or choose another --output", source=self.folder)
         header = {"format": STATE_FORMAT, "fingerprint": fingerprint}
         state_file = self.folder / "state.json"
         if state_file.is_file():

@@ -270,18 +270,13 @@ def _training_lock(folder: Path, holder: bool) -> Iterator[None]:
     if not holder:
         yield
         return
-    import fcntl
+    from ..artifacts import lock_exclusively
 
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
-    handle = open(lock, "a")
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise InputError("another process is training into this output right now; wait for it or choose another "
-                         "--output", str(folder)) from None
+    handle = lock_exclusively(lock, "another process is training into this output right now; wait for it or choose "
+                              "another --output", source=folder)
     try:
         yield
     finally:
