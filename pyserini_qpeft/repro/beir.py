@@ -39,7 +39,7 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
         check: raise :class:`~pyserini_qpeft.errors.CheckFailed` (exit code 5) when a score leaves its tolerance.
         as_json: print the rows as JSON instead of the markdown table (progress always goes to ``err``).
         baseline: condition for per-query wins/losses (None: bm25, when the matrix has it; another name that is
-            not a condition is an InputError).
+            not a condition is a UsageError, exit 2, as an unknown condition or profile).
         download: download the official BEIR zip when the dataset is not found locally.
         report_dir: where ``repro-<dataset>[-from-<checkpoint_from>]<suffix><seed suffix>.{md,json,png}`` go.
         seed_offset: train the trained conditions with their base seeds + this (a row's second seed; its checkpoints
