@@ -51,6 +51,23 @@ def test_sizes_follow_memory_precision_and_budget():
         gpu_batch_sizes(SMOLLM2, config, 0)
 
 
+def test_a_model_larger_than_half_the_card_still_gets_batches():
+    """Llama-3-8B-class in bf16 (16 GB) on a 24 GiB card: half the card less the model is nothing, so the batches
+    get a quarter of the ~8 GiB the model leaves (they were 1 and 1); a model under a third of the card is sized
+    by the first rule alone (the default model's batches as before)."""
+    llama8b = ModelShape(layers=32, kv_heads=8, head_dim=128, hidden=4096, intermediate=14336, vocab=128256,
+                         bytes_per_value=2, model_bytes=8_030_261_248 * 2)
+    config = ScorerConfig()
+    room = 0.25 * (24 * GIB - llama8b.model_bytes)
+    pairs, docs = gpu_batch_sizes(llama8b, config, 24 * GIB)
+    assert pairs == int(room / 2 // pair_bytes(llama8b, 128 + 32, 64)) >= 4
+    assert docs == int(room / 2 // document_bytes(llama8b, 128 + 32)) // 8 * 8 >= 8
+    assert gpu_batch_sizes(llama8b, config, 14 * GIB) == (1, 1)  # does not fit at all: one at a time
+    third = dataclasses.replace(SMOLLM2, model_bytes=24 * GIB // 3 - GIB)
+    first_rule = 0.5 * 24 * GIB - third.model_bytes
+    assert gpu_batch_sizes(third, config, 24 * GIB)[0] == int(first_rule / 2 // pair_bytes(third, 160, 64)) // 8 * 8
+
+
 def test_fit_to_device_only_replaces_cpu_defaults_on_cuda(tiny_lm, monkeypatch):
     import torch
 
@@ -65,5 +82,37 @@ def test_fit_to_device_only_replaces_cpu_defaults_on_cuda(tiny_lm, monkeypatch):
     fitted = fit_to_device(tiny_lm, config)
     assert (fitted.batch_size, fitted.prefix_batch_size) == gpu_batch_sizes(ModelShape.of(tiny_lm), config, 80 * GIB)
     assert dataclasses.replace(fitted, batch_size=64, prefix_batch_size=32) == config  # nothing else changes
-    explicit = dataclasses.replace(config, batch_size=16)
-    assert fit_to_device(tiny_lm, explicit) is explicit  # an explicit --batch-size-rerank is kept
+    explicit = dataclasses.replace(config, batch_size=16)  # a config built by hand: its pair batch is kept
+    assert fit_to_device(tiny_lm, explicit) == dataclasses.replace(fitted, batch_size=16)
+    both = dataclasses.replace(config, batch_size=16, prefix_batch_size=4)
+    assert fit_to_device(tiny_lm, both) is both
+    # a batch size the user gave at the CPU default's value (--batch-size-rerank 64) is kept too
+    assert fit_to_device(tiny_lm, config, given=("batch_size",)) == dataclasses.replace(fitted, batch_size=64)
+
+
+def test_an_explicit_batch_size_rerank_is_kept_on_a_gpu(tiny_lm, monkeypatch):
+    """make_reranker(batch_size=64) -- the flag at the CPU default's value -- is not resized on CUDA; without the
+    flag the batches are sized. (The LM stays on the CPU for the scorer; the sizing sees it on a CUDA card.)"""
+    import torch
+
+    from pyserini_qpeft.lm import memory
+    from pyserini_qpeft.rerank.pipeline import make_reranker
+
+    class Props:
+        total_memory = 80 * GIB
+
+    class OnCuda:
+        device = "cuda:0"
+
+        def __getattr__(self, name):
+            return getattr(tiny_lm, name)
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props)
+    fit = memory.fit_to_device
+    monkeypatch.setattr(memory, "fit_to_device", lambda lm, config, given=(): fit(OnCuda(), config, given))
+    sized = gpu_batch_sizes(ModelShape.of(tiny_lm), ScorerConfig(), 80 * GIB)
+    for name in ("upr", "upr-instruct"):
+        given = make_reranker(name, None, None, "cpu", "fp32", batch_size=64, lm=tiny_lm).config
+        assert (given.batch_size, given.prefix_batch_size) == (64, sized[1])
+        default = make_reranker(name, None, None, "cpu", "fp32", lm=tiny_lm).config
+        assert (default.batch_size, default.prefix_batch_size) == sized

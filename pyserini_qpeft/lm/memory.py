@@ -15,19 +15,24 @@ Per pair in a suffix forward (the peak of :meth:`~pyserini_qpeft.lm.forward.Quer
 * activations of the suffix: ``suffix_tokens * (hidden + intermediate) * bytes * 4``.
 
 Per document in a prefix forward: its KV cache (kept for the whole group) plus ``4`` activation copies of its
-prompt tokens. The estimate is deliberately generous; it has not yet been measured on a GPU (no accelerator
+prompt tokens.
+
+The batches' share: half the card less the model, or a quarter of what the model leaves if that is more (a model
+larger than a third of the card -- an 8B model in bf16 on a 24 GiB card -- got batches of 1 from the first rule
+alone; below a third, the first rule decides, so the default model's batches are as before). The estimate is deliberately generous; it has not yet been measured on a GPU (no accelerator
 was lent when it was written), which is why the budget share is a parameter.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Collection
 
 if TYPE_CHECKING:
     from .backbone import FrozenLM
     from .scoring import ScorerConfig
 
 BUDGET = 0.5          # share of the GPU's total memory the scoring batches may use (the model is subtracted first)
+LEFT_SHARE = 0.25     # ... or at least this share of the memory the model leaves (large models)
 MAX_PAIRS = 4096      # cap on pairs per suffix batch (beyond this, larger batches stop paying off)
 MAX_DOCS = 1024       # cap on documents per prefix batch
 SUFFIX_EXTRA = 16     # tokens of "hints:"/"Question:" around the query (hints add their own count)
@@ -87,12 +92,13 @@ def gpu_batch_sizes(shape: ModelShape, config: "ScorerConfig", total_bytes: int,
     Sized for the longest prompt the config allows (``max_passage_tokens + template_tokens``) and the longest
     query (``max_query_tokens``); at least the CPU defaults' 1, at most :data:`MAX_PAIRS` / :data:`MAX_DOCS`,
     rounded down to a multiple of 8. A group's KV caches (``prefix batch x document bytes``) and one suffix batch
-    share the budget half and half.
+    share the room half and half; the room is ``budget x total - model`` or :data:`LEFT_SHARE` of
+    ``total - model``, whichever is larger.
     """
     if total_bytes <= 0 or not 0 < budget <= 1:
         raise ValueError(f"need total_bytes > 0 and 0 < budget <= 1, got {total_bytes}, {budget}")
     prompt = config.max_passage_tokens + template_tokens
-    room = max(0, budget * total_bytes - shape.model_bytes)
+    room = max(0, budget * total_bytes - shape.model_bytes, LEFT_SHARE * (total_bytes - shape.model_bytes))
 
     def size(unit: int, cap: int) -> int:
         n = int(room / 2 // unit)
@@ -102,9 +108,12 @@ def gpu_batch_sizes(shape: ModelShape, config: "ScorerConfig", total_bytes: int,
             size(document_bytes(shape, prompt), MAX_DOCS))
 
 
-def fit_to_device(lm: "FrozenLM", config: "ScorerConfig") -> "ScorerConfig":
-    """``config`` with GPU-sized batches when ``lm`` runs on CUDA and ``config`` still has the CPU defaults;
-    otherwise ``config`` unchanged (an explicit ``--batch-size-rerank`` is kept)."""
+def fit_to_device(lm: "FrozenLM", config: "ScorerConfig", given: Collection[str] = ()) -> "ScorerConfig":
+    """``config`` with GPU-sized batches when ``lm`` runs on CUDA; otherwise ``config`` unchanged.
+
+    A batch size that was given is kept: one named in ``given`` (``"batch_size"``, ``"prefix_batch_size"``: an
+    explicit ``--batch-size-rerank``, even at the CPU default's value) or one that differs from the CPU default
+    (a config built by hand); the other is sized from the card's memory."""
     import dataclasses
 
     from .scoring import ScorerConfig
@@ -112,10 +121,13 @@ def fit_to_device(lm: "FrozenLM", config: "ScorerConfig") -> "ScorerConfig":
     if not str(lm.device).startswith("cuda"):
         return config
     defaults = ScorerConfig()
-    if (config.batch_size, config.prefix_batch_size) != (defaults.batch_size, defaults.prefix_batch_size):
+    kept = {name for name in ("batch_size", "prefix_batch_size")
+            if name in given or getattr(config, name) != getattr(defaults, name)}
+    if len(kept) == 2:
         return config
     import torch
 
     total = torch.cuda.get_device_properties(torch.device(lm.device)).total_memory
     pairs, docs = gpu_batch_sizes(ModelShape.of(lm), config, total)
-    return dataclasses.replace(config, batch_size=pairs, prefix_batch_size=docs)
+    sized = {"batch_size": pairs, "prefix_batch_size": docs}
+    return dataclasses.replace(config, **{name: value for name, value in sized.items() if name not in kept})

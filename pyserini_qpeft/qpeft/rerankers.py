@@ -44,6 +44,7 @@ def build_qpeft_reranker(name: str, lm: "FrozenLM | LMConfig | str | None" = Non
         raise InputError(f"reranker {name!r} needs a trained module: pass --reranker-checkpoint PATH "
                          f"(see `pyserini-qpeft train qpeft`)")
     from ..rerank import LMReranker, load_lm
+    from ..rerank.lm import given_batch_sizes
     from .checkpoint import lm_model_for, load_checkpoint
     from .module import check_variant
 
@@ -60,7 +61,8 @@ def build_qpeft_reranker(name: str, lm: "FrozenLM | LMConfig | str | None" = Non
                                  f"--prompt {trained} (scoring with a wording the module never saw)")
         scorer_config = dataclasses.replace(scorer_config, **scorer_overrides)
     # the first-stage weight selected on the training run's dev queries (checkpoints written since it exists)
-    return LMReranker(lm, scorer_config, hint_module=module, name=name, interpolation=meta.get("interpolation"))
+    return LMReranker(lm, scorer_config, hint_module=module, name=name, interpolation=meta.get("interpolation"),
+                      given_batch_sizes=given_batch_sizes(scorer_overrides))
 
 
 def make_qpeft_retr(*, lm: "FrozenLM | LMConfig | str | None" = None, checkpoint: str | os.PathLike | None = None,

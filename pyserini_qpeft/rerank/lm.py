@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Mapping, Sequence
 
 from ..errors import InputError
 from ..types import Query, Run
@@ -61,19 +61,21 @@ class LMReranker(InProcessAPI):
         name: the reranker's name (run tag).
         interpolation: the first-stage interpolation this reranker carries for ``--interpolate auto``:
             ``{"alpha": weight of the first stage, "source": where it was selected}`` (None: none).
+        given_batch_sizes: ``config`` fields (``batch_size``, ``prefix_batch_size``) the user set, kept on a GPU
+            even at the CPU default's value (``--batch-size-rerank 64``).
     """
 
     name = "lm"
 
     def __init__(self, lm: "FrozenLM | LMConfig | str | None" = None, config: "ScorerConfig | None" = None,
                  hint_module: "HintModule | None" = None, name: str | None = None,
-                 interpolation: Mapping[str, Any] | None = None):
+                 interpolation: Mapping[str, Any] | None = None, *, given_batch_sizes: Collection[str] = ()):
         from ..lm.memory import fit_to_device
         from ..lm.scoring import QueryLikelihoodScorer, ScorerConfig
 
         self.interpolation = dict(interpolation) if interpolation else None
         self.lm = load_lm(lm)
-        config = fit_to_device(self.lm, config or ScorerConfig())  # GPU: batches sized from its memory
+        config = fit_to_device(self.lm, config or ScorerConfig(), given_batch_sizes)  # GPU: sized from its memory
         self.scorer: QueryLikelihoodScorer = QueryLikelihoodScorer(self.lm, config, hint_module=hint_module)
         if name:
             self.name = name
@@ -323,20 +325,26 @@ class UPRReranker(LMReranker):
     name = "upr"
 
     def __init__(self, lm: "FrozenLM | LMConfig | str | None" = None, config: "ScorerConfig | None" = None,
-                 name: str | None = None):
+                 name: str | None = None, *, given_batch_sizes: Collection[str] = ()):
         super().__init__(lm, config, hint_module=None, name=name,
-                         interpolation=UPR_INTERPOLATION if (name or self.name) == "upr" else None)
+                         interpolation=UPR_INTERPOLATION if (name or self.name) == "upr" else None,
+                         given_batch_sizes=given_batch_sizes)
 
 
 def upr_instruct(lm: "FrozenLM | LMConfig | str | None" = None, config: "ScorerConfig | None" = None,
-                 instruction: str = UPR_INSTRUCTION) -> UPRReranker:
+                 instruction: str = UPR_INSTRUCTION, *, given_batch_sizes: Collection[str] = ()) -> UPRReranker:
     """UPR with an instruction prefix (:data:`UPR_INSTRUCTION` unless ``config`` already has one)."""
     from ..lm.scoring import ScorerConfig
 
     config = config or ScorerConfig()
     if not config.instruction:
         config = dataclasses.replace(config, instruction=instruction)
-    return UPRReranker(lm, config, name="upr-instruct")
+    return UPRReranker(lm, config, name="upr-instruct", given_batch_sizes=given_batch_sizes)
+
+
+def given_batch_sizes(scorer_overrides: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The batch-size fields among a factory's ``scorer_overrides`` (kept as given on a GPU)."""
+    return tuple(name for name in ("batch_size", "prefix_batch_size") if name in (scorer_overrides or {}))
 
 
 def _untrained(name: str, checkpoint: str | os.PathLike | None,
@@ -358,11 +366,11 @@ def make_upr(*, lm: "FrozenLM | LMConfig | str | None" = None, checkpoint: str |
              scorer_overrides: Mapping[str, Any] | None = None) -> UPRReranker:
     """Factory of ``upr`` (zero-shot: a ``checkpoint`` is an InputError)."""
     config = _untrained("upr", checkpoint, scorer_overrides)
-    return UPRReranker(lm, config)
+    return UPRReranker(lm, config, given_batch_sizes=given_batch_sizes(scorer_overrides))
 
 
 def make_upr_instruct(*, lm: "FrozenLM | LMConfig | str | None" = None, checkpoint: str | os.PathLike | None = None,
                       scorer_overrides: Mapping[str, Any] | None = None) -> UPRReranker:
     """Factory of ``upr-instruct``: UPR with :data:`UPR_INSTRUCTION` unless the overrides set an instruction."""
     config = _untrained("upr-instruct", checkpoint, scorer_overrides)
-    return upr_instruct(lm, config)
+    return upr_instruct(lm, config, given_batch_sizes=given_batch_sizes(scorer_overrides))
