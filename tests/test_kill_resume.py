@@ -165,6 +165,8 @@ def test_encode_killed_anywhere_resumes_byte_identical(tiny_lm_path, big_beir, h
     meta = json.loads((out / "meta.json").read_text())
     assert {k: v for k, v in meta.items() if k != "encode_seconds"} == \
         {k: v for k, v in ref_meta.items() if k != "encode_seconds"}
+    # the killed run's time counts: >= 0.2 s for each of its >= `at` saved batches (the resumed run is not slowed)
+    assert meta["encode_seconds"] >= round(0.2 * at, 1) - 0.1, (meta["encode_seconds"], at)
     assert not partial.exists()
 
 

@@ -84,10 +84,15 @@ def test_sharded_encode_merges_to_the_serial_index_byte_for_byte(tiny_lm_path, t
     counts[2] = json.loads(last.stdout)["num_docs"]
     # 46 documents in batches of 4: 12 batches, 4 per shard, the last batch (2 documents) in shard 2
     assert counts == {0: 16, 1: 16, 2: 14} and json.loads(serial.stdout)["num_docs"] == 46
+    shard_seconds = [json.loads((tmp_path / f"sharded.shard-{k}-of-3" / "seconds.json").read_text())["seconds"]
+                     for k in range(3)]
     merged = CliRunner().invoke(cli, [*common, "--output", str(out), "--merge-shards", "3"])
     assert merged.exit_code == 0, merged.output
     for name in ("index", "docid"):
         assert (out / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name
+    # the index records the shards' encoding time together (the merge computes nothing; it recorded 0.0)
+    assert all(s > 0 for s in shard_seconds)
+    assert json.loads((out / "meta.json").read_text())["encode_seconds"] == round(sum(shard_seconds), 1)
     assert not list(tmp_path.glob("sharded.*"))
 
 

@@ -113,6 +113,12 @@ def encode_corpus(encoder: "DenseEncoder", docs: Iterable["Document"], output: s
         encoder.encode_documents(texts, batch_size=batch_size, progress=progress, shard=shard, state=shard_state)
         return {"shard": str(folder), "num_docs": sum(len(b) for b in _shard_batches(plans[0], shard))}
     start = time.time()
+    states: list = []  # the state the encode reads: its seconds are the encoding time of every run and shard
+
+    def keep(state):
+        states.append(state)
+        return state
+
     if merge_shards:
         folders = [shard_folder(output, k, merge_shards) for k in range(merge_shards)]
 
@@ -121,15 +127,19 @@ def encode_corpus(encoder: "DenseEncoder", docs: Iterable["Document"], output: s
                              "resumes), then merge", str(output))
 
         vectors = _by_length(texts, encoder._lengths(texts), batch_size, unfinished, progress, "merge shards",
-                             lambda plan: MergedStates(folders, fingerprint, [len(b) for b in plan]))
+                             lambda plan: keep(MergedStates(folders, fingerprint, [len(b) for b in plan])))
     else:
         if partial.exists():
             logger.warning("resuming from %s", partial)
         folders = [partial]
         vectors = encoder.encode_documents(
             texts, batch_size=batch_size, progress=progress,
-            state=lambda plan: EncodeState(partial, fingerprint, [len(b) for b in plan]))
+            state=lambda plan: keep(EncodeState(partial, fingerprint, [len(b) for b in plan])))
     seconds = time.time() - start
+    if merge_shards:  # the shards' encoding time (the merge itself computes nothing)
+        seconds = states[0].seconds if states else 0.0
+    elif states:  # a resumed encode: its earlier runs' time too
+        seconds = max(seconds, states[0].seconds)
     meta = {**encoder.meta(), **(extra_meta or {}), "encode_seconds": round(seconds, 1)}
     write_faiss_index(output, [d.docid for d in docs], vectors, meta, overwrite=overwrite)
     for folder in folders:

@@ -3,9 +3,10 @@
 The work plan of an encode is fixed by its input (length-sorted batches, see ``corpus_encoding.batch_plan``), so a batch
 is identified by its number. While encoding, finished batches are appended to ``<output>.partial/`` as
 ``part-FIRST-LAST.npy`` files (one every ``flush_seconds``, written atomically), next to ``state.json`` holding a
-fingerprint of the job (encoder, batch size, every docid and text). A restarted job with the same fingerprint
-loads the parts, encodes only the missing batches and writes a byte-identical index; a state from another job is
-refused; a second process on the same output is refused while the first holds the lock.
+fingerprint of the job (encoder, batch size, every docid and text), and ``seconds.json`` with the encoding time
+of the parts written so far. A restarted job with the same fingerprint loads the parts, encodes only the missing
+batches and writes a byte-identical index (its ``encode_seconds``: every run's time together); a state from another
+job is refused; a second process on the same output is refused while the first holds the lock.
 """
 from __future__ import annotations
 
@@ -78,6 +79,14 @@ class EncodeState:
         self._load_parts()
         self._pending: list[tuple[int, "np.ndarray"]] = []
         self._last_flush = time.monotonic()
+        self.seconds = self._load_seconds()
+
+    def _load_seconds(self) -> float:
+        """Seconds spent on the parts earlier runs wrote (0 for a new state or an unreadable record)."""
+        try:
+            return float(json.loads((self.folder / "seconds.json").read_text(encoding="utf-8"))["seconds"])
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError):
+            return 0.0
 
     def _load_parts(self) -> None:
         import numpy as np
@@ -111,13 +120,19 @@ class EncodeState:
     def flush(self) -> None:
         import numpy as np
 
-        self._last_flush = time.monotonic()
+        now = time.monotonic()
+        self.seconds += now - self._last_flush
+        self._last_flush = now
+        wrote = bool(self._pending)
         while self._pending:  # consecutive runs of batch numbers, one part each
             run = [self._pending.pop(0)]
             while self._pending and self._pending[0][0] == run[-1][0] + 1:
                 run.append(self._pending.pop(0))
             with atomic_write(self.folder / f"part-{run[0][0]:07d}-{run[-1][0]:07d}.npy", "wb") as out:
                 np.save(out, np.concatenate([v for _, v in run]), allow_pickle=False)
+        if wrote:  # the time that produced the parts, with them (a kill loses both since the last flush)
+            with atomic_write(self.folder / "seconds.json") as out:
+                out.write(dump_json({"seconds": round(self.seconds, 3)}))
 
     def close(self) -> None:
         self._lock.close()
@@ -134,6 +149,11 @@ class MergedStates:
                 self.close()
                 raise InputError("shard folder not found (did this shard run?)", str(folder))
             self.states.append(EncodeState(folder, fingerprint, batch_sizes))
+
+    @property
+    def seconds(self) -> float:
+        """The shards' encoding time together."""
+        return sum(state.seconds for state in self.states)
 
     def get(self, number: int) -> "np.ndarray | None":
         return next((s.done[number] for s in self.states if number in s.done), None)
