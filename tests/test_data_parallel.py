@@ -202,3 +202,9 @@ def test_data_parallel_resume_continues_like_one_run(tiny_lm_path, tmp_path):
     a, b = tensors(tmp_path / "straight" / "epoch-2"), tensors(tmp_path / "resumed" / "epoch-2")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert history(tmp_path / "straight") == history(tmp_path / "resumed")
+    # a third epoch resumed in one process: its checkpoint still says the first two ran in two
+    launch([*common, "--epochs", "3", "--output", str(tmp_path / "resumed"), "--resume"], 1, tmp_path)
+    parallel = [json.loads((tmp_path / "resumed" / f"epoch-{e}" / "qpeft_config.json").read_text())["training"]
+                .get("data_parallel") for e in (1, 2, 3)]
+    assert [p["world_size_by_epoch"] for p in parallel] == [[2], [2, 2], [2, 2, 1]], parallel
+    assert [p["world_size"] for p in parallel] == [2, 2, 1] and parallel[0]["backend"] == "gloo"

@@ -341,8 +341,6 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
     train_meta = _recorded_settings(config, train_examples, dev_examples)
     settings = {"train_config": train_meta["train_config"], "dev_qids": train_meta["dev_qids"],
                 "train_data": training_data_fingerprint(train_examples)}
-    if parallel.active:
-        train_meta["data_parallel"] = parallel.describe()
 
     start_epoch, global_step = 1, 0
     last = state.get("completed_epochs", 0) if state is not None else 0
@@ -424,7 +422,8 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
         record = {"epoch": epoch, "steps": len(steps), "global_step": global_step,
                   "train": {k: v / nsteps for k, v in sums.items()}, "dev": dev,
                   "train_seconds": train_seconds, "dev_seconds": time.time() - t_dev,
-                  **({"dev_steps": checks} if checks else {})}
+                  **({"dev_steps": checks} if checks else {}),
+                  **({"world_size": parallel.world_size} if parallel.active else {})}
         logger.info("epoch %d: train %s | dev %s | %.0f s train, %.0f s dev", epoch, _fmt(record["train"]),
                     _fmt(dev), train_seconds, record["dev_seconds"])
         value = _selection_value(selection, record)
@@ -432,7 +431,7 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
         folder = epoch_dir(output_dir, epoch)
         extra = dict(metadata or {})
         extra["training"] = {**(extra.get("training") or {}), **train_meta, "epoch": epoch,
-                             "global_step": global_step}
+                             "global_step": global_step, **_data_parallel_record(parallel, state["history"], record)}
         extra["dev_metrics"] = {k: v for k, v in dev.items() if k not in ("queries", "pairs")}
         extra["dev_baseline"] = {k: v for k, v in state["dev_baseline"].items() if k not in ("queries", "pairs")}
         if parallel.is_main:
@@ -469,6 +468,17 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
                        history=state["history"], dev_baseline=state["dev_baseline"],
                        train_seconds=state["train_seconds"], stopped_early=bool(state.get("stopped_early")),
                        best_step=state.get("best_step"))
+
+
+def _data_parallel_record(parallel: DataParallel, history: Sequence[Mapping[str, Any]],
+                          record: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"data_parallel": ...}`` for a checkpoint when any of its epochs ran in several processes (else ``{}``):
+    this epoch's processes and backend, and every epoch's process count (a run started in 2 processes and
+    resumed in 1 keeps saying so)."""
+    sizes = [r.get("world_size", 1) for r in (*history, record)]
+    if not parallel.active and all(size == 1 for size in sizes):
+        return {}
+    return {"data_parallel": {**parallel.describe(), "world_size_by_epoch": sizes}}
 
 
 @contextmanager
