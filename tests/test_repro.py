@@ -1,6 +1,7 @@
 """Reproduction matrix: planning, reuse of finished artifacts, dry runs, --check exit codes, reports."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -67,6 +68,65 @@ def test_finished_artifacts_are_reused(tmp_path):
     calls = []
     execute(planner, [matrix.conditions["bm25"]], runner=calls.append, echo=lambda s: None)
     assert [c[0] for c in calls] == ["search"]
+
+
+def test_an_artifact_made_by_another_command_is_refused_and_one_made_outside_repro_is_reused_with_a_warning(
+        tmp_path):
+    """repro records each artifact's command beside it; at the same path another command's artifact (another
+    profile's, an edited recipe's, the README's by hand) is refused instead of being reported as this plan's row."""
+    from pyserini_qpeft.errors import InputError
+    from pyserini_qpeft.repro.runner import record_path
+
+    matrix = Matrix.load(write_yaml(tmp_path))
+    planner = Planner(matrix, "toy", splits=("test",))
+
+    def run(cmd):  # stands in for the CLI: makes the artifact the command names
+        out = Path(cmd[cmd.index("--index" if cmd[0] == "index" else "--output") + 1])
+        if cmd[0] == "index":
+            out.mkdir(parents=True)
+            (out / "pyserini_qpeft_index.json").write_text("{}")
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("q1 Q0 d1 1 1.0 bm25\n")
+
+    execute(planner, [matrix.conditions["bm25"]], runner=run, echo=lambda s: None)
+    bm25 = Path(planner.output("bm25"))
+    assert json.loads(record_path(bm25).read_text())["command"] == planner.command("bm25")
+    assert record_path(bm25).name == ".bm25.toy-test.trec.repro.json"
+    lines = []
+    execute(planner, [matrix.conditions["bm25"]], runner=run, echo=lines.append)  # all made by this plan: reused
+    assert lines == [f"# [index] exists: {planner.output('index')}", f"# [bm25] exists: {bm25}"]
+    # the same path planned with another command (here: other --hits) is refused, before anything runs
+    other = Matrix.load(write_yaml(tmp_path))
+    other.artifacts["bm25"] = dataclasses.replace(other.artifacts["bm25"], command=other.artifacts["bm25"].command
+                                                  .replace("--hits 10", "--hits 100"))
+    calls = []
+    with pytest.raises(InputError, match="was made by another command .*--hits 10.* not this plan's .*--hits 100"):
+        execute(Planner(other, "toy", splits=("test",)), [other.conditions["bm25"]], runner=calls.append,
+                echo=lambda s: None)
+    assert not calls
+    # made outside repro (no record): reused, and the line says so
+    record_path(bm25).unlink()
+    lines = []
+    execute(planner, [matrix.conditions["bm25"]], runner=calls.append, echo=lines.append)
+    assert not calls and "made outside repro: no record of its command" in lines[-1]
+
+
+def test_the_packaged_matrix_plans_one_command_per_path():
+    """Across every profile, dataset, transfer and seed offset, two plans that name one path name one command (the
+    demo's hybrid of its 50 sampled BM25 queries was written over the full profile's hybrid; top5-bf16 trained its
+    checkpoints in bf16 at full's fp32 paths; every bf16 profile shared full's LMORT analysis path)."""
+    matrix = Matrix.load()
+    seen: dict[str, tuple[list[str], str]] = {}
+    for dataset, train, splits in (("scifact", None, ("train", "test")), ("arguana", None, ("test",)),
+                                   ("arguana", "scifact", ("test",))):
+        for profile in matrix.profiles:
+            for offset in (0, 1):
+                planner = Planner(matrix, dataset, profile, train_dataset=train, splits=splits, seed_offset=offset)
+                for name in matrix.artifacts:
+                    out, command = planner.output(name), planner.command(name)
+                    first = seen.setdefault(out, (command, f"{profile}/{name}"))
+                    assert first[0] == command, (out, first[1], f"{profile}/{name}")
 
 
 def test_check_rows_reports_outside_tolerance():

@@ -2,7 +2,10 @@
 
 An *artifact* is a file or folder made by one ``pyserini-qpeft`` command (index, run, checkpoint); a
 *condition* names the artifact holding its final test run plus expected scores per dataset. Everything is
-reused when present, so re-running is cheap and an interrupted matrix resumes.
+reused when present, so re-running is cheap and an interrupted matrix resumes. Each artifact repro makes gets a
+record of its command beside it (``.<name>.repro.json``): an artifact at the path that another command made (another
+profile's, an edited recipe's, one typed by hand from the README) is refused rather than reported as this
+recipe's row; one without a record (made outside repro) is reused with a warning.
 """
 from __future__ import annotations
 
@@ -248,6 +251,15 @@ def collapse_repeated_options(args: Sequence[str]) -> list[str]:
     return [arg for i, arg in enumerate(args) if i not in drop]
 
 
+RECORD_FORMAT = "pyserini_qpeft.repro-record/1"
+
+
+def record_path(output: str | Path) -> Path:
+    """Where repro records the command that made ``output``: ``.<name>.repro.json`` beside it."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.repro.json")
+
+
 class Planner:
     """Resolves artifact paths and commands for one dataset and profile."""
 
@@ -274,6 +286,11 @@ class Planner:
         self.variables = {**common, **{k: _substitute(str(v), common) for k, v in matrix.profiles[profile].items()}}
         self.variables.update(lmort_state_flags(self.variables.get("lmort_states", ""), dataset,
                                                 self.variables["train_dataset"]))
+        # the dtype of trainings and encodings (a profile may rerank in another) and the tags of shared names
+        self.variables.setdefault("train_dtype", self.variables["dtype"])
+        for name in ("dtype", "train_dtype"):
+            value = self.variables[name]
+            self.variables[f"{name}_tag"] = "" if value == "fp32" else f"-{value}"
         self.test_queries = self._test_queries(profile)
         # a profile's `test_queries: N` evaluates on N test queries sampled by `search --sample-queries`
         n = self.test_queries
@@ -317,9 +334,39 @@ class Planner:
             shlex.split(self._fmt(art.command.replace("{output}", self.matrix.artifacts[name].output))))
 
     def is_done(self, name: str) -> bool:
+        """Whether artifact ``name`` exists; InputError when its record names another command than this plan's."""
         art = self.matrix.artifacts[name]
         out = Path(self.output(name))
-        return (out / art.done).exists() if art.done else out.exists()
+        if not ((out / art.done).exists() if art.done else out.exists()):
+            return False
+        self.recorded(name)
+        return True
+
+    def recorded(self, name: str) -> bool:
+        """True when the existing artifact ``name`` has a record of this plan's command, False when it has none
+        (made outside repro, or before records existed); InputError when it was made by another command."""
+        out = self.output(name)
+        path = record_path(out)
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))["command"]
+        except FileNotFoundError:
+            return False
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError):
+            found = None
+        planned = self.command(name)
+        if found != planned:
+            made = f"`pyserini-qpeft {shlex.join(found)}`" if isinstance(found, list) else "an unreadable record"
+            raise InputError(f"{out} was made by another command ({made}; record {path}), not this plan's "
+                             f"`pyserini-qpeft {shlex.join(planned)}`: move or delete it (and its record) to make "
+                             f"it with this plan", out)
+        return True
+
+    def record(self, name: str) -> None:
+        """Write the record of artifact ``name``: this plan's command made it."""
+        from ..artifacts import atomic_write, dump_json
+
+        with atomic_write(record_path(self.output(name))) as out:
+            out.write(dump_json({"format": RECORD_FORMAT, "command": self.command(name)}))
 
     def available(self, name: str) -> bool:
         """False when the artifact (or a dependency) needs a split this dataset lacks."""
@@ -363,7 +410,7 @@ def execute(planner: Planner, conditions: list[Condition], runner: CommandRunner
     made: set[str] = set()
     outputs: set[str] = set()  # two artifacts may be one file (a dataset's index for test and for training)
 
-    def make(name: str, cmd: list[str], label: str) -> None:
+    def make(name: str, cmd: list[str], label: str, partners: Sequence[str] = ()) -> None:
         outputs.add(planner.output(name))
         echo(f"pyserini-qpeft {shlex.join(cmd)}")
         if dry_run:
@@ -371,13 +418,18 @@ def execute(planner: Planner, conditions: list[Condition], runner: CommandRunner
         start = time.time()
         runner(cmd)
         timings[name] = time.time() - start
+        for made_now in (name, *partners):  # a shared pass's runs are each its own rerank's, byte for byte
+            planner.record(made_now)
         echo(f"# [{label}] done in {timings[name]:.0f}s")
 
     for name in order:
         if name in made or planner.output(name) in outputs:
             continue
         if planner.is_done(name):
-            echo(f"# [{name}] exists: {planner.output(name)}")
+            unrecorded = "" if planner.recorded(name) else (
+                " (made outside repro: no record of its command; reused as is, delete it to make it with "
+                "this plan's command)")
+            echo(f"# [{name}] exists: {planner.output(name)}{unrecorded}")
             continue
         partners = rerank_partners(planner, name, [n for n in order if n not in made]) if share_prefixes else []
         for need in planner.order(partners):  # the partners' own needs first (never `name`: see rerank_partners)
@@ -390,7 +442,7 @@ def execute(planner: Planner, conditions: list[Condition], runner: CommandRunner
             other = planner.command(partner)
             checkpoint = option_value(other, "--reranker-checkpoint") or "-"
             cmd += ["--also-rerank", option_value(other, "--reranker"), checkpoint, option_value(other, "--output")]
-        make(name, cmd, " + ".join([name, *partners]))
+        make(name, cmd, " + ".join([name, *partners]), partners)
         made.update([name, *partners])
     return timings
 
