@@ -396,7 +396,7 @@ def test_reproduce_beir_runs_reports_and_checks_through_the_given_runner(tmp_pat
     assert [c[0] for c in calls] == ["index", "search"]
     assert rows[0]["condition"] == "bm25" and rows[0]["ndcg@10"] == 1.0 and rows[0]["recall@100"] == 1.0
     assert len(out) == 1 and "| bm25 | bm25 | none | 1.0000 | 1.0000 |" in out[0]  # stdout: the table only
-    assert err[-2].startswith("# wrote ") and err[-1] == "# check passed: every score within its tolerance"
+    assert err[-2].startswith("# wrote ") and err[-1] == "# check passed: 1 rows within their tolerance"
     assert json.loads((report / "repro-toy.json").read_text()) == rows
     assert (report / "repro-toy.md").read_text() == out[0]
     assert (report / "repro-toy.png").stat().st_size > 1000
@@ -407,6 +407,13 @@ def test_reproduce_beir_runs_reports_and_checks_through_the_given_runner(tmp_pat
                        **common)
     assert failed.value.exit_code == 5 and len(calls) == 2
     assert len(out) == 1 and json.loads(out[0])[0]["ndcg@10"] == 1.0 and err[0].startswith("# [index] exists")
+
+    # --check where no asked row has an expected score (toy has none in another profile's key) does not pass
+    no_key = tmp_path / "nokey.yaml"
+    no_key.write_text(write_yaml(tmp_path, 1.0).read_text().replace("toy: {ndcg@10", "other: {ndcg@10"))
+    err.clear()
+    with pytest.raises(CheckFailed, match="no row has an expected score for toy@full \\(bm25\\): nothing was checked"):
+        reproduce_beir("toy", fake_runner(calls), yaml_path=no_key, check=True, **common)
 
     # a transfer's report is its own (never the in-domain one); a baseline or a source without train is refused
     reproduce_beir("toy", fake_runner(calls), yaml_path=write_yaml(tmp_path, 1.0), checkpoint_from="toy", **common)
@@ -671,8 +678,11 @@ def test_sampled_profile_searches_and_evaluates_only_its_test_queries(tmp_path, 
         output.write_text("".join(lines[q] for q in sample))
 
     out, err = [], []
-    rows = reproduce_beir("toy", runner, conditions=("bm25",), profile="sampled", yaml_path=path, check=True,
+    rows = reproduce_beir("toy", runner, conditions=("bm25",), profile="sampled", yaml_path=path,
                           report_dir=tmp_path / "report", out=out.append, err=err.append)
+    with pytest.raises(CheckFailed, match="no row has an expected score for toy@sampled"):  # not the all-query one
+        reproduce_beir("toy", runner, conditions=("bm25",), profile="sampled", yaml_path=path, check=True,
+                       report_dir=tmp_path / "report", out=out.append, err=err.append)
     search = calls[1]
     assert search[search.index("--sample-queries"):][:4] == ["--sample-queries", "2", "--sample-seed", "0"]
     assert search[search.index("--output") + 1].endswith("bm25.toy-test.sample2.trec")

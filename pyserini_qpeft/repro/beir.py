@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..errors import InputError, UsageError
+from ..errors import CheckFailed, InputError, UsageError
 from .runner import DEFAULT_YAML, CommandRunner, Matrix, Planner, check_rows, evaluate_conditions, execute, \
-    raise_on_failures
+    expected_for, raise_on_failures
 
 
 def _stderr(text: str) -> None:
@@ -114,8 +114,18 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
     err(f"# wrote {stem}.md, {stem}.json, {stem}.png")
     if check:
         xfers = {c.name: planner.run_xfer(c.run) for c in chosen}
-        raise_on_failures(check_rows([r for r in rows if r["condition"] in asked], matrix.conditions, ds.name,
-                                     profile, xfers,
-                                     profile_only=bool(planner.test_queries)))
-        err("# check passed: every score within its tolerance")
+        asked_rows = [r for r in rows if r["condition"] in asked]
+        profile_only = bool(planner.test_queries)
+        unchecked = [r["condition"] for r in asked_rows
+                     if not expected_for(matrix.conditions[r["condition"]], ds.name, profile,
+                                         xfers.get(r["condition"], ""), profile_only)]
+        raise_on_failures(check_rows(asked_rows, matrix.conditions, ds.name, profile, xfers,
+                                     profile_only=profile_only))
+        where = f"{ds.name}{planner.variables['xfer']}@{profile}"
+        if asked_rows and len(unchecked) == len(asked_rows):
+            raise CheckFailed(f"--check: no row has an expected score for {where} ({', '.join(unchecked)}): "
+                              f"nothing was checked")
+        if unchecked:
+            err(f"# not checked (no expected score for {where}): {', '.join(unchecked)}")
+        err(f"# check passed: {len(asked_rows) - len(unchecked)} rows within their tolerance")
     return rows
