@@ -31,8 +31,17 @@ def test_grid_expansion_and_refusals(tmp_path):
         check_selection(points, "loss", grid)  # each point's dev loss is its own loss
     check_selection([p for p in points if p.settings["margin"] == 0.2 and p.settings["pointwise_weight"] == 1.0],
                     "loss", grid)
+    # YAML 1.1 reads 1e-3 as text: a number setting takes it as the number (it crashed when the point's turn came)
+    grid.write_text("lr: [1e-3, 1.0e-2]\ntop-k: ['8']\n")
+    assert [p.settings for p in load_grid(grid, QPeftConfig, QPeftTrainConfig)] == [
+        {"top_k": 8, "lr": 0.001}, {"top_k": 8, "lr": 0.01}]
     for text, message in (("nope: [1]\n", "unknown sweep setting"), ("dev_size: [5, 10]\n", "cannot be swept"),
-                          ("variant: [attn, retr]\n", "cannot be swept"), ("- 1\n", "mapping")):
+                          ("variant: [attn, retr]\n", "cannot be swept"), ("- 1\n", "mapping"),
+                          ("top_k: [4, 8]\ntop-k: [16]\n", "'top-k' is named twice \\(also as 'top_k'\\)"),
+                          ("lr: [fast]\n", "'lr': 'fast' is not a number"), ("lr: [null]\n", "'lr': null"),
+                          ("top_k: [2.5]\n", "'top_k': 2.5 is not a number of type int"),
+                          ("query_proj: [1]\n", "'query_proj': 1 is not a bool"),
+                          ("token_filter: [3]\n", "'token_filter': 3 is not text")):
         grid.write_text(text)
         with pytest.raises(InputError, match=message):
             load_grid(grid, QPeftConfig, QPeftTrainConfig)
@@ -87,3 +96,12 @@ def test_cli_sweep_publishes_the_dev_best(tiny_lm_path, tmp_path, toy_beir):
     training = json.loads((seeded / "best" / "qpeft_config.json").read_text())["training"]
     assert training["train_config"]["seed"] == 1 and training["train_config"]["dev_seed"] == 0
     assert tuple(training["dev_qids"]) in dev_sets
+    # every combination's settings are checked before the first training: a bad last value trains nothing
+    grid.write_text("loss: [hinge, listwise]\nfirst_stage_weight: [0.0, 0.3]\n")
+    late = tmp_path / "late"
+    refused = CliRunner().invoke(train_group, [*args[:args.index("--output") + 1], str(late),
+                                               *args[args.index("--output") + 2:]])
+    assert isinstance(refused.exception, InputError)  # exit 3 through the CLI
+    assert "combination 03-loss=listwise_first-stage-weight=0.3: first_stage_weight needs the hinge loss" in \
+        str(refused.exception) and str(grid) in str(refused.exception)
+    assert not (late / "sweep").exists()

@@ -207,22 +207,32 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         if sweep_grid:
             from ..qpeft.sweep import check_selection, load_grid, run_sweep
 
-            def train_one(point, folder):
+            def configs(point):
                 q = QPeftConfig.from_dict({**qcfg.to_dict(), **point.module})
                 # every point holds out the carve of the base seed: a point with its own seed records that carve
                 pinned = {"dev_seed": tcfg.carve_seed} if "seed" in point.train and tcfg.dev_seed is None else {}
-                tc = QPeftTrainConfig.build(**{**tcfg.__dict__, **pinned, **point.train})
+                try:
+                    return q, QPeftTrainConfig.build(**{**tcfg.__dict__, **pinned, **point.train})
+                except InputError as exc:  # the training config's own checks ("bad training setting: ...")
+                    raise ValueError(str(exc).removeprefix("bad training setting: ")) from None
+
+            points = load_grid(sweep_grid, QPeftConfig, QPeftTrainConfig)
+            check_selection(points, tcfg.selection_metric, sweep_grid)
+            built = {}
+            for point in points:  # every point's settings are checked before the first training
+                try:
+                    built[point.index] = configs(point)
+                except (ValueError, TypeError) as exc:
+                    raise InputError(f"bad sweep setting in combination {point.name}: {exc}", sweep_grid) from None
+
+            def train_one(point, folder):
+                q, tc = built[point.index]
                 return run_training(lm, build_module(lm, q), q, scfg, train_ex, dev_ex, corpus, tc, folder,
                                     resume=(folder / "trainer_state.json").is_file(), progress=not quiet,
                                     metadata={**meta, "sweep": point.settings}, parallel=parallel,
                                     prefix_memo=memo, first_stage=negatives_run_obj)
 
-            try:
-                points = load_grid(sweep_grid, QPeftConfig, QPeftTrainConfig)
-                check_selection(points, tcfg.selection_metric, sweep_grid)
-                swept = run_sweep(points, train_one, output, tcfg.selection_metric, write=parallel.is_main)
-            except ValueError as exc:
-                raise InputError(f"bad sweep setting: {exc}", sweep_grid) from None
+            swept = run_sweep(points, train_one, output, tcfg.selection_metric, write=parallel.is_main)
             parallel.barrier()
             if not parallel.is_main:
                 return

@@ -61,9 +61,15 @@ def load_grid(path: str | Path, module_cls: type, train_cls: type) -> list[Sweep
         raise InputError("a sweep grid is a non-empty mapping of setting -> list of values", str(path))
     module_fields = {f.name for f in fields(module_cls)} - set(FIXED)
     train_fields = {f.name for f in fields(train_cls)} - set(FIXED)
+    types = {f.name: str(f.type) for cls in (module_cls, train_cls) for f in fields(cls)}
     axes: list[tuple[str, list[Any]]] = []
+    spelled: dict[str, str] = {}
     for key, values in data.items():
         name = str(key).replace("-", "_")
+        if name in spelled:
+            raise InputError(f"sweep setting {key!r} is named twice (also as {spelled[name]!r}); give its values "
+                             f"once", str(path))
+        spelled[name] = str(key)
         if name in FIXED:
             raise InputError(f"{key!r} cannot be swept: every combination must train one variant and be selected on "
                              f"the same dev set", str(path))
@@ -73,13 +79,43 @@ def load_grid(path: str | Path, module_cls: type, train_cls: type) -> list[Sweep
         values = values if isinstance(values, list) else [values]
         if not values:
             raise InputError(f"sweep setting {key!r} has no values", str(path))
-        axes.append((name, values))
+        axes.append((name, [_typed(key, types[name], value, path) for value in values]))
     points = []
     for index, combo in enumerate(itertools.product(*(values for _, values in axes))):
         chosen = dict(zip((name for name, _ in axes), combo))
         points.append(SweepPoint(index, {k: v for k, v in chosen.items() if k in module_fields},
                                  {k: v for k, v in chosen.items() if k in train_fields}))
     return points
+
+
+def _typed(key: Any, annotation: str, value: Any, path: str | Path) -> Any:
+    """``value`` as the setting's type (``annotation``: the dataclass field's, e.g. ``"float"``, ``"int | None"``):
+    a number written so that YAML reads a string (``1e-3``: YAML 1.1 needs ``1.0e-3``) becomes the number; a value
+    of another type is an InputError naming the setting (it failed only when that point's training began)."""
+    allowed = {part.strip() for part in annotation.split("|")}
+    if value is None:
+        if "None" in allowed:
+            return None
+        raise InputError(f"sweep setting {key!r}: null is not a value of it", str(path))
+    if isinstance(value, bool) or "bool" in allowed:
+        if "bool" in allowed and isinstance(value, bool):
+            return value
+        raise InputError(f"sweep setting {key!r}: {value!r} is not a {annotation}", str(path))
+    if "float" in allowed or "int" in allowed:
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value) if "float" in allowed else int(value)
+            except ValueError:
+                number = None
+        if "float" not in allowed and isinstance(number, float):
+            number = None  # an integer setting given a fraction
+        if not isinstance(number, (int, float)):
+            raise InputError(f"sweep setting {key!r}: {value!r} is not a number of type {annotation}", str(path))
+        return number
+    if "str" in allowed and not isinstance(value, str):
+        raise InputError(f"sweep setting {key!r}: {value!r} is not text", str(path))
+    return value
 
 
 LOSS_DEFINING = ("loss", "margin", "pointwise_weight", "temperature", "first_stage_weight")
