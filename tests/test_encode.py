@@ -69,6 +69,11 @@ def test_encoding_order_and_batching_invariance(tiny_lm):
     np.testing.assert_allclose(together, singly, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
     assert encoder.layer == tiny_lm.num_layers
+    # an empty text has the vector alone that it has in a batch with others (alone it crashed: no position to run)
+    mixed = encoder.encode_texts(["", texts[0]], batch_size=2)
+    for batch in (encoder.encode_texts([""], batch_size=1), encoder.encode_texts(["", ""], batch_size=2)):
+        np.testing.assert_allclose(batch[0], mixed[0], atol=1e-6)
+        assert np.isfinite(batch).all()
     with pytest.raises(InputError):
         FrozenLMEncoder(tiny_lm, layer=tiny_lm.num_layers + 1)
 

@@ -53,7 +53,15 @@ def tokenize(lm: "FrozenLM", texts: Sequence[str], max_length: int, padding_side
         batch = tok(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     finally:
         tok.padding_side = saved
-    return {"input_ids": batch["input_ids"].to(lm.device), "attention_mask": batch["attention_mask"].to(lm.device)}
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if ids.shape[1] == 0:  # only empty texts (a tokenizer without BOS): one masked pad position each, as such a
+        # text has in a batch with others (the LM cannot run on zero positions; pooling gives it a zero vector)
+        import torch
+
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ids = torch.full((ids.shape[0], 1), pad, dtype=ids.dtype)
+        mask = torch.zeros((ids.shape[0], 1), dtype=mask.dtype)
+    return {"input_ids": ids.to(lm.device), "attention_mask": mask.to(lm.device)}
 
 
 def layer_token_states(lm: "FrozenLM", input_ids: "torch.Tensor", attention_mask: "torch.Tensor",
