@@ -408,6 +408,12 @@ def test_reproduce_beir_runs_reports_and_checks_through_the_given_runner(tmp_pat
     assert failed.value.exit_code == 5 and len(calls) == 2
     assert len(out) == 1 and json.loads(out[0])[0]["ndcg@10"] == 1.0 and err[0].startswith("# [index] exists")
 
+    # a matrix reporting other metrics than nDCG@10 charts its first one (it crashed with a KeyError)
+    other_metrics = tmp_path / "map.yaml"
+    other_metrics.write_text(write_yaml(tmp_path, 1.0).read_text().replace("metrics: [ndcg@10, recall@100]",
+                                                                             "metrics: [map, recall@100]"))
+    mapped = reproduce_beir("toy", fake_runner(calls), yaml_path=other_metrics, **{**common, "report_dir": tmp_path / "m"})
+    assert "map" in mapped[0] and "ndcg@10" not in mapped[0] and (tmp_path / "m" / "repro-toy.png").stat().st_size > 1000
     # --check where no asked row has an expected score (toy has none in another profile's key) does not pass
     no_key = tmp_path / "nokey.yaml"
     no_key.write_text(write_yaml(tmp_path, 1.0).read_text().replace("toy: {ndcg@10", "other: {ndcg@10"))

@@ -157,5 +157,7 @@ def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: st
     write_text(table, path(".md"))
     write_json(rows, path(".json"))
     bm25_row = next((r for r in rows if r["condition"] == "bm25"), None)
-    bar_chart(rows, "ndcg@10", dataset, path(".png"), reference=bm25_row["ndcg@10"] if bm25_row else None, scope=scope)
+    charted = "ndcg@10" if "ndcg@10" in metrics else metrics[0]  # a matrix (--yaml) may report other metrics
+    bar_chart(rows, charted, dataset, path(".png"), reference=bm25_row.get(charted) if bm25_row else None,
+              scope=scope)
     return table
