@@ -138,3 +138,9 @@ def test_fuse_rrf_reads_pyserinis_flags_and_writes_pyserinis_run(tmp_path):
     legacy = CliRunner().invoke(cli, ["fuse", "--run", str(paths[0]), "--run", str(paths[1]), "--runtag", "a b",
                                       "--output", str(tmp_path / "x.trec")])
     assert legacy.exit_code == 2 and "--runtag" in legacy.output
+    # a weight (or a select-interpolation file) or a normalisation given to RRF is refused, not silently ignored
+    for extra in (["--alpha", "0.3"], ["--normalization", "zscore"]):
+        ignored = CliRunner().invoke(cli, ["fuse", "--run", str(paths[0]), "--run", str(paths[1]), "--method", "rrf",
+                                           *extra, "--output", str(tmp_path / "y.trec")])
+        assert ignored.exit_code == 2 and f"{extra[0]} do not apply to --method rrf" in ignored.output
+        assert not (tmp_path / "y.trec").exists()

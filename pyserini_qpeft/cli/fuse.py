@@ -134,6 +134,13 @@ def fuse(runs, method, rrf_k, alpha, normalization, depth, top_k, runtag, output
 
     if runtag is not None and not is_trec_word(runtag):
         raise click.BadParameter(f"{runtag!r}: one word, no whitespace", param_hint="--runtag")
+    if method == "rrf":  # RRF ranks: a weight or normalisation given for it would be silently ignored
+        source = click.get_current_context().get_parameter_source
+        ignored = [f"--{name}" for name in ("alpha", "normalization")
+                   if source(name) is click.core.ParameterSource.COMMANDLINE]
+        if ignored:
+            raise click.UsageError(f"{' and '.join(ignored)} do not apply to --method rrf (it fuses ranks: --rrf.k, "
+                                   f"--depth, --k); use --method interpolation or rerank-interpolation")
     loaded = [read_run(path) for path in runs]
     if method == "rrf":
         fused = rrf(loaded, rrf_k=rrf_k, depth=depth or _default(rrf, "depth"), k=top_k or PYSERINI_K)
