@@ -13,7 +13,7 @@ from .options import OutputPath, device_option, quiet_option, trust_remote_code_
               help="A FAISS index made by `encode`: its query encoder (from meta.json) is used.")
 @click.option("--encoder", "spec", default=None, help="Or an explicit encoder: minilm[:PATH] | frozen-lm[:LAYER] | "
               "lmort:CHECKPOINT[,CHECKPOINT...] (must be the one the index was encoded with).")
-@click.option("--topics", required=True, help="Pyserini-style topics name, TSV, BEIR queries.jsonl or CAR outlines.")
+@click.option("--topics", required=True, help="Pyserini-style topics name, TSV, BEIR queries.jsonl, CAR outlines or a TREC <top> topic file.")
 @click.option("--output", required=True, type=OutputPath(file_okay=False), help="Folder for embedding.pkl + meta.json.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--model", default=None, help="Frozen LLM for frozen-lm (default smollm2); for lmort, overrides the "

@@ -17,7 +17,7 @@ def _excluded_given(ctx: click.Context) -> list[str]:
 @click.command("rerank")
 @click.option("--run", "run_path", type=click.Path(exists=True, dir_okay=False),
               help="Run to rerank: TREC, or MS MARCO (qid<TAB>docid<TAB>rank).")
-@click.option("--topics", help="Pyserini-style topics name, TSV (qid<TAB>text), BEIR queries.jsonl or CAR outlines.")
+@click.option("--topics", help="Pyserini-style topics name, TSV (qid<TAB>text), BEIR queries.jsonl, CAR outlines or a TREC <top> topic file.")
 @click.option("--index", "index_dir", help="Lucene index with stored raw documents (document text source): a folder "
               "or a Pyserini prebuilt index name.")
 @click.option("--corpus", help="Corpus JSONL / docid<TAB>text TSV / CAR paragraph CBOR / BEIR dataset name (document "
