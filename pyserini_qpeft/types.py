@@ -9,7 +9,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from .errors import InputError
 from .artifacts import atomic_write
@@ -129,7 +129,19 @@ def write_run(run: Run, path: str | os.PathLike, tag: str | None = None, depth: 
     check_writable_run(run, tag)
     with atomic_write(path) as out:
         for qid, hits in run.hits.items():
+            if output_format == "trec":  # ranked as the printed scores read back (hits that tie at 6 decimals: by
+                hits = printed_order(hits)  # docid), so the rank column and a reader's order agree (Pyserini's RRF)
             out.writelines(format_run_lines(qid, hits[:depth] if depth else hits, tag, output_format))
+
+
+def printed_order(hits: Sequence[Hit]) -> list[Hit]:
+    """``hits`` (ranked) in the order their TREC lines read back: by the score printed to 6 decimals, ties by docid
+    (:func:`sort_hits` on the printed values); unchanged where no two printed scores tie."""
+    printed = [float(f"{hit.score:.6f}") for hit in hits]
+    if len(set(printed)) == len(printed):
+        return list(hits)
+    order = sorted(range(len(hits)), key=lambda i: (-printed[i], hits[i].docid))
+    return [hits[i] for i in order]
 
 
 MSMARCO_TAG = "msmarco"

@@ -23,6 +23,21 @@ def test_ties_break_by_docid_and_roundtrip(tmp_path):
     assert oct(os.stat(path).st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
 
 
+def test_hits_that_tie_once_printed_are_written_in_the_order_they_read_back(tmp_path):
+    """Scores are printed to 6 decimals (as Pyserini prints them): two hits that differ only below that tie in the
+    file; their lines and rank column follow the docid order a reader gives them (Pyserini's RRF takes the rank
+    column; `fuse` and `rerank` read tied hits by docid), so file order = read-back order."""
+    run = Run({"q1": [Hit("z", 0.9), Hit("b", 0.12345649), Hit("a", 0.12345641), Hit("c", 0.1)]})
+    assert [h.docid for h in run["q1"]] == ["z", "b", "a", "c"]  # in memory: by the full score
+    path = tmp_path / "run.trec"
+    write_run(run, path, tag="t")
+    assert [line.split()[2:5] for line in path.read_text().splitlines()] == [
+        ["z", "1", "0.900000"], ["a", "2", "0.123456"], ["b", "3", "0.123456"], ["c", "4", "0.100000"]]
+    assert [h.docid for h in read_run(path)["q1"]] == ["z", "a", "b", "c"]
+    write_run(run, path, tag="t", depth=2)  # the cut takes the printed order's first hits
+    assert [line.split()[2] for line in path.read_text().splitlines()] == ["z", "a"]
+
+
 @pytest.mark.parametrize("line,needle", [
     ("q1 Q0 d1 1 1.0\n", "expected 6 columns"),
     ("q1 Q0 d1 one 1.0 t\n", "non-numeric"),
