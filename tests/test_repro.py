@@ -67,7 +67,11 @@ def test_finished_artifacts_are_reused(tmp_path):
     (tmp_path / "indexes/lucene-beir-toy-flat/pyserini_qpeft_index.json").write_text("{}")
     calls = []
     execute(planner, [matrix.conditions["bm25"]], runner=calls.append, echo=lambda s: None)
-    assert [c[0] for c in calls] == ["search"]
+    # an index without a record is handed to `index`, which checks its corpus and reuses it (or refuses another's)
+    assert [c[0] for c in calls] == ["index", "search"]
+    calls.clear()
+    execute(planner, [matrix.conditions["bm25"]], runner=calls.append, echo=lambda s: None)
+    assert [c[0] for c in calls] == ["search"]  # recorded now: reused without a command
 
 
 def test_an_artifact_made_by_another_command_is_refused_and_one_made_outside_repro_is_reused_with_a_warning(
