@@ -587,7 +587,7 @@ def test_a_second_training_into_the_same_output_is_locked_out(tiny_lm, tmp_path)
     assert (out / "trainer_state.json").is_file() and not (out / LOCK_NAME).exists()
 
 
-def test_resume_refuses_another_prompt_passage_budget_or_training_data(tiny_lm, tmp_path):
+def test_resume_refuses_another_prompt_passage_budget_or_training_data(tiny_lm, tmp_path, monkeypatch):
     """The module learns to serve one prompt on one set of (query, positive, hard negative) examples: --resume
     with another --prompt / --max-passage-tokens / --instruction, or another --negatives run, is refused (exit 3)
     instead of mixing two runs' epochs in one folder. Batch sizes may change."""
@@ -611,6 +611,14 @@ def test_resume_refuses_another_prompt_passage_budget_or_training_data(tiny_lm, 
     assert other != list(examples[:3])
     with pytest.raises(InputError, match="other training data"):
         train(tmp_path / "r", base, other, epochs=2)
+    # the LM in another precision (--dtype auto resolved otherwise on another CPU): refused, naming the flag
+    import torch
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tiny_lm, "dtype", torch.bfloat16)
+        with pytest.raises(InputError, match="--resume in bfloat16, but the run .* trained in float32: pass --dtype "
+                                             "fp32 "):
+            train(tmp_path / "r", base, examples[:3], epochs=2)
     train(tmp_path / "r", dataclasses.replace(base, batch_size=7), examples[:3], epochs=2)  # allowed
 
 

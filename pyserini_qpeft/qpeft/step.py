@@ -202,7 +202,10 @@ class QPeftStep:
         # what --resume must find unchanged: the module and the prompt it learns to serve (not the batch sizes)
         prompt = {k: v for k, v in scorer_config.to_dict().items()
                   if k not in ("batch_size", "prefix_batch_size", "cache_prefixes")}
-        self.identity = {"qpeft_config": qpeft_config.to_dict(), "scorer_config": prompt}
+        # ... and the precision the LM computes in (a resume on another CPU may resolve --dtype auto otherwise)
+        from ..training.trainer import lm_dtype
+
+        self.identity = {"qpeft_config": qpeft_config.to_dict(), "scorer_config": prompt, "lm_dtype": lm_dtype(lm)}
         params = [p for p in module.parameters() if p.requires_grad]
         lm_params = {id(p) for p in lm.model.parameters()}
         if any(id(p) in lm_params for p in params):

@@ -310,6 +310,11 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
         return _fit(step, train_examples, dev_examples, config, output_dir, resume, progress, metadata)
 
 
+def lm_dtype(lm: Any) -> str:
+    """The precision ``lm`` computes in (``float32``, ``bfloat16``, ...): part of a training step's identity."""
+    return str(lm.dtype).replace("torch.", "")
+
+
 def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
          config: TrainConfig, output_dir: str | os.PathLike, resume: bool, progress: bool,
          metadata: Mapping[str, Any] | None) -> TrainResult:
@@ -328,9 +333,15 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
                          f"another --output", str(output_dir))
     saved = state.get("step", step.identity) if state is not None else step.identity
     # a key the saved run did not record yet (a state from before it existed) is not compared
-    if any(saved[key] != step.identity.get(key) for key in saved):
-        raise InputError(f"--resume with other model settings than the run in {output_dir}: saved "
-                         f"{saved}, now {step.identity}", str(output_dir))
+    changed = [key for key in saved if saved[key] != step.identity.get(key)]
+    if changed:
+        if changed == ["lm_dtype"]:
+            flag = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(saved["lm_dtype"], saved["lm_dtype"])
+            raise InputError(f"--resume in {step.identity['lm_dtype']}, but the run in {output_dir} trained in "
+                             f"{saved['lm_dtype']}: pass --dtype {flag} (--dtype auto may choose another precision "
+                             f"on another CPU)", str(output_dir))
+        raise InputError(f"--resume with other model settings ({', '.join(changed)}) than the run in {output_dir}: "
+                         f"saved {saved}, now {step.identity}", str(output_dir))
     if parallel.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
     selection = selection_metric(config, dev_examples)
