@@ -76,6 +76,23 @@ def test_no_lm_weights_in_checkpoint(tiny_lm, tmp_path, variant):
     assert meta["parameters"]["trainable"] == numel
 
 
+def test_a_module_matrix_with_the_vocabularys_row_count_is_saved_a_copy_of_the_vocabulary_matrix_is_not(
+        tmp_path):
+    """Q-PEFT-A's in-projection has 3 x hidden rows: with a vocabulary of 3 x hidden (hidden 128, vocabulary 384) it
+    was refused as a 'vocabulary matrix' (exit 6 after a whole epoch); an embedding-shaped copy still is."""
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+
+    lm = FrozenLM.load(LMConfig(model=str(build_tiny_lm(tmp_path / "lm", vocab_size=384, hidden=128)), device="cpu",
+                                dtype="fp32"))
+    config = QPeftConfig(variant="attn", num_heads=4)
+    module = build_module(lm, config)
+    assert any(p.shape == (384, 128) for p in module.parameters())
+    save_checkpoint(tmp_path / "ckpt", module, config, lm, SCORER)
+    module.register_parameter("leak", torch.nn.Parameter(lm.model.get_input_embeddings().weight.detach().clone()))
+    with pytest.raises(ModelError, match="a copy of the LM's vocabulary matrix"):
+        save_checkpoint(tmp_path / "ckpt2", module, config, lm, SCORER)
+
+
 def test_other_base_model_refused(tiny_lm, tmp_path):
     from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
 

@@ -54,13 +54,18 @@ def module_state(module) -> dict[str, "object"]:
 
 
 def _assert_no_lm_weights(state: dict, lm: "FrozenLM") -> None:
+    import torch
+
     lm_ptrs = {p.data_ptr() for p in lm.model.parameters()}
-    vocab = lm.vocab_size
+    # a copy of the embedding (or LM head) matrix: its shape and values (the shape alone refused Q-PEFT-A's
+    # in-projection, 3 x hidden rows, of a model whose vocabulary is 3 x hidden)
+    matrices = [p for p in lm.model.parameters() if p.dim() == 2 and lm.vocab_size in p.shape]
     for name, tensor in state.items():
         if tensor.data_ptr() in lm_ptrs:
             raise ModelError(f"refusing to save LM weight {name!r} in a Q-PEFT checkpoint")
-        if tensor.dim() == 2 and tensor.shape[0] == vocab:
-            raise ModelError(f"refusing to save {name!r} {tuple(tensor.shape)}: looks like a vocabulary matrix")
+        if any(tensor.shape == m.shape and torch.equal(tensor.to(m.device, m.dtype), m) for m in matrices):
+            raise ModelError(f"refusing to save {name!r} {tuple(tensor.shape)}: a copy of the LM's vocabulary "
+                             f"matrix")
 
 
 def _model_card(meta: dict) -> str:
