@@ -126,6 +126,13 @@ def test_analyze_layers_report_and_plot(tiny_lm, tmp_path):
     assert report.alignment[1] == pytest.approx(alignment(vecs[:3], vecs[3:]), rel=1e-5)
     report.write_json(tmp_path / "r.json")
     assert LayerReport.read_json(tmp_path / "r.json") == report
+    from pyserini_qpeft.errors import InputError
+
+    for text, message in (("not json", "cannot read the layer report"), ('{"model": {}}', "not a layer report"),
+                          ("[1, 2]", "not a layer report")):  # a damaged or foreign --analysis file: exit 3, named
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(InputError, match=f"bad.json: {message}"):
+            LayerReport.read_json(tmp_path / "bad.json")
     plot_report(report, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -196,6 +196,13 @@ def test_cli_train_refuses_a_hint_passage_for_the_prompt_variant(tmp_path):
                                       "--hint-passage-tokens", "256"])
     assert result.exit_code == 2 and "--hint-passage-tokens" in result.output and "read no passage" in result.output
     assert not (tmp_path / "out").exists()
+    # module settings that contradict each other: exit 2 before the corpus or the LM loads (were tracebacks, exit 1)
+    for flags, message in ((["--variant", "attn", "--query-proj"], "query_proj applies to the retr variant only"),
+                           (["--variant", "prompt", "--prompt-tokens", "4"], "prompt_tokens adds prompt vectors")):
+        result = CliRunner().invoke(cli, ["train", "qpeft", *flags, "--dataset", "nosuch-dataset", "--negatives",
+                                          str(tmp_path / "run.trec"), "--output", str(tmp_path / "out")])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_qpeft_refuses_a_hint_passage_for_the_prompt_variant(tiny_lm, tmp_path):

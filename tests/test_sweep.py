@@ -105,3 +105,8 @@ def test_cli_sweep_publishes_the_dev_best(tiny_lm_path, tmp_path, toy_beir):
     assert "combination 03-loss=listwise_first-stage-weight=0.3: first_stage_weight needs the hinge loss" in \
         str(refused.exception) and str(grid) in str(refused.exception)
     assert not (late / "sweep").exists()
+    # a module this LM cannot take (heads that do not divide its hidden size 32): exit 2, not a traceback
+    heads = [a if a != "retr" else "attn" for a in plain] + ["--num-heads", "5"]
+    refused = CliRunner().invoke(train_group, [*heads[:heads.index("--output") + 1], str(tmp_path / "heads"),
+                                               *heads[heads.index("--output") + 2:]])
+    assert refused.exit_code == 2 and "num_heads=5 does not divide hidden size 32" in refused.output

@@ -169,6 +169,13 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
             dev_depth=dev_depth, dev_pool=dev_pool, selection_metric=selection_metric, patience=patience,
             eval_every=eval_every,
             dev_size=dev_size if dev_size is not None else _Q("dev_size"), dev_carve=dev_carve)
+        try:  # the module's settings are checked before the corpus and the LM load
+            qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads,
+                               num_virtual_tokens=num_virtual_tokens, prompt_init=prompt_init, seed=seed,
+                               attn_init=attn_init, mlp=mlp, token_filter=token_filter, query_proj=query_proj,
+                               prompt_tokens=prompt_tokens)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
         ds = BeirDataset.find(dataset)
         negatives_run_obj = read_run(negatives_run)
         examples, stats, corpus = load_training_data(
@@ -177,15 +184,15 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
         if not quiet:
             click.echo(stats.summary(), err=True)
         train_ex, dev_ex = split_dev(examples, tcfg.dev_size, tcfg.carve_seed, tcfg.dev_carve)
-        qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads, num_virtual_tokens=num_virtual_tokens,
-                           prompt_init=prompt_init, seed=seed, attn_init=attn_init, mlp=mlp, token_filter=token_filter,
-                           query_proj=query_proj, prompt_tokens=prompt_tokens)
         scfg = ScorerConfig(instruction=instruction, max_passage_tokens=max_passage_tokens,
                             hint_passage_tokens=hint_passage_tokens, **prompt_fields(prompt))
         lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
         # one for every training of this command; ranks of a data-parallel run may share a device's memory
         memo = PrefixMemo.for_device(lm.device, dev_cache_gb, processes=parallel.world_size)
-        module = build_module(lm, qcfg)
+        try:
+            module = build_module(lm, qcfg)
+        except ValueError as exc:  # a setting this LM cannot take (heads that do not divide its hidden size)
+            raise click.UsageError(f"{exc} (--model {lm.model_id})") from None
         report = parameter_report(module, lm)
         if not quiet:
             click.echo(f"{variant}: {report['trainable']:,} trainable parameters = {report['percent_of_lm']:.2f} % of "
@@ -209,6 +216,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
 
             def configs(point):
                 q = QPeftConfig.from_dict({**qcfg.to_dict(), **point.module})
+                build_module(lm, q)  # a setting this LM cannot take fails here, before any training
                 # every point holds out the carve of the base seed: a point with its own seed records that carve
                 pinned = {"dev_seed": tcfg.carve_seed} if "seed" in point.train and tcfg.dev_seed is None else {}
                 try:

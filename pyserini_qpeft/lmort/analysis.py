@@ -62,7 +62,18 @@ class LayerReport:
 
     @classmethod
     def read_json(cls, path: str | os.PathLike) -> "LayerReport":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """The report in ``path`` (``lmort analyze``'s layer_report.json); InputError naming the file when it is
+        not one (not JSON, fields missing or unknown)."""
+        from ..errors import InputError
+
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read the layer report: {exc}", str(path)) from None
+        try:
+            return cls.from_dict(data)
+        except TypeError as exc:
+            raise InputError(f"not a layer report of `pyserini-qpeft lmort analyze` ({exc})", str(path)) from None
 
 
 def pooled_layer_vectors(lm: "FrozenLM", texts: Sequence[str], layers: Sequence[int] | None = None,
