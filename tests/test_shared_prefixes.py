@@ -196,6 +196,12 @@ def test_cli_train_refuses_a_hint_passage_for_the_prompt_variant(tmp_path):
                                       "--hint-passage-tokens", "256"])
     assert result.exit_code == 2 and "--hint-passage-tokens" in result.output and "read no passage" in result.output
     assert not (tmp_path / "out").exists()
+    # a flag this variant or loss does not read: a warning (it was recorded in the checkpoint unused)
+    result = CliRunner().invoke(cli, ["train", "qpeft", "--variant", "attn", "--top-k", "8", "--temperature", "0.5",
+                                      "--dataset", "nosuch-dataset", "--negatives", str(tmp_path / "run.trec"),
+                                      "--output", str(tmp_path / "out")])
+    assert "warning: --top-k applies to --variant retr only; --variant attn does not read it" in result.output
+    assert "warning: --temperature applies to --loss listwise only; --loss hinge does not read it" in result.output
     # module settings that contradict each other: exit 2 before the corpus or the LM loads (were tracebacks, exit 1)
     for flags, message in ((["--variant", "attn", "--query-proj"], "query_proj applies to the retr variant only"),
                            (["--variant", "prompt", "--prompt-tokens", "4"], "prompt_tokens adds prompt vectors")):

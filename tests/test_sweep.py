@@ -75,6 +75,27 @@ def test_cli_sweep_publishes_the_dev_best(tiny_lm_path, tmp_path, toy_beir):
     again = CliRunner().invoke(train_group, args)  # resumes: nothing is trained again, the same winner
     assert again.exit_code == 0, again.output
     assert json.loads((out / "sweep.json").read_text())["best"]["index"] == best["index"]
+    # stopped before its table (killed, Ctrl-C): the same command resumes it (it was refused as a foreign folder);
+    # a combination whose folder is gone trains again, the others are reused
+    import shutil
+
+    kept = out / "sweep" / summary["rows"][0]["name"] / "best" / "qpeft_model.safetensors"
+    first = kept.read_bytes()
+    for name in ("sweep.json", "sweep.md"):
+        (out / name).unlink()
+    shutil.rmtree(out / "best")
+    shutil.rmtree(out / "sweep" / summary["rows"][-1]["name"])
+    resumed = CliRunner().invoke(train_group, args)
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "sweep.json").read_text())["rows"] == summary["rows"]
+    assert kept.read_bytes() == first  # reused, not retrained
+    for name in ("sweep.json", "sweep.md"):
+        (out / name).rename(tmp_path / name)
+    shutil.rmtree(out / "best")
+    refused = CliRunner().invoke(train_group, [a for a in args if a not in ("--sweep", str(grid))])
+    assert isinstance(refused.exception, InputError) and "holds an unfinished sweep" in str(refused.exception)
+    resumed = CliRunner().invoke(train_group, args)
+    assert resumed.exit_code == 0, resumed.output
     # a plain training never writes into a sweep's folder (it would replace best/), nor a sweep into a training's
     plain = [a for a in args if a not in ("--sweep", str(grid))]
     refused = CliRunner().invoke(train_group, plain)

@@ -35,6 +35,27 @@ def _M(name: str):
     return field_default(QPeftConfig, name)
 
 
+# flags that only one variant or loss reads: given for another, they would be recorded in the checkpoint unused
+_VARIANT_FLAGS = {"top_k": ("--top-k", "retr"), "token_filter": ("--token-filter", "retr"),
+                  "num_heads": ("--num-heads", "attn"), "attn_init": ("--attn-init", "attn"),
+                  "num_virtual_tokens": ("--num-virtual-tokens", "prompt")}
+_LOSS_FLAGS = {"margin": ("--margin", "hinge"), "temperature": ("--temperature", "listwise")}
+
+
+def _warn_unused_flags(variant: str, loss: str) -> None:
+    """A warning for each flag given on the command line that this variant or loss does not read."""
+    ctx = click.get_current_context()
+    given = {name for name in (*_VARIANT_FLAGS, *_LOSS_FLAGS)
+             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+    for name in sorted(given):
+        flag, applies = _VARIANT_FLAGS.get(name) or _LOSS_FLAGS[name]
+        current = variant if name in _VARIANT_FLAGS else loss
+        if current != applies:
+            kind = "--variant" if name in _VARIANT_FLAGS else "--loss"
+            click.echo(f"warning: {flag} applies to {kind} {applies} only; {kind} {current} does not read it",
+                       err=True)
+
+
 @train.command("qpeft")
 @click.option("--variant", type=click.Choice(VARIANTS), default=_M("variant"), show_default=True,
               help="attn = Q-PEFT-A, retr = Q-PEFT-R, prompt = query-independent prompt tuning.")
@@ -153,6 +174,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     from ..types import read_run
 
     check_split(split)
+    _warn_unused_flags(variant, loss_name)
     if hint_passage_tokens is not None and variant == "prompt":
         raise click.BadParameter("the prompt variant's vectors read no passage", param_hint="--hint-passage-tokens")
     check_training_output(output, sweep=sweep_grid is not None)

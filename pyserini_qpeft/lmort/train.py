@@ -109,7 +109,7 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
         raise InputError(f"{output} holds a run of the old LMORT trainer (train_state.json), which cannot be "
                          "resumed or extended; choose another --output", str(output))
     if read_trainer_state(output) is not None and not resume:  # fail before the (long) caching
-        raise InputError(f"{output} already holds a training run; pass --resume to continue it or choose another "
+        raise InputError("already holds a training run; pass --resume to continue it or choose another "
                          "--output", str(output))
     started = time.time()
     train_set, dev_set = split_dev(examples, train.dev_size, train.carve_seed, train.dev_carve)

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import InputError
+from ..training.state import SWEEP_DIR  # OUTPUT/sweep/NN-<settings>/
 
 logger = logging.getLogger(__name__)
 
-SWEEP_DIR = "sweep"
 # Not sweepable: one sweep trains one variant (its reranker name and checkpoint type), on one dev set judged one way.
 FIXED = ("variant", "dev_size", "dev_seed", "dev_carve", "dev_depth", "dev_pool", "negative_policy", "selection_metric")
 

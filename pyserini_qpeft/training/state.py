@@ -33,6 +33,7 @@ def epoch_dir(output_dir: str | os.PathLike, epoch: int) -> Path:
 
 # What a training output folder of ours may hold before its trainer_state.json exists (LMORT caches LM states first).
 OWN_ENTRIES = ("state-cache",)
+SWEEP_DIR = "sweep"  # a sweep's combinations, one training output each (qpeft.sweep)
 LOCK_NAME = ".training.lock"
 _TEMPORARY = re.compile(r"^\..+\.\d+\.")  # artifacts.temp_prefix: .NAME.PID.
 
@@ -54,6 +55,11 @@ def check_training_output(output_dir: str | os.PathLike, sweep: bool = False) ->
     if not folder.is_dir():
         return
     names = [p.name for p in folder.iterdir()]
+    if "sweep.json" not in names and _unfinished_sweep(folder, names):  # a sweep stopped before its table
+        if sweep:
+            return
+        raise InputError("holds an unfinished sweep (sweep/); a training here would mix with it (resume the sweep "
+                         "with the same --sweep, or choose another --output)", str(folder))
     if sweep and STATE_NAME in names:
         raise InputError("holds a training run, not a sweep; a sweep here would replace its best/ (choose another "
                          "--output)", str(folder))
@@ -64,6 +70,25 @@ def check_training_output(output_dir: str | os.PathLike, sweep: bool = False) ->
         return
     raise InputError("exists, is not empty and holds no training run of ours; refusing to write into it "
                      "(choose another --output)", str(folder))
+
+
+def _unfinished_sweep(folder: Path, names: list[str]) -> bool:
+    """Whether ``folder`` holds a sweep's ``sweep/`` of training outputs of ours and nothing else of note (a sweep
+    writes ``sweep.json`` and ``best/`` only when every combination has trained)."""
+    from ..errors import InputError
+
+    if SWEEP_DIR not in names or not (folder / SWEEP_DIR).is_dir():
+        return False
+    if not all(n == SWEEP_DIR or n in OWN_ENTRIES or _ours_hidden(n) for n in names):
+        return False
+    for point in (folder / SWEEP_DIR).iterdir():
+        if not point.is_dir():
+            return False
+        try:
+            check_training_output(point)
+        except InputError:
+            return False
+    return True
 
 
 def read_trainer_state(output_dir: str | os.PathLike) -> dict | None:

@@ -329,8 +329,8 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
     state = read_trainer_state(output_dir)
     parallel.barrier()  # every rank has read the state before rank 0 writes one
     if state is not None and not resume:
-        raise InputError(f"{output_dir} already holds a training run; pass --resume to continue it or choose "
-                         f"another --output", str(output_dir))
+        raise InputError("already holds a training run; pass --resume to continue it or choose another --output",
+                         str(output_dir))
     saved = state.get("step", step.identity) if state is not None else step.identity
     # a key the saved run did not record yet (a state from before it existed) is not compared
     changed = [key for key in saved if saved[key] != step.identity.get(key)]
@@ -340,8 +340,16 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
             raise InputError(f"--resume in {step.identity['lm_dtype']}, but the run in {output_dir} trained in "
                              f"{saved['lm_dtype']}: pass --dtype {flag} (--dtype auto may choose another precision "
                              f"on another CPU)", str(output_dir))
-        raise InputError(f"--resume with other model settings ({', '.join(changed)}) than the run in {output_dir}: "
-                         f"saved {saved}, now {step.identity}", str(output_dir))
+        diffs = []
+        for key in changed:
+            old, new = saved[key], step.identity.get(key)
+            if isinstance(old, dict) and isinstance(new, dict):
+                diffs += [f"{key}.{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted({*old, *new})
+                          if old.get(k) != new.get(k)]
+            else:
+                diffs.append(f"{key} {old!r} -> {new!r}")
+        raise InputError(f"--resume with other model settings than this folder's run: {', '.join(diffs)}; give the "
+                         f"same flags, or another --output", str(output_dir))
     if parallel.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
     selection = selection_metric(config, dev_examples)
