@@ -224,3 +224,25 @@ def test_a_base_model_is_known_by_its_folder_and_its_weights_not_by_how_its_path
     assert changed.identity()["weights"] != original["weights"]
     with pytest.raises(ModelError, match="weight files differ"):
         check_base_model(original | {"model_id": str(moved.resolve())}, changed, "ckpt")
+
+
+def test_a_checkpoint_whose_base_model_folder_moved_says_to_pass_model(tiny_lm_path, tmp_path):
+    """Without --model a command loads the checkpoint's recorded base model; when that folder is gone the error
+    names the checkpoint and asks for --model (it named a path the user never typed as 'not a local folder')."""
+    import shutil
+
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+    from pyserini_qpeft.qpeft.checkpoint import lm_model_for
+
+    copy = tmp_path / "lm"
+    shutil.copytree(tiny_lm_path, copy)
+    lm = FrozenLM.load(LMConfig(model=str(copy), device="cpu", dtype="fp32"))
+    config = QPeftConfig(variant="retr", top_k=4)
+    ckpt = save_checkpoint(tmp_path / "ckpt", build_module(lm, config), config, lm, SCORER)
+    assert lm_model_for(ckpt) == str(copy.resolve())
+    copy.rename(tmp_path / "moved")
+    with pytest.raises(ModelError, match=r"ckpt was trained on the LM in .*/lm \(recorded in its qpeft_config.json\), "
+                                         r"which is not there any more: pass --model"):
+        lm_model_for(ckpt)
+    assert lm_model_for(ckpt, str(tmp_path / "moved")) == str(tmp_path / "moved")
+    load_checkpoint(ckpt, FrozenLM.load(LMConfig(model=str(tmp_path / "moved"), device="cpu", dtype="fp32")))

@@ -159,7 +159,14 @@ def lm_model_for(checkpoint: str | os.PathLike | None, model: str | None = None)
     else the packaged default."""
     from ..lm.backbone import DEFAULT_MODEL
 
-    return model or (base_model_name(checkpoint) if checkpoint else None) or DEFAULT_MODEL
+    if model:
+        return model
+    recorded = base_model_name(checkpoint) if checkpoint else None
+    if recorded and os.path.isabs(recorded) and not os.path.exists(recorded):
+        raise ModelError(f"{checkpoint} was trained on the LM in {recorded} (recorded in its {CONFIG_NAME}), which is "
+                         f"not there any more: pass --model with the folder it moved to (the same weights are "
+                         f"checked)")
+    return recorded or DEFAULT_MODEL
 
 
 def _scorer_config(data: dict) -> "ScorerConfig":
