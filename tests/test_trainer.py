@@ -198,3 +198,26 @@ def test_resume_before_the_first_epoch_reuses_the_dev_evaluation_at_start(tmp_pa
     changed = TrainConfig(epochs=2, batch_size=4, selection_metric="mrr@10", lr=0.5)
     with pytest.raises(InputError, match="other training settings"):
         fit(ToyStep(), EXAMPLES[:8], EXAMPLES[8:], changed, tmp_path / "cut2", resume=True, progress=False)
+
+
+def test_a_best_copy_a_killed_run_left_is_ours_and_swept(tmp_path):
+    """publish_best copies into a temporary named as every temporary of ours (.best.PID.copy.tmp), so a copy a
+    SIGKILL left is swept by the next publish and never makes the folder look foreign to a resume or a sweep."""
+    from pyserini_qpeft.training.state import check_training_output, publish_best
+
+    epoch = tmp_path / "out" / "epoch-1"
+    epoch.mkdir(parents=True)
+    (epoch / "weights.safetensors").write_bytes(b"w")
+    dead = 4194300  # above any PID in use here (pid_max is 4194304)
+    stale = [tmp_path / "out" / f".best.{dead}.copy.tmp", tmp_path / "out" / f".best.old{dead + 1}"]
+    for folder in stale:
+        folder.mkdir()
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / f".best.{dead}.copy.tmp").mkdir()
+    (only / f".best.old{dead}").mkdir()
+    check_training_output(only)  # nothing but our leftovers: not foreign
+    best = publish_best(epoch, tmp_path / "out")
+    assert (best / "weights.safetensors").read_bytes() == b"w"
+    assert not any(folder.exists() for folder in stale)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["best", "epoch-1"]

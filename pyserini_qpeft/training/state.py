@@ -36,11 +36,13 @@ OWN_ENTRIES = ("state-cache",)
 SWEEP_DIR = "sweep"  # a sweep's combinations, one training output each (qpeft.sweep)
 LOCK_NAME = ".training.lock"
 _TEMPORARY = re.compile(r"^\..+\.\d+\.")  # artifacts.temp_prefix: .NAME.PID.
+_REPLACED = re.compile(r"\..+\.old\d+")  # artifacts.replace_dir's .NAME.oldPID
 
 
 def _ours_hidden(name: str) -> bool:
-    """A hidden entry a training of ours leaves: its lock, or a killed writer's temporary (not e.g. ``.git``)."""
-    return name == LOCK_NAME or bool(_TEMPORARY.match(name))
+    """A hidden entry a training of ours leaves: its lock, or a killed writer's temporary (not e.g. ``.git``):
+    ``.NAME.PID.*`` or a replaced folder ``.NAME.oldPID`` (artifacts.replace_dir)."""
+    return name == LOCK_NAME or bool(_TEMPORARY.match(name)) or bool(_REPLACED.fullmatch(name))
 
 
 def check_training_output(output_dir: str | os.PathLike, sweep: bool = False) -> None:
@@ -152,8 +154,11 @@ def write_training_done(output_dir: str | os.PathLike, state: dict) -> None:
 
 def publish_best(epoch_folder: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
     """Copy an epoch's checkpoint (without optimizer state) to ``output_dir/best``, replacing it atomically."""
+    from ..artifacts import sweep_stale, temp_prefix
+
     src, dst = Path(epoch_folder), Path(output_dir) / BEST
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    sweep_stale(dst)  # a copy a killed run left (.best.PID.copy.tmp, .best.oldPID)
+    tmp = dst.with_name(f"{temp_prefix(dst)}copy.tmp")  # ours by name: a resume or a sweep's check accepts it
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(OPTIMIZER_WEIGHTS, OPTIMIZER_JSON))
     replace_dir(tmp, dst)
