@@ -678,6 +678,9 @@ def test_cli_train_lr_schedule_and_eval_every_reach_the_training(tiny_lm_path, t
     assert steps[0] > 1 and checks == [s for e in range(2) for s in range(e * steps[0] + 1, (e + 1) * steps[0])]
     assert all("dev_steps" not in h for h in linear["history"])
     assert read_lmort_meta(tmp_path / "every")["training"]["train_config"]["eval_every"] == 1
+    # --pseudo-epochs without --pseudo-queries does nothing: a warning says so (it was accepted silently)
+    res = CliRunner().invoke(lmort, [*args, "--output", "inplace", "--pseudo-epochs", "2", "--max-steps", "1"])
+    assert "warning: --pseudo-epochs/--pseudo-positive shape the pseudo pairs of --pseudo-queries N" in res.output
     # --max-steps (as train qpeft's): the run stops after that many optimizer steps, inside the first epoch here
     res = CliRunner().invoke(lmort, [*args, "--output", "capped", "--max-steps", "2"])
     assert res.exit_code == 0, res.output

@@ -157,6 +157,11 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
     from ..types import read_run
 
     check_split(split)
+    source = click.get_current_context().get_parameter_source
+    if not pseudo_queries and any(source(name) is click.core.ParameterSource.COMMANDLINE
+                                  for name in ("pseudo_epochs", "pseudo_positive")):
+        click.echo("warning: --pseudo-epochs/--pseudo-positive shape the pseudo pairs of --pseudo-queries N; with "
+                   "--pseudo-queries 0 there are none and they do nothing", err=True)
     check_training_output(output)
     parallel = DataParallel.from_environment(device)
     with parallel.closing():  # every rank ends together (see training.parallel)
