@@ -303,6 +303,23 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
     cli_run = read_run(tmp_path / "dense.trec")
     assert {q: len(cli_run[q]) for q in cli_run.qids()} == {"d1": 5, "q4": 6}  # all 6 docs; d1's own one dropped
     assert "d1" not in [h.docid for h in cli_run["d1"]]
+    # the checkpoint retrained or replaced after the encode: refused, not searched with mismatched query vectors;
+    # gone: the message says where it was
+    import shutil
+
+    weights = tmp_path / "ckpt" / "best" / "lmort_model.safetensors"
+    original = weights.read_bytes()
+    shutil.copy(tmp_path / "ckpt" / "epoch-1" / "lmort_model.safetensors", weights)
+    if weights.read_bytes() == original:  # best/ was epoch 1: take epoch 2's weights
+        shutil.copy(tmp_path / "ckpt" / "epoch-2" / "lmort_model.safetensors", weights)
+    with pytest.raises(ModelError, match="whose weights have changed since"):
+        dense_search(tmp_path / "idx", [Query("q3", "how do cells divide")], k=3, progress=False, device="cpu",
+                     dtype="fp32")
+    weights.write_bytes(original)
+    (tmp_path / "ckpt").rename(tmp_path / "ckpt-moved")
+    with pytest.raises(ModelError, match="which is not there any more"):
+        dense_search(tmp_path / "idx", [Query("q3", "how do cells divide")], k=3, progress=False, device="cpu",
+                     dtype="fp32")
 
 
 def test_state_cache_reuse_and_key_check(tiny_lm, tmp_path, monkeypatch):

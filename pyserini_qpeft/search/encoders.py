@@ -347,9 +347,22 @@ def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm:
         check_base_model(meta["model"], encoder.lm, source, made="encoded with")
         return encoder
     if kind == "lmort":
-        members = [m["checkpoint"] for m in meta["ensemble"]] if "ensemble" in meta else [meta["checkpoint"]]
-        return build_encoder(f"lmort:{','.join(members)}", model=model or meta.get("lm_model"), device=device,
-                             dtype=dtype, lm=lm)
+        from ..lmort.tuner import WEIGHTS_NAME
+
+        recorded = meta["ensemble"] if "ensemble" in meta else [meta]
+        members = [m["checkpoint"] for m in recorded]
+        for member in members:
+            if not Path(member).exists():
+                raise ModelError(f"{source} was encoded with the LMORT checkpoint {member}, which is not there any "
+                                 f"more: put it back there (its weights are checked)")
+        encoder = build_encoder(f"lmort:{','.join(members)}", model=model or meta.get("lm_model"), device=device,
+                                dtype=dtype, lm=lm)
+        for member, folder, entry in zip(members, encoder.checkpoints, recorded):
+            if entry.get("checkpoint_sha256") and _sha256(folder / WEIGHTS_NAME) != entry["checkpoint_sha256"]:
+                raise ModelError(f"{source} was encoded with the LMORT checkpoint {member}, whose weights have "
+                                 f"changed since (retrained or replaced): its queries would not match its documents; "
+                                 f"encode the corpus again, or restore those weights")
+        return encoder
     raise InputError(f"index meta names an unknown encoder {kind!r}")
 
 
