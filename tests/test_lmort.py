@@ -322,6 +322,43 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
                      dtype="fp32")
 
 
+def test_a_state_cache_is_built_by_one_job_at_a_time(tiny_lm, tmp_path):
+    """Two jobs adding to one cache (seeds share it) both appended shard 0 and indexed the other's ids; a second
+    build now waits for the first's lock, then adds only what is still missing after the first's shards."""
+    import fcntl
+    import threading
+    import time
+
+    from pyserini_qpeft.lmort.cache import StateCache
+    from pyserini_qpeft.training.parallel import SINGLE
+
+    key = {"model": tiny_lm.identity(), "layers": [1, 2], "max_length": 32}
+    (tmp_path / "c").mkdir()
+    held = open(tmp_path / "c" / ".build.lock", "a")  # another job, building
+    fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+    done = threading.Event()
+    cache = StateCache(tmp_path / "c", key)
+
+    def build():
+        cache.build(tiny_lm, {f"t{i}": t for i, t in enumerate(TEXTS)}, (1, 2), 32, batch_size=3, progress=False)
+        done.set()
+
+    worker = threading.Thread(target=build)
+    worker.start()
+    time.sleep(1.0)
+    assert not done.is_set() and not list((tmp_path / "c").glob("shard-*"))  # waits, writes nothing
+    other = StateCache(tmp_path / "c", key)  # meanwhile the other job's shard lands (it holds the lock)
+    other._build(tiny_lm, {"t0": TEXTS[0]}, (1, 2), 32, 3, 512, False, SINGLE)
+    held.close()
+    worker.join(60)
+    assert done.is_set()
+    shards = sorted(p.name for p in (tmp_path / "c").glob("shard-*"))
+    assert shards == ["shard-00000.safetensors", "shard-00001.safetensors"]  # the waiting job added after it
+    fresh = StateCache(tmp_path / "c", key)
+    fresh.load()
+    assert set(fresh.entries) == {f"t{i}" for i in range(len(TEXTS))} and fresh.entries["t0"][0] == 0
+
+
 def test_state_cache_reuse_and_key_check(tiny_lm, tmp_path, monkeypatch):
     from pyserini_qpeft.lmort import cache as lmort_cache
     from pyserini_qpeft.lmort.cache import StateCache

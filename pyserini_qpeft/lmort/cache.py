@@ -8,6 +8,7 @@ deeper layer) and stored as safetensors shards; every epoch then costs only the 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from ..artifacts import atomic_write, check_base_model
 from ..errors import ModelError
 from .states import layer_token_states, tokenize
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -78,17 +81,42 @@ class StateCache:
         before computing anything) a stored id whose text now has other tokens (within ``max_length``).
 
         With ``parallel`` (data-parallel training), new shard ``k`` is computed by rank ``k % world_size`` (the same
-        shards, batches and bits as one process) and rank 0 indexes them once all ranks are done.
+        shards, batches and bits as one process) and rank 0 indexes them once all ranks are done. One job builds at a
+        time (a second one waits: see :meth:`_writer_lock`).
         """
+        from ..training.parallel import SINGLE
+
+        parallel = parallel or SINGLE
+        lock = None
+        if parallel.is_main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            lock = self._writer_lock()  # another job adding to this cache (seeds share one) goes first
+        try:
+            self._build(lm, texts, layers, max_length, batch_size, shard_size, progress, parallel)
+        finally:
+            if lock is not None:
+                lock.close()
+
+    def _writer_lock(self):
+        """An exclusive flock on ``.build.lock`` in the folder: one job adds states at a time (two appended shards
+        under one number and indexed ids of another shard). Waits for a job that holds it, saying so."""
+        import fcntl
+
+        handle = open(self.folder / ".build.lock", "a")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.warning("%s: another job is adding LM states to this cache; waiting for it", self.folder)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        return handle
+
+    def _build(self, lm: "FrozenLM", texts: Mapping[str, str], layers: tuple[int, int], max_length: int,
+               batch_size: int, shard_size: int, progress: bool, parallel: "DataParallel") -> None:
+        """:meth:`build` inside the writer lock (ranks other than 0 of a data-parallel run follow rank 0)."""
         import torch
         from safetensors.torch import save
         from tqdm.auto import tqdm
 
-        from ..training.parallel import SINGLE
-
-        parallel = parallel or SINGLE
-        if parallel.is_main:
-            self.folder.mkdir(parents=True, exist_ok=True)
         parallel.barrier()
         shards = self._load_index()
         done = {i for shard in shards for i in shard}
