@@ -414,6 +414,8 @@ def test_mean_pairwise_distance_hand_computed():
 def test_train_lmort_shared_split_resume_and_dev_metrics(tiny_lm, tmp_path, monkeypatch):
     """LMORT through the shared loop: split_dev's dev set, resume == uninterrupted (dropout on), dev metrics equal
     evaluation.evaluate on the step's dev run, the output folder loads as its best/."""
+    import dataclasses
+
     from conftest import TOY_CORPUS, TOY_QUERIES
 
     from pyserini_qpeft.evaluation import evaluate
@@ -471,6 +473,12 @@ def test_train_lmort_shared_split_resume_and_dev_metrics(tiny_lm, tmp_path, monk
     want = evaluate(dev_run, {e.qid: {d: 1 for d in e.positives} for e in dev_set}, list(step.dev_metrics))
     best = next(h for h in full["history"] if h["epoch"] == full["best_epoch"])
     assert {k: best["dev"][k] for k in want} == want
+    # without hard negatives the dev pool is every training positive, not the dev query's own positive alone
+    # (which every epoch ranked first: best/ was always epoch 1)
+    bare = [dataclasses.replace(e, negatives=()) for e in examples]
+    summary = train_lmort(tiny_lm, bare, corpus, config, LMORTTrainConfig(epochs=1, **kw), tmp_path / "bare",
+                          cache_dir=cache_dir, progress=False)
+    assert summary["dev_pool"] == len({d for e in examples for d in e.positives}) > 1
 
 
 def _index_vectors(folder):

@@ -122,6 +122,11 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
     doc_ids = sorted({d for e in examples for d in (*e.positives, *e.negatives[:depth])} | whole)
     # Dev queries are ranked against their own positives and hard negatives (a small, hard pool).
     dev_pool = sorted({d for e in dev_set for d in (*e.positives, *e.negatives[:depth])})
+    if dev_set and not any(e.negatives for e in dev_set):  # no --negatives: a pool of their own positives ranks
+        # every one first at every epoch (best/ = epoch 1); every training positive makes the distractors instead
+        dev_pool = sorted({d for e in examples for d in e.positives})
+        logger.warning("no hard negatives (--negatives): dev queries are ranked against every training positive "
+                       "(%d documents) to select the epoch", len(dev_pool))
     texts = {f"{QUERY_KEY}{e.qid}": e.query for e in examples}
     texts.update({f"{DOC_KEY}{d}": corpus[d] for d in doc_ids})
     texts.update({f"{PSEUDO_KEY}{d}": pair.query for d, pair in pseudo.items()})
