@@ -191,6 +191,14 @@ def test_checkpoint_refuses_other_base_model(tiny_lm, tmp_path):
     (tmp_path / "bad" / "lmort_config.json").write_text(json.dumps({"module_type": "qpeft"}))
     with pytest.raises(ModelError, match="module_type"):
         load_lmort(tmp_path / "bad", tiny_lm)
+    # a config that parses but cannot be built (no config, an unknown field of a newer version, bad heads): exit 6
+    meta_path = tmp_path / "ckpt" / "lmort_config.json"
+    meta = json.loads(meta_path.read_text())
+    for broken in ({k: v for k, v in meta.items() if k != "config"}, {**meta, "config": {**meta["config"], "x": 1}},
+                   {**meta, "config": {**meta["config"], "num_heads": 5}}):
+        meta_path.write_text(json.dumps(broken))
+        with pytest.raises(ModelError, match="holds no usable tuner config"):
+            load_lmort(tmp_path / "ckpt", tiny_lm)
 
 
 def _negatives_run(path):

@@ -298,7 +298,10 @@ def load_lmort(path: str | os.PathLike, lm: "FrozenLM") -> LMORTModel:
     path = resolve_lmort_checkpoint(path)
     meta = read_lmort_meta(path)
     check_base_model(meta.get("base_model"), lm, path)
-    config = LMORTConfig.from_dict(meta["config"])
+    try:
+        config = LMORTConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as exc:  # no config, or one this version cannot build (a newer one's)
+        raise ModelError(f"{path}: its {CONFIG_NAME} holds no usable tuner config ({exc!r})") from None
     tuner = LMORTTuner(config, lm.hidden_size)
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
