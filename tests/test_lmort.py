@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 import random
 
@@ -263,6 +264,11 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
     assert res.exit_code == 0, res.output
     state = json.loads((tmp_path / "ckpt" / "trainer_state.json").read_text())
     assert [h["epoch"] for h in state["history"]] == [1, 2] and state["best_epoch"] in (1, 2)
+    # --resume with other layers: named as such before the state cache is touched (the cache took the blame)
+    other = [a if a != "auto" else "1,1" for a in train_args if a not in ("--analysis", "an/layer_report.json")]
+    res = runner.invoke(lmort, [*other, "--epochs", "3", "--resume", "--lr-schedule", "constant", "--warmup-ratio", "0"])
+    assert re.search(r"--resume with other tuner settings than this folder's run: .*(align|unif)_layer",
+                     str(res.exception)), res.output
     for epoch in (1, 2):  # the shared layout: epoch-N/ with optimizer state, best/ without
         assert (tmp_path / "ckpt" / f"epoch-{epoch}" / "lmort_model.safetensors").is_file()
         assert (tmp_path / "ckpt" / f"epoch-{epoch}" / "optimizer.json").is_file()

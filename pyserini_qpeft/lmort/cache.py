@@ -70,7 +70,7 @@ class StateCache:
         stored = dict(data.get("key") or {})
         if {**stored, "model": None} != {**self.key, "model": None}:  # the model: checked just above
             raise ModelError(f"{self.folder}: state cache was built with {data.get('key')}, not {self.key}; "
-                             "delete it or choose another --cache-dir")
+                             "delete it or use another folder (train lmort --cache-dir, encode --state-cache)")
         self.digests = dict(data.get("tokens") or {})  # caches written before it recorded none: lengths only
         return data["shards"]
 

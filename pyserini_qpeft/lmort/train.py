@@ -108,9 +108,17 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
     if (output / OLD_STATE).exists():
         raise InputError(f"{output} holds a run of the old LMORT trainer (train_state.json), which cannot be "
                          "resumed or extended; choose another --output", str(output))
-    if read_trainer_state(output) is not None and not resume:  # fail before the (long) caching
+    state = read_trainer_state(output)
+    if state is not None and not resume:  # fail before the (long) caching
         raise InputError("already holds a training run; pass --resume to continue it or choose another "
                          "--output", str(output))
+    saved = ((state or {}).get("step") or {}).get("lmort_config")
+    if resume and isinstance(saved, dict) and saved != config.to_dict():  # before the cache blames itself
+        now = config.to_dict()
+        diffs = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted({*saved, *now})
+                 if saved.get(k) != now.get(k)]
+        raise InputError(f"--resume with other tuner settings than this folder's run: {', '.join(diffs)}; give the "
+                         f"same flags (--layers, --max-length, ...), or another --output", str(output))
     started = time.time()
     train_set, dev_set = split_dev(examples, train.dev_size, train.carve_seed, train.dev_carve)
     depth = train.negative_depth

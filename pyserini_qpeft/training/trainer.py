@@ -233,8 +233,9 @@ def _check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mappin
     saved_dev = recorded.get("dev_qids")
     if isinstance(saved_dev, list) and saved_dev != settings["dev_qids"]:
         raise InputError(f"--resume with another dev split than the interrupted run (it held out {len(saved_dev)} "
-                         f"dev queries, this one {len(settings['dev_qids'])} others): give the same --dev-size / "
-                         f"--dev-seed / --dev-carve, or another --output", str(where))
+                         f"dev queries, this one {len(settings['dev_qids'])} others): give the same dev flags (train "
+                         f"qpeft: --dev-size, train lmort: --dev-fraction; --dev-seed, --dev-carve) and --seed (the "
+                         f"dev carve's seed unless --dev-seed is given), or another --output", str(where))
     saved_data = recorded.get("train_data")
     if isinstance(saved_data, str) and saved_data != settings["train_data"]:
         raise InputError("--resume with other training data than the interrupted run (other training queries, "
