@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
-import re
 import math
 import random
+import re
 
 import numpy as np
 import pytest
