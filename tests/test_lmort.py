@@ -846,6 +846,8 @@ def test_ensemble_index_and_its_query_encoder(tiny_lm, tiny_lm_path, toy_beir, t
             assert score == pytest.approx((scores["i0"][docid] + scores["i1"][docid]) / 2, abs=1e-5)
     with pytest.raises(InputError, match="empty checkpoint"):
         build_encoder("lmort:m0,", lm=tiny_lm)
+    with pytest.raises(InputError, match="names the checkpoint .*m0 more than once"):  # was a 'two-member ensemble'
+        build_encoder(f"lmort:m0,{tmp_path / 'm0'}/", lm=tiny_lm)
     _saved_tuner(tiny_lm, tmp_path / "m,2", seed=2)  # a folder named with a comma is one checkpoint
     assert [c.resolve() for c in build_encoder("lmort:m,2", lm=tiny_lm).checkpoints] == [(tmp_path / "m,2").resolve()]
 
