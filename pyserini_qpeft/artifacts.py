@@ -104,16 +104,20 @@ def refuse_output_over_inputs(outputs: Mapping[str, Any], inputs: Mapping[str, A
 
 
 def lock_exclusively(path: str | os.PathLike, busy: str, source: str | os.PathLike | None = None,
-                     encoding: str | None = None) -> IO:
+                     encoding: str | None = None, wait: bool = False) -> IO:
     """``path`` opened for appending and locked (``flock``, exclusive, released when the handle closes or the
     process dies): one writer per output. InputError ``busy`` naming ``source`` (default ``path``) when another
-    process holds it."""
+    process holds it; with ``wait``, a warning ``busy`` instead, then the lock once that process lets go."""
     import fcntl
 
     handle = open(path, "a", encoding=encoding)
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        if wait:
+            logger.warning("%s: %s", source if source is not None else path, busy)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            return handle
         handle.close()
         raise InputError(busy, str(source if source is not None else path)) from None
     return handle

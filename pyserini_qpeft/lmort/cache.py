@@ -8,7 +8,6 @@ deeper layer) and stored as safetensors shards; every epoch then costs only the 
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -16,8 +15,6 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from ..artifacts import atomic_write, check_base_model
 from ..errors import ModelError
 from .states import layer_token_states, tokenize
-
-logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -100,15 +97,10 @@ class StateCache:
     def _writer_lock(self):
         """An exclusive flock on ``.build.lock`` in the folder: one job adds states at a time (two appended shards
         under one number and indexed ids of another shard). Waits for a job that holds it, saying so."""
-        import fcntl
+        from ..artifacts import lock_exclusively
 
-        handle = open(self.folder / ".build.lock", "a")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.warning("%s: another job is adding LM states to this cache; waiting for it", self.folder)
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        return handle
+        return lock_exclusively(self.folder / ".build.lock", "another job is adding LM states to this cache; "
+                                "waiting for it", source=self.folder, wait=True)
 
     def _build(self, lm: "FrozenLM", texts: Mapping[str, str], layers: tuple[int, int], max_length: int,
                batch_size: int, shard_size: int, progress: bool, parallel: "DataParallel") -> None:
