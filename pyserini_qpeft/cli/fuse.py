@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from .options import OutputPath
+from .options import OutputPath, given_on_command_line
 
 from ..search.fusion import (NORMALIZATIONS, average_reranks, check_rerank_covers, interpolate, interpolate_rerank,
                              rrf)
@@ -135,9 +135,7 @@ def fuse(runs, method, rrf_k, alpha, normalization, depth, top_k, runtag, output
     if runtag is not None and not is_trec_word(runtag):
         raise click.BadParameter(f"{runtag!r}: one word, no whitespace", param_hint="--runtag")
     if method == "rrf":  # RRF ranks: a weight or normalisation given for it would be silently ignored
-        source = click.get_current_context().get_parameter_source
-        ignored = [f"--{name}" for name in ("alpha", "normalization")
-                   if source(name) is click.core.ParameterSource.COMMANDLINE]
+        ignored = [f"--{name}" for name in given_on_command_line("alpha", "normalization")]
         if ignored:
             raise click.UsageError(f"{' and '.join(ignored)} do not apply to --method rrf (it fuses ranks: --rrf.k, "
                                    f"--depth, --k); use --method interpolation or rerank-interpolation")

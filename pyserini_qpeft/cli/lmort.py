@@ -18,7 +18,8 @@ from ..lmort.step import LMORTTrainConfig
 from ..lmort.tuner import LMORTConfig
 from ..training.data import NEGATIVE_POLICIES
 from .main import command_line
-from .options import OutputPath, dev_carve_option, eval_every_option, lm_options, optimizer_options, quiet_option
+from .options import (OutputPath, dev_carve_option, eval_every_option, given_on_command_line, lm_options,
+                      optimizer_options, quiet_option)
 
 logger = logging.getLogger(__name__)
 
@@ -157,9 +158,7 @@ def train(dataset, split, negatives, layers, analysis, output, epochs, batch_siz
     from ..types import read_run
 
     check_split(split)
-    source = click.get_current_context().get_parameter_source
-    if not pseudo_queries and any(source(name) is click.core.ParameterSource.COMMANDLINE
-                                  for name in ("pseudo_epochs", "pseudo_positive")):
+    if not pseudo_queries and given_on_command_line("pseudo_epochs", "pseudo_positive"):
         click.echo("warning: --pseudo-epochs/--pseudo-positive shape the pseudo pairs of --pseudo-queries N; with "
                    "--pseudo-queries 0 there are none and they do nothing", err=True)
     check_training_output(output)

@@ -16,7 +16,7 @@ from ..rerank.flags import DEFAULT_DEPTH, Flag, field_default, lm_flags, rerank_
 F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["DEFAULT_DEPTH", "LazyChoice", "OutputPath", "checkpoint_lm_options", "click_option", "device_option",
-           "dtype_option", "field_default", "lm_options", "optimizer_options", "quiet_option", "reranker_options",
+           "dtype_option", "field_default", "given_on_command_line", "lm_options", "optimizer_options", "quiet_option", "reranker_options",
            "run_tag_word", "scale_out_options", "scale_out_shard", "scorer_option", "variant_option"]
 
 
@@ -49,6 +49,12 @@ class OutputPath(click.Path):
         value = os.fspath(value)  # the kind checks are check_output_path's (exit 3 naming the path, as for the rest)
         check_output_path(value, folder=not self.file_okay)
         return value
+
+
+def given_on_command_line(*names: str) -> list[str]:
+    """Those of the current command's parameters ``names`` that the command line set (not their defaults)."""
+    ctx = click.get_current_context()
+    return [name for name in names if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
 
 
 def run_tag_word(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

@@ -18,8 +18,8 @@ from ..qpeft.step import DEV_POOLS, LOSSES, SELECTION_METRICS, QPeftTrainConfig
 from ..training.data import NEGATIVE_POLICIES
 from ..rerank.flags import prompt_flag
 from .main import command_line
-from .options import (OutputPath, click_option, dev_carve_option, eval_every_option, field_default, lm_options,
-                      optimizer_options, quiet_option, scorer_option)
+from .options import (OutputPath, click_option, dev_carve_option, eval_every_option, field_default,
+                      given_on_command_line, lm_options, optimizer_options, quiet_option, scorer_option)
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +44,7 @@ _LOSS_FLAGS = {"margin": ("--margin", "hinge"), "temperature": ("--temperature",
 
 def _warn_unused_flags(variant: str, loss: str) -> None:
     """A warning for each flag given on the command line that this variant or loss does not read."""
-    ctx = click.get_current_context()
-    given = {name for name in (*_VARIANT_FLAGS, *_LOSS_FLAGS)
-             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
-    for name in sorted(given):
+    for name in sorted(given_on_command_line(*_VARIANT_FLAGS, *_LOSS_FLAGS)):
         flag, applies = _VARIANT_FLAGS.get(name) or _LOSS_FLAGS[name]
         current = variant if name in _VARIANT_FLAGS else loss
         if current != applies:
