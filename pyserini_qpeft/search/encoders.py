@@ -265,11 +265,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-_DTYPE_NAMES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
-
-
 def _dtype_name(dtype) -> str:
-    return _DTYPE_NAMES.get(str(dtype), "auto")
+    from ..lm.backbone import dtype_flag
+
+    return dtype_flag(dtype) or "auto"
 
 
 def build_encoder(spec: str, model: str | None = None, device: str = "auto", dtype: str = "auto",

@@ -337,7 +337,9 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
     changed = [key for key in saved if saved[key] != step.identity.get(key)]
     if changed:
         if changed == ["lm_dtype"]:
-            flag = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(saved["lm_dtype"], saved["lm_dtype"])
+            from ..lm.backbone import dtype_flag
+
+            flag = dtype_flag(saved["lm_dtype"]) or saved["lm_dtype"]
             raise InputError(f"--resume in {step.identity['lm_dtype']}, but the run in {output_dir} trained in "
                              f"{saved['lm_dtype']}: pass --dtype {flag} (--dtype auto may choose another precision "
                              f"on another CPU)", str(output_dir))
