@@ -335,12 +335,16 @@ class Planner:
 
     def is_done(self, name: str) -> bool:
         """Whether artifact ``name`` exists; InputError when its record names another command than this plan's."""
+        return self.status(name) is not None
+
+    def status(self, name: str) -> bool | None:
+        """None when artifact ``name`` does not exist, else :meth:`recorded`'s answer (InputError: made by
+        another command)."""
         art = self.matrix.artifacts[name]
         out = Path(self.output(name))
         if not ((out / art.done).exists() if art.done else out.exists()):
-            return False
-        self.recorded(name)
-        return True
+            return None
+        return self.recorded(name)
 
     def recorded(self, name: str) -> bool:
         """True when the existing artifact ``name`` has a record of this plan's command, False when it has none
@@ -430,12 +434,13 @@ def execute(planner: Planner, conditions: list[Condition], runner: CommandRunner
     for name in order:
         if name in made or planner.output(name) in outputs:
             continue
-        if planner.is_done(name):
-            if not planner.recorded(name) and planner.command(name)[0] in SELF_CHECKING:
+        recorded = planner.status(name)
+        if recorded is not None:
+            if not recorded and planner.command(name)[0] in SELF_CHECKING:
                 make(name, planner.command(name), name)  # it checks what is there and reuses it, or refuses it
                 made.add(name)
                 continue
-            unrecorded = "" if planner.recorded(name) else (
+            unrecorded = "" if recorded else (
                 " (made outside repro: no record of its command; reused as is, delete it to make it with "
                 "this plan's command)")
             echo(f"# [{name}] exists: {planner.output(name)}{unrecorded}")
