@@ -235,11 +235,11 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
 
             def configs(point):
                 q = QPeftConfig.from_dict({**qcfg.to_dict(), **point.module})
-                build_module(lm, q)  # a setting this LM cannot take fails here, before any training
+                module = build_module(lm, q)  # a setting this LM cannot take fails here, before any training
                 # every point holds out the carve of the base seed: a point with its own seed records that carve
                 pinned = {"dev_seed": tcfg.carve_seed} if "seed" in point.train and tcfg.dev_seed is None else {}
                 try:
-                    return q, QPeftTrainConfig.build(**{**tcfg.__dict__, **pinned, **point.train})
+                    return q, QPeftTrainConfig.build(**{**tcfg.__dict__, **pinned, **point.train}), module
                 except InputError as exc:  # the training config's own checks ("bad training setting: ...")
                     raise ValueError(str(exc).removeprefix("bad training setting: ")) from None
 
@@ -253,8 +253,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                     raise InputError(f"bad sweep setting in combination {point.name}: {exc}", sweep_grid) from None
 
             def train_one(point, folder):
-                q, tc = built[point.index]
-                return run_training(lm, build_module(lm, q), q, scfg, train_ex, dev_ex, corpus, tc, folder,
+                q, tc, module = built[point.index]  # the module its check built (seeded: as a fresh build)
+                return run_training(lm, module, q, scfg, train_ex, dev_ex, corpus, tc, folder,
                                     resume=(folder / "trainer_state.json").is_file(), progress=not quiet,
                                     metadata={**meta, "sweep": point.settings}, parallel=parallel,
                                     prefix_memo=memo, first_stage=negatives_run_obj)
