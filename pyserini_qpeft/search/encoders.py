@@ -301,9 +301,10 @@ def build_encoder(spec: str, model: str | None = None, device: str = "auto", dty
     if not all(paths):
         raise InputError(f"empty checkpoint in {spec!r}: expected lmort:CHECKPOINT[,CHECKPOINT...]")
     checkpoints = [resolve_lmort_checkpoint(p) for p in paths]
-    twice = sorted({str(c) for c in checkpoints if [d.resolve() for d in checkpoints].count(c.resolve()) > 1})
-    if twice:  # one tuner twice is not an ensemble (its index would weigh it double)
-        raise InputError(f"{spec!r} names the checkpoint {twice[0]} more than once; an ensemble's members are "
+    resolved = [c.resolve() for c in checkpoints]
+    if len(set(resolved)) < len(resolved):  # one tuner twice is not an ensemble (its index would weigh it double)
+        twice = next(c for c, r in zip(checkpoints, resolved) if resolved.count(r) > 1)
+        raise InputError(f"{spec!r} names the checkpoint {twice} more than once; an ensemble's members are "
                          f"different tuners")
     meta = read_lmort_meta(checkpoints[0])
     name = model or meta.get("lm_model") or model_for_identity(meta["base_model"]["model_id"])
