@@ -123,6 +123,15 @@ def lock_exclusively(path: str | os.PathLike, busy: str, source: str | os.PathLi
     return handle
 
 
+_TEMPORARY_NAME = re.compile(r"\..+\.(?:\d+\..*|old\d+)")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether ``name`` has the form of a temporary sibling this module makes: ``.NAME.PID.*`` (:func:`temp_prefix`)
+    or a folder moved aside, ``.NAME.oldPID`` (:func:`replace_dir`)."""
+    return bool(_TEMPORARY_NAME.fullmatch(name))
+
+
 def temp_prefix(target: str | os.PathLike) -> str:
     """Name prefix of this process's temporary siblings of ``target``: ``.NAME.PID.`` (see :func:`sweep_stale`)."""
     return f".{Path(target).name}.{os.getpid()}."

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import atomic_write, dump_json, replace_dir
+from ..artifacts import atomic_write, dump_json, is_temporary_name, replace_dir, sweep_stale, temp_prefix
 
 STATE_NAME = "trainer_state.json"
 DONE_NAME = "training_done.json"
@@ -35,14 +34,12 @@ def epoch_dir(output_dir: str | os.PathLike, epoch: int) -> Path:
 OWN_ENTRIES = ("state-cache",)
 SWEEP_DIR = "sweep"  # a sweep's combinations, one training output each (qpeft.sweep)
 LOCK_NAME = ".training.lock"
-_TEMPORARY = re.compile(r"^\..+\.\d+\.")  # artifacts.temp_prefix: .NAME.PID.
-_REPLACED = re.compile(r"\..+\.old\d+")  # artifacts.replace_dir's .NAME.oldPID
 
 
 def _ours_hidden(name: str) -> bool:
     """A hidden entry a training of ours leaves: its lock, or a killed writer's temporary (not e.g. ``.git``):
     ``.NAME.PID.*`` or a replaced folder ``.NAME.oldPID`` (artifacts.replace_dir)."""
-    return name == LOCK_NAME or bool(_TEMPORARY.match(name)) or bool(_REPLACED.fullmatch(name))
+    return name == LOCK_NAME or is_temporary_name(name)
 
 
 def check_training_output(output_dir: str | os.PathLike, sweep: bool = False) -> None:
@@ -154,8 +151,6 @@ def write_training_done(output_dir: str | os.PathLike, state: dict) -> None:
 
 def publish_best(epoch_folder: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
     """Copy an epoch's checkpoint (without optimizer state) to ``output_dir/best``, replacing it atomically."""
-    from ..artifacts import sweep_stale, temp_prefix
-
     src, dst = Path(epoch_folder), Path(output_dir) / BEST
     sweep_stale(dst)  # a copy a killed run left (.best.PID.copy.tmp, .best.oldPID)
     tmp = dst.with_name(f"{temp_prefix(dst)}copy.tmp")  # ours by name: a resume or a sweep's check accepts it
