@@ -186,6 +186,24 @@ def test_stale_temporaries_of_dead_processes_are_swept(tmp_path):
     assert live.is_dir() and unrelated.read_text() == "mine" and (target / "x").read_text() == "1"
 
 
+def test_a_killed_default_model_conversion_is_swept(tmp_path, monkeypatch):
+    """The packaged model's one-time conversion writes a model-sized folder before its rename; a conversion killed
+    there left it in the cache for good (it was named ``NAME.tmpPID``, which no sweep knew)."""
+    from pyserini_qpeft.artifacts import is_temporary_name
+    from pyserini_qpeft.lm.backbone import materialize_default_model
+
+    monkeypatch.setenv("PYSERINI_QPEFT_CACHE", str(tmp_path))
+    target = tmp_path / "models" / "SmolLM2-135M-Instruct"
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{}")
+    (target / "model.safetensors").write_bytes(b"")
+    stale = target.with_name(f".{target.name}.{dead_pid()}.convert.tmp")
+    (stale / "half").mkdir(parents=True)
+    assert is_temporary_name(stale.name)
+    assert materialize_default_model() == target
+    assert not stale.exists() and (target / "config.json").is_file()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 5. encodings: BOM ignored, undecodable bytes named
 

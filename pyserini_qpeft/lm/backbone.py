@@ -169,7 +169,10 @@ def smollm2_gguf_path() -> Path:
 
 def materialize_default_model() -> Path:
     """Convert the packaged GGUF SmolLM2 to a Hugging Face folder once; return that folder."""
+    from ..artifacts import sweep_stale, temp_prefix
+
     target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    sweep_stale(target)  # a conversion killed before its rename left a model-sized folder
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return target
     import torch
@@ -199,7 +202,7 @@ def materialize_default_model() -> Path:
             model.is_quantized = False
         except AttributeError:
             pass
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp = target.with_name(temp_prefix(target) + "convert.tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     target.parent.mkdir(parents=True, exist_ok=True)
