@@ -232,6 +232,15 @@ def test_selection_files_apply_only_to_their_fusion(tmp_path):
     assert not (tmp_path / "h2.trec").exists() and not (tmp_path / "r.trec").exists()
     with pytest.raises(ValueError, match="not for a rerank"):
         interpolation_weight(str(tmp_path / "hybrid.json"))
+    # a rerank weight selected on min-max scores: `fuse` applies it with min-max, `rerank --interpolate` (z-scores
+    # only) refuses it instead of applying the weight to other scores than it was selected on
+    minmax = selection_record(0.25, {0.25: 1.0}, "ndcg@10", 3, "minmax", 1, method="rerank-interpolation")
+    (tmp_path / "rr-minmax.json").write_text(json.dumps(minmax))
+    with pytest.raises(ValueError, match="selected with --normalization minmax; `rerank --interpolate` applies"):
+        interpolation_weight(str(tmp_path / "rr-minmax.json"))
+    zscore = {**minmax, "normalization": "zscore"}
+    (tmp_path / "rr-zscore.json").write_text(json.dumps(zscore))
+    assert interpolation_weight(str(tmp_path / "rr-zscore.json")) == 0.25
     # without --alpha: the default weight (rrf ignores it)
     for method in ("rrf", "interpolation"):
         plain = CliRunner().invoke(cli, ["fuse", "--run", str(tmp_path / "sparse.trec"), "--run",

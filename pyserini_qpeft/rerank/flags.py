@@ -70,6 +70,11 @@ def interpolation_weight(text: str) -> float | str:
         except InputError as exc:
             raise ValueError(str(exc)) from None
         check_selection_method(record, "rerank-interpolation", text)
+        chosen = record.get("normalization", "zscore")
+        if chosen != "zscore":  # the weight is only the best one under the normalization it was selected with
+            raise ValueError(f"{text} was selected with --normalization {chosen}; `rerank --interpolate` applies "
+                             f"z-scores: select with --normalization zscore, or apply this file with `pyserini-qpeft "
+                             f"fuse --method rerank-interpolation --alpha {text}`")
         return float(record["alpha"])
     try:
         value = float(text)
@@ -118,7 +123,8 @@ def reranker_flags() -> tuple[Flag, ...]:
              type=int, min=1),
         Flag("--interpolate", "interpolate",
              "Final score = a * norm(first-stage score) + (1 - a) * norm(reranker score) over the reranked depth "
-             "(z-scores per query). A weight a in [0, 1]; a file from `select-interpolation` (its dev-selected weight); "
+             "(z-scores per query). A weight a in [0, 1]; a file from `select-interpolation` (its dev-selected weight; "
+             "selected with z-scores, the default); "
              "or 'auto': the weight the reranker carries. Off when omitted.",
              type=interpolation_weight),
         Flag("--max-passage-tokens", "max_passage_tokens",
