@@ -304,6 +304,18 @@ class MetaSpec:
         return self.error(f"{where}: {message}")
 
 
+def read_json(path: str | os.PathLike, what: str, error: type[QPeftError] = InputError) -> Any:
+    """The JSON value in the file ``path``; ``error`` ("<what>: <reason>", naming the file) when it cannot be read,
+    is not UTF-8 or is not JSON (a truncated or hand-edited file), instead of a traceback."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        message = f"{what}: {exc}"
+        if issubclass(error, InputError):
+            raise error(message, str(path)) from None
+        raise error(f"{path}: {message}") from None
+
+
 def dump_json(data: Any) -> str:
     """The package's JSON layout for files people read: 2-space indent, sorted keys, a final newline."""
     return json.dumps(data, indent=2, sort_keys=True) + "\n"

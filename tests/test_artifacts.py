@@ -119,6 +119,25 @@ def test_read_meta_errors(tmp_path):
     assert info.value.exit_code == 3 and info.value.path == str(tmp_path / "thing.json")
 
 
+def test_damaged_json_state_files_are_named_not_tracebacks(tmp_path):
+    """A truncated trainer_state.json / optimizer.json / state-cache index.json (a disk filling up, a hand edit)
+    is a ModelError (exit 6) naming the file, not a JSONDecodeError traceback (exit 1)."""
+    from pyserini_qpeft.lmort.cache import StateCache
+    from pyserini_qpeft.training.state import OPTIMIZER_JSON, load_optimizer, read_trainer_state
+
+    (tmp_path / "trainer_state.json").write_text('{"history": [')
+    with pytest.raises(ModelError, match=r"trainer_state.json: cannot read the training state"):
+        read_trainer_state(tmp_path)
+    (tmp_path / OPTIMIZER_JSON).write_bytes(b"\xff\xfe")
+    with pytest.raises(ModelError, match=r"optimizer.json: cannot read the optimizer state"):
+        load_optimizer(None, tmp_path)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "index.json").write_text("")
+    with pytest.raises(ModelError, match=r"index.json: cannot read the state cache's index"):
+        StateCache(tmp_path / "cache", {"model": "m"})._load_index()
+    assert ModelError.exit_code == 6
+
+
 def test_library_versions_imports_nothing_heavy():
     code = ("import sys; from pyserini_qpeft.artifacts import library_versions as v; "
             "r = v(extra=('faiss-cpu', 'no-such-package-xyz')); "

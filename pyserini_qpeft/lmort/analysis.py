@@ -64,12 +64,10 @@ class LayerReport:
     def read_json(cls, path: str | os.PathLike) -> "LayerReport":
         """The report in ``path`` (``lmort analyze``'s layer_report.json); InputError naming the file when it is
         not one (not JSON, fields missing or unknown)."""
+        from ..artifacts import read_json
         from ..errors import InputError
 
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot read the layer report: {exc}", str(path)) from None
+        data = read_json(path, "cannot read the layer report")
         try:
             return cls.from_dict(data)
         except TypeError as exc:

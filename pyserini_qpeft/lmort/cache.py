@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from ..artifacts import atomic_write, check_base_model
+from ..artifacts import atomic_write, check_base_model, read_json
 from ..errors import ModelError
 from .states import layer_token_states, tokenize
 
@@ -62,7 +62,8 @@ class StateCache:
     def _load_index(self) -> list[list[str]]:
         if not self._index_path().is_file():
             return []
-        data = json.loads(self._index_path().read_text(encoding="utf-8"))
+        data = read_json(self._index_path(), "cannot read the state cache's index (delete the cache folder to rebuild "
+                         "it)", ModelError)
         check_base_model((data.get("key") or {}).get("model"), self.key["model"], self.folder, made="cached states of")
         stored = dict(data.get("key") or {})
         if {**stored, "model": None} != {**self.key, "model": None}:  # the model: checked just above

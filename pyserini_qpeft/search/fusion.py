@@ -238,15 +238,10 @@ def selection_record(alpha: float, table: dict[float, float], metric: str, depth
 
 def read_selection(path: str) -> dict:
     """A selection record written by ``pyserini-qpeft select-interpolation``; InputError when it is not one."""
-    import json
-    from pathlib import Path
-
+    from ..artifacts import read_json
     from ..errors import InputError
 
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not an interpolation selection file: {exc}", str(path)) from None
+    data = read_json(path, "not an interpolation selection file")
     if not isinstance(data, dict) or data.get("format") != SELECTION_FORMAT or \
             not isinstance(data.get("alpha"), (int, float)) or not 0.0 <= data["alpha"] <= 1.0:
         raise InputError(f"not an interpolation selection file (format {SELECTION_FORMAT!r} with an alpha in "

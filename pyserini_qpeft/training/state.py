@@ -11,13 +11,14 @@ Layout of a training output folder (both methods)::
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import atomic_write, dump_json, is_temporary_name, replace_dir, sweep_stale, temp_prefix
+from ..artifacts import (atomic_write, dump_json, is_temporary_name, read_json, replace_dir, sweep_stale,
+                         temp_prefix)
+from ..errors import ModelError
 
 STATE_NAME = "trainer_state.json"
 DONE_NAME = "training_done.json"
@@ -95,7 +96,7 @@ def read_trainer_state(output_dir: str | os.PathLike) -> dict | None:
     path = Path(output_dir) / STATE_NAME
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path, "cannot read the training state (delete the folder or train into another)", ModelError)
 
 
 def write_trainer_state(output_dir: str | os.PathLike, state: dict) -> None:
@@ -128,7 +129,7 @@ def load_optimizer(optimizer, folder: str | os.PathLike) -> None:
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    meta = json.loads((folder / OPTIMIZER_JSON).read_text(encoding="utf-8"))
+    meta = read_json(folder / OPTIMIZER_JSON, "cannot read the optimizer state", ModelError)
     tensors = load_file(str(folder / OPTIMIZER_WEIGHTS))
     state: dict[int, dict[str, Any]] = {}
     for name, value in list(tensors.items()) + list(meta["scalars"].items()):
