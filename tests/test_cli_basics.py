@@ -222,22 +222,28 @@ def test_reranking_flags_have_one_definition_for_both_front_ends(monkeypatch):
 
 
 def test_shared_option_decorators_take_their_sources():
-    """`variant_option` reads qpeft.module.VARIANTS only when parsing; `scorer_option` defaults to ScorerConfig's."""
-    from pyserini_qpeft.cli.options import device_option, dtype_option, scorer_option, variant_option
+    """`scorer_option` defaults to ScorerConfig's; `device_option` / `dtype_option` to LMConfig's (and `encode`,
+    `encode-queries` take theirs from them)."""
+    from pyserini_qpeft.cli.encode import encode
+    from pyserini_qpeft.cli.encode_queries import encode_queries
+    from pyserini_qpeft.cli.options import device_option, dtype_option, scorer_option
+    from pyserini_qpeft.lm.backbone import DTYPES
     from pyserini_qpeft.lm.scoring import ScorerConfig
 
     @click.command()
-    @variant_option(default="attn")
     @scorer_option("max_passage_tokens", type=click.IntRange(min=8))
     @device_option
     @dtype_option
-    def show(variant, max_passage_tokens, device, dtype):
-        click.echo(f"{variant} {max_passage_tokens} {device} {dtype}")
+    def show(max_passage_tokens, device, dtype):
+        click.echo(f"{max_passage_tokens} {device} {dtype}")
 
-    assert CliRunner().invoke(show, []).output == f"attn {ScorerConfig().max_passage_tokens} auto auto\n"
-    assert CliRunner().invoke(show, ["--variant", "retr", "--dtype", "bf16"]).output.split()[::3] == ["retr", "bf16"]
-    bad = CliRunner().invoke(show, ["--variant", "nope"])
-    assert bad.exit_code == 2 and "'attn'" in bad.output and "'prompt'" in bad.output
+    assert CliRunner().invoke(show, []).output == f"{ScorerConfig().max_passage_tokens} auto auto\n"
+    assert CliRunner().invoke(show, ["--dtype", "bf16"]).output.split()[2] == "bf16"
+    bad = CliRunner().invoke(show, ["--dtype", "fp8"])
+    assert bad.exit_code == 2 and "'bf16'" in bad.output
+    for command in (encode, encode_queries):
+        (dtype,) = [p for p in command.params if p.name == "dtype"]
+        assert tuple(dtype.type.choices) == tuple(DTYPES) and dtype.default == "auto"
 
 
 def test_device_accepts_cuda_index_and_refuses_the_rest():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import (OutputPath, device_option, quiet_option, scale_out_options, scale_out_shard,
+from .options import (OutputPath, device_option, dtype_option, quiet_option, scale_out_options, scale_out_shard,
                       trust_remote_code_option)
 
 
@@ -25,7 +25,7 @@ from .options import (OutputPath, device_option, quiet_option, scale_out_options
 @click.option("--model", default=None,
               help="Frozen LLM for frozen-lm (default smollm2); for lmort, overrides the checkpoint's base model.")
 @device_option
-@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32", "fp16"]), default="auto", show_default=True)
+@dtype_option
 @trust_remote_code_option
 @click.option("--state-cache", type=click.Path(file_okay=False), default=None,
               help="lmort only: encode documents from the frozen LM's layer states stored in this folder (the "

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .options import OutputPath, device_option, quiet_option, trust_remote_code_option
+from .options import OutputPath, device_option, dtype_option, quiet_option, trust_remote_code_option
 
 
 @click.command("encode-queries")
@@ -19,7 +19,7 @@ from .options import OutputPath, device_option, quiet_option, trust_remote_code_
 @click.option("--model", default=None, help="Frozen LLM for frozen-lm (default smollm2); for lmort, overrides the "
               "checkpoint's base model.")
 @device_option
-@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32", "fp16"]), default="auto", show_default=True)
+@dtype_option
 @trust_remote_code_option
 @quiet_option
 def encode_queries(index_dir, spec, topics, output, batch_size, model, device, dtype, quiet) -> None:

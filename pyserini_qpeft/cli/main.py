@@ -48,10 +48,10 @@ class LazyGroup(click.Group):
     """A group whose sub-commands are imported on first use; maps package errors to documented exit codes."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name, (target, _) in COMMANDS.items() if _available(target))
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS or not _available(COMMANDS[name][0]):
+        if name not in COMMANDS:
             return None
         module_name, attr = COMMANDS[name][0].split(":")
         return getattr(importlib.import_module(module_name), attr)
@@ -77,12 +77,6 @@ class LazyGroup(click.Group):
             click.echo("interrupted: finished outputs are intact, partial ones were not published; rerank and "
                        "train resume where they stopped", err=True)
             ctx.exit(INTERRUPTED)
-
-
-def _available(target: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(target.split(":")[0]) is not None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -15,28 +15,9 @@ from ..rerank.flags import DEFAULT_DEPTH, Flag, field_default, lm_flags, rerank_
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["DEFAULT_DEPTH", "LazyChoice", "OutputPath", "checkpoint_lm_options", "click_option", "device_option",
+__all__ = ["DEFAULT_DEPTH", "OutputPath", "checkpoint_lm_options", "click_option", "device_option",
            "dtype_option", "field_default", "given_on_command_line", "lm_options", "optimizer_options", "quiet_option", "reranker_options",
-           "run_tag_word", "scale_out_options", "scale_out_shard", "scorer_option", "variant_option"]
-
-
-class LazyChoice(click.Choice):
-    """A :class:`click.Choice` whose choices are computed on first use (e.g. from a module that imports torch)."""
-
-    def __init__(self, source: Callable[[], Sequence[str]], case_sensitive: bool = True) -> None:
-        self._source = source
-        self._resolved: tuple[str, ...] | None = None
-        super().__init__((), case_sensitive=case_sensitive)
-
-    @property
-    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
-        if self._resolved is None:
-            self._resolved = tuple(self._source())
-        return self._resolved
-
-    @choices.setter
-    def choices(self, value: Sequence[str]) -> None:
-        pass  # click.Choice.__init__ assigns the (empty) placeholder; the source is the truth
+           "run_tag_word", "scale_out_options", "scale_out_shard", "scorer_option"]
 
 
 class OutputPath(click.Path):
@@ -141,19 +122,6 @@ def scorer_option(field: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:
     decls = decls or ("--" + field.replace("_", "-"),)
     kwargs.setdefault("show_default", True)
     return click.option(*decls, default=field_default(ScorerConfig, field), **kwargs)
-
-
-def variant_option(default: str = "attn", **kwargs: Any) -> Callable[[F], F]:
-    """``--variant`` with the choices of ``qpeft.module.VARIANTS`` (read when first parsed: that module imports
-    torch)."""
-
-    def variants() -> Sequence[str]:
-        from ..qpeft.module import VARIANTS
-
-        return VARIANTS
-
-    kwargs.setdefault("show_default", True)
-    return click.option("--variant", type=LazyChoice(variants), default=default, **kwargs)
 
 
 def quiet_option(func: F) -> F:

@@ -134,11 +134,6 @@ def resolve_precision(dtype: str, device: str) -> tuple["torch.dtype", dict]:
     return names[choice.dtype], {"requested": "auto", "reason": "cpu matmul probe", **choice.to_dict()}
 
 
-def resolve_dtype(dtype: str, device: str) -> "torch.dtype":
-    """The torch dtype for ``--dtype`` on ``device`` (see :func:`resolve_precision`)."""
-    return resolve_precision(dtype, device)[0]
-
-
 @dataclass(frozen=True)
 class LMConfig:
     """Which LM to load and how. ``model`` is ``smollm2`` (the packaged default), an HF name, or a path."""

@@ -40,7 +40,6 @@ __all__ = ["DEFAULT_TEMPLATE", "HintModule", "PairBatch", "QueryLikelihoodScorer
 
 logger = logging.getLogger(__name__)
 
-_Tokens = PromptTokens  # the name before prompts.py existed
 
 
 @dataclass(frozen=True)

@@ -223,11 +223,6 @@ class LMORTModel:
 META = MetaSpec(file=CONFIG_NAME, type_field="module_type", type=MODULE_TYPE, label="LMORT checkpoint")
 
 
-def _versions() -> dict:
-    """The library versions an LMORT checkpoint records."""
-    return library_versions()
-
-
 CARD_NAME = "README.md"
 
 
@@ -262,7 +257,7 @@ def save_lmort(path: str | os.PathLike, tuner, config: LMORTConfig, lm_identity:
     weights = save(state, metadata={"module_type": MODULE_TYPE})
     meta = {"module_type": MODULE_TYPE, "format_version": FORMAT_VERSION, "config": config.to_dict(),
             "base_model": dict(lm_identity), "hidden_size": int(tuner.hidden_size),
-            "trainable_parameters": int(tuner.num_parameters()), "versions": _versions(),
+            "trainable_parameters": int(tuner.num_parameters()), "versions": library_versions(),
             "source_commit": source_commit(), **(extra or {})}
     own = {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
     if path.is_dir() and any(p.name not in own for p in path.iterdir()):

@@ -9,7 +9,8 @@ from ..artifacts import atomic_write
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], dataset: str,
-                   timings: Mapping[str, float] | None = None, scope: str = "test") -> str:
+                   scope: str = "test") -> str:
+    """The repro report's Markdown table: one row per condition, ``metrics`` to 4 decimals ("n/a" if missing)."""
     head = ["condition", "first stage", "reranker", *metrics]
     lines = [f"### BEIR {dataset} ({scope})", "", "| " + " | ".join(head) + " |",
              "|" + "|".join(["---"] * 3 + ["---:"] * len(metrics)) + "|"]

@@ -48,13 +48,11 @@ class DataParallel:
     Args:
         rank: this process's index (0 writes files).
         world_size: number of processes.
-        local_rank: index on this machine (accelerate makes ``cuda`` mean ``cuda:<local_rank>`` in a GPU run).
         backend: the torch.distributed backend (``gloo`` on CPUs, ``nccl`` on GPUs), None for one process.
     """
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     backend: str | None = None
 
     @classmethod
@@ -73,7 +71,7 @@ class DataParallel:
                              "pip install 'pyserini_qpeft[distributed]'") from None
         cpu = device == "cpu" or not torch.cuda.is_available()
         state = PartialState(cpu=cpu, timeout=TIMEOUT)
-        return cls(state.process_index, state.num_processes, state.local_process_index, state.backend)
+        return cls(state.process_index, state.num_processes, state.backend)
 
     @property
     def active(self) -> bool:
