@@ -202,12 +202,13 @@ def test_explain_says_how_much_of_the_passage_the_module_read(tiny_lm):
 
 def test_registered_rerankers_check_variant(tiny_lm, tmp_path):
     from pyserini_qpeft.qpeft.checkpoint import save_checkpoint
+    from pyserini_qpeft.qpeft.config import NAME_TO_VARIANT, RERANKER_NAMES
     from pyserini_qpeft.qpeft.module import VARIANTS as MODULE_VARIANTS
-    from pyserini_qpeft.qpeft.rerankers import NAME_TO_VARIANT
     from pyserini_qpeft.rerank import build_reranker, reranker_names
 
     assert set(NAME_TO_VARIANT) <= set(reranker_names())  # no import needed to register them
     assert sorted(NAME_TO_VARIANT.values()) == sorted(MODULE_VARIANTS)  # one reranker per variant
+    assert {RERANKER_NAMES[v]: v for v in MODULE_VARIANTS} == NAME_TO_VARIANT
     config = QPeftConfig(variant="retr", top_k=3)
     module = build_module(tiny_lm, config)
     path = save_checkpoint(tmp_path / "ckpt", module, config, tiny_lm, ScorerConfig(batch_size=5))

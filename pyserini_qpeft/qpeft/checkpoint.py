@@ -23,6 +23,7 @@ from ..artifacts import (MetaSpec, check_base_model, check_finite_weights, model
 from ..artifacts import library_versions as _library_versions
 from ..artifacts import read_meta as _read_meta
 from ..errors import ModelError
+from .config import RERANKER_NAMES
 
 if TYPE_CHECKING:
     from ..lm.backbone import FrozenLM
@@ -77,9 +78,6 @@ def _model_card(meta: dict) -> str:
                       "Load with `pyserini_qpeft.qpeft.checkpoint.load_checkpoint(path, lm)`; rerank with "
                       f"`pyserini-qpeft rerank --reranker {RERANKER_NAMES[meta['variant']]} --reranker-checkpoint "
                       "PATH`.")
-
-
-RERANKER_NAMES = {"retr": "qpeft-retr", "attn": "qpeft-attn", "prompt": "prompt-tuning"}
 
 
 def save_checkpoint(path: str | os.PathLike, module, config: "QPeftConfig", lm: "FrozenLM",

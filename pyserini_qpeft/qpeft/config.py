@@ -5,6 +5,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 VARIANTS = ("retr", "attn", "prompt")
+# each variant's reranker name (`rerank --reranker`), and back
+RERANKER_NAMES = {"retr": "qpeft-retr", "attn": "qpeft-attn", "prompt": "prompt-tuning"}
+NAME_TO_VARIANT = {name: variant for variant, name in RERANKER_NAMES.items()}
 PROMPT_INITS = ("vocab", "text")
 ATTN_INITS = ("identity", "xavier")
 MLPS = ("residual", "plain")

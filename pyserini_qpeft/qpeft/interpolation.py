@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..types import Query, Run
+from .config import RERANKER_NAMES
 
 if TYPE_CHECKING:
     from ..lm.backbone import FrozenLM
     from ..training.data import TrainingExample
-
-VARIANT_TO_NAME = {"retr": "qpeft-retr", "attn": "qpeft-attn", "prompt": "prompt-tuning"}
-
 
 def select_checkpoint_interpolation(lm: "FrozenLM", checkpoint: str | os.PathLike, variant: str,
                                     dev: Sequence["TrainingExample"], first_stage: Run,
@@ -42,7 +40,7 @@ def select_checkpoint_interpolation(lm: "FrozenLM", checkpoint: str | os.PathLik
     folder = resolve_checkpoint(checkpoint)
     dev_run = Run({e.qid: first_stage[e.qid][:depth] for e in dev if e.qid in first_stage}, tag=first_stage.tag)
     queries = [Query(e.qid, e.query) for e in dev if e.qid in dev_run]
-    reranker = build_qpeft_reranker(VARIANT_TO_NAME[variant], lm, folder)
+    reranker = build_qpeft_reranker(RERANKER_NAMES[variant], lm, folder)
     reranked = reranker.rerank(queries, dev_run, DictDocStore(corpus), depth=depth, progress=progress)
     alpha, table = select_alpha(dev_run, reranked, qrels, depth)
     judged = sum(1 for q in dev_run.qids() if q in qrels)

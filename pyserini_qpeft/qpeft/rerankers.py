@@ -12,13 +12,12 @@ import os
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import InputError
+from .config import NAME_TO_VARIANT
 
 if TYPE_CHECKING:
     from ..lm.backbone import FrozenLM, LMConfig
     from ..rerank import LMReranker
 
-# reranker name -> Q-PEFT variant (``pyserini_qpeft.qpeft.module.VARIANTS``; a test keeps them in step)
-NAME_TO_VARIANT = {"qpeft-retr": "retr", "qpeft-attn": "attn", "prompt-tuning": "prompt"}
 # ScorerConfig fields that word the prompt: fixed by training, never overridden at rerank time
 PROMPT_FIELDS = ("template", "question_prefix", "instruction")
 

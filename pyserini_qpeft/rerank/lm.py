@@ -351,7 +351,7 @@ def _untrained(name: str, checkpoint: str | os.PathLike | None,
                scorer_overrides: Mapping[str, Any] | None) -> "ScorerConfig | None":
     """The scorer config of a zero-shot reranker; InputError when given a checkpoint (it has nothing to load)."""
     if checkpoint is not None:
-        from ..qpeft.rerankers import NAME_TO_VARIANT
+        from ..qpeft.config import NAME_TO_VARIANT
 
         raise InputError(f"--reranker-checkpoint is only for trained rerankers "
                          f"({', '.join(NAME_TO_VARIANT)}), not {name!r}")
