@@ -123,13 +123,16 @@ def lock_exclusively(path: str | os.PathLike, busy: str, source: str | os.PathLi
     return handle
 
 
-_TEMPORARY_NAME = re.compile(r"\..+\.(?:\d+\..*|old\d+)")
+def _temporary_pattern(target_name: str | None = None) -> re.Pattern:
+    """The names of temporary siblings of ``target_name`` (of any target when None): ``.NAME.PID.*.tmp``
+    (:func:`temp_prefix`) or a folder moved aside, ``.NAME.oldPID`` (:func:`replace_dir`); the PID is group 1 or 2."""
+    name = re.escape(target_name) if target_name is not None else ".+"
+    return re.compile(rf"\.{name}\.(?:(\d+)\..+\.tmp|old(\d+))")
 
 
 def is_temporary_name(name: str) -> bool:
-    """Whether ``name`` has the form of a temporary sibling this module makes: ``.NAME.PID.*`` (:func:`temp_prefix`)
-    or a folder moved aside, ``.NAME.oldPID`` (:func:`replace_dir`)."""
-    return bool(_TEMPORARY_NAME.fullmatch(name))
+    """Whether ``name`` has the form of a temporary sibling this module makes (see :func:`sweep_stale`)."""
+    return bool(_temporary_pattern().fullmatch(name))
 
 
 def temp_prefix(target: str | os.PathLike) -> str:
@@ -158,7 +161,7 @@ def sweep_stale(target: str | os.PathLike) -> list[Path]:
     parent = target.parent
     if not parent.is_dir():
         return []
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:(\d+)\..+\.tmp|old(\d+))")
+    pattern = _temporary_pattern(target.name)
     removed = []
     for entry in parent.iterdir():
         match = pattern.fullmatch(entry.name)
