@@ -36,6 +36,13 @@ def dtype_flag(dtype: object) -> str | None:
     """The ``--dtype`` value of a torch dtype or its name (``torch.bfloat16``, ``"bfloat16"`` -> ``"bf16"``); None
     for a dtype no flag names."""
     return _DTYPE_FLAGS.get(str(dtype).replace("torch.", ""))
+
+
+def torch_dtype(flag: str) -> "torch.dtype":
+    """The torch dtype a ``--dtype`` value other than ``auto`` names (``"bf16"`` -> ``torch.bfloat16``)."""
+    import torch
+
+    return {name: getattr(torch, full) for full, name in _DTYPE_FLAGS.items()}[flag]
 TRUST_REMOTE_CODE_ENV = "PYSERINI_QPEFT_TRUST_REMOTE_CODE"
 
 
@@ -122,16 +129,15 @@ def resolve_precision(dtype: str, device: str) -> tuple["torch.dtype", dict]:
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    names = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
     if dtype != "auto":
-        return names[dtype], {"requested": dtype, "dtype": dtype, "reason": "flag"}
+        return torch_dtype(dtype), {"requested": dtype, "dtype": dtype, "reason": "flag"}
     if device.startswith("cuda"):
         chosen = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return names[chosen], {"requested": "auto", "dtype": chosen, "reason": "cuda bf16 support"}
+        return torch_dtype(chosen), {"requested": "auto", "dtype": chosen, "reason": "cuda bf16 support"}
     from .precision import auto_cpu_dtype
 
     choice = auto_cpu_dtype()
-    return names[choice.dtype], {"requested": "auto", "reason": "cpu matmul probe", **choice.to_dict()}
+    return torch_dtype(choice.dtype), {"requested": "auto", "reason": "cpu matmul probe", **choice.to_dict()}
 
 
 @dataclass(frozen=True)

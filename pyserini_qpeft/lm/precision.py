@@ -82,7 +82,9 @@ def matmul_gflops(dtype_name: str, size: int = PROBE_SIZE, min_seconds: float = 
     """
     import torch
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    from .backbone import torch_dtype
+
+    dtype = torch_dtype(dtype_name)
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=gen).to(dtype)
     b = torch.randn(size, size, generator=gen).to(dtype)

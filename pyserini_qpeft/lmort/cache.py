@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ..artifacts import atomic_write, check_base_model, read_json
 from ..errors import ModelError
+from ..lm.backbone import dtype_flag
 from .states import layer_token_states, tokenize
 
 if TYPE_CHECKING:
@@ -194,7 +195,7 @@ class StateCache:
     def store_dtype(self) -> str | None:
         """How the loaded shards store states (``"bf16"`` or ``"fp16"``); None before any shard is loaded."""
         for tensors in self._shards.values():
-            return str(tensors["align"].dtype).replace("torch.bfloat16", "bf16").replace("torch.float16", "fp16")
+            return dtype_flag(tensors["align"].dtype)
         return None
 
     def __contains__(self, key: str) -> bool:
