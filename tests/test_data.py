@@ -31,6 +31,24 @@ def test_document_contents():
     assert Document("d", "", "body text").contents() == "body text"
 
 
+def test_cache_root_expands_home_and_data_never_imports_the_lm_layer(monkeypatch, tmp_path):
+    """``PYSERINI_QPEFT_CACHE=~/x`` is the home folder's x (it was a folder named "~"), and the data layer reads the
+    cache root without importing ``lm`` (it imported lm.backbone for it)."""
+    import subprocess
+    import sys
+
+    from pyserini_qpeft.paths import cache_dir
+
+    monkeypatch.setenv("PYSERINI_QPEFT_CACHE", "~/qpeft-cache")
+    assert cache_dir() == Path.home() / "qpeft-cache"
+    monkeypatch.setenv("PYSERINI_QPEFT_CACHE", str(tmp_path))
+    assert cache_dir() == tmp_path
+    loaded = subprocess.run([sys.executable, "-c", "import sys, pyserini_qpeft.data.beir, pyserini_qpeft.data.names; "
+                             "print(sorted(m for m in sys.modules if m.startswith('pyserini_qpeft.lm')))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
 def test_beir_folder(toy_beir):
     ds = BeirDataset(toy_beir)
     assert ds.name == "toy"

@@ -17,7 +17,7 @@ from typing import IO, Iterator
 
 from ..artifacts import sweep_stale, temp_prefix
 from ..errors import InputError
-from ..lm.backbone import cache_dir
+from ..paths import cache_dir
 from ..types import Query
 from .corpus import Document, corpus_dict, read_corpus_jsonl
 from .formats import read_qrels_file, read_queries_jsonl

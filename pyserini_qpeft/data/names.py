@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError, QPeftError
-from ..lm.backbone import cache_dir
+from ..paths import cache_dir
 from ..types import Query
 from .beir import BeirDataset, find_dataset
 from .car import is_car_outlines, read_car_outlines

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
+from ..paths import cache_dir
 
 if TYPE_CHECKING:
     import torch
@@ -87,11 +88,6 @@ def load_failure(what: str, model: str, exc: BaseException, trusted: bool) -> Mo
                       f"if you trust that code, pass --trust-remote-code (`python -m pyserini_qpeft.search`: "
                       f"--reranker-trust-remote-code; Python: LMConfig(trust_remote_code=True); anywhere: "
                       f"{TRUST_REMOTE_CODE_ENV}=1)")
-
-
-def cache_dir() -> Path:
-    """Root of the package's cache (converted models, downloaded datasets)."""
-    return Path(os.environ.get("PYSERINI_QPEFT_CACHE", Path.home() / ".cache" / "pyserini_qpeft"))
 
 
 def device_spec(text: str) -> str:

@@ -130,7 +130,7 @@ def probe_cpu(cache_file: Path | None = None, timer: Timer | None = None, cpu: s
         cpu, torch_version: cache key parts; default the running machine's.
     """
     from ..artifacts import atomic_write
-    from .backbone import cache_dir
+    from ..paths import cache_dir
 
     cache_file = cache_file or cache_dir() / "precision" / CACHE_NAME
     cpu = cpu or cpu_model()
