@@ -36,6 +36,17 @@ def sort_hits(hits: Iterable[Hit]) -> list[Hit]:
     return sorted(hits, key=lambda h: (-h.score, h.docid))
 
 
+def merge_reranked(hits: Sequence[Hit], scores: Mapping[str, float], depth: int) -> list[Hit]:
+    """Top ``depth`` hits with their new scores, then the rest in their original order with scores strictly
+    below the lowest new score (``min - 1, min - 2, ...``)."""
+    top = [Hit(h.docid, scores[h.docid]) for h in hits[:depth]]
+    if not top:
+        return []
+    floor = min(h.score for h in top)
+    rest = [Hit(h.docid, floor - float(k)) for k, h in enumerate(hits[depth:], start=1)]
+    return sort_hits(top + rest)
+
+
 @dataclass
 class Run:
     """Ranked hits per query id. ``hits[qid]`` is kept in rank order."""

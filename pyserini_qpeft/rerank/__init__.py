@@ -15,8 +15,8 @@ Importing this package imports no torch: models load when a reranker is built.
 from __future__ import annotations
 
 from .api import InProcessAPI, as_document
-from .base import (DictDocStore, DocStore, IdentityReranker, Reranker, check_depth, make_identity, merge_reranked,
-                   query_texts)
+from ..types import merge_reranked  # a Run operation; kept importable from here
+from .base import DictDocStore, DocStore, IdentityReranker, Reranker, check_depth, make_identity, query_texts
 from .lm import (STATE_FORMAT, UPR_INSTRUCTION, LMReranker, UPRReranker, load_lm, make_upr, make_upr_instruct,
                  rerank_together, upr_instruct)
 from .pipeline import (check_topics_cover_run, make_reranker, open_docstore, rerank_and_write,

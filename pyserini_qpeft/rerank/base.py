@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 from ..errors import InputError
-from ..types import Hit, Query, Run, sort_hits
+from ..types import Query, Run
 from .api import InProcessAPI
 
 if TYPE_CHECKING:
@@ -66,17 +66,6 @@ def query_texts(queries: Sequence[Query], run: Run) -> dict[str, str]:
         if not texts[qid] or not texts[qid].strip():
             raise InputError(f"query {qid!r} has empty text")
     return texts
-
-
-def merge_reranked(hits: Sequence[Hit], scores: Mapping[str, float], depth: int) -> list[Hit]:
-    """Top ``depth`` hits with their new scores, then the rest in their original order with scores strictly
-    below the lowest new score (``min - 1, min - 2, ...``)."""
-    top = [Hit(h.docid, scores[h.docid]) for h in hits[:depth]]
-    if not top:
-        return []
-    floor = min(h.score for h in top)
-    rest = [Hit(h.docid, floor - float(k)) for k, h in enumerate(hits[depth:], start=1)]
-    return sort_hits(top + rest)
 
 
 def check_depth(depth: int) -> None:

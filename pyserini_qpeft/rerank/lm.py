@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection, Mapping, Sequence
 
 from ..errors import InputError
-from ..types import Query, Run
+from ..types import Query, Run, merge_reranked
 from .api import InProcessAPI
-from .base import DocStore, check_depth, merge_reranked, query_texts
+from .base import DocStore, check_depth, query_texts
 
 if TYPE_CHECKING:
     from ..lm.backbone import FrozenLM, LMConfig

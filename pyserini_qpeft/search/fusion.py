@@ -10,7 +10,7 @@ import logging
 import statistics
 from typing import Sequence
 
-from ..types import Hit, Run
+from ..types import Hit, Run, merge_reranked
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +123,6 @@ def interpolate_rerank(first_stage: Run, reranked: Run, alpha: float, depth: int
         normalization: per-query normalisation of both score lists over the reranked depth (``zscore``,
             ``minmax`` or ``none``).
     """
-    from ..rerank import merge_reranked
-
     _check_interpolation(alpha, normalization, depth)
     fused = Run(tag=tag)
     for qid in first_stage.qids():
@@ -163,8 +161,6 @@ def average_reranks(first_stage: Run, reranks: Sequence[Run], depth: int, normal
     outvoting the others. ``interpolate_rerank(first_stage, average_reranks(...), alpha, depth)`` interpolates the
     ensemble with the first stage (``fuse --method rerank-interpolation`` with several reranks).
     """
-    from ..rerank import merge_reranked
-
     _check_interpolation(0.0, normalization, depth)
     if not reranks:
         raise ValueError("average_reranks needs at least one rerank")
