@@ -88,6 +88,20 @@ def test_corpus_formats_and_errors(tmp_path):
     path.write_text(json.dumps({"id": "p1", "contents": "pyserini style"}) + "\n\n"
                     + json.dumps({"_id": 7, "title": "T", "text": "beir style"}) + "\n")
     assert list(read_corpus_jsonl(path)) == [Document("p1", "", "pyserini style"), Document("7", "T", "beir style")]
+    # a JsonCollection record with a title kept its title and lost its contents; one reading of a record everywhere
+    from pyserini_qpeft.rerank.api import as_document
+
+    records = [{"id": "t", "title": "T", "contents": "body"}, {"_id": "n", "text": None, "contents": "c"},
+               {"_id": "e", "title": "only a title"}, {"_id": "s", "segment": "seg"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    expected = [Document("t", "T", "body"), Document("n", "", "c"), Document("e", "only a title", ""),
+                Document("s", "", "seg")]
+    assert list(read_corpus_jsonl(path)) == expected
+    assert [as_document(d.docid, r) for d, r in zip(expected, records) if r.get("_id") != "e"] == \
+        [d for d in expected if d.docid != "e"]
+    path.write_text(json.dumps({"_id": "x", "url": "u"}) + "\n")
+    with pytest.raises(InputError, match="document x has no 'text' or 'contents' field"):
+        list(read_corpus_jsonl(path))
     path.write_text(json.dumps({"_id": "a", "text": "x"}) + "\n{not json\n")
     with pytest.raises(InputError) as err:
         list(read_corpus_jsonl(path))

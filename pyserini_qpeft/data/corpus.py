@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Iterable, Iterator
+from typing import Any, Collection, Iterable, Iterator, Mapping
 
 from ..errors import InputError
 from .formats import iter_jsonl, record_id
@@ -32,6 +32,22 @@ class Document:
         return f"{self.title} {self.text}" if self.title else self.text
 
 
+# Where a JSON document record keeps its text: BEIR, Pyserini's JsonCollection, rank_llm's MS MARCO v2 candidates,
+# and other collections' raw records, in this order.
+TEXT_FIELDS = ("text", "contents", "segment", "body")
+
+
+def record_fields(record: Mapping[str, Any]) -> tuple[str, str | None]:
+    """``(title, text)`` of a JSON document record: the text is the first of :data:`TEXT_FIELDS` present and not
+    null (None when there is none), the title its ``title`` ("" when absent). The one reading of a record, for
+    corpus files, a Lucene index's stored raw documents and the Python API's document mappings."""
+    title = str(record.get("title") or "")
+    for key in TEXT_FIELDS:
+        if record.get(key) is not None:
+            return title, str(record[key])
+    return title, None
+
+
 def read_corpus_jsonl(path: str | os.PathLike) -> Iterator[Document]:
     """Documents of a BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``) or a Pyserini JsonCollection file
     (``id``, ``contents``). ``.gz`` files are read transparently."""
@@ -44,13 +60,10 @@ def read_corpus_jsonl(path: str | os.PathLike) -> Iterator[Document]:
 def _corpus_records(path: Path) -> Iterator[Document]:
     for lineno, obj in iter_jsonl(path):
         docid = record_id(obj, path, lineno)
-        if "text" in obj or "title" in obj:
-            text, title = obj.get("text") or "", obj.get("title") or ""
-        elif "contents" in obj:
-            text, title = obj.get("contents") or "", ""
-        else:
+        title, text = record_fields(obj)
+        if text is None and not ("text" in obj or "title" in obj):  # a title-only record is an empty document
             raise InputError(f"document {docid} has no 'text' or 'contents' field", str(path), lineno)
-        yield Document(docid, str(title), str(text))
+        yield Document(docid, title, text or "")
 
 
 def read_corpus_tsv(path: str | os.PathLike) -> Iterator[Document]:

@@ -42,16 +42,17 @@ def as_document(docid: str, value: Any) -> "Document":
     """A :class:`~pyserini_qpeft.data.Document` from a string, a Document, or a mapping with ``title``/``text``
     (BEIR), ``contents`` (Pyserini) or ``segment`` (rank_llm's MS MARCO v2 candidates)."""
     from ..data import Document
+    from ..data.corpus import record_fields
 
     if isinstance(value, Document):
         return value
     if isinstance(value, str):
         return Document(docid, "", value)
     if isinstance(value, Mapping):
-        text = value.get("text", value.get("contents", value.get("segment", value.get("body"))))
+        title, text = record_fields(value)
         if text is None:
             raise InputError(f"document {docid!r} has no 'text', 'contents' or 'segment' field")
-        return Document(docid, str(value.get("title") or ""), str(text))
+        return Document(docid, title, text)
     raise InputError(f"document {docid!r}: expected a string, a Document or a mapping, got {type(value).__name__}")
 
 

@@ -268,6 +268,7 @@ class LuceneDocStore:
 
     def get(self, docid: str):
         from ..data import Document
+        from ..data.corpus import record_fields
 
         doc = self._searcher.doc(docid)
         if doc is None:
@@ -277,4 +278,7 @@ class LuceneDocStore:
             record = json.loads(raw)
         except (TypeError, json.JSONDecodeError):
             return Document(docid, "", doc.get("contents") or raw or "")
-        return Document(docid, record.get("title", "") or "", record.get("text", record.get("contents", "")) or "")
+        if not isinstance(record, dict):
+            return Document(docid, "", doc.get("contents") or raw or "")
+        title, text = record_fields(record)
+        return Document(docid, title, text or "")
