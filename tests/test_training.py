@@ -48,6 +48,10 @@ def test_build_examples_skips_and_counts():
     assert examples[0].negatives == ("d2", "d3")  # judged non-relevant (rel 0) counts as negative, rank order
     assert (stats.no_positive, stats.not_in_run, stats.no_negative, stats.kept) == (1, 1, 1, 1)
     assert set(stats.skipped_qids) == {"q2", "q3", "q4"}
+    assert "not in the corpus" not in stats.summary()
+    _, stats = build_examples(QUERIES, {**qrels, "q1": {"d1": 1, "gone": 1, "d2": 0}}, run, CORPUS)
+    assert stats.positives_missing_from_corpus == 1 and stats.summary().endswith(
+        "; 1 judged positives are not in the corpus and were left out")
     with pytest.raises(InputError, match="no usable"):
         build_examples(QUERIES, {"q2": {"d5": 0}}, run)
 

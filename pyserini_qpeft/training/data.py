@@ -66,8 +66,11 @@ class BuildStats:
 
     def summary(self) -> str:
         """One line for the user: kept and skipped counts."""
-        return (f"{self.kept} training queries kept ({self.queries - self.kept} skipped: {self.no_positive} without "
+        line = (f"{self.kept} training queries kept ({self.queries - self.kept} skipped: {self.no_positive} without "
                 f"positive, {self.not_in_run} not in the run, {self.no_negative} without negative)")
+        if self.positives_missing_from_corpus:  # judged documents the corpus lacks: counted, never said
+            line += f"; {self.positives_missing_from_corpus} judged positives are not in the corpus and were left out"
+        return line
 
 
 def check_split(split: str) -> None:
