@@ -26,6 +26,11 @@ code  meaning
 from __future__ import annotations
 
 
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for a job stopped with Ctrl-C
+INTERRUPTED_MESSAGE = ("interrupted: finished outputs are intact, partial ones were not published; rerank and train "
+                       "resume where they stopped")
+
+
 class QPeftError(Exception):
     """Base class; ``exit_code`` is what the CLI exits with."""
 

@@ -431,6 +431,13 @@ def test_ctrl_c_exits_130(tmp_path, toy_beir, monkeypatch):
     result = invoke("search", "--bm25", "--index", str(tmp_path), "--topics", "x", "--output",
                     str(tmp_path / "run.trec"))
     assert result.exit_code == 130 and "interrupted" in result.output
+    # `python -m pyserini_qpeft.search` says the same and exits the same (it printed a KeyboardInterrupt traceback)
+    from pyserini_qpeft.search import compat
+
+    monkeypatch.setattr(compat, "run", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        compat.main(["lucene", "--index", str(tmp_path), "--topics", "x", "--output", str(tmp_path / "r.trec")])
+    assert stop.value.code == 130
 
 
 # ---------------------------------------------------------------------------------------------------------------

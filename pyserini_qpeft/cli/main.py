@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from ..errors import InputError, QPeftError
+from ..errors import INTERRUPTED, INTERRUPTED_MESSAGE, InputError, QPeftError
 
 # name -> "module:attribute"; a module is imported only when its command runs (or its --help is shown).
 COMMANDS = {
@@ -32,7 +32,6 @@ COMMANDS = {
 }
 
 
-INTERRUPTED = 130  # 128 + SIGINT, what shells report for a job stopped with Ctrl-C
 _ARGV = "pyserini_qpeft.argv"  # the root context's meta key (meta is shared by every nested context)
 
 
@@ -74,8 +73,7 @@ class LazyGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted: finished outputs are intact, partial ones were not published; rerank and "
-                       "train resume where they stopped", err=True)
+            click.echo(INTERRUPTED_MESSAGE, err=True)
             ctx.exit(INTERRUPTED)
 
 

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import QPeftError
+from ..errors import INTERRUPTED, INTERRUPTED_MESSAGE, QPeftError
 
 MODES = ("lucene", "faiss")
 
@@ -320,3 +320,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except QPeftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:  # as the pyserini-qpeft commands: a line and 130, not a traceback
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        raise SystemExit(INTERRUPTED) from None
