@@ -130,4 +130,7 @@ def test_cli_sweep_publishes_the_dev_best(tiny_lm_path, tmp_path, toy_beir):
     heads = [a if a != "retr" else "attn" for a in plain] + ["--num-heads", "5"]
     refused = CliRunner().invoke(train_group, [*heads[:heads.index("--output") + 1], str(tmp_path / "heads"),
                                                *heads[heads.index("--output") + 2:]])
-    assert refused.exit_code == 2 and "num_heads=5 does not divide hidden size 32" in refused.output
+    from pyserini_qpeft.errors import UsageError
+
+    assert isinstance(refused.exception, UsageError) and refused.exception.exit_code == 2  # exit 2 through the CLI
+    assert "num_heads=5 does not divide hidden size 32" in str(refused.exception)

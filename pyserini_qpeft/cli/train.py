@@ -6,13 +6,9 @@ Other trainers (LMORT) add their commands to the same ``train`` group. Both trai
 from __future__ import annotations
 
 import json
-import logging
-import time
-from pathlib import Path
 
 import click
 
-from ..errors import InputError
 from ..qpeft.config import ATTN_INITS, MLPS, PROMPT_INITS, TOKEN_FILTERS, VARIANTS, QPeftConfig
 from ..qpeft.step import DEV_POOLS, LOSSES, SELECTION_METRICS, QPeftTrainConfig
 from ..training.data import NEGATIVE_POLICIES
@@ -20,9 +16,6 @@ from ..rerank.flags import prompt_flag
 from .main import command_line
 from .options import (OutputPath, click_option, dev_carve_option, eval_every_option, field_default,
                       given_on_command_line, lm_options, optimizer_options, quiet_option, scorer_option)
-
-logger = logging.getLogger(__name__)
-
 
 train = click.Group("train", help="Train a Q-PEFT module or an LMORT tuner on a frozen LLM.")
 
@@ -157,134 +150,43 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                 dev_carve, dev_seed, resume, dev_cache_gb, select_interpolation, sweep_grid, model, device, dtype,
                 quiet) -> None:
     """Train on (query, positive, BM25 hard negative) triples of --split; select by a dev set carved from it."""
-    from ..data import BeirDataset
-    from ..lm.backbone import FrozenLM, LMConfig
-    from ..lm.memo import PrefixMemo
+    from ..lm.backbone import LMConfig
     from ..lm.prompts import prompt_fields
     from ..lm.scoring import ScorerConfig
-    from ..qpeft.module import build_module, parameter_report
-    from ..qpeft.interpolation import select_checkpoint_interpolation
-    from ..qpeft.step import train_qpeft as run_training
-    from ..training.data import check_split, load_training_data, split_dev
-    from ..training.parallel import DataParallel
+    from ..qpeft.train import QPeftJob, run_qpeft_job
+    from ..training.data import check_split
     from ..training.state import check_training_output
-    from ..types import read_run
 
     check_split(split)
     _warn_unused_flags(variant, loss_name)
     if hint_passage_tokens is not None and variant == "prompt":
         raise click.BadParameter("the prompt variant's vectors read no passage", param_hint="--hint-passage-tokens")
     check_training_output(output, sweep=sweep_grid is not None)
-    parallel = DataParallel.from_environment(device)
-    with parallel.closing():  # every rank ends together (see training.parallel)
-        quiet = quiet or not parallel.is_main
-        tcfg = QPeftTrainConfig.build(
-            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-            lr_schedule=lr_schedule, loss=loss_name, margin=margin, temperature=temperature,
-            first_stage_weight=first_stage_weight, first_stage_depth=first_stage_depth,
-            pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query,
-            hard_pool=hard_pool, in_batch=not no_in_batch,
-            negative_policy=negative_policy, seed=seed, dev_seed=dev_seed, max_steps=max_steps, max_train_queries=max_train_queries,
-            dev_depth=dev_depth, dev_pool=dev_pool, selection_metric=selection_metric, patience=patience,
-            eval_every=eval_every,
-            dev_size=dev_size if dev_size is not None else _Q("dev_size"), dev_carve=dev_carve)
-        try:  # the module's settings are checked before the corpus and the LM load
-            qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads,
-                               num_virtual_tokens=num_virtual_tokens, prompt_init=prompt_init, seed=seed,
-                               attn_init=attn_init, mlp=mlp, token_filter=token_filter, query_proj=query_proj,
-                               prompt_tokens=prompt_tokens)
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-        ds = BeirDataset.find(dataset)
-        negatives_run_obj = read_run(negatives_run)
-        examples, stats, corpus = load_training_data(
-            ds, split, negatives_run_obj, negative_depth=max(hard_pool, dev_depth), candidate_depth=dev_depth,
-            negative_policy=negative_policy, progress=not quiet)
-        if not quiet:
-            click.echo(stats.summary(), err=True)
-        train_ex, dev_ex = split_dev(examples, tcfg.dev_size, tcfg.carve_seed, tcfg.dev_carve)
-        scfg = ScorerConfig(instruction=instruction, max_passage_tokens=max_passage_tokens,
-                            hint_passage_tokens=hint_passage_tokens, **prompt_fields(prompt))
-        lm = FrozenLM.load(LMConfig(model=model, device=device, dtype=dtype))
-        # one for every training of this command; ranks of a data-parallel run may share a device's memory
-        memo = PrefixMemo.for_device(lm.device, dev_cache_gb, processes=parallel.world_size)
-        try:
-            module = build_module(lm, qcfg)
-        except ValueError as exc:  # a setting this LM cannot take (heads that do not divide its hidden size)
-            raise click.UsageError(f"{exc} (--model {lm.model_id})") from None
-        report = parameter_report(module, lm)
-        if not quiet:
-            click.echo(f"{variant}: {report['trainable']:,} trainable parameters = {report['percent_of_lm']:.2f} % of "
-                       f"the LM's {report['lm']:,}; {len(train_ex)} train / {len(dev_ex)} dev queries"
-                       + (f" (at most {max_train_queries} train queries per epoch: --max-train-queries)"
-                          if max_train_queries is not None and max_train_queries < len(train_ex) else ""), err=True)
-        meta = {"training": {"command": command_line(), "dataset": str(ds.path), "split": split, "negatives": negatives_run,
-                             "skipped": {"no_positive": stats.no_positive, "not_in_run": stats.not_in_run,
-                                         "no_negative": stats.no_negative}}}
-        t0 = time.time()
-
-        def carried_weight(best: Path) -> float | None:
-            """``best``'s dev-selected interpolation weight, stored in it (None with --no-select-interpolation)."""
-            if not select_interpolation:
-                return None
-            return select_checkpoint_interpolation(lm, best, variant, dev_ex, negatives_run_obj, ds.qrels(split),
-                                                   corpus, tcfg.dev_depth, progress=not quiet)["alpha"]
-
-        if sweep_grid:
-            from ..qpeft.sweep import check_selection, load_grid, run_sweep
-
-            def configs(point):
-                q = QPeftConfig.from_dict({**qcfg.to_dict(), **point.module})
-                module = build_module(lm, q)  # a setting this LM cannot take fails here, before any training
-                # every point holds out the carve of the base seed: a point with its own seed records that carve
-                pinned = {"dev_seed": tcfg.carve_seed} if "seed" in point.train and tcfg.dev_seed is None else {}
-                try:
-                    return q, QPeftTrainConfig.build(**{**tcfg.__dict__, **pinned, **point.train}), module
-                except InputError as exc:  # the training config's own checks ("bad training setting: ...")
-                    raise ValueError(str(exc).removeprefix("bad training setting: ")) from None
-
-            points = load_grid(sweep_grid, QPeftConfig, QPeftTrainConfig)
-            check_selection(points, tcfg.selection_metric, sweep_grid)
-            built = {}
-            for point in points:  # every point's settings are checked before the first training
-                try:
-                    built[point.index] = configs(point)
-                except (ValueError, TypeError) as exc:
-                    raise InputError(f"bad sweep setting in combination {point.name}: {exc}", sweep_grid) from None
-
-            def train_one(point, folder):
-                q, tc, module = built[point.index]  # the module its check built (seeded: as a fresh build)
-                return run_training(lm, module, q, scfg, train_ex, dev_ex, corpus, tc, folder,
-                                    resume=(folder / "trainer_state.json").is_file(), progress=not quiet,
-                                    metadata={**meta, "sweep": point.settings}, parallel=parallel,
-                                    prefix_memo=memo, first_stage=negatives_run_obj)
-
-            swept = run_sweep(points, train_one, output, tcfg.selection_metric, write=parallel.is_main)
-            parallel.barrier()
-            if not parallel.is_main:
-                return
-            alpha = carried_weight(Path(output) / "best")
-            click.echo(json.dumps({"best": str(Path(output) / "best"), "settings": swept["best"]["settings"],
-                                   "interpolation_alpha": alpha,
-                                   "dev": swept["best"]["dev"], "combinations": len(points),
-                                   "wall_seconds": round(time.time() - t0, 1), "table": str(Path(output) / "sweep.md")},
-                                  indent=2))
-            return
-        result = run_training(lm, module, qcfg, scfg, train_ex, dev_ex, corpus, tcfg, output, resume=resume,
-                              progress=not quiet, metadata=meta, parallel=parallel, prefix_memo=memo,
-                              first_stage=negatives_run_obj)
-        if not parallel.is_main:  # rank 0 selects the interpolation weight (unless told not to) and reports
-            return
-        alpha = carried_weight(result.best_dir)
-        wall = time.time() - t0
-        summary = {"best": str(result.best_dir), "best_epoch": result.best_epoch,
-                   **({"best_step": result.best_step} if tcfg.eval_every else {}), "wall_seconds": round(wall, 1),
-                   "train_seconds": round(result.train_seconds, 1), "stopped_early": result.stopped_early,
-                   "dev": {k: round(result.best_dev[k], 4) for k in ("ndcg@10", "mrr@10", "loss")},
-                   "dev_upr": {k: round(v, 4) for k, v in result.dev_baseline.items()
-                               if k in ("ndcg@10", "mrr@10", "loss")},
-                   "trainable_parameters": report["trainable"], "percent_of_lm": round(report["percent_of_lm"], 3),
-                   "interpolation_alpha": alpha}
+    tcfg = QPeftTrainConfig.build(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+        lr_schedule=lr_schedule, loss=loss_name, margin=margin, temperature=temperature,
+        first_stage_weight=first_stage_weight, first_stage_depth=first_stage_depth,
+        pointwise_weight=pointwise_weight, negatives_per_query=negatives_per_query,
+        hard_pool=hard_pool, in_batch=not no_in_batch,
+        negative_policy=negative_policy, seed=seed, dev_seed=dev_seed, max_steps=max_steps,
+        max_train_queries=max_train_queries, dev_depth=dev_depth, dev_pool=dev_pool,
+        selection_metric=selection_metric, patience=patience, eval_every=eval_every,
+        dev_size=dev_size if dev_size is not None else _Q("dev_size"), dev_carve=dev_carve)
+    try:  # the module's settings are checked before the corpus and the LM load
+        qcfg = QPeftConfig(variant=variant, top_k=top_k, num_heads=num_heads,
+                           num_virtual_tokens=num_virtual_tokens, prompt_init=prompt_init, seed=seed,
+                           attn_init=attn_init, mlp=mlp, token_filter=token_filter, query_proj=query_proj,
+                           prompt_tokens=prompt_tokens)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    scfg = ScorerConfig(instruction=instruction, max_passage_tokens=max_passage_tokens,
+                        hint_passage_tokens=hint_passage_tokens, **prompt_fields(prompt))
+    job = QPeftJob(dataset=dataset, negatives=negatives_run, output=output, module=qcfg, train=tcfg, scorer=scfg,
+                   lm=LMConfig(model=model, device=device, dtype=dtype), split=split, resume=resume,
+                   sweep=sweep_grid, select_interpolation=select_interpolation, dev_cache_gb=dev_cache_gb,
+                   command=command_line(), progress=not quiet)
+    summary = run_qpeft_job(job, echo=lambda line: click.echo(line, err=True))
+    if summary is not None:  # the process that writes files reports
         click.echo(json.dumps(summary, indent=2))
 
 
