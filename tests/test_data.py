@@ -426,14 +426,15 @@ def test_lucene_collection_links_beir_and_converts_the_rest(toy_beir, tmp_path):
     from pyserini_qpeft.search.lucene import _prepare_collection
 
     (tmp_path / "w1").mkdir()
-    linked = _prepare_collection(toy_beir, tmp_path / "w1")
+    linked, count = _prepare_collection(toy_beir, tmp_path / "w1")
+    assert count == 6
     assert (linked / "corpus.jsonl").is_symlink()
     assert (linked / "corpus.jsonl").resolve() == (toy_beir / "corpus.jsonl").resolve()
 
     pyserini = tmp_path / "pyserini.jsonl"
     pyserini.write_text('{"id": "a", "contents": "first"}\n{"id": "b", "contents": "second"}\n')
     (tmp_path / "w2").mkdir()
-    converted = _prepare_collection(pyserini, tmp_path / "w2") / "corpus.jsonl"
+    converted = _prepare_collection(pyserini, tmp_path / "w2")[0] / "corpus.jsonl"
     assert not converted.is_symlink()
     assert [json.loads(line) for line in converted.read_text().splitlines()] == [
         {"_id": "a", "title": "", "text": "first"}, {"_id": "b", "title": "", "text": "second"}]
@@ -441,7 +442,7 @@ def test_lucene_collection_links_beir_and_converts_the_rest(toy_beir, tmp_path):
     gz = tmp_path / "beir.jsonl.gz"
     gz.write_bytes(gzip.compress((toy_beir / "corpus.jsonl").read_bytes()))
     (tmp_path / "w3").mkdir()
-    unzipped = _prepare_collection(gz, tmp_path / "w3") / "corpus.jsonl"
+    unzipped = _prepare_collection(gz, tmp_path / "w3")[0] / "corpus.jsonl"
     assert [json.loads(line)["_id"] for line in unzipped.read_text().splitlines()] == ["d1", "d2", "d3", "d4", "d5",
                                                                                       "d6"]
     empty = tmp_path / "empty.jsonl"
@@ -449,6 +450,17 @@ def test_lucene_collection_links_beir_and_converts_the_rest(toy_beir, tmp_path):
     (tmp_path / "w4").mkdir()
     with pytest.raises(InputError, match="no documents"):
         _prepare_collection(empty, tmp_path / "w4")
+    # a BEIR file with a record lacking its title (or with a null one) is converted as the package reads it:
+    # linked, Anserini stopped at that record (2 of 4 documents indexed, exit 0) and indexed null as "null"
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text('{"_id": "a", "title": "T", "text": "x"}\n{"_id": "b", "text": "y"}\n'
+                   '{"_id": "c", "title": null, "text": "z"}\n')
+    (tmp_path / "w5").mkdir()
+    folder, count = _prepare_collection(odd, tmp_path / "w5")
+    assert count == 3 and not (folder / "corpus.jsonl").is_symlink()
+    assert [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()] == [
+        {"_id": "a", "title": "T", "text": "x"}, {"_id": "b", "title": "", "text": "y"},
+        {"_id": "c", "title": "", "text": "z"}]
 
 
 def test_sample_topics_is_a_seeded_hash_sample_in_file_order():

@@ -106,6 +106,26 @@ def test_index_and_bm25_match_pyserini(toy_index):
 
 
 @pytest.mark.jvm
+def test_a_beir_record_without_a_title_is_indexed_with_the_rest(tmp_path):
+    """Anserini's BeirFlatCollection stopped at a record without a title key (2 of 4 documents indexed, exit 0, an
+    empty run for every query about the others) and indexed a null title as the word "null"."""
+    from pyserini_qpeft.search import BM25Config, bm25_search, build_index
+    from pyserini_qpeft.types import Query
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"_id": "a", "title": "Apples", "text": "apples and pears"}\n'
+                      '{"_id": "b", "text": "bananas are yellow"}\n'
+                      '{"_id": "c", "title": null, "text": "red cherries"}\n'
+                      '{"_id": "d", "title": "Dates", "text": "dates are sweet"}\n')
+    index = build_index(corpus, tmp_path / "idx")
+    assert json.loads((index / "pyserini_qpeft_index.json").read_text())["documents"] == 4
+    run = bm25_search(index, [Query("q1", "cherries"), Query("q2", "null"), Query("q3", "dates")],
+                      BM25Config(hits=10), progress=False)
+    assert [h.docid for h in run["q1"]] == ["c"] and [h.docid for h in run["q3"]] == ["d"]
+    assert not run["q2"]
+
+
+@pytest.mark.jvm
 def test_cli_search_remove_query_and_empty_topics(toy_index, tmp_path):
     from pyserini_qpeft.cli.main import cli
 

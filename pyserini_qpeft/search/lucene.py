@@ -65,13 +65,24 @@ def _is_beir_jsonl(path: Path) -> bool:
     return isinstance(record, dict) and "_id" in record
 
 
-def _prepare_collection(corpus: str | os.PathLike, workdir: Path) -> Path:
-    """A folder holding one BEIR-style ``corpus.jsonl`` for ``BeirFlatCollection``; every record is read first.
+def _flat_records(path: Path) -> bool:
+    """Whether every record of the BEIR file ``path`` has the string ``title`` and ``text`` that Anserini's
+    ``BeirFlatCollection`` reads (a missing key stopped indexing at that record, exit 0; a null title was indexed as
+    the word "null")."""
+    from ..data.formats import iter_jsonl
+
+    return all(isinstance(obj.get("title"), str) and isinstance(obj.get("text"), str) for _, obj in iter_jsonl(path))
+
+
+def _prepare_collection(corpus: str | os.PathLike, workdir: Path) -> tuple[Path, int]:
+    """A folder holding one BEIR-style ``corpus.jsonl`` for ``BeirFlatCollection``, and its number of documents;
+    every record is read first.
 
     ``corpus`` is anything :func:`pyserini_qpeft.data.iter_documents` opens. A BEIR corpus file is validated (a
     malformed line or a repeated docid is an InputError naming file and line, before Lucene sees anything) and
-    linked as is (byte-identical input = Pyserini's regression numbers); any other corpus (Pyserini
-    JsonCollection JSONL, gzipped JSONL, TREC CAR paragraph CBOR) is converted to BEIR JSONL.
+    linked as is (byte-identical input = Pyserini's regression numbers) when every record has a string title and
+    text; any other corpus (a BEIR file with a record lacking one, or with a null, Pyserini JsonCollection JSONL,
+    gzipped JSONL, TREC CAR paragraph CBOR) is converted to BEIR JSONL as the package reads it.
     """
     from ..data import iter_documents, unique_documents
 
@@ -79,7 +90,7 @@ def _prepare_collection(corpus: str | os.PathLike, workdir: Path) -> Path:
     documents = unique_documents(documents, source)
     target = workdir / "corpus.jsonl"
     count = 0
-    if _is_beir_jsonl(source):
+    if _is_beir_jsonl(source) and _flat_records(source):
         count = sum(1 for _ in documents)
         os.symlink(source.resolve(), target)
     else:
@@ -89,7 +100,7 @@ def _prepare_collection(corpus: str | os.PathLike, workdir: Path) -> Path:
                 count += 1
     if count == 0:
         raise InputError("corpus has no documents", str(source))
-    return workdir
+    return workdir, count
 
 
 def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads: int = 2, force: bool = False) -> Path:
@@ -111,7 +122,7 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     with tempfile.TemporaryDirectory(prefix=temp_prefix(index_dir), suffix=".tmp", dir=index_dir.parent) as work:
-        collection = _prepare_collection(corpus, Path(work))
+        collection, expected = _prepare_collection(corpus, Path(work))
         with staging_dir(index_dir) as tmp_index:
             args = ["-collection", "BeirFlatCollection", "-generator", "DefaultLuceneDocumentGenerator",
                     "-input", str(collection), "-index", str(tmp_index), "-threads", str(threads),
@@ -121,8 +132,9 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
             run_java_main("io.anserini.index.IndexCollection", args, "Anserini indexing")
             start_jvm()  # in this process, to count what was indexed
             count = _count_docs(tmp_index)
-            if count == 0:
-                raise InputError("indexing produced 0 documents (is it a BEIR corpus.jsonl?)", str(corpus))
+            if count != expected:  # Anserini skips what it cannot read with a log line, and exits 0
+                raise InputError(f"Anserini indexed {count:,} of the corpus's {expected:,} documents (run with -v "
+                                 f"for its log)", str(corpus))
             meta = {"corpus": str(Path(corpus).resolve()), "collection": "BeirFlatCollection", "documents": count,
                     "seconds": round(time.time() - start, 1)}
             write_meta(tmp_index, META, meta)
