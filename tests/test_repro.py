@@ -441,6 +441,49 @@ def test_reproduce_beir_runs_reports_and_checks_through_the_given_runner(tmp_pat
                        checkpoint_from="notrain", **common)
 
 
+def test_repro_of_a_dataset_given_by_path_runs_on_that_folder(tmp_path, toy_beir, monkeypatch):
+    """The matrix's commands name the dataset (``--dataset toy``, ``beir-v1.0.0-toy-test``): a folder given by path
+    was looked up by its name on the search path, which found another same-named dataset (its index searched, the
+    given folder's qrels scored) or none ("not found ... pass its path")."""
+    import os
+    import shutil
+
+    from pyserini_qpeft.data import ENV_VAR, find_dataset
+    from pyserini_qpeft.errors import UsageError
+    from pyserini_qpeft.repro.beir import dataset_by_name, reproduce_beir
+
+    mine = tmp_path / "mine" / "toy"
+    shutil.copytree(toy_beir, mine)
+    other = tmp_path / "elsewhere"
+    shutil.copytree(toy_beir, other / "toy")  # a same-named dataset on the search path
+    monkeypatch.setenv(ENV_VAR, str(other))
+    seen, calls = [], []
+    runner = fake_runner(calls)
+
+    def run(args):
+        seen.append(find_dataset("toy").resolve())
+        runner(args)
+
+    rows = reproduce_beir(str(mine), run, yaml_path=write_yaml(tmp_path, 1.0), conditions=("bm25",),
+                          report_dir=tmp_path / "r", out=lambda _: None, err=lambda _: None)
+    assert rows[0]["ndcg@10"] == 1.0 and seen == [mine.resolve()] * 2
+    assert os.environ[ENV_VAR] == str(other)  # restored
+    monkeypatch.delenv(ENV_VAR)
+    with dataset_by_name(mine):  # nothing on the search path: the name finds the folder all the same
+        assert find_dataset("toy").resolve() == mine.resolve()
+    assert ENV_VAR not in os.environ
+    accented = tmp_path / "données"  # a folder a name cannot address: said before any command runs
+    shutil.copytree(toy_beir, accented)
+    with pytest.raises(UsageError, match="its name 'données' does not find it"):
+        reproduce_beir(str(accented), run, yaml_path=write_yaml(tmp_path, 1.0), conditions=("bm25",),
+                       report_dir=tmp_path / "r2", out=lambda _: None, err=lambda _: None)
+    assert len(calls) == 2
+    from pyserini_qpeft.errors import InputError
+
+    with pytest.raises(InputError, match="ASCII letters, digits.*give the folder's path instead"):
+        find_dataset("données")
+
+
 def test_a_partial_rerun_keeps_finished_rows_in_the_report_and_checks_only_what_it_ran(tmp_path, toy_beir,
                                                                                        monkeypatch):
     from pyserini_qpeft.repro.beir import reproduce_beir

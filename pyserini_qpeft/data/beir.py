@@ -73,7 +73,8 @@ def find_dataset(name_or_path: str | os.PathLike, download: bool = False) -> Pat
     if looks_like_path:
         raise InputError("not a BEIR dataset folder (no corpus.jsonl)", text)
     if not DATASET_NAME.match(text):
-        raise InputError(f"invalid dataset name {text!r}")
+        raise InputError(f"invalid dataset name {text!r}: a name is ASCII letters, digits, '_', '.' and '-' (not "
+                         f"starting with one of the last three); give the folder's path instead")
     searched = []
     for root in data_search_path():
         for candidate in _candidates(root, text):

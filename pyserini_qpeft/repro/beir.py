@@ -6,18 +6,50 @@ The caller supplies the :data:`~pyserini_qpeft.repro.runner.CommandRunner` that 
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ..errors import CheckFailed, InputError, UsageError
 from .runner import DEFAULT_YAML, CommandRunner, Matrix, Planner, check_rows, evaluate_conditions, execute, \
     expected_for, raise_on_failures
 
+if TYPE_CHECKING:
+    from ..data import BeirDataset
+
 
 def _stderr(text: str) -> None:
     print(text, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def dataset_by_name(folder: Path) -> Iterator[None]:
+    """While inside, the dataset name ``folder.name`` finds ``folder``: the matrix's commands name the dataset
+    (``--dataset {dataset}``, ``beir-v1.0.0-{dataset}-test``), so a dataset given by its path puts the folder above
+    it first on ``$PYSERINI_QPEFT_DATA`` (they found another same-named dataset there, or none). UsageError when
+    the name cannot find it (a nested cqadupstack folder given by path)."""
+    from ..data import ENV_VAR, find_dataset
+
+    folder = folder.resolve()
+    before = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = os.pathsep.join([str(folder.parent), *([before] if before else [])])
+    try:
+        try:
+            found = find_dataset(folder.name).resolve()
+        except InputError:
+            found = None
+        if found != folder:
+            raise UsageError(f"--dataset {folder}: its name {folder.name!r} does not find it on the data search "
+                             f"path (found {found}); rename the folder or give it by name")
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
 
 
 def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[str] = (), profile: str = "full",
@@ -61,6 +93,20 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
     baseline = baseline or "bm25"  # the matrix's BM25 row when it has one (a custom matrix may not)
     chosen = [matrix.conditions[n] for n in (conditions or matrix.conditions)]
     ds = BeirDataset(find_dataset(dataset, download=download))
+    with dataset_by_name(ds.path):  # the commands name the dataset: the name must find this folder
+        return _reproduce(ds, matrix, chosen, runner, profile=profile,
+                          checkpoint_from=checkpoint_from, dry_run=dry_run, check=check, as_json=as_json,
+                          baseline=baseline, report_dir=report_dir, seed_offset=seed_offset,
+                          share_prefixes=share_prefixes, out=out, err=err)
+
+
+def _reproduce(ds: "BeirDataset", matrix: Matrix, chosen: list, runner: CommandRunner, *, profile: str,
+               checkpoint_from: str | None, dry_run: bool, check: bool, as_json: bool, baseline: str,
+               report_dir: str | Path, seed_offset: int, share_prefixes: bool, out: Callable[[str], None],
+               err: Callable[[str], None]) -> list[dict[str, Any]] | None:
+    """:func:`reproduce_beir` once the dataset, matrix and conditions are known (its arguments)."""
+    from ..data import BeirDataset, find_dataset
+
     splits = tuple(ds.splits())
     if checkpoint_from:
         try:
