@@ -174,3 +174,38 @@ def test_an_abbreviated_flag_this_module_reads_is_refused(indexes, tmp_path):
                   str(tmp_path / "run.tsv"), "--bm25", "--output-f", "msmarco")
     assert proc.returncode == 2 and "--output-f: write Pyserini's flag in full (--output-format)" in proc.stderr
     assert not (tmp_path / "run.tsv").exists()
+
+
+@pytest.mark.parametrize("mode", ["lucene", "faiss"])
+def test_query_ids_and_texts_reach_pyserini_and_the_reranker_as_given(indexes, tmp_path, mode):
+    """A JSONL topics file keeps its ids in Pyserini ("01" stays "01"); the TSV copy handed to Pyserini made it the
+    query 1 (its run then scored 0 against the qrels), the faiss path's rerank failed ("run queries have no topic
+    text"), and the reranker read the copy's collapsed spaces instead of the query as `rerank` reads it."""
+    topics = tmp_path / "queries.jsonl"
+    topics.write_text('{"_id": "01", "text": "what  causes lung cancer"}\n'
+                      '{"_id": "007", "text": "does aspirin help the heart"}\n')
+    index = indexes["lucene"] if mode == "lucene" else indexes["ours"]
+    extra = ["--bm25"] if mode == "lucene" else []
+    corpus = [] if mode == "lucene" else ["--corpus", str(indexes["lucene"].parent / "toy")]
+    out = tmp_path / "run.trec"
+    proc = compat(mode, "--index", str(index), "--topics", str(topics), "--output", str(out), "--hits", "4", *extra,
+                  "--reranker", "upr", "--rerank-depth", "3", "--reranker-model", str(indexes["lm"]),
+                  "--reranker-device", "cpu", "--reranker-dtype", "fp32", *corpus)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    compat_run = read_run(out)
+    assert sorted(compat_run.qids()) == ["007", "01"]
+    first = tmp_path / "first.trec"
+    with open(first, "w") as f:  # the same first stage, reranked by `pyserini-qpeft rerank` with the same topics
+        for qid in compat_run.qids():
+            for rank, hit in enumerate(read_run(out)[qid][:4], start=1):
+                f.write(f"{qid} Q0 {hit.docid} {rank} {10.0 - rank} x\n")
+    proc = subprocess.run([sys.executable, "-m", "pyserini_qpeft", "rerank", "--run", str(first), "--topics",
+                           str(topics), "--corpus", str(indexes["lucene"].parent / "toy"), "--reranker", "upr",
+                           "--rerank-depth", "3", "--model", str(indexes["lm"]), "--device", "cpu", "--dtype",
+                           "fp32", "--output", str(tmp_path / "rr.trec")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours = read_run(tmp_path / "rr.trec")
+    for qid in ours.qids():  # the same query text scored: the same scores for the documents both reranked
+        theirs = {h.docid: h.score for h in compat_run[qid][:3]}
+        assert {h.docid: h.score for h in ours[qid][:3] if h.docid in theirs} == \
+            {d: s for d, s in theirs.items() if d in {h.docid for h in ours[qid][:3]}}

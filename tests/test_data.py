@@ -499,5 +499,18 @@ def test_the_compat_search_reads_a_topics_file_itself_and_refuses_what_a_run_can
         with pytest.raises(InputError, match=message):
             _local_topics(str(tmp_path / name), tmp_path)
     (tmp_path / "good.tsv").write_text("1\tfoo   bar\n")
-    assert Path(_local_topics(str(tmp_path / "good.tsv"), tmp_path)).read_text() == "1\tfoo bar\n"
-    assert _local_topics("no-such-topics-name", tmp_path) == "no-such-topics-name"  # Pyserini reports it
+    path, queries = _local_topics(str(tmp_path / "good.tsv"), tmp_path)
+    assert json.loads(Path(path).read_text()) == {"1": {"title": "foo   bar"}} and queries[0].text == "foo   bar"
+    assert _local_topics("no-such-topics-name", tmp_path) == ("no-such-topics-name", None)  # Pyserini reports it
+    # ids as Pyserini keys them: a TSV file's are numbers to it ("01" is query 1; "1" and "01" are one query),
+    # a JSONL file's (and a BEIR name's) strings: a TSV copy made "01" the query 1 for every source
+    (tmp_path / "zeros.tsv").write_text("01\tred  cherries\nq3\tx\n")
+    (tmp_path / "zeros-num.tsv").write_text("01\tred  cherries\n2\tx\n")
+    (tmp_path / "zeros.jsonl").write_text('{"_id": "01", "text": "red  cherries"}\n{"_id": "2", "text": "x"}\n')
+    (tmp_path / "clash.tsv").write_text("1\ta\n01\tb\n")
+    for name, ids in (("zeros.tsv", ["01", "q3"]), ("zeros-num.tsv", ["1", "2"]), ("zeros.jsonl", ["01", "2"])):
+        path, queries = _local_topics(str(tmp_path / name), tmp_path)
+        assert [q.qid for q in queries] == ids and queries[0].text == "red  cherries"
+        assert sorted(json.loads(Path(path).read_text())) == sorted(ids)
+    with pytest.raises(InputError, match="query ids '1' and '01' are one query to Pyserini"):
+        _local_topics(str(tmp_path / "clash.tsv"), tmp_path)

@@ -5,8 +5,8 @@ because the parser is built from Pyserini's own argument definitions and the fir
 ``__main__`` (run with ``runpy``). Our additions are only the ``--reranker*`` / ``--rerank-depth`` /
 ``--corpus`` flags; the first-stage run is then reranked and written to ``--output``.
 Topics our data layer reads (a BEIR name found on the data search path, a BEIR ``queries.jsonl``, a TREC topics file,
-Pyserini's other names through Anserini's cache: :func:`pyserini_qpeft.data.load_topics`) reach Pyserini as a TSV
-copy, so the first stage and the rerank search the same query texts.
+Pyserini's other names through Anserini's cache: :func:`pyserini_qpeft.data.load_topics`) reach Pyserini as a
+``.json`` topics copy (ids and texts exact), so the first stage and the rerank use the same queries.
 """
 from __future__ import annotations
 
@@ -132,34 +132,61 @@ def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
     return out + [flag, value]
 
 
-def _local_topics(spec: str, workdir: Path, topics_format: str = "default") -> str:
-    """A TSV copy of topics our data layer can resolve locally (else ``spec`` unchanged, for Pyserini).
+_NUMBERED_TOPICS = (".tsv", ".tsv.gz", ".txt", ".txt.gz", ".trec")
+
+
+def _numbers_ids(spec: str) -> bool:
+    """Whether Pyserini reads the topics file ``spec`` with a reader that keys queries by number (``007`` is 7):
+    a TSV/TXT file whose path does not hold "beir" (``TsvIntTopicReader``, when every id is a number) and a TREC
+    topics file; BEIR and Pyserini topic names and JSONL files keep string ids."""
+    path = Path(spec).expanduser()
+    return path.is_file() and spec.endswith(_NUMBERED_TOPICS) and "beir" not in spec
+
+
+def _local_topics(spec: str, workdir: Path, topics_format: str = "default") -> tuple[str, list | None]:
+    """``(what Pyserini gets as --topics, the queries as Pyserini will key them)`` for topics our data layer can
+    resolve locally; ``(spec, None)`` otherwise (a name for Pyserini to resolve, a format only it reads).
 
     A topics *file* is always read here, so a malformed line, a repeated query id or a query id that a TREC run
     cannot hold (empty, whitespace) is an InputError naming the file before Pyserini runs; only a name this
     package cannot resolve (e.g. a Pyserini topics name offline) goes to Pyserini as given, and so do the formats
-    only Pyserini reads: another ``--topics-format`` (KILT, M-BEIR) and Pyserini's ``.json`` topics."""
+    only Pyserini reads: another ``--topics-format`` (KILT, M-BEIR) and Pyserini's ``.json`` topics. The copy is
+    Pyserini's own ``.json`` topics (``{qid: {"title": text}}``: ids and text kept exactly, as Pyserini keeps them
+    for a BEIR name or a JSONL file; a TSV copy made "01" the query 1 and collapsed spaces in the text the
+    reranker reads), except where Pyserini itself numbers the ids (a TSV or TREC topics file): there the queries
+    are returned under Pyserini's numbers, and two ids of one number ("1", "01") are refused."""
+    import json
+
     from ..data import load_topics
     from ..errors import InputError
-    from ..types import is_trec_word
+    from ..types import Query, is_trec_word
 
     if topics_format != "default" or spec.endswith(".json"):
-        return spec
+        return spec, None
 
     try:
         queries = load_topics(spec)
     except InputError:
         if Path(spec).expanduser().is_file():
             raise
-        return spec
+        return spec, None
     bad = next((q.qid for q in queries if not is_trec_word(q.qid)), None)
     if bad is not None:
         raise InputError(f"query id {bad!r} is empty or contains whitespace; a TREC run cannot hold it", spec)
-    path = workdir / "topics.tsv"
-    with open(path, "w", encoding="utf-8") as out:
+    numeric = all(q.qid.lstrip("+-").isdigit() for q in queries)
+    if numeric and _numbers_ids(spec):
+        numbered: dict[str, str] = {}
         for q in queries:
-            out.write(f"{q.qid}\t{' '.join(q.text.split())}\n")
-    return str(path)
+            key = str(int(q.qid))
+            if key in numbered:
+                raise InputError(f"query ids {numbered[key]!r} and {q.qid!r} are one query to Pyserini, which reads "
+                                 f"this file's ids as numbers", spec)
+            numbered[key] = q.qid
+        queries = [Query(str(int(q.qid)), q.text) for q in queries]
+    order = sorted(queries, key=lambda q: (int(q.qid), q.qid) if numeric else (0, q.qid))  # as Anserini's TreeMap
+    path = workdir / "topics.json"
+    path.write_text(json.dumps({q.qid: {"title": q.text} for q in order}, ensure_ascii=False), encoding="utf-8")
+    return str(path), queries
 
 
 def run(mode: str, argv: Sequence[str]) -> int:
@@ -200,21 +227,21 @@ def run(mode: str, argv: Sequence[str]) -> int:
         raise UsageError(f"--output-format {peek.output_format!r}: expected trec, msmarco or kilt")
     with tempfile.TemporaryDirectory(prefix="pyserini_qpeft-") as work:
         work = Path(work)
-        topics = _local_topics(peek.topics, work, peek.topics_format)
+        topics, queries = _local_topics(peek.topics, work, peek.topics_format)
         first_stage = work / "first-stage.trec"  # reranked, or moved into place at the end: --output is atomic
         pyserini_argv = _replace_flag(rest, "--topics", topics)
         pyserini_argv = _replace_flag(pyserini_argv, "--output", str(first_stage))
         if reranking:
             pyserini_argv = _replace_flag(pyserini_argv, "--output-format", "trec")  # we read it back
         if dense_ours:
-            _dense_first_stage(peek, topics, first_stage, "trec" if reranking else peek.output_format)
+            _dense_first_stage(peek, queries, first_stage, "trec" if reranking else peek.output_format)
         else:
             # Pyserini prints its arguments (our temporary topics and run paths) on stdout: they go to stderr,
             # with its progress, so stdout stays the command's own output
             with contextlib.redirect_stdout(sys.stderr):
                 _run_pyserini(mode, pyserini_argv)
         if reranking:
-            _rerank(peek, ours, first_stage, topics)
+            _rerank(peek, ours, first_stage, topics, queries)
         else:
             _publish(first_stage, Path(peek.output))
     return 0
@@ -243,13 +270,16 @@ def _run_pyserini(mode: str, argv: Sequence[str]) -> None:
         sys.argv = saved
 
 
-def _dense_first_stage(args: argparse.Namespace, topics: str, output: Path, output_format: str) -> None:
+def _dense_first_stage(args: argparse.Namespace, queries: list | None, output: Path, output_format: str) -> None:
     """Our FAISS indexes carry meta.json: the query encoder is rebuilt from it (LMORT, MiniLM, frozen LM). With
     ``--remove-query`` the query's own document is dropped from the top ``--hits``, as Pyserini does."""
-    from ..data import load_topics
+    from ..errors import InputError
     from .encoders import dense_search
 
-    queries = load_topics(topics)
+    if queries is None:
+        raise InputError("topics this package cannot read (a Pyserini .json topics file, a --topics-format other "
+                         "than default, or a name it cannot resolve) cannot search one of its FAISS indexes",
+                         str(args.topics))
     result = dense_search(Path(args.index), queries, k=args.hits, remove_query=args.remove_query,
                           device=args.device or "auto", batch_size=args.batch_size or 32)
     write_run_as(result, output, output_format, args, tag="Faiss")
@@ -275,17 +305,19 @@ def write_run_as(run, path: str | Path, output_format: str, args: argparse.Names
     os.replace(tmp, path)
 
 
-def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Path, topics: str) -> None:
+def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Path, topics: str,
+            queries: list | None) -> None:
     """Rerank the first stage; the result goes to ``--output`` in ``--output-format`` (resumable through
-    ``<output>.partial`` as every rerank)."""
-    from pyserini.query_iterator import TopicsFormat, get_query_iterator
-
+    ``<output>.partial`` as every rerank). ``queries``: the topics as read here and keyed as the first stage
+    keyed them (:func:`_local_topics`); None: read ``topics`` as Pyserini reads them."""
     from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write, run_docids
     from ..types import OUTPUT_FORMATS, Query, read_run
 
-    # the topics the first stage searched, read as Pyserini read them (its query ids: "007" becomes 7)
-    iterator = get_query_iterator(topics, TopicsFormat(args.topics_format))
-    queries = [Query(str(qid), str(text)) for qid, text in iterator]
+    if queries is None:
+        from pyserini.query_iterator import TopicsFormat, get_query_iterator
+
+        iterator = get_query_iterator(topics, TopicsFormat(args.topics_format))
+        queries = [Query(str(qid), str(text)) for qid, text in iterator]
     first = read_run(first_stage)
     check_topics_cover_run(queries, first)
     docs = open_docstore(corpus=ours.corpus, index=None if ours.corpus else args.index,
