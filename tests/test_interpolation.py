@@ -166,13 +166,19 @@ def test_dev_split_select_and_fuse_cli(toy_beir, tmp_path):
     assert bad.exit_code == 2 and "selection file" in bad.output
 
 
-def test_upr_carries_its_documented_weight_and_upr_instruct_none(tiny_lm):
+def test_upr_carries_its_documented_weight_and_upr_instruct_none(tiny_lm, caplog):
+    import logging
+
     from pyserini_qpeft.rerank import build_reranker
     from pyserini_qpeft.rerank.lm import UPR_INTERPOLATION
     from pyserini_qpeft.rerank.pipeline import interpolation_alpha
 
     upr = build_reranker("upr", lm=tiny_lm)
-    assert interpolation_alpha(upr, "auto") == UPR_INTERPOLATION["alpha"] == 0.4
+    with caplog.at_level(logging.WARNING):
+        assert interpolation_alpha(upr, "auto") == UPR_INTERPOLATION["alpha"] == 0.4
+    # said without -v: the weight was selected on SciFact with SmolLM2, whatever dataset and model this is
+    assert "first-stage weight 0.40, selected on 80 SciFact train queries" in caplog.text
+    assert "select one on its dev queries (`pyserini-qpeft select-interpolation`)" in caplog.text
     assert interpolation_alpha(upr, 0.25) == 0.25 and interpolation_alpha(upr, None) is None
     from pyserini_qpeft.errors import InputError
 

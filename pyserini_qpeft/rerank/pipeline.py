@@ -100,7 +100,12 @@ def interpolation_alpha(reranker: Reranker, interpolate: float | str | None) -> 
         raise InputError(f"--interpolate auto: reranker {reranker.name!r} carries no interpolation weight (a "
                          f"checkpoint trained with --no-select-interpolation carries none); give one (e.g. "
                          f"--interpolate 0.4) or a file from `pyserini-qpeft select-interpolation`")
-    logger.info("interpolation weight %.2f (%s)", carried["alpha"], carried.get("source", "reranker"))
+    # said at the default log level: a zero-shot reranker's weight was selected on another dataset (and model)
+    logger.warning("--interpolate auto: first-stage weight %.2f, %s%s", carried["alpha"],
+                   carried.get("source", "carried by the reranker"),
+                   "" if not carried.get("transferred") else
+                   "; for another dataset or model, select one on its dev queries (`pyserini-qpeft "
+                   "select-interpolation`) and pass that file")
     return float(carried["alpha"])
 
 
