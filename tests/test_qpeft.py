@@ -200,7 +200,7 @@ def test_explain_says_how_much_of_the_passage_the_module_read(tiny_lm):
     assert f"the module read {info['passage_tokens']}, the LM's prompt holds 4" in text
 
 
-def test_registered_rerankers_check_variant(tiny_lm, tmp_path):
+def test_registered_rerankers_check_variant(tiny_lm, tmp_path, caplog):
     from pyserini_qpeft.qpeft.checkpoint import save_checkpoint
     from pyserini_qpeft.qpeft.config import NAME_TO_VARIANT, RERANKER_NAMES
     from pyserini_qpeft.qpeft.module import VARIANTS as MODULE_VARIANTS
@@ -215,6 +215,14 @@ def test_registered_rerankers_check_variant(tiny_lm, tmp_path):
     reranker = build_reranker("qpeft-retr", lm=tiny_lm, checkpoint=path, scorer_overrides={"batch_size": 3})
     assert reranker.name == "qpeft-retr" and reranker.config.batch_size == 3
     assert reranker.scorer.hint_module.config == config
+    import logging
+
+    with caplog.at_level(logging.WARNING):  # another passage budget than training's: allowed, and said
+        build_reranker("qpeft-retr", lm=tiny_lm, checkpoint=path,
+                       scorer_overrides={"max_passage_tokens": ScorerConfig().max_passage_tokens})
+        assert not caplog.records
+        build_reranker("qpeft-retr", lm=tiny_lm, checkpoint=path, scorer_overrides={"max_passage_tokens": 64})
+    assert f"was trained with max_passage_tokens {ScorerConfig().max_passage_tokens}; scoring with 64" in caplog.text
     with pytest.raises(ModelError, match="'retr'"):
         build_reranker("qpeft-attn", lm=tiny_lm, checkpoint=path)
     with pytest.raises(InputError, match="reranker-checkpoint"):

@@ -8,6 +8,7 @@ registry's one signature (:class:`pyserini_qpeft.rerank.RerankerFactory`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -17,6 +18,8 @@ from .config import NAME_TO_VARIANT
 if TYPE_CHECKING:
     from ..lm.backbone import FrozenLM, LMConfig
     from ..rerank import LMReranker
+
+logger = logging.getLogger(__name__)
 
 # ScorerConfig fields that word the prompt: fixed by training, never overridden at rerank time
 PROMPT_FIELDS = ("template", "question_prefix", "instruction")
@@ -58,6 +61,11 @@ def build_qpeft_reranker(name: str, lm: "FrozenLM | LMConfig | str | None" = Non
                 trained = prompt_name(scorer_config) or f"{key} {getattr(scorer_config, key)!r}"
                 raise InputError(f"{checkpoint} was trained with the {trained} prompt; drop --prompt or pass "
                                  f"--prompt {trained} (scoring with a wording the module never saw)")
+        for key in ("max_passage_tokens", "hint_passage_tokens"):  # allowed (a budget study), never silently
+            if key in scorer_overrides and scorer_overrides[key] != getattr(scorer_config, key):
+                logger.warning("%s was trained with %s %s; scoring with %s (the module reads another passage than "
+                               "it learnt on; --interpolate auto's weight was selected at %s)", checkpoint,
+                               key, getattr(scorer_config, key), scorer_overrides[key], getattr(scorer_config, key))
         scorer_config = dataclasses.replace(scorer_config, **scorer_overrides)
     # the first-stage weight selected on the training run's dev queries (checkpoints written since it exists)
     return LMReranker(lm, scorer_config, hint_module=module, name=name, interpolation=meta.get("interpolation"),
