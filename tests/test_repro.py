@@ -484,6 +484,33 @@ def test_repro_of_a_dataset_given_by_path_runs_on_that_folder(tmp_path, toy_beir
         find_dataset("données")
 
 
+def test_repro_refuses_a_dataset_it_cannot_score_before_any_command_runs(tmp_path, toy_beir, monkeypatch):
+    """No test split, or fewer test queries than the profile samples: said before the first command (the table
+    failed after every command had run, or an inner search said "cannot sample 50 of 3 topics")."""
+    import shutil
+
+    from pyserini_qpeft.errors import InputError
+    from pyserini_qpeft.repro.beir import reproduce_beir
+
+    monkeypatch.setenv("PYSERINI_QPEFT_DATA", str(tmp_path / "data"))
+    devonly = tmp_path / "data" / "devonly"
+    shutil.copytree(toy_beir, devonly)
+    (devonly / "qrels" / "test.tsv").rename(devonly / "qrels" / "dev.tsv")
+    calls = []
+    common = dict(conditions=("bm25",), report_dir=tmp_path / "r", out=lambda _: None, err=lambda _: None)
+    with pytest.raises(InputError, match="has no test split .*scores its table on qrels/test.tsv"):
+        reproduce_beir("devonly", fake_runner(calls), yaml_path=write_yaml(tmp_path, 1.0), **common)
+    shutil.copytree(toy_beir, tmp_path / "data" / "toy")
+    sampled = tmp_path / "sampled.yaml"
+    text = write_yaml(tmp_path, 1.0).read_text()
+    assert '  full: {suffix: ""}\n' in text
+    sampled.write_text(text.replace('  full: {suffix: ""}\n',
+                                    '  full: {suffix: ""}\n  tiny: {suffix: "-tiny", test_queries: 50}\n'))
+    with pytest.raises(InputError, match="profile 'tiny' samples 50 test queries .* and toy has 3"):
+        reproduce_beir("toy", fake_runner(calls), yaml_path=sampled, profile="tiny", **common)
+    assert calls == []
+
+
 def test_a_partial_rerun_keeps_finished_rows_in_the_report_and_checks_only_what_it_ran(tmp_path, toy_beir,
                                                                                        monkeypatch):
     from pyserini_qpeft.repro.beir import reproduce_beir

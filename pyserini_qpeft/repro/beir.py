@@ -117,8 +117,17 @@ def _reproduce(ds: "BeirDataset", matrix: Matrix, chosen: list, runner: CommandR
             raise InputError(f"--checkpoint-from {checkpoint_from}: it has no train split to train on "
                              f"(splits: {', '.join(source.splits())})", str(source.path))
         splits = tuple(s for s in splits if s != "train") + ("train",)  # the checkpoint dataset has train
+    if "test" not in ds.splits():  # the table is scored on test: said before any command runs, not after all
+        raise InputError(f"dataset {ds.name} has no test split (splits: {', '.join(ds.splits())}): `repro beir` "
+                         f"scores its table on qrels/test.tsv", str(ds.path))
     planner = Planner(matrix, ds.name, profile=profile, train_dataset=checkpoint_from, splits=splits,
                       seed_offset=seed_offset)
+    if planner.test_queries and not dry_run:
+        topics = len(ds.topics("test"))
+        if topics < planner.test_queries:
+            raise InputError(f"profile {profile!r} samples {planner.test_queries} test queries (its test_queries) "
+                             f"and {ds.name} has {topics}: use another --profile (full uses them all) or a "
+                             f"--yaml whose profile samples fewer", str(ds.path))
     skipped = [c.name for c in chosen if not planner.available(c.run)]
     if skipped:
         err(f"# {ds.name} has no train split: skipping {', '.join(skipped)} "
