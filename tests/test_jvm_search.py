@@ -164,3 +164,40 @@ def test_python_m_search_lucene_accepts_pyserini_flags(toy_index, tmp_path):
     assert qids == {"q2", "q3", "q4"}
     bad = subprocess.run(cmd[:4] + ["--no-such-flag"], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2
+
+
+@pytest.mark.jvm
+def test_a_german_index_is_searched_with_the_german_analyzer(tmp_path):
+    """`index --language de` builds with Anserini's German analyzer and `search --bm25` analyses queries with it (the
+    English analyzer found nothing: an empty run, exit 0); another language for an existing index is refused, and
+    `python -m pyserini_qpeft.search lucene` without Pyserini's matching --language is a usage error."""
+    from click.testing import CliRunner
+
+    from pyserini_qpeft.cli.main import cli
+    from pyserini_qpeft.errors import InputError
+    from pyserini_qpeft.search import BM25Config, bm25_search, build_index
+    from pyserini_qpeft.search.lucene import index_language
+    from pyserini_qpeft.types import Query
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"_id": "a", "title": "", "text": "Die Katzen schlafen in den Häusern"}\n'
+                      '{"_id": "b", "title": "", "text": "Der Hund läuft im Garten"}\n')
+    result = CliRunner().invoke(cli, ["index", "--corpus", str(corpus), "--index", str(tmp_path / "de"),
+                                      "--language", "de"])
+    assert result.exit_code == 0, result.output
+    assert index_language(tmp_path / "de") == "de"
+    run = bm25_search(tmp_path / "de", [Query("q", "Katze Haus")], BM25Config(hits=5), progress=False)
+    assert [h.docid for h in run["q"]] == ["a"]
+    with pytest.raises(InputError, match="built with the 'de' analyzer, not 'en'"):
+        build_index(corpus, tmp_path / "de")
+    bad = CliRunner().invoke(cli, ["index", "--corpus", str(corpus), "--index", str(tmp_path / "x"),
+                                   "--language", "German"])
+    assert bad.exit_code == 2 and "--language" in bad.output
+    (tmp_path / "topics.tsv").write_text("q\tKatze Haus\n")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pyserini_qpeft.search", "lucene", "--index", str(tmp_path / "de"),
+                           "--topics", str(tmp_path / "topics.tsv"), "--output", str(tmp_path / "r.trec"), "--bm25"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "pass --language de" in proc.stderr

@@ -52,7 +52,7 @@ def ours_parser() -> argparse.ArgumentParser:
 
 
 PEEKED = ("--index", "--topics", "--output", "--output-format", "--topics-format", "--hits", "--remove-query",
-          "--device", "--batch-size")
+          "--device", "--batch-size", "--language")
 """The Pyserini flags this module reads itself (:func:`_peek`)."""
 
 
@@ -91,6 +91,7 @@ def _peek(argv: Sequence[str], mode: str = "lucene") -> argparse.Namespace:
     parser.add_argument("--remove-query", action="store_true")
     parser.add_argument("--device", default=None)  # faiss: where the query encoder runs
     parser.add_argument("--batch-size", type=int, default=None)  # faiss: queries per encoder batch
+    parser.add_argument("--language", default="en")  # lucene: the query analyzer
     return parser.parse_known_args(list(argv))[0]
 
 
@@ -218,6 +219,14 @@ def run(mode: str, argv: Sequence[str]) -> int:
         _check_dense_flags(rest)
     if not peek.output or not peek.topics or not peek.index:
         raise UsageError("--index, --topics and --output are required")
+    if mode == "lucene" and Path(peek.index).is_dir():
+        from .lucene import index_language
+
+        built = index_language(peek.index)
+        if built is not None and built != peek.language:  # Pyserini analyses the queries with --language, whatever the index holds
+            raise UsageError(f"--index {peek.index} was built with the {built!r} analyzer (`pyserini-qpeft index "
+                             f"--language {built}`): pass --language {built} (Pyserini analyses queries with "
+                             f"--language, default en)")
     from ..artifacts import refuse_output_over_inputs
 
     refuse_output_over_inputs({"--output": peek.output}, {"--topics": peek.topics, "--index": peek.index,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -103,17 +104,37 @@ def _prepare_collection(corpus: str | os.PathLike, workdir: Path) -> tuple[Path,
     return workdir, count
 
 
-def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads: int = 2, force: bool = False) -> Path:
+LANGUAGE = re.compile(r"[a-z]{2}(?:-[a-z]+)?")
+
+
+def index_language(index_dir: str | os.PathLike) -> str | None:
+    """The analyzer language an index of ours was built with (``en`` for one built before the record existed);
+    None for any other index (a prebuilt name, another tool's folder: its language is the user's to give)."""
+    path = Path(index_dir) / INDEX_META
+    if not path.is_file():
+        return None
+    return str(read_meta(index_dir, META).get("language", "en"))
+
+
+def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads: int = 2, force: bool = False,
+                language: str = "en") -> Path:
     """Build a BEIR-flat Lucene index of ``corpus`` at ``index_dir`` (idempotent; ``force`` rebuilds).
 
     The corpus is read in full first (a bad line or a repeated docid fails before Lucene runs); Anserini then runs
     in a child JVM (Ctrl-C stops it at once) and writes into a temporary sibling folder that is renamed into place,
-    so an interrupted or failed build leaves nothing half-written. Returns ``index_dir``.
+    so an interrupted or failed build leaves nothing half-written. ``language``: Anserini's analyzer
+    (``-language``, e.g. ``de``, ``fr``, ``zh``; ``en`` = Porter-stemmed English, Pyserini's default), recorded in
+    the index so that :func:`bm25_search` analyses queries the same way. Returns ``index_dir``.
     """
     index_dir = Path(index_dir)
+    if not LANGUAGE.fullmatch(language):
+        raise ValueError(f"language {language!r}: expected a code such as en, de, zh (Anserini's -language)")
     if not force and (index_dir / INDEX_META).is_file():
         meta = read_meta(index_dir, META)  # ours and complete (else a named error): building is idempotent
         _check_same_corpus(index_dir, meta.get("corpus"), corpus)
+        if meta.get("language", "en") != language:
+            raise InputError(f"this index was built with the {meta.get('language', 'en')!r} analyzer, not "
+                             f"{language!r}: pass --force to rebuild it, or choose another --index", str(index_dir))
         logger.info("index %s exists (use --force to rebuild)", index_dir)
         return index_dir
     check_replaceable(index_dir, META, force)  # never replaces a user's folder, a file or another tool's index
@@ -127,6 +148,8 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
             args = ["-collection", "BeirFlatCollection", "-generator", "DefaultLuceneDocumentGenerator",
                     "-input", str(collection), "-index", str(tmp_index), "-threads", str(threads),
                     "-storePositions", "-storeDocvectors", "-storeRaw"]
+            if language != "en":
+                args += ["-language", language]
             if not java_verbose():
                 args.append("-quiet")  # else Anserini resets its level to INFO ("Setting log level to INFO")
             run_java_main("io.anserini.index.IndexCollection", args, "Anserini indexing")
@@ -136,7 +159,7 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
                 raise InputError(f"Anserini indexed {count:,} of the corpus's {expected:,} documents (run with -v "
                                  f"for its log)", str(corpus))
             meta = {"corpus": str(Path(corpus).resolve()), "collection": "BeirFlatCollection", "documents": count,
-                    "seconds": round(time.time() - start, 1)}
+                    "language": language, "seconds": round(time.time() - start, 1)}
             write_meta(tmp_index, META, meta)
     logger.info("indexed %d documents into %s in %.1fs", count, index_dir, time.time() - start)
     return index_dir
@@ -178,6 +201,10 @@ class _Searcher:
 
     def set_bm25(self, k1: float, b: float) -> None:
         self._java.set_bm25(float(k1), float(b))
+
+    def set_language(self, language: str) -> None:
+        """Analyse queries with ``language``'s analyzer (as Pyserini's ``--language``)."""
+        self._java.set_language(language)
 
     def batch_search(self, queries: Sequence[str], qids: Sequence[str], k: int, threads: int) -> dict:
         """qid -> Anserini ``ScoredDoc`` array (``.docid``, ``.score``)."""
@@ -243,6 +270,9 @@ def bm25_search(index_dir: str | os.PathLike, queries: Sequence[Query], config: 
     from jnius import JavaException
 
     searcher.set_bm25(config.k1, config.b)
+    language = index_language(index_dir) if Path(index_dir).is_dir() else None
+    if language not in (None, "en"):  # queries are analysed as the index's documents were
+        searcher.set_language(language)
     run = Run(tag="bm25")
     with tqdm(total=len(queries), desc="bm25", unit="q", disable=not progress) as bar:
         for start in range(0, len(queries), config.batch_size):
