@@ -422,6 +422,19 @@ def test_cli_train_then_explain_and_rerank(tiny_lm_path, tmp_path, toy_beir):
     assert meta["interpolation"]["alpha"] == summary["interpolation_alpha"] and 0 <= summary["interpolation_alpha"] <= 1
     assert meta["interpolation"]["selection"]["dev_queries"] == 1 and "dev queries" in meta["interpolation"]["source"]
     assert meta["training"]["train_queries"] + meta["training"]["dev_queries"] == 2
+    # a dev depth under 10: the table scores what `rerank --rerank-depth 2 --interpolate` ranks, the hits below
+    # the depth included (cut to the depth, "first stage alone" was 0 here: q1's relevant d1 is BM25's 3rd hit)
+    from pyserini_qpeft.evaluation import evaluate
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+    from pyserini_qpeft.qpeft.interpolation import select_checkpoint_interpolation
+
+    first = Run({"q1": [Hit("d2", 3.0), Hit("d3", 2.0), Hit("d1", 1.0)]}, tag="bm25")
+    dev = [TrainingExample("q1", QUERIES["q1"], ("d1",), ("d2", "d3"))]
+    record = select_checkpoint_interpolation(FrozenLM.load(LMConfig(model=str(tiny_lm_path), device="cpu",
+                                                                    dtype="fp32")),
+                                             out / "best", "retr", dev, first, {"q1": {"d1": 1}}, CORPUS, depth=2)
+    alone = evaluate(first, {"q1": {"d1": 1}}, ("ndcg@10",))["ndcg@10"]
+    assert record["selection"]["table"]["1.00"] == pytest.approx(alone, abs=1e-4) and alone > 0.4
 
     result = CliRunner().invoke(explain, ["--reranker-checkpoint", str(out), "--query", "what causes lung cancer",
                                           "--dataset", str(toy_beir), "--docid", "d1", "--model", str(tiny_lm_path),

@@ -38,7 +38,9 @@ def select_checkpoint_interpolation(lm: "FrozenLM", checkpoint: str | os.PathLik
     from ..artifacts import read_meta, write_meta
 
     folder = resolve_checkpoint(checkpoint)
-    dev_run = Run({e.qid: first_stage[e.qid][:depth] for e in dev if e.qid in first_stage}, tag=first_stage.tag)
+    # the whole first stage: a rerank keeps the hits below ``depth`` under the reranked ones, and with ``depth`` < 10
+    # they count in nDCG@10 (cut to ``depth``, the stored table was not what `rerank --interpolate auto` ranks)
+    dev_run = Run({e.qid: first_stage[e.qid] for e in dev if e.qid in first_stage}, tag=first_stage.tag)
     queries = [Query(e.qid, e.query) for e in dev if e.qid in dev_run]
     reranker = build_qpeft_reranker(RERANKER_NAMES[variant], lm, folder)
     reranked = reranker.rerank(queries, dev_run, DictDocStore(corpus), depth=depth, progress=progress)
