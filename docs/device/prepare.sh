@@ -2,7 +2,8 @@
 # Prepare a lent GPU machine's inputs for the training and rerank steps of `repro beir` runs (docs/device/README.md).
 #   [DEST=CHECKOUT] bash docs/device/prepare.sh PLAN
 # PLAN: one `pyserini-qpeft repro beir` argument list per line ('#' comments). Run from a checkout where `make install`
-# ran and the plan's BM25 runs exist (`repro beir` makes them; the device has no Java, Pyserini or FAISS). A device
+# ran and the plan's BM25 runs exist (the index/search lines `repro beir <line> --dry-run` prints make them; the device
+# has no Java, Pyserini or FAISS). A device
 # call sends the session's own checkout, so DEST names it when that is another one (default: this one). Writes, in
 # DEST:
 #   .gpu/commands.txt   the `train qpeft` / `rerank` lines of `repro beir --dry-run` for each plan line (verbatim,
@@ -26,10 +27,20 @@ while IFS= read -r line; do
   eval "args=($line)"
   $Q repro beir "${args[@]}" --dry-run
 done < "$PLAN" > .gpu/dry-run.txt
+# every run a dev split, a training or a rerank reads must exist here first (the device has no Java for BM25)
+missing=$(grep -E '^pyserini-qpeft (dev-split|train qpeft|rerank) ' .gpu/dry-run.txt \
+  | grep -oE -- '--(run|negatives) [^ ]+' | awk '{print $2}' | sort -u | while read -r r; do
+    [ -f "$r" ] || grep -E '^pyserini-qpeft dev-split ' .gpu/dry-run.txt | grep -qE -- "--output $r( |$)" \
+      || echo "$r"; done || true)
+if [ -n "$missing" ]; then
+  echo "missing input runs (make them here first: the index/search lines \`repro beir <line> --dry-run\` prints, a"
+  echo "few minutes on a CPU; not the whole line without --dry-run, which would train and rerank here):"
+  echo "$missing"; exit 2
+fi
 { grep '^pyserini-qpeft dev-split ' .gpu/dry-run.txt || true; } | sort -u | while IFS= read -r cmd; do
   eval "args=(${cmd#pyserini-qpeft })"; $Q "${args[@]}"
 done
-grep -E '^pyserini-qpeft (train qpeft|rerank) ' .gpu/dry-run.txt | awk '!seen[$0]++' > .gpu/commands.txt
+{ grep -E '^pyserini-qpeft (train qpeft|rerank) ' .gpu/dry-run.txt || true; } | awk '!seen[$0]++' > .gpu/commands.txt
 [ -s .gpu/commands.txt ] || { echo "nothing to run: every train/rerank step of the plan exists here"; exit 1; }
 trainings=$(grep -c '^pyserini-qpeft train ' .gpu/commands.txt || true)
 # a call returns at most 8 files: runs.tgz, logs.tgz and up to 6 checkpoint tarballs (run.sh)
@@ -56,7 +67,7 @@ for d in $datasets; do
   cp -rL "$src" "$stage/beir/$d"
 done
 for r in $runs; do
-  [ -f "$r" ] || { echo "missing input run $r: make it here first (repro beir without --dry-run)"; exit 2; }
+  [ -f "$r" ] || { echo "missing input run $r (made by a dev-split above? it failed)"; exit 2; }
   cp "$r" "$stage/runs/"
 done
 tar czf .gpu/inputs.tgz -C "$stage" beir runs && rm -rf "$stage"

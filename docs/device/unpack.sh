@@ -9,6 +9,9 @@ logs=logs/device-$(date +%Y%m%d-%H%M%S)
 found=0
 for f in $(find "$FROM" -name 'checkpoints*.tgz' -o -name runs.tgz -o -name logs.tgz | sort); do
   found=1
+  if tar tzf "$f" | grep -qxE '(\./)?logs/TINY' && [ "${TINY:-0}" != 1 ]; then
+    echo "$(basename "$f"): a CPU smoke test's outputs (run.sh TINY=1), not a device's: not unpacked"; exit 3
+  fi
   dest=.; [ "$(basename "$f")" = logs.tgz ] && dest=$logs
   clash=$(tar tzf "$f" | while IFS= read -r p; do [ -e "$dest/$p" ] && [ ! -d "$dest/$p" ] && echo "$p"; done || true)
   if [ -n "$clash" ]; then
