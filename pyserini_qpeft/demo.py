@@ -37,14 +37,15 @@ DEMO_CONDITIONS = {profile: ("bm25", "bm25+upr", "bm25+upr+interp", f"bm25+{DEMO
 
 def _planner(profile: str, dataset: str):
     """The `repro beir` planner of the demo's ``profile`` (the commands it issues, what is done)."""
-    from .repro.runner import Matrix, Planner
+    from .repro.matrix import Matrix
+    from .repro.plan import Planner
 
     return Planner(Matrix.load(), dataset, profile=profile)
 
 
 def _footing_of(train: list[str]) -> tuple[str, int]:
     """``(dtype, passage tokens)`` of a training command."""
-    from .repro.runner import option_value
+    from .repro.execute import option_value
 
     return str(option_value(train, "--dtype")), int(option_value(train, "--max-passage-tokens") or 0)
 
@@ -58,7 +59,7 @@ def describe(profile: str, dataset: str = "scifact") -> str:
     """What the demo's ``profile`` runs, read from the training and search commands `repro beir` issues for it, e.g.
     ``fp32, 64-token passages, Q-PEFT-R trained for 1 epoch on 64 queries, 50 sampled test queries``, followed by
     the profile's note in :data:`DEMO_PROFILES`."""
-    from .repro.runner import option_value
+    from .repro.execute import option_value
 
     planner = _planner(profile, dataset)
     train = planner.command(f"ckpt-{DEMO_RERANKER}")

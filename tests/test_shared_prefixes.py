@@ -134,7 +134,7 @@ def test_cli_also_rerank_writes_each_run_as_its_own_rerank_would(tiny_lm, tiny_l
     assert not list(tmp_path.glob("*.partial"))
 
     from pyserini_qpeft.rerank.flags import ALSO_RERANK_EXCLUDES
-    from pyserini_qpeft.repro.runner import _shareable_key
+    from pyserini_qpeft.repro.execute import _shareable_key
 
     values = {"--shard-id": "0", "--shard-num": "2", "--merge-shards": "2", "--engine": "ray",
               "--output-jsonl": str(tmp_path / "c.jsonl"), "--interpolate": "0.5"}

@@ -7,7 +7,6 @@ maximises dev nDCG@10, and the record goes into the checkpoint's ``qpeft_config.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..types import Query, Run

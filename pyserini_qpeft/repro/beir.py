@@ -1,7 +1,7 @@
 """``repro beir`` as a library call: plan the matrix for one dataset, make what is missing, evaluate on the test
 split, write the report and optionally check the expected scores.
 
-The caller supplies the :data:`~pyserini_qpeft.repro.runner.CommandRunner` that executes the matrix's
+The caller supplies the :data:`~pyserini_qpeft.repro.execute.CommandRunner` that executes the matrix's
 ``pyserini-qpeft`` commands (the CLI passes one that runs its click group in-process) and where text goes.
 """
 from __future__ import annotations
@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ..errors import CheckFailed, InputError, UsageError
-from .runner import DEFAULT_YAML, CommandRunner, Matrix, Planner, check_rows, evaluate_conditions, execute, \
-    expected_for, raise_on_failures
+from .check import check_rows, evaluate_conditions, expected_for, raise_on_failures
+from .execute import CommandRunner, execute
+from .matrix import DEFAULT_YAML, Matrix
+from .plan import Planner
 
 if TYPE_CHECKING:
     from ..data import BeirDataset
@@ -141,7 +143,7 @@ def _reproduce(ds: "BeirDataset", matrix: Matrix, chosen: list, runner: CommandR
     qrels, scope = ds.qrels("test"), "test"
     if planner.test_queries:
         from ..data import sample_topics
-        from .runner import SAMPLE_SEED
+        from .plan import SAMPLE_SEED
 
         topics = ds.topics("test")
         sample = {q.qid for q in sample_topics(topics, planner.test_queries, SAMPLE_SEED)}

@@ -111,7 +111,7 @@ def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: st
     trained reranker against zero-shot UPR on the same footing); rows get ``compared_to`` {other: result}.
     ``scope`` names the queries evaluated (``test``, or the sample)."""
     from ..evaluation import RANDOMIZATION_TRIALS
-    from .runner import write_json
+    from .check import write_json
 
     table = markdown_table(rows, metrics, dataset, scope=scope)
     has_baseline = baseline_run is not None and baseline_run.is_file()

@@ -1,0 +1,132 @@
+"""Running what a plan lacks, in dependency order, through a caller-given command runner; reranks of the same
+candidates share one LM pass (``--also-rerank``)."""
+from __future__ import annotations
+
+import shlex
+import time
+from typing import Callable, Sequence
+
+from ..rerank.flags import ALSO_RERANK_EXCLUDES
+from .matrix import Condition
+from .plan import Planner
+
+
+SELF_CHECKING = ("index",)
+"""Commands that check an existing output against their own inputs and reuse it in seconds (``index``: an index of
+the same corpus is reused, another corpus refused): run even when their artifact exists without a record."""
+
+
+CommandRunner = Callable[[list[str]], None]
+"""Runs one ``pyserini-qpeft`` command (its arguments, without the program name) and raises when it fails. The CLI
+passes one that invokes its click group in this process; tests pass a recorder."""
+
+
+def execute(planner: Planner, conditions: list[Condition], runner: CommandRunner, dry_run: bool = False,
+            echo: Callable[[str], None] = print, share_prefixes: bool = True) -> dict[str, float]:
+    """Make every missing artifact the conditions need with ``runner``; returns seconds spent per artifact run now.
+
+    ``share_prefixes``: reranks of the same candidates with the same options (e.g. zero-shot UPR and a Q-PEFT
+    checkpoint on BM25's test top-20) run as one ``rerank ... --also-rerank`` command (:func:`rerank_partners`),
+    which computes each document's prefix once for all of them; the later reranks' other needs (e.g. a training)
+    run first. Every run is byte-identical to its own rerank, so only the order of the commands and the time change.
+    """
+    wanted = [c.run for c in conditions if planner.available(c.run)]
+    order = planner.order(wanted)
+    timings: dict[str, float] = {}
+    made: set[str] = set()
+    outputs: set[str] = set()  # two artifacts may be one file (a dataset's index for test and for training)
+
+    def make(name: str, cmd: list[str], label: str, partners: Sequence[str] = ()) -> None:
+        outputs.add(planner.output(name))
+        echo(f"pyserini-qpeft {shlex.join(cmd)}")
+        if dry_run:
+            return
+        start = time.time()
+        runner(cmd)
+        timings[name] = time.time() - start
+        for made_now in (name, *partners):  # a shared pass's runs are each its own rerank's, byte for byte
+            planner.record(made_now)
+        echo(f"# [{label}] done in {timings[name]:.0f}s")
+
+    for name in order:
+        if name in made or planner.output(name) in outputs:
+            continue
+        recorded = planner.status(name)
+        if recorded is not None:
+            if not recorded and planner.command(name)[0] in SELF_CHECKING:
+                make(name, planner.command(name), name)  # it checks what is there and reuses it, or refuses it
+                made.add(name)
+                continue
+            unrecorded = "" if recorded else (
+                " (made outside repro: no record of its command; reused as is, delete it to make it with "
+                "this plan's command)")
+            echo(f"# [{name}] exists: {planner.output(name)}{unrecorded}")
+            continue
+        partners = rerank_partners(planner, name, [n for n in order if n not in made]) if share_prefixes else []
+        for need in planner.order(partners):  # the partners' own needs first (never `name`: see rerank_partners)
+            if (need not in partners and need not in made and not planner.is_done(need)
+                    and planner.output(need) not in outputs):
+                make(need, planner.command(need), need)
+                made.add(need)
+        cmd = planner.command(name)
+        for partner in partners:
+            other = planner.command(partner)
+            checkpoint = option_value(other, "--reranker-checkpoint") or "-"
+            cmd += ["--also-rerank", option_value(other, "--reranker"), checkpoint, option_value(other, "--output")]
+        make(name, cmd, " + ".join([name, *partners]), partners)
+        made.update([name, *partners])
+    return timings
+
+
+SHARED_RERANK_OPTIONS = ("--reranker", "--reranker-checkpoint", "--output")
+"""The options in which reranks that can share one pass may differ (everything else must be equal)."""
+
+
+UNSHAREABLE_RERANK_OPTIONS = (*ALSO_RERANK_EXCLUDES, "--also-rerank", "--requests")
+"""A rerank command with any of these never joins a shared pass (``--requests``: its own candidates and text)."""
+
+
+def option_value(cmd: list[str], flag: str) -> str | None:
+    """The value of ``flag`` in ``cmd`` (the last one), None when absent."""
+    values = [cmd[i + 1] for i, arg in enumerate(cmd[:-1]) if arg == flag]
+    return values[-1] if values else None
+
+
+def _shareable_key(cmd: list[str]) -> tuple[str, ...] | None:
+    """A plain ``rerank`` command without the options of :data:`SHARED_RERANK_OPTIONS` (None: not shareable)."""
+    if not cmd or cmd[0] != "rerank" or any(a.split("=", 1)[0] in UNSHAREABLE_RERANK_OPTIONS for a in cmd):
+        return None
+    rest: list[str] = []
+    skip = False
+    for arg in cmd[1:]:
+        if skip:
+            skip = False
+        elif arg in SHARED_RERANK_OPTIONS:
+            skip = True
+        else:
+            rest.append(arg)
+    return tuple(rest)
+
+
+def rerank_partners(planner: Planner, name: str, pending: list[str]) -> list[str]:
+    """The artifacts of ``pending`` (not made yet, in order) that can join ``name``'s rerank in one pass: missing
+    ``rerank`` commands equal to ``name``'s but for :data:`SHARED_RERANK_OPTIONS`, that do not need ``name`` or
+    each other (directly or not), so their other needs can be made first."""
+    key = _shareable_key(planner.command(name))
+    if key is None:
+        return []
+
+    def needs(art: str) -> set[str]:  # everything ``art`` needs, directly or not
+        return set(planner.order([art])) - {art}
+
+    partners: list[str] = []
+    for other in pending:
+        if other == name or planner.is_done(other) or not planner.available(other):
+            continue
+        if _shareable_key(planner.command(other)) != key:
+            continue
+        group = [name, *partners]
+        if any(g in needs(other) or other in needs(g) for g in group):
+            continue
+        partners.append(other)
+    return partners
