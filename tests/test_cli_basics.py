@@ -201,7 +201,8 @@ def test_reranking_flags_have_one_definition_for_both_front_ends(monkeypatch):
     compat_help = " ".join(parser.format_help().split())
     for command in (search, rerank):
         options = {param.opts[0]: param for param in command.params if isinstance(param, click.Option)}
-        for flag in ("--reranker", "--reranker-checkpoint", "--rerank-depth", "--max-passage-tokens", "--prompt"):
+        for flag in ("--reranker", "--reranker-checkpoint", "--rerank-depth", "--max-passage-tokens",
+                     "--max-query-tokens", "--prompt"):
             assert options[flag].default == defaults[options[flag].name], flag
             assert " ".join(options[flag].help.split()) in compat_help, flag
         for name, choices in (("dtype", DTYPES),):
@@ -214,6 +215,7 @@ def test_reranking_flags_have_one_definition_for_both_front_ends(monkeypatch):
         assert tuple(options["--reranker"].type.choices) == tuple(reranker_names())  # unknown name: exit 2
         assert "{" + ",".join(reranker_names()) + "}" in compat_help
         assert str(ScorerConfig().max_passage_tokens) in options["--max-passage-tokens"].help
+        assert str(ScorerConfig().max_query_tokens) in options["--max-query-tokens"].help
         assert str(ScorerConfig().batch_size) in options["--batch-size-rerank"].help
     ours, rest = parser.parse_known_args(["--rerank-depth", "7", "--topics", "t"])
     assert ours.rerank_depth == 7 and rest == ["--topics", "t"]

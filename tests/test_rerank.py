@@ -259,6 +259,13 @@ def test_cli_rerank_writes_the_library_run(tiny_lm, tiny_lm_path, toy_beir, tmp_
     assert result.exit_code == 0, result.output
     assert (tmp_path / "upr.trec").read_bytes() == (tmp_path / "expected.trec").read_bytes()
     assert not (tmp_path / "upr.trec.partial").exists()
+    # --max-query-tokens reaches the scorer: the library's run at a 4-token query budget
+    UPRReranker(tiny_lm, ScorerConfig(batch_size=3, max_query_tokens=4)).rerank(
+        QUERIES, run, DOCS, depth=4, progress=False).write(tmp_path / "expected4.trec", tag="upr")
+    result = CliRunner().invoke(cli, args[:-1] + ["--max-query-tokens", "4", "--output", str(tmp_path / "upr4.trec")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "upr4.trec").read_bytes() == (tmp_path / "expected4.trec").read_bytes()
+    assert (tmp_path / "upr4.trec").read_bytes() != (tmp_path / "upr.trec").read_bytes()
     for extra, message, code in ((["--reranker-checkpoint", str(tmp_path)], "only for trained rerankers", 3),
                                  (["--reranker", "nope"], "'nope' is not one of 'identity'", 2),
                                  (["--index", str(tmp_path)], "--index and --corpus both give document text", 2)):

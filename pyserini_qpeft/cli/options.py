@@ -108,8 +108,8 @@ def reranker_options(func: F) -> F:
     """--reranker and friends (shared by `search` and `rerank`, and with ``python -m pyserini_qpeft.search``),
     plus :func:`lm_options`. An unknown reranker name is a usage error (exit code 2) before any work."""
     shared = {f.flag: f for f in reranker_flags()}
-    for name in ("--rerank-depth", "--interpolate", "--reranker-checkpoint", "--reranker", "--max-passage-tokens",
-                 "--prompt"):
+    for name in ("--rerank-depth", "--interpolate", "--reranker-checkpoint", "--reranker", "--max-query-tokens",
+                 "--max-passage-tokens", "--prompt"):
         func = click_option(shared[name])(func)
     func = click_option(rerank_batch_flag())(func)
     return checkpoint_lm_options(func)

@@ -39,8 +39,8 @@ def _excluded_given(ctx: click.Context) -> list[str]:
 @quiet_option
 def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_format, output_jsonl, also, shard_id,
            shard_num, merge_shards, engine, workers, ray_address, gpus_per_worker, reranker, reranker_checkpoint,
-           rerank_depth, interpolate, max_passage_tokens, prompt, rerank_batch_size, model, device, dtype,
-           quiet) -> None:
+           rerank_depth, interpolate, max_passage_tokens, max_query_tokens, prompt, rerank_batch_size, model, device,
+           dtype, quiet) -> None:
     """Rerank the top --rerank-depth hits of RUN; hits below keep their order. Interrupted jobs resume."""
     excluded = _excluded_given(click.get_current_context()) if also else []
     if excluded:
@@ -85,18 +85,19 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_fo
                              needed=run_docids(run, None if output_jsonl else rerank_depth))
         check_run_in_corpus(run, docs, None if output_jsonl else rerank_depth, run_path)
     model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
-                                   rerank_batch_size, prompt)
+                                   rerank_batch_size, prompt, max_query_tokens=max_query_tokens)
     if engine == "ray":
         from ..rerank.distributed import job_from_flags, rerank_on_ray
 
         job = job_from_flags(queries, run, docs, rerank_depth, output, reranker, reranker_checkpoint, model, device,
-                             dtype, max_passage_tokens, rerank_batch_size, prompt)
+                             dtype, max_passage_tokens, rerank_batch_size, prompt, max_query_tokens)
         merge_shards = len(rerank_on_ray(job, workers, address=ray_address, gpus_per_worker=gpus_per_worker))
     if also:
         from ..rerank.pipeline import rerank_and_write_together
 
         others = [make_reranker(name, None if ckpt == "-" else ckpt, model, device, dtype, max_passage_tokens,
-                                rerank_batch_size, prompt, lm=getattr(model_reranker, "lm", None))
+                                rerank_batch_size, prompt, lm=getattr(model_reranker, "lm", None),
+                                max_query_tokens=max_query_tokens)
                   for name, ckpt, _ in also]
         rerank_and_write_together([model_reranker, *others], queries, run, docs, rerank_depth,
                                   [output, *(out for _, _, out in also)], progress=not quiet,

@@ -41,7 +41,8 @@ def _bm25(name: str) -> Any:
 @quiet_option
 def search(mode, index_dir, topics, output, output_format, sample_queries, sample_seed, hits, remove_query, k1, b,
            threads, batch_size, query_encoder_model, corpus, run_tag, reranker, reranker_checkpoint, rerank_depth,
-           interpolate, max_passage_tokens, prompt, rerank_batch_size, model, device, dtype, quiet) -> None:
+           interpolate, max_passage_tokens, max_query_tokens, prompt, rerank_batch_size, model, device, dtype,
+           quiet) -> None:
     """Search TOPICS and write a run (TREC or MS MARCO); with --reranker, rerank the top --rerank-depth hits in the
     same step."""
     from ..artifacts import refuse_output_over_inputs
@@ -75,7 +76,7 @@ def search(mode, index_dir, topics, output, output_format, sample_queries, sampl
 
         docs = open_docstore(corpus=corpus, index=index_dir, needed=run_docids(run, rerank_depth))
         model_reranker = make_reranker(reranker, reranker_checkpoint, model, device, dtype, max_passage_tokens,
-                                       rerank_batch_size, prompt)
+                                       rerank_batch_size, prompt, max_query_tokens=max_query_tokens)
         rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
                          tag=run_tag or f"{mode}+{reranker}", interpolate=interpolate, output_format=output_format)
     click.echo(output)

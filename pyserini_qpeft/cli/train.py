@@ -109,6 +109,8 @@ def _warn_unused_flags(variant: str, loss: str) -> None:
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in total.")
 @scorer_option("max_passage_tokens", type=click.IntRange(min=8),
                help="Passage truncation budget in tokens, stored in the checkpoint (reranking uses the same).")
+@scorer_option("max_query_tokens", type=click.IntRange(min=4),
+               help="Query truncation budget in tokens, stored in the checkpoint (reranking uses the same).")
 @click.option("--hint-passage-tokens", type=click.IntRange(min=1), default=None,
               help="The hint module reads the passage's first N tokens instead of the LM's --max-passage-tokens "
                    "(beyond the papers: N larger lets it bring in text the LM's passage cut away; the prompt and "
@@ -145,7 +147,7 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
                 negatives_per_query, hard_pool, negative_policy, no_in_batch, top_k, token_filter, query_proj,
                 num_heads, attn_init, mlp, num_virtual_tokens,
                 prompt_tokens, prompt_init, pointwise_weight, dev_size, dev_depth, dev_pool, max_train_queries,
-                max_steps, max_passage_tokens, hint_passage_tokens, instruction, prompt, selection_metric, patience,
+                max_steps, max_passage_tokens, max_query_tokens, hint_passage_tokens, instruction, prompt, selection_metric, patience,
                 eval_every, seed,
                 dev_carve, dev_seed, resume, dev_cache_gb, select_interpolation, sweep_grid, model, device, dtype,
                 quiet) -> None:
@@ -180,7 +182,8 @@ def train_qpeft(variant, dataset, split, negatives_run, output, epochs, batch_si
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     scfg = ScorerConfig(instruction=instruction, max_passage_tokens=max_passage_tokens,
-                        hint_passage_tokens=hint_passage_tokens, **prompt_fields(prompt))
+                        max_query_tokens=max_query_tokens, hint_passage_tokens=hint_passage_tokens,
+                        **prompt_fields(prompt))
     job = QPeftJob(dataset=dataset, negatives=negatives_run, output=output, module=qcfg, train=tcfg, scorer=scfg,
                    lm=LMConfig(model=model, device=device, dtype=dtype), split=split, resume=resume,
                    sweep=sweep_grid, select_interpolation=select_interpolation, dev_cache_gb=dev_cache_gb,

@@ -38,13 +38,14 @@ class RerankJob:
     max_passage_tokens: int | None
     batch_size: int | None
     prompt: str | None = None
+    max_query_tokens: int | None = None
 
 
 def _build_reranker(job: RerankJob) -> Any:
     from .pipeline import make_reranker
 
     return make_reranker(job.reranker, job.checkpoint, job.model, job.device, job.dtype, job.max_passage_tokens,
-                         job.batch_size, job.prompt)
+                         job.batch_size, job.prompt, max_query_tokens=job.max_query_tokens)
 
 
 def _score_shard(reranker: Any, job: RerankJob, shard_id: int, shard_num: int) -> str:
@@ -226,10 +227,10 @@ def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
 def job_from_flags(queries: Sequence[Query], run: Run, docs: Any, depth: int, output: str | os.PathLike,
                    reranker: str, checkpoint: str | None, model: str | None, device: str, dtype: str,
                    max_passage_tokens: int | None, batch_size: int | None,
-                   prompt: str | None = None) -> RerankJob:
+                   prompt: str | None = None, max_query_tokens: int | None = None) -> RerankJob:
     """A :class:`RerankJob` with the text of every document the shards will score (fetched here, once)."""
     from .pipeline import run_docids
 
     needed = sorted(run_docids(run, depth))
     return RerankJob(list(queries), run, {d: docs.get(d) for d in needed}, depth, str(Path(output)), reranker,
-                     checkpoint, model, device, dtype, max_passage_tokens, batch_size, prompt)
+                     checkpoint, model, device, dtype, max_passage_tokens, batch_size, prompt, max_query_tokens)

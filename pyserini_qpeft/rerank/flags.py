@@ -109,7 +109,7 @@ def lm_flags(prefix: str = "", from_checkpoint: bool = False) -> tuple[Flag, ...
 
 def reranker_flags() -> tuple[Flag, ...]:
     """``--reranker``, ``--reranker-checkpoint``, ``--rerank-depth``, ``--interpolate``, ``--max-passage-tokens``,
-    ``--prompt``."""
+    ``--max-query-tokens``, ``--prompt``."""
     from ..lm.scoring import ScorerConfig
     from .registry import reranker_names
 
@@ -130,6 +130,9 @@ def reranker_flags() -> tuple[Flag, ...]:
         Flag("--max-passage-tokens", "max_passage_tokens",
              f"Passage truncation budget in tokens (default: the checkpoint's, else "
              f"{field_default(ScorerConfig, 'max_passage_tokens')}).", type=int, min=8),
+        Flag("--max-query-tokens", "max_query_tokens",
+             f"Query truncation budget in tokens (default: the checkpoint's, else "
+             f"{field_default(ScorerConfig, 'max_query_tokens')}; ArguAna's median query is 226).", type=int, min=4),
         prompt_flag("The prompt's wording: question (UPR's '... write a question ...' / 'Question:') or claim "
                     "('... write a claim ...' / 'Claim:', for fact-checking datasets such as SciFact). Default: the "
                     "checkpoint's, else question; a trained checkpoint refuses another."),

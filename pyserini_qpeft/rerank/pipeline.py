@@ -68,7 +68,7 @@ def check_run_in_corpus(run: Run, docs: DocStore, depth: int | None, run_path: s
 
 def make_reranker(name: str, checkpoint: str | os.PathLike | None, model: str | None, device: str, dtype: str,
                   max_passage_tokens: int | None = None, batch_size: int | None = None,
-                  prompt: str | None = None, lm=None) -> Reranker:
+                  prompt: str | None = None, lm=None, max_query_tokens: int | None = None) -> Reranker:
     """Build the registered reranker ``name`` from flag values; the frozen LLM is loaded only if it needs one.
     ``model``: None = the base model ``checkpoint`` was trained on, else the default LM.
     ``prompt``: a name from :data:`~pyserini_qpeft.lm.prompts.PROMPTS` (None: the checkpoint's or the default).
@@ -81,6 +81,8 @@ def make_reranker(name: str, checkpoint: str | os.PathLike | None, model: str | 
     overrides: dict = prompt_fields(prompt) if prompt is not None else {}
     if max_passage_tokens is not None:
         overrides["max_passage_tokens"] = max_passage_tokens
+    if max_query_tokens is not None:
+        overrides["max_query_tokens"] = max_query_tokens
     if batch_size is not None:
         overrides["batch_size"] = batch_size
     return build_reranker(name, lm=lm if lm is not None else LMConfig(model=model, device=device, dtype=dtype),

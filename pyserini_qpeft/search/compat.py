@@ -37,7 +37,7 @@ def add_reranker_args(parser: argparse.ArgumentParser) -> None:
                        help="Document text (JSONL/TSV/CBOR/BEIR dataset); default: the Lucene index's raw text, or "
                             "the corpus our FAISS index recorded when it was encoded.")
     add_argparse_flags(group, [*lm_flags("reranker-", from_checkpoint=True), shared["--max-passage-tokens"],
-                               shared["--prompt"]])
+                               shared["--max-query-tokens"], shared["--prompt"]])
     group.add_argument("--reranker-trust-remote-code", action="store_true",
                        help="Allow our models (the reranker's LM, an LMORT query encoder) to run code shipped with "
                             "them (transformers' trust_remote_code). Off by default: only run code you trust.")
@@ -332,7 +332,8 @@ def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Pat
     docs = open_docstore(corpus=ours.corpus, index=None if ours.corpus else args.index,
                          needed=run_docids(first, ours.rerank_depth))
     reranker = make_reranker(ours.reranker, ours.reranker_checkpoint, ours.reranker_model, ours.reranker_device,
-                             ours.reranker_dtype, ours.max_passage_tokens, prompt=ours.prompt)
+                             ours.reranker_dtype, ours.max_passage_tokens, prompt=ours.prompt,
+                             max_query_tokens=ours.max_query_tokens)
     output = Path(args.output)
     if args.output_format in OUTPUT_FORMATS:  # trec, msmarco: written by the rerank itself
         rerank_and_write(reranker, queries, first, docs, ours.rerank_depth, output, progress=True,
