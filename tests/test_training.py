@@ -592,10 +592,11 @@ def test_eval_every_selects_among_mid_epoch_checkpoints_without_changing_the_tra
 def test_a_second_training_into_the_same_output_is_locked_out(tiny_lm, tmp_path):
     """While one process trains into a folder (it holds the folder's flock), another is refused before it reads or
     writes anything there; the lock file is gone after a training, and a refused first run leaves no folder."""
-    from pyserini_qpeft.training.trainer import LOCK_NAME, _training_lock
+    from pyserini_qpeft.training.resume import training_lock
+    from pyserini_qpeft.training.state import LOCK_NAME
 
     out = tmp_path / "out"
-    with _training_lock(out, True):
+    with training_lock(out, True):
         with pytest.raises(InputError, match="another process is training into this output"):
             run_train(tiny_lm, "retr", out, epochs=1)
         assert [p.name for p in out.iterdir()] == [LOCK_NAME]

@@ -126,7 +126,7 @@ class LMORTStep:
         self.train_config, self.dev_pool, self.meta = train_config, list(dev_pool), dict(meta or {})
         self.pseudo_ids = list(pseudo_ids)
         self.epoch = 1
-        from ..training.trainer import lm_dtype
+        from ..training.resume import lm_dtype
 
         self.identity = {"lmort_config": config.to_dict(), "lm_dtype": lm_dtype(lm)}
 

@@ -203,7 +203,7 @@ class QPeftStep:
         prompt = {k: v for k, v in scorer_config.to_dict().items()
                   if k not in ("batch_size", "prefix_batch_size", "cache_prefixes")}
         # ... and the precision the LM computes in (a resume on another CPU may resolve --dtype auto otherwise)
-        from ..training.trainer import lm_dtype
+        from ..training.resume import lm_dtype
 
         self.identity = {"qpeft_config": qpeft_config.to_dict(), "scorer_config": prompt, "lm_dtype": lm_dtype(lm)}
         params = [p for p in module.parameters() if p.requires_grad]

@@ -20,7 +20,6 @@ and early-stopping decisions, and only rank 0 writes.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -32,9 +31,10 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
 
 from ..errors import InputError
 from .config import LOWER_IS_BETTER, TrainConfig
-from .data import TrainingExample, checkpoint_training, dev_qrels, example_meta
+from .data import TrainingExample, dev_qrels
 from .parallel import SINGLE, DataParallel
-from .state import (DONE_NAME, LOCK_NAME, STATE_NAME, epoch_dir, load_optimizer, publish_best, read_trainer_state,
+from .resume import check_resumed_data, recorded_settings, training_data_fingerprint, training_lock
+from .state import (DONE_NAME, STATE_NAME, epoch_dir, load_optimizer, publish_best, read_trainer_state,
                     save_optimizer, write_trainer_state, write_training_done)
 
 if TYPE_CHECKING:
@@ -193,100 +193,6 @@ def _start_evaluated(state: Mapping[str, Any], config: TrainConfig, dev: Sequenc
     return bool(config.eval_at_start and dev) and "train_config" in state and bool(state.get("dev_untrained"))
 
 
-RESUMABLE_SETTINGS = frozenset({"epochs", "patience", "max_steps", "eval_at_start"})
-"""Train-config fields a ``--resume`` may change (train longer, stop earlier); any other change is an error."""
-
-
-def _recorded_settings(config: TrainConfig, train: Sequence[TrainingExample],
-                       dev: Sequence[TrainingExample]) -> dict[str, Any]:
-    """The run's record, as JSON reads it back: ``train_config`` and :func:`~.data.example_meta` (dev qids, counts).
-    Every checkpoint's ``training`` entry carries it; ``trainer_state.json`` keeps ``train_config`` and ``dev_qids``,
-    which a resumed run must share with the interrupted one."""
-    return json.loads(json.dumps({"train_config": config.to_dict(), **example_meta(train, dev)}))
-
-
-def training_data_fingerprint(train: Sequence[TrainingExample]) -> str:
-    """sha256 of the training examples (query ids and texts, positives, hard negatives in order): a resumed run
-    must train on the data of the interrupted one (the same --negatives run, qrels and topics)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for ex in train:
-        digest.update(json.dumps([ex.qid, ex.query, list(ex.positives), list(ex.negatives)]).encode("utf-8"))
-    return digest.hexdigest()
-
-
-def _check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mapping[str, Any],
-                        steps_per_epoch: int) -> None:
-    """Raise :class:`InputError` when the interrupted run held out other dev queries or trained with other settings
-    than ``settings`` (fields outside :data:`RESUMABLE_SETTINGS`; and no new planned steps where the learning rate
-    follows them, nor a new --max-steps after a cut inside an epoch). The record is the trainer state's; a state written
-    before it kept one falls back to the last epoch's checkpoint config (``folder``), when the step writes a known
-    one. Fields the record lacks (added later) are not compared."""
-    recorded: Mapping[str, Any] = state
-    where = folder.parent / STATE_NAME
-    if "train_config" not in state:
-        try:
-            recorded, where = checkpoint_training(folder)
-        except InputError:
-            return
-    saved_dev = recorded.get("dev_qids")
-    if isinstance(saved_dev, list) and saved_dev != settings["dev_qids"]:
-        raise InputError(f"--resume with another dev split than the interrupted run (it held out {len(saved_dev)} "
-                         f"dev queries, this one {len(settings['dev_qids'])} others): give the same dev flags (train "
-                         f"qpeft: --dev-size, train lmort: --dev-fraction; --dev-seed, --dev-carve) and --seed (the "
-                         f"dev carve's seed unless --dev-seed is given), or another --output", str(where))
-    saved_data = recorded.get("train_data")
-    if isinstance(saved_data, str) and saved_data != settings["train_data"]:
-        raise InputError("--resume with other training data than the interrupted run (other training queries, "
-                         "positives or hard negatives: another --negatives run?); give the same data, or another "
-                         "--output", str(where))
-    saved = recorded.get("train_config")
-    if isinstance(saved, dict):
-        now = settings["train_config"]
-        planned = [k for k in ("epochs", "max_steps") if k in saved and k in now and saved[k] != now[k]]
-        if planned and (saved.get("lr_schedule") == "linear" or saved.get("warmup_ratio")):
-            flags = "/".join("--" + k.replace("_", "-") for k in planned)
-            raise InputError(f"--resume with other {flags}: this run's learning rate follows its planned steps "
-                             f"(--lr-schedule linear or --warmup-ratio), so the resumed epochs would not continue its "
-                             f"schedule; give the same values, or train anew into another --output", str(where))
-        cut, last = saved.get("max_steps"), state.get("completed_epochs", 0)
-        if "max_steps" in planned and cut is not None and last > 0 and state["global_step"] < last * steps_per_epoch:
-            raise InputError(f"--resume with another --max-steps: the interrupted run stopped at --max-steps {cut} "
-                             f"inside epoch {last}, and a resumed run starts the next epoch, so it would not be the "
-                             f"run the new value gives; train anew into another --output", str(where))
-        changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {now[k]!r}" for k in sorted(saved)
-                   if k in now and k not in RESUMABLE_SETTINGS and saved[k] != now[k]]
-        if changed:
-            raise InputError(f"--resume with other training settings than the interrupted run: {', '.join(changed)}"
-                             f" (only {', '.join(sorted(RESUMABLE_SETTINGS))} may change); give the same flags, or "
-                             f"another --output", str(where))
-
-
-@contextmanager
-def _training_lock(folder: Path, holder: bool) -> Iterator[None]:
-    """One training process per output folder: ``holder`` (rank 0 of a data-parallel run) holds an flock on
-    ``folder/.training.lock`` while it trains; a second process is refused (InputError, exit 3). The lock file is
-    removed at the end, and a folder this call created is removed again when nothing else was written into it."""
-    if not holder:
-        yield
-        return
-    from ..artifacts import lock_exclusively
-
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / LOCK_NAME
-    handle = lock_exclusively(lock, "another process is training into this output right now; wait for it or choose "
-                              "another --output", source=folder)
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-        handle.close()
-        if created and not any(folder.iterdir()):
-            folder.rmdir()
-
-
 def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
         config: TrainConfig, output_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
         metadata: Mapping[str, Any] | None = None) -> TrainResult:
@@ -307,13 +213,8 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
         A :class:`TrainResult`; ``best_dir`` is a loadable checkpoint.
     """
     parallel: DataParallel = getattr(step, "parallel", None) or SINGLE
-    with _training_lock(Path(output_dir), parallel.is_main):
+    with training_lock(Path(output_dir), parallel.is_main):
         return _fit(step, train_examples, dev_examples, config, output_dir, resume, progress, metadata)
-
-
-def lm_dtype(lm: Any) -> str:
-    """The precision ``lm`` computes in (``float32``, ``bfloat16``, ...): part of a training step's identity."""
-    return str(lm.dtype).replace("torch.", "")
 
 
 def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
@@ -360,7 +261,7 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
     params = step.parameters()
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total_steps = config.planned_steps(len(train_examples))
-    train_meta = _recorded_settings(config, train_examples, dev_examples)
+    train_meta = recorded_settings(config, train_examples, dev_examples)
     settings = {"train_config": train_meta["train_config"], "dev_qids": train_meta["dev_qids"],
                 "train_data": training_data_fingerprint(train_examples)}
 
@@ -368,7 +269,7 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
     last = state.get("completed_epochs", 0) if state is not None else 0
     if state is not None and (last > 0 or _start_evaluated(state, config, dev_examples)):
         folder = epoch_dir(output_dir, last)
-        _check_resumed_data(state, folder, settings, config.steps_per_epoch(len(train_examples)))
+        check_resumed_data(state, folder, settings, config.steps_per_epoch(len(train_examples)))
         if last > 0:
             step.load(folder)
             load_optimizer(optimizer, folder)
