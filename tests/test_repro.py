@@ -1083,3 +1083,20 @@ def test_a_profile_or_condition_the_matrix_lacks_is_a_usage_error(tmp_path, toy_
         assert result.exit_code == 2, result.output
         assert word in result.output and "choose from" in result.output
     assert not (tmp_path / "report").exists()
+
+
+def test_a_matrix_may_not_allow_model_code_to_run(tmp_path, toy_beir, monkeypatch):
+    """A repro YAML is data passed around a lab: one that adds --trust-remote-code to a command ran the model
+    folder's Python code without the user's opt-in. Refused before that command runs (the env var is the user's to set)."""
+    from pyserini_qpeft.errors import UsageError
+    from pyserini_qpeft.repro.beir import reproduce_beir
+
+    monkeypatch.setenv("PYSERINI_QPEFT_DATA", str(toy_beir.parent))
+    for flag in ("--trust-remote-code", "--reranker-trust-remote-code"):
+        matrix = tmp_path / "remote.yaml"
+        matrix.write_text(write_yaml(tmp_path, 1.0).read_text().replace("--hits 10 --quiet", f"--hits 10 --quiet {flag}"))
+        calls = []
+        with pytest.raises(UsageError, match=f"artifact 'bm25' of the repro matrix allows model code to run \\({flag}\\)"):
+            reproduce_beir("toy", fake_runner(calls), yaml_path=matrix, conditions=("bm25",), report_dir=tmp_path / "r",
+                           out=lambda _: None, err=lambda _: None)
+        assert calls == [] or calls == [["index", "--dataset", "toy", "--index", str(tmp_path / "indexes/lucene-beir-toy-flat")]]

@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 from ..errors import InputError, UsageError
 from .matrix import Matrix
 
+REMOTE_CODE_FLAGS = frozenset({"--trust-remote-code", "--reranker-trust-remote-code"})
 SAMPLE_SEED = 0  # seed of a profile's test_queries sample (`search --sample-queries N --sample-seed 0`)
 
 
@@ -147,8 +148,16 @@ class Planner:
         again (e.g. the budget's ``--lr 1e-3`` and ``retr_flags``' ``--lr 1e-2``) appears once, with the last
         value, as click would read it (:func:`collapse_repeated_options`)."""
         art = self.matrix.artifacts[name]
-        return collapse_repeated_options(
+        args = collapse_repeated_options(
             shlex.split(self._fmt(art.command.replace("{output}", self.matrix.artifacts[name].output))))
+        allowing = sorted({a.split("=", 1)[0] for a in args} & REMOTE_CODE_FLAGS)
+        if allowing:  # a YAML passed around does not look like code; running a model's code is the user's call
+            from ..lm.backbone import TRUST_REMOTE_CODE_ENV
+
+            raise UsageError(f"artifact {name!r} of the repro matrix allows model code to run "
+                             f"({', '.join(allowing)}): a matrix may not; to run such a model, set "
+                             f"{TRUST_REMOTE_CODE_ENV}=1 yourself")
+        return args
 
     def is_done(self, name: str) -> bool:
         """Whether artifact ``name`` exists; InputError when its record names another command than this plan's."""
