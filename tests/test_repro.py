@@ -1100,3 +1100,18 @@ def test_a_matrix_may_not_allow_model_code_to_run(tmp_path, toy_beir, monkeypatc
             reproduce_beir("toy", fake_runner(calls), yaml_path=matrix, conditions=("bm25",), report_dir=tmp_path / "r",
                            out=lambda _: None, err=lambda _: None)
         assert calls == [] or calls == [["index", "--dataset", "toy", "--index", str(tmp_path / "indexes/lucene-beir-toy-flat")]]
+
+
+def test_checkpoint_from_is_a_dataset_name(tmp_path, toy_beir, monkeypatch):
+    """--checkpoint-from is written into the matrix's commands: a path wrote the index outside the working folder,
+    and a value with spaces added flags of its own (--trust-remote-code among them)."""
+    from pyserini_qpeft.errors import UsageError
+    from pyserini_qpeft.repro.beir import reproduce_beir
+
+    monkeypatch.setenv("PYSERINI_QPEFT_DATA", str(toy_beir.parent))
+    for bad in ("../toy", "toy --trust-remote-code", "/abs/toy"):
+        calls = []
+        with pytest.raises(UsageError, match="a dataset name"):
+            reproduce_beir("toy", fake_runner(calls), yaml_path=write_yaml(tmp_path), checkpoint_from=bad,
+                           dry_run=True, out=lambda _: None, err=lambda _: None)
+        assert calls == []
