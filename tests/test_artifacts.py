@@ -138,6 +138,22 @@ def test_damaged_json_state_files_are_named_not_tracebacks(tmp_path):
     assert ModelError.exit_code == 6
 
 
+def test_a_lock_or_state_file_that_is_a_symlink_is_refused(tmp_path):
+    """Opened through a planted link, a job created or appended to a file wherever the link pointed."""
+    from pyserini_qpeft.artifacts import lock_exclusively
+
+    target = tmp_path / "elsewhere.txt"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".training.lock").symlink_to(target)
+    with pytest.raises(InputError, match="is a symbolic link"):
+        lock_exclusively(tmp_path / "out" / ".training.lock", "busy")
+    assert not target.exists()
+    handle = lock_exclusively(tmp_path / "out" / "state", "busy", encoding="utf-8")  # a plain file: as before
+    handle.write("x\n")
+    handle.close()
+    assert (tmp_path / "out" / "state").read_text() == "x\n"
+
+
 def test_library_versions_imports_nothing_heavy():
     code = ("import sys; from pyserini_qpeft.artifacts import library_versions as v; "
             "r = v(extra=('faiss-cpu', 'no-such-package-xyz')); "

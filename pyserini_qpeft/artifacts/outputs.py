@@ -71,10 +71,20 @@ def lock_exclusively(path: str | os.PathLike, busy: str, source: str | os.PathLi
                      encoding: str | None = None, wait: bool = False) -> IO:
     """``path`` opened for appending and locked (``flock``, exclusive, released when the handle closes or the
     process dies): one writer per output. InputError ``busy`` naming ``source`` (default ``path``) when another
-    process holds it; with ``wait``, a warning ``busy`` instead, then the lock once that process lets go."""
+    process holds it; with ``wait``, a warning ``busy`` instead, then the lock once that process lets go. A symbolic
+    link at ``path`` is refused (InputError): opened through it, a job would create or append to a file wherever
+    whoever planted the link chose."""
+    import errno
     import fcntl
 
-    handle = open(path, "a", encoding=encoding)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError("is a symbolic link; a lock or state file of ours never is (remove it)", str(path)) \
+                from None
+        raise
+    handle = os.fdopen(fd, "a", encoding=encoding)
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
