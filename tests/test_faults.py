@@ -186,6 +186,26 @@ def test_stale_temporaries_of_dead_processes_are_swept(tmp_path):
     assert live.is_dir() and unrelated.read_text() == "mine" and (target / "x").read_text() == "1"
 
 
+def test_another_hosts_temporaries_are_left_alone(tmp_path):
+    """A process id means something on one host: on a shared file system a job on another node, whose pid happens
+    to be free here, lost its temporary folder mid-write. Names carry a host tag; only this host's (and untagged
+    ones, written before the tag) are judged by pid."""
+    from pyserini_qpeft.artifacts import is_temporary_name, sweep_stale, temp_prefix
+    from pyserini_qpeft.artifacts.files import host_tag
+
+    pid = dead_pid()
+    other = "0" * 8 if host_tag() != "0" * 8 else "1" * 8
+    foreign = [tmp_path / f".artifact.{pid}-{other}.abc.tmp", tmp_path / f".artifact.old{pid}-{other}"]
+    local = [tmp_path / f".artifact.{pid}-{host_tag()}.abc.tmp", tmp_path / f".artifact.old{pid}-{host_tag()}",
+             tmp_path / f".artifact.{pid}.abc.tmp"]
+    for path in foreign + local:
+        path.mkdir()
+        assert is_temporary_name(path.name)
+    assert sorted(sweep_stale(tmp_path / "artifact")) == sorted(local)
+    assert all(p.is_dir() for p in foreign)
+    assert temp_prefix(tmp_path / "artifact") == f".artifact.{os.getpid()}-{host_tag()}."
+
+
 def test_a_killed_default_model_conversion_is_swept(tmp_path, monkeypatch):
     """The packaged model's one-time conversion writes a model-sized folder before its rename; a conversion killed
     there left it in the cache for good (it was named ``NAME.tmpPID``, which no sweep knew)."""

@@ -4,6 +4,7 @@ process left is swept by the next writer."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -23,11 +24,24 @@ def current_umask() -> int:
     return mask
 
 
+@functools.lru_cache(maxsize=1)
+def host_tag() -> str:
+    """This machine in a temporary's name (8 hex digits of its host name's sha1): a process id means something on
+    one host only, and a folder on a shared file system is written from several."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode("utf-8")).hexdigest()[:8]
+
+
 def _temporary_pattern(target_name: str | None = None) -> re.Pattern:
-    """The names of temporary siblings of ``target_name`` (of any target when None): ``.NAME.PID.*.tmp``
-    (:func:`temp_prefix`) or a folder moved aside, ``.NAME.oldPID`` (:func:`replace_dir`); the PID is group 1 or 2."""
+    """The names of temporary siblings of ``target_name`` (of any target when None): ``.NAME.PID-HOST.*.tmp``
+    (:func:`temp_prefix`) or a folder moved aside, ``.NAME.oldPID-HOST`` (:func:`replace_dir`); names written before
+    the host tag have none (``.NAME.PID.*.tmp``, ``.NAME.oldPID``). Groups ``pid`` and ``host`` (None when absent)."""
     name = re.escape(target_name) if target_name is not None else ".+"
-    return re.compile(rf"\.{name}\.(?:(\d+)\..+\.tmp|old(\d+))")
+    writer, moved = (rf"(?P<{pid}>\d+)(?:-(?P<{host}>[0-9a-f]{{8}}))?" for pid, host in (("pid", "host"),
+                                                                                        ("oldpid", "oldhost")))
+    return re.compile(rf"\.{name}\.(?:{writer}\..+\.tmp|old{moved})")
 
 
 def is_temporary_name(name: str) -> bool:
@@ -36,8 +50,8 @@ def is_temporary_name(name: str) -> bool:
 
 
 def temp_prefix(target: str | os.PathLike) -> str:
-    """Name prefix of this process's temporary siblings of ``target``: ``.NAME.PID.`` (see :func:`sweep_stale`)."""
-    return f".{Path(target).name}.{os.getpid()}."
+    """Name prefix of this process's temporary siblings of ``target``: ``.NAME.PID-HOST.`` (see :func:`sweep_stale`)."""
+    return f".{Path(target).name}.{os.getpid()}-{host_tag()}."
 
 
 def _alive(pid: int) -> bool:
@@ -54,8 +68,10 @@ def sweep_stale(target: str | os.PathLike) -> list[Path]:
     """Remove temporary siblings of ``target`` left by a process of ours that no longer runs; returns them.
 
     A job killed hard (SIGKILL, the JVM exiting on Ctrl-C, a power cut) cannot clean up after itself, so every
-    writer sweeps before it starts. Only names this module makes are touched: ``.NAME.PID.*.tmp`` and
-    ``.NAME.oldPID``, and only when process PID is gone.
+    writer sweeps before it starts. Only names this module makes are touched: ``.NAME.PID-HOST.*.tmp`` and
+    ``.NAME.oldPID-HOST``, and only when process PID is gone from this host; another host's are left alone (from
+    here it cannot tell whether their writer still runs: a job on another node of a shared file system lost its
+    temporary folder mid-write).
     """
     target = Path(target)
     parent = target.parent
@@ -67,8 +83,9 @@ def sweep_stale(target: str | os.PathLike) -> list[Path]:
         match = pattern.fullmatch(entry.name)
         if not match:
             continue
-        pid = int(match.group(1) or match.group(2))
-        if pid == os.getpid() or _alive(pid):
+        pid = int(match.group("pid") or match.group("oldpid"))
+        host = match.group("host") or match.group("oldhost")
+        if (host is not None and host != host_tag()) or pid == os.getpid() or _alive(pid):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -90,7 +107,7 @@ def replace_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
     if not (target.exists() or target.is_symlink()):
         os.replace(tmp, target)
         return
-    old = target.with_name(f".{target.name}.old{os.getpid()}")
+    old = target.with_name(f".{target.name}.old{os.getpid()}-{host_tag()}")
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
     os.replace(target, old)

@@ -306,7 +306,9 @@ def write_run_as(run, path: str | Path, output_format: str, args: argparse.Names
     from pyserini.query_iterator import TopicsFormat, get_query_iterator
 
     topics = get_query_iterator(args.topics, TopicsFormat(args.topics_format)).topics
-    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.kilt.tmp")
+    from ..artifacts import temp_prefix
+
+    tmp = Path(path).with_name(f"{temp_prefix(path)}kilt.tmp")
     with get_output_writer(str(tmp), OutputFormat(output_format), "w", max_hits=max(map(len, run.hits.values())),
                            tag=run.tag, topics=topics) as writer:
         for qid, hits in run.hits.items():
