@@ -39,7 +39,7 @@ LOCK_NAME = ".training.lock"
 
 def _ours_hidden(name: str) -> bool:
     """A hidden entry a training of ours leaves: its lock, or a killed writer's temporary (not e.g. ``.git``):
-    ``.NAME.PID.*`` or a replaced folder ``.NAME.oldPID`` (artifacts.replace_dir)."""
+    ``.NAME.PID-HOST.*.tmp`` or a replaced folder ``.NAME.oldPID-HOST`` (artifacts.replace_dir)."""
     return name == LOCK_NAME or is_temporary_name(name)
 
 
@@ -153,7 +153,7 @@ def write_training_done(output_dir: str | os.PathLike, state: dict) -> None:
 def publish_best(epoch_folder: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
     """Copy an epoch's checkpoint (without optimizer state) to ``output_dir/best``, replacing it atomically."""
     src, dst = Path(epoch_folder), Path(output_dir) / BEST
-    sweep_stale(dst)  # a copy a killed run left (.best.PID.copy.tmp, .best.oldPID)
+    sweep_stale(dst)  # a copy a killed run left (.best.PID-HOST.copy.tmp, .best.oldPID-HOST)
     tmp = dst.with_name(f"{temp_prefix(dst)}copy.tmp")  # ours by name: a resume or a sweep's check accepts it
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(OPTIMIZER_WEIGHTS, OPTIMIZER_JSON))
