@@ -49,6 +49,33 @@ def test_cache_root_expands_home_and_data_never_imports_the_lm_layer(monkeypatch
     assert loaded == "[]"
 
 
+def test_the_cache_root_without_a_home_folder_or_a_writable_cache(monkeypatch, tmp_path):
+    """No $HOME and no passwd entry (containers): a named error, and the data path still searched (every dataset
+    lookup was a RuntimeError traceback); a blank $PYSERINI_QPEFT_CACHE is unset (a folder named by spaces was made);
+    an unwritable cache fails before the packaged model's minute of conversion, not after it."""
+    from pyserini_qpeft.data.beir import data_search_path
+    from pyserini_qpeft.errors import ModelError
+    from pyserini_qpeft.lm.backbone import materialize_default_model
+    from pyserini_qpeft.paths import cache_dir
+
+    monkeypatch.setenv("PYSERINI_QPEFT_CACHE", "  ")
+    assert cache_dir() == Path.home() / ".cache" / "pyserini_qpeft"
+    monkeypatch.delenv("PYSERINI_QPEFT_CACHE")
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    with pytest.raises(InputError, match="no home folder .* set PYSERINI_QPEFT_CACHE"):
+        cache_dir()
+    monkeypatch.setenv("PYSERINI_QPEFT_DATA", str(tmp_path))
+    assert data_search_path() == [tmp_path]
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("PYSERINI_QPEFT_CACHE", str(tmp_path / "a-file" / "cache"))
+    with pytest.raises(ModelError, match="cannot be written .* set PYSERINI_QPEFT_CACHE to a writable folder"):
+        materialize_default_model()
+
+
 def test_beir_folder(toy_beir):
     ds = BeirDataset(toy_beir)
     assert ds.name == "toy"

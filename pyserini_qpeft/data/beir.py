@@ -38,7 +38,10 @@ DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 def data_search_path() -> list[Path]:
     """Folders searched for BEIR datasets by name: ``$PYSERINI_QPEFT_DATA`` entries, then ``cache_dir()/beir``."""
     entries = [Path(p).expanduser() for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p.strip()]
-    return entries + [cache_dir() / "beir"]
+    try:
+        return entries + [cache_dir() / "beir"]
+    except InputError:  # no cache root here (no home folder): the data path alone
+        return entries
 
 
 def _is_beir_folder(path: Path) -> bool:

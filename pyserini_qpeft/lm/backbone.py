@@ -172,6 +172,14 @@ def materialize_default_model() -> Path:
     sweep_stale(target)  # a conversion killed before its rename left a model-sized folder
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return target
+    from ..artifacts import check_output_path
+    from ..errors import InputError
+
+    try:  # before a minute of conversion, not after it
+        check_output_path(target, folder=True)
+    except InputError as exc:
+        raise ModelError(f"the packaged model is converted once into {target}, which cannot be written ({exc}); set "
+                         f"PYSERINI_QPEFT_CACHE to a writable folder") from None
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
