@@ -529,6 +529,32 @@ def test_published_artifacts_have_normal_permissions(tiny_lm, tmp_path):
 # 11. an unknown model with no network fails in seconds
 
 
+def test_pickled_weights_are_refused_as_a_model_error_and_never_run(tiny_lm_path, tmp_path):
+    """transformers loads ``pytorch_model.bin`` with ``weights_only=True``, so a pickle payload does not run; the
+    refusal was a traceback (exit 1), not the package's model error (exit 6)."""
+    import shutil
+
+    import torch
+
+    from pyserini_qpeft.errors import ModelError
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+
+    evil = tmp_path / "pickled"
+    shutil.copytree(tiny_lm_path, evil)
+    for weights in evil.glob("*.safetensors"):
+        weights.unlink()
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"x": Payload()}, evil / "pytorch_model.bin")
+    with pytest.raises(ModelError, match="cannot load causal LM"):
+        FrozenLM.load(LMConfig(model=str(evil), device="cpu", dtype="fp32"))
+    assert not marker.exists()
+
+
 def test_unknown_model_without_network_fails_fast(monkeypatch):
     import pyserini_qpeft.lm.hub as hub
     from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig

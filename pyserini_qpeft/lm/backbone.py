@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import logging
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -283,7 +284,7 @@ class FrozenLM:
             with quiet_loading():
                 tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, pickle.UnpicklingError) as exc:  # pickled weights: refused by weights_only
             raise load_failure("causal LM", config.model, exc, trust) from exc
         model.to(device)
         if config.model != DEFAULT_MODEL:

@@ -20,6 +20,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -128,7 +129,7 @@ class MiniLMEncoder(DenseEncoder):
                 self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust)
                 self.model = AutoModel.from_pretrained(self.path, dtype=torch_dtype,
                                                        trust_remote_code=trust).to(device).eval()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, pickle.UnpicklingError) as exc:  # pickled weights: refused by weights_only
             raise load_failure("sentence encoder", self.path, exc, trust) from exc
         self.dim = int(self.model.config.hidden_size)
         from ..lm.backbone import context_length
