@@ -310,6 +310,26 @@ def test_download_from_file_url(toy_beir, tmp_path):
     assert download_beir("toy", url="file:///nonexistent.zip", target_dir=target, progress=False) == folder
 
 
+def test_a_damaged_or_empty_download_is_an_input_error_and_installs_nothing(toy_beir, tmp_path):
+    """A zip member with a bad CRC (a flaky proxy) was a BadZipFile traceback; a zip without corpus.jsonl was
+    installed, after which every lookup said "found no dataset" without downloading again."""
+    zip_path = _zip_folder(toy_beir, tmp_path / "toy.zip")
+    data = bytearray(zip_path.read_bytes())
+    at = data.find(b'"_id"')  # inside the first stored member's bytes: its CRC no longer matches
+    data[at + 1] ^= 0x01
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(bytes(data))
+    target = tmp_path / "datasets"
+    with pytest.raises(InputError, match="damaged zip, cannot unpack it"):
+        download_beir("toy", url=damaged.as_uri(), target_dir=target, progress=False)
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as archive:
+        archive.writestr("toy/README.txt", "no corpus here")
+    with pytest.raises(InputError, match="zip holds no corpus.jsonl"):
+        download_beir("toy", url=empty.as_uri(), target_dir=target, progress=False)
+    assert list(target.iterdir()) == []
+
+
 @pytest.fixture()
 def http_root(tmp_path):
     """A tiny HTTP server on 127.0.0.1 serving ``tmp_path/www`` from a daemon thread; yields the base URL."""

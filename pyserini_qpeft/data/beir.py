@@ -144,7 +144,15 @@ def _safe_extract(archive: zipfile.ZipFile, target: Path, source: str) -> None:
         if os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in Path(name.replace("\\", "/")).parts \
                 or (dest != root and root not in dest.parents):
             raise InputError(f"refusing zip member {name!r}: it would be written outside {target}", source)
-    archive.extractall(root)
+    size = sum(info.file_size for info in archive.infolist())
+    free = shutil.disk_usage(root).free
+    if size > free:  # a zip that unpacks to more than the disk holds (a damaged or hostile one)
+        raise InputError(f"the zip unpacks to {size / 2**30:.1f} GiB and {root} has {free / 2**30:.1f} GiB free",
+                         source)
+    try:
+        archive.extractall(root)
+    except (zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:  # bad CRC, encrypted, truncated, clashes
+        raise InputError(f"damaged zip, cannot unpack it ({exc}); download it again", source) from None
 
 
 def download_beir(name: str, url: str | None = None, target_dir: str | os.PathLike | None = None,
@@ -193,6 +201,9 @@ def download_beir(name: str, url: str | None = None, target_dir: str | os.PathLi
             folder = entries[0]
         else:
             raise InputError(f"zip holds no folder {name!r} and no corpus.jsonl", url)
+        if not _is_beir_folder(folder) and name not in NESTED_DATASETS:  # installed, it would stay "found" broken
+            raise InputError(f"zip holds no corpus.jsonl in {folder.relative_to(extracted) or '.'}: not a BEIR "
+                             f"dataset, nothing installed", url)
         try:
             os.rename(folder, final)
         except OSError:
