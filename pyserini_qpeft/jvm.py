@@ -100,8 +100,23 @@ def anserini_jar() -> Path:
     return Path(max(jars, key=os.path.getmtime))
 
 
+def utf8_locale() -> dict[str, str]:
+    """Environment for a JVM that reads file names as UTF-8: ``LC_ALL=C.UTF-8`` where this process's locale codeset
+    is not UTF-8 (``LANG=C``, common in batch jobs and minimal containers: Python reads text as UTF-8 there, but Java
+    takes its file-name encoding from the locale and could not open any path with a non-ASCII character); {} else."""
+    import locale
+
+    try:
+        codeset = locale.nl_langinfo(locale.CODESET)
+    except (AttributeError, ValueError):  # no nl_langinfo (Windows)
+        return {}
+    return {} if codeset.replace("-", "").upper() == "UTF8" else {"LC_ALL": "C.UTF-8"}
+
+
 def configure_environment(java_home: Path) -> None:
-    """Point ``JAVA_HOME`` and ``PATH`` at ``java_home`` (trec_eval runs ``java`` from PATH)."""
+    """Point ``JAVA_HOME`` and ``PATH`` at ``java_home`` (trec_eval runs ``java`` from PATH), and the locale at
+    UTF-8 for the JVM where it is not (:func:`utf8_locale`)."""
+    os.environ.update(utf8_locale())
     os.environ["JAVA_HOME"] = str(java_home)
     bin_dir = str(java_home / "bin")
     path = os.environ.get("PATH", "")
@@ -144,8 +159,8 @@ def run_java_main(main_class: str, args: Sequence[str], what: str) -> None:
     home = find_java_home()
     command = [str(home / "bin" / "java"), *java_options(home), "-cp", str(anserini_jar()), main_class, *args]
     logger.info("running %s", " ".join(command))
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace") as child:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                          env={**os.environ, **utf8_locale()}) as child:
         try:
             output, _ = child.communicate()
         except BaseException:

@@ -201,3 +201,27 @@ def test_a_german_index_is_searched_with_the_german_analyzer(tmp_path):
                            "--topics", str(tmp_path / "topics.tsv"), "--output", str(tmp_path / "r.trec"), "--bm25"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and "pass --language de" in proc.stderr
+
+
+@pytest.mark.jvm
+def test_non_ascii_paths_under_the_c_locale(tmp_path):
+    """Under LANG=C / LC_ALL=C (batch jobs, minimal containers) Python reads UTF-8 but Java took its file-name
+    encoding from the locale: indexing a folder with a non-ASCII name failed, and a good index was called damaged."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "Müller données"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "title": "Café", "text": "café crème"}\n'
+                                         '{"_id": "d2", "title": "", "text": "Lungenkrebs"}\n', encoding="utf-8")
+    (folder / "topics.tsv").write_text("q1\tcafé\n", encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+    env.pop("LC_CTYPE", None)
+    for args in (["index", "--corpus", str(folder / "corpus.jsonl"), "--index", str(folder / "index")],
+                 ["search", "--bm25", "--index", str(folder / "index"), "--topics", str(folder / "topics.tsv"),
+                  "--output", str(folder / "run.trec"), "--hits", "2", "-q"]):
+        proc = subprocess.run([sys.executable, "-m", "pyserini_qpeft", *args], capture_output=True, text=True,
+                              env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (folder / "run.trec").read_text(encoding="utf-8").split()[:3] == ["q1", "Q0", "d1"]
