@@ -547,17 +547,16 @@ def test_the_compat_search_reads_a_topics_file_itself_and_refuses_what_a_run_can
             _local_topics(str(tmp_path / name), tmp_path)
     (tmp_path / "good.tsv").write_text("1\tfoo   bar\n")
     path, queries = _local_topics(str(tmp_path / "good.tsv"), tmp_path)
-    assert json.loads(Path(path).read_text()) == {"1": {"title": "foo   bar"}} and queries[0].text == "foo   bar"
+    assert Path(path).read_text() == "1\tfoo bar\n" and queries[0].text == "foo   bar"  # the reranker's text
     assert _local_topics("no-such-topics-name", tmp_path) == ("no-such-topics-name", None)  # Pyserini reports it
-    # ids as Pyserini keys them: a TSV file's are numbers to it ("01" is query 1; "1" and "01" are one query),
-    # a JSONL file's (and a BEIR name's) strings: a TSV copy made "01" the query 1 for every source
-    (tmp_path / "zeros.tsv").write_text("01\tred  cherries\nq3\tx\n")
-    (tmp_path / "zeros-num.tsv").write_text("01\tred  cherries\n2\tx\n")
-    (tmp_path / "zeros.jsonl").write_text('{"_id": "01", "text": "red  cherries"}\n{"_id": "2", "text": "x"}\n')
-    (tmp_path / "clash.tsv").write_text("1\ta\n01\tb\n")
-    for name, ids in (("zeros.tsv", ["01", "q3"]), ("zeros-num.tsv", ["1", "2"]), ("zeros.jsonl", ["01", "2"])):
-        path, queries = _local_topics(str(tmp_path / name), tmp_path)
-        assert [q.qid for q in queries] == ids and queries[0].text == "red  cherries"
-        assert sorted(json.loads(Path(path).read_text())) == sorted(ids)
+    # the ids the first stage gives them: Pyserini reads every all-digit id as a number, from any source ("01" is
+    # its query 1: the reranker must use that id, and "1" with "01", which Pyserini merges, is refused)
+    from pyserini_qpeft.search.compat import pyserini_keyed
+    from pyserini_qpeft.types import Query
+
+    keyed = pyserini_keyed([Query("01", "red  cherries"), Query("q3", "x"), Query("007", "y")], "t")
+    assert [(q.qid, q.text) for q in keyed] == [("1", "red  cherries"), ("q3", "x"), ("7", "y")]
     with pytest.raises(InputError, match="query ids '1' and '01' are one query to Pyserini"):
-        _local_topics(str(tmp_path / "clash.tsv"), tmp_path)
+        pyserini_keyed([Query("1", "a"), Query("01", "b")], "t")
+    with pytest.raises(InputError, match="query id '²'"):
+        pyserini_keyed([Query("²", "a")], "t")

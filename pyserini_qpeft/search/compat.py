@@ -5,8 +5,9 @@ because the parser is built from Pyserini's own argument definitions and the fir
 ``__main__`` (run with ``runpy``). Our additions are only the ``--reranker*`` / ``--rerank-depth`` /
 ``--corpus`` flags; the first-stage run is then reranked and written to ``--output``.
 Topics our data layer reads (a BEIR name found on the data search path, a BEIR ``queries.jsonl``, a TREC topics file,
-Pyserini's other names through Anserini's cache: :func:`pyserini_qpeft.data.load_topics`) reach Pyserini as a
-``.json`` topics copy (ids and texts exact), so the first stage and the rerank use the same queries.
+Pyserini's other names through Anserini's cache: :func:`pyserini_qpeft.data.load_topics`) reach Pyserini as a TSV
+copy, read there as Pyserini reads any topics (an all-digit id becomes a number, as in stock Pyserini's runs); the
+reranker scores the texts as given, under the ids the first stage wrote.
 """
 from __future__ import annotations
 
@@ -133,34 +134,20 @@ def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
     return out + [flag, value]
 
 
-_NUMBERED_TOPICS = (".tsv", ".tsv.gz", ".txt", ".txt.gz", ".trec")
-
-
-def _numbers_ids(spec: str) -> bool:
-    """Whether Pyserini reads the topics file ``spec`` with a reader that keys queries by number (``007`` is 7):
-    a TSV/TXT file whose path does not hold "beir" (``TsvIntTopicReader``, when every id is a number) and a TREC
-    topics file; BEIR and Pyserini topic names and JSONL files keep string ids."""
-    path = Path(spec).expanduser()
-    return path.is_file() and spec.endswith(_NUMBERED_TOPICS) and "beir" not in spec
-
-
 def _local_topics(spec: str, workdir: Path, topics_format: str = "default") -> tuple[str, list | None]:
-    """``(what Pyserini gets as --topics, the queries as Pyserini will key them)`` for topics our data layer can
-    resolve locally; ``(spec, None)`` otherwise (a name for Pyserini to resolve, a format only it reads).
+    """``(what Pyserini gets as --topics, the queries as read here)`` for topics our data layer can resolve locally:
+    a TSV copy of them (as Pyserini reads any topics, an all-digit id becomes a number: "007" is its query 7); ``(spec,
+    None)`` otherwise (a name for Pyserini to resolve, a format only it reads).
 
     A topics *file* is always read here, so a malformed line, a repeated query id or a query id that a TREC run
     cannot hold (empty, whitespace) is an InputError naming the file before Pyserini runs; only a name this
     package cannot resolve (e.g. a Pyserini topics name offline) goes to Pyserini as given, and so do the formats
-    only Pyserini reads: another ``--topics-format`` (KILT, M-BEIR) and Pyserini's ``.json`` topics. The copy is
-    Pyserini's own ``.json`` topics (``{qid: {"title": text}}``: ids and text kept exactly, as Pyserini keeps them
-    for a BEIR name or a JSONL file; a TSV copy made "01" the query 1 and collapsed spaces in the text the
-    reranker reads), except where Pyserini itself numbers the ids (a TSV or TREC topics file): there the queries
-    are returned under Pyserini's numbers, and two ids of one number ("1", "01") are refused."""
-    import json
-
+    only Pyserini reads: another ``--topics-format`` (KILT, M-BEIR) and Pyserini's ``.json`` topics. The copy's
+    texts have their whitespace runs made one space (BM25 reads no difference); a reranker reads the texts as given
+    (:func:`pyserini_keyed`)."""
     from ..data import load_topics
     from ..errors import InputError
-    from ..types import Query, is_trec_word
+    from ..types import is_trec_word
 
     if topics_format != "default" or spec.endswith(".json"):
         return spec, None
@@ -174,20 +161,35 @@ def _local_topics(spec: str, workdir: Path, topics_format: str = "default") -> t
     bad = next((q.qid for q in queries if not is_trec_word(q.qid)), None)
     if bad is not None:
         raise InputError(f"query id {bad!r} is empty or contains whitespace; a TREC run cannot hold it", spec)
-    numeric = all(q.qid.lstrip("+-").isdigit() for q in queries)
-    if numeric and _numbers_ids(spec):
-        numbered: dict[str, str] = {}
+    path = workdir / "topics.tsv"
+    with open(path, "w", encoding="utf-8") as out:
         for q in queries:
-            key = str(int(q.qid))
-            if key in numbered:
-                raise InputError(f"query ids {numbered[key]!r} and {q.qid!r} are one query to Pyserini, which reads "
-                                 f"this file's ids as numbers", spec)
-            numbered[key] = q.qid
-        queries = [Query(str(int(q.qid)), q.text) for q in queries]
-    order = sorted(queries, key=lambda q: (int(q.qid), q.qid) if numeric else (0, q.qid))  # as Anserini's TreeMap
-    path = workdir / "topics.json"
-    path.write_text(json.dumps({q.qid: {"title": q.text} for q in order}, ensure_ascii=False), encoding="utf-8")
+            out.write(f"{q.qid}\t{' '.join(q.text.split())}\n")
     return str(path), queries
+
+
+def pyserini_keyed(queries: Sequence, source: str) -> list:
+    """``queries`` under the ids Pyserini's first stage gives them: every all-digit id as a number (``"007"`` ->
+    ``"7"``, Pyserini's ``get_topics_with_reader``), texts unchanged; InputError for two ids of one number ("1",
+    "01": Pyserini merges them) or a digit id Python cannot read as a number ("²")."""
+    from ..errors import InputError
+    from ..types import Query
+
+    keyed: dict[str, str] = {}
+    out = []
+    for q in queries:
+        key = q.qid
+        if q.qid.isdigit():
+            if not q.qid.isascii():
+                raise InputError(f"query id {q.qid!r}: Pyserini reads an id of digits as a number, and this one is "
+                                 f"none it can read", source)
+            key = str(int(q.qid))
+        if key in keyed:
+            raise InputError(f"query ids {keyed[key]!r} and {q.qid!r} are one query to Pyserini, which reads ids of "
+                             f"digits as numbers", source)
+        keyed[key] = q.qid
+        out.append(Query(key, q.text))
+    return out
 
 
 def run(mode: str, argv: Sequence[str]) -> int:
@@ -237,6 +239,7 @@ def run(mode: str, argv: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="pyserini_qpeft-") as work:
         work = Path(work)
         topics, queries = _local_topics(peek.topics, work, peek.topics_format)
+        keyed = queries if dense_ours or queries is None else pyserini_keyed(queries, peek.topics)
         first_stage = work / "first-stage.trec"  # reranked, or moved into place at the end: --output is atomic
         pyserini_argv = _replace_flag(rest, "--topics", topics)
         pyserini_argv = _replace_flag(pyserini_argv, "--output", str(first_stage))
@@ -250,7 +253,7 @@ def run(mode: str, argv: Sequence[str]) -> int:
             with contextlib.redirect_stdout(sys.stderr):
                 _run_pyserini(mode, pyserini_argv)
         if reranking:
-            _rerank(peek, ours, first_stage, topics, queries)
+            _rerank(peek, ours, first_stage, topics, keyed)  # under the first stage's ids
         else:
             _publish(first_stage, Path(peek.output))
     return 0
@@ -319,8 +322,8 @@ def write_run_as(run, path: str | Path, output_format: str, args: argparse.Names
 def _rerank(args: argparse.Namespace, ours: argparse.Namespace, first_stage: Path, topics: str,
             queries: list | None) -> None:
     """Rerank the first stage; the result goes to ``--output`` in ``--output-format`` (resumable through
-    ``<output>.partial`` as every rerank). ``queries``: the topics as read here and keyed as the first stage
-    keyed them (:func:`_local_topics`); None: read ``topics`` as Pyserini reads them."""
+    ``<output>.partial`` as every rerank). ``queries``: the topics as read here, under the first stage's ids
+    (:func:`pyserini_keyed`); None: read ``topics`` as Pyserini reads them."""
     from ..rerank.pipeline import check_topics_cover_run, make_reranker, open_docstore, rerank_and_write, run_docids
     from ..types import OUTPUT_FORMATS, Query, read_run
 
