@@ -116,7 +116,8 @@ def test_a_beir_record_without_a_title_is_indexed_with_the_rest(tmp_path):
     corpus.write_text('{"_id": "a", "title": "Apples", "text": "apples and pears"}\n'
                       '{"_id": "b", "text": "bananas are yellow"}\n'
                       '{"_id": "c", "title": null, "text": "red cherries"}\n'
-                      '{"_id": "d", "title": "Dates", "text": "dates are sweet"}\n')
+                      '{"_id": "d", "title": "Dates", "text": "dates are sweet"}\n'
+                      '{"_id": "e", "title": "", "text": ""}\n')  # blank: Anserini skips it, by design
     index = build_index(corpus, tmp_path / "idx")
     assert json.loads((index / "pyserini_qpeft_index.json").read_text())["documents"] == 4
     run = bm25_search(index, [Query("q1", "cherries"), Query("q2", "null"), Query("q3", "dates")],

@@ -677,3 +677,21 @@ def test_resume_refuses_a_new_max_steps_after_a_cut_inside_an_epoch(tiny_lm, tmp
     run_train(tiny_lm, "retr", edge, epochs=2, batch_size=1, max_steps=3)  # exactly epoch 1
     _, result = run_train(tiny_lm, "retr", edge, epochs=2, batch_size=1, max_steps=6, resume=True)
     assert [h["global_step"] for h in result.history] == [3, 6]
+
+
+def test_the_training_job_runs_from_python_with_paths(tiny_lm_path, tmp_path, toy_beir):
+    """`run_qpeft_job` is what `train qpeft` runs; from Python, paths are paths (a Path for --negatives trained an
+    epoch, then failed to save: "PosixPath is not JSON serializable")."""
+    from pyserini_qpeft.lm.backbone import LMConfig
+    from pyserini_qpeft.lm.scoring import ScorerConfig
+    from pyserini_qpeft.qpeft.train import QPeftJob, run_qpeft_job
+
+    run = tmp_path / "run.trec"
+    full_run().write(run)
+    summary = run_qpeft_job(QPeftJob(dataset=toy_beir, negatives=run, output=tmp_path / "out",
+                                     module=QPeftConfig(variant="retr", top_k=3),
+                                     train=QPeftTrainConfig.build(epochs=1, batch_size=2, dev_size=1),
+                                     scorer=ScorerConfig(max_passage_tokens=32),
+                                     lm=LMConfig(model=str(tiny_lm_path), device="cpu", dtype="fp32"), progress=False))
+    meta = json.loads((tmp_path / "out" / "best" / "qpeft_config.json").read_text())
+    assert summary["best"] == str(tmp_path / "out" / "best") and meta["training"]["negatives"] == str(run)

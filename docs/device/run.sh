@@ -87,7 +87,7 @@ pack_runs() {  # every finished rerank output (a run is written atomically: pres
     for o in $(outputs_of "$c"); do [ -f "$o" ] && echo "$o"; done
   done)
   [ -n "$reruns" ] && tar czf "$OUT/runs.tgz.tmp" $reruns $(marker) && mv "$OUT/runs.tgz.tmp" "$OUT/runs.tgz"
-  tar czf "$OUT/logs.tgz" logs .gpu/commands.txt
+  tar czf "$OUT/logs.tgz.tmp" logs .gpu/commands.txt && mv "$OUT/logs.tgz.tmp" "$OUT/logs.tgz"
 }
 
 # --- running them ---------------------------------------------------------------------------------------------------

@@ -62,7 +62,8 @@ def _corpus_records(path: Path) -> Iterator[Document]:
         docid = record_id(obj, path, lineno)
         title, text = record_fields(obj)
         if text is None and not ("text" in obj or "title" in obj):  # a title-only record is an empty document
-            raise InputError(f"document {docid} has no 'text' or 'contents' field", str(path), lineno)
+            raise InputError(f"document {docid} has no 'text' or 'contents' field (nor 'segment', 'body', 'title')",
+                             str(path), lineno)
         yield Document(docid, title, text or "")
 
 

@@ -46,7 +46,7 @@ def select_checkpoint_interpolation(lm: "FrozenLM", checkpoint: str | os.PathLik
     alpha, table = select_alpha(dev_run, reranked, qrels, depth)
     judged = sum(1 for q in dev_run.qids() if q in qrels)
     record = {"alpha": alpha,
-              "source": f"selected on the {judged} dev queries of this training run (first stage top-{depth}, "
+              "source": f"selected on the {judged} dev queries of this training run (first stage reranked to {depth}, "
                         f"z-scores, nDCG@10: {table[alpha]:.4f} interpolated vs {table[0.0]:.4f} reranker alone, "
                         f"{table[1.0]:.4f} first stage alone)",
               "selection": selection_record(alpha, table, "ndcg@10", depth, "zscore", judged)}

@@ -64,7 +64,7 @@ def build_qpeft_reranker(name: str, lm: "FrozenLM | LMConfig | str | None" = Non
         for key in ("max_passage_tokens", "hint_passage_tokens", "max_query_tokens"):  # allowed, never silently
             if key in scorer_overrides and scorer_overrides[key] != getattr(scorer_config, key):
                 logger.warning("%s was trained with %s %s; scoring with %s (the module reads other text than it "
-                               "learnt on; --interpolate auto's weight was selected at %s)", checkpoint,
+                               "learnt on, and the interpolation weight it carries was selected at %s)", checkpoint,
                                key, getattr(scorer_config, key), scorer_overrides[key], getattr(scorer_config, key))
         scorer_config = dataclasses.replace(scorer_config, **scorer_overrides)
     # the first-stage weight selected on the training run's dev queries (checkpoints written since it exists)

@@ -58,8 +58,8 @@ class QPeftJob:
         progress: progress bars and the lines ``echo`` prints.
     """
 
-    dataset: str
-    negatives: str
+    dataset: str | os.PathLike
+    negatives: str | os.PathLike
     output: str | os.PathLike
     module: QPeftConfig
     train: "QPeftTrainConfig"
@@ -120,7 +120,7 @@ def run_qpeft_job(job: QPeftJob, echo: Callable[[str], None] | None = None) -> d
                  + (f" (at most {tcfg.max_train_queries} train queries per epoch: --max-train-queries)"
                     if capped else ""))
         meta = {"training": {"command": job.command, "dataset": str(ds.path), "split": job.split,
-                             "negatives": job.negatives,
+                             "negatives": str(job.negatives),
                              "skipped": {"no_positive": stats.no_positive, "not_in_run": stats.not_in_run,
                                          "no_negative": stats.no_negative}}, **job.extra_meta}
         t0 = time.time()

@@ -32,7 +32,7 @@ def dataset_by_name(folder: Path) -> Iterator[None]:
     """While inside, the dataset name ``folder.name`` finds ``folder``: the matrix's commands name the dataset
     (``--dataset {dataset}``, ``beir-v1.0.0-{dataset}-test``), so a dataset given by its path puts the folder above
     it first on ``$PYSERINI_QPEFT_DATA`` (they found another same-named dataset there, or none). UsageError when
-    the name cannot find it (a nested cqadupstack folder given by path)."""
+    the name cannot find it (a folder whose name is not a valid dataset name, e.g. with accents or spaces)."""
     from ..data import ENV_VAR, find_dataset
 
     folder = folder.resolve()

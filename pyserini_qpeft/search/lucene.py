@@ -5,6 +5,7 @@ Indexes are BEIR "flat" (title and text in one ``contents`` field, raw JSON stor
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -76,8 +77,9 @@ def _flat_records(path: Path) -> bool:
 
 
 def _prepare_collection(corpus: str | os.PathLike, workdir: Path) -> tuple[Path, int]:
-    """A folder holding one BEIR-style ``corpus.jsonl`` for ``BeirFlatCollection``, and its number of documents;
-    every record is read first.
+    """A folder holding one BEIR-style ``corpus.jsonl`` for ``BeirFlatCollection``, and how many of its documents
+    Anserini will index (all but the blank ones, which it skips by design, as Pyserini's indexes do); every record
+    is read first.
 
     ``corpus`` is anything :func:`pyserini_qpeft.data.iter_documents` opens. A BEIR corpus file is validated (a
     malformed line or a repeated docid is an InputError naming file and line, before Lucene sees anything) and
@@ -90,18 +92,23 @@ def _prepare_collection(corpus: str | os.PathLike, workdir: Path) -> tuple[Path,
     source, documents = iter_documents(corpus)
     documents = unique_documents(documents, source)
     target = workdir / "corpus.jsonl"
-    count = 0
-    if _is_beir_jsonl(source) and _flat_records(source):
-        count = sum(1 for _ in documents)
-        os.symlink(source.resolve(), target)
-    else:
-        with open(target, "w", encoding="utf-8") as out:
-            for doc in documents:
+    count = blank = 0
+    linked = _is_beir_jsonl(source) and _flat_records(source)
+    with contextlib.ExitStack() as stack:
+        out = None if linked else stack.enter_context(open(target, "w", encoding="utf-8"))
+        for doc in documents:
+            count += 1
+            blank += not doc.contents().strip()
+            if out is not None:
                 out.write(json.dumps({"_id": doc.docid, "title": doc.title, "text": doc.text}) + "\n")
-                count += 1
+    if linked:
+        os.symlink(source.resolve(), target)
     if count == 0:
         raise InputError("corpus has no documents", str(source))
-    return workdir, count
+    if blank:
+        logger.warning("%s: %d of %d documents are blank (no title, no text); Anserini does not index them",
+                       source, blank, count)
+    return workdir, count - blank
 
 
 LANGUAGE = re.compile(r"[a-z]{2}(?:-[a-z]+)?")
@@ -144,6 +151,8 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
     start = time.time()
     with tempfile.TemporaryDirectory(prefix=temp_prefix(index_dir), suffix=".tmp", dir=index_dir.parent) as work:
         collection, expected = _prepare_collection(corpus, Path(work))
+        if expected == 0:
+            raise InputError("every document of the corpus is blank (no title, no text): nothing to index", str(corpus))
         with staging_dir(index_dir) as tmp_index:
             args = ["-collection", "BeirFlatCollection", "-generator", "DefaultLuceneDocumentGenerator",
                     "-input", str(collection), "-index", str(tmp_index), "-threads", str(threads),
