@@ -102,8 +102,9 @@ def anserini_jar() -> Path:
 
 def utf8_locale() -> dict[str, str]:
     """Environment for a JVM that reads file names as UTF-8: ``LC_ALL=C.UTF-8`` where this process's locale codeset
-    is not UTF-8 (``LANG=C``, common in batch jobs and minimal containers: Python reads text as UTF-8 there, but Java
-    takes its file-name encoding from the locale and could not open any path with a non-ASCII character); {} else."""
+    is not UTF-8 (``LC_ALL=C``, common in batch jobs and minimal containers: Python reads text as UTF-8 there, but
+    Java takes its file-name encoding from the locale and could not open any path with a non-ASCII character; under
+    ``LANG=C`` alone Python already coerces the locale to C.UTF-8); {} else (nothing changes in a UTF-8 locale)."""
     import locale
 
     try:

@@ -322,6 +322,11 @@ def test_a_damaged_or_empty_download_is_an_input_error_and_installs_nothing(toy_
     target = tmp_path / "datasets"
     with pytest.raises(InputError, match="damaged zip, cannot unpack it"):
         download_beir("toy", url=damaged.as_uri(), target_dir=target, progress=False)
+    good = zip_path.read_bytes()
+    directory = good.rfind(b"PK\x01\x02")  # the central directory's last entry, damaged
+    (tmp_path / "nodir.zip").write_bytes(good[:directory] + b"XX" + good[directory + 2:])
+    with pytest.raises(InputError, match="damaged zip"):
+        download_beir("toy", url=(tmp_path / "nodir.zip").as_uri(), target_dir=target, progress=False)
     empty = tmp_path / "empty.zip"
     with zipfile.ZipFile(empty, "w") as archive:
         archive.writestr("toy/README.txt", "no corpus here")
@@ -556,6 +561,13 @@ def test_the_compat_search_reads_a_topics_file_itself_and_refuses_what_a_run_can
 
     keyed = pyserini_keyed([Query("01", "red  cherries"), Query("q3", "x"), Query("007", "y")], "t")
     assert [(q.qid, q.text) for q in keyed] == [("1", "red  cherries"), ("q3", "x"), ("7", "y")]
+    # every id a Java int: Anserini's int reader keys them all by number, signs included
+    assert [q.qid for q in pyserini_keyed([Query("+1", "a"), Query("-01", "b"), Query("7", "c")], "t")] == \
+        ["1", "-1", "7"]
+    assert [q.qid for q in pyserini_keyed([Query("+1", "a"), Query("q", "b")], "t")] == ["+1", "q"]
+    (tmp_path / "empty.tsv").write_text("q1\tfine\nq2\t \n")
+    with pytest.raises(InputError, match="query q2 has empty text"):
+        _local_topics(str(tmp_path / "empty.tsv"), tmp_path)
     with pytest.raises(InputError, match="query ids '1' and '01' are one query to Pyserini"):
         pyserini_keyed([Query("1", "a"), Query("01", "b")], "t")
     with pytest.raises(InputError, match="query id '²'"):

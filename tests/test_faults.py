@@ -201,8 +201,12 @@ def test_another_hosts_temporaries_are_left_alone(tmp_path):
     for path in foreign + local:
         path.mkdir()
         assert is_temporary_name(path.name)
+    # a sibling named "artifact.<digits>" has temporaries that read as untagged ones of "artifact" (pid = its
+    # digits): left alone, whoever wrote them
+    sibling = tmp_path / f".artifact.{pid}.{pid}-{other}.abc.tmp"
+    sibling.mkdir()
     assert sorted(sweep_stale(tmp_path / "artifact")) == sorted(local)
-    assert all(p.is_dir() for p in foreign)
+    assert all(p.is_dir() for p in foreign) and sibling.is_dir()
     assert temp_prefix(tmp_path / "artifact") == f".artifact.{os.getpid()}-{host_tag()}."
 
 

@@ -117,9 +117,11 @@ def test_a_beir_record_without_a_title_is_indexed_with_the_rest(tmp_path):
                       '{"_id": "b", "text": "bananas are yellow"}\n'
                       '{"_id": "c", "title": null, "text": "red cherries"}\n'
                       '{"_id": "d", "title": "Dates", "text": "dates are sweet"}\n'
-                      '{"_id": "e", "title": "", "text": ""}\n')  # blank: Anserini skips it, by design
+                      '{"_id": "e", "title": "", "text": ""}\n'  # blank: Anserini skips it, by design
+                      '{"_id": "f", "title": "", "text": "\\u00a0"}\n'  # not blank to Java's trim(): indexed
+                      '{"_id": "g", "title": "", "text": "\\u0001"}\n')  # blank to Java's trim(): skipped
     index = build_index(corpus, tmp_path / "idx")
-    assert json.loads((index / "pyserini_qpeft_index.json").read_text())["documents"] == 4
+    assert json.loads((index / "pyserini_qpeft_index.json").read_text())["documents"] == 5
     run = bm25_search(index, [Query("q1", "cherries"), Query("q2", "null"), Query("q3", "dates")],
                       BM25Config(hits=10), progress=False)
     assert [h.docid for h in run["q1"]] == ["c"] and [h.docid for h in run["q3"]] == ["d"]
@@ -206,7 +208,7 @@ def test_a_german_index_is_searched_with_the_german_analyzer(tmp_path):
 
 @pytest.mark.jvm
 def test_non_ascii_paths_under_the_c_locale(tmp_path):
-    """Under LANG=C / LC_ALL=C (batch jobs, minimal containers) Python reads UTF-8 but Java took its file-name
+    """Under LC_ALL=C (batch jobs, minimal containers) Python reads UTF-8 but Java took its file-name
     encoding from the locale: indexing a folder with a non-ASCII name failed, and a good index was called damaged."""
     import os
     import subprocess

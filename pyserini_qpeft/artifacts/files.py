@@ -41,7 +41,7 @@ def _temporary_pattern(target_name: str | None = None) -> re.Pattern:
     name = re.escape(target_name) if target_name is not None else ".+"
     writer, moved = (rf"(?P<{pid}>\d+)(?:-(?P<{host}>[0-9a-f]{{8}}))?" for pid, host in (("pid", "host"),
                                                                                         ("oldpid", "oldhost")))
-    return re.compile(rf"\.{name}\.(?:{writer}\..+\.tmp|old{moved})")
+    return re.compile(rf"\.{name}\.(?:{writer}\.(?P<rest>.+)\.tmp|old{moved})")
 
 
 def is_temporary_name(name: str) -> bool:
@@ -85,6 +85,8 @@ def sweep_stale(target: str | os.PathLike) -> list[Path]:
             continue
         pid = int(match.group("pid") or match.group("oldpid"))
         host = match.group("host") or match.group("oldhost")
+        if host is None and match.group("rest") and re.match(r"\d+(-[0-9a-f]{8})?\.", match.group("rest")):
+            continue  # as well a temporary of a sibling named NAME.<digits> (".x.9.PID-HOST.abc.tmp" of "x.9")
         if (host is not None and host != host_tag()) or pid == os.getpid() or _alive(pid):
             continue
         if entry.is_dir() and not entry.is_symlink():

@@ -151,8 +151,10 @@ def _safe_extract(archive: zipfile.ZipFile, target: Path, source: str) -> None:
                          source)
     try:
         archive.extractall(root)
-    except (zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:  # bad CRC, encrypted, truncated, clashes
+    except (zipfile.BadZipFile, RuntimeError, EOFError) as exc:  # bad CRC, encrypted, truncated
         raise InputError(f"damaged zip, cannot unpack it ({exc}); download it again", source) from None
+    except OSError as exc:  # a member clashing with another, or the disk (full, quota)
+        raise InputError(f"cannot unpack the zip into {root}: {exc}", source) from None
 
 
 def download_beir(name: str, url: str | None = None, target_dir: str | os.PathLike | None = None,
@@ -189,7 +191,11 @@ def download_beir(name: str, url: str | None = None, target_dir: str | os.PathLi
             raise InputError("downloaded file is not a zip archive", url)
         extracted = work / "x"
         extracted.mkdir()
-        with zipfile.ZipFile(zip_path) as archive:
+        try:
+            archive = zipfile.ZipFile(zip_path)
+        except (zipfile.BadZipFile, OSError) as exc:  # a damaged central directory
+            raise InputError(f"damaged zip, cannot read it ({exc}); download it again", url) from None
+        with archive:
             _safe_extract(archive, extracted, url)
         zip_path.unlink()
         entries = [p for p in extracted.iterdir() if p.name != "__MACOSX"]

@@ -161,6 +161,9 @@ def _local_topics(spec: str, workdir: Path, topics_format: str = "default") -> t
     bad = next((q.qid for q in queries if not is_trec_word(q.qid)), None)
     if bad is not None:
         raise InputError(f"query id {bad!r} is empty or contains whitespace; a TREC run cannot hold it", spec)
+    empty = next((q.qid for q in queries if not q.text.strip()), None)
+    if empty is not None:  # Anserini's topic reader cannot read its line: a Pyserini traceback, no run
+        raise InputError(f"query {empty} has empty text", spec)
     path = workdir / "topics.tsv"
     with open(path, "w", encoding="utf-8") as out:
         for q in queries:
@@ -169,20 +172,28 @@ def _local_topics(spec: str, workdir: Path, topics_format: str = "default") -> t
 
 
 def pyserini_keyed(queries: Sequence, source: str) -> list:
-    """``queries`` under the ids Pyserini's first stage gives them: every all-digit id as a number (``"007"`` ->
-    ``"7"``, Pyserini's ``get_topics_with_reader``), texts unchanged; InputError for two ids of one number ("1",
-    "01": Pyserini merges them) or a digit id Python cannot read as a number ("²")."""
+    """``queries`` under the ids Pyserini's first stage gives them reading :func:`_local_topics`' TSV copy, texts
+    unchanged: when every id is a Java int, Anserini's ``TsvIntTopicReader`` keys them by number (``"+1"`` -> 1,
+    ``"-01"`` -> -1, ``"007"`` -> 7); else its string reader keeps them and Pyserini makes each all-digit one a number
+    (``get_topics_with_reader``). InputError for two ids of one number ("1", "01": Pyserini merges them) or a
+    non-ASCII digit id ("²", which Pyserini cannot read)."""
+    import re
+
     from ..errors import InputError
     from ..types import Query
 
+    def java_int(qid: str) -> bool:
+        return bool(re.fullmatch(r"[+-]?[0-9]+", qid)) and -2 ** 31 <= int(qid) < 2 ** 31
+
+    numbered = all(java_int(q.qid) for q in queries)
     keyed: dict[str, str] = {}
     out = []
     for q in queries:
         key = q.qid
-        if q.qid.isdigit():
-            if not q.qid.isascii():
-                raise InputError(f"query id {q.qid!r}: Pyserini reads an id of digits as a number, and this one is "
-                                 f"none it can read", source)
+        if q.qid.isdigit() and not q.qid.isascii():
+            raise InputError(f"query id {q.qid!r}: Pyserini reads an id of digits as a number, and this one is "
+                             f"none it can read", source)
+        if numbered or q.qid.isdigit():
             key = str(int(q.qid))
         if key in keyed:
             raise InputError(f"query ids {keyed[key]!r} and {q.qid!r} are one query to Pyserini, which reads ids of "

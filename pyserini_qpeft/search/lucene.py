@@ -98,7 +98,7 @@ def _prepare_collection(corpus: str | os.PathLike, workdir: Path) -> tuple[Path,
         out = None if linked else stack.enter_context(open(target, "w", encoding="utf-8"))
         for doc in documents:
             count += 1
-            blank += not doc.contents().strip()
+            blank += all(c <= " " for c in doc.contents())  # Java's trim(): what Anserini calls blank
             if out is not None:
                 out.write(json.dumps({"_id": doc.docid, "title": doc.title, "text": doc.text}) + "\n")
     if linked:

@@ -33,7 +33,8 @@ from ..errors import InputError
 from .config import LOWER_IS_BETTER, TrainConfig
 from .data import TrainingExample, dev_qrels
 from .parallel import SINGLE, DataParallel
-from .resume import check_resumed_data, recorded_settings, training_data_fingerprint, training_lock
+from .resume import (RESUMABLE_SETTINGS, check_resumed_data, lm_dtype, recorded_settings,  # noqa: F401
+                     training_data_fingerprint, training_lock)  # (RESUMABLE_SETTINGS, lm_dtype: importable here)
 from .state import (DONE_NAME, STATE_NAME, epoch_dir, load_optimizer, publish_best, read_trainer_state,
                     save_optimizer, write_trainer_state, write_training_done)
 
