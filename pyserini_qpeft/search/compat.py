@@ -236,7 +236,7 @@ def run(mode: str, argv: Sequence[str]) -> int:
         from .lucene import index_language
 
         built = index_language(peek.index)
-        if built is not None and built != peek.language:  # Pyserini analyses the queries with --language, whatever the index holds
+        if built is not None and built != peek.language:  # Pyserini analyses queries with --language alone
             raise UsageError(f"--index {peek.index} was built with the {built!r} analyzer (`pyserini-qpeft index "
                              f"--language {built}`): pass --language {built} (Pyserini analyses queries with "
                              f"--language, default en)")
