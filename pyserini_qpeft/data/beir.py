@@ -29,6 +29,7 @@ BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{
 # BEIR zips that hold several datasets, one sub-folder each (Pyserini: beir-v1.0.0-cqadupstack-android-test).
 NESTED_DATASETS = ("cqadupstack",)
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DATASET_NAME_RULE = "ASCII letters, digits, '_', '.' and '-' (not starting with one of the last three)"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -76,8 +77,8 @@ def find_dataset(name_or_path: str | os.PathLike, download: bool = False) -> Pat
     if looks_like_path:
         raise InputError("not a BEIR dataset folder (no corpus.jsonl)", text)
     if not DATASET_NAME.match(text):
-        raise InputError(f"invalid dataset name {text!r}: a name is ASCII letters, digits, '_', '.' and '-' (not "
-                         f"starting with one of the last three); give the folder's path instead")
+        raise InputError(f"invalid dataset name {text!r}: a name is {DATASET_NAME_RULE}; give the folder's path "
+                         f"instead")
     searched = []
     for root in data_search_path():
         for candidate in _candidates(root, text):

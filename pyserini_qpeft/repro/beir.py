@@ -87,11 +87,11 @@ def reproduce_beir(dataset: str, runner: CommandRunner, *, conditions: Sequence[
         condition whose run exists already (the report never loses a finished row; ``check`` judges the asked).
     """
     from ..data import BeirDataset, find_dataset
-    from ..data.beir import DATASET_NAME
+    from ..data.beir import DATASET_NAME, DATASET_NAME_RULE
 
     if checkpoint_from is not None and not DATASET_NAME.match(checkpoint_from):  # it is written into commands
-        raise UsageError(f"--checkpoint-from {checkpoint_from!r}: a dataset name (ASCII letters, digits, '_', '.', "
-                         f"'-'), not a path; put the dataset on the data search path")
+        raise UsageError(f"--checkpoint-from {checkpoint_from!r}: a dataset name ({DATASET_NAME_RULE}), not a path; "
+                         f"put the dataset on the data search path")
     matrix = Matrix.load(yaml_path or DEFAULT_YAML)
     unknown = [n for n in (*conditions, *([baseline] if baseline else [])) if n not in matrix.conditions]
     if unknown:
