@@ -158,10 +158,11 @@ def run_java_main(main_class: str, args: Sequence[str], what: str) -> None:
     lines are part of the error when it fails (InputError, exit code 3).
     """
     home = find_java_home()
+    configure_environment(home)  # the child's locale as the in-process JVM's (UTF-8 file names)
     command = [str(home / "bin" / "java"), *java_options(home), "-cp", str(anserini_jar()), main_class, *args]
     logger.info("running %s", " ".join(command))
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                          env={**os.environ, **utf8_locale()}) as child:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as child:
         try:
             output, _ = child.communicate()
         except BaseException:
