@@ -202,6 +202,32 @@ def test_checkpoint_refuses_other_base_model(tiny_lm, tmp_path):
             load_lmort(tmp_path / "ckpt", tiny_lm)
 
 
+
+def test_checkpoint_weights_checked_like_qpeft_ones(tiny_lm, tmp_path):
+    """LMORT weights go through the same reader as Q-PEFT's (artifacts.load_weights): a missing file, garbage,
+    a missing key, a wrong shape and NaN each give a ModelError naming the problem."""
+    from safetensors.torch import load_file, save_file
+
+    config, tuner = _tuner(tiny_lm)
+    save_lmort(tmp_path / "ckpt", tuner, config, tiny_lm.identity())
+    weights = tmp_path / "ckpt" / "lmort_model.safetensors"
+    good = load_file(str(weights))
+    name = sorted(good)[0]
+    cases = [({k: v for k, v in good.items() if k != name}, f"missing \\['{name}'\\]"),
+             ({**good, "extra": torch.zeros(1)}, "unexpected \\['extra'\\]"),
+             ({**good, name: torch.zeros(*good[name].shape, 2)}, f"{name} has shape"),
+             ({**good, name: torch.full_like(good[name], float("nan"))}, "NaN or Inf")]
+    for state, message in cases:
+        save_file(state, str(weights))
+        with pytest.raises(ModelError, match=message):
+            load_lmort(tmp_path / "ckpt", tiny_lm)
+    weights.write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="corrupt weights"):
+        load_lmort(tmp_path / "ckpt", tiny_lm)
+    weights.unlink()
+    with pytest.raises(ModelError, match="weights file lmort_model.safetensors is missing"):
+        load_lmort(tmp_path / "ckpt", tiny_lm)
+
 def _negatives_run(path):
     from pyserini_qpeft.types import Hit, Run
 

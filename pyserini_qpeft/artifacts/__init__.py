@@ -10,7 +10,8 @@ goes through this module:
 * :func:`write_meta` / :func:`read_meta`: the one JSON metadata file of an artifact (``indent=2,
   sort_keys=True``) with a type field (see :class:`MetaSpec`), read back with a clear error when it is missing,
   corrupt or of another type.
-* :func:`check_base_model`: refuses to use an artifact made with another frozen LM (exit code 6).
+* :func:`check_base_model`: refuses to use an artifact made with another frozen LM (exit code 6);
+  :func:`load_weights` reads a module's weights checked against the module built to hold them.
 * :func:`library_versions`: the library versions an artifact records.
 
 Nothing heavy is imported here (no torch, no faiss).
@@ -29,12 +30,12 @@ from .meta import MetaSpec, dump_json, read_json, read_meta, write_meta
 from .outputs import (
     check_output_path, check_replaceable, lock_exclusively, refuse_output_over_inputs, resolve_best
 )
-from .checks import check_base_model, check_finite_weights
+from .checks import check_base_model, check_finite_weights, load_weights
 from .provenance import CORE_PACKAGES, library_versions, model_card, provenance_lines, source_commit
 
 __all__ = [
     "CORE_PACKAGES", "MetaSpec", "atomic_write", "check_base_model", "check_finite_weights", "check_output_path",
-    "check_replaceable", "current_umask", "dump_json", "is_temporary_name", "library_versions", "lock_exclusively",
+    "check_replaceable", "current_umask", "dump_json", "is_temporary_name", "library_versions", "load_weights", "lock_exclusively",
     "model_card", "provenance_lines", "publish_dir", "read_json", "read_meta", "refuse_output_over_inputs",
     "replace_dir", "resolve_best", "source_commit", "staging_dir", "sweep_stale", "temp_prefix", "write_meta"
 ]

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from ..artifacts import (MetaSpec, atomic_write, check_base_model, check_finite_weights, library_versions, model_card,
+from ..artifacts import (MetaSpec, atomic_write, check_base_model, library_versions, load_weights, model_card,
                          read_meta, resolve_best, source_commit, staging_dir, write_meta)
 from ..errors import ModelError
 from .states import POOLINGS, decoder_blocks, layer_token_states, pool, tokenize  # noqa: F401 (re-exported)
@@ -288,8 +288,6 @@ def read_lmort_meta(path: str | os.PathLike) -> dict:
 def load_lmort(path: str | os.PathLike, lm: "FrozenLM") -> LMORTModel:
     """Load a checkpoint (or a training output folder's ``best/``) for use with ``lm``; refuses a checkpoint
     trained on another base model."""
-    from safetensors.torch import load_file
-
     path = resolve_lmort_checkpoint(path)
     meta = read_lmort_meta(path)
     check_base_model(meta.get("base_model"), lm, path)
@@ -298,13 +296,5 @@ def load_lmort(path: str | os.PathLike, lm: "FrozenLM") -> LMORTModel:
     except (KeyError, TypeError, ValueError) as exc:  # no config, or one this version cannot build (a newer one's)
         raise ModelError(f"{path}: its {CONFIG_NAME} holds no usable tuner config ({exc!r})") from None
     tuner = LMORTTuner(config, lm.hidden_size)
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise ModelError(f"{path}: missing {WEIGHTS_NAME}")
-    try:
-        state = load_file(str(weights))
-        tuner.load_state_dict(state, strict=True)
-    except Exception as exc:  # safetensors raises its own error types; state-dict mismatches raise RuntimeError
-        raise ModelError(f"{weights}: cannot load weights ({exc})") from exc
-    check_finite_weights(state, weights)
+    tuner.load_state_dict(load_weights(path / WEIGHTS_NAME, tuner.state_dict(), "an LMORT tuner"), strict=True)
     return LMORTModel(lm, tuner, config)

@@ -18,8 +18,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..artifacts import (MetaSpec, check_base_model, check_finite_weights, model_card, resolve_best, source_commit,
-                         staging_dir, write_meta)
+from ..artifacts import (MetaSpec, check_base_model, load_weights, model_card, resolve_best, source_commit, staging_dir,
+                         write_meta)
 from ..artifacts import library_versions as _library_versions
 from ..artifacts import read_meta as _read_meta
 from ..errors import ModelError
@@ -186,9 +186,6 @@ def load_checkpoint(path: str | os.PathLike, lm: "FrozenLM") -> tuple[Any, "QPef
     Raises:
         ModelError: not a checkpoint, a different base model, missing/extra/mis-shaped weights.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     from .module import VARIANTS, QPeftConfig, build_module
 
     path = resolve_checkpoint(path)
@@ -204,24 +201,8 @@ def load_checkpoint(path: str | os.PathLike, lm: "FrozenLM") -> tuple[Any, "QPef
         scorer_config = _scorer_config(meta.get("scorer_config", {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{path}: bad checkpoint config: {exc}") from exc
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise ModelError(f"{path}: weights file {WEIGHTS_NAME} is missing")
-    try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError) as exc:
-        raise ModelError(f"{weights}: corrupt weights: {exc}") from exc
     module = build_module(lm, config)
-    expected = module_state(module)
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ModelError(f"{weights}: weights do not match a {variant} module: missing {missing}, "
-                         f"unexpected {unexpected}")
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise ModelError(f"{weights}: {name} has shape {tuple(tensor.shape)}, expected "
-                             f"{tuple(expected[name].shape)}")
-    check_finite_weights(state, weights)
+    state = load_weights(path / WEIGHTS_NAME, module_state(module), f"a {variant} module")
     module.load_state_dict(state, strict=True)
     module.eval()
     return module, config, scorer_config, meta
