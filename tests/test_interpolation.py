@@ -179,6 +179,21 @@ def test_upr_carries_its_documented_weight_and_upr_instruct_none(tiny_lm, caplog
     # said without -v: the weight was selected on SciFact with SmolLM2, whatever dataset and model this is
     assert "first-stage weight 0.40, selected on 80 SciFact train queries" in caplog.text
     assert "select one on its dev queries (`pyserini-qpeft select-interpolation`)" in caplog.text
+    assert "selected reranking the top" not in caplog.text  # no depth given: nothing to compare
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        interpolation_alpha(upr, "auto", depth=20)
+    assert "selected reranking the top" not in caplog.text  # the depth it was selected at
+    with caplog.at_level(logging.WARNING):
+        interpolation_alpha(upr, "auto", depth=100)
+    assert "selected reranking the top 20, this rerank covers the top 100" in caplog.text
+    # a checkpoint's carried record keeps its depth in its selection record
+    retr = build_reranker("upr", lm=tiny_lm)
+    retr.interpolation = {"alpha": 0.3, "source": "dev", "selection": {"depth": 10}}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert interpolation_alpha(retr, "auto", depth=20) == 0.3
+    assert "selected reranking the top 10, this rerank covers the top 20" in caplog.text
     assert interpolation_alpha(upr, 0.25) == 0.25 and interpolation_alpha(upr, None) is None
     from pyserini_qpeft.errors import InputError
 

@@ -308,6 +308,7 @@ class _State:
 
 UPR_INTERPOLATION = {
     "alpha": 0.4,
+    "depth": 20,  # the first stage's top 20 were reranked where it was selected
     "transferred": True,  # selected on another dataset than any the reranker is given: --interpolate auto says so
     "source": "selected on 80 SciFact train queries held out as dev (`dev-split --dev-size 80 --seed 0`), BM25 "
               "top-20, 128-token passages, SmolLM2-135M-Instruct: dev nDCG@10 0.6992 BM25, 0.6570 UPR, 0.7390 at "

@@ -89,10 +89,11 @@ def make_reranker(name: str, checkpoint: str | os.PathLike | None, model: str | 
                           checkpoint=checkpoint, scorer_overrides=overrides or None)
 
 
-def interpolation_alpha(reranker: Reranker, interpolate: float | str | None) -> float | None:
+def interpolation_alpha(reranker: Reranker, interpolate: float | str | None, depth: int | None = None) -> float | None:
     """The first-stage weight for ``--interpolate``: a number as given, or for ``auto`` the weight the reranker
     carries (``reranker.interpolation["alpha"]``: dev-selected for trained checkpoints, a documented default for
-    zero-shot rerankers). InputError when ``auto`` meets a reranker without one."""
+    zero-shot rerankers). InputError when ``auto`` meets a reranker without one. ``depth``: the rerank's depth; the
+    warning that names an ``auto`` weight says so when the weight was selected at another depth."""
     if interpolate is None:
         return None
     if interpolate != "auto":
@@ -102,12 +103,17 @@ def interpolation_alpha(reranker: Reranker, interpolate: float | str | None) -> 
         raise InputError(f"--interpolate auto: reranker {reranker.name!r} carries no interpolation weight (a "
                          f"checkpoint trained with --no-select-interpolation carries none); give one (e.g. "
                          f"--interpolate 0.4) or a file from `pyserini-qpeft select-interpolation`")
+    selected_at = carried.get("depth", (carried.get("selection") or {}).get("depth"))
+    other_depth = (f"; it was selected reranking the top {selected_at}, this rerank covers the top {depth}: the best "
+                   f"weight can differ with the depth (select one at this depth with `pyserini-qpeft "
+                   f"select-interpolation` and pass that file)"
+                   if depth is not None and isinstance(selected_at, int) and selected_at != depth else "")
     # said at the default log level: a zero-shot reranker's weight was selected on another dataset (and model)
-    logger.warning("--interpolate auto: first-stage weight %.2f, %s%s", carried["alpha"],
+    logger.warning("--interpolate auto: first-stage weight %.2f, %s%s%s", carried["alpha"],
                    carried.get("source", "carried by the reranker"),
                    "" if not carried.get("transferred") else
                    "; for another dataset or model, select one on its dev queries (`pyserini-qpeft "
-                   "select-interpolation`) and pass that file")
+                   "select-interpolation`) and pass that file", other_depth)
     return float(carried["alpha"])
 
 
@@ -134,7 +140,7 @@ def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, doc
     them. Only query-likelihood rerankers (UPR, Q-PEFT, prompt tuning) can be sharded.
     """
     output = Path(output)
-    alpha = interpolation_alpha(reranker, interpolate)  # before the work: a bad 'auto' fails at once
+    alpha = interpolation_alpha(reranker, interpolate, depth)  # before the work: a bad 'auto' fails at once
     if shard is not None or merge_shards is not None:
         from .lm import LMReranker
 
