@@ -256,6 +256,26 @@ def test_dev_metrics_are_evaluation_metrics():
     assert dev_metrics(tied, dev[:1], ["mrr@10"])["mrr@10"] == pytest.approx(1 / 2)
 
 
+
+def test_dev_metrics_keep_graded_judgments():
+    """Dev selection judges graded qrels as `evaluate` judges a test run (it judged every positive at 1): a run that
+    ranks the grade-2 document first beats one that ranks the grade-1 document first."""
+    from pyserini_qpeft.evaluation import evaluate
+    from pyserini_qpeft.training.data import dev_qrels
+    from pyserini_qpeft.training.trainer import dev_metrics
+
+    qrels = {"a": {"d1": 1, "d2": 2, "n": 0}}
+    run = Run({"a": [Hit("n", 3.0), Hit("d1", 2.0), Hit("d2", 1.0)]})
+    examples, _ = build_examples({"a": "qa"}, qrels, run, negative_depth=5, candidate_depth=5)
+    assert examples[0].positives == ("d1", "d2") and examples[0].grades == (1, 2)
+    assert dev_qrels(examples) == {"a": {"d1": 1, "d2": 2}}
+    swapped = Run({"a": [Hit("n", 3.0), Hit("d2", 2.0), Hit("d1", 1.0)]})
+    graded = {name: dev_metrics(r, examples, ["ndcg@10"])["ndcg@10"] for name, r in (("d1", run), ("d2", swapped))}
+    assert graded["d2"] > graded["d1"]
+    assert graded["d1"] == evaluate(run, qrels, ["ndcg@10"])["ndcg@10"]
+    # an example built by hand without grades is judged at 1, as before
+    assert dev_qrels([TrainingExample("b", "qb", ("x", "y"), ())]) == {"b": {"x": 1, "y": 1}}
+
 def test_dev_pool_run_ranks_only_the_first_stage_candidates_and_its_loss_skips_unretrieved_positives():
     """--dev-pool run: each dev query's run top-N only (a positive the first stage missed is not added, as in a test
     rerank); the dev loss then counts the queries with a retrieved positive. The recorded pool is unchanged."""

@@ -43,6 +43,8 @@ class TrainingExample:
         negatives: run docids passing the negative policy, in rank order (up to ``negative_depth``; may be
             empty when negatives are optional).
         candidates: the run's top ``candidate_depth`` docids (relevant or not), for dev reranking.
+        grades: each positive's judged relevance, parallel to ``positives`` (empty: all 1). Dev metrics use them
+            (graded nDCG, as `evaluate` scores a test run); training samples every positive alike.
     """
 
     qid: str
@@ -50,6 +52,7 @@ class TrainingExample:
     positives: tuple[str, ...]
     negatives: tuple[str, ...]
     candidates: tuple[str, ...] = ()
+    grades: tuple[int, ...] = ()
 
 
 @dataclass
@@ -146,7 +149,8 @@ def build_examples(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, 
             stats.skipped_qids.append(qid)
             continue
         examples.append(TrainingExample(qid, queries[qid], tuple(positives), tuple(negatives),
-                                        tuple(h.docid for h in hits[:candidate_depth])))
+                                        tuple(h.docid for h in hits[:candidate_depth]),
+                                        tuple(int(judged[d]) for d in positives)))
     stats.kept = len(examples)
     skipped = stats.queries - stats.kept
     if skipped:
@@ -241,8 +245,9 @@ def load_training_data(dataset: "BeirDataset", split: str, negatives: Run | None
 
 
 def dev_qrels(dev: Sequence[TrainingExample]) -> dict[str, dict[str, int]]:
-    """Binary dev qrels: every positive of a dev example at relevance 1 (what the dev metrics judge against)."""
-    return {e.qid: {d: 1 for d in e.positives} for e in dev}
+    """Dev qrels: every positive of a dev example at its judged grade (1 when the example has no grades); what the
+    dev metrics (epoch and weight selection) judge against, graded as `evaluate` judges a test run."""
+    return {e.qid: dict(zip(e.positives, e.grades)) if e.grades else {d: 1 for d in e.positives} for e in dev}
 
 
 def example_meta(train: Sequence[TrainingExample], dev: Sequence[TrainingExample]) -> dict[str, Any]:

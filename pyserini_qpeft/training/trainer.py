@@ -118,7 +118,7 @@ def best_dev(history: Sequence[Mapping[str, Any]], best_epoch: int, best_step: i
 
 
 def dev_metrics(run: "Run", dev: Sequence[TrainingExample], metrics: Sequence[str]) -> dict[str, float]:
-    """``evaluation.evaluate`` of ``run`` against the binary dev qrels, plus ``queries``."""
+    """``evaluation.evaluate`` of ``run`` against the dev qrels (graded, :func:`dev_qrels`), plus ``queries``."""
     from ..evaluation import evaluate
 
     return {**evaluate(run, dev_qrels(dev), list(metrics)), "queries": len(dev)}
