@@ -11,14 +11,15 @@ goes through this module:
   sort_keys=True``) with a type field (see :class:`MetaSpec`), read back with a clear error when it is missing,
   corrupt or of another type.
 * :func:`check_base_model`: refuses to use an artifact made with another frozen LM (exit code 6);
-  :func:`load_weights` reads a module's weights checked against the module built to hold them.
+  :func:`save_module_folder` / :func:`load_weights` write a trained module's folder and read its weights back,
+  checked against the module built to hold them.
 * :func:`library_versions`: the library versions an artifact records.
 
 Nothing heavy is imported here (no torch, no faiss).
 
 The package's modules: :mod:`.files` (atomic files and folders, temporaries), :mod:`.outputs` (checks before work),
-:mod:`.meta` (metadata and JSON), :mod:`.checks` (base model, finite weights), :mod:`.provenance` (versions, commit,
-model card); their names are importable from here.
+:mod:`.meta` (metadata and JSON), :mod:`.checks` (base model, finite weights), :mod:`.weights` (a trained module's
+folder), :mod:`.provenance` (versions, commit, model card); their names are importable from here.
 """
 from __future__ import annotations
 
@@ -30,12 +31,14 @@ from .meta import MetaSpec, dump_json, read_json, read_meta, write_meta
 from .outputs import (
     check_output_path, check_replaceable, lock_exclusively, refuse_output_over_inputs, resolve_best
 )
-from .checks import check_base_model, check_finite_weights, load_weights
+from .checks import check_base_model, check_finite_weights
+from .weights import load_weights, save_module_folder
 from .provenance import CORE_PACKAGES, library_versions, model_card, provenance_lines, source_commit
 
 __all__ = [
     "CORE_PACKAGES", "MetaSpec", "atomic_write", "check_base_model", "check_finite_weights", "check_output_path",
-    "check_replaceable", "current_umask", "dump_json", "is_temporary_name", "library_versions", "load_weights", "lock_exclusively",
-    "model_card", "provenance_lines", "publish_dir", "read_json", "read_meta", "refuse_output_over_inputs",
-    "replace_dir", "resolve_best", "source_commit", "staging_dir", "sweep_stale", "temp_prefix", "write_meta"
+    "check_replaceable", "current_umask", "dump_json", "is_temporary_name", "library_versions", "load_weights",
+    "lock_exclusively", "model_card", "provenance_lines", "publish_dir", "read_json", "read_meta",
+    "refuse_output_over_inputs", "replace_dir", "resolve_best", "save_module_folder", "source_commit", "staging_dir",
+    "sweep_stale", "temp_prefix", "write_meta"
 ]

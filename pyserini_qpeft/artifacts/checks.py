@@ -1,4 +1,4 @@
-"""The checks an artifact's weights pass before use: made with this frozen LM, complete, the right shapes, finite."""
+"""The checks an artifact's weights pass before use: made with this frozen LM, finite."""
 from __future__ import annotations
 
 import os
@@ -67,38 +67,3 @@ def check_finite_weights(state: Mapping[str, Any], source: str | os.PathLike) ->
         raise ModelError(f"{source}: weights hold NaN or Inf values ({', '.join(sorted(bad)[:5])}"
                          f"{' ...' if len(bad) > 5 else ''}); this checkpoint cannot score anything (retrain it)")
 
-
-def load_weights(file: str | os.PathLike, expected: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """Read a module's safetensors weights for loading into a freshly built module (the one reader both Q-PEFT and
-    LMORT checkpoints use).
-
-    Args:
-        file: the ``*.safetensors`` file.
-        expected: the built module's tensors by name (only their ``shape`` is read).
-        kind: what the weights must fit, for the messages ("a retr module", "an LMORT tuner").
-
-    Returns:
-        name -> CPU tensor, the same keys and shapes as ``expected``, every value finite.
-
-    Raises:
-        ModelError (exit code 6): the file is missing or unreadable, keys are missing or unexpected, a shape
-        differs, or a value is NaN/Inf.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    file = Path(file)
-    if not file.is_file():
-        raise ModelError(f"{file.parent}: weights file {file.name} is missing")
-    try:
-        state = load_file(str(file), device="cpu")
-    except (SafetensorError, OSError) as exc:
-        raise ModelError(f"{file}: corrupt weights: {exc}") from exc
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ModelError(f"{file}: weights do not match {kind}: missing {missing}, unexpected {unexpected}")
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise ModelError(f"{file}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
-    check_finite_weights(state, file)
-    return state

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from ..artifacts import (MetaSpec, atomic_write, check_base_model, library_versions, load_weights, model_card,
-                         read_meta, resolve_best, source_commit, staging_dir, write_meta)
+from ..artifacts import (MetaSpec, check_base_model, library_versions, load_weights, model_card, read_meta,
+                         resolve_best, save_module_folder, source_commit)
 from ..errors import ModelError
 from .states import POOLINGS, decoder_blocks, layer_token_states, pool, tokenize  # noqa: F401 (re-exported)
 
@@ -223,9 +223,6 @@ class LMORTModel:
 META = MetaSpec(file=CONFIG_NAME, type_field="module_type", type=MODULE_TYPE, label="LMORT checkpoint")
 
 
-CARD_NAME = "README.md"
-
-
 def _model_card(meta: dict) -> str:
     """The checkpoint's README.md: layers, base model, parameters, the command, data and code that trained it."""
     config = meta["config"]
@@ -245,33 +242,15 @@ def save_lmort(path: str | os.PathLike, tuner, config: LMORTConfig, lm_identity:
     (``README.md``: what trained it, :func:`_model_card`) into ``path``.
 
     Only the tuner's weights are saved, never the frozen LM's. A new folder (or one holding nothing but an
-    older LMORT checkpoint) is built aside and swapped in whole (:func:`~pyserini_qpeft.artifacts.staging_dir`).
-    A folder that holds more (a training output folder with its state and epochs) keeps its other files: the
-    two files are then replaced one at a time, each atomically, config last, so a folder with a config always
-    has matching weights.
+    older LMORT checkpoint) is built aside and swapped in whole; a folder that holds more (a training output folder
+    with its state and epochs) keeps its other files (:func:`~pyserini_qpeft.artifacts.save_module_folder`).
     """
-    from safetensors.torch import save
-
-    path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in tuner.state_dict().items()}
-    weights = save(state, metadata={"module_type": MODULE_TYPE})
     meta = {"module_type": MODULE_TYPE, "format_version": FORMAT_VERSION, "config": config.to_dict(),
             "base_model": dict(lm_identity), "hidden_size": int(tuner.hidden_size),
             "trainable_parameters": int(tuner.num_parameters()), "versions": library_versions(),
             "source_commit": source_commit(), **(extra or {})}
-    own = {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
-    if path.is_dir() and any(p.name not in own for p in path.iterdir()):
-        with atomic_write(path / WEIGHTS_NAME, mode="wb") as out:
-            out.write(weights)
-        with atomic_write(path / CARD_NAME) as out:
-            out.write(_model_card(meta))
-        write_meta(path, META, meta)
-        return path
-    with staging_dir(path) as tmp:
-        (tmp / WEIGHTS_NAME).write_bytes(weights)
-        (tmp / CARD_NAME).write_text(_model_card(meta), encoding="utf-8")
-        write_meta(tmp, META, meta)
-    return path
+    return save_module_folder(path, state, WEIGHTS_NAME, META, meta, _model_card(meta), keep_other_files=True)
 
 
 def resolve_lmort_checkpoint(path: str | os.PathLike) -> Path:

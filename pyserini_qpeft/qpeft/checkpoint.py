@@ -18,8 +18,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..artifacts import (MetaSpec, check_base_model, load_weights, model_card, resolve_best, source_commit, staging_dir,
-                         write_meta)
+from ..artifacts import (MetaSpec, check_base_model, load_weights, model_card, resolve_best, save_module_folder,
+                         source_commit)
 from ..artifacts import library_versions as _library_versions
 from ..artifacts import read_meta as _read_meta
 from ..errors import ModelError
@@ -95,8 +95,6 @@ def save_checkpoint(path: str | os.PathLike, module, config: "QPeftConfig", lm: 
     Returns:
         The checkpoint folder.
     """
-    from safetensors.torch import save_file
-
     from .module import parameter_report
 
     path = Path(path)
@@ -119,12 +117,7 @@ def save_checkpoint(path: str | os.PathLike, module, config: "QPeftConfig", lm: 
         if key in meta:
             raise ValueError(f"extra metadata may not override {key!r}")
         meta[key] = value
-    with staging_dir(path) as tmp:
-        # one metadata key: safetensors writes several in a per-process random order (files differing in bytes for
-        # the same weights); the variant is in the JSON config
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"module_type": MODULE_TYPE})
-        write_meta(tmp, META, meta)
-        (tmp / "README.md").write_text(_model_card(meta), encoding="utf-8")
+    save_module_folder(path, state, WEIGHTS_NAME, META, meta, _model_card(meta))
     logger.info("saved %s checkpoint (%d tensors) to %s", config.variant, len(state), path)
     return path
 
