@@ -461,6 +461,13 @@ def test_cli_train_then_explain_and_rerank(tiny_lm_path, tmp_path, toy_beir):
                                           "--device", "cpu", "--dtype", "fp32"])
     assert result.exit_code == 0, result.output
     assert "selected passage tokens" in result.output and "lung" in result.output
+    # the budgets `rerank` would score with: --max-passage-tokens as rerank takes it (the module reads 8 tokens)
+    long_doc = " ".join(["lung cancer smoking risk"] * 20)
+    result = CliRunner().invoke(explain, ["--reranker-checkpoint", str(out), "--query", "what causes lung cancer",
+                                          "--doc-text", long_doc, "--model", str(tiny_lm_path), "--device", "cpu",
+                                          "--dtype", "fp32", "--max-passage-tokens", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output[result.output.index("{"):])["lm_passage_tokens"] == 8
     result = CliRunner().invoke(explain, ["--reranker-checkpoint", str(out), "--query", "x", "--doc-text", "y",
                                           "--docid", "d1", "--model", str(tiny_lm_path)])
     assert result.exit_code == 2

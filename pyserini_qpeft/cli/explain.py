@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .options import checkpoint_lm_options
+from .options import budget_options, checkpoint_lm_options
 
 
 def format_explanation(info: dict) -> str:
@@ -49,16 +49,19 @@ def format_explanation(info: dict) -> str:
 @click.option("--doc-title", default="", help="Title for --doc-text.")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows per table.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@budget_options
 @checkpoint_lm_options
-def explain(checkpoint, query, docid, dataset, corpus_path, doc_text, doc_title, top, as_json, model, device,
-            dtype) -> None:
-    """Show what the hint module of CHECKPOINT picks from a document for a query."""
+def explain(checkpoint, query, docid, dataset, corpus_path, doc_text, doc_title, top, as_json, max_passage_tokens,
+            max_query_tokens, model, device, dtype) -> None:
+    """Show what the hint module of CHECKPOINT picks from a document for a query (with the passage and query
+    budgets `rerank` would score it with: the checkpoint's, or --max-passage-tokens / --max-query-tokens)."""
     from ..lm.backbone import FrozenLM, LMConfig
-    from ..qpeft.checkpoint import lm_model_for, load_checkpoint
+    from ..qpeft.checkpoint import lm_model_for, read_meta
+    from ..qpeft.config import RERANKER_NAMES
+    from ..qpeft.rerankers import build_qpeft_reranker
     from ..data import Document, open_corpus
     from ..errors import InputError
     from ..qpeft.explain import explain as explain_pair
-    from ..lm.scoring import QueryLikelihoodScorer
 
     if not query.strip():
         raise click.BadParameter("the query text is empty", param_hint="--query")
@@ -74,7 +77,10 @@ def explain(checkpoint, query, docid, dataset, corpus_path, doc_text, doc_title,
         if doc is None:
             raise InputError(f"unknown docid {docid!r}", source)
     lm = FrozenLM.load(LMConfig(model=lm_model_for(checkpoint, model), device=device, dtype=dtype))
-    module, _, scorer_config, _ = load_checkpoint(checkpoint, lm)
-    scorer = QueryLikelihoodScorer(lm, scorer_config, hint_module=module)
-    info = explain_pair(lm, module, scorer, query, doc, top=top)
+    variant = read_meta(checkpoint).get("variant")
+    overrides = {k: v for k, v in (("max_passage_tokens", max_passage_tokens),
+                                   ("max_query_tokens", max_query_tokens)) if v is not None}
+    # the reranker `rerank --reranker-checkpoint` builds: the same budgets, overrides and warnings
+    reranker = build_qpeft_reranker(RERANKER_NAMES.get(variant, "qpeft-retr"), lm, checkpoint, overrides or None)
+    info = explain_pair(lm, reranker.scorer.hint_module, reranker.scorer, query, doc, top=top)
     click.echo(json.dumps(info, indent=2) if as_json else format_explanation(info))

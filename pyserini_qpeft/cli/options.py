@@ -115,6 +115,14 @@ def reranker_options(func: F) -> F:
     return checkpoint_lm_options(func)
 
 
+def budget_options(func: F) -> F:
+    """``--max-passage-tokens`` and ``--max-query-tokens`` as `rerank` declares them (default: the checkpoint's)."""
+    shared = {f.flag: f for f in reranker_flags()}
+    for name in ("--max-query-tokens", "--max-passage-tokens"):
+        func = click_option(shared[name])(func)
+    return func
+
+
 def scorer_option(field: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:
     """An option whose default is ``ScorerConfig.<field>`` (``--max-passage-tokens`` etc. unless ``decls``)."""
     from ..lm.scoring import ScorerConfig
