@@ -357,9 +357,33 @@ def test_cli_analyze_train_resume_encode_search(tiny_lm_path, toy_beir, tmp_path
                      dtype="fp32")
     weights.write_bytes(original)
     (tmp_path / "ckpt").rename(tmp_path / "ckpt-moved")
-    with pytest.raises(ModelError, match="which is not there any more"):
+    with pytest.raises(ModelError, match="which is not there any more.*--query-encoder-checkpoint"):
         dense_search(tmp_path / "idx", [Query("q3", "how do cells divide")], k=3, progress=False, device="cpu",
                      dtype="fp32")
+    # moved: searched from its new place (the recorded weights checked), the same hits as before the move
+    moved = dense_search(tmp_path / "idx", [Query("q3", "how do cells divide"), Query("q4", "vitamin d")], k=3,
+                         progress=False, device="cpu", dtype="fp32", checkpoints=[tmp_path / "ckpt-moved"])
+    assert [(q, [(h.docid, h.score) for h in moved[q]]) for q in moved.qids()] == \
+        [(q, [(h.docid, h.score) for h in run[q]]) for q in run.qids()]
+    res = runner.invoke(search, ["--dense", "--index", "idx", "--topics", "topics.tsv", "--output", "moved.trec",
+                                 "--hits", "6", "--remove-query", "--query-encoder-checkpoint", "ckpt-moved",
+                                 "--device", "cpu", "--dtype", "fp32", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "moved.trec").read_bytes() == (tmp_path / "dense.trec").read_bytes()
+    # another checkpoint's weights, the wrong count, or BM25: refused
+    other = next(tmp_path / "ckpt-moved" / f"epoch-{e}" for e in (1, 2)
+                 if (tmp_path / "ckpt-moved" / f"epoch-{e}" / "lmort_model.safetensors").read_bytes() != original)
+    with pytest.raises(ModelError, match="does not hold the weights"):
+        dense_search(tmp_path / "idx", [Query("q3", "x")], k=3, progress=False, device="cpu", dtype="fp32",
+                     checkpoints=[other])
+    from pyserini_qpeft.errors import InputError
+
+    with pytest.raises(InputError, match="1 LMORT checkpoint"):
+        dense_search(tmp_path / "idx", [Query("q3", "x")], k=3, progress=False, device="cpu", dtype="fp32",
+                     checkpoints=[tmp_path / "ckpt-moved"] * 2)
+    res = runner.invoke(search, ["--bm25", "--index", "idx", "--topics", "topics.tsv", "--output", "x.trec",
+                                 "--query-encoder-checkpoint", "ckpt-moved"])
+    assert res.exit_code == 2 and "--query-encoder-checkpoint is for --dense" in res.output
 
 
 def test_a_state_cache_is_built_by_one_job_at_a_time(tiny_lm, tmp_path):

@@ -33,6 +33,10 @@ def _bm25(name: str) -> Any:
 @click.option("--query-encoder-model", default=None,
               help="--dense: load the index's query encoder LM from here instead of the place `encode` recorded "
                    "(e.g. a moved model folder; it must hold the same weights).")
+@click.option("--query-encoder-checkpoint", "query_encoder_checkpoints", multiple=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="--dense on an LMORT index: its checkpoint folder instead of the place `encode` recorded (moved or "
+                   "copied; it must hold the recorded weights). Repeat for an ensemble, in the recorded order.")
 @click.option("--corpus", help="Document text for reranking (default: the Lucene index's stored raw text; for a "
                                 "dense index, the corpus `encode` recorded in its meta.json).")
 @click.option("--run-tag", default=None, callback=run_tag_word, help="Run tag (6th column, one word); default names "
@@ -40,7 +44,7 @@ def _bm25(name: str) -> Any:
 @reranker_options
 @quiet_option
 def search(mode, index_dir, topics, output, output_format, sample_queries, sample_seed, hits, remove_query, k1, b,
-           threads, batch_size, query_encoder_model, corpus, run_tag, reranker, reranker_checkpoint, rerank_depth,
+           threads, batch_size, query_encoder_model, query_encoder_checkpoints, corpus, run_tag, reranker, reranker_checkpoint, rerank_depth,
            interpolate, max_passage_tokens, max_query_tokens, prompt, rerank_batch_size, model, device, dtype,
            quiet) -> None:
     """Search TOPICS and write a run (TREC or MS MARCO); with --reranker, rerank the top --rerank-depth hits in the
@@ -49,8 +53,10 @@ def search(mode, index_dir, topics, output, output_format, sample_queries, sampl
     from ..data import load_topics, sample_topics
 
     refuse_output_over_inputs({"--output": output}, {"--topics": topics, "--index": index_dir, "--corpus": corpus})
-    if query_encoder_model and mode != "dense":
-        raise click.UsageError("--query-encoder-model is for --dense (BM25 has no query encoder)")
+    for flag, given in (("--query-encoder-model", query_encoder_model),
+                        ("--query-encoder-checkpoint", query_encoder_checkpoints)):
+        if given and mode != "dense":
+            raise click.UsageError(f"{flag} is for --dense (BM25 has no query encoder)")
     if mode == "dense" and reranker != "identity" and not corpus:
         from ..search.dense import index_corpus
 
@@ -68,7 +74,8 @@ def search(mode, index_dir, topics, output, output_format, sample_queries, sampl
         from ..search.encoders import dense_search
 
         run = dense_search(index_dir, queries, k=hits, progress=not quiet, device=device, dtype=dtype,
-                           remove_query=remove_query, model=query_encoder_model)
+                           remove_query=remove_query, model=query_encoder_model,
+                           checkpoints=query_encoder_checkpoints or None)
     if reranker == "identity":
         run.write(output, tag=run_tag or mode, output_format=output_format)
     else:

@@ -143,19 +143,21 @@ def search_vectors(index_dir: str | os.PathLike, qids: Sequence[str], vectors: "
 def dense_search(index_dir: str | os.PathLike, queries: Sequence[Query], k: int = 1000, batch_size: int = 32,
                  progress: bool = True, encoder: "DenseEncoder | None" = None, device: str = "auto",
                  dtype: str = "auto", tag: str | None = None, remove_query: bool = False,
-                 model: str | None = None) -> Run:
+                 model: str | None = None, checkpoints: Sequence[str | os.PathLike] | None = None) -> Run:
     """Search a dense index: rebuild its query encoder from ``meta.json`` (unless given), encode, search.
 
     ``remove_query`` drops a hit whose docid equals the query id from the top ``k`` (BEIR convention), as Pyserini's
     Lucene and FAISS searchers do: such a query then has ``k - 1`` hits, on the BM25 path as here. ``model``: load
-    the encoder's frozen LM from there instead of the recorded place (:func:`~.encoders.encoder_from_meta`).
+    the encoder's frozen LM from there instead of the recorded place, ``checkpoints``: an LMORT index's checkpoint
+    folders likewise (:func:`~.encoders.encoder_from_meta`).
     """
     from .encoders import encoder_from_meta  # encoders imports this module for the index files
 
     if not queries:
         raise InputError("no queries to search")
     meta = read_index_meta(index_dir)
-    encoder = encoder or encoder_from_meta(meta, device=device, dtype=dtype, source=index_dir, model=model)
+    encoder = encoder or encoder_from_meta(meta, device=device, dtype=dtype, source=index_dir, model=model,
+                                          checkpoints=checkpoints)
     vectors = encoder.encode_queries([q.text for q in queries], batch_size=batch_size, progress=progress)
     run = search_vectors(index_dir, [q.qid for q in queries], vectors, k, tag=tag or f"dense-{meta['encoder']}")
     if remove_query:

@@ -323,13 +323,16 @@ def build_encoder(spec: str, model: str | None = None, device: str = "auto", dty
 
 
 def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm: "FrozenLM | None" = None,
-                      source: str | os.PathLike = "dense index", model: str | None = None) -> DenseEncoder:
+                      source: str | os.PathLike = "dense index", model: str | None = None,
+                      checkpoints: Sequence[str | os.PathLike] | None = None) -> DenseEncoder:
     """Rebuild the query encoder an index was built with (``dtype="auto"`` = the dtype the corpus was encoded in).
 
     Args:
         source: the index folder, named in errors.
         model: where to load the frozen LM from instead of the place the index recorded (e.g. a moved model
             folder); it must hold the same weights (checked as every artifact's base model).
+        checkpoints: an ``lmort`` index's checkpoint folders, in the order the index records them, instead of the
+            recorded places (moved or copied folders); each must hold the recorded weights (sha256).
 
     Raises:
         ModelError: the frozen LM loaded for a ``frozen-lm`` index is not the one that encoded the corpus.
@@ -351,19 +354,33 @@ def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm:
                                 max_length=meta.get("max_length"), pooling=meta.get("pooling", "mean"), lm=lm)
         check_base_model(meta["model"], encoder.lm, source, made="encoded with")
         return encoder
+    if checkpoints and kind != "lmort":
+        raise InputError(f"{source} was encoded with {kind!r}, which has no checkpoint to relocate (only lmort "
+                         f"indexes do)")
     if kind == "lmort":
         from ..lmort.tuner import WEIGHTS_NAME
 
         recorded = meta["ensemble"] if "ensemble" in meta else [meta]
-        members = [m["checkpoint"] for m in recorded]
+        places = [m["checkpoint"] for m in recorded]
+        if checkpoints and len(checkpoints) != len(places):
+            raise InputError(f"{source} was encoded with {len(places)} LMORT checkpoint(s) ({', '.join(places)}); "
+                             f"{len(checkpoints)} given: give one per recorded checkpoint, in that order")
+        members = [str(c) for c in checkpoints] if checkpoints else places
         for member in members:
+            if checkpoints and not Path(member).is_dir():
+                raise InputError(f"LMORT checkpoint {member}: no such folder")
             if not Path(member).exists():
                 raise ModelError(f"{source} was encoded with the LMORT checkpoint {member}, which is not there any "
-                                 f"more: put it back there (its weights are checked)")
+                                 f"more: put it back there, or pass the folder it moved to (--query-encoder-checkpoint;"
+                                 f" Python: checkpoints=); its weights are checked")
         encoder = build_encoder(f"lmort:{','.join(members)}", model=model or meta.get("lm_model"), device=device,
                                 dtype=dtype, lm=lm)
-        for member, folder, entry in zip(members, encoder.checkpoints, recorded):
+        for member, folder, entry, place in zip(members, encoder.checkpoints, recorded, places):
             if entry.get("checkpoint_sha256") and _sha256(folder / WEIGHTS_NAME) != entry["checkpoint_sha256"]:
+                if checkpoints:
+                    raise ModelError(f"{member} does not hold the weights {source} was encoded with (those of "
+                                     f"{place}): its queries would not match the documents; pass the checkpoints the "
+                                     f"index was encoded with, in the recorded order")
                 raise ModelError(f"{source} was encoded with the LMORT checkpoint {member}, whose weights have "
                                  f"changed since (retrained or replaced): its queries would not match its documents; "
                                  f"encode the corpus again, or restore those weights")
