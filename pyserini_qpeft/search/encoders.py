@@ -180,8 +180,11 @@ class FrozenLMEncoder(DenseEncoder):
                  lm_model: str | None = None):
         self.lm = lm
         self.layer = lm.num_layers if layer is None else int(layer)
-        if not 0 <= self.layer <= lm.num_layers:
+        if self.layer < 0:
             raise InputError(f"frozen-lm layer must be in [0, {lm.num_layers}], got {self.layer}")
+        if self.layer > lm.num_layers:  # as LMORT's --layers: a layer this model does not have (exit code 6)
+            raise ModelError(f"frozen-lm layer {self.layer} but {lm.model_id} has only {lm.num_layers} layers "
+                             f"(0..{lm.num_layers})")
         self.pooling = pooling
         self.max_length = max_length
         self.lm_model = lm_model
