@@ -9,12 +9,12 @@ code  meaning
 1     unexpected internal error (a bug: please report it)
 2     usage error, before any work (raised by click): unknown or missing
       flag, bad option value (``--k1 -1``, unknown ``--reranker``), a path
-      given to an option that must exist (``--run``, ``--index``) missing,
+      given to an option that must exist (``--run``) missing,
       a name the matrix lacks (``repro --profile/--condition/--baseline``),
       a token budget past the model's context (``--max-passage-tokens``)
 3     bad input data: malformed run/qrels/topics/corpus line, undecodable
       bytes, duplicate docid, a file named by a value that is not found
-      (topics, qrels, dataset), unknown docid, empty topics, an output
+      (index, topics, qrels, dataset), unknown docid, empty topics, an output
       that cannot be written or would replace something that is not ours,
       a damaged index (the message names file and line)
 4     no usable Java >= 21 runtime for the Lucene (Pyserini) side
