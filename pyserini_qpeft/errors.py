@@ -15,7 +15,8 @@ code  meaning
 3     bad input data: malformed run/qrels/topics/corpus line, undecodable
       bytes, duplicate docid, a file named by a value that is not found
       (index, topics, qrels, dataset), unknown docid, empty topics, an output
-      that cannot be written or would replace something that is not ours,
+      that cannot be written (also a full disk, a file-size limit or a
+      quota met while writing) or would replace something that is not ours,
       a damaged index (the message names file and line)
 4     no usable Java >= 21 runtime for the Lucene (Pyserini) side
 5     ``repro --check``: a score left its tolerance
@@ -74,3 +75,20 @@ class ModelError(QPeftError):
     """A model or checkpoint cannot be used (wrong base model, missing weights)."""
 
     exit_code = 6
+
+
+WRITE_FAILURES = ("ENOSPC", "EFBIG", "EDQUOT")  # errno names: a full disk, a file-size limit (ulimit -f), a quota
+
+
+def write_failure(exc: OSError) -> InputError | None:
+    """The exit-3 error for an OSError that means the disk (or a size limit, or a quota) is full; None for any other
+    OSError (a bug or an environment problem, reported as it is)."""
+    import errno
+
+    codes = {getattr(errno, name) for name in WRITE_FAILURES if hasattr(errno, name)}
+    if exc.errno not in codes:
+        return None
+    where = f"{exc.filename}: " if exc.filename else ""
+    return InputError(f"{where}cannot write: {exc.strerror or exc} (a full disk, a file-size limit or a quota); "
+                      f"finished outputs are intact and partial ones were not published: free space and run the "
+                      f"command again (rerank and train resume where they stopped)")

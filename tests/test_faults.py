@@ -464,6 +464,38 @@ def test_ctrl_c_exits_130(tmp_path, toy_beir, monkeypatch):
     assert stop.value.code == 130
 
 
+
+def test_a_full_disk_is_exit_3_with_a_line_and_the_rerun_resumes(tmp_path, toy_beir, tiny_lm_path):
+    """A rerank that meets a file-size limit (as a full disk) exits 3 with one line naming the file (it was exit 1,
+    a traceback, and the traceback of a second failure from closing the state file); the rerun without the limit
+    resumes and writes the run an uninterrupted rerank writes."""
+    import resource
+
+    from conftest import TOY_QUERIES
+
+    run = tmp_path / "bm25.trec"
+    run.write_text("".join(f"{q['_id']} Q0 d{i} {i} {10 - i} bm25\n" for q in TOY_QUERIES for i in range(1, 7)))
+    args = [sys.executable, "-m", "pyserini_qpeft", "rerank", "--run", str(run), "--topics",
+            str(toy_beir / "queries.jsonl"), "--corpus", str(toy_beir), "--reranker", "upr", "--model",
+            str(tiny_lm_path), "--device", "cpu", "--dtype", "fp32", "--batch-size-rerank", "2", "-q"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (400, 400))
+
+    full = invoke(*args[3:], "--output", str(tmp_path / "full.trec"))  # in-process: the reference run
+    assert full.exit_code == 0, full.output
+    cut = subprocess.run([*args, "--output", str(tmp_path / "cut.trec")], capture_output=True, text=True, env=env,
+                         preexec_fn=limited)
+    assert cut.returncode == 3, cut.stderr
+    assert "Traceback" not in cut.stderr and "cut.trec.partial: cannot write: File too large" in cut.stderr
+    assert not (tmp_path / "cut.trec").exists() and (tmp_path / "cut.trec.partial").exists()
+    again = subprocess.run([*args, "--output", str(tmp_path / "cut.trec")], capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "cut.trec").read_bytes() == (tmp_path / "full.trec").read_bytes()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 9. rerank state: tied to the document text, one writer at a time
 

@@ -188,7 +188,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: name the output
+            raise with_filename(exc, path) from exc
         raise
+
+
+def with_filename(exc: OSError, path: str | os.PathLike) -> OSError:
+    """``exc`` naming ``path`` (a failed buffered write, e.g. a full disk, raises an OSError without a file name)."""
+    return exc if exc.filename is not None else OSError(exc.errno, exc.strerror, str(path))

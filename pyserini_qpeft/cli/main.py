@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from ..errors import INTERRUPTED, INTERRUPTED_MESSAGE, InputError, QPeftError
+from ..errors import INTERRUPTED, INTERRUPTED_MESSAGE, InputError, QPeftError, write_failure
 
 # name -> "module:attribute"; a module is imported only when its command runs (or its --help is shown).
 COMMANDS = {
@@ -75,6 +75,12 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo(INTERRUPTED_MESSAGE, err=True)
             ctx.exit(INTERRUPTED)
+        except OSError as exc:  # a full disk is the user's to fix (exit 3), not a bug (exit 1, a traceback)
+            failure = write_failure(exc)
+            if failure is None:
+                raise
+            click.echo(f"error: {failure}", err=True)
+            ctx.exit(failure.exit_code)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -294,16 +294,27 @@ class _State:
                         pass
 
     def append(self, records: Sequence[tuple[tuple[str, str], float]]) -> None:
-        self.handle.writelines(f"{qid}\t{docid}\t{score!r}\n" for (qid, docid), score in records)
-        self.handle.write("#done\n")
-        self._sync()
+        from ..artifacts.files import with_filename
+
+        try:
+            self.handle.writelines(f"{qid}\t{docid}\t{score!r}\n" for (qid, docid), score in records)
+            self.handle.write("#done\n")
+            self._sync()
+        except OSError as exc:  # e.g. a full disk: name the state file
+            raise with_filename(exc, self.path) from exc
 
     def _sync(self) -> None:
         self.handle.flush()
         os.fsync(self.handle.fileno())
 
     def close(self) -> None:
-        self.handle.close()
+        """Close the file; a failing flush (the disk filled up mid-batch) is not raised again here: every finished
+        batch was synced by :meth:`append`, a torn last line is dropped on resume, and the first error, the one
+        that stopped the job, is the one to report."""
+        try:
+            self.handle.close()
+        except OSError:
+            pass
 
 
 UPR_INTERPOLATION = {

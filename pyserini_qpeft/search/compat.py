@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import INTERRUPTED, INTERRUPTED_MESSAGE, QPeftError
+from ..errors import INTERRUPTED, INTERRUPTED_MESSAGE, QPeftError, write_failure
 
 MODES = ("lucene", "faiss")
 
@@ -381,3 +381,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:  # as the pyserini-qpeft commands: a line and 130, not a traceback
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
         raise SystemExit(INTERRUPTED) from None
+    except OSError as exc:  # a full disk: exit 3 and a line, as the pyserini-qpeft commands
+        failure = write_failure(exc)
+        if failure is None:
+            raise
+        print(f"error: {failure}", file=sys.stderr)
+        raise SystemExit(failure.exit_code) from None
