@@ -128,6 +128,38 @@ def test_a_beir_record_without_a_title_is_indexed_with_the_rest(tmp_path):
     assert not run["q2"]
 
 
+
+@pytest.mark.jvm
+def test_an_index_is_not_reused_for_a_corpus_that_changed_since(tmp_path):
+    """`index` reused an existing index whenever the corpus path was the same: a corpus completed after an
+    interrupted copy kept its half index (every later search ran on half the documents, exit 0). The index records
+    the corpus file's size, mtime and sha256; another size or content is refused (--force rebuilds), the same
+    content under a new mtime (a re-download) is reused."""
+    import os
+
+    from pyserini_qpeft.errors import InputError
+    from pyserini_qpeft.search import build_index
+
+    lines = [json.dumps({"_id": f"d{i}", "title": "", "text": f"document {i} about topic {i}"}) + "\n"
+             for i in range(6)]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(lines[:3]))  # an interrupted copy
+    index = build_index(corpus, tmp_path / "idx")
+    stamp = json.loads((index / "pyserini_qpeft_index.json").read_text())["corpus_file"]
+    assert stamp["bytes"] == corpus.stat().st_size and len(stamp["sha256"]) == 64
+    assert build_index(corpus, tmp_path / "idx") == index  # unchanged: reused
+    os.utime(corpus, ns=(stamp["mtime_ns"] + 10**9, stamp["mtime_ns"] + 10**9))
+    assert build_index(corpus, tmp_path / "idx") == index  # the same bytes re-written: reused
+    corpus.write_text("".join(lines))  # the copy completed
+    with pytest.raises(InputError, match="changed since this index was built"):
+        build_index(corpus, tmp_path / "idx")
+    corpus.write_text("".join(lines[:3]).replace("topic", "theme"))  # other content, the same size
+    with pytest.raises(InputError, match="other content"):
+        build_index(corpus, tmp_path / "idx")
+    corpus.write_text("".join(lines))
+    build_index(corpus, tmp_path / "idx", force=True)
+    assert json.loads((index / "pyserini_qpeft_index.json").read_text())["documents"] == 6
+
 @pytest.mark.jvm
 def test_cli_search_remove_query_and_empty_topics(toy_index, tmp_path):
     from pyserini_qpeft.cli.main import cli

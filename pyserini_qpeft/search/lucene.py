@@ -76,6 +76,41 @@ def _flat_records(path: Path) -> bool:
     return all(isinstance(obj.get("title"), str) and isinstance(obj.get("text"), str) for _, obj in iter_jsonl(path))
 
 
+def _corpus_stamp(source: Path, digest: bool = True) -> dict:
+    """What an index records of the corpus file it was built from: size, mtime and (``digest``) sha256."""
+    import hashlib
+
+    stat = source.stat()
+    stamp = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if digest:
+        sha = hashlib.sha256()
+        with open(source, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+        stamp["sha256"] = sha.hexdigest()
+    return stamp
+
+
+def _check_corpus_unchanged(index_dir: Path, recorded: dict | None, corpus: str | os.PathLike) -> None:
+    """Refuse to reuse an index whose corpus file changed since it was built (a corpus completed after an
+    interrupted download or copy was indexed half; the index was reused whatever the file held). Same size and
+    mtime: unchanged; another mtime at the same size: the sha256 decides (a re-download of the same file)."""
+    from ..data import iter_documents
+
+    if not recorded:
+        return  # an index built before the record existed
+    source, _ = iter_documents(corpus)
+    if not source.is_file():
+        return
+    now = _corpus_stamp(source, digest=False)
+    if now["bytes"] == recorded.get("bytes") and (now["mtime_ns"] == recorded.get("mtime_ns")
+                                                  or _corpus_stamp(source)["sha256"] == recorded.get("sha256")):
+        return
+    raise InputError(f"the corpus {source} changed since this index was built from it ({recorded.get('bytes'):,} "
+                     f"bytes then, {now['bytes']:,} now{'' if now['bytes'] != recorded.get('bytes') else ', other content'}"
+                     f"): pass --force to rebuild it, or choose another --index", str(index_dir))
+
+
 def _prepare_collection(corpus: str | os.PathLike, workdir: Path) -> tuple[Path, int]:
     """A folder holding one BEIR-style ``corpus.jsonl`` for ``BeirFlatCollection``, and how many of its documents
     Anserini will index (all but the blank ones, which it skips by design, as Pyserini's indexes do); every record
@@ -139,6 +174,8 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
     if not force and (index_dir / INDEX_META).is_file():
         meta = read_meta(index_dir, META)  # ours and complete (else a named error): building is idempotent
         _check_same_corpus(index_dir, meta.get("corpus"), corpus)
+        if meta.get("corpus") == str(Path(corpus).resolve()):
+            _check_corpus_unchanged(index_dir, meta.get("corpus_file"), corpus)
         if meta.get("language", "en") != language:
             raise InputError(f"this index was built with the {meta.get('language', 'en')!r} analyzer, not "
                              f"{language!r}: pass --force to rebuild it, or choose another --index", str(index_dir))
@@ -150,6 +187,10 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     with tempfile.TemporaryDirectory(prefix=temp_prefix(index_dir), suffix=".tmp", dir=index_dir.parent) as work:
+        from ..data import iter_documents
+
+        source = iter_documents(corpus)[0]
+        stamp = _corpus_stamp(source) if source.is_file() else None  # before reading: a change while indexing shows
         collection, expected = _prepare_collection(corpus, Path(work))
         if expected == 0:
             raise InputError("every document of the corpus is blank (no title, no text): nothing to index", str(corpus))
@@ -169,6 +210,8 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
                                  f"for its log)", str(corpus))
             meta = {"corpus": str(Path(corpus).resolve()), "collection": "BeirFlatCollection", "documents": count,
                     "language": language, "seconds": round(time.time() - start, 1)}
+            if stamp is not None:
+                meta["corpus_file"] = stamp
             write_meta(tmp_index, META, meta)
     logger.info("indexed %d documents into %s in %.1fs", count, index_dir, time.time() - start)
     return index_dir
