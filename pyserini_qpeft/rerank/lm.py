@@ -109,6 +109,9 @@ class LMReranker(InProcessAPI):
         weights = getattr(self.lm, "weights", None)
         if weights:  # other weights under the same model path are another job (the packaged default has none)
             meta["lm_weights"] = weights
+        full = getattr(self.lm, "weights_sha256", None)
+        if full:  # the full-content digest: a change the fingerprint's samples miss is another job too
+            meta["lm_weights_sha256"] = full
         digest.update(json.dumps(meta, sort_keys=True).encode())
         hm = self.scorer.hint_module
         if hm is not None and hasattr(hm, "state_dict"):
