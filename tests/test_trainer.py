@@ -221,3 +221,33 @@ def test_a_best_copy_a_killed_run_left_is_ours_and_swept(tmp_path):
     assert (best / "weights.safetensors").read_bytes() == b"w"
     assert not any(folder.exists() for folder in stale)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["best", "epoch-1"]
+
+
+def test_training_done_is_written_after_on_finish_and_a_killed_finish_is_unfinished(tmp_path, caplog):
+    """``training_done.json`` was written before `train qpeft` selected the interpolation weight that best/ carries:
+    a kill in that window left a folder marked done without its weight. ``on_finish`` runs before the marker; if it
+    fails the folder is unfinished (a warning when something loads it) and --resume runs it again."""
+    import logging
+
+    from pyserini_qpeft.training.state import DONE_NAME, warn_if_unfinished
+
+    seen = []
+
+    def killed(best):
+        seen.append((best.name, (best.parent / DONE_NAME).exists()))
+        raise KeyboardInterrupt
+
+    config = TrainConfig(epochs=1, eval_at_start=False)
+    with pytest.raises(KeyboardInterrupt):
+        fit(ToyStep(), EXAMPLES[:8], EXAMPLES[8:], config, tmp_path / "out", progress=False, on_finish=killed)
+    assert seen == [("best", False)] and not (tmp_path / "out" / DONE_NAME).exists()
+    with caplog.at_level(logging.WARNING):
+        warn_if_unfinished(tmp_path / "out" / "best")
+    assert "its training has not finished" in caplog.text and "--resume" in caplog.text
+    fit(ToyStep(), EXAMPLES[:8], EXAMPLES[8:], config, tmp_path / "out", resume=True, progress=False,
+        on_finish=lambda best: seen.append((best.name, (best.parent / DONE_NAME).exists())))
+    assert seen[-1] == ("best", False) and (tmp_path / "out" / DONE_NAME).is_file()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        warn_if_unfinished(tmp_path / "out")
+    assert "not finished" not in caplog.text

@@ -61,6 +61,11 @@ def encode(spec, dataset, corpus_path, output, batch_size, max_length, pooling, 
 
         job = EncodeJob(spec, docs, output, batch_size, model, device, dtype, max_length, pooling)
         merge_shards = len(encode_on_ray(job, workers, address=ray_address, gpus_per_worker=gpus_per_worker))
+    if spec.startswith("lmort:"):
+        from ..training.state import warn_if_unfinished
+
+        for member in spec.split(":", 1)[1].split(","):
+            warn_if_unfinished(member)
     encoder = build_encoder(spec, model=model, device=device, dtype=dtype, max_length=max_length, pooling=pooling)
     if state_cache:
         encoder.use_state_cache(state_cache, docs, progress=not quiet)

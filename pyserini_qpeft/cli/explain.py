@@ -77,6 +77,9 @@ def explain(checkpoint, query, docid, dataset, corpus_path, doc_text, doc_title,
         if doc is None:
             raise InputError(f"unknown docid {docid!r}", source)
     lm = FrozenLM.load(LMConfig(model=lm_model_for(checkpoint, model), device=device, dtype=dtype))
+    from ..training.state import warn_if_unfinished
+
+    warn_if_unfinished(checkpoint)
     variant = read_meta(checkpoint).get("variant")
     overrides = {k: v for k, v in (("max_passage_tokens", max_passage_tokens),
                                    ("max_query_tokens", max_query_tokens)) if v is not None}

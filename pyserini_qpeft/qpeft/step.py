@@ -10,7 +10,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..errors import InputError, ModelError
 from ..training.config import TrainConfig
@@ -305,7 +305,7 @@ def train_qpeft(lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_conf
                 corpus: Mapping[str, Any], config: QPeftTrainConfig, output_dir: str | os.PathLike,
                 resume: bool = False, progress: bool = True, metadata: dict[str, Any] | None = None,
                 parallel: "DataParallel | None" = None, prefix_memo: "PrefixMemo | None" = None,
-                first_stage: "Run | None" = None) -> "TrainResult":
+                first_stage: "Run | None" = None, on_finish: "Callable[[Path], None] | None" = None) -> "TrainResult":
     """Train ``module`` (in place) with the shared loop; ``output_dir/best`` is what reranking loads.
 
     Args:
@@ -323,6 +323,8 @@ def train_qpeft(lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_conf
             several trainings of the same LM and dev pairs (a sweep) to share it.
         first_stage: the training queries' first-stage run, for ``config.first_stage_weight`` > 0 (see
             :class:`QPeftStep`).
+        on_finish: run on ``best/`` before ``training_done.json`` is written (:func:`~pyserini_qpeft.training.
+            trainer.fit`).
     """
     from ..training.trainer import fit
 
@@ -332,4 +334,4 @@ def train_qpeft(lm: "FrozenLM", module, qpeft_config: "QPeftConfig", scorer_conf
         raise ValueError("hint_passage_tokens is for a hint module; the prompt variant's vectors read no passage")
     step = QPeftStep(lm, module, qpeft_config, scorer_config, corpus, config, parallel, prefix_memo, first_stage)
     return fit(step, train_examples, dev_examples, config, output_dir, resume=resume, progress=progress,
-               metadata=metadata)
+               metadata=metadata, on_finish=on_finish)

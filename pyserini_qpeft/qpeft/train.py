@@ -171,12 +171,14 @@ def run_qpeft_job(job: QPeftJob, echo: Callable[[str], None] | None = None) -> d
             return {"best": str(best), "settings": swept["best"]["settings"], "interpolation_alpha": alpha,
                     "dev": swept["best"]["dev"], "combinations": len(points),
                     "wall_seconds": round(time.time() - t0, 1), "table": str(Path(job.output) / "sweep.md")}
+        selected: dict[str, float | None] = {}
+        # rank 0 selects the interpolation weight (unless told not to) before training_done.json marks the job done
         result = train_qpeft(lm, module, qcfg, scfg, train_ex, dev_ex, corpus, tcfg, job.output, resume=job.resume,
                              progress=progress, metadata=meta, parallel=parallel, prefix_memo=memo,
-                             first_stage=first_stage)
-        if not parallel.is_main:  # rank 0 selects the interpolation weight (unless told not to) and reports
+                             first_stage=first_stage, on_finish=lambda best: selected.update(alpha=carried_weight(best)))
+        if not parallel.is_main:  # rank 0 reports
             return None
-        alpha = carried_weight(result.best_dir)
+        alpha = selected["alpha"]
         wall = time.time() - t0
         return {"best": str(result.best_dir), "best_epoch": result.best_epoch,
                 **({"best_step": result.best_step} if tcfg.eval_every else {}), "wall_seconds": round(wall, 1),

@@ -78,6 +78,10 @@ def make_reranker(name: str, checkpoint: str | os.PathLike | None, model: str | 
     from ..qpeft.checkpoint import lm_model_for
 
     model = lm_model_for(checkpoint, model)
+    if checkpoint is not None:
+        from ..training.state import warn_if_unfinished
+
+        warn_if_unfinished(checkpoint)
     overrides: dict = prompt_fields(prompt) if prompt is not None else {}
     if max_passage_tokens is not None:
         overrides["max_passage_tokens"] = max_passage_tokens
@@ -101,7 +105,8 @@ def interpolation_alpha(reranker: Reranker, interpolate: float | str | None, dep
     carried = getattr(reranker, "interpolation", None)
     if not carried or carried.get("alpha") is None:
         raise InputError(f"--interpolate auto: reranker {reranker.name!r} carries no interpolation weight (a "
-                         f"checkpoint trained with --no-select-interpolation carries none); give one (e.g. "
+                         f"checkpoint trained with --no-select-interpolation carries none, nor one whose training "
+                         f"stopped before selecting it: `train qpeft ... --resume` finishes that); give one (e.g. "
                          f"--interpolate 0.4) or a file from `pyserini-qpeft select-interpolation`")
     selected_at = carried.get("depth", (carried.get("selection") or {}).get("depth"))
     other_depth = (f"; it was selected reranking the top {selected_at}, this rerank covers the top {depth}: the best "

@@ -11,6 +11,7 @@ Layout of a training output folder (both methods)::
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -25,6 +26,8 @@ DONE_NAME = "training_done.json"
 OPTIMIZER_WEIGHTS = "optimizer.safetensors"
 OPTIMIZER_JSON = "optimizer.json"
 BEST = "best"
+
+logger = logging.getLogger(__name__)
 
 
 def epoch_dir(output_dir: str | os.PathLike, epoch: int) -> Path:
@@ -159,3 +162,13 @@ def publish_best(epoch_folder: str | os.PathLike, output_dir: str | os.PathLike)
     shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(OPTIMIZER_WEIGHTS, OPTIMIZER_JSON))
     replace_dir(tmp, dst)
     return dst
+
+
+def warn_if_unfinished(checkpoint: str | os.PathLike) -> None:
+    """A warning when ``checkpoint`` (a training output folder, or its ``best/``) belongs to a training run without
+    ``training_done.json``: killed, or still running, its ``best/`` holds the best epoch so far."""
+    path = Path(checkpoint)
+    run = path.parent if path.name == BEST else path
+    if (run / STATE_NAME).is_file() and not (run / DONE_NAME).is_file():
+        logger.warning("%s: its training has not finished (no %s: stopped, or still running), so %s/ holds the best "
+                       "epoch so far; finish it with the same `train` command and --resume", run, DONE_NAME, BEST)

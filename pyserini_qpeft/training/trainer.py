@@ -27,7 +27,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from ..errors import InputError
 from .config import LOWER_IS_BETTER, TrainConfig
@@ -196,7 +196,7 @@ def _start_evaluated(state: Mapping[str, Any], config: TrainConfig, dev: Sequenc
 
 def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
         config: TrainConfig, output_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
-        metadata: Mapping[str, Any] | None = None) -> TrainResult:
+        metadata: Mapping[str, Any] | None = None, on_finish: Callable[[Path], None] | None = None) -> TrainResult:
     """Train ``step``'s parameters in place; write ``epoch-N/``, ``best/``, ``trainer_state.json`` and, at the end,
     ``training_done.json``. A second process training into the same ``output_dir`` meanwhile is refused.
 
@@ -209,18 +209,21 @@ def fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examp
         resume: continue after the last completed epoch recorded in ``output_dir``.
         progress: tqdm bars with the running loss.
         metadata: extra JSON for every checkpoint; its ``training`` entry is merged with the loop's.
+        on_finish: called by the main process with ``best/`` after the last epoch and before ``training_done.json``
+            (e.g. the dev selection of the interpolation weight ``best/`` carries), so that the marker means the
+            whole job finished; a ``--resume`` of a run stopped inside it calls it again.
 
     Returns:
         A :class:`TrainResult`; ``best_dir`` is a loadable checkpoint.
     """
     parallel: DataParallel = getattr(step, "parallel", None) or SINGLE
     with training_lock(Path(output_dir), parallel.is_main):
-        return _fit(step, train_examples, dev_examples, config, output_dir, resume, progress, metadata)
+        return _fit(step, train_examples, dev_examples, config, output_dir, resume, progress, metadata, on_finish)
 
 
 def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_examples: Sequence[TrainingExample],
          config: TrainConfig, output_dir: str | os.PathLike, resume: bool, progress: bool,
-         metadata: Mapping[str, Any] | None) -> TrainResult:
+         metadata: Mapping[str, Any] | None, on_finish: Callable[[Path], None] | None = None) -> TrainResult:
     """:func:`fit`'s loop, inside its lock."""
     import torch
     from tqdm.auto import tqdm
@@ -387,6 +390,8 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
     if state["best_epoch"] is None:
         raise InputError("training ran no epoch (max_steps reached before the first epoch?)")
     if parallel.is_main:
+        if on_finish is not None:
+            on_finish(output_dir / "best")
         write_training_done(output_dir, state)
     return TrainResult(output_dir=output_dir, best_dir=output_dir / "best", best_epoch=state["best_epoch"],
                        history=state["history"], dev_baseline=state["dev_baseline"],
