@@ -387,6 +387,12 @@ def test_resume_refuses_other_training_settings_or_dev_split(tiny_lm, tmp_path):
     with pytest.raises(InputError, match="another dev split"):  # same settings, another held-out query
         train_qpeft(tiny_lm, build_module(tiny_lm, config), config, ScorerConfig(max_passage_tokens=32),
                     examples[1:], examples[:1], CORPUS, tcfg, tmp_path / "r", resume=True, progress=False)
+    # the corpus's texts changed since (re-downloaded, repaired): the resumed epochs would train on other text
+    examples = toy_examples()
+    edited = {**CORPUS, "d1": Document("d1", CORPUS["d1"].title, CORPUS["d1"].text + " (revised)")}
+    with pytest.raises(InputError, match="other document texts"):
+        train_qpeft(tiny_lm, build_module(tiny_lm, config), config, ScorerConfig(max_passage_tokens=32),
+                    examples[:3], examples[3:], edited, tcfg, tmp_path / "r", resume=True, progress=False)
     _, result = run_train(tiny_lm, "attn", tmp_path / "r", epochs=2, resume=True, lr=5e-2)  # longer: allowed
     assert [h["epoch"] for h in result.history] == [1, 2]
 

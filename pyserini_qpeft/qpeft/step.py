@@ -266,6 +266,18 @@ class QPeftStep:
     def begin_epoch(self, epoch: int) -> None:
         """Q-PEFT samples the same way in every epoch."""
 
+    def text_fingerprint(self, examples: Sequence[TrainingExample]) -> str:
+        """sha256 of the text of every document ``examples`` name (positives, negatives, dev candidates): a
+        ``--resume`` on a corpus whose texts changed since would train on both (the trainer refuses it)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for docid in sorted({d for e in examples for d in (*e.positives, *e.negatives, *e.candidates)}):
+            doc = self.corpus.get(docid)
+            text = doc.contents() if hasattr(doc, "contents") else str(doc)
+            digest.update(f"{docid}\t{text}\n".encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()[:16]
+
     def dev_run(self, dev: Sequence[TrainingExample], progress: bool = False) -> "Run":
         """Rerank each dev query's top ``dev_depth`` run documents (+ its positives) with the current module."""
         return self._rank(self.scorer, dev, progress)

@@ -61,6 +61,11 @@ def check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mapping
         raise InputError("--resume with other training data than the interrupted run (other training queries, "
                          "positives or hard negatives: another --negatives run?); give the same data, or another "
                          "--output", str(where))
+    saved_text, text = recorded.get("train_text"), settings.get("train_text")
+    if isinstance(saved_text, str) and text is not None and saved_text != text:
+        raise InputError("--resume with other document texts than the interrupted run (the corpus changed since: "
+                         "re-downloaded, repaired or replaced); the resumed epochs would train on other text than "
+                         "the first ones: train anew into another --output", str(where))
     saved = recorded.get("train_config")
     if isinstance(saved, dict):
         now = settings["train_config"]

@@ -268,6 +268,9 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
     train_meta = recorded_settings(config, train_examples, dev_examples)
     settings = {"train_config": train_meta["train_config"], "dev_qids": train_meta["dev_qids"],
                 "train_data": training_data_fingerprint(train_examples)}
+    text_of = getattr(step, "text_fingerprint", None)  # a step that reads document text itself (Q-PEFT)
+    if text_of is not None:
+        settings["train_text"] = text_of([*train_examples, *dev_examples])
 
     start_epoch, global_step = 1, 0
     last = state.get("completed_epochs", 0) if state is not None else 0
