@@ -22,14 +22,53 @@ code  meaning
 5     ``repro --check``: a score left its tolerance
 6     model/checkpoint problem: checkpoint for another base model, missing
       or corrupt weights, model not found
+130   interrupted (Ctrl-C)
+143   terminated (SIGTERM), after the same clean-up as Ctrl-C
 ====  =====================================================================
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
 
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for a job stopped with Ctrl-C
 INTERRUPTED_MESSAGE = ("interrupted: finished outputs are intact, partial ones were not published; rerank and train "
                        "resume where they stopped")
+TERMINATED = 143  # 128 + SIGTERM, what a batch scheduler, `timeout` or `kill` sends
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an interrupt (:func:`sigterm_as_interrupt`) so that the clean-up Ctrl-C gets runs too:
+    temporaries removed, a child JVM killed, the resume state closed."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs (in the main thread), SIGTERM raises :class:`Terminated` instead of ending the process
+    at once (Python's default: no ``finally`` runs, a child JVM is orphaned and keeps writing); the previous handler
+    is restored after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interruption_exit(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """The message and exit code for Ctrl-C (130) or SIGTERM (143)."""
+    if isinstance(exc, Terminated):
+        return INTERRUPTED_MESSAGE.replace("interrupted:", "terminated (SIGTERM):", 1), TERMINATED
+    return INTERRUPTED_MESSAGE, INTERRUPTED
 
 
 class QPeftError(Exception):

@@ -148,6 +148,29 @@ def java_options(home: Path) -> list[str]:
     return options
 
 
+def _die_with_parent():
+    """A ``preexec_fn`` that has Linux kill the child JVM when this process dies (SIGKILL leaves no time to kill it:
+    it kept indexing into a folder the next run sweeps), or None: not Linux, or other threads run here (a
+    ``preexec_fn`` is only safe in a single-threaded process)."""
+    import signal
+    import threading
+
+    if not sys.platform.startswith("linux") or threading.active_count() > 1:
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, before the fork
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
+
+    def die_with_parent() -> None:
+        prctl(pr_set_pdeathsig, sigkill)
+
+    return die_with_parent
+
+
 def run_java_main(main_class: str, args: Sequence[str], what: str) -> None:
     """Run ``main_class`` of Anserini's jar in a child JVM (for long jobs such as indexing).
 
@@ -155,14 +178,16 @@ def run_java_main(main_class: str, args: Sequence[str], what: str) -> None:
     or any exception while it runs, the child is killed and reaped before the exception goes on, so the caller's
     clean-up never races a JVM still writing into the folder it removes (a SIGINT sent to this process alone, as a
     job scheduler sends it, does not reach the child). Its output is shown on stderr with ``-v``, and its last
-    lines are part of the error when it fails (InputError, exit code 3).
+    lines are part of the error when it fails (InputError, exit code 3). SIGTERM reaches this process as an
+    interrupt (:func:`~pyserini_qpeft.errors.sigterm_as_interrupt`), and on Linux the child dies with this process
+    even when it is killed (:func:`_die_with_parent`).
     """
     home = find_java_home()
     configure_environment(home)  # the child's locale as the in-process JVM's (UTF-8 file names)
     command = [str(home / "bin" / "java"), *java_options(home), "-cp", str(anserini_jar()), main_class, *args]
     logger.info("running %s", " ".join(command))
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace") as child:
+                          errors="replace", preexec_fn=_die_with_parent()) as child:
         try:
             output, _ = child.communicate()
         except BaseException:

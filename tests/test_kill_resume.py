@@ -299,6 +299,67 @@ def test_ctrl_c_during_index_exits_130_and_leaves_nothing(big_beir, hook, tmp_pa
     assert not target.exists() and not list(tmp_path.glob(".index.*")), list(tmp_path.iterdir())
 
 
+
+def _children(pid: int) -> list[int]:
+    """The pids of ``pid``'s child processes (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _gone(pid: int, within: float = 20.0) -> bool:
+    deadline = time.time() + within
+    while time.time() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":  # exited, waiting to be reaped by its (new) parent
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.jvm
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; the child's death signal is Linux's")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_terminated_or_killed_index_takes_its_java_child_with_it(hook, tmp_path, sig):
+    """SIGTERM (a scheduler, `timeout`) ended `index` at once without clean-up, and SIGKILL left Anserini's child JVM
+    orphaned, indexing on (12 s here) into a temporary folder that the next run swept while it wrote (and that it
+    recreated after that run). Now SIGTERM gets Ctrl-C's clean-up (exit 143, a line, nothing left) and the child
+    dies with its parent in both cases."""
+    rng = random.Random(7)
+    words = " ".join(TOY_TEXTS).split()
+    corpus = tmp_path / "corpus.jsonl"
+    with open(corpus, "w") as handle:  # enough to keep Anserini busy for seconds
+        for i in range(30000):
+            text = " ".join(rng.choice(words) for _ in range(10))
+            handle.write(json.dumps({"_id": f"g{i:05d}", "title": "", "text": text}) + "\n")
+    target = tmp_path / "index"
+    proc = cli(["index", "--corpus", str(corpus), "--index", str(target)], hook)
+    deadline = time.time() + 300
+    java: list[int] = []
+    while not (java and list(tmp_path.glob(".index.*.tmp/write.lock"))):  # Anserini is writing the index
+        assert proc.poll() is None, f"finished before Anserini ran\n{proc.stderr.read()[-2000:]}"
+        assert time.time() < deadline, "Anserini never started"
+        java = [c for c in _children(proc.pid) if "java" in Path(f"/proc/{c}/cmdline").read_text().split("\0")[0]]
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert _gone(java[0], within=2.0), "the child JVM outlived its parent"
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err, err[-2000:]
+        assert not target.exists() and not list(tmp_path.glob(".index.*")), list(tmp_path.iterdir())
+    else:
+        assert proc.returncode == -signal.SIGKILL
+
 @pytest.mark.jvm
 def test_ctrl_c_during_a_rerank_with_the_jvm_running_exits_130_and_resumes(tiny_lm_path, big_beir, hook, tmp_path):
     from pyserini_qpeft.search import build_index

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from ..errors import INTERRUPTED, INTERRUPTED_MESSAGE, InputError, QPeftError, write_failure
+from ..errors import InputError, QPeftError, interruption_exit, sigterm_as_interrupt, write_failure
 
 # name -> "module:attribute"; a module is imported only when its command runs (or its --help is shown).
 COMMANDS = {
@@ -68,13 +68,15 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with sigterm_as_interrupt():
+                return super().invoke(ctx)
         except QPeftError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo(INTERRUPTED_MESSAGE, err=True)
-            ctx.exit(INTERRUPTED)
+        except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143), after the clean-up either gets
+            message, code = interruption_exit(exc)
+            click.echo(message, err=True)
+            ctx.exit(code)
         except OSError as exc:  # a full disk is the user's to fix (exit 3), not a bug (exit 1, a traceback)
             failure = write_failure(exc)
             if failure is None:
@@ -90,7 +92,8 @@ def cli(verbose: bool) -> None:
     """Frozen-LLM reranking (UPR, Q-PEFT) and dense retrieval (LMORT) on Pyserini.
 
     Exit codes: 0 ok, 1 internal error, 2 usage error, 3 bad input data (names file and line),
-    4 no Java >= 21, 5 `repro --check` failed, 6 model/checkpoint problem, 130 interrupted (Ctrl-C).
+    4 no Java >= 21, 5 `repro --check` failed, 6 model/checkpoint problem, 130 interrupted (Ctrl-C),
+    143 terminated (SIGTERM).
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import INTERRUPTED, INTERRUPTED_MESSAGE, QPeftError, write_failure
+from ..errors import QPeftError, interruption_exit, sigterm_as_interrupt, write_failure
 
 MODES = ("lucene", "faiss")
 
@@ -370,7 +370,9 @@ def main(argv: Sequence[str] | None = None) -> None:
               "[--reranker NAME --reranker-checkpoint PATH --rerank-depth K --corpus PATH]", file=sys.stderr)
         raise SystemExit(2)
     try:
-        raise SystemExit(run(argv[0], argv[1:]))
+        with sigterm_as_interrupt():
+            code = run(argv[0], argv[1:])
+        raise SystemExit(code)
     except UsageError as exc:
         print(f"usage: python -m pyserini_qpeft.search {argv[0]} <Pyserini's flags> [--reranker ...]\n"
               f"error: {exc}", file=sys.stderr)
@@ -378,9 +380,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except QPeftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
-    except KeyboardInterrupt:  # as the pyserini-qpeft commands: a line and 130, not a traceback
-        print(INTERRUPTED_MESSAGE, file=sys.stderr)
-        raise SystemExit(INTERRUPTED) from None
+    except KeyboardInterrupt as exc:  # as the pyserini-qpeft commands: a line and 130 (143: SIGTERM), no traceback
+        message, code = interruption_exit(exc)
+        print(message, file=sys.stderr)
+        raise SystemExit(code) from None
     except OSError as exc:  # a full disk: exit 3 and a line, as the pyserini-qpeft commands
         failure = write_failure(exc)
         if failure is None:
