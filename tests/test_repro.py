@@ -114,6 +114,20 @@ def test_an_artifact_made_by_another_command_is_refused_and_one_made_outside_rep
     lines = []
     execute(planner, [matrix.conditions["bm25"]], runner=calls.append, echo=lines.append)
     assert not calls and "made outside repro: no record of its command" in lines[-1]
+    # killed after the command published its artifact: the record was written before the command ran (it was
+    # written after, so the artifact looked made outside repro and was reused for any later plan's command)
+    bm25.unlink()
+
+    def killed(cmd):
+        run(cmd)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(planner, [matrix.conditions["bm25"]], runner=killed, echo=lambda s: None)
+    assert bm25.is_file() and json.loads(record_path(bm25).read_text())["command"] == planner.command("bm25")
+    with pytest.raises(InputError, match="was made by another command"):
+        execute(Planner(other, "toy", splits=("test",)), [other.conditions["bm25"]], runner=calls.append,
+                echo=lambda s: None)
 
 
 def test_the_packaged_matrix_plans_one_command_per_path():

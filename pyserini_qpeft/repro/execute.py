@@ -41,11 +41,19 @@ def execute(planner: Planner, conditions: list[Condition], runner: CommandRunner
         echo(f"pyserini-qpeft {shlex.join(cmd)}")
         if dry_run:
             return
+        # a new artifact's record is written before its command runs: a kill (or a full disk) after the command
+        # published it left it unrecorded, and the next repro took it for one made outside repro (reused for any
+        # command); an existing one handed to a self-checking command (index) is recorded once that accepted it
+        made_now = (name, *partners)  # a shared pass's runs are each its own rerank's, byte for byte
+        fresh = [n for n in made_now if planner.status(n) is None]
+        for n in fresh:
+            planner.record(n)
         start = time.time()
         runner(cmd)
         timings[name] = time.time() - start
-        for made_now in (name, *partners):  # a shared pass's runs are each its own rerank's, byte for byte
-            planner.record(made_now)
+        for n in made_now:
+            if n not in fresh:
+                planner.record(n)
         echo(f"# [{label}] done in {timings[name]:.0f}s")
 
     for name in order:

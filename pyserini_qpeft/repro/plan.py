@@ -38,7 +38,7 @@ def lmort_state_flags(states: str, dataset: str, train_dataset: str) -> dict[str
 
 
 REPEATABLE_OPTIONS = frozenset({"--run", "--compare-to", "-m", "--metric", "--reranked", "--dense", "--also-rerank",
-                                "--condition"})
+                                "--condition", "--query-encoder-checkpoint"})
 """Options of the CLI that may be given more than once, each time adding a value (click's ``multiple=True``); a
 test checks this list against the CLI."""
 
