@@ -167,6 +167,26 @@ def test_topics_read_as_pyserini_reads_them_and_the_device_reaches_our_faiss_ind
     assert proc.returncode == 6 and "cuda" in proc.stderr, proc.stderr[-2000:]
 
 
+def test_anserini_json_lines_topics_are_queried_by_their_title_as_pyserini_queries_them(indexes, tmp_path):
+    """An Anserini JSON-lines topics file (``id``, ``title``, ``contents``): Pyserini queries the title; read as BEIR
+    queries here, the ``contents`` was the query (another run, exit 0). It reaches Pyserini as given now, and the
+    reranker reads the topics as Pyserini does."""
+    import json
+
+    topics = tmp_path / "anserini.jsonl"
+    topics.write_text(json.dumps({"id": "1", "title": "what causes lung cancer", "contents": "aspirin heart"}) + "\n")
+    titles = tmp_path / "titles.tsv"
+    titles.write_text("1\twhat causes lung cancer\n")
+    runs = {}
+    for name, given in (("jsonl", topics), ("tsv", titles)):
+        proc = compat("lucene", "--index", str(indexes["lucene"]), "--topics", str(given), "--output",
+                      str(tmp_path / f"{name}.trec"), "--bm25", "--hits", "4", "--reranker", "upr", "--rerank-depth",
+                      "3", "--reranker-model", str(indexes["lm"]), "--reranker-device", "cpu", "--reranker-dtype",
+                      "fp32")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = (tmp_path / f"{name}.trec").read_text()
+    assert runs["jsonl"] == runs["tsv"] and runs["jsonl"]
+
 def test_an_abbreviated_flag_this_module_reads_is_refused(indexes, tmp_path):
     """`--output-f msmarco` (Pyserini's parser takes abbreviations) was missed here, so a reranked run came out as
     TREC: an abbreviation of a flag read here is a usage error naming the full flag."""
@@ -213,3 +233,19 @@ def test_query_ids_and_texts_reach_pyserini_and_the_reranker_as_given(indexes, t
         theirs = {h.docid: h.score for h in compat_run[qid][:3]}
         assert {h.docid: h.score for h in ours[qid][:3] if h.docid in theirs} == \
             {d: s for d, s in theirs.items() if d in {h.docid for h in ours[qid][:3]}}
+
+
+def test_pyserini_topic_names_go_to_pyserini_and_local_beir_names_are_read_here(toy_beir, tmp_path, monkeypatch):
+    """A Pyserini topics name (not a BEIR dataset on the data search path) reaches Pyserini as given: some have a
+    predefined query order (msmarco-doc-dev, msmarco-passage-dev-subset) that a TSV copy lost (ids came out sorted).
+    A BEIR name found locally, a BEIR queries.jsonl and a TSV file are read here (a TSV copy, checked first); on our
+    own FAISS index everything is read here."""
+    from pyserini_qpeft.search.compat import _local_topics, _pyserini_reads_itself
+
+    monkeypatch.setenv("PYSERINI_QPEFT_DATA", str(toy_beir.parent))
+    assert _pyserini_reads_itself("msmarco-passage-dev-subset") and _pyserini_reads_itself("msmarco-doc-dev")
+    assert not _pyserini_reads_itself("beir-v1.0.0-toy-test")
+    assert not _pyserini_reads_itself(str(toy_beir / "queries.jsonl"))
+    assert _local_topics("msmarco-doc-dev", tmp_path) == ("msmarco-doc-dev", None)
+    copy, queries = _local_topics("beir-v1.0.0-toy-test", tmp_path)
+    assert copy.endswith("topics.tsv") and queries

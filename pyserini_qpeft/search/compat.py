@@ -4,10 +4,11 @@ Every Pyserini flag parses exactly as in ``python -m pyserini.search.lucene`` / 
 because the parser is built from Pyserini's own argument definitions and the first stage is Pyserini's own
 ``__main__`` (run with ``runpy``). Our additions are only the ``--reranker*`` / ``--rerank-depth`` /
 ``--corpus`` flags; the first-stage run is then reranked and written to ``--output``.
-Topics our data layer reads (a BEIR name found on the data search path, a BEIR ``queries.jsonl``, a TREC topics file,
-Pyserini's other names through Anserini's cache: :func:`pyserini_qpeft.data.load_topics`) reach Pyserini as a TSV
-copy, read there as Pyserini reads any topics (an all-digit id becomes a number, as in stock Pyserini's runs); the
-reranker scores the texts as given, under the ids the first stage wrote.
+Topics our data layer reads (a BEIR name found on the data search path, a BEIR ``queries.jsonl``, a TSV or TREC topics
+file: :func:`pyserini_qpeft.data.load_topics`) reach Pyserini as a TSV copy, read there as Pyserini reads any topics
+(an all-digit id becomes a number, as in stock Pyserini's runs); the reranker scores the texts as given, under the ids
+the first stage wrote. Pyserini's other topic names and Anserini's JSON-lines topics go to Pyserini as given (it
+orders and reads them its own way), and the reranker reads them as Pyserini does.
 """
 from __future__ import annotations
 
@@ -134,7 +135,8 @@ def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
     return out + [flag, value]
 
 
-def _local_topics(spec: str, workdir: Path, topics_format: str = "default") -> tuple[str, list | None]:
+def _local_topics(spec: str, workdir: Path, topics_format: str = "default",
+                  for_pyserini: bool = True) -> tuple[str, list | None]:
     """``(what Pyserini gets as --topics, the queries as read here)`` for topics our data layer can resolve locally:
     a TSV copy of them (as Pyserini reads any topics, an all-digit id becomes a number: "007" is its query 7); ``(spec,
     None)`` otherwise (a name for Pyserini to resolve, a format only it reads).
@@ -151,7 +153,8 @@ def _local_topics(spec: str, workdir: Path, topics_format: str = "default") -> t
 
     if topics_format != "default" or spec.endswith(".json"):
         return spec, None
-
+    if for_pyserini and _pyserini_reads_itself(spec):  # (our FAISS index: the topics are read here, as given)
+        return spec, None
     try:
         queries = load_topics(spec)
     except InputError:
@@ -169,6 +172,32 @@ def _local_topics(spec: str, workdir: Path, topics_format: str = "default") -> t
         for q in queries:
             out.write(f"{q.qid}\t{' '.join(q.text.split())}\n")
     return str(path), queries
+
+
+def _pyserini_reads_itself(spec: str) -> bool:
+    """Topics stock Pyserini reads otherwise than a TSV copy would give them: a Pyserini topics name other than a
+    BEIR dataset on the data search path (some names have a predefined query order, e.g. ``msmarco-doc-dev``; the
+    copy wrote them in id order), and an Anserini JSON-lines topics file (``id``, ``title``, ...: Pyserini queries
+    the ``title``; read as BEIR queries, a record's ``contents`` was the query)."""
+    import json
+
+    from ..data.names import resolve_source
+    from ..errors import InputError
+    from ..textio import first_line
+
+    try:
+        source = resolve_source(spec, "topics")
+    except InputError:
+        return False  # load_topics names the problem (or it is a name for Pyserini alone: passed on then)
+    if source.pyserini:
+        return True
+    if source.file is None or not source.file.name.lower().endswith((".jsonl", ".jsonl.gz")):
+        return False
+    try:
+        record = json.loads(first_line(source.file))
+    except (ValueError, InputError):
+        return False  # load_topics names the bad line
+    return isinstance(record, dict) and "_id" not in record and "id" in record
 
 
 def pyserini_keyed(queries: Sequence, source: str) -> list:
@@ -249,7 +278,7 @@ def run(mode: str, argv: Sequence[str]) -> int:
         raise UsageError(f"--output-format {peek.output_format!r}: expected trec, msmarco or kilt")
     with tempfile.TemporaryDirectory(prefix="pyserini_qpeft-") as work:
         work = Path(work)
-        topics, queries = _local_topics(peek.topics, work, peek.topics_format)
+        topics, queries = _local_topics(peek.topics, work, peek.topics_format, for_pyserini=not dense_ours)
         keyed = queries if dense_ours or queries is None else pyserini_keyed(queries, peek.topics)
         first_stage = work / "first-stage.trec"  # reranked, or moved into place at the end: --output is atomic
         pyserini_argv = _replace_flag(rest, "--topics", topics)
