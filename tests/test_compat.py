@@ -177,6 +177,11 @@ def test_anserini_json_lines_topics_are_queried_by_their_title_as_pyserini_queri
     topics.write_text(json.dumps({"id": "1", "title": "what causes lung cancer", "contents": "aspirin heart"}) + "\n")
     titles = tmp_path / "titles.tsv"
     titles.write_text("1\twhat causes lung cancer\n")
+    from pyserini_qpeft.artifacts.files import host_tag
+
+    stale = tmp_path / f".tsv.trec.99999999-{host_tag()}.x.tmp"  # the work folder of a search killed with SIGKILL
+    stale.mkdir()
+    (stale / "first-stage.trec").write_text("q Q0 d 1 1.0 x\n")
     runs = {}
     for name, given in (("jsonl", topics), ("tsv", titles)):
         proc = compat("lucene", "--index", str(indexes["lucene"]), "--topics", str(given), "--output",
@@ -186,6 +191,8 @@ def test_anserini_json_lines_topics_are_queried_by_their_title_as_pyserini_queri
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[name] = (tmp_path / f"{name}.trec").read_text()
     assert runs["jsonl"] == runs["tsv"] and runs["jsonl"]
+    # the work folder lies beside --output (it was in $TMPDIR, never swept after a SIGKILL): none left, the stale swept
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".tsv.trec.", ".jsonl.trec."))]
 
 def test_an_abbreviated_flag_this_module_reads_is_refused(indexes, tmp_path):
     """`--output-f msmarco` (Pyserini's parser takes abbreviations) was missed here, so a reranked run came out as
