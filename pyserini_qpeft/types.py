@@ -85,9 +85,9 @@ class Run:
         return cls({qid: [Hit(d, float(s)) for d, s in docs.items()] for qid, docs in results.items()}, tag=tag)
 
     def write(self, path: str | os.PathLike, tag: str | None = None, depth: int | None = None,
-              output_format: str = "trec") -> None:
+              output_format: str = "trec", exact_scores: bool = False) -> None:
         """Write the run atomically: TREC (``qid Q0 docid rank score tag``) or MS MARCO (``qid<TAB>docid<TAB>rank``)."""
-        write_run(self, path, tag=tag, depth=depth, output_format=output_format)
+        write_run(self, path, tag=tag, depth=depth, output_format=output_format, exact_scores=exact_scores)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "Run":
@@ -98,13 +98,20 @@ class Run:
 OUTPUT_FORMATS = ("trec", "msmarco")
 
 
-def format_run_lines(qid: str, hits: Iterable[Hit], tag: str, output_format: str = "trec") -> Iterator[str]:
+def score_text(score: float, exact: bool = False) -> str:
+    """A TREC run's score column: 6 decimals (as Pyserini's searchers write it), or with ``exact`` the float's
+    shortest repr (as ``pyserini.fusion`` writes fused scores)."""
+    return repr(float(score)) if exact else f"{score:.6f}"
+
+
+def format_run_lines(qid: str, hits: Iterable[Hit], tag: str, output_format: str = "trec",
+                     exact_scores: bool = False) -> Iterator[str]:
     """One query's hits (already ranked) as TREC lines, or as MS MARCO's ``qid<TAB>docid<TAB>rank``."""
     for rank, hit in enumerate(hits, start=1):
         if output_format == "msmarco":
             yield f"{qid}\t{hit.docid}\t{rank}\n"
         else:
-            yield f"{qid} Q0 {hit.docid} {rank} {hit.score:.6f} {tag}\n"
+            yield f"{qid} Q0 {hit.docid} {rank} {score_text(hit.score, exact_scores)} {tag}\n"
 
 
 def is_trec_word(text: str) -> bool:
@@ -130,10 +137,12 @@ def check_writable_run(run: Run, tag: str) -> None:
 
 
 def write_run(run: Run, path: str | os.PathLike, tag: str | None = None, depth: int | None = None,
-              output_format: str = "trec") -> None:
+              output_format: str = "trec", exact_scores: bool = False) -> None:
     """Write ``run`` to ``path`` atomically in ``output_format`` (:data:`OUTPUT_FORMATS`; MS MARCO's keeps ranks, not
     scores); queries in insertion order, hits in rank order. Everything written reads back with :func:`read_run`
-    (:func:`check_writable_run` refuses the rest, and nothing is written)."""
+    (:func:`check_writable_run` refuses the rest, and nothing is written). ``exact_scores``: scores as their float
+    repr (``pyserini.fusion``'s way: fused scores that differ past the 6th decimal keep their order) instead of 6
+    decimals."""
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
     tag = tag or run.tag
@@ -141,14 +150,14 @@ def write_run(run: Run, path: str | os.PathLike, tag: str | None = None, depth: 
     with atomic_write(path) as out:
         for qid, hits in run.hits.items():
             if output_format == "trec":  # ranked as the printed scores read back (hits that tie at 6 decimals: by
-                hits = printed_order(hits)  # docid), so the rank column and a reader's order agree (Pyserini's RRF)
-            out.writelines(format_run_lines(qid, hits[:depth] if depth else hits, tag, output_format))
+                hits = printed_order(hits, exact_scores)  # docid), so the rank column and a reader's order agree
+            out.writelines(format_run_lines(qid, hits[:depth] if depth else hits, tag, output_format, exact_scores))
 
 
-def printed_order(hits: Sequence[Hit]) -> list[Hit]:
-    """``hits`` (ranked) in the order their TREC lines read back: by the score printed to 6 decimals, ties by docid
-    (:func:`sort_hits` on the printed values); unchanged where no two printed scores tie."""
-    printed = [float(f"{hit.score:.6f}") for hit in hits]
+def printed_order(hits: Sequence[Hit], exact: bool = False) -> list[Hit]:
+    """``hits`` (ranked) in the order their TREC lines read back: by the score as printed (:func:`score_text`), ties
+    by docid (:func:`sort_hits` on the printed values); unchanged where no two printed scores tie."""
+    printed = [float(score_text(hit.score, exact)) for hit in hits]
     if len(set(printed)) == len(printed):
         return list(hits)
     order = sorted(range(len(hits)), key=lambda i: (-printed[i], hits[i].docid))

@@ -123,8 +123,7 @@ def test_fuse_rrf_reads_pyserinis_flags_and_writes_pyserinis_run(tmp_path):
     theirs = lines(tmp_path / "theirs.trec")
     assert len(theirs) == 6 and {row[5] for row in theirs} == {"fused"}
     mine = lines(tmp_path / "ours.trec")
-    assert [row[:4] for row in mine] == [row[:4] for row in theirs]  # the same hits, ranks and tie order
-    assert [float(row[4]) for row in mine] == pytest.approx([float(row[4]) for row in theirs], abs=1e-6)
+    assert mine == theirs  # the same hits, ranks, tie order and scores, written in full as pyserini.fusion does
     # interpolation without normalisation: pyserini.fusion's weighted sum (a document missing from a run adds 0)
     flags = ["--runs", *map(str, paths), "--method", "interpolation", "--alpha", "0.3", "--depth", "4", "--k", "5",
              "--runtag", "fused"]
@@ -133,8 +132,28 @@ def test_fuse_rrf_reads_pyserinis_flags_and_writes_pyserinis_run(tmp_path):
     subprocess.run([sys.executable, "-m", "pyserini.fusion", *flags, "--output", str(tmp_path / "ti.trec")],
                    check=True, capture_output=True, timeout=300)
     theirs, mine = lines(tmp_path / "ti.trec"), lines(tmp_path / "oi.trec")
-    assert len(theirs) == 10 and [row[:4] for row in mine] == [row[:4] for row in theirs]
-    assert [float(row[4]) for row in mine] == pytest.approx([float(row[4]) for row in theirs], abs=1e-6)
+    assert len(theirs) == 10 and mine == theirs
+    # RRF sums that differ only past the 6th decimal (1/75 + 1/88 vs 1/69 + 1/98 at k 60, audit R-3): ranked by the
+    # fused score as in pyserini.fusion (printed to 6 decimals they tied and went by docid: "x", the lower, first)
+    first = Run({"q": [Hit(f"f{n:02d}", 100.0 - n) for n in range(1, 15)] + [Hit("y", 85.0 - 14), Hit("x", 0.5)]})
+    ranks_a = {"x": 9, "y": 15}
+    ranks_b = {"x": 38, "y": 28}
+    runs = []
+    for name, ranks in (("ra", ranks_a), ("rb", ranks_b)):
+        fill = [f"p{name}{n:02d}" for n in range(40)]
+        order = []
+        for rank in range(1, 41):
+            order.append(next(d for d, r in ranks.items() if r == rank) if rank in ranks.values() else fill.pop())
+        runs.append(tmp_path / f"{name}.trec")
+        Run({"q": [Hit(d, 100.0 - i) for i, d in enumerate(order)]}).write(runs[-1])
+    flags = ["--runs", *map(str, runs), "--method", "rrf", "--rrf.k", "60", "--depth", "40", "--k", "40",
+             "--runtag", "f"]
+    assert CliRunner().invoke(cli, ["fuse", *flags, "--output", str(tmp_path / "nt.trec")]).exit_code == 0
+    subprocess.run([sys.executable, "-m", "pyserini.fusion", *flags, "--output", str(tmp_path / "nt-theirs.trec")],
+                   check=True, capture_output=True, timeout=300)
+    assert (tmp_path / "nt.trec").read_text().split() == (tmp_path / "nt-theirs.trec").read_text().split()
+    order = [line.split()[2] for line in (tmp_path / "nt.trec").read_text().splitlines()]
+    assert order.index("y") < order.index("x")  # 1/75 + 1/88 = 0.02469697 > 1/69 + 1/98 = 0.02469684
     legacy = CliRunner().invoke(cli, ["fuse", "--run", str(paths[0]), "--run", str(paths[1]), "--runtag", "a b",
                                       "--output", str(tmp_path / "x.trec")])
     assert legacy.exit_code == 2 and "--runtag" in legacy.output

@@ -166,5 +166,7 @@ def fuse(runs, method, rrf_k, alpha, normalization, depth, top_k, runtag, output
                 from ..errors import InputError
 
                 raise InputError(str(exc), runs[1]) from None
-    fused.write(output, tag=runtag or f"hybrid-{method}", depth=top_k)
+    # pyserini.fusion's methods write their fused scores in full, as it does (near-ties keep their order: at 6
+    # decimals they tied and went by docid); the rerank interpolation keeps `rerank`'s 6 decimals
+    fused.write(output, tag=runtag or f"hybrid-{method}", depth=top_k, exact_scores=method != "rerank-interpolation")
     click.echo(output)
