@@ -247,6 +247,9 @@ def test_weights_changed_in_place_where_the_fingerprint_does_not_look_are_anothe
     before = lm.identity()
     assert len(before["weights_sha256"]) == 32
     assert (tmp_path / "cache" / hub.DIGEST_CACHE).is_file()  # read once, remembered by inode/size/mtime
+    for damaged in ("[]", "null", '{"a": 1'):  # a damaged cache is recomputed, never an error
+        (tmp_path / "cache" / hub.DIGEST_CACHE).write_text(damaged)
+        assert hub.weights_digest(model) == before["weights_sha256"]
     weights = model / "model.safetensors"
     data = bytearray(weights.read_bytes())
     size, block = len(data), 4096

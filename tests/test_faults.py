@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -462,6 +463,33 @@ def test_ctrl_c_exits_130(tmp_path, toy_beir, monkeypatch):
     with pytest.raises(SystemExit) as stop:
         compat.main(["lucene", "--index", str(tmp_path), "--topics", "x", "--output", str(tmp_path / "r.trec")])
     assert stop.value.code == 130
+
+
+@click.command("nested-test")
+@click.argument("folder")
+def NESTED(folder):  # noqa: N802 - a command that runs another in-process, as repro does
+    from pyserini_qpeft.cli.main import run_in_process
+
+    run_in_process(["search", "--bm25", "--index", folder, "--topics", "x", "--output", f"{folder}/run.trec"])
+
+
+def test_an_interrupt_inside_a_command_run_by_repro_is_the_outer_commands(tmp_path, monkeypatch):
+    """`repro` runs its steps in-process: an interrupted step printed its own line and returned 130/143, which repro
+    turned into "command failed with exit code 143" and exit 3 (bad input data). The interrupt now reaches the outer
+    command: one line, exit 130 (Ctrl-C) or 143 (SIGTERM)."""
+    import pyserini_qpeft.data as data_pkg
+    from pyserini_qpeft.cli import main as cli_main
+    from pyserini_qpeft.errors import Terminated
+
+    for raised, code, line in ((KeyboardInterrupt, 130, "interrupted:"), (Terminated, 143, "terminated (SIGTERM)")):
+        def stopped(*args, _raised=raised, **kwargs):
+            raise _raised()
+
+        monkeypatch.setattr(data_pkg, "load_topics", stopped)
+        monkeypatch.setitem(cli_main.COMMANDS, "nested-test", ("test_faults:NESTED", "runs a search in-process"))
+        result = CliRunner().invoke(cli_main.cli, ["nested-test", str(tmp_path)])
+        assert result.exit_code == code, result.output
+        assert result.output.count(line) == 1 and "command failed" not in result.output
 
 
 

@@ -128,6 +128,16 @@ def test_an_artifact_made_by_another_command_is_refused_and_one_made_outside_rep
     with pytest.raises(InputError, match="was made by another command"):
         execute(Planner(other, "toy", splits=("test",)), [other.conditions["bm25"]], runner=calls.append,
                 echo=lambda s: None)
+    # failed (or interrupted) before publishing: no record is left to vouch for an artifact made there later
+    bm25.unlink()
+    record_path(bm25).unlink()
+
+    def failed(cmd):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(planner, [matrix.conditions["bm25"]], runner=failed, echo=lambda s: None)
+    assert not bm25.exists() and not record_path(bm25).exists()
 
 
 def test_the_packaged_matrix_plans_one_command_per_path():

@@ -43,6 +43,9 @@ def command_line() -> str:
     return "pyserini-qpeft " + shlex.join(sys.argv[1:] if argv is None else argv)
 
 
+_NESTED = False  # True while run_in_process runs a command inside another (an interruption goes to the outer one)
+
+
 class LazyGroup(click.Group):
     """A group whose sub-commands are imported on first use; maps package errors to documented exit codes."""
 
@@ -74,6 +77,8 @@ class LazyGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143), after the clean-up either gets
+            if _NESTED:  # a command run by another (repro): the outer one reports it, once, with its code
+                raise
             message, code = interruption_exit(exc)
             click.echo(message, err=True)
             ctx.exit(code)
@@ -104,8 +109,17 @@ def run_in_process(args: list[str]) -> None:
 
     The sub-command's own stdout (an output path, a table) goes to stderr: the caller's stdout is its result only.
     """
-    with contextlib.redirect_stdout(sys.stderr):
-        code = cli.main(args=args, prog_name="pyserini-qpeft", standalone_mode=False)
+    global _NESTED
+    outer, _NESTED = _NESTED, True
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            code = cli.main(args=args, prog_name="pyserini-qpeft", standalone_mode=False)
+    except click.exceptions.Abort as exc:  # click's non-standalone form of an interrupt: the interrupt itself
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            raise exc.__cause__ from None
+        raise
+    finally:
+        _NESTED = outer
     if code not in (None, 0):
         raise InputError(f"command failed with exit code {code}: pyserini-qpeft {shlex.join(args)}")
 

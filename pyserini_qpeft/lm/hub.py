@@ -119,6 +119,8 @@ def _file_sha256(path: Path) -> str:
             known = json.loads(store.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             known = {}
+        if not isinstance(known, dict):  # damaged in some other way: recomputed and rewritten like a torn file
+            known = {}
     if isinstance(known.get(key), str):
         return known[key]
     sha = hashlib.sha256()

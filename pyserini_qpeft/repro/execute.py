@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 from ..rerank.flags import ALSO_RERANK_EXCLUDES
 from .matrix import Condition
-from .plan import Planner
+from .plan import Planner, record_path
 
 
 SELF_CHECKING = ("index",)
@@ -49,7 +49,13 @@ def execute(planner: Planner, conditions: list[Condition], runner: CommandRunner
         for n in fresh:
             planner.record(n)
         start = time.time()
-        runner(cmd)
+        try:
+            runner(cmd)
+        except BaseException:  # failed or interrupted: a record of an artifact not made would vouch for any later one
+            for n in fresh:
+                if planner.status(n) is None:
+                    record_path(planner.output(n)).unlink(missing_ok=True)
+            raise
         timings[name] = time.time() - start
         for n in made_now:
             if n not in fresh:
