@@ -528,6 +528,38 @@ def test_a_full_disk_is_exit_3_with_a_line_and_the_rerun_resumes(tmp_path, toy_b
 # 9. rerank state: tied to the document text, one writer at a time
 
 
+def test_a_rerank_state_written_before_the_weights_digest_still_resumes(tiny_lm_path, tmp_path):
+    """States written before the LM's full-content digest joined the header (a local model) are this job's: they
+    resume (and shards merge) as before, checked by the sampled fingerprint as then; states written now carry it."""
+    import json as _json
+
+    from pyserini_qpeft.data import Document
+    from pyserini_qpeft.lm.backbone import FrozenLM, LMConfig
+    from pyserini_qpeft.lm.scoring import ScorerConfig
+    from pyserini_qpeft.rerank.base import DictDocStore
+    from pyserini_qpeft.rerank.lm import UPRReranker
+    from pyserini_qpeft.types import Hit, Query, Run
+
+    lm = FrozenLM.load(LMConfig(model=str(tiny_lm_path), device="cpu", dtype="fp32"))
+    digest = lm.weights_sha256
+    assert digest
+    queries = [Query("q1", "what causes lung cancer")]
+    docs = DictDocStore({"d1": Document("d1", "", "smoking causes lung cancer"), "d2": Document("d2", "", "aspirin")})
+    run = Run({"q1": [Hit("d1", 2.0), Hit("d2", 1.0)]})
+    reranker = UPRReranker(lm, ScorerConfig(batch_size=1))
+    whole = reranker.rerank(queries, run, docs, depth=2, progress=False)
+    state = tmp_path / "run.trec.partial"
+    lm.weights_sha256 = None  # what an older version wrote: no digest in the header
+    reranker.rerank(queries, run, docs, depth=2, progress=False, state_path=state)
+    lm.weights_sha256 = digest
+    old_header = state.read_text().splitlines()[0]
+    resumed = reranker.rerank(queries, run, docs, depth=2, progress=False, state_path=state)
+    assert [(h.docid, h.score) for h in resumed["q1"]] == [(h.docid, h.score) for h in whole["q1"]]
+    assert state.read_text().splitlines()[0] == old_header  # continued as it was
+    fresh = tmp_path / "new.trec.partial"
+    reranker.rerank(queries, run, docs, depth=2, progress=False, state_path=fresh)
+    assert _json.loads(fresh.read_text().splitlines()[0]) != _json.loads(old_header)  # the digest is in new ones
+
 def test_rerank_state_from_another_corpus_is_refused_and_a_second_writer_is_locked_out(tiny_lm, tmp_path):
     import fcntl
 

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping, Sequence
 
 from ..errors import InputError
 from ..types import Query, Run, merge_reranked
@@ -102,14 +102,16 @@ class LMReranker(InProcessAPI):
         return scores[0] if single else scores
 
     def _fingerprint(self, pairs: Sequence[tuple[str, str]], texts: Mapping[str, str], depth: int,
-                     documents: Sequence[Any] = ()) -> str:
+                     documents: Sequence[Any] = (), legacy: bool = False) -> str:
+        """The job's identity in its state file's header. ``legacy``: as versions before the LM's full-content
+        digest wrote it (their states are still accepted, checked by the sampled fingerprint as then)."""
         digest = hashlib.sha256()
         meta = {"reranker": self.name, "model": self.lm.model_id, "dtype": str(self.lm.dtype),
                 "config": self.scorer.config.to_dict(), "depth": depth}
         weights = getattr(self.lm, "weights", None)
         if weights:  # other weights under the same model path are another job (the packaged default has none)
             meta["lm_weights"] = weights
-        full = getattr(self.lm, "weights_sha256", None)
+        full = None if legacy else getattr(self.lm, "weights_sha256", None)
         if full:  # the full-content digest: a change the fingerprint's samples miss is another job too
             meta["lm_weights_sha256"] = full
         digest.update(json.dumps(meta, sort_keys=True).encode())
@@ -140,7 +142,8 @@ class LMReranker(InProcessAPI):
             check_depth(depth)
             texts = query_texts(queries, run)
             pairs, distinct, distinct_docs = _pairs(run, docs, depth)
-            return self._merged(run, depth, pairs, merge, self._fingerprint(pairs, texts, depth, distinct_docs))
+            return self._merged(run, depth, pairs, merge, self._fingerprint(pairs, texts, depth, distinct_docs),
+                                lambda: self._legacy_fingerprint(pairs, texts, depth, distinct_docs))
         return rerank_together([self], queries, run, docs, depth, progress, [state_path], shard=shard)[0]
 
     def _ranked(self, run: Run, depth: int, scores: Mapping[tuple[str, str], float]) -> Run:
@@ -150,14 +153,21 @@ class LMReranker(InProcessAPI):
                                            depth)
         return out
 
+    def _legacy_fingerprint(self, pairs: Sequence[tuple[str, str]], texts: Mapping[str, str], depth: int,
+                            documents: Sequence[Any] = ()) -> str | None:
+        """The header an older version wrote for this job (None: it wrote the current one, no digest here)."""
+        if not getattr(self.lm, "weights_sha256", None):
+            return None
+        return self._fingerprint(pairs, texts, depth, documents, legacy=True)
+
     def _merged(self, run: Run, depth: int, pairs: Sequence[tuple[str, str]], merge: Sequence[Path],
-                fingerprint: str) -> Run:
+                fingerprint: str, legacy: "Callable[[], str | None] | None" = None) -> Run:
         """The run from the scores in the shards' state files (all of this job; together covering every pair)."""
         scores: dict[tuple[str, str], float] = {}
         for path in merge:
             if not Path(path).is_file():
                 raise InputError("shard state file not found (did this shard run?)", str(path))
-            shard_state = _State(Path(path), fingerprint)
+            shard_state = _State(Path(path), fingerprint, legacy)
             shard_state.close()
             scores.update(shard_state.scores)
         missing = [p for p in pairs if p not in scores]
@@ -209,7 +219,8 @@ def rerank_together(rerankers: Sequence[LMReranker], queries: Sequence[Query], r
     states: list[_State | None] = []
     try:
         for reranker, path in zip(rerankers, state_paths):
-            states.append(_State(Path(path), reranker._fingerprint(pairs, texts, depth, distinct_docs))
+            states.append(_State(Path(path), reranker._fingerprint(pairs, texts, depth, distinct_docs),
+                                 lambda r=reranker: r._legacy_fingerprint(pairs, texts, depth, distinct_docs))
                           if path else None)
         scores: list[dict[tuple[str, str], float]] = [dict(st.scores) if st else {} for st in states]
         for reranker, path, known in zip(rerankers, state_paths, scores):
@@ -245,10 +256,13 @@ def rerank_together(rerankers: Sequence[LMReranker], queries: Sequence[Query], r
 class _State:
     """Append-only record of finished scoring batches (see the module docstring)."""
 
-    def __init__(self, path: Path, fingerprint: str):
+    def __init__(self, path: Path, fingerprint: str, legacy: "Callable[[], str | None] | None" = None):
+        """``legacy``: the job's fingerprint as an older version wrote it (computed only when the header is not
+        ``fingerprint``'s): such a state is this job's too."""
         from ..artifacts import lock_exclusively
 
         self.path = path
+        self.legacy = legacy
         self.scores: dict[tuple[str, str], float] = {}
         header = json.dumps({"format": STATE_FORMAT, "fingerprint": fingerprint}, sort_keys=True)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -275,7 +289,9 @@ class _State:
 
         with open(self.path, "rb") as handle:
             first = decode_line(handle.readline(), self.path, 1)
-            if first != header:
+            older = self.legacy() if first != header and self.legacy is not None else None
+            if first != header and (older is None or first != json.dumps(
+                    {"format": STATE_FORMAT, "fingerprint": older}, sort_keys=True)):
                 raise InputError("rerank state file belongs to another job (different run, depth, model or its "
                                  "weights, prompt, module weights, document text, dtype or batch sizes, e.g. a "
                                  "merge on another kind of device than the shards'); delete it to start over, or "
