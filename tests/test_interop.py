@@ -54,6 +54,38 @@ def test_rank_llm_requests_round_trip_through_the_cli(tiny_lm_path, tmp_path):
         [r["candidates"] for r in results]
 
 
+
+def test_a_failed_jsonl_write_costs_no_rescoring(tiny_lm_path, tmp_path, monkeypatch):
+    """`rerank --output-jsonl` wrote the run and deleted the scores' resume state before writing the JSONL: a full
+    disk there meant rescoring every pair. The state stays until the JSONL is written; the rerun scores nothing."""
+    import errno
+
+    from pyserini_qpeft.cli.main import cli
+    from pyserini_qpeft.rerank import lm as lm_module
+    from pyserini_qpeft.rerank import requests as requests_module
+
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps(request("q1", "what causes lung cancer", ["d2", "d1", "d3"])) + "\n")
+    args = ["rerank", "--requests", str(requests), "--reranker", "upr", "--rerank-depth", "3", "--model",
+            str(tiny_lm_path), "--device", "cpu", "--dtype", "fp32", "-q", "--output", str(tmp_path / "run.trec"),
+            "--output-jsonl", str(tmp_path / "results.jsonl")]
+    original = requests_module.write_results
+
+    def full_disk(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "results.jsonl"))
+
+    monkeypatch.setattr(requests_module, "write_results", full_disk)
+    failed = CliRunner().invoke(cli, args)
+    assert failed.exit_code == 3 and "No space left on device" in failed.output, failed.output
+    assert (tmp_path / "run.trec.partial").is_file() and not (tmp_path / "results.jsonl").exists()
+    monkeypatch.setattr(requests_module, "write_results", original)
+    scored = []
+    monkeypatch.setattr(lm_module._State, "append", lambda self, records: scored.append(records))
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert not scored and (tmp_path / "results.jsonl").is_file() and not (tmp_path / "run.trec.partial").exists()
+
+
 @pytest.mark.parametrize("line, message", [
     ('{"query": {"text": "x"}, "candidates": []}', "'qid'"),
     ('{"query": {"text": "x", "qid": 2}, "candidates": [{"docid": "a"}]}', "'docid' and 'doc'"),

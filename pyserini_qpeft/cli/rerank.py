@@ -104,12 +104,17 @@ def rerank(run_path, topics, index_dir, corpus, requests_path, output, output_fo
                                   output_format=output_format)
         click.echo("\n".join([str(output), *(str(out) for _, _, out in also)]))
         return
-    rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
-                     interpolate=interpolate, shard=shard, merge_shards=merge_shards, output_format=output_format)
+    # with --output-jsonl the scores' state files stay until the JSONL is written too (a failure there, e.g. a
+    # full disk, then costs no rescoring)
+    left = rerank_and_write(model_reranker, queries, run, docs, rerank_depth, output, progress=not quiet,
+                            interpolate=interpolate, shard=shard, merge_shards=merge_shards,
+                            output_format=output_format, keep_state=bool(output_jsonl))
     if shard is not None:
         click.echo(str(shard_state(output, *shard)))
         return
     if output_jsonl:
         reranked = read_run(output)
         write_results(requests or results_from_run(queries, reranked, docs), reranked, output_jsonl)
+        for path in left:
+            path.unlink(missing_ok=True)
     click.echo(output)

@@ -131,7 +131,8 @@ def shard_state(output: str | os.PathLike, shard_id: int, shard_num: int) -> Pat
 def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, docs: DocStore, depth: int,
                      output: str | os.PathLike, progress: bool, tag: str | None = None,
                      interpolate: float | str | None = None, shard: tuple[int, int] | None = None,
-                     merge_shards: int | None = None, output_format: str = "trec") -> None:
+                     merge_shards: int | None = None, output_format: str = "trec",
+                     keep_state: bool = False) -> list[Path]:
     """Rerank and write the run atomically (in ``output_format``: ``trec`` or ``msmarco``); a ``<output>.partial``
     state file makes an interrupted job resume.
 
@@ -143,6 +144,9 @@ def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, doc
     k-th round-robin share of the document groups into :func:`shard_state` (resumable) and writes no run;
     ``merge_shards=n`` then writes the run from the n shard files, byte-identical to a serial rerank, and deletes
     them. Only query-likelihood rerankers (UPR, Q-PEFT, prompt tuning) can be sharded.
+
+    ``keep_state``: leave the resume/shard state files for the caller to delete once what it writes after the run
+    is written too (``rerank --output-jsonl``: a failure there then costs no scoring). Returns the state files left.
     """
     output = Path(output)
     alpha = interpolation_alpha(reranker, interpolate, depth)  # before the work: a bad 'auto' fails at once
@@ -154,7 +158,7 @@ def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, doc
     if shard is not None:
         reranker.rerank(queries, run, docs, depth=depth, progress=progress,
                         state_path=shard_state(output, *shard), shard=shard)
-        return
+        return []
     merged = [shard_state(output, k, merge_shards) for k in range(merge_shards)] if merge_shards else []
     state = resume_state(output, announce=not merged)
     if merged:
@@ -167,7 +171,11 @@ def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, doc
 
         reranked = interpolate_rerank(run, reranked, alpha, depth)
         name = tag or f"{name}+interp{alpha:g}"
+    if keep_state:
+        reranked.write(output, tag=name, output_format=output_format)
+        return [state, *merged]
     write_and_clean(reranked, output, name, [state, *merged], output_format)
+    return []
 
 
 def resume_state(output: str | os.PathLike, announce: bool = False) -> Path:
