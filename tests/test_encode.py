@@ -74,8 +74,12 @@ def test_encoding_order_and_batching_invariance(tiny_lm):
     for batch in (encoder.encode_texts([""], batch_size=1), encoder.encode_texts(["", ""], batch_size=2)):
         np.testing.assert_allclose(batch[0], mixed[0], atol=1e-6)
         assert np.isfinite(batch).all()
-    with pytest.raises(InputError):
+    from pyserini_qpeft.errors import ModelError
+
+    with pytest.raises(ModelError, match="has only"):  # a layer this model does not have (exit 6, as LMORT's)
         FrozenLMEncoder(tiny_lm, layer=tiny_lm.num_layers + 1)
+    with pytest.raises(InputError, match="must be in"):
+        FrozenLMEncoder(tiny_lm, layer=-1)
 
 
 def test_frozen_lm_index_meta_and_dense_search(frozen_index, tiny_lm):
@@ -275,3 +279,34 @@ def test_a_dense_index_is_searched_with_its_model_moved_elsewhere(tiny_lm_path, 
     bm25 = CliRunner().invoke(cli, ["search", "--bm25", "--index", str(index), "--topics", str(topics), "--output",
                                     str(tmp_path / "x.trec"), "--query-encoder-model", str(moved)])
     assert bm25.exit_code == 2 and "--query-encoder-model is for --dense" in bm25.output
+
+
+def test_encode_state_parts_without_their_job_are_not_reused_and_a_finished_state_is_no_obstacle(tmp_path):
+    """Parts in `<output>.partial/` without their `state.json` were loaded as this job's (vectors of another corpus
+    in the index); the state of a finished encode, left by a kill after its index was published, made a later
+    `encode --overwrite` with other inputs refuse "another job". Parts without a state are dropped now, and a
+    state marked complete is removed; another job's unfinished state is still refused."""
+    import numpy as np
+
+    from pyserini_qpeft.search.encode_state import EncodeState
+
+    folder = tmp_path / "idx.partial"
+    state = EncodeState(folder, "job-a", [2, 2])
+    state.add(0, np.ones((2, 3), dtype=np.float32))
+    state.flush()
+    state.close()
+    (folder / "state.json").unlink()  # a part with no record of its job
+    state = EncodeState(folder, "job-b", [2, 2])
+    assert state.get(0) is None and not list(folder.glob("part-*.npy"))
+    state.add(0, np.zeros((2, 3), dtype=np.float32))
+    state.flush()
+    state.close()
+    with pytest.raises(InputError, match="another job"):  # job-b did not finish: its work is kept
+        EncodeState(folder, "job-c", [2, 2])
+    state = EncodeState(folder, "job-b", [2, 2])
+    assert state.get(0) is not None
+    state.mark_complete()
+    state.close()
+    state = EncodeState(folder, "job-c", [2, 2])  # job-b finished: its state is no obstacle
+    assert state.get(0) is None and not (folder / "complete").exists()
+    state.close()

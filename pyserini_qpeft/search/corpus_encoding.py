@@ -141,6 +141,8 @@ def encode_corpus(encoder: "DenseEncoder", docs: Iterable["Document"], output: s
     elif states:  # a resumed encode: its earlier runs' time too
         seconds = max(seconds, states[0].seconds)
     meta = {**encoder.meta(), **(extra_meta or {}), "encode_seconds": round(seconds, 1)}
+    if states and not merge_shards:
+        states[0].mark_complete()  # a kill after the index is published leaves a finished state, not a job's
     write_faiss_index(output, [d.docid for d in docs], vectors, meta, overwrite=overwrite)
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 STATE_FORMAT = "pyserini_qpeft.encode-state/1"
+COMPLETE = "complete"  # marker: every batch written, the index was (about to be) published
+
+logger = logging.getLogger(__name__)
 _PART = re.compile(r"part-(\d+)-(\d+)\.npy")
 
 
@@ -63,16 +67,23 @@ class EncodeState:
                                       "now; wait for it or choose another --output", source=self.folder)
         header = {"format": STATE_FORMAT, "fingerprint": fingerprint}
         state_file = self.folder / "state.json"
+        found = None
         if state_file.is_file():
             try:
                 found = json.loads(state_file.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError):
                 found = None
-            if found != header:
+            if found != header and (self.folder / COMPLETE).is_file():
+                # a finished job's state, left by a kill after its index was written: not work to protect
+                logger.warning("%s: removing the state of an earlier, finished encode (another job)", self.folder)
+                self._clear()
+                found = None
+            elif found != header:
                 self.close()
                 raise InputError("encode state belongs to another job (other encoder, batch size or corpus); "
                                  "delete it to start over", str(self.folder))
-        else:
+        if found is None:
+            self._clear()  # parts without a state of their own (deleted, damaged) belong to no known job
             with atomic_write(state_file) as out:
                 out.write(dump_json(header))
         self.done: dict[int, "np.ndarray"] = {}
@@ -80,6 +91,19 @@ class EncodeState:
         self._pending: list[tuple[int, "np.ndarray"]] = []
         self._last_flush = time.monotonic()
         self.seconds = self._load_seconds()
+
+    def _clear(self) -> None:
+        """Remove every part, record and marker (not the lock)."""
+        for path in self.folder.iterdir():
+            if path.name != "lock" and path.is_file():
+                path.unlink()
+
+    def mark_complete(self) -> None:
+        """Every batch is written: what is left here after the index is published is a finished job's (a later job
+        on this output may remove it instead of refusing it as another job's work in progress)."""
+        self.flush()
+        with atomic_write(self.folder / COMPLETE) as out:
+            out.write("1\n")
 
     def _load_seconds(self) -> float:
         """Seconds spent on the parts earlier runs wrote (0 for a new state or an unreadable record)."""
