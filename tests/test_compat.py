@@ -179,7 +179,9 @@ def test_anserini_json_lines_topics_are_queried_by_their_title_as_pyserini_queri
     titles.write_text("1\twhat causes lung cancer\n")
     from pyserini_qpeft.artifacts.files import host_tag
 
-    stale = tmp_path / f".tsv.trec.99999999-{host_tag()}.x.tmp"  # the work folder of a search killed with SIGKILL
+    scratch = tmp_path / "scratch"  # $TMPDIR
+    scratch.mkdir()
+    stale = scratch / f".pyserini_qpeft-compat.99999999-{host_tag()}.x.tmp"  # left by a search killed with SIGKILL
     stale.mkdir()
     (stale / "first-stage.trec").write_text("q Q0 d 1 1.0 x\n")
     runs = {}
@@ -187,12 +189,13 @@ def test_anserini_json_lines_topics_are_queried_by_their_title_as_pyserini_queri
         proc = compat("lucene", "--index", str(indexes["lucene"]), "--topics", str(given), "--output",
                       str(tmp_path / f"{name}.trec"), "--bm25", "--hits", "4", "--reranker", "upr", "--rerank-depth",
                       "3", "--reranker-model", str(indexes["lm"]), "--reranker-device", "cpu", "--reranker-dtype",
-                      "fp32")
+                      "fp32", env={**os.environ, "TMPDIR": str(scratch)})
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[name] = (tmp_path / f"{name}.trec").read_text()
     assert runs["jsonl"] == runs["tsv"] and runs["jsonl"]
-    # the work folder lies beside --output (it was in $TMPDIR, never swept after a SIGKILL): none left, the stale swept
-    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".tsv.trec.", ".jsonl.trec."))]
+    # the work folder is named as every temporary of ours (one a SIGKILL left in $TMPDIR was never removed): none
+    # left, the stale one swept
+    assert not list(scratch.glob(".pyserini_qpeft-compat.*"))
 
 def test_an_abbreviated_flag_this_module_reads_is_refused(indexes, tmp_path):
     """`--output-f msmarco` (Pyserini's parser takes abbreviations) was missed here, so a reranked run came out as

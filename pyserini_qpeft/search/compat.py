@@ -278,12 +278,12 @@ def run(mode: str, argv: Sequence[str]) -> int:
         raise UsageError(f"--output-format {peek.output_format!r}: expected trec, msmarco or kilt")
     from ..artifacts import sweep_stale, temp_prefix
 
-    output = Path(peek.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale(output)  # what a killed search of this output left (its work folder below)
-    # the work folder (topics copy, first-stage run) beside --output, named as every temporary of ours, so that one
-    # left by a SIGKILL is swept by the next run (in $TMPDIR nothing ever removed it)
-    with tempfile.TemporaryDirectory(prefix=temp_prefix(output), suffix=".tmp", dir=output.parent) as work:
+    # the work folder (topics copy, first-stage run) in $TMPDIR, named as every temporary of ours, so that one left
+    # by a SIGKILL is swept by the next search (nothing removed it). Not beside --output: Pyserini reads a topics
+    # file whose path holds "beir" with another reader (ids such as "+1" then differ), and outputs are named so.
+    anchor = Path(tempfile.gettempdir()) / "pyserini_qpeft-compat"
+    sweep_stale(anchor)
+    with tempfile.TemporaryDirectory(prefix=temp_prefix(anchor), suffix=".tmp", dir=anchor.parent) as work:
         work = Path(work)
         topics, queries = _local_topics(peek.topics, work, peek.topics_format, for_pyserini=not dense_ours)
         keyed = queries if dense_ours or queries is None else pyserini_keyed(queries, peek.topics)
