@@ -251,3 +251,25 @@ def test_training_done_is_written_after_on_finish_and_a_killed_finish_is_unfinis
     with caplog.at_level(logging.WARNING):
         warn_if_unfinished(tmp_path / "out")
     assert "not finished" not in caplog.text
+
+
+def test_a_run_judged_on_binary_dev_qrels_is_not_resumed_on_graded_ones(tmp_path):
+    """Dev metrics now judge graded qrels at their grades; a run an older version started (binary judgments, no
+    ``dev_graded`` in its state) cannot be continued on graded dev queries: its best value would not compare."""
+    import dataclasses
+    import json
+
+    graded = [dataclasses.replace(e, grades=(2,)) for e in EXAMPLES[8:]]
+    config = TrainConfig(epochs=1, eval_at_start=False)
+    fit(ToyStep(), EXAMPLES[:8], graded, config, tmp_path / "out", progress=False)
+    state_file = tmp_path / "out" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    assert state["dev_graded"] is True
+    fit(ToyStep(), EXAMPLES[:8], graded, TrainConfig(epochs=2, eval_at_start=False), tmp_path / "out", resume=True,
+        progress=False)  # recorded: resumes
+    state = json.loads(state_file.read_text())
+    del state["dev_graded"]  # as an older version wrote it
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(InputError, match="binary dev judgments"):
+        fit(ToyStep(), EXAMPLES[:8], graded, TrainConfig(epochs=3, eval_at_start=False), tmp_path / "out",
+            resume=True, progress=False)

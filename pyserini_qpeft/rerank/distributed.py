@@ -160,6 +160,7 @@ def run_shards_on_ray(kind: str, job: Any, workers: int, address: str | None, cp
         _check_reachable(address)
         # workers load the model with the driver's --trust-remote-code (a remote cluster does not share our env)
         trust = os.environ.get(TRUST_REMOTE_CODE_ENV)
+        sigterm = _sigterm_handler()
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      num_cpus=None if address else (os.cpu_count() or 1),
@@ -167,6 +168,8 @@ def run_shards_on_ray(kind: str, job: Any, workers: int, address: str | None, cp
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise InputError(f"cannot start or join the Ray cluster (--ray-address {address or 'none: local'}): "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        finally:
+            _restore_sigterm(sigterm)  # ray.init's own handler exits 15 at once, skipping the clean-up and line
         started = True
     try:
         gpus = float(ray.cluster_resources().get("GPU", 0))
@@ -204,6 +207,21 @@ def run_shards_on_ray(kind: str, job: Any, workers: int, address: str | None, cp
     finally:
         if started:
             ray.shutdown()
+
+
+def _sigterm_handler():
+    """The current SIGTERM handler (None outside the main thread, where none can be set)."""
+    import signal
+    import threading
+
+    return signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+
+
+def _restore_sigterm(handler) -> None:
+    import signal
+
+    if handler is not None:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _check_reachable(address: str | None, timeout: float = 5.0) -> None:

@@ -298,7 +298,12 @@ def run(mode: str, argv: Sequence[str]) -> int:
             # Pyserini prints its arguments (our temporary topics and run paths) on stdout: they go to stderr,
             # with its progress, so stdout stays the command's own output
             with contextlib.redirect_stdout(sys.stderr):
-                _run_pyserini(mode, pyserini_argv)
+                try:
+                    _run_pyserini(mode, pyserini_argv)
+                except OSError as exc:  # e.g. a full $TMPDIR: Pyserini's failed write names no file
+                    from ..artifacts.files import with_filename
+
+                    raise with_filename(exc, first_stage) from exc
         if reranking:
             _rerank(peek, ours, first_stage, topics, keyed)  # under the first stage's ids
         else:

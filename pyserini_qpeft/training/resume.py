@@ -61,6 +61,10 @@ def check_resumed_data(state: Mapping[str, Any], folder: Path, settings: Mapping
         raise InputError("--resume with other training data than the interrupted run (other training queries, "
                          "positives or hard negatives: another --negatives run?); give the same data, or another "
                          "--output", str(where))
+    if settings.get("dev_graded") and "dev_graded" not in recorded:
+        raise InputError("--resume of a run whose epochs were chosen on binary dev judgments (an older version); "
+                         "these dev queries have graded ones, which dev metrics now use: the values would not "
+                         "compare; train anew into another --output", str(where))
     saved_text, text = recorded.get("train_text"), settings.get("train_text")
     if isinstance(saved_text, str) and text is not None and saved_text != text:
         raise InputError("--resume with other document texts than the interrupted run (the corpus changed since: "

@@ -268,6 +268,8 @@ def _fit(step: TrainingStep, train_examples: Sequence[TrainingExample], dev_exam
     train_meta = recorded_settings(config, train_examples, dev_examples)
     settings = {"train_config": train_meta["train_config"], "dev_qids": train_meta["dev_qids"],
                 "train_data": training_data_fingerprint(train_examples)}
+    # dev metrics judge graded qrels at their grades (binary before): a run judged otherwise cannot be continued
+    settings["dev_graded"] = any(g != 1 for e in dev_examples for g in e.grades)
     text_of = getattr(step, "text_fingerprint", None)  # a step that reads document text itself (Q-PEFT)
     if text_of is not None:
         settings["train_text"] = text_of([*train_examples, *dev_examples])
