@@ -197,6 +197,7 @@ def test_anserini_json_lines_topics_are_queried_by_their_title_as_pyserini_queri
     # left, the stale one swept
     assert not list(scratch.glob(".pyserini_qpeft-compat.*"))
 
+
 def test_an_abbreviated_flag_this_module_reads_is_refused(indexes, tmp_path):
     """`--output-f msmarco` (Pyserini's parser takes abbreviations) was missed here, so a reranked run came out as
     TREC: an abbreviation of a flag read here is a usage error naming the full flag."""
@@ -209,8 +210,9 @@ def test_an_abbreviated_flag_this_module_reads_is_refused(indexes, tmp_path):
 @pytest.mark.parametrize("mode", ["lucene", "faiss"])
 def test_query_ids_and_texts_reach_pyserini_and_the_reranker_as_given(indexes, tmp_path, mode):
     """Ids as the first stage gives them: Pyserini (lucene) reads "01" as query 1, as stock Pyserini does, and the
-    reranker follows; on our FAISS index (no Pyserini) "01" stays "01" (the rerank failed there: "run queries have no
-    topic text"). The reranker reads the query as `rerank` does (it read the copy's collapsed spaces)."""
+    reranker follows; on our FAISS index the ids and their order are Pyserini's too, as stock pyserini.search.faiss
+    writes them there (they stayed "007", "01": a hybrid with the lucene mode's run split each query in two). The
+    reranker reads the query as `rerank` does (it read the copy's collapsed spaces)."""
     topics = tmp_path / "queries.jsonl"
     topics.write_text('{"_id": "01", "text": "what  causes lung cancer"}\n'
                       '{"_id": "007", "text": "does aspirin help the heart"}\n')
@@ -223,16 +225,14 @@ def test_query_ids_and_texts_reach_pyserini_and_the_reranker_as_given(indexes, t
                   "--reranker-device", "cpu", "--reranker-dtype", "fp32", *corpus)
     assert proc.returncode == 0, proc.stderr[-3000:]
     compat_run = read_run(out)
-    assert sorted(compat_run.qids()) == (["1", "7"] if mode == "lucene" else ["007", "01"])
+    assert compat_run.qids() == ["1", "7"]  # Pyserini's ids and order, on our FAISS index too (stock faiss's)
     first = tmp_path / "first.trec"
     with open(first, "w") as f:  # the same first stage, reranked by `pyserini-qpeft rerank` with the same topics
         for qid in compat_run.qids():
             for rank, hit in enumerate(read_run(out)[qid][:4], start=1):
                 f.write(f"{qid} Q0 {hit.docid} {rank} {10.0 - rank} x\n")
-    rerank_topics = topics
-    if mode == "lucene":  # the same queries under the ids the lucene first stage wrote
-        rerank_topics = tmp_path / "keyed.tsv"
-        rerank_topics.write_text("1\twhat  causes lung cancer\n7\tdoes aspirin help the heart\n")
+    rerank_topics = tmp_path / "keyed.tsv"  # the same queries under the ids the first stage wrote
+    rerank_topics.write_text("1\twhat  causes lung cancer\n7\tdoes aspirin help the heart\n")
     proc = subprocess.run([sys.executable, "-m", "pyserini_qpeft", "rerank", "--run", str(first), "--topics",
                            str(rerank_topics), "--corpus", str(indexes["lucene"].parent / "toy"), "--reranker", "upr",
                            "--rerank-depth", "3", "--model", str(indexes["lm"]), "--device", "cpu", "--dtype",

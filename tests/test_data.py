@@ -552,7 +552,11 @@ def test_the_compat_search_reads_a_topics_file_itself_and_refuses_what_a_run_can
             _local_topics(str(tmp_path / name), tmp_path)
     (tmp_path / "good.tsv").write_text("1\tfoo   bar\n")
     path, queries = _local_topics(str(tmp_path / "good.tsv"), tmp_path)
-    assert Path(path).read_text() == "1\tfoo bar\n" and queries[0].text == "foo   bar"  # the reranker's text
+    assert Path(path).read_text() == "1\tfoo   bar\n" and queries[0].text == "foo   bar"  # as in the file
+    # only what would break a TSV line is replaced: a no-break space stays (with --pretokenized it joins a token)
+    (tmp_path / "q.jsonl").write_text('{"_id": "1", "text": "vitamin\u00a0d\tand\nbone"}\n')
+    path, _ = _local_topics(str(tmp_path / "q.jsonl"), tmp_path)
+    assert Path(path).read_text(encoding="utf-8") == "1\tvitamin\u00a0d and bone\n"
     assert _local_topics("no-such-topics-name", tmp_path) == ("no-such-topics-name", None)  # Pyserini reports it
     # the ids the first stage gives them: Pyserini reads every all-digit id as a number, from any source ("01" is
     # its query 1: the reranker must use that id, and "1" with "01", which Pyserini merges, is refused)
@@ -572,3 +576,5 @@ def test_the_compat_search_reads_a_topics_file_itself_and_refuses_what_a_run_can
         pyserini_keyed([Query("1", "a"), Query("01", "b")], "t")
     with pytest.raises(InputError, match="query id '²'"):
         pyserini_keyed([Query("²", "a")], "t")
+    # full-width digits are decimal: Java's parseInt and Pyserini read "１" as query 1 (it was refused)
+    assert [q.qid for q in pyserini_keyed([Query("１", "a"), Query("q", "b")], "t")] == ["1", "q"]

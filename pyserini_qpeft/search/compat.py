@@ -145,8 +145,10 @@ def _local_topics(spec: str, workdir: Path, topics_format: str = "default",
     cannot hold (empty, whitespace) is an InputError naming the file before Pyserini runs; only a name this
     package cannot resolve (e.g. a Pyserini topics name offline) goes to Pyserini as given, and so do the formats
     only Pyserini reads: another ``--topics-format`` (KILT, M-BEIR) and Pyserini's ``.json`` topics. The copy's
-    texts have their whitespace runs made one space (BM25 reads no difference); a reranker reads the texts as given
+    texts have their tabs and line breaks made spaces (nothing else changes); a reranker reads the texts as given
     (:func:`pyserini_keyed`)."""
+    import re
+
     from ..data import load_topics
     from ..errors import InputError
     from ..types import is_trec_word
@@ -170,7 +172,9 @@ def _local_topics(spec: str, workdir: Path, topics_format: str = "default",
     path = workdir / "topics.tsv"
     with open(path, "w", encoding="utf-8") as out:
         for q in queries:
-            out.write(f"{q.qid}\t{' '.join(q.text.split())}\n")
+            # only what would break the TSV line becomes a space: Pyserini reads the rest as in the user's file
+            # (with --pretokenized a no-break space is part of a token; Python's split() made it a separator)
+            out.write(f"{q.qid}\t{re.sub(r'[\t\r\n]', ' ', q.text)}\n")
     return str(path), queries
 
 
@@ -204,22 +208,23 @@ def pyserini_keyed(queries: Sequence, source: str) -> list:
     """``queries`` under the ids Pyserini's first stage gives them reading :func:`_local_topics`' TSV copy, texts
     unchanged: when every id is a Java int, Anserini's ``TsvIntTopicReader`` keys them by number (``"+1"`` -> 1,
     ``"-01"`` -> -1, ``"007"`` -> 7); else its string reader keeps them and Pyserini makes each all-digit one a number
-    (``get_topics_with_reader``). InputError for two ids of one number ("1", "01": Pyserini merges them) or a
-    non-ASCII digit id ("²", which Pyserini cannot read)."""
+    (``get_topics_with_reader``). Decimal digits of any script count, as Java's ``parseInt`` and Python's ``int``
+    read them (full-width "１" is query 1). InputError for two ids of one number ("1", "01": Pyserini merges them) or
+    an id of digits that are not decimal ("²", which Pyserini cannot read)."""
     import re
 
     from ..errors import InputError
     from ..types import Query
 
     def java_int(qid: str) -> bool:
-        return bool(re.fullmatch(r"[+-]?[0-9]+", qid)) and -2 ** 31 <= int(qid) < 2 ** 31
+        return bool(re.fullmatch(r"[+-]?\d+", qid)) and -2 ** 31 <= int(qid) < 2 ** 31
 
     numbered = all(java_int(q.qid) for q in queries)
     keyed: dict[str, str] = {}
     out = []
     for q in queries:
         key = q.qid
-        if q.qid.isdigit() and not q.qid.isascii():
+        if q.qid.isdigit() and not q.qid.isdecimal():
             raise InputError(f"query id {q.qid!r}: Pyserini reads an id of digits as a number, and this one is "
                              f"none it can read", source)
         if numbered or q.qid.isdigit():
@@ -230,6 +235,16 @@ def pyserini_keyed(queries: Sequence, source: str) -> list:
         keyed[key] = q.qid
         out.append(Query(key, q.text))
     return out
+
+
+def pyserini_order(keyed: Sequence) -> list:
+    """:func:`pyserini_keyed` queries in the order Pyserini's query iterator gives them: ``sorted`` over its keys,
+    numbers numerically when every key is one, else every key by its text."""
+    import re
+
+    if all(re.fullmatch(r"-?[0-9]+", q.qid) for q in keyed):
+        return sorted(keyed, key=lambda q: int(q.qid))
+    return sorted(keyed, key=lambda q: q.qid)
 
 
 def run(mode: str, argv: Sequence[str]) -> int:
@@ -286,14 +301,19 @@ def run(mode: str, argv: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory(prefix=temp_prefix(anchor), suffix=".tmp", dir=anchor.parent) as work:
         work = Path(work)
         topics, queries = _local_topics(peek.topics, work, peek.topics_format, for_pyserini=not dense_ours)
-        keyed = queries if dense_ours or queries is None else pyserini_keyed(queries, peek.topics)
+        # under Pyserini's ids ("007" is its 7), also on our FAISS index, where they are also in its query order
+        # (as stock pyserini.search.faiss on that index, and this command's lucene mode: a hybrid of the two fuses
+        # one query, not "7" and "007")
+        keyed = None if queries is None else pyserini_keyed(queries, peek.topics)
+        if dense_ours and keyed is not None:
+            keyed = pyserini_order(keyed)
         first_stage = work / "first-stage.trec"  # reranked, or moved into place at the end: --output is atomic
         pyserini_argv = _replace_flag(rest, "--topics", topics)
         pyserini_argv = _replace_flag(pyserini_argv, "--output", str(first_stage))
         if reranking:
             pyserini_argv = _replace_flag(pyserini_argv, "--output-format", "trec")  # we read it back
         if dense_ours:
-            _dense_first_stage(peek, queries, first_stage, "trec" if reranking else peek.output_format)
+            _dense_first_stage(peek, keyed, first_stage, "trec" if reranking else peek.output_format)
         else:
             # Pyserini prints its arguments (our temporary topics and run paths) on stdout: they go to stderr,
             # with its progress, so stdout stays the command's own output
