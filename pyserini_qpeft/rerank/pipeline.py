@@ -149,7 +149,8 @@ def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, doc
     is written too (``rerank --output-jsonl``: a failure there then costs no scoring). Returns the state files left.
     """
     output = Path(output)
-    alpha = interpolation_alpha(reranker, interpolate, depth)  # before the work: a bad 'auto' fails at once
+    # before the work: a bad 'auto' fails at once (the depth it covers: no more than the run's hits per query)
+    alpha = interpolation_alpha(reranker, interpolate, min(depth, max(map(len, run.hits.values()), default=depth)))
     if shard is not None or merge_shards is not None:
         from .lm import LMReranker
 
