@@ -50,8 +50,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        yield  # (an ignored SIGTERM, e.g. `trap '' TERM` in a wrapper, stays ignored)
         return
 
     def terminate(signum, frame):

@@ -259,3 +259,33 @@ def test_pyserini_topic_names_go_to_pyserini_and_local_beir_names_are_read_here(
     assert _local_topics("msmarco-doc-dev", tmp_path) == ("msmarco-doc-dev", None)
     copy, queries = _local_topics("beir-v1.0.0-toy-test", tmp_path)
     assert copy.endswith("topics.tsv") and queries
+
+
+def test_anserini_and_other_json_lines_topics_are_read_here_into_the_copy(tmp_path):
+    """Anserini JSON-lines topics (``id``, ``title``) are read here by their title, as Pyserini reads them, and go to
+    Pyserini as the TSV copy: handed to Pyserini as given, an ``{"id", "text"}`` file (which this package reads)
+    crashed it (no title: a Java NullPointerException), ``.jsonl.gz`` was a format it cannot parse, and a path
+    holding "beir" made it pick its TSV reader (audit S-16..S-18)."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    from pyserini_qpeft.search.compat import _local_topics
+
+    beir_dir = tmp_path / "my-beir-topics"
+    beir_dir.mkdir()
+    anserini = [{"id": "1", "title": "what causes lung cancer", "contents": "aspirin heart"}]
+    cases = {beir_dir / "an.jsonl": ("\n".join(map(json.dumps, anserini)) + "\n", "what causes lung cancer"),
+             tmp_path / "plain.jsonl": (json.dumps({"id": "1", "text": "cells and proteins"}) + "\n",
+                                        "cells and proteins")}
+    for path, (content, query) in cases.items():
+        path.write_text(content)
+        (tmp_path / path.stem).mkdir()
+        copy, queries = _local_topics(str(path), tmp_path / path.stem)
+        assert Path(copy).read_text() == f"1\t{query}\n" and [q.text for q in queries] == [query]
+    gz = tmp_path / "an.jsonl.gz"
+    with gzip.open(gz, "wt") as out:
+        out.write(json.dumps(anserini[0]) + "\n")
+    (tmp_path / "gz").mkdir()
+    copy, queries = _local_topics(str(gz), tmp_path / "gz")
+    assert Path(copy).read_text() == "1\twhat causes lung cancer\n"

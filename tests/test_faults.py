@@ -702,3 +702,23 @@ def test_search_sample_queries_searches_only_the_sample(tmp_path, toy_beir, monk
     result = invoke("search", "--bm25", "--index", str(tmp_path), "--topics", topics, "--output", str(out),
                     "--sample-queries", "5")
     assert result.exit_code == 3 and "cannot sample 5 of 4 topics" in result.output, result.output
+
+
+
+def test_an_ignored_sigterm_stays_ignored():
+    """A command started with SIGTERM ignored (`trap '' TERM` in a wrapper) ran to the end; the SIGTERM-as-interrupt
+    handler must not take that away (audit S-19)."""
+    import signal
+
+    from pyserini_qpeft.errors import sigterm_as_interrupt
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with sigterm_as_interrupt():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with sigterm_as_interrupt():
+            assert callable(signal.getsignal(signal.SIGTERM))
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -191,11 +191,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: name the output
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:  # a failed write: name it
             raise with_filename(exc, path) from exc
         raise
 
 
 def with_filename(exc: OSError, path: str | os.PathLike) -> OSError:
     """``exc`` naming ``path`` (a failed buffered write, e.g. a full disk, raises an OSError without a file name)."""
-    return exc if exc.filename is not None else OSError(exc.errno, exc.strerror, str(path))
+    return exc if exc.filename is not None or exc.errno is None else OSError(exc.errno, exc.strerror, str(path))

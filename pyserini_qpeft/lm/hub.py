@@ -97,8 +97,8 @@ _HEX = frozenset("0123456789abcdef")
 
 def _file_sha256(path: Path) -> str:
     """sha256 of one weight file: free for a Hugging Face cache file (a link to ``blobs/<its sha256>``), else read
-    once and remembered by (path, device, inode, size, mtime) in the package cache (a file changed in place gets a
-    new mtime and is read again)."""
+    once and remembered by (path, device, inode, size, mtime, ctime) in the package cache (a file changed in place
+    gets a new ctime and is read again)."""
     import hashlib
     import json
 
@@ -106,7 +106,8 @@ def _file_sha256(path: Path) -> str:
     if real.parent.name == "blobs" and len(real.name) == 64 and set(real.name) <= _HEX:
         return real.name  # the Hub stores LFS files (every weight file) under their sha256
     stat = real.stat()
-    key = f"{real}\0{stat.st_dev}\0{stat.st_ino}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    # ctime too: a tool can restore the mtime after writing in place (rsync --inplace -t, cp -p), never the ctime
+    key = f"{real}\0{stat.st_dev}\0{stat.st_ino}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}"
     try:
         from ..paths import cache_dir
 

@@ -7,8 +7,8 @@ because the parser is built from Pyserini's own argument definitions and the fir
 Topics our data layer reads (a BEIR name found on the data search path, a BEIR ``queries.jsonl``, a TSV or TREC topics
 file: :func:`pyserini_qpeft.data.load_topics`) reach Pyserini as a TSV copy, read there as Pyserini reads any topics
 (an all-digit id becomes a number, as in stock Pyserini's runs); the reranker scores the texts as given, under the ids
-the first stage wrote. Pyserini's other topic names and Anserini's JSON-lines topics go to Pyserini as given (it
-orders and reads them its own way), and the reranker reads them as Pyserini does.
+the first stage wrote; an Anserini JSON-lines topics file is read by its ``title``, as Pyserini reads it. Pyserini's
+other topic names go to Pyserini as given (it orders some its own way), and the reranker reads them as Pyserini does.
 """
 from __future__ import annotations
 
@@ -158,7 +158,7 @@ def _local_topics(spec: str, workdir: Path, topics_format: str = "default",
     if for_pyserini and _pyserini_reads_itself(spec):  # (our FAISS index: the topics are read here, as given)
         return spec, None
     try:
-        queries = load_topics(spec)
+        queries = _anserini_json_topics(spec) or load_topics(spec)
     except InputError:
         if Path(spec).expanduser().is_file():
             raise
@@ -174,34 +174,50 @@ def _local_topics(spec: str, workdir: Path, topics_format: str = "default",
         for q in queries:
             # only what would break the TSV line becomes a space: Pyserini reads the rest as in the user's file
             # (with --pretokenized a no-break space is part of a token; Python's split() made it a separator)
-            out.write(f"{q.qid}\t{re.sub(r'[\t\r\n]', ' ', q.text)}\n")
+            text = re.sub(r"[\t\r\n]", " ", q.text)
+            out.write(f"{q.qid}\t{text}\n")
     return str(path), queries
 
 
 def _pyserini_reads_itself(spec: str) -> bool:
-    """Topics stock Pyserini reads otherwise than a TSV copy would give them: a Pyserini topics name other than a
-    BEIR dataset on the data search path (some names have a predefined query order, e.g. ``msmarco-doc-dev``; the
-    copy wrote them in id order), and an Anserini JSON-lines topics file (``id``, ``title``, ...: Pyserini queries
-    the ``title``; read as BEIR queries, a record's ``contents`` was the query)."""
-    import json
-
+    """A Pyserini topics name other than a BEIR dataset on the data search path: Pyserini resolves it itself (some
+    names have a predefined query order, e.g. ``msmarco-doc-dev``; a TSV copy wrote them in id order)."""
     from ..data.names import resolve_source
     from ..errors import InputError
-    from ..textio import first_line
 
     try:
-        source = resolve_source(spec, "topics")
+        return resolve_source(spec, "topics").pyserini
     except InputError:
         return False  # load_topics names the problem (or it is a name for Pyserini alone: passed on then)
-    if source.pyserini:
-        return True
-    if source.file is None or not source.file.name.lower().endswith((".jsonl", ".jsonl.gz")):
-        return False
+
+
+def _anserini_json_topics(spec: str) -> list | None:
+    """The queries of an Anserini JSON-lines topics file (records with ``id`` and ``title``, no BEIR ``_id``) as
+    Pyserini reads them: the ``title`` is the query (read as BEIR queries, a record's ``contents`` or ``text`` was);
+    None for any other topics."""
+    import json
+
+    from ..data.formats import iter_jsonl
+    from ..errors import InputError
+    from ..textio import first_line
+    from ..types import Query
+
+    path = Path(spec).expanduser()
+    if not path.is_file() or not path.name.lower().endswith((".jsonl", ".jsonl.gz")):
+        return None
     try:
-        record = json.loads(first_line(source.file))
+        record = json.loads(first_line(path))
     except (ValueError, InputError):
-        return False  # load_topics names the bad line
-    return isinstance(record, dict) and "_id" not in record and "id" in record
+        return None  # load_topics names the bad line
+    if not (isinstance(record, dict) and "_id" not in record and "id" in record and "title" in record):
+        return None
+    queries = []
+    for lineno, obj in iter_jsonl(path):
+        if not isinstance(obj.get("title"), str) or obj.get("id") is None:
+            raise InputError("an Anserini topics record needs an 'id' and a string 'title' (the query)", str(path),
+                             lineno)
+        queries.append(Query(str(obj["id"]), obj["title"]))
+    return queries
 
 
 def pyserini_keyed(queries: Sequence, source: str) -> list:

@@ -173,9 +173,8 @@ def build_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads
         raise ValueError(f"language {language!r}: expected a code such as en, de, zh (Anserini's -language)")
     if not force and (index_dir / INDEX_META).is_file():
         meta = read_meta(index_dir, META)  # ours and complete (else a named error): building is idempotent
-        _check_same_corpus(index_dir, meta.get("corpus"), corpus)
-        if meta.get("corpus") == str(Path(corpus).resolve()):
-            _check_corpus_unchanged(index_dir, meta.get("corpus_file"), corpus)
+        _check_same_corpus(index_dir, meta.get("corpus"), corpus)  # another existing corpus: refused
+        _check_corpus_unchanged(index_dir, meta.get("corpus_file"), corpus)  # this one (or a moved one) as then
         if meta.get("language", "en") != language:
             raise InputError(f"this index was built with the {meta.get('language', 'en')!r} analyzer, not "
                              f"{language!r}: pass --force to rebuild it, or choose another --index", str(index_dir))
