@@ -310,3 +310,28 @@ def test_encode_state_parts_without_their_job_are_not_reused_and_a_finished_stat
     state = EncodeState(folder, "job-c", [2, 2])  # job-b finished: its state is no obstacle
     assert state.get(0) is None and not (folder / "complete").exists()
     state.close()
+
+
+def test_an_encode_state_written_before_the_weights_digest_is_this_jobs():
+    """The encoder's meta now records the LM's full weights digest, so the job's fingerprint changed: a partial
+    encode of a local model written before is accepted under its older fingerprint (it was refused as another job's,
+    audit S-2) and resumes; another job's stays refused."""
+    import tempfile
+    from pathlib import Path
+
+    from pyserini_qpeft.search.encode_state import EncodeState, legacy_meta
+
+    meta = {"encoder": "frozen-lm", "model": {"model_id": "/m", "weights": "ab", "weights_sha256": "cd"}}
+    assert legacy_meta(meta) == {"encoder": "frozen-lm", "model": {"model_id": "/m", "weights": "ab"}}
+    assert legacy_meta({"encoder": "minilm", "model": "x"}) is None
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "idx.partial"
+        state = EncodeState(folder, "old", [2])
+        state.add(0, np.ones((2, 3), dtype=np.float32))
+        state.flush()
+        state.close()
+        with pytest.raises(InputError, match="another job"):
+            EncodeState(folder, "new", [2])
+        state = EncodeState(folder, "new", [2], legacy="old")
+        assert state.get(0) is not None
+        state.close()

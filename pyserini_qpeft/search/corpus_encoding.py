@@ -94,7 +94,7 @@ def encode_corpus(encoder: "DenseEncoder", docs: Iterable["Document"], output: s
     writes no index (returns ``{"shard": folder, "num_docs": documents in the share}``); ``merge_shards=n`` writes
     the index from the n finished shards, byte-identical to a serial encode, computing nothing.
     """
-    from .encode_state import EncodeState, MergedStates, encode_fingerprint
+    from .encode_state import EncodeState, MergedStates, encode_fingerprint, legacy_meta
 
     docs = list(docs)
     if not docs:
@@ -102,13 +102,15 @@ def encode_corpus(encoder: "DenseEncoder", docs: Iterable["Document"], output: s
     texts = [d.contents() for d in docs]
     partial = Path(output).with_name(Path(output).name + ".partial")
     fingerprint = encode_fingerprint(encoder.meta(), batch_size, [d.docid for d in docs], texts)
+    older = legacy_meta(encoder.meta())  # states written before the LM's weights digest are this job's too
+    legacy = encode_fingerprint(older, batch_size, [d.docid for d in docs], texts) if older else None
     if shard is not None:
         folder = shard_folder(output, *shard)
         plans: list[list[list[int]]] = []
 
         def shard_state(plan: list[list[int]]) -> EncodeState:
             plans.append(plan)
-            return EncodeState(folder, fingerprint, [len(b) for b in plan])
+            return EncodeState(folder, fingerprint, [len(b) for b in plan], legacy=legacy)
 
         encoder.encode_documents(texts, batch_size=batch_size, progress=progress, shard=shard, state=shard_state)
         return {"shard": str(folder), "num_docs": sum(len(b) for b in _shard_batches(plans[0], shard))}
@@ -127,14 +129,14 @@ def encode_corpus(encoder: "DenseEncoder", docs: Iterable["Document"], output: s
                              "resumes), then merge", str(output))
 
         vectors = _by_length(texts, encoder._lengths(texts), batch_size, unfinished, progress, "merge shards",
-                             lambda plan: keep(MergedStates(folders, fingerprint, [len(b) for b in plan])))
+                             lambda plan: keep(MergedStates(folders, fingerprint, [len(b) for b in plan], legacy)))
     else:
         if partial.exists():
             logger.warning("resuming from %s", partial)
         folders = [partial]
         vectors = encoder.encode_documents(
             texts, batch_size=batch_size, progress=progress,
-            state=lambda plan: keep(EncodeState(partial, fingerprint, [len(b) for b in plan])))
+            state=lambda plan: keep(EncodeState(partial, fingerprint, [len(b) for b in plan], legacy=legacy)))
     seconds = time.time() - start
     if merge_shards:  # the shards' encoding time (the merge itself computes nothing)
         seconds = states[0].seconds if states else 0.0

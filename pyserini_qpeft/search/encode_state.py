@@ -51,12 +51,13 @@ class EncodeState:
         batch_sizes: the number of texts in each batch of the plan (to split a part back into batches).
         flush_seconds: how much finished work a kill may lose at most (plus the batch in progress); default
             :attr:`FLUSH_SECONDS`.
+        legacy: the job's fingerprint as an older version wrote it (:func:`legacy_meta`): its state is this job's.
     """
 
     FLUSH_SECONDS = 5.0
 
     def __init__(self, folder: str | os.PathLike, fingerprint: str, batch_sizes: Sequence[int],
-                 flush_seconds: float | None = None):
+                 flush_seconds: float | None = None, legacy: str | None = None):
         from ..artifacts import lock_exclusively
 
         self.folder = Path(folder)
@@ -73,6 +74,8 @@ class EncodeState:
                 found = json.loads(state_file.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError):
                 found = None
+            if legacy is not None and found == {"format": STATE_FORMAT, "fingerprint": legacy}:
+                found = header  # written before the LM's weights digest joined the fingerprint: this job's
             if found != header and (self.folder / COMPLETE).is_file():
                 # a finished job's state, left by a kill after its index was written: not work to protect
                 logger.warning("%s: removing the state of an earlier, finished encode (another job)", self.folder)
@@ -162,17 +165,26 @@ class EncodeState:
         self._lock.close()
 
 
+def legacy_meta(encoder_meta: Mapping[str, Any]) -> dict | None:
+    """``encoder_meta`` as versions before the LM's full weights digest recorded it (None: nothing differs)."""
+    model = encoder_meta.get("model")
+    if not isinstance(model, Mapping) or "weights_sha256" not in model:
+        return None
+    return {**encoder_meta, "model": {k: v for k, v in model.items() if k != "weights_sha256"}}
+
+
 class MergedStates:
     """The finished batches of n shard folders (``encode --merge-shards``), read-only: every folder must exist and
     belong to this job (same fingerprint)."""
 
-    def __init__(self, folders: Sequence[Path], fingerprint: str, batch_sizes: Sequence[int]):
+    def __init__(self, folders: Sequence[Path], fingerprint: str, batch_sizes: Sequence[int],
+                 legacy: str | None = None):
         self.states = []
         for folder in folders:
             if not Path(folder).is_dir():
                 self.close()
                 raise InputError("shard folder not found (did this shard run?)", str(folder))
-            self.states.append(EncodeState(folder, fingerprint, batch_sizes))
+            self.states.append(EncodeState(folder, fingerprint, batch_sizes, legacy=legacy))
 
     @property
     def seconds(self) -> float:
