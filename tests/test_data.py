@@ -554,7 +554,7 @@ def test_the_compat_search_reads_a_topics_file_itself_and_refuses_what_a_run_can
     path, queries = _local_topics(str(tmp_path / "good.tsv"), tmp_path)
     assert Path(path).read_text() == "1\tfoo   bar\n" and queries[0].text == "foo   bar"  # as in the file
     # only what would break a TSV line is replaced: a no-break space stays (with --pretokenized it joins a token)
-    (tmp_path / "q.jsonl").write_text('{"_id": "1", "text": "vitamin\u00a0d\tand\nbone"}\n')
+    (tmp_path / "q.jsonl").write_text(json.dumps({"_id": "1", "text": "vitamin\u00a0d\tand\nbone"}) + "\n")
     path, _ = _local_topics(str(tmp_path / "q.jsonl"), tmp_path)
     assert Path(path).read_text(encoding="utf-8") == "1\tvitamin\u00a0d and bone\n"
     assert _local_topics("no-such-topics-name", tmp_path) == ("no-such-topics-name", None)  # Pyserini reports it
