@@ -24,7 +24,7 @@ folder), :mod:`.provenance` (versions, commit, model card); their names are impo
 from __future__ import annotations
 
 from .files import (
-    atomic_write, current_umask, is_temporary_name, publish_dir, replace_dir, staging_dir, sweep_stale,
+    atomic_write, current_umask, file_sha256, is_temporary_name, publish_dir, replace_dir, staging_dir, sweep_stale,
     temp_prefix
 )
 from .meta import MetaSpec, dump_json, read_json, read_meta, write_meta
@@ -37,7 +37,7 @@ from .provenance import CORE_PACKAGES, library_versions, model_card, provenance_
 
 __all__ = [
     "CORE_PACKAGES", "MetaSpec", "atomic_write", "check_base_model", "check_finite_weights", "check_output_path",
-    "check_replaceable", "current_umask", "dump_json", "is_temporary_name", "library_versions", "load_weights",
+    "check_replaceable", "current_umask", "dump_json", "file_sha256", "is_temporary_name", "library_versions", "load_weights",
     "lock_exclusively", "model_card", "provenance_lines", "publish_dir", "read_json", "read_meta",
     "refuse_output_over_inputs", "replace_dir", "resolve_best", "save_module_folder", "source_commit", "staging_dir",
     "sweep_stale", "temp_prefix", "write_meta"

@@ -196,6 +196,17 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         raise
 
 
+def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
+    """The sha256 (hex) of a file's bytes, read in ``block``-byte pieces."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for piece in iter(lambda: handle.read(block), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
 def with_filename(exc: OSError, path: str | os.PathLike) -> OSError:
     """``exc`` naming ``path`` (a failed buffered write, e.g. a full disk, raises an OSError without a file name)."""
     return exc if exc.filename is not None or exc.errno is None else OSError(exc.errno, exc.strerror, str(path))

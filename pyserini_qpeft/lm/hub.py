@@ -99,7 +99,6 @@ def _file_sha256(path: Path) -> str:
     """sha256 of one weight file: free for a Hugging Face cache file (a link to ``blobs/<its sha256>``), else read
     once and remembered by (path, device, inode, size, mtime, ctime) in the package cache (a file changed in place
     gets a new ctime and is read again)."""
-    import hashlib
     import json
 
     real = path.resolve()
@@ -124,11 +123,9 @@ def _file_sha256(path: Path) -> str:
             known = {}
     if isinstance(known.get(key), str):
         return known[key]
-    sha = hashlib.sha256()
-    with open(real, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            sha.update(block)
-    value = sha.hexdigest()
+    from ..artifacts import file_sha256
+
+    value = file_sha256(real)
     if store is not None:
         from ..artifacts import atomic_write
 

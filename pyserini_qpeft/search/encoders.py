@@ -16,7 +16,6 @@ Encoders (chosen by an explicit spec, never by guessing from a path):
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import logging
 import os
@@ -24,7 +23,7 @@ import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from ..artifacts import check_base_model
+from ..artifacts import check_base_model, file_sha256
 from ..errors import InputError, ModelError
 # Index files and search moved to .dense; re-exported so ``from pyserini_qpeft.search.encoders import ...`` works.
 from .corpus_encoding import _by_length, batch_plan, encode_corpus, shard_folder  # noqa: F401  (re-exported)
@@ -248,7 +247,7 @@ class LMORTEncoder(DenseEncoder):
     def meta(self):
         from ..lmort.tuner import WEIGHTS_NAME
 
-        hashes = [_sha256(c / WEIGHTS_NAME) for c in self.checkpoints]  # each weights file read once
+        hashes = [file_sha256(c / WEIGHTS_NAME) for c in self.checkpoints]  # each weights file read once
         meta = {**super().meta(), "model": self.model.lm.identity(), "lm_model": self.lm_model,
                 "lm_dtype": _dtype_name(self.model.lm.dtype), "lm_precision": getattr(self.model.lm, "precision", None),
                 "checkpoint": str(self.checkpoints[0].resolve()), "checkpoint_sha256": hashes[0],
@@ -259,14 +258,6 @@ class LMORTEncoder(DenseEncoder):
         if self._states is not None:  # the documents came from stored states (queries are encoded live)
             meta["doc_states"] = {"cache": str(self._states.folder.resolve()), "dtype": self._states.store_dtype()}
         return meta
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _dtype_name(dtype) -> str:
@@ -379,7 +370,7 @@ def encoder_from_meta(meta: dict, device: str = "auto", dtype: str = "auto", lm:
         encoder = build_encoder(f"lmort:{','.join(members)}", model=model or meta.get("lm_model"), device=device,
                                 dtype=dtype, lm=lm)
         for member, folder, entry, place in zip(members, encoder.checkpoints, recorded, places):
-            if entry.get("checkpoint_sha256") and _sha256(folder / WEIGHTS_NAME) != entry["checkpoint_sha256"]:
+            if entry.get("checkpoint_sha256") and file_sha256(folder / WEIGHTS_NAME) != entry["checkpoint_sha256"]:
                 if checkpoints:
                     raise ModelError(f"{member} does not hold the weights {source} was encoded with (those of "
                                      f"{place}): its queries would not match the documents; pass the checkpoints the "

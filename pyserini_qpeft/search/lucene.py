@@ -78,16 +78,12 @@ def _flat_records(path: Path) -> bool:
 
 def _corpus_stamp(source: Path, digest: bool = True) -> dict:
     """What an index records of the corpus file it was built from: size, mtime and (``digest``) sha256."""
-    import hashlib
+    from ..artifacts import file_sha256
 
     stat = source.stat()
     stamp = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     if digest:
-        sha = hashlib.sha256()
-        with open(source, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                sha.update(block)
-        stamp["sha256"] = sha.hexdigest()
+        stamp["sha256"] = file_sha256(source)
     return stamp
 
 
