@@ -131,3 +131,18 @@ def write_failure(exc: OSError) -> InputError | None:
     return InputError(f"{where}cannot write: {exc.strerror or exc} (a full disk, a file-size limit or a quota); "
                       f"finished outputs are intact and partial ones were not published: free space and run the "
                       f"command again (rerank and train resume where they stopped)")
+
+
+def exit_report(exc: BaseException) -> tuple[str, int] | None:
+    """The one line and the exit code a command reports ``exc`` with: a package error (its code), Ctrl-C (130) or
+    SIGTERM (143), a full disk (3); None for anything else (a bug: its traceback stands). Both command lines
+    (``pyserini-qpeft`` and ``python -m pyserini_qpeft.search``) report through it."""
+    if isinstance(exc, QPeftError):
+        return f"error: {exc}", exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return interruption_exit(exc)
+    if isinstance(exc, OSError):
+        failure = write_failure(exc)
+        if failure is not None:
+            return f"error: {failure}", failure.exit_code
+    return None

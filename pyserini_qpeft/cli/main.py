@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from ..errors import InputError, QPeftError, interruption_exit, sigterm_as_interrupt, write_failure
+from ..errors import InputError, QPeftError, exit_report, sigterm_as_interrupt
 
 # name -> "module:attribute"; a module is imported only when its command runs (or its --help is shown).
 COMMANDS = {
@@ -73,21 +73,14 @@ class LazyGroup(click.Group):
         try:
             with sigterm_as_interrupt():
                 return super().invoke(ctx)
-        except QPeftError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143), after the clean-up either gets
-            if _NESTED:  # a command run by another (repro): the outer one reports it, once, with its code
+        except (QPeftError, KeyboardInterrupt, OSError) as exc:  # a package error, Ctrl-C/SIGTERM, a full disk
+            if isinstance(exc, KeyboardInterrupt) and _NESTED:  # run by another command (repro): it reports it
                 raise
-            message, code = interruption_exit(exc)
-            click.echo(message, err=True)
-            ctx.exit(code)
-        except OSError as exc:  # a full disk is the user's to fix (exit 3), not a bug (exit 1, a traceback)
-            failure = write_failure(exc)
-            if failure is None:
+            report = exit_report(exc)
+            if report is None:  # an OSError that is a bug or the environment's: its traceback stands
                 raise
-            click.echo(f"error: {failure}", err=True)
-            ctx.exit(failure.exit_code)
+            click.echo(report[0], err=True)
+            ctx.exit(report[1])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

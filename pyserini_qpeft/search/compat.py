@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import QPeftError, interruption_exit, sigterm_as_interrupt, write_failure
+from ..errors import QPeftError, exit_report, sigterm_as_interrupt
 
 MODES = ("lucene", "faiss")
 
@@ -454,16 +454,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"usage: python -m pyserini_qpeft.search {argv[0]} <Pyserini's flags> [--reranker ...]\n"
               f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    except QPeftError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
-    except KeyboardInterrupt as exc:  # as the pyserini-qpeft commands: a line and 130 (143: SIGTERM), no traceback
-        message, code = interruption_exit(exc)
-        print(message, file=sys.stderr)
-        raise SystemExit(code) from None
-    except OSError as exc:  # a full disk: exit 3 and a line, as the pyserini-qpeft commands
-        failure = write_failure(exc)
-        if failure is None:
+    except (QPeftError, KeyboardInterrupt, OSError) as exc:  # as the pyserini-qpeft commands: a line, no traceback
+        report = exit_report(exc)
+        if report is None:
             raise
-        print(f"error: {failure}", file=sys.stderr)
-        raise SystemExit(failure.exit_code) from None
+        print(report[0], file=sys.stderr)
+        raise SystemExit(report[1]) from None
