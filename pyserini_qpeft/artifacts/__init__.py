@@ -27,7 +27,7 @@ from .files import (
     atomic_write, current_umask, file_sha256, is_temporary_name, publish_dir, replace_dir, staging_dir, sweep_stale,
     temp_prefix
 )
-from .meta import MetaSpec, dump_json, read_json, read_meta, write_meta
+from .meta import MetaSpec, dump_json, read_json, read_meta, write_json, write_meta
 from .outputs import (
     check_output_path, check_replaceable, lock_exclusively, refuse_output_over_inputs, resolve_best
 )
@@ -40,5 +40,5 @@ __all__ = [
     "check_replaceable", "current_umask", "dump_json", "file_sha256", "is_temporary_name", "library_versions", "load_weights",
     "lock_exclusively", "model_card", "provenance_lines", "publish_dir", "read_json", "read_meta",
     "refuse_output_over_inputs", "replace_dir", "resolve_best", "save_module_folder", "source_commit", "staging_dir",
-    "sweep_stale", "temp_prefix", "write_meta"
+    "sweep_stale", "temp_prefix", "write_json", "write_meta"
 ]

@@ -57,6 +57,14 @@ def dump_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
+def write_json(path: str | os.PathLike, data: Any, sort_keys: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically in the package's JSON layout (:func:`dump_json`; ``sort_keys=False``
+    keeps the objects' own key order); returns the path."""
+    with atomic_write(path) as out:
+        out.write(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
+    return Path(path)
+
+
 def write_meta(folder: str | os.PathLike, spec: MetaSpec, meta: Mapping[str, Any]) -> Path:
     """Write ``meta`` plus the type field to ``folder/spec.file`` atomically; returns the file's path.
 
@@ -66,10 +74,7 @@ def write_meta(folder: str | os.PathLike, spec: MetaSpec, meta: Mapping[str, Any
     if meta.get(spec.type_field, spec.type) != spec.type:
         raise ValueError(f"{spec.type_field}={meta[spec.type_field]!r} in {spec.label} metadata, expected "
                          f"{spec.type!r}")
-    path = Path(folder) / spec.file
-    with atomic_write(path) as out:
-        out.write(dump_json({**meta, spec.type_field: spec.type}))
-    return path
+    return write_json(Path(folder) / spec.file, {**meta, spec.type_field: spec.type})
 
 
 def read_meta(folder: str | os.PathLike, spec: MetaSpec) -> dict[str, Any]:

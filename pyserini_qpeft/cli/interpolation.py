@@ -86,7 +86,7 @@ def dev_split(dataset, split, negatives_run, dev_size, seed, dev_carve, checkpoi
               help="JSON with the chosen weight (read by `rerank --interpolate FILE`, `fuse --alpha FILE`).")
 def select_interpolation(first_stage, reranked, method, qrels, depth, metric, normalization, output) -> None:
     """Pick the first-stage weight in 0, 0.05, ..., 1 that maximises METRIC on the dev queries (ties: nearest 0.5)."""
-    from ..artifacts import atomic_write, refuse_output_over_inputs
+    from ..artifacts import refuse_output_over_inputs, write_json
 
     refuse_output_over_inputs({"--output": output}, {"--first-stage": first_stage, "--reranked": list(reranked),
                                                      "--qrels": qrels})
@@ -122,8 +122,7 @@ def select_interpolation(first_stage, reranked, method, qrels, depth, metric, no
     record = selection_record(alpha, table, metric, depth, normalization,
                               sum(1 for q in first.qids() if q in judged), method=method, first_stage=first_stage,
                               reranked=reranked[0] if len(reranked) == 1 else list(reranked), qrels=qrels)
-    with atomic_write(output) as out:
-        out.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_json(output, record)
     alone = "reranker_alone" if method == "rerank-interpolation" else "dense_alone"
     click.echo(json.dumps({"alpha": alpha, metric: table[alpha], alone: table[0.0],
                            "first_stage_alone": table[1.0], "output": output}))

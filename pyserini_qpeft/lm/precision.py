@@ -129,7 +129,7 @@ def probe_cpu(cache_file: Path | None = None, timer: Timer | None = None, cpu: s
         timer: ``timer("fp32"|"bf16") -> GFLOP/s``; default :func:`matmul_gflops`.
         cpu, torch_version: cache key parts; default the running machine's.
     """
-    from ..artifacts import atomic_write
+    from ..artifacts import write_json
     from ..paths import cache_dir
 
     cache_file = cache_file or cache_dir() / "precision" / CACHE_NAME
@@ -151,8 +151,7 @@ def probe_cpu(cache_file: Path | None = None, timer: Timer | None = None, cpu: s
                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(cache_file) as out:
-            json.dump({"format": PROBE_FORMAT, "probes": probes}, out, indent=2, sort_keys=True)
+        write_json(cache_file, {"format": PROBE_FORMAT, "probes": probes})
     except OSError as exc:  # a read-only cache costs a second per process, nothing more
         logger.warning("cannot cache the precision probe in %s: %s", cache_file, exc)
     return choice

@@ -9,7 +9,6 @@ Both come from one forward pass per batch (``output_hidden_states``). Use traini
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from ..artifacts import atomic_write, check_base_model
+from ..artifacts import atomic_write, check_base_model, write_json
 from ..errors import InputError
 from .states import POOLINGS, layer_token_states, pool, tokenize
 
@@ -56,9 +55,7 @@ class LayerReport:
         return cls(**data)
 
     def write_json(self, path: str | os.PathLike) -> None:
-        with atomic_write(path) as out:
-            json.dump(self.to_dict(), out, indent=2, sort_keys=True)
-            out.write("\n")
+        write_json(path, self.to_dict())
 
     @classmethod
     def read_json(cls, path: str | os.PathLike) -> "LayerReport":

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ..artifacts import atomic_write, dump_json
+from ..artifacts import write_json
 from ..errors import InputError
 from ..training.data import BuildStats, TrainingExample, load_training_data, split_dev
 from ..training.state import read_trainer_state
@@ -162,6 +162,5 @@ def train_lmort(lm: "FrozenLM", examples: Sequence[TrainingExample], corpus: Map
                "total_seconds": round(time.time() - started, 1), "train_queries": len(train_set),
                "dev_queries": len(dev_set), **meta}
     if parallel.is_main:
-        with atomic_write(output / "train_summary.json") as out:
-            out.write(dump_json(summary))
+        write_json(output / "train_summary.json", summary)
     return summary

@@ -16,7 +16,6 @@ A sweep resumes: a combination whose folder holds a finished run is not trained 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -144,7 +143,7 @@ def run_sweep(points: Sequence[SweepPoint], train_one: Callable[[SweepPoint, Pat
     Returns:
         ``{"metric", "best": {...}, "rows": [...]}``, also written to ``output/sweep.json`` and ``sweep.md``.
     """
-    from ..artifacts import atomic_write
+    from ..artifacts import atomic_write, write_json
     from ..training.state import publish_best
 
     output = Path(output)
@@ -162,8 +161,7 @@ def run_sweep(points: Sequence[SweepPoint], train_one: Callable[[SweepPoint, Pat
     if not write:
         return summary
     publish_best(Path(best["folder"]) / "best", output)
-    with atomic_write(output / "sweep.json") as out:
-        out.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_json(output / "sweep.json", summary)
     with atomic_write(output / "sweep.md") as out:
         out.write(sweep_table(summary))
     return summary

@@ -1,7 +1,6 @@
 """Evaluating a matrix's finished runs and checking them against the expected scores."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -74,7 +73,6 @@ def raise_on_failures(failures: list[str]) -> None:
 
 def write_json(rows: list[dict[str, Any]], path: Path) -> None:
     """``rows`` as indented JSON, written atomically."""
-    from ..artifacts import atomic_write
+    from ..artifacts import write_json as write
 
-    with atomic_write(path) as out:
-        json.dump(rows, out, indent=2, sort_keys=False)
+    write(path, rows, sort_keys=False)

@@ -193,10 +193,9 @@ class Planner:
 
     def record(self, name: str) -> None:
         """Write the record of artifact ``name``: this plan's command made it."""
-        from ..artifacts import atomic_write, dump_json
+        from ..artifacts import write_json
 
-        with atomic_write(record_path(self.output(name))) as out:
-            out.write(dump_json({"format": RECORD_FORMAT, "command": self.command(name)}))
+        write_json(record_path(self.output(name)), {"format": RECORD_FORMAT, "command": self.command(name)})
 
     def available(self, name: str) -> bool:
         """False when the artifact (or a dependency) needs a split this dataset lacks."""

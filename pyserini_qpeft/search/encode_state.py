@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ..artifacts import atomic_write, dump_json
+from ..artifacts import atomic_write, write_json
 from ..errors import InputError
 
 if TYPE_CHECKING:
@@ -87,8 +87,7 @@ class EncodeState:
                                  "delete it to start over", str(self.folder))
         if found is None:
             self._clear()  # parts without a state of their own (deleted, damaged) belong to no known job
-            with atomic_write(state_file) as out:
-                out.write(dump_json(header))
+            write_json(state_file, header)
         self.done: dict[int, "np.ndarray"] = {}
         self._load_parts()
         self._pending: list[tuple[int, "np.ndarray"]] = []
@@ -158,8 +157,7 @@ class EncodeState:
             with atomic_write(self.folder / f"part-{run[0][0]:07d}-{run[-1][0]:07d}.npy", "wb") as out:
                 np.save(out, np.concatenate([v for _, v in run]), allow_pickle=False)
         if wrote:  # the time that produced the parts, with them (a kill loses both since the last flush)
-            with atomic_write(self.folder / "seconds.json") as out:
-                out.write(dump_json({"seconds": round(self.seconds, 3)}))
+            write_json(self.folder / "seconds.json", {"seconds": round(self.seconds, 3)})
 
     def close(self) -> None:
         self._lock.close()

@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import (atomic_write, dump_json, is_temporary_name, read_json, replace_dir, sweep_stale,
-                         temp_prefix)
+from ..artifacts import (atomic_write, is_temporary_name, read_json, replace_dir, sweep_stale, temp_prefix,
+                         write_json)
 from ..errors import ModelError
 
 STATE_NAME = "trainer_state.json"
@@ -103,8 +103,7 @@ def read_trainer_state(output_dir: str | os.PathLike) -> dict | None:
 
 
 def write_trainer_state(output_dir: str | os.PathLike, state: dict) -> None:
-    with atomic_write(Path(output_dir) / STATE_NAME) as out:
-        out.write(dump_json(state))
+    write_json(Path(output_dir) / STATE_NAME, state)
 
 
 def save_optimizer(optimizer, folder: str | os.PathLike) -> None:
@@ -123,8 +122,7 @@ def save_optimizer(optimizer, folder: str | os.PathLike) -> None:
                 scalars[name] = value
     with atomic_write(folder / OPTIMIZER_WEIGHTS, mode="wb") as out:
         out.write(save(tensors))
-    with atomic_write(folder / OPTIMIZER_JSON) as out:
-        out.write(dump_json({"param_groups": state["param_groups"], "scalars": scalars}))
+    write_json(folder / OPTIMIZER_JSON, {"param_groups": state["param_groups"], "scalars": scalars})
 
 
 def load_optimizer(optimizer, folder: str | os.PathLike) -> None:
@@ -149,8 +147,7 @@ def write_training_done(output_dir: str | os.PathLike, state: dict) -> None:
     """Mark a training run finished (``training_done.json``: epochs run, best epoch, step and value, early stop)."""
     summary = {k: state.get(k) for k in ("completed_epochs", "global_step", "best_epoch", "best_step", "best_value")}
     summary["stopped_early"] = bool(state.get("stopped_early"))
-    with atomic_write(Path(output_dir) / DONE_NAME) as out:
-        out.write(dump_json(summary))
+    write_json(Path(output_dir) / DONE_NAME, summary)
 
 
 def publish_best(epoch_folder: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
