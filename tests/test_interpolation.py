@@ -159,6 +159,17 @@ def test_dev_split_select_and_fuse_cli(toy_beir, tmp_path):
     expected = interpolate_rerank(dev_run, reranked, record["alpha"], depth=3)
     assert read_run(tmp_path / "fused.trec").to_dict().keys() == expected.to_dict().keys()
     assert [h.docid for h in read_run(tmp_path / "fused.trec")[qid]] == [h.docid for h in expected[qid]]
+    assert "selected reranking the top" not in out.output
+    # the file's weight applied at another depth than it was selected at: said, and applied as given
+    other = runner.invoke(cli, ["fuse", "--method", "rerank-interpolation", "--run", str(tmp_path / "dev.trec"),
+                                "--run", str(tmp_path / "dev-rr.trec"), "--depth", "2", "--alpha",
+                                str(tmp_path / "alpha.json"), "--output", str(tmp_path / "fused2.trec")])
+    assert other.exit_code == 0, other.output
+    assert (f"warning: --alpha {tmp_path / 'alpha.json'}: it was selected reranking the top 3, this rerank covers "
+            f"the top 2") in other.output
+    at2 = interpolate_rerank(dev_run, reranked, record["alpha"], depth=2)
+    assert {q: [h.docid for h in hits] for q, hits in read_run(tmp_path / "fused2.trec").hits.items()} == \
+        {q: [h.docid for h in hits] for q, hits in at2.hits.items()}
     (tmp_path / "bogus.json").write_text("{}")
     bad = runner.invoke(cli, ["fuse", "--method", "rerank-interpolation", "--run", str(tmp_path / "dev.trec"),
                               "--run", str(tmp_path / "dev-rr.trec"), "--depth", "3", "--alpha",
@@ -166,7 +177,8 @@ def test_dev_split_select_and_fuse_cli(toy_beir, tmp_path):
     assert bad.exit_code == 2 and "selection file" in bad.output
 
 
-def test_upr_carries_its_documented_weight_and_upr_instruct_none(tiny_lm, caplog):
+def test_upr_carries_its_documented_weight_and_upr_instruct_none(tiny_lm, caplog, tmp_path):
+    import json
     import logging
 
     from pyserini_qpeft.rerank import build_reranker
@@ -195,6 +207,21 @@ def test_upr_carries_its_documented_weight_and_upr_instruct_none(tiny_lm, caplog
         assert interpolation_alpha(retr, "auto", depth=20) == 0.3
     assert "selected reranking the top 10, this rerank covers the top 20" in caplog.text
     assert interpolation_alpha(upr, 0.25) == 0.25 and interpolation_alpha(upr, None) is None
+    # a selection file's weight (--interpolate FILE) is checked against the depth the same way
+    from pyserini_qpeft.rerank.flags import SelectedWeight, interpolation_weight
+    from pyserini_qpeft.search.fusion import selection_record
+
+    (tmp_path / "sel.json").write_text(json.dumps(selection_record(0.35, {0.35: 0.5}, "ndcg@10", 20, "zscore", 4)))
+    weight = interpolation_weight(str(tmp_path / "sel.json"))
+    assert isinstance(weight, SelectedWeight) and weight == 0.35 and weight.depth == 20
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert interpolation_alpha(upr, weight, depth=20) == 0.35
+    assert "selected reranking the top" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        assert type(interpolation_alpha(upr, weight, depth=100)) is float
+    assert (f"--interpolate {tmp_path / 'sel.json'}: first-stage weight 0.35; it was selected reranking the top 20, "
+            f"this rerank covers the top 100") in caplog.text
     from pyserini_qpeft.errors import InputError
 
     with pytest.raises(InputError, match="carries no interpolation weight"):

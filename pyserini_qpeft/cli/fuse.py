@@ -156,6 +156,12 @@ def fuse(runs, method, rrf_k, alpha, normalization, depth, top_k, runtag, output
                 raise click.UsageError("--method rerank-interpolation needs --depth (the rerank depth)")
             weight, norm = _resolve_weight(alpha, method, normalization,
                                            _default(interpolate_rerank, "normalization"))
+            if isinstance(alpha, dict):
+                from ..search.fusion import other_depth_note
+
+                note = other_depth_note(alpha.get("depth"), depth)
+                if note:
+                    click.echo(f"warning: --alpha {alpha['path']}: {note}", err=True)
             if len(loaded) > 2:
                 reranked = average_named_reranks(loaded[0], loaded[1:], runs[1:], depth, norm)
             else:

@@ -56,6 +56,19 @@ def field_default(cls: type, name: str) -> Any:
     raise ValueError(f"{cls.__name__} has no field {name!r} with a default")
 
 
+class SelectedWeight(float):
+    """A first-stage weight read from a `select-interpolation` file: the weight, plus the file (``path``) and the
+    rerank depth it was selected at (``depth``; None when the record has none)."""
+
+    path: str
+    depth: int | None
+
+    def __new__(cls, value: float, path: str, depth: int | None) -> "SelectedWeight":
+        weight = super().__new__(cls, value)
+        weight.path, weight.depth = path, depth
+        return weight
+
+
 def interpolation_weight(text: str) -> float | str:
     """``--interpolate`` values: ``auto``, a first-stage weight in [0, 1], or a selection file written by
     ``pyserini-qpeft select-interpolation`` (its dev-selected weight). ValueError otherwise."""
@@ -75,7 +88,7 @@ def interpolation_weight(text: str) -> float | str:
             raise ValueError(f"{text} was selected with --normalization {chosen}; `rerank --interpolate` applies "
                              f"z-scores: select with --normalization zscore, or apply this file with `pyserini-qpeft "
                              f"fuse --method rerank-interpolation --alpha {text}`")
-        return float(record["alpha"])
+        return SelectedWeight(record["alpha"], text, record.get("depth"))
     try:
         value = float(text)
     except ValueError:

@@ -97,10 +97,17 @@ def interpolation_alpha(reranker: Reranker, interpolate: float | str | None, dep
     """The first-stage weight for ``--interpolate``: a number as given, or for ``auto`` the weight the reranker
     carries (``reranker.interpolation["alpha"]``: dev-selected for trained checkpoints, a documented default for
     zero-shot rerankers). InputError when ``auto`` meets a reranker without one. ``depth``: the rerank's depth; the
-    warning that names an ``auto`` weight says so when the weight was selected at another depth."""
+    warning that names an ``auto`` weight, and a warning for a selection file's, say so when the weight was selected
+    at another depth."""
+    from ..search.fusion import other_depth_note
+    from .flags import SelectedWeight
+
     if interpolate is None:
         return None
     if interpolate != "auto":
+        note = other_depth_note(interpolate.depth, depth) if isinstance(interpolate, SelectedWeight) else ""
+        if note:
+            logger.warning("--interpolate %s: first-stage weight %.2f; %s", interpolate.path, interpolate, note)
         return float(interpolate)
     carried = getattr(reranker, "interpolation", None)
     if not carried or carried.get("alpha") is None:
@@ -108,11 +115,8 @@ def interpolation_alpha(reranker: Reranker, interpolate: float | str | None, dep
                          f"checkpoint trained with --no-select-interpolation carries none, nor one whose training "
                          f"stopped before selecting it: `train qpeft ... --resume` finishes that); give one (e.g. "
                          f"--interpolate 0.4) or a file from `pyserini-qpeft select-interpolation`")
-    selected_at = carried.get("depth", (carried.get("selection") or {}).get("depth"))
-    other_depth = (f"; it was selected reranking the top {selected_at}, this rerank covers the top {depth}: the best "
-                   f"weight can differ with the depth (select one at this depth with `pyserini-qpeft "
-                   f"select-interpolation` and pass that file)"
-                   if depth is not None and isinstance(selected_at, int) and selected_at != depth else "")
+    other_depth = other_depth_note(carried.get("depth", (carried.get("selection") or {}).get("depth")), depth)
+    other_depth = f"; {other_depth}" if other_depth else ""
     # said at the default log level: a zero-shot reranker's weight was selected on another dataset (and model)
     logger.warning("--interpolate auto: first-stage weight %.2f, %s%s%s", carried["alpha"],
                    carried.get("source", "carried by the reranker"),

@@ -232,6 +232,16 @@ def selection_record(alpha: float, table: dict[float, float], metric: str, depth
             "table": {f"{a:.2f}": round(v, 6) for a, v in sorted(table.items())}, **sources}
 
 
+def other_depth_note(selected_at: object, depth: int | None) -> str:
+    """The clause a warning adds when a weight selected reranking the top ``selected_at`` is applied to a rerank
+    of the top ``depth`` ("" when they agree or either is unknown)."""
+    if depth is None or not isinstance(selected_at, int) or isinstance(selected_at, bool) or selected_at == depth:
+        return ""
+    return (f"it was selected reranking the top {selected_at}, this rerank covers the top {depth}: the best weight "
+            f"can differ with the depth (select one at this depth with `pyserini-qpeft select-interpolation` and "
+            f"pass that file)")
+
+
 def read_selection(path: str) -> dict:
     """A selection record written by ``pyserini-qpeft select-interpolation``; InputError when it is not one."""
     from ..artifacts import read_json
