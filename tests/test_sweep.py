@@ -134,3 +134,39 @@ def test_cli_sweep_publishes_the_dev_best(tiny_lm_path, tmp_path, toy_beir):
 
     assert isinstance(refused.exception, UsageError) and refused.exception.exit_code == 2  # exit 2 through the CLI
     assert "num_heads=5 does not divide hidden size 32" in str(refused.exception)
+
+
+def test_sweep_is_finished_only_after_on_finish(tmp_path, caplog):
+    """The interpolation weight is selected (``on_finish``) on the published best/ before sweep.json marks the sweep
+    finished: a sweep stopped in between is resumed, and its best/ is warned about meanwhile."""
+    import logging
+    from types import SimpleNamespace
+
+    from pyserini_qpeft.qpeft.sweep import SweepPoint, run_sweep
+    from pyserini_qpeft.training.state import warn_if_unfinished
+
+    def train_one(point, folder):
+        (folder / "best").mkdir(parents=True, exist_ok=True)
+        (folder / "best" / "weights.txt").write_text(str(point.index))
+        return SimpleNamespace(best_dev={"ndcg@10": 0.1 * (point.index + 1)}, best_epoch=1, best_step=None)
+
+    points = [SweepPoint(index=i, module={}, train={"margin": m}) for i, m in enumerate((0.1, 0.5))]
+    out = tmp_path / "sweep-out"
+
+    def stop(best):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(points, train_one, out, "ndcg@10", on_finish=stop)
+    assert (out / "best" / "weights.txt").read_text() == "1" and not (out / "sweep.json").exists()
+    with caplog.at_level(logging.WARNING):
+        warn_if_unfinished(out / "best")
+    assert "its sweep has not finished (no sweep.json" in caplog.text
+    seen = []
+    summary = run_sweep(points, train_one, out, "ndcg@10", on_finish=seen.append)
+    assert seen == [out / "best"] and summary["best"]["index"] == 1 and (out / "sweep.json").is_file()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        warn_if_unfinished(out / "best")
+        warn_if_unfinished(out)
+    assert caplog.text == ""

@@ -133,12 +133,14 @@ def check_selection(points: Sequence[SweepPoint], metric: str, path: str | Path)
 
 
 def run_sweep(points: Sequence[SweepPoint], train_one: Callable[[SweepPoint, Path], Any], output: str | Path,
-              metric: str, write: bool = True) -> dict[str, Any]:
+              metric: str, write: bool = True, on_finish: Callable[[Path], Any] | None = None) -> dict[str, Any]:
     """Train every point with ``train_one(point, folder) -> TrainResult`` and publish the best one.
 
     Args:
         metric: the dev selection metric (``loss`` is lower-is-better, everything else higher-is-better).
         write: publish ``best/`` and the tables (False on the other ranks of a data-parallel run).
+        on_finish: called with the published ``best/`` before ``sweep.json`` marks the sweep finished (the
+            interpolation weight it carries is selected there: a sweep stopped in between is not finished).
 
     Returns:
         ``{"metric", "best": {...}, "rows": [...]}``, also written to ``output/sweep.json`` and ``sweep.md``.
@@ -160,7 +162,9 @@ def run_sweep(points: Sequence[SweepPoint], train_one: Callable[[SweepPoint, Pat
     summary = {"metric": metric, "best": best, "rows": rows}
     if not write:
         return summary
-    publish_best(Path(best["folder"]) / "best", output)
+    published = publish_best(Path(best["folder"]) / "best", output)
+    if on_finish is not None:
+        on_finish(published)
     write_json(output / "sweep.json", summary)
     with atomic_write(output / "sweep.md") as out:
         out.write(sweep_table(summary))

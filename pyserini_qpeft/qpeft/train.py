@@ -162,13 +162,15 @@ def run_qpeft_job(job: QPeftJob, echo: Callable[[str], None] | None = None) -> d
                                    metadata={**meta, "sweep": point.settings}, parallel=parallel,
                                    prefix_memo=memo, first_stage=first_stage)
 
-            swept = run_sweep(points, train_one, job.output, tcfg.selection_metric, write=parallel.is_main)
+            chosen: dict[str, float | None] = {}
+            # rank 0 selects the interpolation weight of the published best/ before sweep.json marks the sweep done
+            swept = run_sweep(points, train_one, job.output, tcfg.selection_metric, write=parallel.is_main,
+                              on_finish=lambda best: chosen.update(alpha=carried_weight(best)))
             parallel.barrier()
             if not parallel.is_main:
                 return None
             best = Path(job.output) / "best"
-            alpha = carried_weight(best)
-            return {"best": str(best), "settings": swept["best"]["settings"], "interpolation_alpha": alpha,
+            return {"best": str(best), "settings": swept["best"]["settings"], "interpolation_alpha": chosen["alpha"],
                     "dev": swept["best"]["dev"], "combinations": len(points),
                     "wall_seconds": round(time.time() - t0, 1), "table": str(Path(job.output) / "sweep.md")}
         selected: dict[str, float | None] = {}

@@ -163,9 +163,14 @@ def publish_best(epoch_folder: str | os.PathLike, output_dir: str | os.PathLike)
 
 def warn_if_unfinished(checkpoint: str | os.PathLike) -> None:
     """A warning when ``checkpoint`` (a training output folder, or its ``best/``) belongs to a training run without
-    ``training_done.json``: killed, or still running, its ``best/`` holds the best epoch so far."""
+    ``training_done.json``: killed, or still running, its ``best/`` holds the best epoch so far; or to a sweep
+    whose ``best/`` is published but whose ``sweep.json`` is not written yet (its interpolation weight may be
+    missing)."""
     path = Path(checkpoint)
     run = path.parent if path.name == BEST else path
     if (run / STATE_NAME).is_file() and not (run / DONE_NAME).is_file():
         logger.warning("%s: its training has not finished (no %s: stopped, or still running), so %s/ holds the best "
                        "epoch so far; finish it with the same `train` command and --resume", run, DONE_NAME, BEST)
+    elif (run / SWEEP_DIR).is_dir() and (run / BEST).is_dir() and not (run / "sweep.json").is_file():
+        logger.warning("%s: its sweep has not finished (no sweep.json: stopped, or still running; %s/ may lack its "
+                       "interpolation weight); finish it with the same `train ... --sweep` command", run, BEST)
