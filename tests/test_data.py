@@ -169,8 +169,15 @@ def test_unknown_dataset_lists_where_it_looked(tmp_path, monkeypatch):
     assert str(tmp_path / "lib" / "nosuchset") in message
     assert str(tmp_path / "cache" / "beir" / "nosuchset") in message
     assert data.ENV_VAR in message
+    assert "did you mean" not in message
     with pytest.raises(InputError, match="not a BEIR dataset folder"):
         find_dataset(str(tmp_path))  # an existing folder without corpus.jsonl
+    # the data path names the folder above the datasets (data/ for data/beir/NAME): the message says what to give
+    from conftest import write_beir
+
+    write_beir(tmp_path / "lib" / "beir" / "toy")
+    with pytest.raises(InputError, match=f"did you mean \\${data.ENV_VAR}={tmp_path / 'lib' / 'beir'}\\?"):
+        find_dataset("toy")
     with pytest.raises(InputError):
         load_topics("beir-v1.0.0-nosuchset-test")
 

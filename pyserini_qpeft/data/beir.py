@@ -36,9 +36,14 @@ DATASET_NAME_RULE = "ASCII letters, digits, '_', '.' and '-' (not starting with 
 # Finding datasets
 
 
+def _data_path_entries() -> list[Path]:
+    """The folders ``$PYSERINI_QPEFT_DATA`` names, in order."""
+    return [Path(p).expanduser() for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p.strip()]
+
+
 def data_search_path() -> list[Path]:
     """Folders searched for BEIR datasets by name: ``$PYSERINI_QPEFT_DATA`` entries, then ``cache_dir()/beir``."""
-    entries = [Path(p).expanduser() for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p.strip()]
+    entries = _data_path_entries()
     try:
         return entries + [cache_dir() / "beir"]
     except InputError:  # no cache root here (no home folder): the data path alone
@@ -92,8 +97,12 @@ def find_dataset(name_or_path: str | os.PathLike, download: bool = False) -> Pat
             if _is_beir_folder(candidate):
                 return candidate
         raise InputError(f"downloaded {zip_name}.zip but found no dataset {text!r} in it", str(folder))
+    # a data path naming the folder above the datasets (e.g. data/ for data/beir/scifact): say which entry to give
+    nearby = [root / "beir" for root in _data_path_entries()
+              if any(_is_beir_folder(c) for c in _candidates(root / "beir", text))]
+    hint = f" ({nearby[0]} holds it: did you mean ${ENV_VAR}={nearby[0]}?)" if nearby else ""
     raise InputError(
-        f"BEIR dataset {text!r} not found; looked in: {', '.join(searched)}. Put the dataset folder in one of "
+        f"BEIR dataset {text!r} not found{hint}; looked in: {', '.join(searched)}. Put the dataset folder in one of "
         f"the folders of ${ENV_VAR} ({os.pathsep}-separated), pass its path, or download it "
         f"(`index --download` or `repro --download` on the CLI, download=True in Python, fetches "
         f"{BEIR_URL.format(name=text)})"
