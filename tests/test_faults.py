@@ -560,6 +560,40 @@ def test_a_rerank_state_written_before_the_weights_digest_still_resumes(tiny_lm_
     reranker.rerank(queries, run, docs, depth=2, progress=False, state_path=fresh)
     assert _json.loads(fresh.read_text().splitlines()[0]) != _json.loads(old_header)  # the digest is in new ones
 
+def test_a_qpeft_retr_state_scored_under_the_earlier_hint_choice_is_another_job(tiny_lm, tmp_path, monkeypatch):
+    """Q-PEFT-R's hint tokens are chosen row by row with ties in passage order since 2026-12-07 (before, float noise
+    of the batch broke them): a state written before would mix both choices, so it is refused, digest or not."""
+    from pyserini_qpeft.data import Document
+    from pyserini_qpeft.lm.scoring import ScorerConfig
+    from pyserini_qpeft.qpeft.module import QPeftConfig, QPeftModule, build_module
+    from pyserini_qpeft.rerank.base import DictDocStore
+    from pyserini_qpeft.rerank.lm import LMReranker
+    from pyserini_qpeft.types import Query
+
+    queries = [Query("q1", "what causes lung cancer")]
+    run = Run({"q1": [Hit(d["_id"], 6.0 - i) for i, d in enumerate(TOY_CORPUS)]})
+    docs = DictDocStore({d["_id"]: Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS})
+    module = build_module(tiny_lm, QPeftConfig(variant="retr", top_k=3))
+    reranker = LMReranker(tiny_lm, ScorerConfig(batch_size=2), hint_module=module, name="qpeft-retr")
+    assert "passage order" in module.selection_rule
+    digest, state = tiny_lm.weights_sha256, tmp_path / "out.trec.partial"
+    with monkeypatch.context() as m:  # what versions before wrote: no rule (and, older still, no digest)
+        m.setattr(QPeftModule, "selection_rule", property(lambda self: None))
+        tiny_lm.weights_sha256 = None
+        try:
+            reranker.rerank(queries, run, docs, depth=4, progress=False, state_path=state)
+        finally:
+            tiny_lm.weights_sha256 = digest
+    with pytest.raises(InputError, match="belongs to another job"):
+        reranker.rerank(queries, run, docs, depth=4, progress=False, state_path=state)
+    state.unlink()
+    whole = reranker.rerank(queries, run, docs, depth=4, progress=False)
+    again = reranker.rerank(queries, run, docs, depth=4, progress=False, state_path=state)  # written now: this job's
+    resumed = reranker.rerank(queries, run, docs, depth=4, progress=False, state_path=state)
+    assert [(h.docid, h.score) for h in resumed["q1"]] == [(h.docid, h.score) for h in again["q1"]] == \
+        [(h.docid, h.score) for h in whole["q1"]]
+
+
 def test_rerank_state_from_another_corpus_is_refused_and_a_second_writer_is_locked_out(tiny_lm, tmp_path):
     import fcntl
 

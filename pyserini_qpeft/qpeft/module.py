@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+SIM_DECIMALS = 5
+"""Q-PEFT-R ranks candidate hint tokens by cosine similarity rounded to this many decimals (float noise, about
+1e-7, decides no tie; tied tokens come in passage order)."""
+
 class HintMLP(nn.Module):
     """``[..., H] -> [..., H]``: residual ``x + W2 relu(W1 x)`` (``W2`` starts scaled by ``init_scale``) or, with
     ``residual=False``, the paper's plain ``W2 relu(W1 x)`` with xavier-uniform weights and zero biases."""
@@ -217,29 +221,52 @@ class QPeftModule(nn.Module):
 
     def token_scores(self, query_ids: Tensor, query_mask: Tensor, passage_ids: Tensor,
                      passage_mask: Tensor) -> Tensor:
-        """retr: each passage token's best cosine similarity to a query token, ``[B, D]`` (-inf at padding)."""
-        q = self._embed(query_ids)
-        if self.config.query_proj:
-            q = self.query_proj(q)
-        q = torch.nn.functional.normalize(q, dim=-1)
+        """retr: each passage token's best cosine similarity to a query token, ``[B, D]`` (-inf at padding).
+
+        Row by row over each row's own tokens (no padding in the products), so that a pair's similarities, and
+        the hints chosen from them, do not depend on the batch it is scored in: a padded batched product differs
+        in the last bits, which reordered the exact-match ties (cosine 1).
+        """
         p = torch.nn.functional.normalize(self._embed(passage_ids), dim=-1)
-        sim = torch.einsum("bqh,bdh->bdq", q, p)
-        sim = sim.masked_fill(~query_mask.bool().unsqueeze(1), float("-inf"))
-        best = sim.max(dim=-1).values
+        rows = []
+        for b in range(passage_ids.shape[0]):
+            row = torch.full(passage_ids.shape[1:], float("-inf"), dtype=p.dtype, device=p.device)
+            real_q, real_p = query_mask[b].bool(), passage_mask[b].bool()
+            if bool(real_q.any()) and bool(real_p.any()):
+                q = self._embed(query_ids[b][real_q])
+                if self.config.query_proj:
+                    q = self.query_proj(q)
+                q = torch.nn.functional.normalize(q, dim=-1)
+                row = row.masked_scatter(real_p, (p[b][real_p] @ q.T).max(dim=-1).values)
+            rows.append(row)
+        best = torch.stack(rows)
         invalid = ~passage_mask.bool()
         if self.exclude_token_ids.numel():
             invalid = invalid | torch.isin(passage_ids, self.exclude_token_ids.to(passage_ids.device))
         return best.masked_fill(invalid, float("-inf"))
 
+    @property
+    def selection_rule(self) -> str | None:
+        """How retr chooses its hint tokens, named in rerank state fingerprints (scores under another rule are
+        another job's); None for the other variants."""
+        if self.config.variant != "retr":
+            return None
+        return f"row-wise cosine rounded to {SIM_DECIMALS} decimals, ties in passage order"
+
     def select_tokens(self, query_ids: Tensor, query_mask: Tensor, passage_ids: Tensor,
                 passage_mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """retr: top-k distinct passage tokens -> (embeddings ``[B, k, H]``, mask ``[B, k]``, ids, sims)."""
+        """retr: top-k distinct passage tokens -> (embeddings ``[B, k, H]``, mask ``[B, k]``, ids, sims).
+
+        Ranked by similarity rounded to :data:`SIM_DECIMALS` decimals, ties (e.g. the passage tokens that also
+        occur in the query, all at cosine 1) in order of first occurrence in the passage.
+        """
         k = self.config.top_k
         scores = self.token_scores(query_ids, query_mask, passage_ids, passage_mask)
         batch = passage_ids.shape[0]
         ids = torch.zeros(batch, k, dtype=torch.long, device=passage_ids.device)
         sims = torch.zeros(batch, k, device=passage_ids.device)
         mask = torch.zeros(batch, k, dtype=torch.long, device=passage_ids.device)
+        positions = torch.arange(passage_ids.shape[1], device=passage_ids.device)
         for b in range(batch):
             valid = torch.isfinite(scores[b])
             if not bool(valid.any()):
@@ -247,10 +274,14 @@ class QPeftModule(nn.Module):
             uniq, inverse = torch.unique(passage_ids[b][valid], return_inverse=True)
             best = torch.full((uniq.numel(),), float("-inf"), device=scores.device)
             best = best.scatter_reduce(0, inverse, scores[b][valid], reduce="amax")
-            top = best.topk(min(k, uniq.numel()))  # ties broken by torch.topk; ids are sorted by torch.unique
-            n = top.indices.numel()
-            ids[b, :n] = uniq[top.indices]
-            sims[b, :n] = top.values
+            first = torch.full((uniq.numel(),), passage_ids.shape[1], device=scores.device)
+            first = first.scatter_reduce(0, inverse, positions[valid], reduce="amin")
+            order = torch.sort(first, stable=True).indices  # reading order, then by rounded similarity (stable)
+            rounded = torch.round(best.detach() * 10 ** SIM_DECIMALS)
+            order = order[torch.sort(-rounded[order], stable=True).indices][:k]
+            n = order.numel()
+            ids[b, :n] = uniq[order]
+            sims[b, :n] = best[order]
             mask[b, :n] = 1
         x = self._embed(ids) * mask.unsqueeze(-1)
         if self.config.query_proj:

@@ -114,8 +114,11 @@ class LMReranker(InProcessAPI):
         full = None if legacy else getattr(self.lm, "weights_sha256", None)
         if full:  # the full-content digest: a change the fingerprint's samples miss is another job too
             meta["lm_weights_sha256"] = full
-        digest.update(json.dumps(meta, sort_keys=True).encode())
         hm = self.scorer.hint_module
+        rule = getattr(hm, "selection_rule", None)
+        if rule:  # Q-PEFT-R's hint choice: a state scored under an earlier rule is another job's (legacy included)
+            meta["hint_selection"] = rule
+        digest.update(json.dumps(meta, sort_keys=True).encode())
         if hm is not None and hasattr(hm, "state_dict"):
             for key, tensor in sorted(hm.state_dict().items()):
                 digest.update(key.encode())
