@@ -93,10 +93,20 @@ def parse_metric(name: str) -> Metric:
     return Metric(kind, int(match.group("k")) if match.group("k") else None)
 
 
-def _metric_list(metrics: str | Iterable[str]) -> list[str]:
-    if isinstance(metrics, str):
-        metrics = metrics.split(",")
-    names = [m.strip() for m in metrics if m.strip()]
+def metric_list(metrics: str | Iterable[str]) -> list[str]:
+    """The metric names in ``metrics`` (names, or comma-separated lists of them); a bare number continues the
+    cutoffs of the name before it, as trec_eval's ``-m P.5,10`` (``ndcg@10,100`` = ``ndcg@10``, ``ndcg@100``)."""
+    names: list[str] = []
+    for spec in [metrics] if isinstance(metrics, str) else metrics:
+        stem = None
+        for part in (p.strip() for p in str(spec).split(",")):
+            if not part:
+                continue
+            if part.isdigit() and stem:
+                part = stem + part
+            names.append(part)
+            cut = re.match(r"^(.*?[@.])\d+$", part)
+            stem = cut.group(1) if cut else None
     if not names:
         raise InputError("no metrics requested")
     return names
@@ -190,7 +200,7 @@ def evaluate_per_query(run: RunLike, qrels: Qrels, metrics: str | Iterable[str] 
     Raises:
         InputError: unknown metric, empty qrels, or a docid listed twice for one query.
     """
-    names = _metric_list(metrics)
+    names = metric_list(metrics)
     parsed = [parse_metric(n) for n in names]
     if relevance_level < 1:
         raise InputError(f"relevance level must be >= 1, got {relevance_level}")
@@ -230,7 +240,7 @@ def mean_metrics(per_query: Mapping[str, Mapping[str, float]], metrics: str | It
                  qids: Iterable[str] | None = None) -> dict[str, float]:
     """Metric name -> mean of :func:`evaluate_per_query`'s values over ``qids`` (default: every query in it)."""
     rows = [per_query[q] for q in qids] if qids is not None else list(per_query.values())
-    return {name: math.fsum(values[name] for values in rows) / len(rows) for name in _metric_list(metrics)}
+    return {name: math.fsum(values[name] for values in rows) / len(rows) for name in metric_list(metrics)}
 
 
 def average_per_query(results: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:

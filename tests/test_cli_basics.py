@@ -70,6 +70,11 @@ def test_evaluate_json(tmp_path, toy_beir):
     values = json.loads(result.output)
     # q2 is judged but absent from the run: trec_eval -c counts it as 0.
     assert values == {"hit@10": round(2 / 3, 4), "mrr@10": round((1 + 0.5) / 3, 4)}
+    # comma-separated, and trec_eval's cutoff lists (P.1,2 = P.1 and P.2): the same values under the names given
+    listed = CliRunner().invoke(cli, ["evaluate", "--qrels", str(toy_beir / "qrels" / "test.tsv"), "--run", str(run),
+                                      "--json", "-m", "hit@10,mrr@10", "-m", "P.1,2"])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.output) == {**values, "P.1": round(1 / 3, 4), "P.2": round((0.5 + 0.5) / 3, 4)}
     other = tmp_path / "other.trec"  # a run of queries the qrels do not judge (e.g. the training split's run)
     other.write_text("q9 Q0 d1 1 1.0 t\n")
     result = CliRunner().invoke(cli, ["evaluate", "--qrels", str(toy_beir / "qrels" / "test.tsv"), "--run", str(other),

@@ -103,6 +103,12 @@ def test_metric_names():
             parse_metric(bad)
     assert set(DEFAULT_METRICS) <= METRICS
     assert evaluate(RUN, QRELS, "ndcg@10, mrr@10").keys() == {"ndcg@10", "mrr@10"}
+    from pyserini_qpeft.evaluation import metric_list
+
+    assert metric_list(["ndcg@10,100", "P.5,10", "recip_rank,recall@1000", "map"]) == \
+        ["ndcg@10", "ndcg@100", "P.5", "P.10", "recip_rank", "recall@1000", "map"]
+    with pytest.raises(InputError, match="no metrics"):
+        metric_list([" , "])
     assert evaluate(RUN, QRELS, ["ndcg@37"])["ndcg@37"] > 0  # any cutoff
 
 

@@ -14,7 +14,9 @@ from .options import sample_options
               help="TREC run file. Repeat it for one system's runs over training seeds: every per-query value (and "
                    "so every mean and --compare-to's test) is then the average over them, the seed-averaged system.")
 @click.option("-m", "--metric", "metrics", multiple=True,
-              help="ndcg@10, recall@100, recall@1000, mrr@10, map, hit@10, recall@10, precision@k ... (repeatable).")
+              help="ndcg@10, recall@100, recall@1000, mrr@10, map, hit@10, recall@10, precision@k ... or trec_eval's "
+                   "names (ndcg_cut.10, P.5); repeatable, or comma-separated (ndcg@10,recall@100; P.5,10 as "
+                   "trec_eval: P.5 and P.10).")
 @click.option("-l", "--relevance-level", type=click.IntRange(min=1), default=1, show_default=True,
               help="Lowest judgment that counts as relevant, as trec_eval's -l (TREC DL passage: Pyserini reports MAP "
                    "and recall with -l 2); nDCG uses the graded judgments whatever the level.")
@@ -44,7 +46,7 @@ def evaluate(qrels: str, run_paths: tuple[str, ...], metrics: tuple[str, ...], r
     --sample-queries, against the judged queries of that sample only (as `search --sample-queries` drew them).
     Several --run: their per-query average (one system over seeds), likewise for --compare-to."""
     from ..data import load_qrels, sample_topics
-    from ..evaluation import (DEFAULT_METRICS, average_per_query, evaluate_per_query, mean_metrics,
+    from ..evaluation import (DEFAULT_METRICS, average_per_query, evaluate_per_query, mean_metrics, metric_list,
                               split_by_seen_documents)
     from ..types import Query, read_run
 
@@ -65,7 +67,7 @@ def evaluate(qrels: str, run_paths: tuple[str, ...], metrics: tuple[str, ...], r
     if judged and not overlap:  # every query scores 0: a run of other queries (another split, another sample)
         click.echo(f"warning: none of the {len(judged)} judged queries of {qrels} is in the run; every one scores "
                    f"0 (is it the other split's run, or another --sample-seed?)", err=True)
-    names = tuple(metrics) or DEFAULT_METRICS
+    names = tuple(metric_list(metrics)) if metrics else DEFAULT_METRICS
     # once; the means of all queries and of each group come from it
     every = average_per_query([evaluate_per_query(run, judged, names, relevance_level) for run in runs])
     scores = mean_metrics(every, names)
