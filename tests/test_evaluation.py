@@ -43,6 +43,12 @@ def test_ndcg_hand_computed():
     assert per_q1("ndcg@3") == pytest.approx(dcg3 / ideal2)
     assert per_q1("ndcg@10") == pytest.approx(dcg3 / ideal2)
     assert per_q1("ndcg") == pytest.approx(dcg3 / ideal2)
+    # more relevant documents than the cutoff: the ideal ranking is cut at k too (trec_eval's ndcg_cut.k)
+    run = Run({"q": [Hit("b", 3.0), Hit("c", 2.0), Hit("a", 1.0)]})
+    qrels = {"q": {"a": 1, "b": 2, "c": 0, "e": 1}}
+    values = evaluate_per_query(run, qrels, ["ndcg@1", "ndcg@2"])["q"]
+    assert values["ndcg@1"] == 1.0  # b (2) first, as the ideal ranking's first
+    assert values["ndcg@2"] == pytest.approx(2 / (2 + 1 / math.log2(3)))
 
 
 def test_recall_precision_hit_mrr_map_hand_computed():

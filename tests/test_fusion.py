@@ -35,6 +35,16 @@ def test_rrf_depth_cuts_inputs_and_output():
     assert [(h.docid, h.score) for h in fused["q1"]] == [("a", 1.0)]
 
 
+def test_rrf_defaults_and_k_are_pyserinis():
+    fused = rrf([SPARSE, DENSE])  # Pyserini's --rrf.k 60 and --depth 1000
+    assert {h.docid: h.score for h in fused["q1"]} == pytest.approx({"a": 1 / 61 + 1 / 63, "b": 1 / 62 + 1 / 61,
+                                                                      "c": 1 / 63, "d": 1 / 62})
+    # --k writes the top k of the fused pool; the pool still counts every hit within --depth
+    top2 = rrf([SPARSE, DENSE], depth=3, k=2)
+    assert [(h.docid, h.score) for h in top2["q1"]] == [(h.docid, h.score) for h in fused["q1"][:2]]
+    assert len(rrf([SPARSE, DENSE], depth=3, k=5)["q1"]) == 4
+
+
 def test_rrf_ties_are_deterministic():
     one = _run({"q": [("b", 1.0)]})
     two = _run({"q": [("a", 1.0)]})
