@@ -594,6 +594,39 @@ def test_a_qpeft_retr_state_scored_under_the_earlier_hint_choice_is_another_job(
         [(h.docid, h.score) for h in whole["q1"]]
 
 
+def test_a_rerank_state_is_another_jobs_under_another_prompt_budget_query_text_or_hint_weights(tiny_lm, tmp_path):
+    """What the state header pins besides the corpus: the scorer's settings, each query's text and a hint module's
+    weights; any of them changed would mix two jobs' scores in one run (mutants audit U: P02-P04)."""
+    import torch
+
+    from pyserini_qpeft.data import Document
+    from pyserini_qpeft.lm.scoring import ScorerConfig
+    from pyserini_qpeft.qpeft.module import QPeftConfig, build_module
+    from pyserini_qpeft.rerank.base import DictDocStore
+    from pyserini_qpeft.rerank.lm import LMReranker
+    from pyserini_qpeft.types import Query
+
+    queries = [Query("q1", "what causes lung cancer")]
+    run = Run({"q1": [Hit(d["_id"], 6.0 - i) for i, d in enumerate(TOY_CORPUS)]})
+    docs = DictDocStore({d["_id"]: Document(d["_id"], d["title"], d["text"]) for d in TOY_CORPUS})
+    module = build_module(tiny_lm, QPeftConfig(variant="attn"))
+    state = tmp_path / "out.trec.partial"
+
+    def rerank(config=ScorerConfig(batch_size=2), hint=module, topics=queries):
+        return LMReranker(tiny_lm, config, hint_module=hint, name="qpeft-attn").rerank(
+            topics, run, docs, depth=4, progress=False, state_path=state)
+
+    rerank()
+    rerank()  # the same job resumes
+    other = build_module(tiny_lm, QPeftConfig(variant="attn"))
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    for changed in (dict(config=ScorerConfig(batch_size=2, max_passage_tokens=8)), dict(hint=other),
+                    dict(topics=[Query("q1", "what prevents lung cancer")])):
+        with pytest.raises(InputError, match="belongs to another job"):
+            rerank(**changed)
+
+
 def test_rerank_state_from_another_corpus_is_refused_and_a_second_writer_is_locked_out(tiny_lm, tmp_path):
     import fcntl
 
