@@ -171,3 +171,30 @@ def test_dev_seed_keeps_the_dev_queries_of_another_seed(tiny_lm_path, toy_beir, 
     out = CliRunner().invoke(cli, [*common, "--loss", "listwise", "--first-stage-weight", "1",
                                    "--output", str(tmp_path / "bad")])
     assert out.exit_code != 0 and "hinge" in out.output
+
+
+def test_attn_init_identity_and_xavier(tiny_lm):
+    """identity (default): the attention starts as a lookup of the matching passage tokens (Q = c I with the
+    documented sharpness, K = V = out = I); xavier (the paper's): torch's xavier-uniform projections (mutants
+    audit U: Q05, Q10)."""
+    import math
+
+    hidden = tiny_lm.hidden_size
+    config = QPeftConfig(variant="attn", num_heads=2)
+    module = build_module(tiny_lm, config)
+    attention, eye = module.attention, torch.eye(hidden)
+    weight = module.embedding.weight.detach().float()  # a tiny vocabulary: every row is in the init's sample
+    c = config.attn_init_sharpness * math.sqrt(hidden // 2) * 2 / float(weight.pow(2).sum(-1).mean())
+    q, k, v = attention.in_proj_weight.detach().chunk(3)
+    torch.testing.assert_close(q, c * eye, rtol=1e-4, atol=0.0)
+    for block in (k, v, attention.out_proj.weight.detach()):
+        torch.testing.assert_close(block, eye)
+    assert float(attention.in_proj_bias.detach().abs().sum()) == 0.0
+    # a query token that occurs in the passage attends to it most
+    ids = torch.tensor([[11, 40, 73, 90, 120]])
+    _, weights = module.attend(ids[:, 2:3], torch.ones(1, 1), ids, torch.ones(1, 5), need_weights=True)
+    assert int(weights.mean(1)[0, 0].argmax()) == 2
+    xavier = build_module(tiny_lm, QPeftConfig(variant="attn", num_heads=2, attn_init="xavier"))
+    w = xavier.attention.in_proj_weight.detach()
+    assert float(w.abs().max()) <= math.sqrt(6 / (hidden + 3 * hidden)) + 1e-6
+    assert not torch.allclose(w.chunk(3)[1], eye, atol=0.1)
