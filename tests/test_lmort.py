@@ -466,6 +466,9 @@ def test_info_nce_masks_other_positives():
     assert float(loss) == pytest.approx(-math.log(math.e / (math.e + 1.0)))
     unmasked = info_nce(q, d, torch.tensor([0]), torch.zeros_like(invalid), temperature=1.0)
     assert float(unmasked) > float(loss)
+    # logits are similarities divided by the temperature (mutant audit U: L09)
+    sharp = info_nce(q, d, torch.tensor([0]), invalid, temperature=0.5)
+    assert float(sharp) == pytest.approx(math.log1p(math.exp(-1.0 / 0.5)))
 
 
 def test_mean_pairwise_distance_hand_computed():

@@ -298,6 +298,10 @@ def test_dev_pool_run_ranks_only_the_first_stage_candidates_and_its_loss_skips_u
                           temperature=0.5) == pytest.approx(math.log(1 + math.exp((-1.5 + 1.0) / 0.5)) + 0.5 * 1.0)
     with pytest.raises(ValueError, match="dev_pool"):
         QPeftTrainConfig(dev_pool="all")
+    # hinge: against the top-ranked scored run negative (the hard one), not the others (mutant audit U: T11)
+    hard = TrainingExample("c", "qc", ("p",), ("n1", "n2", "n3"), candidates=("n1", "n2", "n3"))
+    scored = Run({"c": [Hit("p", -1.0), Hit("n2", -1.2), Hit("n3", -3.0)]})  # n1 unscored: n2 is the hard one
+    assert qpeft_dev_loss(scored, [hard], margin=0.5) == pytest.approx(max(0.0, 1.0 - 1.2 + 0.5) + 1.0)
 
 
 # -------------------------------------------------------------------------------------------------- loop
