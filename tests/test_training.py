@@ -340,6 +340,16 @@ def test_training_lowers_loss_and_keeps_lm_frozen(tiny_lm, tmp_path, variant):
     assert best["training"]["dev_qids"] == ["q4"]
 
 
+def test_each_epoch_seeds_torch_from_the_training_seed(tiny_lm, tmp_path, monkeypatch):
+    """Dropout masks follow --seed: epoch e seeds torch with seed * 1000 + e, as the trainer documents (mutant audit
+    U: T13 seeded it with e alone, the same masks for every seed)."""
+    seeds = []
+    real = torch.manual_seed
+    monkeypatch.setattr(torch, "manual_seed", lambda value: seeds.append(value) or real(value))
+    run_train(tiny_lm, "attn", tmp_path / "out", epochs=2, seed=3)
+    assert 3001 in seeds and 3002 in seeds
+
+
 def test_resume_matches_uninterrupted(tiny_lm, tmp_path):
     """Resuming after epoch 2 gives the uninterrupted run bit for bit: weights, losses, dev numbers."""
     kw = {"max_train_queries": 2, "warmup_steps": 3}  # batches differ per epoch; the warmup spans the interruption
