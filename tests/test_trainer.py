@@ -114,6 +114,9 @@ def test_epoch_order_is_seeded_per_epoch():
     config = TrainConfig(seed=3, max_train_queries=4)
     assert epoch_order(10, config, 1) == epoch_order(10, config, 1)
     assert epoch_order(10, config, 1) != epoch_order(10, config, 2) and len(epoch_order(10, config, 2)) == 4
+    # and on the seed: another --seed, other orders (mutant audit U: T07)
+    other = TrainConfig(seed=4, max_train_queries=4)
+    assert [epoch_order(10, other, e) for e in (1, 2, 3)] != [epoch_order(10, config, e) for e in (1, 2, 3)]
 
 
 def test_optimizer_roundtrip_is_exact_and_pickle_free(tmp_path):
