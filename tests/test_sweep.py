@@ -138,16 +138,19 @@ def test_cli_sweep_publishes_the_dev_best(tiny_lm_path, tmp_path, toy_beir):
 
 def test_sweep_is_finished_only_after_on_finish(tmp_path, caplog):
     """The interpolation weight is selected (``on_finish``) on the published best/ before sweep.json marks the sweep
-    finished: a sweep stopped in between is resumed, and its best/ is warned about meanwhile."""
+    finished: a sweep stopped in between (a first run or a rerun) is warned about and resumed by the same command
+    (audit V: the folder check refused it)."""
     import logging
     from types import SimpleNamespace
 
     from pyserini_qpeft.qpeft.sweep import SweepPoint, run_sweep
-    from pyserini_qpeft.training.state import warn_if_unfinished
+    from pyserini_qpeft.training.state import DONE_NAME, STATE_NAME, check_training_output, warn_if_unfinished
 
-    def train_one(point, folder):
+    def train_one(point, folder):  # what a finished combination leaves
         (folder / "best").mkdir(parents=True, exist_ok=True)
         (folder / "best" / "weights.txt").write_text(str(point.index))
+        (folder / STATE_NAME).write_text("{}")
+        (folder / DONE_NAME).write_text("{}")
         return SimpleNamespace(best_dev={"ndcg@10": 0.1 * (point.index + 1)}, best_epoch=1, best_step=None)
 
     points = [SweepPoint(index=i, module={}, train={"margin": m}) for i, m in enumerate((0.1, 0.5))]
@@ -156,17 +159,22 @@ def test_sweep_is_finished_only_after_on_finish(tmp_path, caplog):
     def stop(best):
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(points, train_one, out, "ndcg@10", on_finish=stop)
-    assert (out / "best" / "weights.txt").read_text() == "1" and not (out / "sweep.json").exists()
-    with caplog.at_level(logging.WARNING):
-        warn_if_unfinished(out / "best")
-    assert "its sweep has not finished (no sweep.json" in caplog.text
-    seen = []
-    summary = run_sweep(points, train_one, out, "ndcg@10", on_finish=seen.append)
-    assert seen == [out / "best"] and summary["best"]["index"] == 1 and (out / "sweep.json").is_file()
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        warn_if_unfinished(out / "best")
-        warn_if_unfinished(out)
-    assert caplog.text == ""
+    for attempt in ("first run", "rerun of a finished sweep"):
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(points, train_one, out, "ndcg@10", on_finish=stop)
+        assert (out / "best" / "weights.txt").read_text() == "1" and not (out / "sweep.json").exists(), attempt
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            warn_if_unfinished(out / "best")
+        assert "its sweep has not finished (no sweep.json" in caplog.text, attempt
+        check_training_output(out, sweep=True)  # the same `train ... --sweep` resumes it
+        with pytest.raises(InputError, match="unfinished sweep"):
+            check_training_output(out)  # a plain training would mix with it
+        seen = []
+        summary = run_sweep(points, train_one, out, "ndcg@10", on_finish=seen.append)
+        assert seen == [out / "best"] and summary["best"]["index"] == 1 and (out / "sweep.json").is_file()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            warn_if_unfinished(out / "best")
+            warn_if_unfinished(out)
+        assert caplog.text == "", attempt

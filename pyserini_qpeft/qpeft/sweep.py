@@ -162,6 +162,8 @@ def run_sweep(points: Sequence[SweepPoint], train_one: Callable[[SweepPoint, Pat
     summary = {"metric": metric, "best": best, "rows": rows}
     if not write:
         return summary
+    for name in ("sweep.json", "sweep.md"):  # a rerun's: until it is written again, the sweep is unfinished
+        (output / name).unlink(missing_ok=True)
     published = publish_best(Path(best["folder"]) / "best", output)
     if on_finish is not None:
         on_finish(published)

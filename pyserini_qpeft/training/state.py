@@ -76,13 +76,14 @@ def check_training_output(output_dir: str | os.PathLike, sweep: bool = False) ->
 
 
 def _unfinished_sweep(folder: Path, names: list[str]) -> bool:
-    """Whether ``folder`` holds a sweep's ``sweep/`` of training outputs of ours and nothing else of note (a sweep
-    writes ``sweep.json`` and ``best/`` only when every combination has trained)."""
+    """Whether ``folder`` holds a sweep's ``sweep/`` of training outputs of ours and nothing else of note but the
+    ``best/`` it publishes (a sweep writes ``best/`` when every combination has trained, then selects its
+    interpolation weight, then writes ``sweep.json``: stopped in between, it is resumed as unfinished)."""
     from ..errors import InputError
 
     if SWEEP_DIR not in names or not (folder / SWEEP_DIR).is_dir():
         return False
-    if not all(n == SWEEP_DIR or n in OWN_ENTRIES or _ours_hidden(n) for n in names):
+    if not all(n in (SWEEP_DIR, BEST) or n in OWN_ENTRIES or _ours_hidden(n) for n in names):
         return False
     for point in (folder / SWEEP_DIR).iterdir():
         if not point.is_dir():
