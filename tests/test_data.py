@@ -176,7 +176,7 @@ def test_unknown_dataset_lists_where_it_looked(tmp_path, monkeypatch):
     from conftest import write_beir
 
     write_beir(tmp_path / "lib" / "beir" / "toy")
-    with pytest.raises(InputError, match=f"did you mean \\${data.ENV_VAR}={tmp_path / 'lib' / 'beir'}\\?"):
+    with pytest.raises(InputError, match=f"{tmp_path / 'lib' / 'beir'} holds it: add that folder to \\${data.ENV_VAR}"):
         find_dataset("toy")
     with pytest.raises(InputError):
         load_topics("beir-v1.0.0-nosuchset-test")

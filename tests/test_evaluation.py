@@ -207,7 +207,7 @@ def _synthetic():
         "q2": {"x": 1, "y": 2, "z": 1},
         "q3": {"m": 1},  # missing from the run
         "q4": {"n": 0},  # no relevant document
-        "q10": {f"d{i}": (i // 3) % 3 for i in range(0, 60, 2)},  # graded, more relevant documents than any cutoff
+        "q10": {f"d{i}": (i // 3) % 3 for i in range(0, 60, 2)},  # graded, 19 relevant: more than nDCG's cutoffs
     }
     run = {
         "q1": {"a": 1.0, "b": 1.0, "c": 1.0, "D": 1.0, "e": 0.5, "f": 0.25},

@@ -160,6 +160,20 @@ def test_dev_split_select_and_fuse_cli(toy_beir, tmp_path):
     assert read_run(tmp_path / "fused.trec").to_dict().keys() == expected.to_dict().keys()
     assert [h.docid for h in read_run(tmp_path / "fused.trec")[qid]] == [h.docid for h in expected[qid]]
     assert "selected reranking the top" not in out.output
+    # a selection at a --depth beyond the runs' hits records the depth the dev reranks covered (audit V: a rerank
+    # at that --depth on runs as deep warned "1000 vs 3")
+    Run({q: [Hit(h.docid, float(i)) for i, h in enumerate(dev_run[q])] for q in dev_run.qids()}).write(
+        tmp_path / "dev-rr-all.trec")  # every hit reranked
+    deep = runner.invoke(cli, ["select-interpolation", "--first-stage", str(tmp_path / "dev.trec"), "--reranked",
+                               str(tmp_path / "dev-rr-all.trec"), "--qrels", str(toy_beir / "qrels" / "train.tsv"),
+                               "--depth", "1000", "--output", str(tmp_path / "alpha-deep.json")])
+    assert deep.exit_code == 0, deep.output
+    covered = max(len(dev_run[q]) for q in dev_run.qids())
+    assert covered < 1000 and json.loads((tmp_path / "alpha-deep.json").read_text())["depth"] == covered
+    same = runner.invoke(cli, ["fuse", "--method", "rerank-interpolation", "--run", str(tmp_path / "dev.trec"),
+                               "--run", str(tmp_path / "dev-rr-all.trec"), "--depth", "1000", "--alpha",
+                               str(tmp_path / "alpha-deep.json"), "--output", str(tmp_path / "fused-deep.trec")])
+    assert same.exit_code == 0 and "selected reranking the top" not in same.output, same.output
     # the file's weight applied at another depth than it was selected at: said, and applied as given
     other = runner.invoke(cli, ["fuse", "--method", "rerank-interpolation", "--run", str(tmp_path / "dev.trec"),
                                 "--run", str(tmp_path / "dev-rr.trec"), "--depth", "2", "--alpha",
@@ -214,6 +228,11 @@ def test_upr_carries_its_documented_weight_and_upr_instruct_none(tiny_lm, caplog
     (tmp_path / "sel.json").write_text(json.dumps(selection_record(0.35, {0.35: 0.5}, "ndcg@10", 20, "zscore", 4)))
     weight = interpolation_weight(str(tmp_path / "sel.json"))
     assert isinstance(weight, SelectedWeight) and weight == 0.35 and weight.depth == 20
+    import copy
+    import pickle
+
+    for clone in (pickle.loads(pickle.dumps(weight)), copy.deepcopy(weight)):
+        assert (type(clone), clone, clone.path, clone.depth) == (SelectedWeight, 0.35, weight.path, 20)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert interpolation_alpha(upr, weight, depth=20) == 0.35

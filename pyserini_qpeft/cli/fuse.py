@@ -157,9 +157,9 @@ def fuse(runs, method, rrf_k, alpha, normalization, depth, top_k, runtag, output
             weight, norm = _resolve_weight(alpha, method, normalization,
                                            _default(interpolate_rerank, "normalization"))
             if isinstance(alpha, dict):
-                from ..search.fusion import other_depth_note
+                from ..search.fusion import covered_depth, other_depth_note
 
-                note = other_depth_note(alpha.get("depth"), depth)
+                note = other_depth_note(alpha.get("depth"), covered_depth(loaded[0], depth))
                 if note:
                     click.echo(f"warning: --alpha {alpha['path']}: {note}", err=True)
             if len(loaded) > 2:

@@ -92,7 +92,7 @@ def select_interpolation(first_stage, reranked, method, qrels, depth, metric, no
                                                      "--qrels": qrels})
     from ..data import load_qrels, parse_pyserini_name
     from ..errors import InputError
-    from ..search.fusion import interpolate, select_alpha, selection_record
+    from ..search.fusion import covered_depth, interpolate, select_alpha, selection_record
     from ..training.data import FORBIDDEN_SPLITS
     from ..types import Run, read_run
     from .fuse import _default, average_named_reranks
@@ -119,6 +119,8 @@ def select_interpolation(first_stage, reranked, method, qrels, depth, metric, no
                                     method=method)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    if method == "rerank-interpolation":  # the depth the dev reranks covered (the run may hold fewer hits)
+        depth = covered_depth(first, depth)
     record = selection_record(alpha, table, metric, depth, normalization,
                               sum(1 for q in first.qids() if q in judged), method=method, first_stage=first_stage,
                               reranked=reranked[0] if len(reranked) == 1 else list(reranked), qrels=qrels)

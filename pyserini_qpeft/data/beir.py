@@ -100,7 +100,7 @@ def find_dataset(name_or_path: str | os.PathLike, download: bool = False) -> Pat
     # a data path naming the folder above the datasets (e.g. data/ for data/beir/scifact): say which entry to give
     nearby = [root / "beir" for root in _data_path_entries()
               if any(_is_beir_folder(c) for c in _candidates(root / "beir", text))]
-    hint = f" ({nearby[0]} holds it: did you mean ${ENV_VAR}={nearby[0]}?)" if nearby else ""
+    hint = f" ({nearby[0]} holds it: add that folder to ${ENV_VAR})" if nearby else ""
     raise InputError(
         f"BEIR dataset {text!r} not found{hint}; looked in: {', '.join(searched)}. Put the dataset folder in one of "
         f"the folders of ${ENV_VAR} ({os.pathsep}-separated), pass its path, or download it "

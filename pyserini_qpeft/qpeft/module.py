@@ -57,8 +57,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SIM_DECIMALS = 5
-"""Q-PEFT-R ranks candidate hint tokens by cosine similarity rounded to this many decimals (float noise, about
-1e-7, decides no tie; tied tokens come in passage order)."""
+"""Q-PEFT-R ranks candidate hint tokens by cosine similarity rounded to this many decimals, so that float noise
+(about 1e-7) decides a tie only for values at a rounding boundary; tied tokens come in passage order."""
 
 class HintMLP(nn.Module):
     """``[..., H] -> [..., H]``: residual ``x + W2 relu(W1 x)`` (``W2`` starts scaled by ``init_scale``) or, with

@@ -71,8 +71,8 @@ def raise_on_failures(failures: list[str]) -> None:
         raise CheckFailed("; ".join(failures))
 
 
-def write_json(rows: list[dict[str, Any]], path: Path) -> None:
+def write_rows_json(rows: list[dict[str, Any]], path: Path) -> None:
     """``rows`` as indented JSON, written atomically."""
-    from ..artifacts import write_json as write
+    from ..artifacts import write_json
 
-    write(path, rows, sort_keys=False)
+    write_json(path, rows, sort_keys=False)

@@ -111,7 +111,7 @@ def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: st
     trained reranker against zero-shot UPR on the same footing); rows get ``compared_to`` {other: result}.
     ``scope`` names the queries evaluated (``test``, or the sample)."""
     from ..evaluation import RANDOMIZATION_TRIALS
-    from .check import write_json
+    from .check import write_rows_json
 
     table = markdown_table(rows, metrics, dataset, scope=scope)
     has_baseline = baseline_run is not None and baseline_run.is_file()
@@ -156,7 +156,7 @@ def write_report(rows: list[dict[str, Any]], metrics: Sequence[str], dataset: st
         return stem.with_name(stem.name + ext)
 
     write_text(table, path(".md"))
-    write_json(rows, path(".json"))
+    write_rows_json(rows, path(".json"))
     bm25_row = next((r for r in rows if r["condition"] == "bm25"), None)
     charted = "ndcg@10" if "ndcg@10" in metrics else metrics[0]  # a matrix (--yaml) may report other metrics
     bar_chart(rows, charted, dataset, path(".png"), reference=bm25_row.get(charted) if bm25_row else None,

@@ -24,7 +24,7 @@ from .execute import (
     rerank_partners
 )
 from .check import (
-    check_rows, evaluate_conditions, expected_for, raise_on_failures, write_json
+    check_rows, evaluate_conditions, expected_for, raise_on_failures, write_rows_json
 )
 
 __all__ = [
@@ -32,5 +32,5 @@ __all__ = [
     "SAMPLE_SEED", "VARIANT_FLAGS", "collapse_repeated_options", "lmort_state_flags", "record_path",
     "CommandRunner", "SELF_CHECKING", "SHARED_RERANK_OPTIONS", "UNSHAREABLE_RERANK_OPTIONS", "execute",
     "option_value", "rerank_partners", "check_rows", "evaluate_conditions", "expected_for", "raise_on_failures",
-    "write_json"
+    "write_rows_json"
 ]

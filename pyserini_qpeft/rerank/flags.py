@@ -68,6 +68,9 @@ class SelectedWeight(float):
         weight.path, weight.depth = path, depth
         return weight
 
+    def __getnewargs__(self) -> tuple[float, str, int | None]:  # pickle and copy rebuild it with its record
+        return float(self), self.path, self.depth
+
 
 def interpolation_weight(text: str) -> float | str:
     """``--interpolate`` values: ``auto``, a first-stage weight in [0, 1], or a selection file written by

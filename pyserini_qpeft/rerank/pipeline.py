@@ -154,7 +154,9 @@ def rerank_and_write(reranker: Reranker, queries: Sequence[Query], run: Run, doc
     """
     output = Path(output)
     # before the work: a bad 'auto' fails at once (the depth it covers: no more than the run's hits per query)
-    alpha = interpolation_alpha(reranker, interpolate, min(depth, max(map(len, run.hits.values()), default=depth)))
+    from ..search.fusion import covered_depth
+
+    alpha = interpolation_alpha(reranker, interpolate, covered_depth(run, depth))
     if shard is not None or merge_shards is not None:
         from .lm import LMReranker
 

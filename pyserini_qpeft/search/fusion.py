@@ -232,6 +232,12 @@ def selection_record(alpha: float, table: dict[float, float], metric: str, depth
             "table": {f"{a:.2f}": round(v, 6) for a, v in sorted(table.items())}, **sources}
 
 
+def covered_depth(first_stage: Run, depth: int) -> int:
+    """The depth a rerank of ``first_stage``'s top ``depth`` really covers: ``depth``, or fewer when no query has as
+    many hits (what a selection records and what its weight is compared at)."""
+    return min(depth, max(map(len, first_stage.hits.values()), default=depth))
+
+
 def other_depth_note(selected_at: object, depth: int | None) -> str:
     """The clause a warning adds when a weight selected reranking the top ``selected_at`` is applied to a rerank
     of the top ``depth`` ("" when they agree or either is unknown)."""
