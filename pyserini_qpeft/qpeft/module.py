@@ -223,21 +223,23 @@ class QPeftModule(nn.Module):
                      passage_mask: Tensor) -> Tensor:
         """retr: each passage token's best cosine similarity to a query token, ``[B, D]`` (-inf at padding).
 
-        Row by row over each row's own tokens (no padding in the products), so that a pair's similarities, and
-        the hints chosen from them, do not depend on the batch it is scored in: a padded batched product differs
-        in the last bits, which reordered the exact-match ties (cosine 1).
+        Row by row over each row's own tokens (no padding in the products; the masks are right padded), so that a
+        pair's similarities, and the hints chosen from them, do not depend on the batch it is scored in: a padded
+        batched product differs in the last bits, which reordered the exact-match ties (cosine 1). The lengths are
+        read once per batch (no device sync per row).
         """
         p = torch.nn.functional.normalize(self._embed(passage_ids), dim=-1)
+        width = passage_ids.shape[1]
         rows = []
-        for b in range(passage_ids.shape[0]):
-            row = torch.full(passage_ids.shape[1:], float("-inf"), dtype=p.dtype, device=p.device)
-            real_q, real_p = query_mask[b].bool(), passage_mask[b].bool()
-            if bool(real_q.any()) and bool(real_p.any()):
-                q = self._embed(query_ids[b][real_q])
+        for b, (nq, np_) in enumerate(zip(query_mask.sum(1).tolist(), passage_mask.sum(1).tolist())):
+            nq, np_ = int(nq), int(np_)
+            row = torch.full((width,), float("-inf"), dtype=p.dtype, device=p.device)
+            if nq and np_:
+                q = self._embed(query_ids[b, :nq])
                 if self.config.query_proj:
                     q = self.query_proj(q)
                 q = torch.nn.functional.normalize(q, dim=-1)
-                row = row.masked_scatter(real_p, (p[b][real_p] @ q.T).max(dim=-1).values)
+                row = torch.cat([(p[b, :np_] @ q.T).max(dim=-1).values, row[np_:]])
             rows.append(row)
         best = torch.stack(rows)
         invalid = ~passage_mask.bool()
