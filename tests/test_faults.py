@@ -592,6 +592,14 @@ def test_a_qpeft_retr_state_scored_under_the_earlier_hint_choice_is_another_job(
     resumed = reranker.rerank(queries, run, docs, depth=4, progress=False, state_path=state)
     assert [(h.docid, h.score) for h in resumed["q1"]] == [(h.docid, h.score) for h in again["q1"]] == \
         [(h.docid, h.score) for h in whole["q1"]]
+    # the other variants' states from before still resume: their hint choice did not change (audit V)
+    attn = LMReranker(tiny_lm, ScorerConfig(batch_size=2), name="qpeft-attn",
+                      hint_module=build_module(tiny_lm, QPeftConfig(variant="attn")))
+    old = tmp_path / "attn.trec.partial"
+    with monkeypatch.context() as m:
+        m.setattr(QPeftModule, "selection_rule", property(lambda self: None))
+        attn.rerank(queries, run, docs, depth=4, progress=False, state_path=old)
+    attn.rerank(queries, run, docs, depth=4, progress=False, state_path=old)
 
 
 def test_a_rerank_state_is_another_jobs_under_another_prompt_budget_query_text_or_hint_weights(tiny_lm, tmp_path):
