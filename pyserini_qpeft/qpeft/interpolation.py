@@ -31,7 +31,7 @@ def select_checkpoint_interpolation(lm: "FrozenLM", checkpoint: str | os.PathLik
         The stored record: ``alpha``, ``source`` and the selection table.
     """
     from ..rerank.base import DictDocStore
-    from ..search.fusion import select_alpha, selection_record
+    from ..search.fusion import covered_depth, select_alpha, selection_record
     from .checkpoint import META, resolve_checkpoint
     from .rerankers import build_qpeft_reranker
     from ..artifacts import read_meta, write_meta
@@ -49,7 +49,7 @@ def select_checkpoint_interpolation(lm: "FrozenLM", checkpoint: str | os.PathLik
               "source": f"selected on the {judged} dev queries of this training run (first stage reranked to {depth}, "
                         f"z-scores, nDCG@10: {table[alpha]:.4f} interpolated vs {table[0.0]:.4f} reranker alone, "
                         f"{table[1.0]:.4f} first stage alone)",
-              "selection": selection_record(alpha, table, "ndcg@10", depth, "zscore", judged)}
+              "selection": selection_record(alpha, table, "ndcg@10", covered_depth(dev_run, depth), "zscore", judged)}
     meta = read_meta(folder, META)
     meta["interpolation"] = record
     write_meta(folder, META, meta)
