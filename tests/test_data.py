@@ -585,3 +585,28 @@ def test_the_compat_search_reads_a_topics_file_itself_and_refuses_what_a_run_can
         pyserini_keyed([Query("²", "a")], "t")
     # full-width digits are decimal: Java's parseInt and Pyserini read "１" as query 1 (it was refused)
     assert [q.qid for q in pyserini_keyed([Query("１", "a"), Query("q", "b")], "t")] == ["1", "q"]
+
+
+def test_jsonl_and_tsv_records_refused_or_read_as_documented(tmp_path):
+    """A queries.jsonl line that is not an object, a query id twice, a TSV document without a docid: refused with
+    file and line; a record with both BEIR's `text` and Pyserini's `contents` is read by `text` (mutants audit W)."""
+    from pyserini_qpeft.data.corpus import read_corpus_jsonl, read_corpus_tsv
+    from pyserini_qpeft.data.formats import read_queries_jsonl
+
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text('{"_id": "q1", "text": "a"}\n["q2", "b"]\n')
+    with pytest.raises(InputError, match="expected a JSON object") as err:
+        read_queries_jsonl(queries)
+    assert err.value.path == str(queries) and err.value.line == 2
+    queries.write_text('{"_id": "q1", "text": "a"}\n{"_id": "q1", "text": "b"}\n')
+    with pytest.raises(InputError, match="query id q1 appears twice") as err:
+        read_queries_jsonl(queries)
+    assert err.value.line == 2
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"_id": "d1", "title": "T", "text": "beir text", "contents": "pyserini contents"}\n')
+    assert [(d.title, d.text) for d in read_corpus_jsonl(corpus)] == [("T", "beir text")]
+    tsv = tmp_path / "collection.tsv"
+    tsv.write_text("d1\tfirst\n \tno docid\n")
+    with pytest.raises(InputError, match="empty docid") as err:
+        list(read_corpus_tsv(tsv))
+    assert err.value.line == 2
