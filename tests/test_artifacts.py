@@ -340,3 +340,38 @@ def test_an_existing_lucene_index_is_reused_only_for_its_own_corpus(tmp_path, ca
     with caplog.at_level("WARNING", logger="pyserini_qpeft.search.lucene"):
         assert build_index(other, index) == index
     assert "no longer exists" in caplog.text
+
+
+def test_atomic_write_and_replace_dir_leave_one_complete_version_when_they_fail(tmp_path, monkeypatch):
+    """atomic_write: an error inside leaves the old file and no temporary; replace_dir: a failed swap puts the old
+    folder back (mutants audit W: A2, A5)."""
+    import os
+
+    from pyserini_qpeft.artifacts import atomic_write, replace_dir
+
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as out:
+            out.write("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+    folder, new = tmp_path / "index", tmp_path / "index.new"
+    folder.mkdir()
+    (folder / "v").write_text("1")
+    new.mkdir()
+    (new / "v").write_text("2")
+    real = os.replace
+
+    def fail_the_swap(src, dst):
+        if Path(src) == new:
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_the_swap)
+    with pytest.raises(OSError):
+        replace_dir(new, folder)
+    monkeypatch.setattr(os, "replace", real)
+    assert (folder / "v").read_text() == "1" and (new / "v").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "index.new", "out.json"]

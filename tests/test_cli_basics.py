@@ -336,3 +336,14 @@ def test_the_jvm_pass_through_runs_only_pyserini_modules(capsys):
         with pytest.raises(SystemExit) as done:
             main(argv)
         assert done.value.code == 2 and "usage: python -m pyserini_qpeft.jvm pyserini.<module>" in capsys.readouterr().err
+
+
+def test_search_defaults_are_pyserinis():
+    """`search --bm25` as Pyserini's BEIR flat runs: k1 0.9, b 0.4, 1000 hits (mutant audit W: L3 set 100 hits)."""
+    from pyserini_qpeft.search import BM25Config
+
+    assert (BM25Config().k1, BM25Config().b, BM25Config().hits) == (0.9, 0.4, 1000)
+    import click
+
+    defaults = {p.name: p.default for p in cli.get_command(click.Context(cli), "search").params}
+    assert (defaults["k1"], defaults["b"], defaults["hits"]) == (0.9, 0.4, 1000)

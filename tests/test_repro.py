@@ -164,6 +164,10 @@ def test_check_rows_reports_outside_tolerance():
     assert check_rows([{"condition": "c", "ndcg@10": 0.505}], conds, "toy") == []
     assert check_rows([{"condition": "c", "ndcg@10": 0.52}], conds, "toy")
     assert check_rows([{"condition": "c", "ndcg@10": None}], conds, "toy")
+    # without a tolerance the expectation is exact (to 1e-9), as the recorded BM25 rows are (mutant audit W: R3)
+    exact = {"c": Condition("c", "r", "bm25", "none", expected={"toy": {"ndcg@10": 0.5}})}
+    assert check_rows([{"condition": "c", "ndcg@10": 0.5}], exact, "toy") == []
+    assert check_rows([{"condition": "c", "ndcg@10": 0.5001}], exact, "toy")
 
 
 def test_expected_scores_are_chosen_by_profile_and_transfer():

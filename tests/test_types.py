@@ -40,6 +40,7 @@ def test_hits_that_tie_once_printed_are_written_in_the_order_they_read_back(tmp_
 
 @pytest.mark.parametrize("line,needle", [
     ("q1 Q0 d1 1 1.0\n", "expected 6 columns"),
+    ("q1 Q0 d1 1 1.0 t extra\n", "expected 6 columns"),  # a seventh column (mutant audit W: T11)
     ("q1 Q0 d1 one 1.0 t\n", "non-numeric"),
     ("q1 Q0 d1 1.5 1.0 t\n", "non-numeric"),
     ("q1 Q0 d1 1 abc t\n", "non-numeric"),
