@@ -381,7 +381,7 @@ def test_damaged_lucene_index_and_overlong_query_are_named(tmp_path, toy_beir):
 
 
 @pytest.mark.parametrize("case", ["rerank-run", "rerank-corpus", "rerank-jsonl", "search-topics", "fuse-run",
-                                  "compat-topics"])
+                                  "fuse-run-relative", "compat-topics"])
 def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path, toy_beir, monkeypatch, case):
     """`--output` naming an input file (the run, topics, corpus) replaced that input with the new run (exit 0);
     now: exit 3 before any work, naming both flags, every input byte-identical. Two outputs that are one file
@@ -408,7 +408,11 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path, toy_
                            str(topics)], "--output is also the --topics input"),
         "fuse-run": (["fuse", "--run", str(run), "--run", str(other), "--output", str(other)],
                      "--output is also the --run input"),
+        # the same file by another spelling: relative against absolute (mutant audit W: O1 compared the paths)
+        "fuse-run-relative": (["fuse", "--run", str(run), "--run", str(other), "--output", "./other.trec"],
+                              "--output is also the --run input"),
     }.get(case, (None, None))
+    monkeypatch.chdir(tmp_path)
     if case == "compat-topics":
         from pyserini_qpeft.search.compat import main
 
