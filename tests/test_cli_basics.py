@@ -347,3 +347,7 @@ def test_search_defaults_are_pyserinis():
 
     defaults = {p.name: p.default for p in cli.get_command(click.Context(cli), "search").params}
     assert (defaults["k1"], defaults["b"], defaults["hits"]) == (0.9, 0.4, 1000)
+    # the rerank depth as the papers' (top-100), in `rerank` and in `search --reranker` (mutant audit W: K1)
+    for command in ("rerank", "search"):
+        params = {p.name: p.default for p in cli.get_command(click.Context(cli), command).params}
+        assert params["rerank_depth"] == 100, command

@@ -124,6 +124,13 @@ def test_remove_query_gives_the_same_hit_count_on_bm25_and_dense(indexes, tmp_pa
         assert "d3" not in [h.docid for h in run["d3"]]
         counts[mode] = {q: len(run[q]) for q in run.qids()}
     assert counts["--bm25"]["d3"] == counts["--dense"]["d3"] == 5  # 6 hits, the query's own document dropped
+    # and through Pyserini's flags on our FAISS index (mutant audit W: S3 dropped --remove-query there)
+    out = tmp_path / "compat.trec"
+    proc = compat("faiss", "--index", str(indexes["ours"]), "--topics", str(indexes["topics"]), "--output", str(out),
+                  "--hits", "6", "--remove-query")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = read_run(out)
+    assert "d3" not in [h.docid for h in run["d3"]] and len(run["d3"]) == 5
 
 
 def test_help_lists_ours_and_pyserinis_flags(indexes):

@@ -335,3 +335,17 @@ def test_an_encode_state_written_before_the_weights_digest_is_this_jobs():
         state = EncodeState(folder, "new", [2], legacy="old")
         assert state.get(0) is not None
         state.close()
+
+
+def test_encode_fingerprint_covers_the_encoder_batch_size_ids_and_texts():
+    """What makes a partial encode another job's: another encoder, batch size, docid or document text (mutant audit
+    W: S1 dropped the texts, so a corpus edited between a kill and the resume mixed old and new vectors)."""
+    from pyserini_qpeft.search.encode_state import encode_fingerprint
+
+    base = encode_fingerprint({"encoder": "minilm"}, 8, ["d1", "d2"], ["aspirin", "heart"])
+    assert base == encode_fingerprint({"encoder": "minilm"}, 8, ["d1", "d2"], ["aspirin", "heart"])
+    for other in (encode_fingerprint({"encoder": "frozen-lm"}, 8, ["d1", "d2"], ["aspirin", "heart"]),
+                  encode_fingerprint({"encoder": "minilm"}, 16, ["d1", "d2"], ["aspirin", "heart"]),
+                  encode_fingerprint({"encoder": "minilm"}, 8, ["d1", "d3"], ["aspirin", "heart"]),
+                  encode_fingerprint({"encoder": "minilm"}, 8, ["d1", "d2"], ["aspirin", "lung"])):
+        assert other != base
