@@ -300,6 +300,14 @@ def test_ctrl_c_during_index_exits_130_and_leaves_nothing(big_beir, hook, tmp_pa
 
 
 
+def _command(pid: int) -> str:
+    """The program of process ``pid`` ("" when it has exited meanwhile: a short-lived child raced the listing)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().split("\0")[0]
+    except OSError:
+        return ""
+
+
 def _children(pid: int) -> list[int]:
     """The pids of ``pid``'s child processes (from /proc)."""
     out = []
@@ -349,7 +357,7 @@ def test_a_terminated_or_killed_index_takes_its_java_child_with_it(hook, tmp_pat
     while not (java and list(tmp_path.glob(".index.*.tmp/write.lock"))):  # Anserini is writing the index
         assert proc.poll() is None, f"finished before Anserini ran\n{proc.stderr.read()[-2000:]}"
         assert time.time() < deadline, "Anserini never started"
-        java = [c for c in _children(proc.pid) if "java" in Path(f"/proc/{c}/cmdline").read_text().split("\0")[0]]
+        java = [c for c in _children(proc.pid) if "java" in _command(c)]
         time.sleep(0.02)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
