@@ -52,16 +52,17 @@ def read_json(path: str | os.PathLike, what: str, error: type[QPeftError] = Inpu
         raise error(f"{path}: {message}") from None
 
 
-def dump_json(data: Any) -> str:
-    """The package's JSON layout for files people read: 2-space indent, sorted keys, a final newline."""
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+def dump_json(data: Any, sort_keys: bool = True) -> str:
+    """The package's JSON layout for files people read: 2-space indent, sorted keys (unless told to keep the
+    objects' own order), a final newline."""
+    return json.dumps(data, indent=2, sort_keys=sort_keys) + "\n"
 
 
 def write_json(path: str | os.PathLike, data: Any, sort_keys: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically in the package's JSON layout (:func:`dump_json`; ``sort_keys=False``
     keeps the objects' own key order); returns the path."""
     with atomic_write(path) as out:
-        out.write(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
+        out.write(dump_json(data, sort_keys))
     return Path(path)
 
 

@@ -229,13 +229,14 @@ class QPeftModule(nn.Module):
         read once per batch (no device sync per row).
         """
         p = torch.nn.functional.normalize(self._embed(passage_ids), dim=-1)
+        queries = self._embed(query_ids)  # a lookup: each row's vectors are the same in any batch
         width = passage_ids.shape[1]
         rows = []
         for b, (nq, np_) in enumerate(zip(query_mask.sum(1).tolist(), passage_mask.sum(1).tolist())):
             nq, np_ = int(nq), int(np_)
             row = torch.full((width,), float("-inf"), dtype=p.dtype, device=p.device)
             if nq and np_:
-                q = self._embed(query_ids[b, :nq])
+                q = queries[b, :nq]
                 if self.config.query_proj:
                     q = self.query_proj(q)
                 q = torch.nn.functional.normalize(q, dim=-1)
