@@ -68,6 +68,60 @@ def test_corrupt_cache_is_measured_again(tmp_path):
     assert json.loads(cache.read_text())["format"] == 1
 
 
+def test_a_zero_fp32_rate_answers_fp32():
+    """A timer (or a cache entry) reporting 0 fp32 GFLOP/s chooses fp32 instead of dividing by zero."""
+    assert decide(0.0, 100.0) == "fp32"
+
+
+def test_a_cache_of_another_format_or_a_damaged_entry_is_measured_again(tmp_path):
+    cache = tmp_path / "cpu-probe.json"
+    entry = {"cpu": "c", "torch": "t", "fp32_gflops": 100.0, "bf16_gflops": 400.0}
+    cache.write_text(json.dumps({"format": 2, "probes": [entry]}))  # a later version's layout: not read
+    timer = FakeTimer(100.0, 10.0)
+    assert probe_cpu(cache, timer=timer, cpu="c", torch_version="t").dtype == "fp32"
+    assert timer.calls == ["fp32", "bf16"]
+    cache.write_text(json.dumps({"format": 1, "probes": [{**entry, "fp32_gflops": "fast"}]}))
+    timer = FakeTimer(100.0, 400.0)
+    assert probe_cpu(cache, timer=timer, cpu="c", torch_version="t").dtype == "bf16"
+    assert timer.calls == ["fp32", "bf16"]
+    (stored,) = json.loads(cache.read_text())["probes"]  # the damaged entry replaced by the measurement
+    assert (stored["fp32_gflops"], stored["bf16_gflops"]) == (100.0, 400.0)
+
+
+def test_a_cached_probe_is_decided_with_the_callers_threshold(tmp_path):
+    cache = tmp_path / "cpu-probe.json"
+    assert probe_cpu(cache, timer=FakeTimer(200.0, 300.0), cpu="c", torch_version="t").dtype == "bf16"  # 1.5x
+    never = FakeTimer(0.0, 0.0)
+    choice = probe_cpu(cache, timer=never, cpu="c", torch_version="t", threshold=2.0)
+    assert never.calls == [] and choice.dtype == "fp32" and choice.threshold == 2.0
+
+
+def test_cpu_model_reads_the_model_name_line(monkeypatch):
+    """x86's /proc/cpuinfo has a ``model : 1`` line before ``model name``: the name is the cache's machine key."""
+    from pathlib import Path
+
+    from pyserini_qpeft.lm import precision
+
+    text = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC 9R14\n"
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text",
+                        lambda self, *a, **k: text if str(self) == "/proc/cpuinfo" else real(self, *a, **k))
+    assert precision.cpu_model() == "AMD EPYC 9R14"
+
+
+def test_auto_prints_a_measured_choice_once_then_only_logs_it(tmp_path, monkeypatch, capsys):
+    from pyserini_qpeft.lm import precision
+
+    monkeypatch.setenv("PYSERINI_QPEFT_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "_LOGGED", set())
+    monkeypatch.setattr(precision, "matmul_gflops", lambda name: {"fp32": 100.0, "bf16": 1.0}[name])
+    assert precision.auto_cpu_dtype().dtype == "fp32"
+    assert capsys.readouterr().err.startswith("--dtype auto on this CPU: fp32 (bf16 matmul 1 GFLOP/s vs fp32 100")
+    monkeypatch.setattr(precision, "matmul_gflops", lambda name: pytest.fail("measured despite the cache"))
+    assert precision.auto_cpu_dtype().dtype == "fp32"
+    assert capsys.readouterr().err == ""
+
+
 def test_resolve_precision_records_the_reason(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     from pyserini_qpeft.lm import precision
