@@ -19,6 +19,7 @@ def test_shape_of_a_loaded_model(tiny_lm):
     shape = ModelShape.of(tiny_lm)
     assert (shape.layers, shape.kv_heads, shape.head_dim, shape.hidden) == (2, 2, 8, 32)
     assert shape.vocab == tiny_lm.vocab_size and shape.bytes_per_value == 4
+    assert shape.intermediate == tiny_lm.text_config.intermediate_size == 64  # read, not the 4 x hidden fallback
     assert shape.model_bytes == tiny_lm.num_parameters() * 4
 
 
@@ -34,6 +35,20 @@ def test_smollm2_on_an_h200_by_hand():
     assert pairs == int(room / 2 // (kv + head + act)) // 8 * 8 and 512 <= pairs <= MAX_PAIRS
     assert docs == MAX_DOCS  # a document's KV cache is small next to the budget
     assert pairs > 10 * ScorerConfig().batch_size  # the CPU default would leave the GPU idle
+    # a document's prefix forward: its KV cache (no query) and four activations of every prompt token
+    assert document_bytes(SMOLLM2, prompt) == 2 * 30 * 3 * 64 * prompt * 2 + prompt * (576 + 1536) * 2 * 4
+
+
+def test_the_whole_card_may_be_asked_for_and_the_caps_bind():
+    """``budget=1.0`` is allowed (``0 < budget <= 1``); a small model on a big card gets both caps."""
+    config = ScorerConfig()
+    assert gpu_batch_sizes(SMOLLM2, config, 80 * GIB, budget=1.0)[0] > gpu_batch_sizes(SMOLLM2, config, 80 * GIB)[0]
+    with pytest.raises(ValueError):
+        gpu_batch_sizes(SMOLLM2, config, 80 * GIB, budget=1.01)
+    tiny = ModelShape(layers=2, kv_heads=2, head_dim=8, hidden=32, intermediate=64, vocab=384, bytes_per_value=4,
+                      model_bytes=1 << 20)
+    assert gpu_batch_sizes(tiny, config, 141 * GIB) == (MAX_PAIRS, MAX_DOCS)
+    assert MAX_PAIRS != MAX_DOCS
 
 
 def test_sizes_follow_memory_precision_and_budget():

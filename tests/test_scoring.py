@@ -327,6 +327,54 @@ def test_prefix_memo_keeps_scores_bit_identical_and_skips_repeated_prefix_forwar
         PrefixMemo(-1)
 
 
+def test_prefix_memo_keys_a_group_by_its_documents_in_order(tiny_lm):
+    """Two documents of one prefix length in one group, scored again in the other input order: the group's rows
+    are in the other order, so the memo must not hand back the first call's cache (its rows are the other
+    documents')."""
+    from pyserini_qpeft.lm.memo import PrefixMemo
+
+    config = ScorerConfig(batch_size=4, prefix_batch_size=2)
+    x, y = Document("x", "", "alpha beta gamma delta"), Document("y", "", "delta gamma beta alpha")
+    scorer = QueryLikelihoodScorer(tiny_lm, config, prefix_memo=PrefixMemo(1 << 30))
+    assert len(scorer.doc_tokens(x).prefix) == len(scorer.doc_tokens(y).prefix)
+    plain = QueryLikelihoodScorer(tiny_lm, config)
+    queries = ["what is alpha", "what is delta"]
+    first, second = [x, y, x, y], [y, x, y, x]
+    assert scorer.score(queries * 2, first) == plain.score(queries * 2, first)
+    assert scorer.score(queries * 2, second) == plain.score(queries * 2, second)
+
+
+def test_the_memo_budget_from_free_memory(monkeypatch):
+    """The default budget is a quarter of the device's free memory (CUDA: the allocator's free bytes, not the
+    card's total; the host: MemAvailable), split between the processes sharing it; a group exactly filling what
+    is left is kept."""
+    from pathlib import Path
+
+    from pyserini_qpeft.lm import memo as memo_module
+    from pyserini_qpeft.lm.memo import PrefixMemo, free_bytes
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3 << 30, 80 << 30))
+    assert free_bytes("cuda:0") == 3 << 30
+    assert PrefixMemo.for_device("cuda:0").max_bytes == int((3 << 30) * memo_module.DEFAULT_SHARE)
+    if Path("/proc/meminfo").is_file():
+        kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemAvailable:"))
+        assert abs(free_bytes("cpu") - kb * 1024) < 256 << 20  # the same reading, moments apart
+    monkeypatch.setattr(memo_module, "free_bytes", lambda device: 8 << 30)
+    assert PrefixMemo.for_device("cpu", processes=4).max_bytes == int((8 << 30) * memo_module.DEFAULT_SHARE / 4)
+    assert PrefixMemo.for_device("cpu", gigabytes=0).max_bytes == 0
+
+    class Layer:
+        keys, values = torch.zeros(4), torch.zeros(4)  # 32 bytes
+
+    class Cache:
+        layers = [Layer()]
+
+    exact = PrefixMemo(64)
+    assert exact.put("a", Cache()) and exact.put("b", Cache()) and not exact.put("c", Cache())
+    assert len(exact) == 2 and exact.bytes == 64
+
+
 def test_scoring_rate_times_fresh_prefixes_of_the_asked_length(tiny_lm):
     from pyserini_qpeft.lm.throughput import scoring_rate, synthetic_passage
 
