@@ -2,6 +2,8 @@
 the pure planner and prompt pieces on plain lists."""
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 import subprocess
 import sys
@@ -83,6 +85,55 @@ def test_empty_title_has_no_stray_space(tiny_lm):
     assert scorer.doc_tokens(doc).prefix == tuple(
         tiny_lm.tokenizer("Passage: exercise improves heart health. Please write a question based on this passage.\n",
                           add_special_tokens=False)["input_ids"])
+
+
+def test_a_passage_of_exactly_the_budget_is_tokenized_with_the_template_tail(tiny_lm):
+    """A passage that fits the budget -- exactly too -- is tokenized joined with the template's tail, as the prompt
+    text reads; only a cut passage is tokenized apart (a template whose tail continues the passage's last word)."""
+    tok = tiny_lm.tokenizer
+    config = ScorerConfig(template="Passage: {passage}ing causes cancer.", instruction="")
+    doc = Document("s", "", "the smok")
+    joined = tuple(tok("Passage: the smoking causes cancer.", add_special_tokens=False)["input_ids"])
+    exact = QueryLikelihoodScorer(tiny_lm, dataclasses.replace(config, max_passage_tokens=4)).doc_tokens(doc)
+    assert len(exact.passage) == 4 and exact.prefix == joined
+    cut = QueryLikelihoodScorer(tiny_lm, dataclasses.replace(config, max_passage_tokens=3)).doc_tokens(doc)
+    apart = tuple(tok("Passage: the smok", add_special_tokens=False)["input_ids"])[:-1]
+    assert cut.prefix != joined and cut.prefix[:len(apart)] == apart
+
+
+def test_an_instruction_ending_in_whitespace_gets_no_second_line_break(tiny_lm):
+    tok = tiny_lm.tokenizer
+    doc = Document("x", "", "exercise improves heart health")
+    text = "Passage: exercise improves heart health. Please write a question based on this passage.\n"
+    for instruction, joined in (("Read it.\n", "Read it.\n"), ("Read it. ", "Read it. "), ("Read it.", "Read it.\n")):
+        scorer = QueryLikelihoodScorer(tiny_lm, ScorerConfig(instruction=instruction))
+        assert scorer.doc_tokens(doc).prefix == tuple(tok(joined + text, add_special_tokens=False)["input_ids"])
+
+
+def test_documents_are_known_by_docid_title_and_text(tiny_lm):
+    """Two documents under one docid with other titles (two corpora's, a corrected title) get their own prompts."""
+    scorer = QueryLikelihoodScorer(tiny_lm)
+    a, b = Document("d", "Lung cancer", "smoking causes it"), Document("d", "Heart disease", "smoking causes it")
+    assert scorer.doc_tokens(a).prefix != scorer.doc_tokens(b).prefix
+    assert len(scorer.plan([QUERIES[0]] * 2, [a, b])[0].docs) == 2
+
+
+def test_an_empty_document_has_an_empty_passage_slot_and_scores(tiny_lm):
+    """No title and no text (or only whitespace): the passage slot is empty -- ``Passage:`` then the template's tail,
+    the lead space belonging to the passage -- the hint modules get no passage tokens, and every scorer scores it."""
+    from pyserini_qpeft.qpeft.config import QPeftConfig
+    from pyserini_qpeft.qpeft.module import build_module
+
+    tok = tiny_lm.tokenizer
+    scorer = QueryLikelihoodScorer(tiny_lm)
+    empty, blank = Document("e", "", ""), Document("b", "  ", " \n ")
+    tokens = scorer.doc_tokens(empty)
+    assert tokens.passage == () and scorer.doc_tokens(blank) == tokens
+    assert tokens.prefix == tuple(tok("Passage:. Please write a question based on this passage.\n",
+                                      add_special_tokens=False)["input_ids"])
+    for hint in (None, *(build_module(tiny_lm, QPeftConfig(variant=v)) for v in ("retr", "attn", "prompt"))):
+        scores = QueryLikelihoodScorer(tiny_lm, hint_module=hint).score([QUERIES[0]] * 3, [empty, DOCS[0], blank])
+        assert all(map(math.isfinite, scores)) and scores[0] == scores[2]
 
 
 def test_padding_and_batch_composition_do_not_change_scores(tiny_lm):
