@@ -92,6 +92,36 @@ def test_output_format_msmarco_after_a_reranker(indexes, tmp_path, mode):
     assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*.trec"))
 
 
+@pytest.mark.parametrize("mode", ["lucene", "faiss"])
+def test_output_format_kilt_after_a_reranker_with_all_digit_query_ids(indexes, tmp_path, mode):
+    """Pyserini keys all-digit query ids (BEIR's SciFact: "1", "23") as numbers in its KILT writer's topics: each
+    query's line is its topic record with the reranked documents as provenance, as Pyserini's own loop writes it
+    (audit Z: a KeyError traceback after the rerank)."""
+    import json
+
+    topics = tmp_path / "digits.tsv"
+    topics.write_text("1\twhat causes lung cancer\n23\thow do cells divide: lung cancer, aspirin, vitamin d\n")
+    index = indexes["lucene"] if mode == "lucene" else indexes["ours"]
+    extra = ["--bm25"] if mode == "lucene" else ["--corpus", str(indexes["lucene"].parent / "toy")]
+    out = tmp_path / "run.jsonl"
+    proc = compat(mode, "--index", str(index), "--topics", str(topics), "--output", str(out), "--hits", "4",
+                  "--output-format", "kilt", *extra, "--reranker", "upr", "--rerank-depth", "3",
+                  "--reranker-model", str(indexes["lm"]), "--reranker-device", "cpu", "--reranker-dtype", "fp32")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trec = tmp_path / "run.trec"
+    proc = compat(mode, "--index", str(index), "--topics", str(topics), "--output", str(trec), "--hits", "4",
+                  *extra, "--reranker", "upr", "--rerank-depth", "3", "--reranker-model", str(indexes["lm"]),
+                  "--reranker-device", "cpu", "--reranker-dtype", "fp32")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reranked = read_run(trec)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["title"] for line in lines] == ["what causes lung cancer",
+                                                 "how do cells divide: lung cancer, aspirin, vitamin d"]
+    for qid, line in zip(("1", "23"), lines):
+        assert [p["wikipedia_id"] for p in line["output"][0]["provenance"]] == [h.docid for h in reranked[qid]]
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*kilt.tmp"))
+
+
 def test_reranker_trust_remote_code_lets_a_model_with_its_own_code_rerank(indexes, remote_code_lm_path, tmp_path):
     """`--reranker-trust-remote-code` (prefixed like our other LM flags): without it such a model is refused with a
     message that names it; with it the model reranks, here exactly as the Llama whose weights it holds."""

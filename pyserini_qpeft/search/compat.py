@@ -397,13 +397,15 @@ def write_run_as(run, path: str | Path, output_format: str, args: argparse.Names
     from pyserini.query_iterator import TopicsFormat, get_query_iterator
 
     topics = get_query_iterator(args.topics, TopicsFormat(args.topics_format)).topics
+    # Pyserini keys an all-digit query id as a number ("007" is its query 7); the run's ids are text
+    key = {str(topic): topic for topic in topics}
     from ..artifacts import temp_prefix
 
     tmp = Path(path).with_name(f"{temp_prefix(path)}kilt.tmp")
     with get_output_writer(str(tmp), OutputFormat(output_format), "w", max_hits=max(map(len, run.hits.values())),
                            tag=run.tag, topics=topics) as writer:
         for qid, hits in run.hits.items():
-            writer.write(qid, hits)
+            writer.write(key.get(qid, qid), hits)
     os.replace(tmp, path)
 
 
