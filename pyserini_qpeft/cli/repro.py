@@ -13,7 +13,10 @@ def repro() -> None:
 
 @repro.command("beir")
 @click.option("--dataset", required=True, help="BEIR dataset name (on $PYSERINI_QPEFT_DATA) or folder name.")
-@click.option("--condition", "names", multiple=True, help="Only these conditions (repeatable); default all.")
+@click.option("--condition", "names", multiple=True,
+              help="Make (and --check) only these conditions (repeatable); default all. The report (table, --json, "
+                   "runs/repro-*) also lists every other condition whose run is already finished, so a partial rerun "
+                   "never drops a row from it.")
 @click.option("--profile", default="full", show_default=True,
               help="beir.yaml profile: full (top-20), top5, deep (top-100), gpu (top-100, big budget, fp32), demo.")
 @click.option("--seed-offset", type=click.IntRange(min=0), default=0, show_default=True,
