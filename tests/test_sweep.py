@@ -31,12 +31,17 @@ def test_grid_expansion_and_refusals(tmp_path):
         check_selection(points, "loss", grid)  # each point's dev loss is its own loss
     check_selection([p for p in points if p.settings["margin"] == 0.2 and p.settings["pointwise_weight"] == 1.0],
                     "loss", grid)
+    for loss_setting in ("temperature: [0.5, 1.0]\n", "first_stage_weight: [0.0, 0.5]\n", "loss: [hinge, listwise]\n"):
+        grid.write_text(loss_setting)
+        with pytest.raises(InputError, match="cannot compare points with different " + loss_setting.split(":")[0]):
+            check_selection(load_grid(grid, QPeftConfig, QPeftTrainConfig), "loss", grid)
     # YAML 1.1 reads 1e-3 as text: a number setting takes it as the number (it crashed when the point's turn came)
     grid.write_text("lr: [1e-3, 1.0e-2]\ntop-k: ['8']\n")
     assert [p.settings for p in load_grid(grid, QPeftConfig, QPeftTrainConfig)] == [
         {"top_k": 8, "lr": 0.001}, {"top_k": 8, "lr": 0.01}]
     for text, message in (("nope: [1]\n", "unknown sweep setting"), ("dev_size: [5, 10]\n", "cannot be swept"),
                           ("variant: [attn, retr]\n", "cannot be swept"), ("- 1\n", "mapping"),
+                          ("selection_metric: [loss, ndcg@10]\n", "cannot be swept"),
                           ("top_k: [4, 8]\ntop-k: [16]\n", "'top-k' is named twice \\(also as 'top_k'\\)"),
                           ("lr: [fast]\n", "'lr': 'fast' is not a number"), ("lr: [null]\n", "'lr': null"),
                           ("top_k: [2.5]\n", "'top_k': 2.5 is not a number of type int"),
@@ -178,3 +183,25 @@ def test_sweep_is_finished_only_after_on_finish(tmp_path, caplog):
             warn_if_unfinished(out / "best")
             warn_if_unfinished(out)
         assert caplog.text == "", attempt
+
+
+def test_a_sweep_selected_by_dev_loss_keeps_the_lowest_and_its_table_has_only_metrics(tmp_path):
+    from types import SimpleNamespace
+
+    from pyserini_qpeft.qpeft.sweep import SweepPoint, run_sweep
+    from pyserini_qpeft.training.state import DONE_NAME, STATE_NAME
+
+    losses = {0: 0.3, 1: 0.1, 2: 0.2}
+
+    def train_one(point, folder):
+        (folder / "best").mkdir(parents=True, exist_ok=True)
+        (folder / STATE_NAME).write_text("{}")
+        (folder / DONE_NAME).write_text("{}")
+        return SimpleNamespace(best_dev={"loss": losses[point.index], "ndcg@10": 0.5, "queries": 4}, best_epoch=1,
+                               best_step=None)
+
+    points = [SweepPoint(index=i, module={}, train={"lr": lr}) for i, lr in enumerate((1e-3, 1e-2, 3e-2))]
+    summary = run_sweep(points, train_one, tmp_path / "out", "loss")
+    assert summary["best"]["index"] == 1  # the lowest dev loss
+    assert summary["rows"][0]["dev"] == {"loss": 0.3, "ndcg@10": 0.5}  # the dev query count is no metric column
+    assert "dev queries" not in (tmp_path / "out" / "sweep.md").read_text()

@@ -276,3 +276,37 @@ def test_a_run_judged_on_binary_dev_qrels_is_not_resumed_on_graded_ones(tmp_path
     with pytest.raises(InputError, match="binary dev judgments"):
         fit(ToyStep(), EXAMPLES[:8], graded, TrainConfig(epochs=3, eval_at_start=False), tmp_path / "out",
             resume=True, progress=False)
+
+
+def _resume(saved: dict, now: dict, completed: int = 1, global_step: int = 3, steps_per_epoch: int = 3) -> None:
+    from pathlib import Path
+
+    from pyserini_qpeft.training.resume import check_resumed_data
+
+    state = {"train_config": saved, "dev_qids": ["q9"], "completed_epochs": completed, "global_step": global_step}
+    check_resumed_data(state, Path("/nonexistent/epoch-1"), {"train_config": now, "dev_qids": ["q9"]},
+                       steps_per_epoch)
+
+
+def test_resume_may_change_patience_but_not_the_seed_nor_planned_steps_under_a_warmup_ratio():
+    base = {"epochs": 2, "patience": 1, "lr": 0.1, "seed": 1, "lr_schedule": "constant", "warmup_ratio": 0.0}
+    _resume(base, {**base, "patience": 3, "epochs": 4})  # stop later, train longer: the same run continued
+    with pytest.raises(InputError, match=r"--seed 1 -> 2"):  # another seed is another run (batches, dropout)
+        _resume(base, {**base, "seed": 2})
+    warm = {**base, "warmup_ratio": 0.5}  # the warmup spans a share of the planned steps
+    with pytest.raises(InputError, match="--resume with other --epochs: this run's learning rate follows"):
+        _resume(warm, {**warm, "epochs": 3})
+    _resume(warm, warm)
+
+
+def test_a_folder_holding_only_a_killed_trainings_lock_is_ours_and_a_sweep_never_writes_into_a_training(tmp_path):
+    from pyserini_qpeft.training.state import LOCK_NAME, STATE_NAME, check_training_output
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).touch()  # a training killed before it wrote anything else
+    check_training_output(out)
+    (out / STATE_NAME).write_text("{}")
+    check_training_output(out)
+    with pytest.raises(InputError, match="holds a training run, not a sweep"):
+        check_training_output(out, sweep=True)

@@ -14,7 +14,7 @@ from pyserini_qpeft.data import Document
 from pyserini_qpeft.errors import InputError
 from pyserini_qpeft.qpeft.module import QPeftConfig, build_module
 from pyserini_qpeft.lm.scoring import ScorerConfig
-from pyserini_qpeft.training.data import TrainingExample, build_examples, check_split, split_dev
+from pyserini_qpeft.training.data import TrainingExample, build_examples, check_split, dev_count, split_dev
 from pyserini_qpeft.qpeft.loss import qpeft_loss
 from pyserini_qpeft.qpeft.step import QPeftTrainConfig, sample_step, train_qpeft
 from pyserini_qpeft.training.state import read_trainer_state
@@ -60,6 +60,12 @@ def test_run_over_other_corpus_is_an_error():
     run = Run({"q1": [Hit("zzz", 2.0), Hit("d1", 1.0)]})
     with pytest.raises(InputError, match="zzz"):
         build_examples(QUERIES, {"q1": {"d1": 1}}, run, CORPUS)
+    deeper = Run({"q1": [Hit("d1", 3.0), Hit("d2", 2.0), Hit("ghost", 1.0)]})  # within the negative depth
+    with pytest.raises(InputError, match="run docid ghost \\(query q1\\) is not in the corpus"):
+        build_examples(QUERIES, {"q1": {"d1": 1}}, deeper, CORPUS, negative_depth=3)
+    # below the depth: not checked, and never a negative (the judged positive above it leaves room for it)
+    examples, _ = build_examples(QUERIES, {"q1": {"d1": 1}}, deeper, CORPUS, negative_depth=2)
+    assert examples[0].negatives == ("d2",)
 
 
 def test_test_split_refused_and_cli_never_reads_test(tmp_path, toy_beir):
@@ -85,6 +91,11 @@ def test_split_dev_disjoint_seeded():
     assert {e.qid for e in train_a}.isdisjoint({e.qid for e in dev_a})
     assert dev_a == dev_b and dev_a != dev_c
     assert len(split_dev(examples, 7, seed=0)[1]) == 7
+    # the carve itself is pinned: a recorded run's dev queries are recomputed by --resume and `dev-split`
+    ten = examples[:10]
+    assert [e.qid for e in split_dev(ten, 3, seed=13)[1]] == ["q2", "q4", "q9"]
+    assert [e.qid for e in split_dev(ten, 0.25, seed=0)[1]] == ["q6", "q9"]
+    assert dev_count(10, 0.01) == 1  # a fraction holds out at least one query
     assert split_dev(examples, 0.0, seed=0) == (examples, [])  # no dev set (LMORT --dev-fraction 0)
     with pytest.raises(InputError, match="no training query"):  # a user mistake: exit code 3, not a traceback
         split_dev(examples, 50, seed=0)
@@ -742,3 +753,15 @@ def test_the_training_job_runs_from_python_with_paths(tiny_lm_path, tmp_path, to
                                      lm=LMConfig(model=str(tiny_lm_path), device="cpu", dtype="fp32"), progress=False))
     meta = json.loads((tmp_path / "out" / "best" / "qpeft_config.json").read_text())
     assert summary["best"] == str(tmp_path / "out" / "best") and meta["training"]["negatives"] == str(run)
+
+
+def test_a_checkpoint_recording_no_dev_queries_is_refused_by_dev_split(tmp_path):
+    from pyserini_qpeft.training.data import checkpoint_dev_qids
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "qpeft_config.json").write_text(json.dumps({"training": {"dev_qids": []}}))
+    with pytest.raises(InputError, match="records no dev queries"):
+        checkpoint_dev_qids(folder)
+    (folder / "qpeft_config.json").write_text(json.dumps({"training": {"dev_qids": ["q2", "q1"]}}))
+    assert checkpoint_dev_qids(folder) == ["q2", "q1"]
