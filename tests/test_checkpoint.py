@@ -145,13 +145,32 @@ def test_bad_checkpoints_raise_model_error(tiny_lm, tmp_path):
         **meta["qpeft_config"], "variant": "attn"}}))
     with pytest.raises(ModelError, match="do not match"):  # retr weights lack the attention
         load_checkpoint(path, tiny_lm)
+    (path / CONFIG_NAME).write_text(json.dumps({**meta, "variant": "attn"}))  # the two records disagree
+    with pytest.raises(ModelError, match="variant 'attn' disagrees with qpeft_config 'retr'"):
+        load_checkpoint(path, tiny_lm)
     (path / CONFIG_NAME).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="may not override 'base_model'"):
+        save_checkpoint(tmp_path / "other", build_module(tiny_lm, config), config, tiny_lm, SCORER,
+                        {"base_model": {}})
     (path / WEIGHTS_NAME).write_bytes(b"garbage")
     with pytest.raises(ModelError, match="corrupt"):
         load_checkpoint(path, tiny_lm)
     (path / WEIGHTS_NAME).unlink()
     with pytest.raises(ModelError, match="missing"):
         load_checkpoint(path, tiny_lm)
+
+
+def test_a_scorer_setting_from_a_newer_version_is_ignored_with_a_warning(tiny_lm, tmp_path, caplog):
+    import logging
+
+    config = QPeftConfig(variant="retr", top_k=2)
+    path = save_checkpoint(tmp_path / "ckpt", build_module(tiny_lm, config), config, tiny_lm, SCORER)
+    meta = json.loads((path / CONFIG_NAME).read_text())
+    meta["scorer_config"]["future_setting"] = 1
+    (path / CONFIG_NAME).write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING):
+        _, _, scorer_config, _ = load_checkpoint(path, tiny_lm)
+    assert scorer_config == SCORER and "ignoring unknown scorer settings in checkpoint: ['future_setting']" in caplog.text
 
 
 def test_overwrite_is_atomic_and_leaves_no_temp(tiny_lm, tmp_path):

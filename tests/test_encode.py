@@ -312,6 +312,25 @@ def test_encode_state_parts_without_their_job_are_not_reused_and_a_finished_stat
     state.close()
 
 
+def test_an_encode_states_seconds_add_up_over_flushes_and_runs(tmp_path, monkeypatch):
+    """A resumed encode reports the time of all its runs (``encode_seconds``): every flush adds its interval."""
+    import numpy as np
+
+    from pyserini_qpeft.search import encode_state
+    from pyserini_qpeft.search.encode_state import EncodeState
+
+    clock = iter(range(100))
+    monkeypatch.setattr(encode_state.time, "monotonic", lambda: float(next(clock)))
+    folder = tmp_path / "idx.partial"
+    state = EncodeState(folder, "job", [2, 2, 2], flush_seconds=0)  # started at t = 0
+    for number in range(3):
+        state.add(number, np.ones((2, 3), dtype=np.float32))  # a flush each, 2 ticks later (add and flush read)
+    state.close()
+    again = EncodeState(folder, "job", [2, 2, 2])
+    assert again.seconds == 6.0  # all three intervals, not the last one
+    again.close()
+
+
 def test_an_encode_state_written_before_the_weights_digest_is_this_jobs():
     """The encoder's meta now records the LM's full weights digest, so the job's fingerprint changed: a partial
     encode of a local model written before is accepted under its older fingerprint (it was refused as another job's,
