@@ -330,6 +330,66 @@ def test_unwritable_output_fails_before_any_work(tmp_path, toy_beir, command, mo
     assert blocker.read_text() == "x"
 
 
+@pytest.mark.parametrize("command", ["search", "rerank", "rerank-jsonl", "also-rerank", "fuse", "dev-split",
+                                     "select-interpolation"])
+def test_an_existing_file_that_is_not_the_commands_output_kind_is_never_replaced(tmp_path, toy_beir, command,
+                                                                                   monkeypatch):
+    """Data safety (audit Z): a file output replaces an existing file only when it holds that kind of output (a run,
+    a weight JSON, rank_llm Result lines), as a rerun does; a user's notes are refused before any work (exit 3) and
+    kept byte-identical."""
+    import pyserini_qpeft.search as search_pkg
+
+    monkeypatch.setattr(search_pkg, "bm25_search", lambda *a, **k: pytest.fail("work started"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes, not a run\n")
+    run = tmp_path / "run.trec"
+    run.write_text("q1 Q0 d1 1 3.0 t\nq1 Q0 d2 2 2.0 t\n")
+    topics = str(toy_beir / "queries.jsonl")
+    rerank = ["rerank", "--run", str(run), "--topics", topics, "--corpus", str(toy_beir), "--model",
+              str(tmp_path / "no-model")]
+    args, kind = {
+        "search": (["search", "--bm25", "--index", str(tmp_path), "--topics", topics, "--output", str(notes)], "run"),
+        "rerank": ([*rerank, "--output", str(notes)], "run"),
+        "rerank-jsonl": ([*rerank, "--output", str(tmp_path / "x.trec"), "--output-jsonl", str(notes)],
+                         "rank_llm Result JSON-lines"),
+        "also-rerank": ([*rerank, "--output", str(tmp_path / "x.trec"), "--also-rerank", "upr", "-", str(notes)],
+                        "run"),
+        "fuse": (["fuse", "--run", str(run), "--run", str(run), "--output", str(notes)], "run"),
+        "dev-split": (["dev-split", "--dataset", str(toy_beir), "--negatives", str(run), "--output", str(notes)],
+                      "run"),
+        "select-interpolation": (["select-interpolation", "--first-stage", str(run), "--reranked", str(run),
+                                  "--qrels", str(toy_beir / "qrels" / "test.tsv"), "--output", str(notes)], "JSON"),
+    }[command]
+    result = invoke(*args)
+    assert result.exit_code == 3 and f"notes.txt: exists and is not a {kind}" in result.output, result.output
+    assert notes.read_text() == "my notes, not a run\n"
+
+
+def test_what_an_output_file_may_replace():
+    from pyserini_qpeft.artifacts import check_replaceable_file
+
+    def replaceable(text: str | bytes, kind: str) -> bool:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "out"
+            path.write_bytes(text if isinstance(text, bytes) else text.encode())
+            try:
+                check_replaceable_file(path, kind)
+            except InputError:
+                return False
+            return True
+
+    assert replaceable("", "run") and replaceable("\nq1 Q0 d1 1 -2.5 bm25\n", "run")  # empty, a TREC run
+    assert replaceable("q1\td1\t1\n", "run")  # MS MARCO
+    assert not replaceable("q1 Q0 d1 one 2.5 bm25\n", "run") and not replaceable('{"_id": "d1"}\n', "run")
+    assert not replaceable(b"\xff\xfe binary", "run") and not replaceable("a b c d e\n", "run")
+    assert replaceable('{"alpha": 0.5}', "json") and not replaceable("alpha = 0.5", "json")
+    assert replaceable('{"query": {"text": "q"}, "candidates": []}\n', "jsonl")
+    assert not replaceable('{"_id": "d1", "text": "a corpus line"}\n', "jsonl")
+    check_replaceable_file(Path("/nonexistent/out"), "run")  # nothing there: free
+
+
 def test_output_file_path_that_is_a_folder(tmp_path):
     from pyserini_qpeft.artifacts import check_output_path
 
@@ -401,11 +461,11 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path, toy_
               "--model", str(tmp_path / "no-model")]
     args, fragment = {
         "rerank-run": ([*rerank, "--output", str(run)], "--output is also the --run input"),
-        "rerank-corpus": ([*rerank, "--output", str(corpus)], "--output is also the --corpus input"),
+        "rerank-corpus": ([*rerank, "--output", str(corpus)], "exists and is not a run file"),  # refused as a non-run
         "rerank-jsonl": ([*rerank, "--output", str(tmp_path / "x.trec"), "--output-jsonl", str(tmp_path / "x.trec")],
                          "--output and --output-jsonl are the same file"),
         "search-topics": (["search", "--bm25", "--index", str(tmp_path), "--topics", str(topics), "--output",
-                           str(topics)], "--output is also the --topics input"),
+                           str(topics)], "exists and is not a run file"),  # (topics are not a run either)
         "fuse-run": (["fuse", "--run", str(run), "--run", str(other), "--output", str(other)],
                      "--output is also the --run input"),
         # the same file by another spelling: relative against absolute (mutant audit W: O1 compared the paths)

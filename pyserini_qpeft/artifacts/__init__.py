@@ -29,7 +29,7 @@ from .files import (
 )
 from .meta import MetaSpec, dump_json, read_json, read_meta, write_json, write_meta
 from .outputs import (
-    check_output_path, check_replaceable, lock_exclusively, refuse_output_over_inputs, resolve_best
+    check_output_path, check_replaceable, check_replaceable_file, lock_exclusively, refuse_output_over_inputs, resolve_best
 )
 from .checks import check_base_model, check_finite_weights
 from .weights import load_weights, save_module_folder
@@ -37,7 +37,7 @@ from .provenance import CORE_PACKAGES, library_versions, model_card, provenance_
 
 __all__ = [
     "CORE_PACKAGES", "MetaSpec", "atomic_write", "check_base_model", "check_finite_weights", "check_output_path",
-    "check_replaceable", "current_umask", "dump_json", "file_sha256", "is_temporary_name", "library_versions", "load_weights",
+    "check_replaceable", "check_replaceable_file", "current_umask", "dump_json", "file_sha256", "is_temporary_name", "library_versions", "load_weights",
     "lock_exclusively", "model_card", "provenance_lines", "publish_dir", "read_json", "read_meta",
     "refuse_output_over_inputs", "replace_dir", "resolve_best", "save_module_folder", "source_commit", "staging_dir",
     "sweep_stale", "temp_prefix", "write_json", "write_meta"

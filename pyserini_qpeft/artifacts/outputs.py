@@ -39,6 +39,63 @@ def check_output_path(path: str | os.PathLike, folder: bool = False) -> None:
     os.unlink(probe)
 
 
+REPLACEABLE = {"run": "run file (TREC or MS MARCO lines)", "json": "JSON file",
+               "jsonl": "rank_llm Result JSON-lines file"}
+"""What an existing output file may hold for a command to replace it (:func:`check_replaceable_file`)."""
+
+
+def check_replaceable_file(path: str | os.PathLike, kind: str) -> None:
+    """Refuse (InputError, exit code 3, before any work) to replace an existing file that is not an output of
+    ``kind`` (:data:`REPLACEABLE`): a rerun replaces its own run or JSON, never a user's notes or data. Judged by
+    the file's first line (a run, a JSON-lines file) or by its whole text (a JSON file); an empty file is free."""
+    import json
+
+    path = Path(path)
+    if kind not in REPLACEABLE:
+        raise ValueError(f"kind must be one of {sorted(REPLACEABLE)}, got {kind!r}")
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if kind == "json":
+                ours = isinstance(json.loads(handle.read(1 << 20)), (dict, list))
+            else:
+                first = next((line for line in handle if line.strip()), "")
+                ours = _run_line(first) if kind == "run" else _result_line(first)
+    except (OSError, UnicodeDecodeError, ValueError):
+        ours = False
+    if not ours:
+        raise InputError(f"exists and is not a {REPLACEABLE[kind]}; refusing to replace it (nothing was changed; "
+                         f"choose another path, or delete it first)", str(path))
+
+
+def _run_line(line: str) -> bool:
+    """A TREC run line (``qid Q0 docid rank score tag``) or an MS MARCO one (``qid<TAB>docid<TAB>rank``)."""
+    fields = line.split()
+    try:
+        if len(fields) == 6:
+            int(fields[3])
+            float(fields[4])
+            return True
+        if len(fields) == 3:
+            int(fields[2])
+            return True
+    except ValueError:
+        pass
+    return False
+
+
+def _result_line(line: str) -> bool:
+    """A rank_llm Result line: a JSON object with ``query`` and ``candidates``."""
+    import json
+
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "query" in record and "candidates" in record
+
+
 def refuse_output_over_inputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
     """InputError (exit 3, before any work) when an output path is also an input (writing it would replace the
     input) or when two outputs are one file. Both map a flag to a path, a sequence of paths or None; an input value

@@ -123,7 +123,7 @@ class _FuseCommand(click.Command):
               help="Hits written per query (Pyserini's --k; default 1000 for rrf and interpolation, every hit of the "
                    "first stage for rerank-interpolation).")
 @click.option("--runtag", default=None, help="Run tag (default hybrid-<method>).")
-@click.option("--output", required=True, type=OutputPath(dir_okay=False))
+@click.option("--output", required=True, type=OutputPath(dir_okay=False, replaces="run"))
 def fuse(runs, method, rrf_k, alpha, normalization, depth, top_k, runtag, output) -> None:
     """Fuse runs into one run."""
     from ..artifacts import refuse_output_over_inputs

@@ -29,7 +29,7 @@ def _q(name: str):
 @click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
               help="Instead of --dev-size/--seed: the dev queries a `train qpeft` / `train lmort` output (or its "
                    "best/) records, e.g. to select an LMORT hybrid's weight on LMORT's own dev queries.")
-@click.option("--output", required=True, type=OutputPath(dir_okay=False),
+@click.option("--output", required=True, type=OutputPath(dir_okay=False, replaces="run"),
               help="The first-stage run restricted to the dev queries (TREC).")
 @quiet_option
 def dev_split(dataset, split, negatives_run, dev_size, seed, dev_carve, checkpoint, output, quiet) -> None:
@@ -82,7 +82,7 @@ def dev_split(dataset, split, negatives_run, dev_size, seed, dev_carve, checkpoi
                    "(default 1000, as `fuse`).")
 @click.option("--metric", default="ndcg@10", show_default=True)
 @click.option("--normalization", type=click.Choice(["zscore", "minmax", "none"]), default="zscore", show_default=True)
-@click.option("--output", required=True, type=OutputPath(dir_okay=False),
+@click.option("--output", required=True, type=OutputPath(dir_okay=False, replaces="json"),
               help="JSON with the chosen weight (read by `rerank --interpolate FILE`, `fuse --alpha FILE`).")
 def select_interpolation(first_stage, reranked, method, qrels, depth, metric, normalization, output) -> None:
     """Pick the first-stage weight in 0, 0.05, ..., 1 that maximises METRIC on the dev queries (ties: nearest 0.5)."""

@@ -22,13 +22,22 @@ __all__ = ["DEFAULT_DEPTH", "OutputPath", "checkpoint_lm_options", "click_option
 
 class OutputPath(click.Path):
     """A path the command writes (``click.Path(dir_okay=False)``: a file, ``file_okay=False``: a folder), checked
-    when the command line is parsed, i.e. before any work: an unwritable place is exit code 3 naming the path."""
+    when the command line is parsed, i.e. before any work: an unwritable place is exit code 3 naming the path.
+
+    ``replaces``: for a file, what an existing one must hold to be replaced (``artifacts.REPLACEABLE``: ``run``,
+    ``json``, ``jsonl``); anything else there is refused (exit 3), so a rerun replaces its own output only."""
+
+    def __init__(self, *args: Any, replaces: str | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.replaces = replaces
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from ..artifacts import check_output_path
+        from ..artifacts import check_output_path, check_replaceable_file
 
         value = os.fspath(value)  # the kind checks are check_output_path's (exit 3 naming the path, as for the rest)
         check_output_path(value, folder=not self.file_okay)
+        if self.replaces is not None:
+            check_replaceable_file(value, self.replaces)
         return value
 
 

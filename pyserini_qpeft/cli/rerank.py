@@ -24,11 +24,11 @@ def _excluded_given(ctx: click.Context) -> list[str]:
               "text source).")
 @click.option("--requests", "requests_path", type=click.Path(exists=True, dir_okay=False),
               help="Instead of --run/--topics/--corpus: rank_llm Request JSONL (query + candidates with their text).")
-@click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output run (written atomically).")
+@click.option("--output", required=True, type=OutputPath(dir_okay=False, replaces="run"), help="Output run (written atomically).")
 @output_format_option
-@click.option("--output-jsonl", type=OutputPath(dir_okay=False), default=None,
+@click.option("--output-jsonl", type=OutputPath(dir_okay=False, replaces="jsonl"), default=None,
               help="Also write the result as rank_llm Result JSONL (candidates reordered, with the new scores).")
-@click.option("--also-rerank", "also", type=(str, str, OutputPath(dir_okay=False)), multiple=True,
+@click.option("--also-rerank", "also", type=(str, str, OutputPath(dir_okay=False, replaces="run")), multiple=True,
               metavar="NAME CHECKPOINT OUTPUT",
               help="Also rerank the same hits with reranker NAME (CHECKPOINT, or - for none) into OUTPUT, in the "
                    "same pass: query-likelihood rerankers with --reranker's model and passage prompt share each "

@@ -21,7 +21,7 @@ def _bm25(name: str) -> Any:
 @click.option("--index", "index_dir", required=True, help="Lucene (--bm25) or FAISS (--dense) index folder; for --bm25 "
               "also a Pyserini prebuilt index name (msmarco-v1-passage), downloaded once into $PYSERINI_CACHE.")
 @click.option("--topics", required=True, help="Pyserini-style topics name, TSV, BEIR queries.jsonl, CAR outlines or a TREC <top> topic file.")
-@click.option("--output", required=True, type=OutputPath(dir_okay=False), help="Output run (written atomically).")
+@click.option("--output", required=True, type=OutputPath(dir_okay=False, replaces="run"), help="Output run (written atomically).")
 @output_format_option
 @sample_options
 @click.option("--hits", type=click.IntRange(min=1), default=_bm25("hits"), show_default=True)
