@@ -122,6 +122,25 @@ def test_output_format_kilt_after_a_reranker_with_all_digit_query_ids(indexes, t
     assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*kilt.tmp"))
 
 
+def test_a_missing_index_or_topics_file_and_a_users_output_file_are_exit_3(indexes, tmp_path):
+    """Pyserini prints "Unrecognized index name" and calls exit() (exit 0, no run: a script went on as if it had
+    searched); a topics path to no file was Pyserini's traceback (exit 1); an --output holding a user's file was
+    replaced (audit Z)."""
+    out = tmp_path / "run.trec"
+    base = ["lucene", "--topics", str(indexes["topics"]), "--output", str(out), "--bm25", "--hits", "3"]
+    proc = compat(*base, "--index", str(tmp_path / "nope"))
+    assert proc.returncode == 3 and "Pyserini stopped without searching" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not out.exists()
+    proc = compat("lucene", "--index", str(indexes["lucene"]), "--topics", str(tmp_path / "nope.tsv"), "--output",
+                  str(out), "--bm25")
+    assert proc.returncode == 3 and "nope.tsv" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    proc = compat("lucene", "--index", str(indexes["lucene"]), "--topics", str(indexes["topics"]), "--output",
+                  str(notes), "--bm25")
+    assert proc.returncode == 3 and "exists and is not a run file" in proc.stderr and notes.read_text() == "mine\n"
+
+
 def test_reranker_trust_remote_code_lets_a_model_with_its_own_code_rerank(indexes, remote_code_lm_path, tmp_path):
     """`--reranker-trust-remote-code` (prefixed like our other LM flags): without it such a model is refused with a
     message that names it; with it the model reranks, here exactly as the Llama whose weights it holds."""

@@ -150,6 +150,7 @@ def _local_topics(spec: str, workdir: Path, topics_format: str = "default",
     import re
 
     from ..data import load_topics
+    from ..data.pyserini_names import looks_like_path
     from ..errors import InputError
     from ..types import is_trec_word
 
@@ -160,7 +161,7 @@ def _local_topics(spec: str, workdir: Path, topics_format: str = "default",
     try:
         queries = _anserini_json_topics(spec) or load_topics(spec)
     except InputError:
-        if Path(spec).expanduser().is_file():
+        if Path(spec).expanduser().is_file() or looks_like_path(spec):  # a file, or a path to none: ours to say
             raise
         return spec, None
     bad = next((q.qid for q in queries if not is_trec_word(q.qid)), None)
@@ -300,10 +301,12 @@ def run(mode: str, argv: Sequence[str]) -> int:
             raise UsageError(f"--index {peek.index} was built with the {built!r} analyzer (`pyserini-qpeft index "
                              f"--language {built}`): pass --language {built} (Pyserini analyses queries with "
                              f"--language, default en)")
-    from ..artifacts import refuse_output_over_inputs
+    from ..artifacts import check_replaceable_file, refuse_output_over_inputs
 
     refuse_output_over_inputs({"--output": peek.output}, {"--topics": peek.topics, "--index": peek.index,
                                                           "--corpus": ours.corpus})
+    if peek.output_format in ("trec", "msmarco"):  # a user's file is never replaced (KILT lines are Pyserini's)
+        check_replaceable_file(peek.output, "run")
     reranking = ours.reranker != "identity"
     if reranking and peek.output_format not in ("trec", "msmarco", "kilt"):
         raise UsageError(f"--output-format {peek.output_format!r}: expected trec, msmarco or kilt")
@@ -340,6 +343,14 @@ def run(mode: str, argv: Sequence[str]) -> int:
                     from ..artifacts.files import with_filename
 
                     raise with_filename(exc, first_stage) from exc
+                except SystemExit as exc:  # Pyserini's bare exit() after a message: it stopped, no run
+                    if exc.code not in (None, 0):
+                        raise
+                    from ..errors import InputError
+
+                    raise InputError("Pyserini stopped without searching (its message is above: e.g. an --index "
+                                     "that is neither an index folder nor one of its prebuilt index names, or --k1 "
+                                     "without --b); no run was written", peek.index) from None
         if reranking:
             _rerank(peek, ours, first_stage, topics, keyed)  # under the first stage's ids
         else:
