@@ -67,14 +67,21 @@ def test_evaluate_json(tmp_path, toy_beir):
     assert result.exit_code == 0, result.output
     import json
 
-    values = json.loads(result.output)
-    # q2 is judged but absent from the run: trec_eval -c counts it as 0.
+    values = json.loads(result.stdout)
+    # q2 is judged but absent from the run: trec_eval -c counts it as 0, and a run holding under 90 % of the judged
+    # queries is warned about (audit Z: a sampled run evaluated without its sample scored 0.015, silently)
     assert values == {"hit@10": round(2 / 3, 4), "mrr@10": round((1 + 0.5) / 3, 4)}
+    assert "warning: the run holds 2 of the 3 judged queries" in result.stderr and "--sample-queries" in result.stderr
+    full = tmp_path / "full.trec"
+    full.write_text(run.read_text() + "q2 Q0 d5 1 1.0 t\n")
+    covered = CliRunner().invoke(cli, ["evaluate", "--qrels", str(toy_beir / "qrels" / "test.tsv"), "--run",
+                                       str(full), "--json"])
+    assert covered.exit_code == 0 and covered.stderr == "", covered.output
     # comma-separated, and trec_eval's cutoff lists (P.1,2 = P.1 and P.2): the same values under the names given
     listed = CliRunner().invoke(cli, ["evaluate", "--qrels", str(toy_beir / "qrels" / "test.tsv"), "--run", str(run),
                                       "--json", "-m", "hit@10,mrr@10", "-m", "P.1,2"])
     assert listed.exit_code == 0, listed.output
-    assert json.loads(listed.output) == {**values, "P.1": round(1 / 3, 4), "P.2": round((0.5 + 0.5) / 3, 4)}
+    assert json.loads(listed.stdout) == {**values, "P.1": round(1 / 3, 4), "P.2": round((0.5 + 0.5) / 3, 4)}
     other = tmp_path / "other.trec"  # a run of queries the qrels do not judge (e.g. the training split's run)
     other.write_text("q9 Q0 d1 1 1.0 t\n")
     result = CliRunner().invoke(cli, ["evaluate", "--qrels", str(toy_beir / "qrels" / "test.tsv"), "--run", str(other),
@@ -114,7 +121,7 @@ def test_evaluate_dev_run_against_its_training_qrels_splits_by_the_other_trainin
     run.write_text("qa Q0 d1 1 2.0 t\nqc Q0 d2 1 1.0 t\n")  # hit@1: qa yes, qc no
     args = ["evaluate", "--qrels", str(qrels), "--run", str(run), "-m", "hit@1", "--json"]
     every = CliRunner().invoke(cli, args)
-    assert json.loads(every.output) == {"hit@1": round(1 / 3, 4)}  # qb judged, not in the run: 0 (trec_eval -c)
+    assert json.loads(every.stdout) == {"hit@1": round(1 / 3, 4)}  # qb judged, not in the run: 0 (trec_eval -c)
     dev = CliRunner().invoke(cli, args + ["--only-run-queries", "--seen-qrels", str(qrels)])
     assert dev.exit_code == 0, dev.output
     assert json.loads(dev.output) == {"all": {"hit@1": 0.5}, "seen": {"hit@1": 1.0, "queries": 1},

@@ -8,6 +8,10 @@ import click
 from .options import sample_options
 
 
+COVERAGE_WARNING = 0.9
+"""``evaluate`` warns when the run holds fewer than this share of the judged queries (the rest score 0)."""
+
+
 @click.command("evaluate")
 @click.option("--qrels", required=True, help="Pyserini-style name (beir-v1.0.0-scifact-test), TREC or BEIR qrels file.")
 @click.option("--run", "run_paths", required=True, multiple=True, type=click.Path(),
@@ -66,7 +70,11 @@ def evaluate(qrels: str, run_paths: tuple[str, ...], metrics: tuple[str, ...], r
     overlap = sum(1 for qid in judged if any(qid in run for run in runs))
     if judged and not overlap:  # every query scores 0: a run of other queries (another split, another sample)
         click.echo(f"warning: none of the {len(judged)} judged queries of {qrels} is in the run; every one scores "
-                   f"0 (is it the other split's run, or another --sample-seed?)", err=True)
+                   f"0 (is it another dataset's or the other split's run, or another --sample-seed?)", err=True)
+    elif overlap < COVERAGE_WARNING * len(judged):  # e.g. a --sample-queries run evaluated without the sample
+        click.echo(f"warning: the run holds {overlap} of the {len(judged)} judged queries of {qrels}; the other "
+                   f"{len(judged) - overlap} score 0, as trec_eval -c counts them (a sampled run? pass its "
+                   f"--sample-queries/--sample-seed, or --only-run-queries)", err=True)
     names = tuple(metric_list(metrics)) if metrics else DEFAULT_METRICS
     # once; the means of all queries and of each group come from it
     every = average_per_query([evaluate_per_query(run, judged, names, relevance_level) for run in runs])
