@@ -171,5 +171,8 @@ def test_fuse_rrf_reads_pyserinis_flags_and_writes_pyserinis_run(tmp_path):
     for extra in (["--alpha", "0.3"], ["--normalization", "zscore"]):
         ignored = CliRunner().invoke(cli, ["fuse", "--run", str(paths[0]), "--run", str(paths[1]), "--method", "rrf",
                                            *extra, "--output", str(tmp_path / "y.trec")])
-        assert ignored.exit_code == 2 and f"{extra[0]} do not apply to --method rrf" in ignored.output
+        assert ignored.exit_code == 2 and f"{extra[0]} does not apply to --method rrf" in ignored.output
         assert not (tmp_path / "y.trec").exists()
+    both = CliRunner().invoke(cli, ["fuse", "--run", str(paths[0]), "--run", str(paths[1]), "--method", "rrf",
+                                    "--alpha", "0.3", "--normalization", "zscore", "--output", str(tmp_path / "y.trec")])
+    assert both.exit_code == 2 and "--alpha and --normalization do not apply to --method rrf" in both.output

@@ -422,7 +422,11 @@ def test_reproduce_beir_runs_reports_and_checks_through_the_given_runner(tmp_pat
     common = dict(conditions=("bm25",), report_dir=report, out=out.append, err=err.append)
     assert reproduce_beir("toy", fake_runner(calls), yaml_path=write_yaml(tmp_path), dry_run=True, **common) is None
     assert calls == [] and [line.split()[1] for line in out] == ["index", "search"]
-
+    assert not any("nothing was run or checked" in line for line in err)
+    out.clear()
+    assert reproduce_beir("toy", fake_runner(calls), yaml_path=write_yaml(tmp_path), dry_run=True, check=True,
+                          **common) is None
+    assert calls == [] and "# --dry-run: nothing was run or checked" in err[-1]  # a 0 exit is no passed check
     out.clear()
     rows = reproduce_beir("toy", fake_runner(calls), yaml_path=write_yaml(tmp_path, 1.0), check=True, **common)
     assert [c[0] for c in calls] == ["index", "search"]

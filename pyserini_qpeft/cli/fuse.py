@@ -137,7 +137,8 @@ def fuse(runs, method, rrf_k, alpha, normalization, depth, top_k, runtag, output
     if method == "rrf":  # RRF ranks: a weight or normalisation given for it would be silently ignored
         ignored = [f"--{name}" for name in given_on_command_line("alpha", "normalization")]
         if ignored:
-            raise click.UsageError(f"{' and '.join(ignored)} do not apply to --method rrf (it fuses ranks: --rrf.k, "
+            raise click.UsageError(f"{' and '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to "
+                                   f"--method rrf (it fuses ranks: --rrf.k, "
                                    f"--depth, --k); use --method interpolation or rerank-interpolation")
     loaded = [read_run(path) for path in runs]
     if method == "rrf":

@@ -141,6 +141,8 @@ def _reproduce(ds: "BeirDataset", matrix: Matrix, chosen: list, runner: CommandR
     execute(planner, chosen, runner, dry_run=dry_run, echo=out if dry_run else err,  # a dry run's result = commands
             share_prefixes=share_prefixes)
     if dry_run:
+        if check:  # nothing ran, so nothing was evaluated: a 0 exit must not read as a passed check
+            err("# --dry-run: nothing was run or checked (--check judges the rows of a real run)")
         return None
     from .report import write_report
 
