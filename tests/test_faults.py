@@ -365,6 +365,31 @@ def test_an_existing_file_that_is_not_the_commands_output_kind_is_never_replaced
     assert notes.read_text() == "my notes, not a run\n"
 
 
+def test_search_modes_exclude_each_other_and_bm25_parameters_are_not_dense_ones(tmp_path, toy_beir, monkeypatch):
+    """`--bm25 --dense` searched densely and `--dense --k1 2` ignored --k1, both silently (audit Z); a FAISS index
+    given without --dense says to add it."""
+    import pyserini_qpeft.search as search_pkg
+
+    monkeypatch.setattr(search_pkg, "bm25_search", lambda *a, **k: pytest.fail("work started"))
+    base = ["search", "--index", str(tmp_path), "--topics", str(toy_beir / "queries.jsonl"), "--output",
+            str(tmp_path / "run.trec")]
+    both = invoke(*base, "--bm25", "--dense")
+    assert both.exit_code == 2 and "--bm25 and --dense exclude each other" in both.output
+    for extra, fragment in ((["--k1", "2.0"], "--k1 is BM25's"), (["--k1", "2", "--b", "0.5"], "--k1 and --b are")):
+        refused = invoke(*base, "--dense", *extra)
+        assert refused.exit_code == 2 and fragment in refused.output, refused.output
+    assert not (tmp_path / "run.trec").exists()
+    from pyserini_qpeft.search.dense import write_faiss_index
+    from pyserini_qpeft.search.lucene import _searcher
+
+    import numpy as np
+
+    faiss_dir = write_faiss_index(tmp_path / "faiss", ["d1"], np.ones((1, 4), dtype=np.float32), {"encoder": "x"})
+    with pytest.raises(InputError, match="is a FAISS index of `pyserini-qpeft encode`, not a Lucene one: search it "
+                                         "with --dense"):
+        _searcher(faiss_dir)
+
+
 def test_what_an_output_file_may_replace():
     from pyserini_qpeft.artifacts import check_replaceable_file
 

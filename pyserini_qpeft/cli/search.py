@@ -16,8 +16,8 @@ def _bm25(name: str) -> Any:
 
 
 @click.command("search")
-@click.option("--bm25", "mode", flag_value="bm25", default=True, help="BM25 over a Lucene index (default).")
-@click.option("--dense", "mode", flag_value="dense", help="Dense search over a FAISS index made by `encode`.")
+@click.option("--bm25", "bm25", is_flag=True, help="BM25 over a Lucene index (the default).")
+@click.option("--dense", "dense", is_flag=True, help="Dense search over a FAISS index made by `encode`.")
 @click.option("--index", "index_dir", required=True, help="Lucene (--bm25) or FAISS (--dense) index folder; for --bm25 "
               "also a Pyserini prebuilt index name (msmarco-v1-passage), downloaded once into $PYSERINI_CACHE.")
 @click.option("--topics", required=True, help="Pyserini-style topics name, TSV, BEIR queries.jsonl, CAR outlines or a TREC <top> topic file.")
@@ -43,7 +43,7 @@ def _bm25(name: str) -> Any:
               "the pipeline.")
 @reranker_options
 @quiet_option
-def search(mode, index_dir, topics, output, output_format, sample_queries, sample_seed, hits, remove_query, k1, b,
+def search(bm25, dense, index_dir, topics, output, output_format, sample_queries, sample_seed, hits, remove_query, k1, b,
            threads, batch_size, query_encoder_model, query_encoder_checkpoints, corpus, run_tag, reranker, reranker_checkpoint, rerank_depth,
            interpolate, max_passage_tokens, max_query_tokens, prompt, rerank_batch_size, model, device, dtype,
            quiet) -> None:
@@ -51,7 +51,15 @@ def search(mode, index_dir, topics, output, output_format, sample_queries, sampl
     same step."""
     from ..artifacts import refuse_output_over_inputs
     from ..data import load_topics, sample_topics
+    from .options import given_on_command_line
 
+    if bm25 and dense:
+        raise click.UsageError("--bm25 and --dense exclude each other: one first stage per search")
+    mode = "dense" if dense else "bm25"
+    bm25_only = [f"--{name}" for name in given_on_command_line("k1", "b") if mode == "dense"]
+    if bm25_only:  # they would be silently ignored
+        raise click.UsageError(f"{' and '.join(bm25_only)} {'is' if len(bm25_only) == 1 else 'are'} BM25's, not "
+                               f"--dense's")
     refuse_output_over_inputs({"--output": output}, {"--topics": topics, "--index": index_dir, "--corpus": corpus})
     for flag, given in (("--query-encoder-model", query_encoder_model),
                         ("--query-encoder-checkpoint", query_encoder_checkpoints)):

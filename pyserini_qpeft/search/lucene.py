@@ -277,6 +277,11 @@ def _searcher(index_dir: str | os.PathLike) -> _Searcher:
 
     index_dir = resolve_lucene_index(index_dir)
     if not is_lucene_index(index_dir):
+        from .dense import is_dense_index
+
+        if is_dense_index(index_dir):
+            raise InputError("is a FAISS index of `pyserini-qpeft encode`, not a Lucene one: search it with --dense",
+                             str(index_dir))
         raise InputError("not a Lucene index (build one with `pyserini-qpeft index`) nor a Pyserini prebuilt index "
                          "name (e.g. msmarco-v1-passage)", str(index_dir))
     from ..jvm import start_jvm
