@@ -134,6 +134,9 @@ def test_a_missing_index_or_topics_file_and_a_users_output_file_are_exit_3(index
     proc = compat("lucene", "--index", str(indexes["lucene"]), "--topics", str(tmp_path / "nope.tsv"), "--output",
                   str(out), "--bm25")
     assert proc.returncode == 3 and "nope.tsv" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    proc = compat(*base, "--index", str(indexes["lucene"]), "--reranker", "upr", "--corpus", str(tmp_path / "c.jsonl"))
+    assert proc.returncode == 3 and "c.jsonl: no such corpus file" in proc.stderr and not out.exists()
+    assert "Running" not in proc.stderr  # said before Pyserini's first stage (which prints "Running ...")
     notes = tmp_path / "notes.txt"
     notes.write_text("mine\n")
     proc = compat("lucene", "--index", str(indexes["lucene"]), "--topics", str(indexes["topics"]), "--output",

@@ -172,6 +172,12 @@ def test_unknown_dataset_lists_where_it_looked(tmp_path, monkeypatch):
     assert "did you mean" not in message
     with pytest.raises(InputError, match="not a BEIR dataset folder"):
         find_dataset(str(tmp_path))  # an existing folder without corpus.jsonl
+    with pytest.raises(InputError, match="no such file or folder"):  # a path to nothing (audit Z)
+        find_dataset(str(tmp_path / "nope" / "corpus.jsonl"))
+    from pyserini_qpeft.data import open_corpus
+
+    with pytest.raises(InputError, match="nope.jsonl: no such corpus file"):  # not a dataset name to download
+        open_corpus("nope.jsonl")
     # the data path names the folder above the datasets (data/ for data/beir/NAME): the message says what to give
     from conftest import write_beir
 

@@ -80,7 +80,8 @@ def find_dataset(name_or_path: str | os.PathLike, download: bool = False) -> Pat
         return path
     looks_like_path = os.sep in text or (os.altsep is not None and os.altsep in text) or path.exists()
     if looks_like_path:
-        raise InputError("not a BEIR dataset folder (no corpus.jsonl)", text)
+        raise InputError("not a BEIR dataset folder (no corpus.jsonl)" if path.exists() else "no such file or folder",
+                         text)
     if not DATASET_NAME.match(text):
         raise InputError(f"invalid dataset name {text!r}: a name is {DATASET_NAME_RULE}; give the folder's path "
                          f"instead")

@@ -153,6 +153,8 @@ def iter_documents(spec: str | os.PathLike) -> tuple[Path, Iterator[Document]]:
     from .car import read_car_paragraphs
 
     path = Path(spec)
+    if not path.exists() and path.name.lower().endswith((".jsonl", ".json", ".tsv", ".gz", ".cbor")):
+        raise InputError("no such corpus file", str(spec))  # mistyped: not a dataset name (no download URL)
     if path.is_file():
         if path.suffix == ".cbor":
             return path, read_car_paragraphs(path)

@@ -310,6 +310,10 @@ def run(mode: str, argv: Sequence[str]) -> int:
     reranking = ours.reranker != "identity"
     if reranking and peek.output_format not in ("trec", "msmarco", "kilt"):
         raise UsageError(f"--output-format {peek.output_format!r}: expected trec, msmarco or kilt")
+    if reranking and ours.corpus:  # a mistyped --corpus is said before the first stage runs, not after it
+        from ..data import iter_documents
+
+        iter_documents(ours.corpus)
     from ..artifacts import sweep_stale, temp_prefix
 
     # the work folder (topics copy, first-stage run) in $TMPDIR, named as every temporary of ours, so that one left
