@@ -118,6 +118,19 @@ def test_documents_are_known_by_docid_title_and_text(tiny_lm):
     assert len(scorer.plan([QUERIES[0]] * 2, [a, b])[0].docs) == 2
 
 
+def test_a_prompt_presets_fields_are_a_copy():
+    """Callers add their own settings to the fields (``make_reranker``): the presets stay as they are."""
+    from pyserini_qpeft.lm.prompts import PROMPTS, prompt_fields
+
+    fields = prompt_fields("claim")
+    fields["max_passage_tokens"] = 7
+    fields["question_prefix"] = "Changed:"
+    assert PROMPTS["claim"] == {"template": "Passage: {passage}. Please write a claim based on this passage.\n",
+                                "question_prefix": "Claim:"}
+    with pytest.raises(ValueError, match="unknown prompt 'nope'; prompts: question, claim"):
+        prompt_fields("nope")
+
+
 def test_an_empty_document_has_an_empty_passage_slot_and_scores(tiny_lm):
     """No title and no text (or only whitespace): the passage slot is empty -- ``Passage:`` then the template's tail,
     the lead space belonging to the passage -- the hint modules get no passage tokens, and every scorer scores it."""

@@ -71,7 +71,8 @@ class PrefixMemo:
 
     @staticmethod
     def key(prefixes: Sequence[Sequence[int]], device: Any, dtype: Any) -> Hashable:
-        """The identity of a group's prefix forward: its prefix token ids in order, device and dtype."""
+        """The identity of a group's prefix forward: its prefix token ids in order, device and dtype. The LM is
+        not part of it: a memo serves one loaded LM (a training's dev evaluations, a sweep's points), never two."""
         return (tuple(tuple(p) for p in prefixes), str(device), str(dtype))
 
     def get(self, key: Hashable) -> Any | None:
