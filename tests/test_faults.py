@@ -448,6 +448,18 @@ def test_damaged_faiss_folders_are_named(tmp_path):
 
 
 @pytest.mark.jvm
+def test_a_faiss_folder_whose_docid_list_and_vectors_disagree_is_named(tmp_path):
+    import numpy as np
+
+    from pyserini_qpeft.search.dense import search_vectors, write_faiss_index
+
+    folder = write_faiss_index(tmp_path / "faiss", ["d1", "d2"], np.eye(2, 4, dtype=np.float32), {"encoder": "x"})
+    with open(folder / "docid", "a") as extra:
+        extra.write("d3\n")
+    with pytest.raises(InputError, match="index holds 2 vectors but docid lists 3"):
+        search_vectors(folder, ["q1"], np.ones((1, 4), dtype=np.float32), k=2)
+
+
 def test_damaged_lucene_index_and_overlong_query_are_named(tmp_path, toy_beir):
     from pyserini_qpeft.search import build_index
 

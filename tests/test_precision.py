@@ -80,6 +80,9 @@ def test_a_cache_of_another_format_or_a_damaged_entry_is_measured_again(tmp_path
     timer = FakeTimer(100.0, 10.0)
     assert probe_cpu(cache, timer=timer, cpu="c", torch_version="t").dtype == "fp32"
     assert timer.calls == ["fp32", "bf16"]
+    cache.write_text(json.dumps({"format": 1, "probes": [1, "x"]}))  # entries that are not records: skipped
+    timer = FakeTimer(100.0, 10.0)
+    assert probe_cpu(cache, timer=timer, cpu="c", torch_version="t").dtype == "fp32" and len(timer.calls) == 2
     cache.write_text(json.dumps({"format": 1, "probes": [{**entry, "fp32_gflops": "fast"}]}))
     timer = FakeTimer(100.0, 400.0)
     assert probe_cpu(cache, timer=timer, cpu="c", torch_version="t").dtype == "bf16"

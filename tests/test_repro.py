@@ -829,6 +829,11 @@ def test_demo_picks_its_profile_by_the_precision_probe_and_every_demo_condition_
 
     fast = lambda dtype, tokens: 1000.0  # noqa: E731 (any profile fits)
     assert choose_profile(True, fast).profile == "demo-bf16" and choose_profile(False, fast).profile == "demo"
+    # a finished training of either candidate is kept without timing anything (a second `make demo`)
+    untimed = lambda dtype, tokens: pytest.fail("timed the LM")  # noqa: E731
+    for done in ("demo-bf16", "demo"):
+        kept = choose_profile(True, untimed, finished=lambda name: name == done)
+        assert kept.profile == done and kept.reused
     matrix = Matrix.load()
     for profile, conditions in DEMO_CONDITIONS.items():
         assert profile in matrix.profiles

@@ -118,6 +118,13 @@ def test_documents_are_known_by_docid_title_and_text(tiny_lm):
     assert len(scorer.plan([QUERIES[0]] * 2, [a, b])[0].docs) == 2
 
 
+def test_plan_groups_refuses_a_slot_past_the_documents_and_a_bool_batch_size():
+    with pytest.raises(ValueError, match="slot 2"):
+        plan_groups([0, 2], [1, 1], [1, 1], 1, 1)
+    with pytest.raises(ValueError):
+        plan_groups([0], [1], [1], True, 1)
+
+
 def test_a_prompt_presets_fields_are_a_copy():
     """Callers add their own settings to the fields (``make_reranker``): the presets stay as they are."""
     from pyserini_qpeft.lm.prompts import PROMPTS, prompt_fields

@@ -310,3 +310,56 @@ def test_a_folder_holding_only_a_killed_trainings_lock_is_ours_and_a_sweep_never
     check_training_output(out)
     with pytest.raises(InputError, match="holds a training run, not a sweep"):
         check_training_output(out, sweep=True)
+
+
+def test_a_tied_dev_metric_keeps_the_earlier_epoch_and_the_files_say_how_training_ended(tmp_path):
+    """best/ is the first epoch of the best dev value (a tie is no improvement); best/ carries no optimizer state;
+    training_done.json says whether patience stopped the run; fit refuses an empty training set."""
+    from pyserini_qpeft.training.state import DONE_NAME, OPTIMIZER_JSON, OPTIMIZER_WEIGHTS
+
+    config = TrainConfig(epochs=3, batch_size=4, eval_at_start=False, selection_metric="mrr@10")
+    result = fit(ToyStep([1.0, 1.0, 1.0]), EXAMPLES[:8], EXAMPLES[8:], config, tmp_path / "tie", progress=False)
+    assert result.best_epoch == 1 and not result.stopped_early
+    assert not json.loads((tmp_path / "tie" / DONE_NAME).read_text())["stopped_early"]
+    for name in (OPTIMIZER_WEIGHTS, OPTIMIZER_JSON):
+        assert (tmp_path / "tie" / "epoch-3" / name).is_file() and not (tmp_path / "tie" / "best" / name).exists()
+    stopping = TrainConfig(epochs=6, batch_size=4, patience=1, eval_at_start=False, selection_metric="mrr@10")
+    fit(ToyStep([1.0, 0.0, 0.0]), EXAMPLES[:8], EXAMPLES[8:], stopping, tmp_path / "stop", progress=False)
+    assert json.loads((tmp_path / "stop" / DONE_NAME).read_text())["stopped_early"] is True
+    with pytest.raises(InputError, match="no training examples"):
+        fit(ToyStep(), [], EXAMPLES[8:], config, tmp_path / "none", progress=False)
+
+
+def test_a_max_steps_cap_in_a_resumed_run_counts_the_steps_already_done(tmp_path):
+    config = TrainConfig(epochs=1, batch_size=2, eval_at_start=False)
+    first = fit(ToyStep(), EXAMPLES[:6], EXAMPLES[8:], config, tmp_path / "out", progress=False)
+    assert first.history[-1]["global_step"] == 3  # 3 steps an epoch
+    capped = TrainConfig(epochs=2, batch_size=2, eval_at_start=False, max_steps=4)
+    again = fit(ToyStep(), EXAMPLES[:6], EXAMPLES[8:], capped, tmp_path / "out", resume=True, progress=False)
+    assert again.history[-1]["global_step"] == 4  # one more step, not a fresh cap of 4
+
+
+def test_the_recorded_lm_precision_is_the_dtype_name():
+    from types import SimpleNamespace
+
+    from pyserini_qpeft.training.resume import lm_dtype
+
+    assert lm_dtype(SimpleNamespace(dtype=torch.float32)) == "float32"  # as earlier versions' states hold it
+    assert lm_dtype(SimpleNamespace(dtype=torch.bfloat16)) == "bfloat16"
+
+
+def test_only_our_own_entries_make_a_folder_a_training_or_unfinished_sweep_of_ours(tmp_path):
+    from pyserini_qpeft.training.state import STATE_NAME, SWEEP_DIR, check_training_output
+
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)  # a hidden name that is not ours
+    with pytest.raises(InputError, match="holds no training run of ours"):
+        check_training_output(repo)
+    for extra in ("thesis.tex", f"{SWEEP_DIR}/notes.txt"):  # a user's file beside or inside sweep/
+        out = tmp_path / extra.replace("/", "-")
+        (out / SWEEP_DIR / "00-lr-0.01").mkdir(parents=True)
+        (out / SWEEP_DIR / "00-lr-0.01" / STATE_NAME).write_text("{}")
+        check_training_output(out, sweep=True)  # an unfinished sweep of ours: resumed
+        (out / extra).write_text("mine")
+        with pytest.raises(InputError):
+            check_training_output(out, sweep=True)
