@@ -77,6 +77,10 @@ def test_evaluate_json(tmp_path, toy_beir):
     covered = CliRunner().invoke(cli, ["evaluate", "--qrels", str(toy_beir / "qrels" / "test.tsv"), "--run",
                                        str(full), "--json"])
     assert covered.exit_code == 0 and covered.stderr == "", covered.output
+    for bad in ("foo", "ndcg@0", "ndcg@10,foo"):  # a bad value is a usage error (exit 2), as the README's table says
+        refused = CliRunner().invoke(cli, ["evaluate", "--qrels", str(toy_beir / "qrels" / "test.tsv"), "--run",
+                                           str(full), "-m", bad])
+        assert refused.exit_code == 2 and "--metric" in refused.output, (bad, refused.output)
     # comma-separated, and trec_eval's cutoff lists (P.1,2 = P.1 and P.2): the same values under the names given
     listed = CliRunner().invoke(cli, ["evaluate", "--qrels", str(toy_beir / "qrels" / "test.tsv"), "--run", str(run),
                                       "--json", "-m", "hit@10,mrr@10", "-m", "P.1,2"])

@@ -54,6 +54,15 @@ def evaluate(qrels: str, run_paths: tuple[str, ...], metrics: tuple[str, ...], r
                               split_by_seen_documents)
     from ..types import Query, read_run
 
+    from ..errors import InputError
+    from ..evaluation import parse_metric
+
+    names = tuple(metric_list(metrics)) if metrics else DEFAULT_METRICS
+    for name in names:  # a usage error (exit 2), said before the qrels and runs are read
+        try:
+            parse_metric(name)
+        except InputError as exc:
+            raise click.BadParameter(str(exc), param_hint="'-m' / '--metric'") from None
     judged = load_qrels(qrels)
     if sample_queries is not None:
         kept = {q.qid for q in sample_topics([Query(qid, "") for qid in judged], sample_queries, sample_seed)}
@@ -62,8 +71,6 @@ def evaluate(qrels: str, run_paths: tuple[str, ...], metrics: tuple[str, ...], r
     if only_run_queries:  # the judged queries any of the runs contains
         judged = {qid: rels for qid, rels in judged.items() if any(qid in run for run in runs)}
         if not judged:
-            from ..errors import InputError
-
             listed = len({qid for run in runs for qid in run.qids()})
             whose = "the runs'" if len(runs) > 1 else "the run's"
             raise InputError(f"none of {whose} {listed} queries is judged in {qrels}", ", ".join(run_paths))
@@ -75,7 +82,6 @@ def evaluate(qrels: str, run_paths: tuple[str, ...], metrics: tuple[str, ...], r
         click.echo(f"warning: the run holds {overlap} of the {len(judged)} judged queries of {qrels}; the other "
                    f"{len(judged) - overlap} score 0, as trec_eval -c counts them (a sampled run? pass its "
                    f"--sample-queries/--sample-seed, or --only-run-queries)", err=True)
-    names = tuple(metric_list(metrics)) if metrics else DEFAULT_METRICS
     # once; the means of all queries and of each group come from it
     every = average_per_query([evaluate_per_query(run, judged, names, relevance_level) for run in runs])
     scores = mean_metrics(every, names)
