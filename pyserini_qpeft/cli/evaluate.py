@@ -57,12 +57,12 @@ def evaluate(qrels: str, run_paths: tuple[str, ...], metrics: tuple[str, ...], r
     from ..errors import InputError
     from ..evaluation import parse_metric
 
-    names = tuple(metric_list(metrics)) if metrics else DEFAULT_METRICS
-    for name in names:  # a usage error (exit 2), said before the qrels and runs are read
-        try:
+    try:  # a bad metric is a usage error (exit 2), said before the qrels and runs are read
+        names = tuple(metric_list(metrics)) if metrics else DEFAULT_METRICS
+        for name in names:
             parse_metric(name)
-        except InputError as exc:
-            raise click.BadParameter(str(exc), param_hint="'-m' / '--metric'") from None
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param_hint="'-m' / '--metric'") from None
     judged = load_qrels(qrels)
     if sample_queries is not None:
         kept = {q.qid for q in sample_topics([Query(qid, "") for qid in judged], sample_queries, sample_seed)}
