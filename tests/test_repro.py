@@ -412,6 +412,55 @@ def fake_runner(calls: list[list[str]]):
     return run
 
 
+def test_a_checkpoint_made_outside_repro_on_another_base_model_is_refused(tmp_path):
+    """A README walkthrough's `train qpeft|lmort --model tiny-lm` writes to a profile's checkpoint path; repro
+    reused it as that profile's (audit Z: the `full` profile's lmort row from a tiny random LM, 0.0246). Now a
+    checkpoint recording another base model than the plan's is named, the same model is reused."""
+    from pyserini_qpeft.lm.backbone import SMOLLM2_ID
+    from pyserini_qpeft.repro.execute import foreign_base_model
+
+    out = tmp_path / "checkpoints" / "qpeft-attn.beir-toy"
+    (out / "best").mkdir(parents=True)
+    config = out / "best" / "qpeft_config.json"
+    train = ["train", "qpeft", "--dataset", "toy", "--output", str(out)]
+    config.write_text(json.dumps({"base_model": {"model_id": str(tmp_path / "tiny-lm")}}))
+    assert foreign_base_model(train, str(out)) == str(tmp_path / "tiny-lm")
+    (tmp_path / "tiny-lm").mkdir()
+    assert foreign_base_model([*train, "--model", str(tmp_path / "tiny-lm")], str(out)) is None
+    assert foreign_base_model([*train, "--model", str(tmp_path / "tiny-lm") + "/"], str(out)) is None  # same folder
+    config.write_text(json.dumps({"base_model": {"model_id": SMOLLM2_ID}}))
+    assert foreign_base_model(train, str(out)) is None and foreign_base_model([*train, "--model", "smollm2"], str(out)) is None
+    lmort = tmp_path / "lmort"
+    lmort.mkdir()
+    (lmort / "lmort_config.json").write_text(json.dumps({"base_model": {"model_id": "org/other-lm"}}))
+    assert foreign_base_model(["train", "lmort", "--output", str(lmort)], str(lmort)) == "org/other-lm"
+    assert foreign_base_model(["search", "--output", str(lmort)], str(lmort)) is None  # only trainings record one
+    # through execute: the toy matrix's `trained` (train qpeft) found at its path without a record
+    from pyserini_qpeft.errors import InputError
+
+    matrix = Matrix.load(write_yaml(tmp_path))
+    planner = Planner(matrix, "toy", splits=("test", "train"))
+    index, bm25 = Path(planner.output("index")), Path(planner.output("bm25"))
+    index.mkdir(parents=True)
+    (index / "pyserini_qpeft_index.json").write_text("{}")
+    bm25.parent.mkdir(parents=True, exist_ok=True)
+    bm25.write_text("q1 Q0 d1 1 1.0 bm25\n")
+    planner.record("index")
+    planner.record("bm25")
+    trained = Path(planner.output("trained"))
+    trained.mkdir(parents=True)
+    (trained / "qpeft_config.json").write_text(json.dumps({"base_model": {"model_id": "org/tiny-lm"}}))
+    calls = []
+    with pytest.raises(InputError, match="made outside repro .* on the base model 'org/tiny-lm', but this plan "
+                                         "trains on 'smollm2'"):
+        execute(planner, [matrix.conditions["needs-train"]], runner=calls.append, echo=lambda s: None)
+    assert not calls
+    (trained / "qpeft_config.json").write_text(json.dumps({"base_model": {"model_id": SMOLLM2_ID}}))
+    lines = []
+    execute(planner, [matrix.conditions["needs-train"]], runner=calls.append, echo=lines.append)
+    assert not calls and "made outside repro: no record of its command; reused as is" in lines[-1]
+
+
 def test_reproduce_beir_runs_reports_and_checks_through_the_given_runner(tmp_path, toy_beir, monkeypatch):
     from pyserini_qpeft.errors import CheckFailed, InputError
     from pyserini_qpeft.repro.beir import reproduce_beir

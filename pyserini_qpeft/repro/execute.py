@@ -71,6 +71,15 @@ def execute(planner: Planner, conditions: list[Condition], runner: CommandRunner
                 make(name, planner.command(name), name)  # it checks what is there and reuses it, or refuses it
                 made.add(name)
                 continue
+            if not recorded:
+                foreign = foreign_base_model(planner.command(name), planner.output(name))
+                if foreign is not None:  # a README walkthrough's checkpoint of another model at a profile's path
+                    from ..errors import InputError
+
+                    raise InputError(f"made outside repro (no record of its command) on the base model {foreign!r}, "
+                                     f"but this plan trains on {planned_model(planner.command(name))!r}: its rows "
+                                     f"would not be this profile's; move or delete it to make it with this plan",
+                                     planner.output(name))
             unrecorded = "" if recorded else (
                 " (made outside repro: no record of its command; reused as is, delete it to make it with "
                 "this plan's command)")
@@ -90,6 +99,38 @@ def execute(planner: Planner, conditions: list[Condition], runner: CommandRunner
         make(name, cmd, " + ".join([name, *partners]), partners)
         made.update([name, *partners])
     return timings
+
+
+def planned_model(cmd: list[str]) -> str:
+    """The ``--model`` a plan's command loads (the packaged default when it names none)."""
+    from ..lm.backbone import DEFAULT_MODEL
+
+    return option_value(cmd, "--model") or DEFAULT_MODEL
+
+
+def foreign_base_model(cmd: list[str], output: str) -> str | None:
+    """For a ``train qpeft|lmort`` command whose output exists without repro's record: the base model its checkpoint
+    records when that is not the model ``cmd`` trains on (None: the same model, or nothing readable to compare)."""
+    import json
+    from pathlib import Path
+
+    from ..lm.backbone import model_for_identity
+
+    if cmd[:1] != ["train"] or len(cmd) < 2 or cmd[1] not in ("qpeft", "lmort"):
+        return None
+    name = "qpeft_config.json" if cmd[1] == "qpeft" else "lmort_config.json"
+    found = [p for p in (Path(output) / name, Path(output) / "best" / name) if p.is_file()]
+    try:
+        model_id = json.loads(found[0].read_text(encoding="utf-8"))["base_model"]["model_id"] if found else None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(model_id, str):
+        return None
+    recorded, planned = model_for_identity(model_id), planned_model(cmd)
+    if recorded == planned or (Path(recorded).expanduser().is_dir() and Path(planned).expanduser().is_dir()
+                               and Path(recorded).expanduser().resolve() == Path(planned).expanduser().resolve()):
+        return None
+    return model_id
 
 
 SHARED_RERANK_OPTIONS = ("--reranker", "--reranker-checkpoint", "--output")
