@@ -297,6 +297,14 @@ def test_weights_changed_in_place_where_the_fingerprint_does_not_look_are_anothe
     (tmp_path / "hub" / "snap").mkdir()
     (tmp_path / "hub" / "snap" / "model.safetensors").symlink_to(blob)
     assert hub._file_sha256(tmp_path / "hub" / "snap" / "model.safetensors") == "ab" * 32
+    # only a 64-hex blob name is a sha256: a link into any other folder named blobs is read (mutant audit X: hb3)
+    import hashlib
+
+    other = tmp_path / "mine" / "blobs" / "weights"
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"my weights")
+    (tmp_path / "hub" / "snap" / "other.safetensors").symlink_to(other)
+    assert hub._file_sha256(tmp_path / "hub" / "snap" / "other.safetensors") == hashlib.sha256(b"my weights").hexdigest()
 
 def test_a_checkpoint_whose_base_model_folder_moved_says_to_pass_model(tiny_lm_path, tmp_path):
     """Without --model a command loads the checkpoint's recorded base model; when that folder is gone the error

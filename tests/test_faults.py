@@ -836,6 +836,10 @@ def test_unknown_model_without_network_fails_fast(monkeypatch):
     with pytest.raises(ModelError, match="not in the Hugging Face cache, and .* cannot be reached"):
         FrozenLM.load(LMConfig(model="nobody/no-such-model-xyz", device="cpu", dtype="fp32"))
     assert hub.hub_reachable("host.invalid", timeout=1.0) is False
+    # with HF_HUB_OFFLINE=1 nothing is probed: transformers fails fast itself (mutant audit X: hb5)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: pytest.fail("probed the Hub offline"))
+    hub.check_model_findable("nobody/no-such-model-xyz")
 
 
 @pytest.mark.parametrize("method", ["qpeft", "lmort"])
