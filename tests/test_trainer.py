@@ -201,6 +201,15 @@ def test_resume_before_the_first_epoch_reuses_the_dev_evaluation_at_start(tmp_pa
     changed = TrainConfig(epochs=2, batch_size=4, selection_metric="mrr@10", lr=0.5)
     with pytest.raises(InputError, match="other training settings"):
         fit(ToyStep(), EXAMPLES[:8], EXAMPLES[8:], changed, tmp_path / "cut2", resume=True, progress=False)
+    # killed in epoch 1 of a run without the evaluation at start, resumed with it: it has none to reuse, so it
+    # evaluates at start now (mutant audit X: tr3 took the recorded configuration alone for "evaluated")
+    quiet = TrainConfig(epochs=2, batch_size=4, selection_metric="mrr@10", eval_at_start=False)
+    with pytest.raises(Interrupted):
+        fit(Cut(), EXAMPLES[:8], EXAMPLES[8:], quiet, tmp_path / "cut3", progress=False)
+    later = ToyStep([0.2, 1.0, 0.0])
+    fit(later, EXAMPLES[:8], EXAMPLES[8:], config, tmp_path / "cut3", resume=True, progress=False)
+    assert later.dev_scores == [] and read_trainer_state(tmp_path / "cut3")["dev_untrained"] == {
+        "mrr@10": 0.5, "queries": 2}
 
 
 def test_a_best_copy_a_killed_run_left_is_ours_and_swept(tmp_path):
