@@ -471,6 +471,21 @@ def test_info_nce_masks_other_positives():
     assert float(sharp) == pytest.approx(math.log1p(math.exp(-1.0 / 0.5)))
 
 
+def test_analysis_pairs_are_the_relevant_judgments_only(tmp_path):
+    """`lmort analyze` measures alignment on (query, relevant document) pairs: a grade-0 judgment is no pair."""
+    from conftest import write_beir
+    from pyserini_qpeft.data import BeirDataset
+    from pyserini_qpeft.lmort.analysis import training_pairs
+
+    root = write_beir(tmp_path / "toy")
+    with open(root / "qrels" / "train.tsv", "a", newline="") as qrels:
+        qrels.write("q1\td3\t0\r\n")
+    dataset = BeirDataset(root)
+    pairs = training_pairs(dataset, "train", None, 0)
+    corpus = dataset.load_corpus()
+    assert len(pairs) == 2 and (dataset.queries()["q1"], corpus["d3"].contents()) not in pairs
+
+
 def test_mean_pairwise_distance_hand_computed():
     from pyserini_qpeft.lmort.analysis import mean_pairwise_distance
 
