@@ -423,16 +423,16 @@ def test_a_checkpoint_made_outside_repro_on_another_base_model_is_refused(tmp_pa
     (out / "best").mkdir(parents=True)
     config = out / "best" / "qpeft_config.json"
     train = ["train", "qpeft", "--dataset", "toy", "--output", str(out)]
-    config.write_text(json.dumps({"base_model": {"model_id": str(tmp_path / "tiny-lm")}}))
+    config.write_text(json.dumps({"module_type": "qpeft", "base_model": {"model_id": str(tmp_path / "tiny-lm")}}))
     assert foreign_base_model(train, str(out)) == str(tmp_path / "tiny-lm")
     (tmp_path / "tiny-lm").mkdir()
     assert foreign_base_model([*train, "--model", str(tmp_path / "tiny-lm")], str(out)) is None
     assert foreign_base_model([*train, "--model", str(tmp_path / "tiny-lm") + "/"], str(out)) is None  # same folder
-    config.write_text(json.dumps({"base_model": {"model_id": SMOLLM2_ID}}))
+    config.write_text(json.dumps({"module_type": "qpeft", "base_model": {"model_id": SMOLLM2_ID}}))
     assert foreign_base_model(train, str(out)) is None and foreign_base_model([*train, "--model", "smollm2"], str(out)) is None
     lmort = tmp_path / "lmort"
     lmort.mkdir()
-    (lmort / "lmort_config.json").write_text(json.dumps({"base_model": {"model_id": "org/other-lm"}}))
+    (lmort / "lmort_config.json").write_text(json.dumps({"module_type": "lmort", "base_model": {"model_id": "org/other-lm"}}))
     assert foreign_base_model(["train", "lmort", "--output", str(lmort)], str(lmort)) == "org/other-lm"
     assert foreign_base_model(["search", "--output", str(lmort)], str(lmort)) is None  # only trainings record one
     # through execute: the toy matrix's `trained` (train qpeft) found at its path without a record
@@ -449,13 +449,13 @@ def test_a_checkpoint_made_outside_repro_on_another_base_model_is_refused(tmp_pa
     planner.record("bm25")
     trained = Path(planner.output("trained"))
     trained.mkdir(parents=True)
-    (trained / "qpeft_config.json").write_text(json.dumps({"base_model": {"model_id": "org/tiny-lm"}}))
+    (trained / "qpeft_config.json").write_text(json.dumps({"module_type": "qpeft", "base_model": {"model_id": "org/tiny-lm"}}))
     calls = []
     with pytest.raises(InputError, match="made outside repro .* on the base model 'org/tiny-lm', but this plan "
                                          "trains on 'smollm2'"):
         execute(planner, [matrix.conditions["needs-train"]], runner=calls.append, echo=lambda s: None)
     assert not calls
-    (trained / "qpeft_config.json").write_text(json.dumps({"base_model": {"model_id": SMOLLM2_ID}}))
+    (trained / "qpeft_config.json").write_text(json.dumps({"module_type": "qpeft", "base_model": {"model_id": SMOLLM2_ID}}))
     lines = []
     execute(planner, [matrix.conditions["needs-train"]], runner=calls.append, echo=lines.append)
     assert not calls and "made outside repro: no record of its command; reused as is" in lines[-1]

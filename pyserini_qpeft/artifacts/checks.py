@@ -42,7 +42,7 @@ def check_base_model(saved: Mapping[str, Any] | None, lm: "FrozenLM | Mapping[st
                          f"those of the loaded {current.get('model_id')!r} (fingerprint {saved_weights} vs "
                          f"{current_weights}): the model was changed or replaced since; load the weights it was "
                          f"made with (--model), or make it again")
-    if not shape and _same_model(saved.get("model_id"), current.get("model_id")):
+    if not shape and same_model(saved.get("model_id"), current.get("model_id")):
         return  # recorded before weights were (or without them): the same name or the same folder
     differs = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     raise ModelError(f"{source}: {made} base model {saved.get('model_id')!r}, but the loaded LM is "
@@ -51,7 +51,7 @@ def check_base_model(saved: Mapping[str, Any] | None, lm: "FrozenLM | Mapping[st
                      f"pass the matching --model (Python: LMConfig(model=...))")
 
 
-def _same_model(a: Any, b: Any) -> bool:
+def same_model(a: Any, b: Any) -> bool:
     """Whether two recorded model ids name the same model: equal, or the same existing folder (a trailing slash, a
     relative path recorded by an older version)."""
     if a == b:

@@ -6,8 +6,8 @@ from typing import Any
 import click
 
 from ..search.lucene import BM25Config
-from .options import (OutputPath, field_default, output_format_option, quiet_option, reranker_options, run_tag_word,
-                      sample_options)
+from .options import (OutputPath, field_default, given_on_command_line, output_format_option, quiet_option,
+                      reranker_options, run_tag_word, sample_options)
 
 
 def _bm25(name: str) -> Any:
@@ -51,7 +51,6 @@ def search(bm25, dense, index_dir, topics, output, output_format, sample_queries
     same step."""
     from ..artifacts import refuse_output_over_inputs
     from ..data import load_topics, sample_topics
-    from .options import given_on_command_line
 
     if bm25 and dense:
         raise click.UsageError("--bm25 and --dense exclude each other: one first stage per search")

@@ -152,8 +152,10 @@ def iter_documents(spec: str | os.PathLike) -> tuple[Path, Iterator[Document]]:
     from .beir import BeirDataset, find_dataset
     from .car import read_car_paragraphs
 
+    from .pyserini_names import FILE_SUFFIXES
+
     path = Path(spec)
-    if not path.exists() and path.name.lower().endswith((".jsonl", ".json", ".tsv", ".gz", ".cbor")):
+    if not path.exists() and path.name.lower().endswith(FILE_SUFFIXES):
         raise InputError("no such corpus file", str(spec))  # mistyped: not a dataset name (no download URL)
     if path.is_file():
         if path.suffix == ".cbor":

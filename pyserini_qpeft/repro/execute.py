@@ -111,26 +111,26 @@ def planned_model(cmd: list[str]) -> str:
 def foreign_base_model(cmd: list[str], output: str) -> str | None:
     """For a ``train qpeft|lmort`` command whose output exists without repro's record: the base model its checkpoint
     records when that is not the model ``cmd`` trains on (None: the same model, or nothing readable to compare)."""
-    import json
-    from pathlib import Path
-
-    from ..lm.backbone import model_for_identity
+    from ..artifacts.checks import same_model
+    from ..errors import QPeftError
 
     if cmd[:1] != ["train"] or len(cmd) < 2 or cmd[1] not in ("qpeft", "lmort"):
         return None
-    name = "qpeft_config.json" if cmd[1] == "qpeft" else "lmort_config.json"
-    found = [p for p in (Path(output) / name, Path(output) / "best" / name) if p.is_file()]
-    try:
-        model_id = json.loads(found[0].read_text(encoding="utf-8"))["base_model"]["model_id"] if found else None
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+    if cmd[1] == "qpeft":
+        from ..qpeft.checkpoint import base_model_name
+
+        recorded = base_model_name(output)
+    else:
+        from ..lm.backbone import model_for_identity
+        from ..lmort.tuner import read_lmort_meta
+
+        try:
+            recorded = model_for_identity(read_lmort_meta(output)["base_model"]["model_id"])
+        except (QPeftError, OSError, KeyError, TypeError):
+            recorded = None
+    if not isinstance(recorded, str) or same_model(recorded, planned_model(cmd)):
         return None
-    if not isinstance(model_id, str):
-        return None
-    recorded, planned = model_for_identity(model_id), planned_model(cmd)
-    if recorded == planned or (Path(recorded).expanduser().is_dir() and Path(planned).expanduser().is_dir()
-                               and Path(recorded).expanduser().resolve() == Path(planned).expanduser().resolve()):
-        return None
-    return model_id
+    return recorded
 
 
 SHARED_RERANK_OPTIONS = ("--reranker", "--reranker-checkpoint", "--output")
