@@ -454,6 +454,32 @@ def test_state_cache_reuse_and_key_check(tiny_lm, tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="stored from another text than the one given for it now"):
         StateCache(tmp_path / "c3", key).build(tiny_lm, {"t9": " ".join(["heart attack risk"] * 40), "t10": "x"},
                                                (1, 2), 32, progress=False)
+    # a cache written before token digests were kept (index.json without "tokens") is checked by token count
+    legacy = tmp_path / "c4"
+    StateCache(legacy, key).build(tiny_lm, {"t9": "lung cancer"}, (1, 2), 32, progress=False)
+    index = json.loads((legacy / "index.json").read_text())
+    del index["tokens"]
+    (legacy / "index.json").write_text(json.dumps(index))
+    StateCache(legacy, key).build(tiny_lm, {"t9": "lung cancer", "t10": "x"}, (1, 2), 32, progress=False)
+    with pytest.raises(ModelError, match="stored from another text than the one given for it now"):
+        StateCache(legacy, key).build(tiny_lm, {"t9": "lung cancer risk in smokers", "t11": "y"}, (1, 2), 32,
+                                      progress=False)
+
+
+def test_state_cache_keeps_an_fp16_lms_states_in_fp16(tiny_lm, tmp_path, monkeypatch):
+    """bf16 halves an fp32 LM's cache; an fp16 LM's states are stored as it computes them (fp16)."""
+    from pyserini_qpeft.lmort.cache import StateCache
+
+    key = {"model": tiny_lm.identity(), "layers": [1, 2], "max_length": 32}
+    StateCache(tmp_path / "fp32", key).build(tiny_lm, {"t0": TEXTS[0]}, (1, 2), 32, progress=False)
+    assert StateCache(tmp_path / "fp32", key).store_dtype() is None  # nothing loaded yet
+    loaded = StateCache(tmp_path / "fp32", key)
+    loaded.load()
+    assert loaded.store_dtype() == "bf16"
+    monkeypatch.setattr(tiny_lm, "dtype", torch.float16)
+    half = StateCache(tmp_path / "fp16", key)
+    half.build(tiny_lm, {"t0": TEXTS[0]}, (1, 2), 32, progress=False)
+    assert half.store_dtype() == "fp16"
 
 
 def test_info_nce_masks_other_positives():

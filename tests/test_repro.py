@@ -923,6 +923,11 @@ def test_the_demo_chooses_by_the_lms_measured_speed_what_fits_its_minutes():
     assert choice.profile == "demo-bf16" and asked == [("bf16", 256)] and not choice.over_budget
     assert choice.estimates["demo-bf16"] == pytest.approx(DEMO_MINUTES - 1)
     assert "-> profile demo-bf16" in choice.describe() and "256-token passages" in choice.describe()
+    # an estimate exactly at the budget fits
+    exact = DEMO_WORK["demo-bf16"].minutes(3.0)
+    choice = choose_profile(True, rates(bf16=3.0, fp32=100.0), minutes=exact)
+    assert choice.profile == "demo-bf16" and choice.estimates == {"demo-bf16": exact}
+    asked.clear()
     # a fast bf16 CPU that is slow (the EPYC that took 24 min): the cut-down profile, both estimates said
     asked.clear()
     choice = choose_profile(True, rates(bf16=rate_for("demo-bf16", 24), fp32=rate_for("demo", 9)))

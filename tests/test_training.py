@@ -661,6 +661,12 @@ def test_a_second_training_into_the_same_output_is_locked_out(tiny_lm, tmp_path)
     assert not out.exists()  # the lock made the folder, nothing else was written: removed again
     run_train(tiny_lm, "retr", out, epochs=1)
     assert (out / "trainer_state.json").is_file() and not (out / LOCK_NAME).exists()
+    # a folder the user made beforehand is theirs: left in place although nothing was written into it
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with training_lock(mine, True):
+        pass
+    assert mine.is_dir() and not any(mine.iterdir())
 
 
 def test_resume_refuses_another_prompt_passage_budget_or_training_data(tiny_lm, tmp_path, monkeypatch):
