@@ -927,7 +927,6 @@ def test_the_demo_chooses_by_the_lms_measured_speed_what_fits_its_minutes():
     exact = DEMO_WORK["demo-bf16"].minutes(3.0)
     choice = choose_profile(True, rates(bf16=3.0, fp32=100.0), minutes=exact)
     assert choice.profile == "demo-bf16" and choice.estimates == {"demo-bf16": exact}
-    asked.clear()
     # a fast bf16 CPU that is slow (the EPYC that took 24 min): the cut-down profile, both estimates said
     asked.clear()
     choice = choose_profile(True, rates(bf16=rate_for("demo-bf16", 24), fp32=rate_for("demo", 9)))

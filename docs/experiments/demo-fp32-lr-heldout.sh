@@ -8,7 +8,8 @@
 #
 # Rule, fixed before any run: `demo` (and only it) moves to lr 3e-3 if, over seeds 0-2, the mean interpolated
 # nDCG@10 (the demo's headline row, weight 0.5, no selection) at 3e-3 is at least that at 1e-2. No test query is
-# touched. Run from a checkout where `make demo` ran; ~20 minutes on 2 cores when the checkpoints exist.
+# touched. Run from a checkout where `make demo` ran; ~25 minutes on 2 cores alone when the checkpoints exist (65
+# minutes on 2026-12-08, sharing the cores with an audit).
 source "$(dirname "$0")/demo-fp32-common.sh"
 RETR="--variant retr --token-filter content --query-proj --no-select-interpolation"
 args=()
